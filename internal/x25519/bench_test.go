@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package x25519
+
+import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"testing"
+
+	"github.com/flynn/noise"
+)
+
+// BenchmarkGenerate measures key generation by fixed-base Edwards
+// multiplication.
+func BenchmarkGenerate(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Generate(rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDH measures the Montgomery ladder.
+func BenchmarkDH(b *testing.B) {
+	a, err := Generate(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := Generate(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DH(a.Private, peer.Public); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPoolGet measures Get when the pool holds keys, which is the cost a
+// handshake pays while the refilling goroutine keeps up. The timer is stopped
+// while the pool refills.
+func BenchmarkPoolGet(b *testing.B) {
+	const size = 256
+	p := NewPool(size)
+	defer p.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += size {
+		b.StopTimer()
+		waitFull(b, p)
+		b.StartTimer()
+		for range min(size, b.N-i) {
+			p.Get()
+		}
+	}
+}
+
+// BenchmarkPoolGetDrained measures Get when callers outrun the refilling
+// goroutine, so that most keys are generated inline.
+func BenchmarkPoolGetDrained(b *testing.B) {
+	p := NewPool(16)
+	defer p.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Get()
+	}
+}
+
+// BenchmarkDHFuncGenerate measures GenerateKeypair of DHFunc(nil), comparable
+// to BenchmarkNoiseDH25519Generate.
+func BenchmarkDHFuncGenerate(b *testing.B) {
+	dh := DHFunc(nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := dh.GenerateKeypair(rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDHFuncDH measures DH of DHFunc, comparable to
+// BenchmarkNoiseDH25519DH.
+func BenchmarkDHFuncDH(b *testing.B) {
+	dh := DHFunc(nil)
+	a, err := dh.GenerateKeypair(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := dh.GenerateKeypair(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := dh.DH(a.Private, peer.Public); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEcdhGenerateKey is the crypto/ecdh baseline for BenchmarkGenerate.
+func BenchmarkEcdhGenerateKey(b *testing.B) {
+	curve := ecdh.X25519()
+	b.ReportAllocs()
+	for b.Loop() {
+		k, err := curve.GenerateKey(rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = k.PublicKey()
+	}
+}
+
+// BenchmarkEcdhECDH is the crypto/ecdh baseline for BenchmarkDH, with both
+// keys already parsed.
+func BenchmarkEcdhECDH(b *testing.B) {
+	curve := ecdh.X25519()
+	a, err := curve.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := curve.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.ECDH(peer.PublicKey()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEcdhECDHFromBytes is the crypto/ecdh cost of a DH starting from
+// raw 32-byte keys, as a noise.DHFunc must: NewPrivateKey computes the public
+// key before ECDH runs.
+func BenchmarkEcdhECDHFromBytes(b *testing.B) {
+	curve := ecdh.X25519()
+	a, err := Generate(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := Generate(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		priv, err := curve.NewPrivateKey(a.Private[:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		pub, err := curve.NewPublicKey(peer.Public[:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := priv.ECDH(pub); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNoiseDH25519Generate is the noise.DH25519 baseline for
+// BenchmarkDHFuncGenerate.
+func BenchmarkNoiseDH25519Generate(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := noise.DH25519.GenerateKeypair(rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNoiseDH25519DH is the noise.DH25519 baseline for BenchmarkDHFuncDH.
+func BenchmarkNoiseDH25519DH(b *testing.B) {
+	a, err := noise.DH25519.GenerateKeypair(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peer, err := noise.DH25519.GenerateKeypair(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := noise.DH25519.DH(a.Private, peer.Public); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package x25519
+
+import (
+	"crypto/rand"
+	"sync"
+)
+
+// Pool keeps up to size pre-generated ephemeral key pairs so that netauth's
+// handshakes do not pay for key generation on their critical path. One
+// background goroutine refills the pool and sleeps while it is full. Every key
+// pair is handed out at most once.
+//
+// A Pool must not be copied after first use. All methods are safe for
+// concurrent use, and the methods of a nil *Pool behave like those of a closed
+// empty pool.
+type Pool struct {
+	keys chan KeyPair
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// NewPool starts a pool holding up to size key pairs generated from
+// crypto/rand. With size less than one the pool starts no goroutine and Get
+// always generates inline. The caller must call Close to stop the refilling
+// goroutine.
+func NewPool(size int) *Pool {
+	p := &Pool{
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	if size < 1 {
+		close(p.done)
+		return p
+	}
+	p.keys = make(chan KeyPair, size)
+	go p.fill()
+	return p
+}
+
+// fill generates key pairs into p.keys until p.stop is closed. A blocked send
+// is how the goroutine sleeps while the pool is full.
+func (p *Pool) fill() {
+	defer close(p.done)
+	for {
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		k := generate()
+		select {
+		case p.keys <- k:
+			k.Zero()
+		case <-p.stop:
+			k.Zero()
+			return
+		}
+	}
+}
+
+// Get returns a key pair taken from the pool, or generates one inline from
+// crypto/rand if the pool is empty. It never blocks waiting for the refilling
+// goroutine, and it keeps working after Close.
+func (p *Pool) Get() KeyPair {
+	if p != nil {
+		select {
+		case k := <-p.keys:
+			return k
+		default:
+		}
+	}
+	return generate()
+}
+
+// Close stops the refilling goroutine, waits for it to exit, and wipes the key
+// pairs still held by the pool. It is safe to call Close more than once.
+func (p *Pool) Close() {
+	if p == nil {
+		return
+	}
+	p.once.Do(func() { close(p.stop) })
+	<-p.done
+	for {
+		select {
+		case k := <-p.keys:
+			k.Zero()
+		default:
+			return
+		}
+	}
+}
+
+// generate makes a key pair from crypto/rand.
+func generate() KeyPair {
+	var seed [Size]byte
+	defer clear(seed[:])
+	if _, err := rand.Read(seed[:]); err != nil {
+		// crypto/rand.Read never returns an error; it crashes the program
+		// instead when the operating system fails to provide randomness.
+		panic("x25519: crypto/rand failed: " + err.Error())
+	}
+	return fromSeed(&seed)
+}

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package x25519
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// checkKeyPair fails the test if kp's public key does not match its private
+// key according to crypto/ecdh.
+func checkKeyPair(t testing.TB, kp KeyPair) {
+	t.Helper()
+	priv, err := ecdh.X25519().NewPrivateKey(kp.Private[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if [Size]byte(priv.PublicKey().Bytes()) != kp.Public {
+		t.Fatalf("key pair public key %x does not match its private key", kp.Public)
+	}
+}
+
+// waitFull waits until p holds cap(p.keys) key pairs.
+func waitFull(t testing.TB, p *Pool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(p.keys) < cap(p.keys) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool holds %d of %d keys after 10s", len(p.keys), cap(p.keys))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPoolDistinct checks that Get returns valid, distinct key pairs, both
+// from the pool and generated inline once the pool is drained.
+func TestPoolDistinct(t *testing.T) {
+	const size = 16
+	p := NewPool(size)
+	defer p.Close()
+	waitFull(t, p)
+
+	seen := make(map[[Size]byte]bool)
+	for i := range 4 * size {
+		kp := p.Get()
+		checkKeyPair(t, kp)
+		if seen[kp.Private] {
+			t.Fatalf("Get %d returned a private key already handed out", i)
+		}
+		seen[kp.Private] = true
+	}
+}
+
+// TestPoolConcurrent checks that concurrent Get calls, racing with Close,
+// never hand out the same key pair twice. Run it with -race.
+func TestPoolConcurrent(t *testing.T) {
+	const (
+		workers = 8
+		perW    = 50
+	)
+	p := NewPool(8)
+	waitFull(t, p)
+
+	keys := make(chan [Size]byte, workers*perW)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perW {
+				if w == 0 && i == perW/2 {
+					p.Close()
+				}
+				kp := p.Get()
+				keys <- kp.Private
+			}
+		}()
+	}
+	wg.Wait()
+	close(keys)
+	p.Close()
+
+	seen := make(map[[Size]byte]bool)
+	for k := range keys {
+		if seen[k] {
+			t.Fatalf("private key %x handed out twice", k)
+		}
+		seen[k] = true
+	}
+	if len(seen) != workers*perW {
+		t.Fatalf("got %d distinct keys, want %d", len(seen), workers*perW)
+	}
+}
+
+// TestPoolAfterClose checks that Get keeps working after Close, that Close
+// empties the pool and can be called again, and that small and nil pools work.
+func TestPoolAfterClose(t *testing.T) {
+	p := NewPool(4)
+	waitFull(t, p)
+	p.Close()
+	if n := len(p.keys); n != 0 {
+		t.Errorf("pool holds %d keys after Close, want 0", n)
+	}
+	p.Close()
+	a, b := p.Get(), p.Get()
+	checkKeyPair(t, a)
+	checkKeyPair(t, b)
+	if a == b {
+		t.Error("Get after Close returned the same key pair twice")
+	}
+
+	for _, size := range []int{0, -1} {
+		p := NewPool(size)
+		checkKeyPair(t, p.Get())
+		p.Close()
+		checkKeyPair(t, p.Get())
+	}
+
+	var nilPool *Pool
+	checkKeyPair(t, nilPool.Get())
+	nilPool.Close()
+}
+
+// fillGoroutines returns the number of goroutines running Pool.fill.
+func fillGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return bytes.Count(buf, []byte("x25519.(*Pool).fill("))
+}
+
+// waitGoroutines waits until cond holds, failing the test after a deadline.
+func waitGoroutines(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("%s: %d goroutines, %d running Pool.fill\n%s", what, runtime.NumGoroutine(), fillGoroutines(), buf)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPoolNoGoroutineLeak checks that Close stops the refilling goroutine,
+// whether the pool is full, empty or still filling.
+func TestPoolNoGoroutineLeak(t *testing.T) {
+	// Goroutines of pools closed by earlier tests may still be exiting.
+	waitGoroutines(t, "before the test", func() bool { return fillGoroutines() == 0 })
+	before := runtime.NumGoroutine()
+
+	pools := []*Pool{NewPool(1), NewPool(1000), NewPool(4), NewPool(0)}
+	waitFull(t, pools[0])
+	waitFull(t, pools[2])
+	for range 8 {
+		pools[2].Get()
+	}
+	if n := fillGoroutines(); n != 3 {
+		t.Fatalf("%d goroutines running Pool.fill with 3 running pools, want 3", n)
+	}
+	if n := runtime.NumGoroutine(); n < before+3 {
+		t.Fatalf("%d goroutines with 3 running pools, want at least %d", n, before+3)
+	}
+	for _, p := range pools {
+		p.Close()
+	}
+
+	waitGoroutines(t, "after Close", func() bool {
+		return runtime.NumGoroutine() <= before && fillGoroutines() == 0
+	})
+}
