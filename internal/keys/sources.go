@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package keys
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// MaxKeysPerUser is the most keys any source may give for one user.
+const MaxKeysPerUser = 1000
+
+// MaxKeyFileSize is the largest authorized keys file (or command output)
+// netauth reads, in bytes.
+const MaxKeyFileSize = 1 << 20
+
+// DefaultUserFilesDir is the directory of admin-owned per-user key files
+// that UserFiles reads when its Dir is empty.
+const DefaultUserFilesDir = "/etc/netauth/authorized_keys"
+
+// DefaultCommandTimeout is how long a Command may run when its Timeout is
+// zero.
+const DefaultCommandTimeout = 5 * time.Second
+
+// maxStderr is how much of a command's standard error goes into errors.
+const maxStderr = 256
+
+// Source gives the public keys that may authenticate as a user. A user with
+// no keys gets (nil, nil). Every Source in this package checks the user name
+// with ValidName before using it.
+//
+// All sources read key lists in authorized_keys format with the same rules:
+// blank lines and lines starting with '#' are ignored; keys that carry any
+// option (restrict, command=, from=, no-*, permitopen=, principals=,
+// expiry-time=, environment=, cert-authority, ...) are skipped, because
+// those are ssh-specific restrictions netauth cannot enforce; certificates
+// are skipped; and a line that cannot be parsed is an error naming the file
+// and line, so that a broken file is noticed and fixed rather than half
+// used.
+type Source interface {
+	Keys(ctx context.Context, user string) ([]ssh.PublicKey, error)
+}
+
+// Authorized reports whether key is among src's keys for user. Key blobs
+// are compared in constant time.
+func Authorized(ctx context.Context, src Source, user string, key ssh.PublicKey) (bool, error) {
+	if err := ValidName(user); err != nil {
+		return false, err
+	}
+	keys, err := src.Keys(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	want := key.Marshal()
+	found := 0
+	for _, k := range keys {
+		found |= subtle.ConstantTimeCompare(k.Marshal(), want)
+	}
+	return found == 1, nil
+}
+
+// ParseAuthorizedKeys parses data in authorized_keys format with the rules
+// described at Source. name is the file name used in errors.
+func ParseAuthorizedKeys(data []byte, name string) ([]ssh.PublicKey, error) {
+	var keys []ssh.PublicKey
+	lineNo := 0
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		lineNo++
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		key, _, options, _, err := ssh.ParseAuthorizedKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("keys: %s:%d: cannot parse key: %w", name, lineNo, err)
+		}
+		if len(options) > 0 {
+			continue
+		}
+		if _, ok := key.(*ssh.Certificate); ok {
+			continue
+		}
+		if len(keys) == MaxKeysPerUser {
+			return nil, fmt.Errorf("keys: %s: more than %d keys", name, MaxKeysPerUser)
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+// readKeyFile reads and parses the authorized keys file at path. A missing
+// file gives no keys. check, if not nil, vets the opened file first.
+func readKeyFile(path string, check func(*os.File, fs.FileInfo) error) ([]ssh.PublicKey, error) {
+	// O_NONBLOCK keeps a FIFO planted at path from blocking the open.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("keys: %s is not a regular file", path)
+	}
+	if fi.Size() > MaxKeyFileSize {
+		return nil, fmt.Errorf("keys: %s is larger than %d bytes", path, MaxKeyFileSize)
+	}
+	if check != nil {
+		if err := check(f, fi); err != nil {
+			return nil, err
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("keys: reading %s: %w", path, err)
+	}
+	if len(data) > MaxKeyFileSize {
+		return nil, fmt.Errorf("keys: %s is larger than %d bytes", path, MaxKeyFileSize)
+	}
+	return ParseAuthorizedKeys(data, path)
+}
+
+// UserFiles reads the keys of user from the file Dir/<user>, in
+// authorized_keys format: admin-owned per-user files. A missing file means
+// the user has no keys. A file that group or others may write is refused.
+// The parsing rules are those described at Source: keys with options are
+// skipped and a malformed line is an error naming file:line.
+type UserFiles struct {
+	// Dir is the directory of per-user files; empty means
+	// DefaultUserFilesDir.
+	Dir string
+}
+
+// Keys returns the keys listed in Dir/<user>.
+func (u UserFiles) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	if err := ValidName(user); err != nil {
+		return nil, err
+	}
+	dir := u.Dir
+	if dir == "" {
+		dir = DefaultUserFilesDir
+	}
+	path := filepath.Join(dir, user)
+	return readKeyFile(path, func(_ *os.File, fi fs.FileInfo) error {
+		if fi.Mode().Perm()&0o022 != 0 {
+			return fmt.Errorf("keys: %s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())
+		}
+		return nil
+	})
+}
+
+// HomeAuthorizedKeys reads the keys of user from ~user/.ssh/authorized_keys,
+// finding the home directory with os/user.Lookup (the system user database,
+// NSS). Keys that carry any option (restrict, command=, from=, no-*,
+// permitopen=, principals=, expiry-time=, environment=, ...) are skipped,
+// since netauth cannot enforce them; a malformed line is an error naming
+// file:line (see Source). A missing file means no keys. Like sshd's
+// StrictModes, the file, ~/.ssh and the home directory must be owned by the
+// user or root and not writable by group or others.
+type HomeAuthorizedKeys struct {
+	// lookup replaces user.Lookup in tests.
+	lookup func(string) (*user.User, error)
+}
+
+// Keys returns the keys in the user's ~/.ssh/authorized_keys.
+func (h HomeAuthorizedKeys) Keys(ctx context.Context, name string) ([]ssh.PublicKey, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	lookup := h.lookup
+	if lookup == nil {
+		lookup = user.Lookup
+	}
+	u, err := lookup(name)
+	if err != nil {
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("keys: looking up user %s: %w", name, err)
+	}
+	if u.HomeDir == "" || !filepath.IsAbs(u.HomeDir) {
+		return nil, fmt.Errorf("keys: user %s has no absolute home directory", name)
+	}
+	sshDir := filepath.Join(u.HomeDir, ".ssh")
+	path := filepath.Join(sshDir, "authorized_keys")
+	return readKeyFile(path, func(f *os.File, fi fs.FileInfo) error {
+		if err := checkOwnerMode(path, fi, u.Uid); err != nil {
+			return err
+		}
+		for _, dir := range []string{sshDir, u.HomeDir} {
+			dfi, err := os.Stat(dir)
+			if err != nil {
+				return fmt.Errorf("keys: %w", err)
+			}
+			if err := checkOwnerMode(dir, dfi, u.Uid); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Command runs an external program to get a user's keys, like sshd's
+// AuthorizedKeysCommand, so that directories such as LDAP or SSSD can
+// supply them. The program runs with an empty environment apart from
+// PATH=/usr/bin:/bin, in the directory "/", with no standard input. Its
+// standard output is read in authorized_keys format (see Source: keys with
+// options are skipped, a malformed line is an error) and may not exceed
+// MaxKeyFileSize. A non-zero exit, a timeout or too much output is an error
+// naming the command and including the start of its standard error.
+type Command struct {
+	// Path is the program to run; it should be an absolute path.
+	Path string
+	// Args are the program's arguments; each "%u" in them is replaced by
+	// the user name.
+	Args []string
+	// Timeout bounds the program's run time; zero means
+	// DefaultCommandTimeout.
+	Timeout time.Duration
+}
+
+// Keys runs the command for user and returns the keys it prints.
+func (c Command) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	if err := ValidName(user); err != nil {
+		return nil, err
+	}
+	if c.Path == "" {
+		return nil, errors.New("keys: command: no program given")
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultCommandTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	args := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		args[i] = strings.ReplaceAll(a, "%u", user)
+	}
+	name := strings.Join(append([]string{c.Path}, args...), " ")
+
+	cmd := exec.CommandContext(ctx, c.Path, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	killGroupOnCancel(cmd)
+	stdout := &cappedWriter{max: MaxKeyFileSize, onOverflow: cancel}
+	stderr := &cappedWriter{max: maxStderr, discard: true}
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	// Do not wait long for pipes held open by the program's own children
+	// once it has exited or been killed.
+	cmd.WaitDelay = time.Second
+
+	err := cmd.Run()
+	switch {
+	case stdout.overflow:
+		return nil, fmt.Errorf("keys: command %q printed more than %d bytes%s", name, MaxKeyFileSize, stderr.suffix())
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && err != nil:
+		return nil, fmt.Errorf("keys: command %q timed out after %v%s", name, timeout, stderr.suffix())
+	case err != nil:
+		return nil, fmt.Errorf("keys: command %q failed: %w%s", name, err, stderr.suffix())
+	}
+	return ParseAuthorizedKeys(stdout.buf.Bytes(), "output of "+c.Path)
+}
+
+// cappedWriter keeps at most max bytes. Past that it either discards the
+// rest silently or, when discard is false, records the overflow, calls
+// onOverflow and fails the write.
+type cappedWriter struct {
+	buf        bytes.Buffer
+	max        int
+	discard    bool
+	overflow   bool
+	onOverflow func()
+}
+
+func (w *cappedWriter) Write(p []byte) (int, error) {
+	room := w.max - w.buf.Len()
+	if len(p) <= room {
+		return w.buf.Write(p)
+	}
+	w.buf.Write(p[:max(room, 0)])
+	if w.discard {
+		w.overflow = true
+		return len(p), nil
+	}
+	w.overflow = true
+	if w.onOverflow != nil {
+		w.onOverflow()
+	}
+	return 0, errors.New("output too large")
+}
+
+// suffix formats captured standard error for an error message.
+func (w *cappedWriter) suffix() string {
+	s := strings.TrimSpace(w.buf.String())
+	if s == "" {
+		return ""
+	}
+	if w.overflow {
+		s += "..."
+	}
+	return fmt.Sprintf("; stderr: %q", s)
+}
+
+// Multi is the union of its sources, in order, without duplicate keys. An
+// error from any source is returned, wrapped with which source failed.
+type Multi []Source
+
+// Keys returns the keys all sources give for user.
+func (m Multi) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	if err := ValidName(user); err != nil {
+		return nil, err
+	}
+	var keys []ssh.PublicKey
+	seen := make(map[string]bool)
+	for i, src := range m {
+		ks, err := src.Keys(ctx, user)
+		if err != nil {
+			return nil, fmt.Errorf("keys: source %d (%T): %w", i, src, err)
+		}
+		for _, k := range ks {
+			blob := string(k.Marshal())
+			if seen[blob] {
+				continue
+			}
+			if len(keys) == MaxKeysPerUser {
+				return nil, fmt.Errorf("keys: more than %d keys for user %s", MaxKeysPerUser, user)
+			}
+			seen[blob] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
