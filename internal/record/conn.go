@@ -1,0 +1,458 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package record
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultRekeyAfter is how many records a direction sends before it rekeys. AES-GCM with
+// 96-bit nonces is safe far beyond this; rekeying this early bounds how much traffic any one
+// key protects.
+const DefaultRekeyAfter = 1 << 20
+
+// Errors of the connection.
+var (
+	// ErrTruncated means the peer's stream ended without a close record: an attacker or a
+	// failure cut the connection, and data may be missing.
+	ErrTruncated = errors.New("netauth: connection ended without a close record (truncated)")
+	// ErrUnexpectedFrame means the peer sent a frame that is not valid at this point.
+	ErrUnexpectedFrame = errors.New("netauth: unexpected frame from peer")
+	// ErrNoKeys means encrypted I/O was attempted before the handshake set keys.
+	ErrNoKeys = errors.New("netauth: record layer used before the handshake completed")
+)
+
+// rbufSize holds the largest frame plus room to read ahead.
+const rbufSize = 2 * (HeaderLen + MaxBody)
+
+// Conn carries frames over a stream connection. Before the handshake completes it reads and
+// writes plaintext frames (ReadFrame, QueueRaw); after SetKeys it is a net.Conn whose Read and
+// Write move application data in encrypted records.
+type Conn struct {
+	conn net.Conn
+
+	// activeCall is odd once Close has started; it counts Writes in flight in steps of 2
+	// (the same interlock crypto/tls uses so Close does not block behind a stuck Write).
+	activeCall atomic.Int32
+
+	in struct {
+		sync.Mutex
+		half       *Half
+		buf        []byte // raw bytes received, buf[pos:end] not yet processed
+		pos, end   int
+		plain      []byte // decrypted application data not yet returned
+		err        error  // sticky: io.EOF after a close record, or a fatal error
+		rekeyAfter uint64
+	}
+	out struct {
+		sync.Mutex
+		half       *Half
+		buf        []byte // frames queued but not yet written
+		err        error  // sticky write error
+		sent       uint64 // records since the last rekey
+		rekeyAfter uint64
+		closed     bool // a close record was sent
+	}
+}
+
+// NewConn wraps c. The connection carries plaintext frames until SetKeys is called.
+func NewConn(c net.Conn) *Conn {
+	rc := &Conn{conn: c}
+	rc.in.buf = make([]byte, rbufSize)
+	rc.out.rekeyAfter = DefaultRekeyAfter
+	rc.in.rekeyAfter = DefaultRekeyAfter
+	return rc
+}
+
+// SetKeys installs the two directions' keys; from now on frames are encrypted records.
+func (c *Conn) SetKeys(send, recv *Half) {
+	c.in.Lock()
+	c.in.half = recv
+	c.in.Unlock()
+	c.out.Lock()
+	c.out.half = send
+	c.out.Unlock()
+}
+
+// SetRekeyAfter changes after how many records the sending direction rekeys (for tests and
+// for exercising the rekey path).
+func (c *Conn) SetRekeyAfter(n uint64) {
+	c.out.Lock()
+	c.out.rekeyAfter = n
+	c.out.Unlock()
+}
+
+// NetConn returns the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.conn }
+
+// fill makes sure at least n unprocessed bytes are buffered. Callers hold c.in.
+func (c *Conn) fill(n int) error {
+	if c.in.end-c.in.pos >= n {
+		return nil
+	}
+	if c.in.pos+n > len(c.in.buf) {
+		copy(c.in.buf, c.in.buf[c.in.pos:c.in.end])
+		c.in.end -= c.in.pos
+		c.in.pos = 0
+	}
+	for c.in.end-c.in.pos < n {
+		m, err := c.conn.Read(c.in.buf[c.in.end:])
+		c.in.end += m
+		if c.in.end-c.in.pos >= n {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return ErrTruncated
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// nextFrame returns the next frame's header and body, aliasing the read buffer; they stay
+// valid until the next read. maxBody bounds the length accepted before the body is read.
+func (c *Conn) nextFrame(maxBody int) (hdr, body []byte, err error) {
+	if err := c.fill(HeaderLen); err != nil {
+		return nil, nil, err
+	}
+	hdr = c.in.buf[c.in.pos : c.in.pos+HeaderLen]
+	n := int(hdr[1])<<8 | int(hdr[2])
+	if n > maxBody {
+		return nil, nil, fmt.Errorf("%w: frame of %d bytes exceeds the limit of %d", ErrUnexpectedFrame, n, maxBody)
+	}
+	if err := c.fill(HeaderLen + n); err != nil {
+		return nil, nil, err
+	}
+	hdr = c.in.buf[c.in.pos : c.in.pos+HeaderLen]
+	body = c.in.buf[c.in.pos+HeaderLen : c.in.pos+HeaderLen+n]
+	c.in.pos += HeaderLen + n
+	return hdr, body, nil
+}
+
+// ReadFrame reads one plaintext frame (handshake phase). The limit on its body is checked
+// before the body is read. The returned body is a copy owned by the caller.
+func (c *Conn) ReadFrame(maxBody int) (typ byte, body []byte, err error) {
+	c.in.Lock()
+	defer c.in.Unlock()
+	if c.in.err != nil {
+		return 0, nil, c.in.err
+	}
+	hdr, b, err := c.nextFrame(maxBody)
+	if err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], append([]byte(nil), b...), nil
+}
+
+// ReadRecord reads and decrypts one record of any inner type (handshake phase: server and
+// client authentication and the verdict). Rekey records are processed and skipped. A close
+// record yields io.EOF. The returned content is a copy owned by the caller.
+func (c *Conn) ReadRecord() (typ byte, content []byte, err error) {
+	c.in.Lock()
+	defer c.in.Unlock()
+	typ, content, err = c.readRecordLocked()
+	if err != nil {
+		return 0, nil, err
+	}
+	return typ, append([]byte(nil), content...), nil
+}
+
+// readRecordLocked reads the next record other than a rekey; content aliases the buffer.
+func (c *Conn) readRecordLocked() (byte, []byte, error) {
+	for {
+		if c.in.err != nil {
+			return 0, nil, c.in.err
+		}
+		if c.in.half == nil {
+			return 0, nil, ErrNoKeys
+		}
+		hdr, body, err := c.nextFrame(MaxBody)
+		if err != nil {
+			c.setReadErr(err)
+			return 0, nil, err
+		}
+		if hdr[0] != FrameRecord {
+			err := fmt.Errorf("%w: frame type 0x%02x where an encrypted record was expected", ErrUnexpectedFrame, hdr[0])
+			c.in.err = err
+			return 0, nil, err
+		}
+		typ, content, err := c.in.half.Open(hdr, body)
+		if err != nil {
+			c.in.err = err
+			return 0, nil, err
+		}
+		switch typ {
+		case TypeRekey:
+			c.in.half.Rekey()
+			continue
+		case TypeClose:
+			c.in.err = io.EOF
+			return 0, nil, io.EOF
+		}
+		return typ, content, nil
+	}
+}
+
+// setReadErr records err as permanent unless it is a timeout, after which reading may resume.
+func (c *Conn) setReadErr(err error) {
+	if isTimeout(err) {
+		return
+	}
+	c.in.err = err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// Read reads application data. It returns io.EOF after the peer's close record and
+// ErrTruncated if the stream ends without one.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.in.Lock()
+	defer c.in.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for len(c.in.plain) == 0 {
+		typ, content, err := c.readRecordLocked()
+		if err != nil {
+			return 0, err
+		}
+		if typ != TypeData {
+			err := fmt.Errorf("%w: record type 0x%02x after the handshake", ErrUnexpectedFrame, typ)
+			c.in.err = err
+			return 0, err
+		}
+		c.in.plain = content
+	}
+	n := copy(p, c.in.plain)
+	c.in.plain = c.in.plain[n:]
+	return n, nil
+}
+
+// Buffered reports how many decrypted bytes are ready to be read without blocking.
+func (c *Conn) Buffered() int {
+	c.in.Lock()
+	defer c.in.Unlock()
+	return len(c.in.plain)
+}
+
+// QueueRaw queues plaintext frame bytes to go out with the next flush.
+func (c *Conn) QueueRaw(b []byte) {
+	c.out.Lock()
+	c.out.buf = append(c.out.buf, b...)
+	c.out.Unlock()
+}
+
+// QueueRecord seals a record of inner type typ and queues it for the next flush.
+func (c *Conn) QueueRecord(typ byte, content []byte) error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	return c.queueLocked(typ, content)
+}
+
+func (c *Conn) queueLocked(typ byte, content []byte) error {
+	if c.out.err != nil {
+		return c.out.err
+	}
+	if c.out.half == nil {
+		return ErrNoKeys
+	}
+	var err error
+	c.out.buf, err = c.out.half.Seal(c.out.buf, typ, content)
+	if err != nil {
+		c.out.err = err
+		return err
+	}
+	c.out.sent++
+	if c.out.sent >= c.out.rekeyAfter {
+		if c.out.buf, err = c.out.half.Seal(c.out.buf, TypeRekey, nil); err != nil {
+			c.out.err = err
+			return err
+		}
+		c.out.half.Rekey()
+		c.out.sent = 0
+	}
+	return nil
+}
+
+// Flush writes all queued frames.
+func (c *Conn) Flush() error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	_, err := c.flushLocked()
+	return err
+}
+
+// flushLocked writes the queued bytes and reports how many were written. After a timeout the
+// unwritten bytes stay queued and go out first on the next write, so a deadline never leaves
+// the peer with half a record; any other error is permanent.
+func (c *Conn) flushLocked() (int, error) {
+	if c.out.err != nil {
+		return 0, c.out.err
+	}
+	if len(c.out.buf) == 0 {
+		return 0, nil
+	}
+	m, err := c.conn.Write(c.out.buf)
+	if err != nil {
+		if isTimeout(err) {
+			c.out.buf = c.out.buf[:copy(c.out.buf, c.out.buf[m:])]
+		} else {
+			c.out.err = err
+		}
+		return m, err
+	}
+	c.out.buf = c.out.buf[:0]
+	return m, nil
+}
+
+// writeChunk is how much application data goes into one record.
+const writeChunk = MaxPlaintext
+
+// Write encrypts p into records and sends them.
+func (c *Conn) Write(p []byte) (int, error) {
+	for {
+		x := c.activeCall.Load()
+		if x&1 != 0 {
+			return 0, net.ErrClosed
+		}
+		if c.activeCall.CompareAndSwap(x, x+2) {
+			break
+		}
+	}
+	defer c.activeCall.Add(-2)
+
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.out.closed {
+		return 0, errors.New("netauth: write after CloseWrite")
+	}
+	if c.out.half == nil {
+		return 0, ErrNoKeys
+	}
+	// Finish a record left half-sent by an earlier timeout.
+	if _, err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(p) > 0 {
+		chunk := min(len(p), writeChunk)
+		saved, savedSent := c.out.half.save(), c.out.sent
+		if err := c.queueLocked(TypeData, p[:chunk]); err != nil {
+			return n, err
+		}
+		m, err := c.flushLocked()
+		if err != nil {
+			if isTimeout(err) && m == 0 {
+				// Nothing of this record left: take it back, as if never sealed.
+				c.out.buf = c.out.buf[:0]
+				c.out.half.restore(saved)
+				c.out.sent = savedSent
+			} else if isTimeout(err) {
+				n += chunk // the rest of the record is queued and goes out next
+			}
+			return n, err
+		}
+		n += chunk
+		p = p[chunk:]
+	}
+	return n, nil
+}
+
+// sendClose sends the close record, bounded by a short deadline so a peer that stopped
+// reading cannot block the close.
+func (c *Conn) sendClose() error {
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.out.closed || c.out.half == nil || c.out.err != nil {
+		return nil
+	}
+	c.out.closed = true
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.queueLocked(TypeClose, nil); err != nil {
+		return err
+	}
+	_, err := c.flushLocked()
+	return err
+}
+
+// CloseWrite sends a close record and, for TCP and Unix connections, shuts down the writing
+// side; the peer reads io.EOF and the connection can still be read from.
+func (c *Conn) CloseWrite() error {
+	if err := c.sendClose(); err != nil {
+		return err
+	}
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Close sends a close record (unless a Write is in progress, which Close then interrupts)
+// and closes the connection. Keys are wiped.
+func (c *Conn) Close() error {
+	var x int32
+	for {
+		x = c.activeCall.Load()
+		if x&1 != 0 {
+			return net.ErrClosed
+		}
+		if c.activeCall.CompareAndSwap(x, x|1) {
+			break
+		}
+	}
+	var closeErr error
+	if x == 0 {
+		closeErr = c.sendClose()
+	}
+	err := c.conn.Close()
+	if c.out.TryLock() {
+		if c.out.half != nil {
+			c.out.half.Zero()
+		}
+		c.out.err = net.ErrClosed
+		c.out.Unlock()
+	}
+	if c.in.TryLock() {
+		if c.in.half != nil {
+			c.in.half.Zero()
+		}
+		c.in.err = net.ErrClosed
+		clear(c.in.plain)
+		c.in.Unlock()
+	}
+	if err != nil {
+		return err
+	}
+	if closeErr != nil && !errors.Is(closeErr, net.ErrClosed) {
+		return fmt.Errorf("netauth: close record not sent (connection closed anyway): %w", closeErr)
+	}
+	return nil
+}
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// RemoteAddr returns the remote network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines of the underlying connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the underlying connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the underlying connection. A write that times
+// out leaves the connection unable to write (the peer may have a partial record).
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
