@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package handshake
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/flynn/noise"
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// Signer makes the user's authenticator: an SSHSIG signature over a statement, usually made
+// by an ssh-agent.
+type Signer interface {
+	PublicKey() ssh.PublicKey
+	// SignStatement returns a binary SSHSIG signature of statement in Namespace.
+	SignStatement(statement []byte) ([]byte, error)
+}
+
+// ClientConfig is what the client side of a handshake needs.
+type ClientConfig struct {
+	User   string
+	Signer Signer // used for full handshakes
+	// CheckHostKey decides whether the server's host key is acceptable (known_hosts). It
+	// also learns the service the server announces.
+	CheckHostKey func(hostKey ssh.PublicKey, service string) error
+	// Service, if not empty, is the service the client insists on.
+	Service string
+	// Session, if not nil, is offered for resumption.
+	Session *Session
+	// Now returns the current time (time.Now if nil).
+	Now func() time.Time
+	// Ephemeral returns the ephemeral X25519 key for this handshake.
+	Ephemeral func() (x25519.KeyPair, error)
+}
+
+// Result describes a completed handshake, on either side.
+type Result struct {
+	Resumed       bool
+	User          string
+	UserKey       ssh.PublicKey
+	HostKey       ssh.PublicKey
+	Service       string
+	HandshakeHash []byte
+	// Statement and Signature are the signed authenticator of a full handshake.
+	Statement []byte
+	Signature []byte
+	// Offered is true on the client when it offered a ticket (the server declined it if
+	// Resumed is false).
+	Offered bool
+	// Issued is when the user last authenticated with a signature (a resumed session's
+	// original full handshake).
+	Issued time.Time
+}
+
+// Client is the client side of a handshake that has sent its authentication and may
+// already send application data; the server's verdict is read by ReadVerdict.
+type Client struct {
+	rc     *record.Conn
+	Result Result
+	// pending is true while a full handshake's verdict is unread.
+	pending bool
+}
+
+func (cfg *ClientConfig) now() time.Time {
+	if cfg.Now != nil {
+		return cfg.Now()
+	}
+	return time.Now()
+}
+
+// RunClient runs the client side of a handshake on rc up to the point where application data
+// may be sent: for a resumed session the handshake is complete; for a full one the client has
+// sent its authenticator and ReadVerdict must be called before reading.
+func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
+	eph, err := cfg.Ephemeral()
+	if err != nil {
+		return nil, fmt.Errorf("netauth: ephemeral key: %w", err)
+	}
+	defer eph.Zero()
+
+	// Message 1: ClientHello with e, offering the ticket if there is one.
+	hello := &clientHello{Version: Version, Mode: ModeFull}
+	if s := cfg.Session; s != nil {
+		hello.Mode, hello.Ticket = ModeResume, s.Ticket
+	}
+	var nn, psk *noise.HandshakeState
+	noiseLen := noiseMsg1Full
+	if hello.Mode == ModeResume {
+		noiseLen = noiseMsg1PSK
+	}
+	// The prologue covers the frame up to the Noise message, so build the body with a
+	// placeholder of the right length first.
+	hello.Noise = make([]byte, noiseLen)
+	pro := prologue(hello.body(), noiseLen)
+	if nn, err = newNoise(true, pro, &eph, nil); err != nil {
+		return nil, err
+	}
+	if hello.Noise, _, _, err = nn.WriteMessage(nil, nil); err != nil {
+		return nil, err
+	}
+	if hello.Mode == ModeResume {
+		if psk, err = newNoise(true, pro, &eph, cfg.Session.Secret); err != nil {
+			return nil, err
+		}
+		if hello.Noise, _, _, err = psk.WriteMessage(nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	rc.QueueRaw(frame(record.FrameClientHello, hello.body()))
+	if err := rc.Flush(); err != nil {
+		return nil, fmt.Errorf("netauth: sending ClientHello: %w", err)
+	}
+
+	// Message 2: ServerHello, or an alert.
+	typ, body, err := rc.ReadFrame(max(MaxServerHello, AlertLen))
+	if err != nil {
+		return nil, readErr("ServerHello", err)
+	}
+	switch typ {
+	case record.FrameAlert:
+		if len(body) != AlertLen {
+			return nil, fmt.Errorf("%w: malformed alert", record.ErrUnexpectedFrame)
+		}
+		return nil, &RefusedError{Code: Code(body[0])}
+	case record.FrameServerHello:
+	default:
+		return nil, fmt.Errorf("%w: frame type 0x%02x instead of ServerHello (is this a netauth server?)", record.ErrUnexpectedFrame, typ)
+	}
+	sh, err := parseServerHello(body)
+	if err != nil {
+		return nil, fmt.Errorf("netauth: %w", err)
+	}
+	c := &Client{rc: rc}
+	c.Result.Offered = hello.Mode == ModeResume
+	hs := nn
+	if sh.Mode == ModeResume {
+		if psk == nil {
+			return nil, fmt.Errorf("%w: server resumed a session the client did not offer", record.ErrUnexpectedFrame)
+		}
+		hs = psk
+	}
+	_, cs1, cs2, err := hs.ReadMessage(nil, sh.Noise)
+	if err != nil || cs1 == nil {
+		return nil, errors.New("netauth: ServerHello failed authentication (tampered, or the server lost the session)")
+	}
+	rc.SetKeys(halves(cs1, cs2))
+	c.Result.HandshakeHash = append([]byte(nil), hs.ChannelBinding()...)
+
+	if sh.Mode == ModeResume {
+		s := cfg.Session
+		c.Result.Resumed = true
+		c.Result.User, c.Result.Service, c.Result.Issued = s.User, s.Service, s.Issued
+		if c.Result.HostKey, err = ssh.ParsePublicKey(s.HostKey); err != nil {
+			return nil, fmt.Errorf("netauth: cached session: %w", err)
+		}
+		if c.Result.UserKey, err = ssh.ParsePublicKey(s.UserKey); err != nil {
+			return nil, fmt.Errorf("netauth: cached session: %w", err)
+		}
+		return c, nil
+	}
+	if err := c.authenticate(cfg); err != nil {
+		return nil, err
+	}
+	c.pending = true
+	return c, nil
+}
+
+// authenticate checks the server's authentication record and sends the client's.
+func (c *Client) authenticate(cfg *ClientConfig) error {
+	typ, content, err := c.rc.ReadRecord()
+	if err != nil {
+		return readErr("ServerAuth", err)
+	}
+	if typ != record.TypeServerAuth {
+		return fmt.Errorf("%w: record type 0x%02x instead of ServerAuth", record.ErrUnexpectedFrame, typ)
+	}
+	sa, err := parseServerAuth(content)
+	if err != nil {
+		return fmt.Errorf("netauth: %w", err)
+	}
+	hostKey, err := ssh.ParsePublicKey(sa.HostKey)
+	if err != nil || hostKey.Type() != ssh.KeyAlgoED25519 {
+		return errors.New("netauth: server's host key is not an Ed25519 key")
+	}
+	var sig ssh.Signature
+	if err := ssh.Unmarshal(sa.Signature, &sig); err != nil || sig.Format != ssh.KeyAlgoED25519 || len(sig.Rest) != 0 {
+		return errors.New("netauth: server's host signature is malformed")
+	}
+	if err := hostKey.Verify(hostSigData(c.Result.HandshakeHash), &sig); err != nil {
+		return fmt.Errorf("netauth: server's host signature is invalid (host key %s)", keys.Fingerprint(hostKey))
+	}
+	if err := cfg.CheckHostKey(hostKey, sa.Service); err != nil {
+		return err
+	}
+	if cfg.Service != "" && cfg.Service != sa.Service {
+		return fmt.Errorf("netauth: server offers service %q, not the requested %q", sa.Service, cfg.Service)
+	}
+	c.Result.HostKey, c.Result.Service, c.Result.User = hostKey, sa.Service, cfg.User
+
+	// Message 3: the user's authenticator.
+	now := time.Unix(cfg.now().Unix(), 0)
+	st := &keys.Statement{HandshakeHash: c.Result.HandshakeHash, HostKey: hostKey, Service: sa.Service, User: cfg.User, Time: now}
+	stmt, err := st.Marshal()
+	if err != nil {
+		return fmt.Errorf("netauth: %w", err)
+	}
+	sshsig, err := cfg.Signer.SignStatement(stmt)
+	if err != nil {
+		return fmt.Errorf("netauth: signing the authenticator: %w", err)
+	}
+	c.Result.UserKey, c.Result.Statement, c.Result.Signature = cfg.Signer.PublicKey(), stmt, sshsig
+	c.Result.Issued = now
+	ca := &clientAuth{User: cfg.User, Time: uint64(now.Unix()), SSHSIG: sshsig}
+	if err := c.rc.QueueRecord(record.TypeClientAuth, ca.marshal()); err != nil {
+		return err
+	}
+	if err := c.rc.Flush(); err != nil {
+		return fmt.Errorf("netauth: sending ClientAuth: %w", err)
+	}
+	return nil
+}
+
+// Pending reports whether the verdict of a full handshake is still unread.
+func (c *Client) Pending() bool { return c.pending }
+
+// ReadVerdict reads the server's verdict on a full handshake. It returns the session to cache
+// for resumption (nil if the server issued no ticket), or a *RefusedError.
+func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
+	if !c.pending {
+		return nil, nil
+	}
+	typ, content, err := c.rc.ReadRecord()
+	if err != nil {
+		return nil, readErr("Verdict", err)
+	}
+	if typ != record.TypeVerdict {
+		return nil, fmt.Errorf("%w: record type 0x%02x instead of Verdict", record.ErrUnexpectedFrame, typ)
+	}
+	v, err := parseVerdict(content)
+	if err != nil {
+		return nil, fmt.Errorf("netauth: %w", err)
+	}
+	c.pending = false
+	if v.Code != CodeOK {
+		return nil, &RefusedError{Code: v.Code}
+	}
+	if len(v.Ticket) == 0 {
+		return nil, nil
+	}
+	return &Session{
+		Ticket:  v.Ticket,
+		Secret:  v.Secret,
+		Expiry:  time.Unix(now.Unix()+int64(v.Lifetime), 0),
+		Issued:  c.Result.Issued,
+		HostKey: c.Result.HostKey.Marshal(),
+		UserKey: c.Result.UserKey.Marshal(),
+		Service: c.Result.Service,
+		User:    c.Result.User,
+	}, nil
+}
+
+func hostSigData(h []byte) []byte {
+	return append([]byte(HostSigContext), h...)
+}
+
+// hostSignature signs the handshake hash with the host key, in SSH signature wire form.
+func hostSignature(key ed25519.PrivateKey, h []byte) []byte {
+	sig := ed25519.Sign(key, hostSigData(h))
+	return ssh.Marshal(&ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: sig})
+}
+
+// readErr explains a failure to read the peer's next handshake message.
+func readErr(what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, record.ErrTruncated) {
+		return fmt.Errorf("netauth: connection closed by the server before its %s (it may have refused or timed out the handshake)", what)
+	}
+	return fmt.Errorf("netauth: reading %s: %w", what, err)
+}

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package handshake
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/crypto/cryptobyte"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
+)
+
+// Protocol constants (docs/PROTOCOL.md §2-§5).
+const (
+	Magic   = "netauth" // first bytes of every ClientHello body
+	Version = 1         // the only protocol version
+
+	ModeFull   = 0 // Noise NN followed by server and client authentication
+	ModeResume = 1 // Noise NNpsk0 keyed by a ticket's resumption secret
+
+	NoiseFull   = "Noise_NN_25519_AESGCM_SHA256"
+	NoiseResume = "Noise_NNpsk0_25519_AESGCM_SHA256"
+
+	// Namespace is the SSHSIG namespace of user authenticators.
+	Namespace = "netauth-v1@ubns.dev"
+	// HostSigContext prefixes the handshake hash in the data a host key signs.
+	HostSigContext = "netauth-v1 host signature\x00"
+
+	DHLen         = 32
+	HashLen       = 32
+	PSKLen        = 32
+	noiseMsg1Full = DHLen                 // e
+	noiseMsg1PSK  = DHLen + 16            // e, encrypted empty payload
+	noiseMsg2     = DHLen + 16            // e, ee, encrypted empty payload
+	MaxTicketSize = 2048                  // opaque ticket as the server issues it
+	MaxNameLen    = 64                    // user and service names
+	MaxHostKeyLen = 51                    // ssh-ed25519 wire blob: 4+11+4+32
+	MaxHostSigLen = 83                    // ssh-ed25519 signature blob: 4+11+4+64
+	MaxSSHSIGLen  = keys.MaxSignatureSize // user authenticator
+
+	// MaxClientHello bounds the ClientHello body: magic, version, mode, ticket, Noise message.
+	MaxClientHello = len(Magic) + 2 + 2 + MaxTicketSize + noiseMsg1PSK
+	// MaxServerHello bounds the ServerHello body.
+	MaxServerHello = 1 + noiseMsg2
+	// AlertLen is the size of an alert body: code and the sender's highest version.
+	AlertLen = 2
+)
+
+var errMalformed = errors.New("malformed message")
+
+// clientHello is the first message (frame type ClientHello).
+type clientHello struct {
+	Version byte
+	Mode    byte
+	Ticket  []byte // ModeResume only
+	Noise   []byte // Noise message 1
+}
+
+// body returns the ClientHello frame body.
+func (m *clientHello) body() []byte {
+	var b cryptobyte.Builder
+	b.AddBytes([]byte(Magic))
+	b.AddUint8(m.Version)
+	b.AddUint8(m.Mode)
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(m.Ticket) })
+	b.AddBytes(m.Noise)
+	return b.BytesOrPanic()
+}
+
+// frame returns a frame of type typ carrying body.
+func frame(typ byte, body []byte) []byte {
+	f := make([]byte, 0, record.HeaderLen+len(body))
+	f = append(f, typ, byte(len(body)>>8), byte(len(body)))
+	return append(f, body...)
+}
+
+// parseClientHello parses a ClientHello body. Only a version mismatch is reported as
+// errVersion, so the server can answer with its version.
+func parseClientHello(body []byte) (*clientHello, error) {
+	s := cryptobyte.String(body)
+	var magic []byte
+	m := &clientHello{}
+	if !s.ReadBytes(&magic, len(Magic)) || string(magic) != Magic {
+		return nil, fmt.Errorf("%w: not a netauth ClientHello", errMalformed)
+	}
+	if !s.ReadUint8(&m.Version) {
+		return nil, errMalformed
+	}
+	if m.Version != Version {
+		return nil, errVersion
+	}
+	var ticket cryptobyte.String
+	if !s.ReadUint8(&m.Mode) || !s.ReadUint16LengthPrefixed(&ticket) {
+		return nil, errMalformed
+	}
+	switch m.Mode {
+	case ModeFull:
+		if len(ticket) != 0 || len(s) != noiseMsg1Full {
+			return nil, fmt.Errorf("%w: bad full-mode ClientHello", errMalformed)
+		}
+	case ModeResume:
+		if len(ticket) == 0 || len(ticket) > MaxTicketSize || len(s) != noiseMsg1PSK {
+			return nil, fmt.Errorf("%w: bad resume-mode ClientHello", errMalformed)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown mode", errMalformed)
+	}
+	m.Ticket = []byte(ticket)
+	m.Noise = []byte(s)
+	return m, nil
+}
+
+var errVersion = errors.New("unsupported protocol version")
+
+// serverHello is the server's Noise response (frame type ServerHello).
+type serverHello struct {
+	Mode  byte
+	Noise []byte
+}
+
+func (m *serverHello) marshal() []byte {
+	return frame(record.FrameServerHello, append([]byte{m.Mode}, m.Noise...))
+}
+
+func parseServerHello(body []byte) (*serverHello, error) {
+	if len(body) != 1+noiseMsg2 || body[0] > ModeResume {
+		return nil, fmt.Errorf("%w: bad ServerHello", errMalformed)
+	}
+	return &serverHello{Mode: body[0], Noise: body[1:]}, nil
+}
+
+// serverAuth is the first encrypted record of a full handshake, from the server.
+type serverAuth struct {
+	HostKey   []byte // SSH wire form of the ssh-ed25519 host key
+	Signature []byte // SSH wire form of the Ed25519 signature of HostSigContext || h
+	Service   string
+}
+
+func (m *serverAuth) marshal() []byte {
+	var b cryptobyte.Builder
+	addBytes16(&b, m.HostKey)
+	addBytes16(&b, m.Signature)
+	addBytes16(&b, []byte(m.Service))
+	return b.BytesOrPanic()
+}
+
+func parseServerAuth(c []byte) (*serverAuth, error) {
+	s := cryptobyte.String(c)
+	m := &serverAuth{}
+	var svc []byte
+	if !readBytes16(&s, &m.HostKey, MaxHostKeyLen) || !readBytes16(&s, &m.Signature, MaxHostSigLen) ||
+		!readBytes16(&s, &svc, MaxNameLen) || !s.Empty() || len(m.HostKey) == 0 || len(m.Signature) == 0 {
+		return nil, fmt.Errorf("%w: bad ServerAuth", errMalformed)
+	}
+	m.Service = string(svc)
+	if err := keys.ValidName(m.Service); err != nil {
+		return nil, fmt.Errorf("%w: bad service name in ServerAuth", errMalformed)
+	}
+	return m, nil
+}
+
+// clientAuth is the client's authentication record of a full handshake (message 3).
+type clientAuth struct {
+	User   string
+	Time   uint64 // client time, Unix seconds, as in the signed statement
+	SSHSIG []byte // binary SSHSIG over the statement
+}
+
+func (m *clientAuth) marshal() []byte {
+	var b cryptobyte.Builder
+	addBytes16(&b, []byte(m.User))
+	b.AddUint64(m.Time)
+	addBytes16(&b, m.SSHSIG)
+	return b.BytesOrPanic()
+}
+
+func parseClientAuth(c []byte) (*clientAuth, error) {
+	s := cryptobyte.String(c)
+	m := &clientAuth{}
+	var user []byte
+	if !readBytes16(&s, &user, MaxNameLen) || !s.ReadUint64(&m.Time) ||
+		!readBytes16(&s, &m.SSHSIG, MaxSSHSIGLen) || !s.Empty() || len(m.SSHSIG) == 0 {
+		return nil, fmt.Errorf("%w: bad ClientAuth", errMalformed)
+	}
+	m.User = string(user)
+	if err := keys.ValidName(m.User); err != nil {
+		return nil, fmt.Errorf("%w: bad user name in ClientAuth", errMalformed)
+	}
+	return m, nil
+}
+
+// verdict is the server's answer to clientAuth.
+type verdict struct {
+	Code     Code
+	Lifetime uint32 // seconds the ticket is valid
+	Ticket   []byte // empty: no ticket
+	Secret   []byte // resumption secret, PSKLen bytes iff Ticket is not empty
+}
+
+func (m *verdict) marshal() []byte {
+	var b cryptobyte.Builder
+	b.AddUint8(uint8(m.Code))
+	b.AddUint32(m.Lifetime)
+	addBytes16(&b, m.Ticket)
+	addBytes16(&b, m.Secret)
+	return b.BytesOrPanic()
+}
+
+func parseVerdict(c []byte) (*verdict, error) {
+	s := cryptobyte.String(c)
+	m := &verdict{}
+	var code uint8
+	if !s.ReadUint8(&code) || !s.ReadUint32(&m.Lifetime) || !readBytes16(&s, &m.Ticket, MaxTicketSize) ||
+		!readBytes16(&s, &m.Secret, PSKLen) || !s.Empty() {
+		return nil, fmt.Errorf("%w: bad Verdict", errMalformed)
+	}
+	m.Code = Code(code)
+	if (len(m.Ticket) == 0) != (len(m.Secret) == 0) || (len(m.Secret) != 0 && len(m.Secret) != PSKLen) {
+		return nil, fmt.Errorf("%w: bad ticket in Verdict", errMalformed)
+	}
+	if m.Code != CodeOK && len(m.Ticket) != 0 {
+		return nil, fmt.Errorf("%w: ticket in a refusal", errMalformed)
+	}
+	return m, nil
+}
+
+// alert is a plaintext error frame, sent before keys exist.
+func alertFrame(code Code) []byte {
+	return frame(record.FrameAlert, []byte{byte(code), Version})
+}
+
+func addBytes16(b *cryptobyte.Builder, v []byte) {
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(v) })
+}
+
+// readBytes16 reads a 16-bit length-prefixed field of at most max bytes into out (a copy).
+func readBytes16(s *cryptobyte.String, out *[]byte, max int) bool {
+	var v cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&v) || len(v) > max {
+		return false
+	}
+	*out = append([]byte(nil), v...)
+	return true
+}

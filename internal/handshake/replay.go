@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package handshake
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// DefaultReplayCapacity bounds a ReplayCache.
+const DefaultReplayCapacity = 1 << 16
+
+// ReplayCache remembers the authenticators accepted within the clock-skew window, so none is
+// accepted twice. Each authenticator is also bound to its connection's handshake hash, so a
+// replay fails the signature check anyway; the cache is a second, independent barrier. Safe
+// for concurrent use.
+type ReplayCache struct {
+	mu       sync.Mutex
+	seen     map[[32]byte]time.Time // hash of the SSHSIG blob -> when it can be forgotten
+	capacity int
+}
+
+// NewReplayCache returns a cache holding at most capacity entries
+// (DefaultReplayCapacity if capacity <= 0).
+func NewReplayCache(capacity int) *ReplayCache {
+	if capacity <= 0 {
+		capacity = DefaultReplayCapacity
+	}
+	return &ReplayCache{seen: make(map[[32]byte]time.Time), capacity: capacity}
+}
+
+// Add records sig until forget and reports whether it was new. When the cache is full of
+// live entries it refuses new ones (fails closed) rather than forgetting a live entry.
+func (c *ReplayCache) Add(sig []byte, forget, now time.Time) bool {
+	k := sha256.Sum256(sig)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.seen[k]; ok && now.Before(t) {
+		return false
+	}
+	if len(c.seen) >= c.capacity {
+		for h, t := range c.seen {
+			if !now.Before(t) {
+				delete(c.seen, h)
+			}
+		}
+		if len(c.seen) >= c.capacity {
+			return false
+		}
+	}
+	c.seen[k] = forget
+	return true
+}
