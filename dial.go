@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package netauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/user"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	sshagent "golang.org/x/crypto/ssh/agent"
+	"ubns.dev/netauth/agent"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// DefaultHandshakeTimeout bounds a handshake when neither the context nor the configuration
+// sets a deadline.
+const DefaultHandshakeTimeout = 30 * time.Second
+
+// Config configures a client. The zero value (or a nil *Config) does the right thing: it
+// authenticates as the current user with the keys of the agent named by $NETAUTH_AUTH_SOCK or
+// $SSH_AUTH_SOCK, checks the server against netauth's known_hosts file, and caches resumption
+// tickets in the agent (or in process memory when the agent is a stock ssh-agent).
+// A Config may be shared by concurrent Dials; it must not be modified while in use.
+type Config struct {
+	// User is the user to authenticate as. If empty, the user part of a "user@host:port"
+	// address is used, and otherwise the current user's login name.
+	User string
+
+	// AgentSocket is the path of the agent socket. If empty, $NETAUTH_AUTH_SOCK and then
+	// $SSH_AUTH_SOCK are used.
+	AgentSocket string
+
+	// Signer, if set, signs authenticators in process instead of through an agent.
+	Signer ssh.Signer
+
+	// KeyFingerprint, if set ("SHA256:..."), selects which of the agent's keys to use. If
+	// empty, the agent's keys are tried in order until the server accepts one.
+	KeyFingerprint string
+
+	// KnownHostsFile is the OpenSSH-format file of trusted host keys. If empty,
+	// $NETAUTH_KNOWN_HOSTS, else $XDG_CONFIG_HOME/netauth/known_hosts, else
+	// ~/.config/netauth/known_hosts. An unknown or changed host key is refused with a
+	// *HostKeyError that names the fingerprint and the command that trusts it.
+	KnownHostsFile string
+
+	// HostKeyCallback, if set, replaces the known_hosts check. It is given the address as
+	// dialed ("host:port") and the server's host key.
+	HostKeyCallback func(hostport string, key ssh.PublicKey) error
+
+	// Service, if set, is the service the server must announce.
+	Service string
+
+	// TicketCache stores resumption sessions. If nil, the agent's ticket cache is used when
+	// the agent is a netauth agent, and a process-wide memory cache otherwise.
+	TicketCache TicketCache
+
+	// DisableResumption makes every connection a full handshake.
+	DisableResumption bool
+
+	// HandshakeTimeout bounds the handshake when the context has no deadline
+	// (DefaultHandshakeTimeout if zero).
+	HandshakeTimeout time.Duration
+
+	// Logger receives debug messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// clientKeys pre-generates client ephemeral keys; started on first use.
+var clientKeys = sync.OnceValue(func() *x25519.Pool { return x25519.NewPool(16) })
+
+// defaultCache is the process-wide ticket cache used when the agent has none.
+var defaultCache = sync.OnceValue(func() TicketCache { return NewMemoryTicketCache(1024) })
+
+// Dial connects to addr ("[user@]host:port") over network ("tcp", "tcp4", "tcp6" or "unix")
+// and runs a netauth handshake. cfg may be nil.
+func Dial(network, addr string, cfg *Config) (*Conn, error) {
+	return DialContext(context.Background(), network, addr, cfg)
+}
+
+// DialContext is Dial with a context bounding the connection and the handshake.
+func DialContext(ctx context.Context, network, addr string, cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	userName, hostport := splitUser(addr)
+	if cfg.User != "" {
+		userName = cfg.User
+	}
+	if userName == "" {
+		u, err := user.Current()
+		if err != nil {
+			return nil, fmt.Errorf("netauth: finding the current user: %w", err)
+		}
+		userName = u.Username
+	}
+	if err := keys.ValidName(userName); err != nil {
+		return nil, fmt.Errorf("netauth: user name: %w", err)
+	}
+	d := &dialer{cfg: cfg, user: userName, hostport: hostport, network: network}
+	if err := d.setup(); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			d.release()
+		}
+	}()
+	// Try each candidate key until one is accepted. With a single key (or a resumable
+	// session) the first attempt is the only one and the verdict is read lazily.
+	for {
+		c, err := d.attempt(ctx)
+		var re *RefusedError
+		if errors.As(err, &re) && re.Code == handshake.CodeNotAuthorized && d.nextKey() {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		ok = true
+		return c, nil
+	}
+}
+
+// splitUser splits "user@host:port" into its parts.
+func splitUser(addr string) (string, string) {
+	if i := strings.LastIndex(addr, "@"); i >= 0 {
+		return addr[:i], addr[i+1:]
+	}
+	return "", addr
+}
+
+// dialer is the state of one Dial.
+type dialer struct {
+	cfg      *Config
+	user     string
+	hostport string
+	network  string
+
+	ag      sshagent.ExtendedAgent
+	agConn  io.Closer
+	noExt   bool // the agent lacks netauth extensions
+	cache   TicketCache
+	keys    []ssh.PublicKey // candidate keys (loaded lazily)
+	keyIdx  int
+	loaded  bool
+	cacheID string
+}
+
+func (d *dialer) log() *slog.Logger {
+	if d.cfg.Logger != nil {
+		return d.cfg.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// setup connects to the agent and chooses the ticket cache.
+func (d *dialer) setup() error {
+	d.cacheID = "netauth-v1 " + d.user + "@" + d.hostport + " " + d.cfg.Service
+	if d.cfg.Signer == nil {
+		path := d.cfg.AgentSocket
+		if path == "" {
+			p, err := agent.SocketPath()
+			if err != nil {
+				return fmt.Errorf("netauth: %w", err)
+			}
+			path = p
+		}
+		ag, closer, err := agent.Dial(path)
+		if err != nil {
+			return fmt.Errorf("netauth: connecting to the agent at %s: %w (is the agent running? start one with: eval \"$(netauth agent)\" and add a key with ssh-add)", path, err)
+		}
+		d.ag, d.agConn = ag, closer
+	}
+	d.cache = d.cfg.TicketCache
+	if d.cache == nil {
+		if d.ag != nil {
+			d.cache = &agentCache{d: d}
+		} else {
+			d.cache = defaultCache()
+		}
+	}
+	return nil
+}
+
+func (d *dialer) release() {
+	if d.agConn != nil {
+		d.agConn.Close()
+		d.agConn = nil
+	}
+}
+
+// loadKeys lists the candidate keys.
+func (d *dialer) loadKeys() error {
+	if d.loaded {
+		return nil
+	}
+	d.loaded = true
+	if d.cfg.Signer != nil {
+		d.keys = []ssh.PublicKey{d.cfg.Signer.PublicKey()}
+		return nil
+	}
+	list, err := d.ag.List()
+	if err != nil {
+		return fmt.Errorf("netauth: listing the agent's keys: %w", err)
+	}
+	for _, k := range list {
+		pub, err := ssh.ParsePublicKey(k.Blob)
+		if err != nil {
+			continue
+		}
+		if d.cfg.KeyFingerprint != "" && keys.Fingerprint(pub) != d.cfg.KeyFingerprint {
+			continue
+		}
+		d.keys = append(d.keys, pub)
+	}
+	if len(d.keys) == 0 {
+		if d.cfg.KeyFingerprint != "" {
+			return fmt.Errorf("netauth: the agent has no key %s (ssh-add -l lists its keys)", d.cfg.KeyFingerprint)
+		}
+		return errors.New("netauth: the agent has no keys; add one with ssh-add")
+	}
+	return nil
+}
+
+func (d *dialer) nextKey() bool {
+	d.keyIdx++
+	return d.keyIdx < len(d.keys)
+}
+
+// attempt makes one connection and handshake.
+func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		t := d.cfg.HandshakeTimeout
+		if t <= 0 {
+			t = DefaultHandshakeTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	var sess *handshake.Session
+	if !d.cfg.DisableResumption {
+		sess = d.cachedSession()
+	}
+	nc, err := (&net.Dialer{}).DialContext(ctx, d.network, d.hostport)
+	if err != nil {
+		return nil, fmt.Errorf("netauth: %w", err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	rc := record.NewConn(nc)
+	hcfg := &handshake.ClientConfig{
+		User:         d.user,
+		Signer:       &lazySigner{d: d},
+		CheckHostKey: func(k ssh.PublicKey, _ string) error { return d.checkHostKey(k) },
+		Service:      d.cfg.Service,
+		Session:      sess,
+		Ephemeral:    func() (x25519.KeyPair, error) { return clientKeys().Get(), nil },
+	}
+	hc, err := handshake.RunClient(rc, hcfg)
+	if sess != nil {
+		sess.Zero()
+	}
+	if err != nil {
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("netauth: handshake with %s: %w (%w)", d.hostport, ctx.Err(), err)
+		}
+		return nil, err
+	}
+	if hc.Result.Offered && !hc.Result.Resumed {
+		d.cache.Delete(d.cacheID)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c := &Conn{rc: rc, client: hc, id: identityOf(&hc.Result)}
+	c.onSession = func(s *handshake.Session) {
+		if !d.cfg.DisableResumption {
+			d.cache.Put(d.cacheID, s.Marshal(), s.Expiry)
+		}
+		s.Zero()
+	}
+	c.cleanup = d.release
+	if hc.Pending() && len(d.keys) > 1 {
+		// Several candidate keys: wait for the verdict so a refused key can be retried.
+		if err := c.HandshakeContext(ctx); err != nil {
+			rc.Close()
+			c.cleanup = nil
+			return nil, err
+		}
+	}
+	if !hc.Pending() {
+		c.mu.Lock()
+		c.release()
+		c.mu.Unlock()
+	}
+	return c, nil
+}
+
+// cachedSession returns a usable cached session, or nil.
+func (d *dialer) cachedSession() *handshake.Session {
+	b, ok := d.cache.Get(d.cacheID)
+	if !ok {
+		return nil
+	}
+	defer clear(b)
+	s, err := handshake.ParseSession(b)
+	if err != nil || !time.Now().Before(s.Expiry) || s.User != d.user {
+		d.cache.Delete(d.cacheID)
+		return nil
+	}
+	// A host key that is no longer trusted must not be resumed either.
+	hk, err := ssh.ParsePublicKey(s.HostKey)
+	if err != nil || d.checkHostKey(hk) != nil {
+		d.cache.Delete(d.cacheID)
+		return nil
+	}
+	return s
+}
+
+func (d *dialer) checkHostKey(key ssh.PublicKey) error {
+	if d.cfg.HostKeyCallback != nil {
+		return d.cfg.HostKeyCallback(d.hostport, key)
+	}
+	path := d.cfg.KnownHostsFile
+	if path == "" {
+		p, err := keys.DefaultKnownHostsPath()
+		if err != nil {
+			return fmt.Errorf("netauth: %w", err)
+		}
+		path = p
+	}
+	return keys.KnownHosts{Path: path}.Check(d.hostport, key)
+}
+
+// lazySigner signs with the current candidate key, listing the agent's keys only when a full
+// handshake needs a signature.
+type lazySigner struct {
+	d   *dialer
+	pub ssh.PublicKey
+}
+
+func (s *lazySigner) PublicKey() ssh.PublicKey { return s.pub }
+
+func (s *lazySigner) SignStatement(stmt []byte) ([]byte, error) {
+	d := s.d
+	if err := d.loadKeys(); err != nil {
+		return nil, err
+	}
+	s.pub = d.keys[d.keyIdx]
+	if d.cfg.Signer != nil {
+		return keys.Sign(d.cfg.Signer, handshake.Namespace, stmt)
+	}
+	if !d.noExt {
+		sig, err := agent.SignStatement(d.ag, s.pub, stmt)
+		if !errors.Is(err, agent.ErrUnsupported) {
+			return sig, err
+		}
+		d.noExt = true
+	}
+	// A stock ssh-agent: sign the SSHSIG data through the plain signing request.
+	var flags sshagent.SignatureFlags
+	if s.pub.Type() == ssh.KeyAlgoRSA {
+		flags = sshagent.SignatureFlagRsaSha512
+	}
+	sig, err := d.ag.SignWithFlags(s.pub, keys.SignedData(handshake.Namespace, stmt), flags)
+	if err != nil {
+		return nil, fmt.Errorf("agent refused to sign with %s: %w", keys.Fingerprint(s.pub), err)
+	}
+	return keys.Assemble(s.pub, handshake.Namespace, sig), nil
+}
+
+// agentCache keeps sessions in the agent, falling back to the process-wide cache when the
+// agent is a stock ssh-agent.
+type agentCache struct{ d *dialer }
+
+func (c *agentCache) fallback() bool {
+	if c.d.noExt {
+		return true
+	}
+	return false
+}
+
+func (c *agentCache) Get(id string) ([]byte, bool) {
+	if c.fallback() {
+		return defaultCache().Get(id)
+	}
+	t, _, err := agent.GetTicket(c.d.ag, id)
+	if errors.Is(err, agent.ErrUnsupported) {
+		c.d.noExt = true
+		return defaultCache().Get(id)
+	}
+	if err != nil {
+		if !errors.Is(err, agent.ErrNoTicket) {
+			c.d.log().Debug("agent ticket cache", "err", err)
+		}
+		return nil, false
+	}
+	return t, true
+}
+
+func (c *agentCache) Put(id string, s []byte, expiry time.Time) {
+	if c.fallback() {
+		defaultCache().Put(id, s, expiry)
+		return
+	}
+	if err := agent.PutTicket(c.d.ag, id, s, expiry); err != nil {
+		if errors.Is(err, agent.ErrUnsupported) {
+			c.d.noExt = true
+			defaultCache().Put(id, s, expiry)
+			return
+		}
+		c.d.log().Debug("agent ticket cache", "err", err)
+	}
+}
+
+func (c *agentCache) Delete(id string) {
+	if c.fallback() {
+		defaultCache().Delete(id)
+		return
+	}
+	_ = agent.DeleteTicket(c.d.ag, id)
+}

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package netauth
+
+import (
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+)
+
+// RefusedError is returned to a client whose handshake the server refused. Its Code is all
+// the server discloses; Error() explains it and says what to do.
+type RefusedError = handshake.RefusedError
+
+// Code is an error code a server sends to a refused client (docs/PROTOCOL.md §8).
+type Code = handshake.Code
+
+// Error codes a client can receive in a *RefusedError.
+const (
+	CodeProtocolError      = handshake.CodeProtocolError
+	CodeVersionUnsupported = handshake.CodeVersionUnsupported
+	CodeAuthFailed         = handshake.CodeAuthFailed
+	CodeClockSkew          = handshake.CodeClockSkew
+	CodeNotAuthorized      = handshake.CodeNotAuthorized
+	CodeInternalError      = handshake.CodeInternalError
+	CodeOverloaded         = handshake.CodeOverloaded
+	CodeTimeout            = handshake.CodeTimeout
+)
+
+// HostKeyError is returned when the server's host key is not the one pinned in known_hosts
+// (unknown or changed). Its message names the fingerprint and the command that trusts it.
+type HostKeyError = keys.HostKeyError

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package netauth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// Server defaults.
+const (
+	DefaultServerHandshakeTimeout = 10 * time.Second
+	DefaultMaxPendingHandshakes   = 256
+	DefaultTicketLifetime         = time.Hour
+	DefaultMaxClockSkew           = handshake.DefaultMaxClockSkew
+)
+
+// ServerConfig configures a server (in-process mode: the program that calls Listen is the
+// server). HostKey and Keys are required. A ServerConfig must not be modified once passed to
+// Listen or NewListener.
+type ServerConfig struct {
+	// HostKey is the server's Ed25519 host key (see LoadOrCreateHostKey).
+	HostKey ed25519.PrivateKey
+
+	// Service is the name of the service, announced to clients and bound into every
+	// authenticator (default "netauth").
+	Service string
+
+	// Keys gives the public keys that may authenticate as each user (see UserKeyFiles,
+	// HomeAuthorizedKeys, KeyCommand and MultiKeySource). It is consulted on every full
+	// handshake and on every resumption, so removing a key takes effect at once.
+	Keys KeySource
+
+	// Authorize, if set, is the authorization policy: called after the user's key is known
+	// to be theirs (on full and resumed handshakes), a non-nil error refuses the connection.
+	// The client only learns "not authorized"; the error goes to the Logger.
+	Authorize func(ctx context.Context, id *Identity) error
+
+	// TicketLifetime is how long a resumption ticket is valid (DefaultTicketLifetime if zero;
+	// negative disables resumption). Ticket keys rotate at the same interval.
+	TicketLifetime time.Duration
+
+	// HandshakeTimeout bounds each handshake (DefaultServerHandshakeTimeout if zero).
+	HandshakeTimeout time.Duration
+
+	// MaxClockSkew bounds the difference between an authenticator's time and the server's
+	// clock (DefaultMaxClockSkew if zero).
+	MaxClockSkew time.Duration
+
+	// MaxPendingHandshakes bounds the handshakes in progress; connections beyond it are
+	// refused with an "overloaded" code (DefaultMaxPendingHandshakes if zero).
+	MaxPendingHandshakes int
+
+	// Logger receives refusals and errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// KeySource gives the public keys that may authenticate as a user; a user without keys gets
+// (nil, nil).
+type KeySource interface {
+	Keys(ctx context.Context, user string) ([]ssh.PublicKey, error)
+}
+
+// UserKeyFiles returns a KeySource reading dir/<user>, one authorized_keys-format file per
+// user, typically owned by the administrator (/etc/netauth/authorized_keys). Keys carrying
+// options are skipped: their restrictions are ssh-specific.
+func UserKeyFiles(dir string) KeySource { return keys.UserFiles{Dir: dir} }
+
+// HomeAuthorizedKeys returns a KeySource reading each user's ~/.ssh/authorized_keys, skipping
+// keys that carry options (restrictions netauth cannot enforce).
+func HomeAuthorizedKeys() KeySource { return keys.HomeAuthorizedKeys{} }
+
+// KeyCommand returns a KeySource running an external program, like sshd's
+// AuthorizedKeysCommand: each "%u" in args is replaced by the user name, and the program
+// prints the user's keys in authorized_keys format.
+func KeyCommand(path string, args ...string) KeySource {
+	return keys.Command{Path: path, Args: args}
+}
+
+// MultiKeySource returns the union of sources.
+func MultiKeySource(sources ...KeySource) KeySource {
+	m := make(keys.Multi, len(sources))
+	for i, s := range sources {
+		m[i] = s
+	}
+	return m
+}
+
+// StaticKeys is a KeySource held in memory: user name to keys.
+type StaticKeys map[string][]ssh.PublicKey
+
+// Keys returns the user's keys.
+func (s StaticKeys) Keys(_ context.Context, user string) ([]ssh.PublicKey, error) {
+	return s[user], nil
+}
+
+// Listener accepts authenticated netauth connections. Handshakes run concurrently, each with
+// a deadline, so a slow or hostile client never delays Accept for others.
+type Listener struct {
+	inner   net.Listener
+	cfg     *ServerConfig
+	hcfg    *handshake.ServerConfig
+	pool    *x25519.Pool
+	log     *slog.Logger
+	ready   chan *Conn
+	done    chan struct{}
+	closeMu sync.Once
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	errMu   sync.Mutex
+	err     error // accept error that stopped the loop
+}
+
+// Listen listens on addr and returns a Listener of authenticated connections.
+func Listen(network, addr string, cfg *ServerConfig) (*Listener, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	inner, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("netauth: %w", err)
+	}
+	return NewListener(inner, cfg)
+}
+
+func (cfg *ServerConfig) check() error {
+	if cfg == nil {
+		return errors.New("netauth: nil ServerConfig")
+	}
+	if len(cfg.HostKey) != ed25519.PrivateKeySize {
+		return errors.New("netauth: ServerConfig.HostKey must be an Ed25519 private key (see LoadOrCreateHostKey)")
+	}
+	if cfg.Keys == nil {
+		return errors.New("netauth: ServerConfig.Keys is required: it says which keys may act as each user")
+	}
+	if cfg.Service != "" {
+		if err := keys.ValidName(cfg.Service); err != nil {
+			return fmt.Errorf("netauth: service name: %w", err)
+		}
+	}
+	return nil
+}
+
+// NewListener serves netauth on connections accepted from inner.
+func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		inner: inner,
+		cfg:   cfg,
+		pool:  x25519.NewPool(64),
+		ready: make(chan *Conn),
+		done:  make(chan struct{}),
+		log:   cfg.Logger,
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	max := cfg.MaxPendingHandshakes
+	if max <= 0 {
+		max = DefaultMaxPendingHandshakes
+	}
+	l.sem = make(chan struct{}, max)
+	service := cfg.Service
+	if service == "" {
+		service = "netauth"
+	}
+	l.hcfg = &handshake.ServerConfig{
+		HostKey:      cfg.HostKey,
+		Service:      service,
+		MaxClockSkew: cfg.MaxClockSkew,
+		Replay:       handshake.NewReplayCache(0),
+		Ephemeral:    func() (x25519.KeyPair, error) { return l.pool.Get(), nil },
+		Rand:         rand.Reader,
+	}
+	if cfg.TicketLifetime >= 0 {
+		l.hcfg.Tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	for {
+		nc, err := l.inner.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.errMu.Lock()
+			l.err = err
+			l.errMu.Unlock()
+			l.Close()
+			return
+		}
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			// Too many handshakes in progress: refuse cheaply, without reading anything.
+			l.log.Warn("netauth: refusing connection: too many handshakes in progress", "remote", nc.RemoteAddr().String())
+			go refuseOverloaded(nc)
+			continue
+		}
+		l.wg.Add(1)
+		go l.serve(nc)
+	}
+}
+
+func refuseOverloaded(nc net.Conn) {
+	_ = nc.SetDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write([]byte{record.FrameAlert, 0, handshake.AlertLen, byte(handshake.CodeOverloaded), handshake.Version})
+	nc.Close()
+}
+
+// serve runs one handshake and hands the connection to Accept.
+func (l *Listener) serve(nc net.Conn) {
+	defer l.wg.Done()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-l.sem
+		}
+	}
+	defer release()
+	timeout := l.cfg.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = DefaultServerHandshakeTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	rc := record.NewConn(nc)
+	hcfg := *l.hcfg
+	hcfg.Authorize = func(user string, key ssh.PublicKey, resumed bool) error {
+		return l.authorize(ctx, user, key, resumed)
+	}
+	res, err := handshake.RunServer(rc, &hcfg)
+	if err != nil {
+		l.logRefusal(nc, err)
+		nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c := &Conn{rc: rc, id: identityOf(res)}
+	release()
+	select {
+	case l.ready <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// authorize checks that key is one of user's keys and applies the policy callback.
+func (l *Listener) authorize(ctx context.Context, user string, key ssh.PublicKey, resumed bool) error {
+	ok, err := keys.Authorized(ctx, l.cfg.Keys, user, key)
+	if err != nil {
+		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
+	}
+	if !ok {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(key), user)}
+	}
+	if l.cfg.Authorize != nil {
+		id := Identity{User: user, Key: key, KeyType: key.Type(), KeyFingerprint: keys.Fingerprint(key),
+			Service: l.hcfg.Service, Resumed: resumed}
+		if err := l.cfg.Authorize(ctx, &id); err != nil {
+			return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "refused by policy", Err: err}
+		}
+	}
+	return nil
+}
+
+func (l *Listener) logRefusal(nc net.Conn, err error) {
+	var r *handshake.Refusal
+	if errors.As(err, &r) {
+		l.log.Info("netauth: handshake refused", "remote", nc.RemoteAddr().String(), "code", r.Code.String(),
+			"reason", r.Error(), "user", r.User, "key", r.KeyFP)
+		return
+	}
+	l.log.Debug("netauth: handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+}
+
+// Accept waits for the next authenticated connection. It returns net.ErrClosed after Close.
+func (l *Listener) Accept() (net.Conn, error) {
+	return l.AcceptNetauth()
+}
+
+// AcceptNetauth is Accept returning the *Conn.
+func (l *Listener) AcceptNetauth() (*Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		l.errMu.Lock()
+		err := l.err
+		l.errMu.Unlock()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return nil, fmt.Errorf("netauth: accept: %w", err)
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops listening. Handshakes in progress are abandoned; connections already returned
+// by Accept stay open.
+func (l *Listener) Close() error {
+	var err error
+	l.closeMu.Do(func() {
+		close(l.done)
+		err = l.inner.Close()
+		go func() { l.wg.Wait(); l.pool.Close() }()
+	})
+	return err
+}
+
+// Addr returns the listener's network address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
