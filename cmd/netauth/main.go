@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Command netauth is the client side of netauth: the agent that signs authenticators and
+// caches tickets, a dialer, host key trust, and a self-contained demonstration.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage: netauth <command> [flags] [arguments]
+
+netauth authenticates you to network services with your SSH keys.
+
+Commands:
+  demo     show netauth working on this machine with nothing configured
+  agent    start the agent that signs for your keys and caches session tickets
+  dial     connect to a netauth server, copying stdin/stdout ([user@]host:port)
+  trust    show a server's host key and add it to netauth's known_hosts
+
+Run 'netauth <command> -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the exit status.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "demo":
+		return demoMain(args[1:], stdout, stderr)
+	case "agent":
+		return agentMain(args[1:], stdout, stderr)
+	case "dial":
+		return dialMain(args[1:], stdin, stdout, stderr)
+	case "trust":
+		return trustMain(args[1:], stdin, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "netauth: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
