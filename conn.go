@@ -165,3 +165,16 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadlin
 // NetConn returns the underlying connection. Reading or writing it directly corrupts the
 // netauth stream.
 func (c *Conn) NetConn() net.Conn { return c.rc.NetConn() }
+
+// Authenticator returns the signed authenticator of a full handshake: the statement text and
+// the signature in the armored form ssh-keygen uses, so that
+//
+//	ssh-keygen -Y verify -f allowed_signers -I USER -n netauth-v1@ubns.dev -s SIGFILE < STATEMENTFILE
+//
+// checks it. It returns nil slices for resumed connections (no signature was made).
+func (id Identity) Authenticator() (statement, armoredSignature []byte) {
+	if len(id.Signature) == 0 {
+		return nil, nil
+	}
+	return id.Statement, keys.Armor(id.Signature)
+}
