@@ -122,10 +122,19 @@ type Listener struct {
 	wg      sync.WaitGroup
 	errMu   sync.Mutex
 	err     error // accept error that stopped the loop
+
+	worker *workerSource // set when the connections come from netauthd
 }
 
 // Listen listens on addr and returns a Listener of authenticated connections.
+//
+// In a program that netauthd started as a worker (see IsWorker), Listen ignores network,
+// addr and everything in cfg but its Logger: the connections arrive already authenticated
+// and authorized from netauthd, with the same Identity, so one program serves both ways.
 func Listen(network, addr string, cfg *ServerConfig) (*Listener, error) {
+	if IsWorker() {
+		return listenWorker(cfg)
+	}
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -249,8 +258,8 @@ func (l *Listener) serve(nc net.Conn) {
 	_ = nc.SetDeadline(time.Now().Add(timeout))
 	rc := record.NewConn(nc)
 	hcfg := *l.hcfg
-	hcfg.Authorize = func(user string, key ssh.PublicKey, resumed bool) error {
-		return l.authorize(ctx, user, key, resumed)
+	hcfg.Authorize = func(r *handshake.Result) error {
+		return l.authorize(ctx, r.User, r.UserKey, r.Resumed)
 	}
 	res, err := handshake.RunServer(rc, &hcfg)
 	if err != nil {
@@ -324,11 +333,25 @@ func (l *Listener) Close() error {
 	var err error
 	l.closeMu.Do(func() {
 		close(l.done)
+		if l.worker != nil {
+			err = l.worker.ch.Close()
+			return
+		}
 		err = l.inner.Close()
 		go func() { l.wg.Wait(); l.pool.Close() }()
 	})
 	return err
 }
 
-// Addr returns the listener's network address.
-func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+// Addr returns the listener's network address ("netauthd" for a worker).
+func (l *Listener) Addr() net.Addr {
+	if l.worker != nil {
+		return workerAddr{}
+	}
+	return l.inner.Addr()
+}
+
+type workerAddr struct{}
+
+func (workerAddr) Network() string { return "netauthd" }
+func (workerAddr) String() string  { return "netauthd" }

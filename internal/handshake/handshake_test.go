@@ -54,8 +54,8 @@ func newEnv(t testing.TB) *env {
 		HostKey: hostKey,
 		Service: "echo",
 		Tickets: NewTicketKeys(time.Hour, rand.Reader),
-		Authorize: func(u string, k ssh.PublicKey, resumed bool) error {
-			if a, ok := e.allowed[u]; ok && bytes.Equal(a.Marshal(), k.Marshal()) {
+		Authorize: func(r *Result) error {
+			if a, ok := e.allowed[r.User]; ok && bytes.Equal(a.Marshal(), r.UserKey.Marshal()) {
 				return nil
 			}
 			return errors.New("key not listed")

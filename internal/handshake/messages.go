@@ -11,7 +11,7 @@ import (
 	"ubns.dev/netauth/internal/record"
 )
 
-// Protocol constants (docs/PROTOCOL.md §2-§5).
+// Protocol constants (docs/PROTOCOL.md §1-§5).
 const (
 	Magic   = "netauth" // first bytes of every ClientHello body
 	Version = 1         // the only protocol version

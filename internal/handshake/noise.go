@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package handshake implements netauth's handshake (docs/PROTOCOL.md §3-§6): the Noise NN full
+// Package handshake implements netauth's handshake (docs/PROTOCOL.md §3-§5): the Noise NN full
 // handshake with host and user authentication, the Noise NNpsk0 resumption with tickets, and
 // the server's ticket keys. It runs over a record.Conn and leaves it keyed.
 package handshake

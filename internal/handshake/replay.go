@@ -4,8 +4,15 @@ package handshake
 
 import (
 	"crypto/sha256"
+	"errors"
 	"sync"
 	"time"
+)
+
+// Replay cache errors.
+var (
+	ErrReplayed        = errors.New("authenticator already used")
+	ErrReplayCacheFull = errors.New("replay cache full of live entries")
 )
 
 // DefaultReplayCapacity bounds a ReplayCache.
@@ -30,14 +37,15 @@ func NewReplayCache(capacity int) *ReplayCache {
 	return &ReplayCache{seen: make(map[[32]byte]time.Time), capacity: capacity}
 }
 
-// Add records sig until forget and reports whether it was new. When the cache is full of
-// live entries it refuses new ones (fails closed) rather than forgetting a live entry.
-func (c *ReplayCache) Add(sig []byte, forget, now time.Time) bool {
+// Add records sig until forget. It returns ErrReplayed if sig is already recorded, and
+// ErrReplayCacheFull when the cache is full of live entries: it then refuses new ones (fails
+// closed) rather than forgetting a live entry.
+func (c *ReplayCache) Add(sig []byte, forget, now time.Time) error {
 	k := sha256.Sum256(sig)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t, ok := c.seen[k]; ok && now.Before(t) {
-		return false
+		return ErrReplayed
 	}
 	if len(c.seen) >= c.capacity {
 		for h, t := range c.seen {
@@ -46,9 +54,9 @@ func (c *ReplayCache) Add(sig []byte, forget, now time.Time) bool {
 			}
 		}
 		if len(c.seen) >= c.capacity {
-			return false
+			return ErrReplayCacheFull
 		}
 	}
 	c.seen[k] = forget
-	return true
+	return nil
 }

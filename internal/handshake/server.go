@@ -27,10 +27,12 @@ type ServerConfig struct {
 	Tickets *TicketKeys
 	// MaxClockSkew bounds |client time - server time| (DefaultMaxClockSkew if zero).
 	MaxClockSkew time.Duration
-	// Authorize decides whether key may act as user for this service. It is called on every
-	// full handshake after the signature verified, and on every resumption. An error refuses;
+	// Authorize decides whether the user may use this service with this key. It is called on
+	// every full handshake after the signature verified (res holds the statement and
+	// signature) and on every resumption, before anything is sent that accepts the client;
+	// it is the last step, so it is also where an audit record is written. An error refuses;
 	// a *Refusal's code is used, any other error means CodeNotAuthorized.
-	Authorize func(user string, key ssh.PublicKey, resumed bool) error
+	Authorize func(res *Result) error
 	// Replay remembers authenticators seen within the skew window (nil: none kept).
 	Replay *ReplayCache
 	Now    func() time.Time
@@ -86,8 +88,11 @@ func RunServer(rc *record.Conn, cfg *ServerConfig) (*Result, error) {
 	defer s.eph.Zero()
 	if s.hello.Mode == ModeResume {
 		ok, err := s.resume()
-		if err != nil || ok {
-			return &s.res, err
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &s.res, nil
 		}
 	}
 	if err := s.full(); err != nil {
@@ -160,9 +165,6 @@ func (s *server) resume() (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	if err := s.cfg.Authorize(t.User, userKey, true); err != nil {
-		return false, nil
-	}
 	hs, err := newNoise(false, s.prologue, &s.eph, t.Secret[:])
 	if err != nil {
 		return false, err
@@ -172,7 +174,14 @@ func (s *server) resume() (bool, error) {
 	}
 	msg2, cs1, cs2, err := hs.WriteMessage(nil, nil)
 	if err != nil {
-		return false, err
+		return false, nil // e.g. a low-order ephemeral: the full handshake refuses it properly
+	}
+	res := s.res
+	res.Resumed, res.User, res.UserKey = true, t.User, userKey
+	res.HandshakeHash = append([]byte(nil), hs.ChannelBinding()...)
+	res.Issued = time.Unix(int64(t.Issued), 0)
+	if err := s.cfg.Authorize(&res); err != nil {
+		return false, nil
 	}
 	s.rc.QueueRaw((&serverHello{Mode: ModeResume, Noise: msg2}).marshal())
 	recv, send := halves(cs1, cs2)
@@ -180,9 +189,7 @@ func (s *server) resume() (bool, error) {
 	if err := s.rc.Flush(); err != nil {
 		return false, fmt.Errorf("netauth: sending ServerHello: %w", err)
 	}
-	s.res.Resumed, s.res.User, s.res.UserKey = true, t.User, userKey
-	s.res.HandshakeHash = append([]byte(nil), hs.ChannelBinding()...)
-	s.res.Issued = time.Unix(int64(t.Issued), 0)
+	s.res = res
 	return true, nil
 }
 
@@ -218,7 +225,7 @@ func (s *server) full() error {
 func (s *server) checkClient() error {
 	typ, content, err := s.rc.ReadRecord()
 	if err != nil {
-		if errors.Is(err, record.ErrAuth) || errors.Is(err, record.ErrUnexpectedFrame) {
+		if errors.Is(err, record.ErrAuth) || errors.Is(err, record.ErrUnexpectedFrame) || errors.Is(err, record.ErrFrameTooShort) {
 			return s.refuse(&Refusal{Code: CodeProtocolError, Reason: "bad record instead of ClientAuth", Err: err})
 		}
 		return fmt.Errorf("netauth: reading ClientAuth: %w", err)
@@ -250,17 +257,21 @@ func (s *server) checkClient() error {
 		return s.refuse(&Refusal{Code: CodeAuthFailed, Reason: "authenticator does not verify", Err: err})
 	}
 	s.res.UserKey = userKey
-	if s.cfg.Replay != nil && !s.cfg.Replay.Add(ca.SSHSIG, t.Add(s.cfg.skew()), now) {
-		return s.refuse(&Refusal{Code: CodeAuthFailed, Reason: "authenticator replayed"})
+	if s.cfg.Replay != nil {
+		if err := s.cfg.Replay.Add(ca.SSHSIG, t.Add(s.cfg.skew()), now); errors.Is(err, ErrReplayed) {
+			return s.refuse(&Refusal{Code: CodeAuthFailed, Reason: "authenticator replayed", Err: err})
+		} else if err != nil {
+			return s.refuse(&Refusal{Code: CodeOverloaded, Reason: "replay cache full", Err: err})
+		}
 	}
-	if err := s.cfg.Authorize(ca.User, userKey, false); err != nil {
+	s.res.Issued = t
+	if err := s.cfg.Authorize(&s.res); err != nil {
 		var r *Refusal
 		if !errors.As(err, &r) {
 			r = &Refusal{Code: CodeNotAuthorized, Reason: "not authorized", Err: err}
 		}
 		return s.refuse(r)
 	}
-	s.res.Issued = t
 	return s.accept(now)
 }
 

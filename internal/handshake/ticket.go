@@ -15,7 +15,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// Ticket layout (docs/PROTOCOL.md §6): key_id(8) || nonce(12) || AES-256-GCM(contents).
+// Ticket layout (docs/PROTOCOL.md §5): key_id(8) || nonce(12) || AES-256-GCM(contents).
 const (
 	ticketKeyIDLen   = 8
 	ticketNonceLen   = 12

@@ -49,7 +49,6 @@ type Conn struct {
 		pos, end   int
 		plain      []byte // decrypted application data not yet returned
 		err        error  // sticky: io.EOF after a close record, or a fatal error
-		rekeyAfter uint64
 	}
 	out struct {
 		sync.Mutex
@@ -67,7 +66,6 @@ func NewConn(c net.Conn) *Conn {
 	rc := &Conn{conn: c}
 	rc.in.buf = make([]byte, rbufSize)
 	rc.out.rekeyAfter = DefaultRekeyAfter
-	rc.in.rekeyAfter = DefaultRekeyAfter
 	return rc
 }
 
@@ -275,7 +273,7 @@ func (c *Conn) queueLocked(typ byte, content []byte) error {
 		return err
 	}
 	c.out.sent++
-	if c.out.sent >= c.out.rekeyAfter {
+	if c.out.sent >= c.out.rekeyAfter && typ != TypeClose {
 		if c.out.buf, err = c.out.half.Seal(c.out.buf, TypeRekey, nil); err != nil {
 			c.out.err = err
 			return err

@@ -3,7 +3,7 @@
 // Package record implements netauth's framing and record layer: the frame format shared by
 // handshake messages and encrypted records, AES-256-GCM records keyed by the Noise handshake,
 // rekeying, the clean close, and the export of the transport state for a handoff to another
-// process. docs/PROTOCOL.md §4 and §7 specify what this package implements.
+// process. docs/PROTOCOL.md §6 and §7 specify what this package implements.
 package record
 
 import (
