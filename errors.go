@@ -5,6 +5,7 @@ package netauth
 import (
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
 )
 
 // RefusedError is returned to a client whose handshake the server refused. Its Code is all
@@ -29,3 +30,13 @@ const (
 // HostKeyError is returned when the server's host key is not the one pinned in known_hosts
 // (unknown or changed). Its message names the fingerprint and the command that trusts it.
 type HostKeyError = keys.HostKeyError
+
+// Errors a Conn's Read can return when the stream was attacked or cut.
+var (
+	// ErrTampered means a record failed authentication: the stream was modified in transit
+	// (or corrupted). The connection is unusable afterwards.
+	ErrTampered = record.ErrAuth
+	// ErrTruncated means the stream ended without the peer's close record: data may be
+	// missing. A clean end of stream is io.EOF.
+	ErrTruncated = record.ErrTruncated
+)

@@ -52,8 +52,8 @@ type Result struct {
 	// Statement and Signature are the signed authenticator of a full handshake.
 	Statement []byte
 	Signature []byte
-	// Offered is true on the client when it offered a ticket (the server declined it if
-	// Resumed is false).
+	// Offered is true when the client offered a ticket (the server declined it if Resumed
+	// is false).
 	Offered bool
 	// Issued is when the user last authenticated with a signature (a resumed session's
 	// original full handshake).
@@ -120,19 +120,18 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 	}
 
 	// Message 2: ServerHello, or an alert.
-	typ, body, err := rc.ReadFrame(max(MaxServerHello, AlertLen))
+	typ, body, err := rc.ReadFrame(max(MaxServerHello, AlertLen), record.FrameServerHello, record.FrameAlert)
+	if errors.Is(err, record.ErrUnexpectedFrame) {
+		return nil, fmt.Errorf("%w instead of ServerHello (is this a netauth server?)", err)
+	}
 	if err != nil {
 		return nil, readErr("ServerHello", err)
 	}
-	switch typ {
-	case record.FrameAlert:
+	if typ == record.FrameAlert {
 		if len(body) != AlertLen {
 			return nil, fmt.Errorf("%w: malformed alert", record.ErrUnexpectedFrame)
 		}
 		return nil, &RefusedError{Code: Code(body[0])}
-	case record.FrameServerHello:
-	default:
-		return nil, fmt.Errorf("%w: frame type 0x%02x instead of ServerHello (is this a netauth server?)", record.ErrUnexpectedFrame, typ)
 	}
 	sh, err := parseServerHello(body)
 	if err != nil {

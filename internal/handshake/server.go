@@ -33,6 +33,9 @@ type ServerConfig struct {
 	// it is the last step, so it is also where an audit record is written. An error refuses;
 	// a *Refusal's code is used, any other error means CodeNotAuthorized.
 	Authorize func(res *Result) error
+	// Refused, if set, is called with every refusal before its code is sent to the client,
+	// so the decision is logged (and audited) before the client learns it.
+	Refused func(r *Refusal)
 	// Replay remembers authenticators seen within the skew window (nil: none kept).
 	Replay *ReplayCache
 	Now    func() time.Time
@@ -82,6 +85,7 @@ func RunServer(rc *record.Conn, cfg *ServerConfig) (*Result, error) {
 	if err := s.readHello(); err != nil {
 		return nil, err
 	}
+	s.res.Offered = s.hello.Mode == ModeResume
 	if s.eph, err = cfg.Ephemeral(); err != nil {
 		return nil, s.alert(&Refusal{Code: CodeInternalError, Reason: "ephemeral key", Err: err})
 	}
@@ -103,10 +107,13 @@ func RunServer(rc *record.Conn, cfg *ServerConfig) (*Result, error) {
 
 // readHello reads and checks message 1.
 func (s *server) readHello() error {
-	typ, body, err := s.rc.ReadFrame(MaxClientHello)
+	typ, body, err := s.rc.ReadFrame(MaxClientHello, record.FrameClientHello)
 	if err != nil {
-		if errors.Is(err, record.ErrUnexpectedFrame) {
+		if errors.Is(err, record.ErrFrameTooLarge) {
 			return s.alert(&Refusal{Code: CodeProtocolError, Reason: "oversized ClientHello", Err: err})
+		}
+		if errors.Is(err, record.ErrUnexpectedFrame) {
+			return s.alert(&Refusal{Code: CodeProtocolError, Reason: "frame instead of ClientHello", Err: err})
 		}
 		return fmt.Errorf("netauth: reading ClientHello: %w", err)
 	}
@@ -126,6 +133,9 @@ func (s *server) readHello() error {
 
 // alert sends a refusal's code in a plaintext alert frame (before keys exist).
 func (s *server) alert(r *Refusal) error {
+	if s.cfg.Refused != nil {
+		s.cfg.Refused(r)
+	}
 	s.rc.QueueRaw(alertFrame(r.Code))
 	_ = s.rc.Flush()
 	return r
@@ -138,6 +148,9 @@ func (s *server) refuse(r *Refusal) error {
 		r.KeyFP = keys.Fingerprint(s.res.UserKey)
 	}
 	r.Statement, r.Signature = s.res.Statement, s.res.Signature
+	if s.cfg.Refused != nil {
+		s.cfg.Refused(r)
+	}
 	v := &verdict{Code: r.Code}
 	if err := s.rc.QueueRecord(record.TypeVerdict, v.marshal()); err == nil {
 		_ = s.rc.Flush()

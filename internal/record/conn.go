@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,9 @@ var (
 	ErrTruncated = errors.New("netauth: connection ended without a close record (truncated)")
 	// ErrUnexpectedFrame means the peer sent a frame that is not valid at this point.
 	ErrUnexpectedFrame = errors.New("netauth: unexpected frame from peer")
+	// ErrFrameTooLarge means a frame's length exceeds the limit for its place; it is an
+	// ErrUnexpectedFrame.
+	ErrFrameTooLarge = fmt.Errorf("%w (too large)", ErrUnexpectedFrame)
 	// ErrNoKeys means encrypted I/O was attempted before the handshake set keys.
 	ErrNoKeys = errors.New("netauth: record layer used before the handshake completed")
 )
@@ -44,11 +48,11 @@ type Conn struct {
 
 	in struct {
 		sync.Mutex
-		half       *Half
-		buf        []byte // raw bytes received, buf[pos:end] not yet processed
-		pos, end   int
-		plain      []byte // decrypted application data not yet returned
-		err        error  // sticky: io.EOF after a close record, or a fatal error
+		half     *Half
+		buf      []byte // raw bytes received, buf[pos:end] not yet processed
+		pos, end int
+		plain    []byte // decrypted application data not yet returned
+		err      error  // sticky: io.EOF after a close record, or a fatal error
 	}
 	out struct {
 		sync.Mutex
@@ -117,15 +121,19 @@ func (c *Conn) fill(n int) error {
 }
 
 // nextFrame returns the next frame's header and body, aliasing the read buffer; they stay
-// valid until the next read. maxBody bounds the length accepted before the body is read.
-func (c *Conn) nextFrame(maxBody int) (hdr, body []byte, err error) {
+// valid until the next read. maxBody bounds the length, and allowed (if not empty) the type,
+// both checked on the header before the body is read.
+func (c *Conn) nextFrame(maxBody int, allowed ...byte) (hdr, body []byte, err error) {
 	if err := c.fill(HeaderLen); err != nil {
 		return nil, nil, err
 	}
 	hdr = c.in.buf[c.in.pos : c.in.pos+HeaderLen]
+	if len(allowed) > 0 && !slices.Contains(allowed, hdr[0]) {
+		return nil, nil, fmt.Errorf("%w: frame type 0x%02x", ErrUnexpectedFrame, hdr[0])
+	}
 	n := int(hdr[1])<<8 | int(hdr[2])
 	if n > maxBody {
-		return nil, nil, fmt.Errorf("%w: frame of %d bytes exceeds the limit of %d", ErrUnexpectedFrame, n, maxBody)
+		return nil, nil, fmt.Errorf("%w: frame of %d bytes exceeds the limit of %d", ErrFrameTooLarge, n, maxBody)
 	}
 	if err := c.fill(HeaderLen + n); err != nil {
 		return nil, nil, err
@@ -136,15 +144,16 @@ func (c *Conn) nextFrame(maxBody int) (hdr, body []byte, err error) {
 	return hdr, body, nil
 }
 
-// ReadFrame reads one plaintext frame (handshake phase). The limit on its body is checked
-// before the body is read. The returned body is a copy owned by the caller.
-func (c *Conn) ReadFrame(maxBody int) (typ byte, body []byte, err error) {
+// ReadFrame reads one plaintext frame (handshake phase). The limit on its body and, if any
+// are given, the allowed frame types are checked on the header, before the body is read. The
+// returned body is a copy owned by the caller.
+func (c *Conn) ReadFrame(maxBody int, allowed ...byte) (typ byte, body []byte, err error) {
 	c.in.Lock()
 	defer c.in.Unlock()
 	if c.in.err != nil {
 		return 0, nil, c.in.err
 	}
-	hdr, b, err := c.nextFrame(maxBody)
+	hdr, b, err := c.nextFrame(maxBody, allowed...)
 	if err != nil {
 		return 0, nil, err
 	}
