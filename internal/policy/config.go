@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package policy
+
+import (
+	"time"
+
+	"ubns.dev/netauth/internal/keys"
+)
+
+// Defaults of the global directives.
+const (
+	DefaultHostKey           = "/etc/netauth/host_ed25519_key"
+	DefaultAuditLog          = "/var/log/netauth/audit.log"
+	DefaultAuthorizedKeysDir = "/etc/netauth/authorized_keys"
+	DefaultTicketLifetime    = time.Hour
+	DefaultMaxClockSkew      = 5 * time.Minute
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultRevocationCheck   = time.Second
+)
+
+// Defaults of the service directives.
+const (
+	DefaultMaxWorkers      = 256
+	DefaultMaxConnsPerUser = 64
+	DefaultIdleTimeout     = 5 * time.Minute
+)
+
+// ResumptionOff is the TicketLifetime of a configuration that turns
+// resumption off ("ticket-lifetime off" or "ticket-lifetime 0"). Any
+// negative TicketLifetime means the same.
+const ResumptionOff time.Duration = -1
+
+// BuiltinHostKey is the host key of the configuration Default
+// returns, used when netauthd runs without a configuration file.
+const BuiltinHostKey = "/var/lib/netauth/host_ed25519_key"
+
+// Mode says how a service's connections are spread over worker processes.
+type Mode int
+
+const (
+	// PerUser runs one worker per (user, service) and hands it each of the
+	// user's connections; the worker exits after its idle timeout.
+	PerUser Mode = iota
+	// PerConnection runs a new worker, still as the user, for every
+	// connection.
+	PerConnection
+)
+
+// String returns the mode as it is written in the configuration file.
+func (m Mode) String() string {
+	switch m {
+	case PerUser:
+		return "per-user"
+	case PerConnection:
+		return "per-connection"
+	}
+	return "mode(" + itoa(int(m)) + ")"
+}
+
+// Config is a parsed netauthd configuration.
+type Config struct {
+	// Path is the file the configuration was read from; empty for Default.
+	Path string
+	// HostKey is the server's Ed25519 host key file.
+	HostKey string
+	// AuditLog is the file audit records are appended to.
+	AuditLog string
+	// AuthorizedKeysDir holds one admin-owned authorized_keys file per
+	// user; empty when turned off ("authorized-keys-dir none").
+	AuthorizedKeysDir string
+	// HomeAuthorizedKeys says whether each user's ~/.ssh/authorized_keys
+	// is also read.
+	HomeAuthorizedKeys bool
+	// KeyCommand is the program and arguments that print a user's keys,
+	// with "%u" standing for the user name; nil if not set.
+	KeyCommand []string
+	// TicketLifetime is how long resumption tickets are valid; negative
+	// (ResumptionOff) when resumption is turned off.
+	TicketLifetime time.Duration
+	// MaxClockSkew bounds the difference between a client's clock and the
+	// server's.
+	MaxClockSkew time.Duration
+	// HandshakeTimeout bounds a whole handshake.
+	HandshakeTimeout time.Duration
+	// RevocationCheck is how often live sessions are re-checked against
+	// keys and policy.
+	RevocationCheck time.Duration
+	// Services are the services, in file order.
+	Services []*Service
+
+	// lines maps each global directive to the line it was given on.
+	lines map[string]int
+}
+
+// Service is one service block of the configuration.
+type Service struct {
+	// Name is the service's name, valid by keys.ValidName.
+	Name string
+	// Line is the line of the service's "service" directive.
+	Line int
+	// Listen are the host:port addresses the service accepts connections
+	// on; at least one.
+	Listen []string
+	// Mode says how connections are spread over workers.
+	Mode Mode
+	// Program is the absolute path of the worker program.
+	Program string
+	// Args are the worker program's arguments (without the program name).
+	Args []string
+	// Users are the user names allowed to use the service; "*" allows
+	// every user with a key.
+	Users []string
+	// Groups are the group names whose members may use the service.
+	Groups []string
+	// RunAsUser is true when workers run as the authenticated user
+	// ("run-as user", the default).
+	RunAsUser bool
+	// Account is the account workers run as when RunAsUser is false
+	// ("run-as account NAME").
+	Account string
+	// MaxWorkers bounds the service's live workers.
+	MaxWorkers int
+	// MaxConnsPerUser bounds each user's live connections to the service.
+	MaxConnsPerUser int
+	// IdleTimeout is how long a per-user worker with no connection lives
+	// on; per-connection mode ignores it.
+	IdleTimeout time.Duration
+
+	// lines maps each directive to the first line it was given on.
+	lines map[string]int
+	// listenLines, userLines and groupLines give the line of each entry
+	// of Listen, Users and Groups.
+	listenLines, userLines, groupLines []int
+}
+
+// Lookup returns the service called name, or nil if there is none.
+func (c *Config) Lookup(name string) *Service {
+	for _, s := range c.Services {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Allowed reports whether user, a member of groups, may use the service:
+// the user is listed by name, "*" is listed, or one of groups is listed. A
+// service with neither users nor groups allows nobody, and an invalid user
+// name is never allowed.
+func (s *Service) Allowed(user string, groups []string) bool {
+	if keys.ValidName(user) != nil {
+		return false
+	}
+	for _, u := range s.Users {
+		if u == "*" || u == user {
+			return true
+		}
+	}
+	for _, g := range s.Groups {
+		for _, h := range groups {
+			if g == h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Default returns the configuration netauthd uses when it runs without a
+// configuration file: host key BuiltinHostKey, the default audit
+// log, keys from DefaultAuthorizedKeysDir and each user's
+// ~/.ssh/authorized_keys, and one service "whoami" on 127.0.0.1:4000,
+// per-user, running whoamiProgram as the user, open to every user with a
+// key.
+func Default(whoamiProgram string) *Config {
+	c := newConfig("")
+	c.HostKey = BuiltinHostKey
+	c.HomeAuthorizedKeys = true
+	s := newService("whoami", 0)
+	s.Listen = []string{"127.0.0.1:4000"}
+	s.Program = whoamiProgram
+	s.Users = []string{"*"}
+	c.Services = []*Service{s}
+	return c
+}
+
+// newConfig returns a configuration with every global default set.
+func newConfig(path string) *Config {
+	return &Config{
+		Path:              path,
+		HostKey:           DefaultHostKey,
+		AuditLog:          DefaultAuditLog,
+		AuthorizedKeysDir: DefaultAuthorizedKeysDir,
+		TicketLifetime:    DefaultTicketLifetime,
+		MaxClockSkew:      DefaultMaxClockSkew,
+		HandshakeTimeout:  DefaultHandshakeTimeout,
+		RevocationCheck:   DefaultRevocationCheck,
+		lines:             map[string]int{},
+	}
+}
+
+// newService returns a service with every default set.
+func newService(name string, line int) *Service {
+	return &Service{
+		Name:            name,
+		Line:            line,
+		Mode:            PerUser,
+		RunAsUser:       true,
+		MaxWorkers:      DefaultMaxWorkers,
+		MaxConnsPerUser: DefaultMaxConnsPerUser,
+		IdleTimeout:     DefaultIdleTimeout,
+		lines:           map[string]int{},
+	}
+}
+
+// line returns the line global directive name was given on, or 0.
+func (c *Config) line(name string) int {
+	return c.lines[name]
+}
+
+// line returns the line directive name was given on in the service, or the
+// service's own line.
+func (s *Service) line(name string) int {
+	if l, ok := s.lines[name]; ok {
+		return l
+	}
+	return s.Line
+}
+
+// entryLine returns lines[i], or the service's line if lines has no entry
+// i (as for a Service not made by Parse).
+func (s *Service) entryLine(lines []int, i int) int {
+	if i < len(lines) {
+		return lines[i]
+	}
+	return s.Line
+}
