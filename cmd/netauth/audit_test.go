@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/audit"
+	"ubns.dev/netauth/internal/keys"
+)
+
+// auditLog is an audit log written for a test, with the files around it.
+type auditLog struct {
+	path    string // the log
+	hostPub string // the host's public key, .pub format
+	lines   [][]byte
+}
+
+// writeAuditLog writes a log of four records: a full handshake by alice,
+// her resumed connection, a refusal, and a full handshake by bob.
+func writeAuditLog(t *testing.T) auditLog {
+	t.Helper()
+	dir := t.TempDir()
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := ssh.NewPublicKey(hostPriv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := auditLog{path: filepath.Join(dir, "audit.log"), hostPub: filepath.Join(dir, "host_key.pub")}
+	if err := os.WriteFile(l.hostPub, ssh.MarshalAuthorizedKey(host), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := audit.Open(l.path, hostPriv, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := func(name string) *audit.Record {
+		_, userPriv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, err := ssh.NewSignerFromKey(userPriv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := keys.Statement{HandshakeHash: bytes.Repeat([]byte{9}, 32), HostKey: host, Service: "imap", User: name, Time: time.Now()}
+		text, err := st.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := keys.Sign(user, audit.UserNamespace, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &audit.Record{
+			Client: "192.0.2.1:40000", Service: "imap", User: name,
+			KeyType: user.PublicKey().Type(), KeyFP: keys.Fingerprint(user.PublicKey()), HostKeyFP: keys.Fingerprint(host),
+			Mode: audit.ModeFull, Decision: audit.Accepted, Worker: 100,
+			Statement: string(text), Signature: string(keys.Armor(sig)),
+		}
+	}
+	alice := full("alice")
+	resumed := *alice
+	resumed.Mode, resumed.Statement, resumed.Signature = audit.ModeResumed, "", ""
+	for _, r := range []*audit.Record{
+		alice,
+		&resumed,
+		{Client: "192.0.2.2:1", Service: "imap", HostKeyFP: keys.Fingerprint(host), Decision: audit.Refused, Reason: "handshake timed out"},
+		full("bob"),
+	} {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.lines = bytes.SplitAfter(data, []byte("\n"))[:4]
+	return l
+}
+
+// runAudit runs auditMain and returns its exit status and output.
+func runAudit(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = auditMain(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestAuditVerify(t *testing.T) {
+	l := writeAuditLog(t)
+	code, out, errOut := runAudit("verify", "-host-key", l.hostPub, l.path)
+	if code != 0 || !strings.HasPrefix(out, "4 records: 2 full, 1 resumed, 1 refused; all signatures and the chain verify\nlast good record: seq 4 at ") {
+		t.Fatalf("verify of a good log: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+
+	// Change the client address in line 3: only that line is named.
+	bad := filepath.Join(t.TempDir(), "audit.log")
+	tampered := bytes.Replace(l.lines[2], []byte("192.0.2.2:1"), []byte("192.0.2.3:1"), 1)
+	if bytes.Equal(tampered, l.lines[2]) {
+		t.Fatal("the test did not change line 3")
+	}
+	if err := os.WriteFile(bad, bytes.Join([][]byte{l.lines[0], l.lines[1], tampered, l.lines[3]}, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runAudit("verify", "-host-key", l.hostPub, bad)
+	want := "line 3 (seq 3): host signature does not verify"
+	if code != 1 || !strings.HasPrefix(out, want) || strings.Count(out, "\nline ") != 0 || !strings.Contains(out, "4 records: 2 full, 1 resumed, 0 refused; 1 bad (listed above)\n") {
+		t.Fatalf("verify of a tampered log: exit %d, want 1 and %q alone\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
+	}
+
+	// A removed line.
+	if err := os.WriteFile(bad, bytes.Join([][]byte{l.lines[0], l.lines[2], l.lines[3]}, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runAudit("verify", "-host-key", l.hostPub, bad)
+	if code != 1 || !strings.HasPrefix(out, "line 2 (seq 3): chain broken: seq 3 comes after seq 1 (line 1)") {
+		t.Fatalf("verify of a log with a line removed: exit %d\n%s", code, out)
+	}
+}
+
+func TestAuditVerifyErrors(t *testing.T) {
+	l := writeAuditLog(t)
+	notKey := filepath.Join(t.TempDir(), "key.pub")
+	if err := os.WriteFile(notKey, []byte("not a key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{[]string{"verify", l.path}, 2, "usage: netauth audit verify -host-key FILE.pub LOGFILE"},
+		{[]string{"verify", "-host-key", l.hostPub}, 2, "usage: netauth audit verify"},
+		{[]string{"verify", "-h"}, 0, "Records cut from the end of the log"},
+		{[]string{"verify", "-bogus", l.path}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"verify", "-host-key", notKey, l.path}, 1, "host key " + notKey + ": "},
+		{[]string{"verify", "-host-key", l.hostPub, l.path + ".missing"}, 1, "no such file or directory"},
+		{[]string{}, 2, "usage: netauth audit <command>"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"export", l.path}, 2, "usage: netauth audit export -seq N"},
+		{[]string{"export", "-h"}, 0, "ssh-keygen command"},
+	}
+	for _, tt := range tests {
+		code, _, errOut := runAudit(tt.args...)
+		if code != tt.code || !strings.Contains(errOut, tt.want) {
+			t.Errorf("netauth audit %s: exit %d, stderr:\n%s\nwant exit %d and %q", strings.Join(tt.args, " "), code, errOut, tt.code, tt.want)
+		}
+	}
+	if code, out, _ := runAudit("-h"); code != 0 || !strings.Contains(out, "verify") || !strings.Contains(out, "export") {
+		t.Errorf("netauth audit -h: exit %d\n%s", code, out)
+	}
+}
+
+func TestAuditExport(t *testing.T) {
+	l := writeAuditLog(t)
+	dir := filepath.Join(t.TempDir(), "seq 4") // a space, so the command must quote it
+	code, out, errOut := runAudit("export", "-seq", "4", "-dir", dir, "-host-key", l.hostPub, l.path)
+	if code != 0 {
+		t.Fatalf("export: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	cmd := lines[len(lines)-1]
+	q := shellQuote
+	want := "ssh-keygen -Y verify -f " + q(filepath.Join(dir, "allowed_signers")) + " -I bob -n netauth-v1@ubns.dev -s " +
+		q(filepath.Join(dir, "statement.sig")) + " < " + q(filepath.Join(dir, "statement"))
+	if cmd != want {
+		t.Fatalf("export printed the command\n%s\nwant\n%s", cmd, want)
+	}
+	if !strings.HasPrefix(out, "record seq 4: accepted user bob, service imap, key SHA256:") {
+		t.Errorf("export output:\n%s", out)
+	}
+	// Run the printed command, as an administrator would paste it.
+	res, err := exec.Command("/bin/sh", "-c", cmd).CombinedOutput()
+	if err != nil || !strings.Contains(string(res), `Good "netauth-v1@ubns.dev" signature for bob`) {
+		t.Fatalf("the printed command failed: %v\n%s", err, res)
+	}
+
+	// A forged statement fails the same command.
+	stmt := filepath.Join(dir, "statement")
+	data, err := os.ReadFile(stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stmt, bytes.Replace(data, []byte("user bob"), []byte("user eve"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := exec.Command("/bin/sh", "-c", cmd).CombinedOutput(); err == nil {
+		t.Fatalf("ssh-keygen accepted a forged statement:\n%s", res)
+	}
+
+	// The default directory is the current one.
+	t.Chdir(t.TempDir())
+	if code, out, errOut := runAudit("export", "-seq", "1", l.path); code != 0 || !strings.HasSuffix(out, "ssh-keygen -Y verify -f allowed_signers -I alice -n netauth-v1@ubns.dev -s statement.sig < statement\n") {
+		t.Fatalf("export to the current directory: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+func TestAuditExportErrors(t *testing.T) {
+	l := writeAuditLog(t)
+	otherPub := filepath.Join(t.TempDir(), "other.pub")
+	_, otherPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ssh.NewPublicKey(otherPriv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(otherPub, ssh.MarshalAuthorizedKey(other), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-seq", "2"}, `record seq 2 is not a full handshake (mode "resumed")`},
+		{[]string{"-seq", "3"}, `record seq 3 is not a full handshake (mode "")`},
+		{[]string{"-seq", "99"}, "no record with seq 99"},
+		{[]string{"-seq", "1", "-host-key", otherPub}, "line 1 (seq 1): host signature does not verify"},
+	} {
+		args := append(append([]string{"export", "-dir", dir}, tt.args...), l.path)
+		code, _, errOut := runAudit(args...)
+		if code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("netauth audit %s: exit %d, stderr:\n%s\nwant exit 1 and %q", strings.Join(args, " "), code, errOut, tt.want)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("failed exports wrote files: %v %v", entries, err)
+	}
+}

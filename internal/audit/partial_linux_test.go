@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package audit
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestPartialWriteIsCutOff makes a write stop part way through a line (with
+// a file size limit, as a nearly full disk would) and checks that the Writer
+// cuts the partial line off again, so the log stays well-formed and opens.
+func TestPartialWriteIsCutOff(t *testing.T) {
+	host := newHostKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(refusedRecord(host.pub, "first")); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The limit applies to the whole process; this test does not run in
+	// parallel with others, and Go ignores the SIGXFSZ the kernel sends.
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := syscall.Rlimit{Cur: uint64(len(before)) + 50, Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Write(refusedRecord(host.pub, "second"))
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil || !errors.Is(err, syscall.EFBIG) || !strings.HasPrefix(err.Error(), "audit: writing "+path+": file too large") {
+		t.Fatalf("Write past the file size limit = %v, want EFBIG", err)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(after, before) {
+		t.Fatalf("the partial line was not cut off; the log is now:\n%s", after)
+	}
+	if err := w.Write(refusedRecord(host.pub, "third")); err == nil {
+		t.Fatal("Write succeeded on a failed Writer")
+	}
+	w.Close()
+	w2, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatalf("reopening after the partial write: %v", err)
+	}
+	w2.Close()
+}

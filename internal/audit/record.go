@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package audit writes and verifies netauth's audit log: one JSON record per
+// decision netauthd makes (accepted or refused, full handshake or resumed
+// connection), in JSON Lines format.
+//
+// # Tamper evidence
+//
+// Each line carries the hex SHA-256 of the line before it (Record.Prev; 64
+// zeros for the first record of a file), a sequence number counting 1, 2, 3
+// within the file (Record.Seq), and a signature by the host key
+// (Record.HostSig): a binary SSHSIG in namespace Namespace, base64-encoded,
+// over the line's canonical bytes. The canonical bytes are the line itself
+// with the value of "host_sig" emptied, that is the JSON encoding of the
+// record with HostSig set to "". A changed record no longer matches its host
+// signature; a removed, inserted or reordered record breaks the sequence and
+// the hash chain. Verify reports each such line.
+//
+// The host signature proves that a line was written by a holder of the host
+// key, not that the line is true: the administrator of the server holds that
+// key. For full handshakes the record also carries the statement the user's
+// own key signed and the user's SSHSIG signature over it, so whether a user
+// authenticated can be proved even against the administrator (Verify checks
+// them, and Export writes the files `ssh-keygen -Y verify` needs). Resumed
+// connections carry no user signature; they are vouched for by the host
+// alone.
+//
+// Records cut from the end of the log leave no trace in what remains. Keep a
+// copy of recent records elsewhere (for example the system journal), or
+// compare the last sequence number Verify reports with one noted earlier.
+//
+// # Writing
+//
+// A Writer appends records to one file with one write(2) call each on a file
+// opened with O_APPEND, under an exclusive advisory lock (flock) so that a
+// second writer cannot interleave lines and break the chain. Rotate the log
+// by renaming the file and opening a new Writer (which starts again at seq 1);
+// never copy and truncate it in place.
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Namespace is the SSHSIG namespace of the host signatures on audit records.
+const Namespace = "netauth-audit-v1@ubns.dev"
+
+// UserNamespace is the SSHSIG namespace of the user signatures that full
+// handshakes carry (the statement a user's key signs). It is the namespace
+// of netauth's handshake.
+const UserNamespace = "netauth-v1@ubns.dev"
+
+// MaxLineSize is the longest line, in bytes without its newline, that the
+// Writer writes and that Verify reads.
+const MaxLineSize = 1 << 20
+
+// Values of Record.Mode.
+const (
+	// ModeFull marks a full handshake, in which the user's key signed a
+	// statement.
+	ModeFull = "full"
+	// ModeResumed marks a connection resumed with a ticket; no signature was
+	// made.
+	ModeResumed = "resumed"
+)
+
+// Values of Record.Decision.
+const (
+	// Accepted means the connection was let through to the service.
+	Accepted = "accepted"
+	// Refused means the connection was refused.
+	Refused = "refused"
+)
+
+// Record is one line of the audit log: one decision about one connection.
+// The Writer sets Seq, Prev and HostSig, and Time if it is zero; the caller
+// fills in the rest.
+type Record struct {
+	// Seq numbers the records of a file 1, 2, 3 and so on.
+	Seq uint64 `json:"seq"`
+	// Time is when the decision was made, written in RFC 3339 format in UTC
+	// with nanoseconds.
+	Time time.Time `json:"time"`
+	// Client is the client's address, host:port.
+	Client string `json:"client"`
+	// Service is the name of the service the client asked for.
+	Service string `json:"service"`
+	// User is the user name the client authenticated as, or asked for.
+	User string `json:"user,omitempty"`
+	// KeyType and KeyFP are the type ("ssh-ed25519") and SHA256 fingerprint
+	// ("SHA256:...") of the user's key.
+	KeyType string `json:"key_type,omitempty"`
+	KeyFP   string `json:"key_fp,omitempty"`
+	// HostKeyFP is the SHA256 fingerprint of the host key the server
+	// presented.
+	HostKeyFP string `json:"host_key_fp"`
+	// Mode is ModeFull, ModeResumed, or empty for a connection refused
+	// before the handshake got that far.
+	Mode string `json:"mode"`
+	// Decision is Accepted or Refused.
+	Decision string `json:"decision"`
+	// Reason says why a connection was refused.
+	Reason string `json:"reason,omitempty"`
+	// Worker is the process id of the worker that got the connection.
+	Worker int `json:"worker,omitempty"`
+	// Statement is, for full handshakes, the statement text the user's key
+	// signed.
+	Statement string `json:"statement,omitempty"`
+	// Signature is, for full handshakes, the user's SSHSIG signature over
+	// Statement in namespace UserNamespace, armored as ssh-keygen writes it.
+	Signature string `json:"signature,omitempty"`
+	// Prev is the hex SHA-256 of the previous line of the file, without its
+	// newline; 64 zeros for the first record.
+	Prev string `json:"prev"`
+	// HostSig is the base64 binary SSHSIG signature, by the host key in
+	// namespace Namespace, over the line's canonical bytes: the JSON of the
+	// record with HostSig set to "". It must stay the last field.
+	HostSig string `json:"host_sig"`
+}
+
+// check reports an error unless r's Mode and Decision have values the log
+// knows.
+func (r *Record) check() error {
+	switch r.Decision {
+	case Accepted, Refused:
+	default:
+		return fmt.Errorf("decision %q is not %q or %q", r.Decision, Accepted, Refused)
+	}
+	switch r.Mode {
+	case ModeFull, ModeResumed:
+	case "":
+		if r.Decision == Accepted {
+			return errors.New("an accepted record needs a mode (full or resumed)")
+		}
+	default:
+		return fmt.Errorf("mode %q is not %q, %q or empty", r.Mode, ModeFull, ModeResumed)
+	}
+	return nil
+}
