@@ -78,7 +78,9 @@ type Conn struct {
 	client    *handshake.Client // client side: pending verdict
 	verdict   error             // result of reading the verdict
 	onSession func(*handshake.Session)
-	cleanup   func() // releases the agent connection, once
+
+	cleanupOnce sync.Once
+	cleanup     func() // releases the agent connection (client) or reports the close (worker)
 }
 
 // Identity returns what the handshake established.
@@ -112,12 +114,13 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	return c.verdict
 }
 
-// release drops the agent connection. Callers hold c.mu.
+// release runs the cleanup function once.
 func (c *Conn) release() {
-	if c.cleanup != nil {
-		c.cleanup()
-		c.cleanup = nil
-	}
+	c.cleanupOnce.Do(func() {
+		if c.cleanup != nil {
+			c.cleanup()
+		}
+	})
 }
 
 // Read reads application data. On the client the first Read first reads the server's
@@ -135,10 +138,7 @@ func (c *Conn) Write(p []byte) (int, error) { return c.rc.Write(p) }
 // Close sends a close record and closes the connection.
 func (c *Conn) Close() error {
 	err := c.rc.Close()
-	if c.mu.TryLock() {
-		c.release()
-		c.mu.Unlock()
-	}
+	c.release()
 	return err
 }
 

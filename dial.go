@@ -299,14 +299,11 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		// Several candidate keys: wait for the verdict so a refused key can be retried.
 		if err := c.HandshakeContext(ctx); err != nil {
 			rc.Close()
-			c.cleanup = nil
 			return nil, err
 		}
 	}
 	if !hc.Pending() {
-		c.mu.Lock()
 		c.release()
-		c.mu.Unlock()
 	}
 	return c, nil
 }

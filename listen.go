@@ -261,12 +261,17 @@ func (l *Listener) serve(nc net.Conn) {
 	hcfg.Authorize = func(r *handshake.Result) error {
 		return l.authorize(ctx, r.User, r.UserKey, r.Resumed)
 	}
+	hcfg.Refused = func(r *handshake.Refusal) { l.logRefusal(nc, r) }
 	res, err := handshake.RunServer(rc, &hcfg)
 	if err != nil {
-		l.logRefusal(nc, err)
+		if !errors.As(err, new(*handshake.Refusal)) {
+			l.log.Debug("netauth: handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+		}
 		nc.Close()
 		return
 	}
+	l.log.Debug("netauth: accepted", "remote", nc.RemoteAddr().String(), "user", res.User,
+		"key", keys.Fingerprint(res.UserKey), "resumed", res.Resumed, "ticket_declined", res.Offered && !res.Resumed)
 	_ = nc.SetDeadline(time.Time{})
 	c := &Conn{rc: rc, id: identityOf(res)}
 	release()
@@ -296,14 +301,9 @@ func (l *Listener) authorize(ctx context.Context, user string, key ssh.PublicKey
 	return nil
 }
 
-func (l *Listener) logRefusal(nc net.Conn, err error) {
-	var r *handshake.Refusal
-	if errors.As(err, &r) {
-		l.log.Info("netauth: handshake refused", "remote", nc.RemoteAddr().String(), "code", r.Code.String(),
-			"reason", r.Error(), "user", r.User, "key", r.KeyFP)
-		return
-	}
-	l.log.Debug("netauth: handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+func (l *Listener) logRefusal(nc net.Conn, r *handshake.Refusal) {
+	l.log.Info("netauth: handshake refused", "remote", nc.RemoteAddr().String(), "code", r.Code.String(),
+		"reason", r.Error(), "user", r.User, "key", r.KeyFP)
 }
 
 // Accept waits for the next authenticated connection. It returns net.ErrClosed after Close.

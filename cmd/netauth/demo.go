@@ -28,7 +28,12 @@ Show netauth working with nothing configured: start, inside this process and on
 127.0.0.1 only, a server with a freshly generated host key, and a temporary
 netauth agent holding a freshly generated user key; then connect several times
 and print what the server saw, whether each connection was a full handshake or
-resumed with a ticket, and how long each took. Everything is removed on exit.
+resumed with a ticket, and how long each took.
+
+Run as root, it goes on to run netauthd's daemon the same way, with the
+built-in whoami service: the first connection starts a worker running as the
+user, the second reuses it (same pid), and a second user (nobody) gets a
+separate worker with their own uid. Everything is removed on exit.
 
 Flags:
 `
@@ -127,7 +132,11 @@ func runDemo(n int, out io.Writer) error {
 		fmt.Fprintf(out, "  server saw  user=%s key=%s %s resumed=%v\n", id.User, id.KeyType, id.KeyFingerprint, id.Resumed)
 		fmt.Fprintf(out, "  reply       %q\n", reply)
 	}
-	return nil
+	if ok, why := demoCanRunUBNS(); !ok {
+		fmt.Fprintf(out, "\n(%s)\n", why)
+		return nil
+	}
+	return runUBNSDemo(out, sock, u.Username, userPub)
 }
 
 // demoRequest connects, sends one line and reads the server's one-line reply.

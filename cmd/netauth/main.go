@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"ubns.dev/netauth/internal/builtin"
 )
 
 const usage = `usage: netauth <command> [flags] [arguments]
@@ -42,6 +44,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return dialMain(args[1:], stdin, stdout, stderr)
 	case "trust":
 		return trustMain(args[1:], stdin, stdout, stderr)
+	case "worker":
+		// Hidden: a built-in service run as a netauthd worker (used by the demo).
+		if len(args) == 2 {
+			return builtin.Run(args[1], stderr)
+		}
+		fmt.Fprintln(stderr, "usage: netauth worker SERVICE (started by netauthd)")
+		return 2
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/daemon"
+	"ubns.dev/netauth/internal/policy"
+)
+
+// demoSecondUser is the second user of the UBNS demonstration: an account every Linux system
+// has.
+const demoSecondUser = "nobody"
+
+// runUBNSDemo runs netauthd's daemon in this process with the built-in whoami as its worker
+// program, and shows per-user workers being started and reused. It needs root.
+func runUBNSDemo(out io.Writer, agentSock string, agentUser string, agentKey ssh.PublicKey) error {
+	tmp, err := os.MkdirTemp("", "netauthd-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	// Workers run as the users, so they need a copy of this program they may execute.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		return err
+	}
+	worker := filepath.Join(tmp, "netauth")
+	if err := os.WriteFile(worker, data, 0o755); err != nil {
+		return err
+	}
+	keyDir := filepath.Join(tmp, "authorized_keys")
+	if err := os.Mkdir(keyDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(keyDir, agentUser), ssh.MarshalAuthorizedKey(agentKey), 0o644); err != nil {
+		return err
+	}
+	_, otherKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	otherSigner, _ := ssh.NewSignerFromKey(otherKey)
+	if err := os.WriteFile(filepath.Join(keyDir, demoSecondUser), ssh.MarshalAuthorizedKey(otherSigner.PublicKey()), 0o644); err != nil {
+		return err
+	}
+
+	text := fmt.Sprintf(`host-key %s
+audit-log %s
+authorized-keys-dir %s
+
+service whoami {
+    listen 127.0.0.1:0
+    mode per-user
+    program %s
+    args worker whoami
+    users %s %s
+    idle-timeout 1m
+}
+`, filepath.Join(tmp, "host_key"), filepath.Join(tmp, "audit.log"), keyDir, worker, agentUser, demoSecondUser)
+	cfg, err := policy.Parse("demo", strings.NewReader(text))
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	defer d.Shutdown(2 * time.Second)
+	addr := d.Addrs("whoami")[0].String()
+	knownHosts := filepath.Join(tmp, "known_hosts")
+	if err := netauth.Trust(knownHosts, addr, d.HostKey()); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "\nnetauthd in this process (root): per-user workers, User-Based Network Services\n")
+	fmt.Fprintf(out, "  service whoami on %s; each user's connections go to a worker running as that user\n\n", addr)
+	conns := []struct {
+		user string
+		cfg  *netauth.Config
+	}{
+		{agentUser, &netauth.Config{User: agentUser, AgentSocket: agentSock, KnownHostsFile: knownHosts}},
+		{agentUser, &netauth.Config{User: agentUser, AgentSocket: agentSock, KnownHostsFile: knownHosts}},
+		{demoSecondUser, &netauth.Config{User: demoSecondUser, Signer: otherSigner, KnownHostsFile: knownHosts, TicketCache: netauth.NewMemoryTicketCache(1)}},
+	}
+	seen := map[string]bool{}
+	for i, c := range conns {
+		start := time.Now()
+		fields, err := askWhoami(addr, c.cfg)
+		took := time.Since(start)
+		if err != nil {
+			return fmt.Errorf("connection %d as %s: %w", i+1, c.user, err)
+		}
+		mode := "full handshake"
+		if fields["resumed"] == "true" {
+			mode = "resumed"
+		}
+		worker := "started worker"
+		if seen[fields["pid"]] {
+			worker = "reused worker "
+		}
+		seen[fields["pid"]] = true
+		fmt.Fprintf(out, "connection %d  %-8s %-15s %s pid %-7s uid %-6s %8s\n", i+1, c.user, mode, worker, fields["pid"], fields["uid"], took.Round(time.Microsecond))
+	}
+	return nil
+}
+
+// askWhoami connects to a whoami service and parses its answer.
+func askWhoami(addr string, cfg *netauth.Config) (map[string]string, error) {
+	c, err := netauth.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "?\n"); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		fields[k] = v
+	}
+	return fields, nil
+}
+
+// demoCanRunUBNS reports whether the UBNS part of the demo can run, and why not.
+func demoCanRunUBNS() (bool, string) {
+	if os.Geteuid() != 0 {
+		return false, "run it as root to also see netauthd start per-user workers as each user"
+	}
+	if _, err := user.Lookup(demoSecondUser); err != nil {
+		return false, "no user " + demoSecondUser + " on this system for the second user"
+	}
+	return true, ""
+}

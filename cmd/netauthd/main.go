@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Command netauthd is the netauth server daemon: it authenticates each connection, applies the
+// administrator's policy, and hands the connection to a worker running as the user.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/builtin"
+	"ubns.dev/netauth/internal/daemon"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/policy"
+)
+
+const usage = `usage: netauthd [-config file] [-check] [-log-level level]
+
+netauthd authenticates every connection to the services in its configuration
+with the user's SSH key, applies the configured policy (which users may use
+which service), logs each decision to a signed audit log, and hands the
+connection, already encrypted, to a worker process running as that user:
+started on the user's first connection, reused for the next ones.
+
+Without -config, netauthd runs its embedded default: as root, the built-in
+whoami service on 127.0.0.1:4000 for every user with a key in
+/etc/netauth/authorized_keys/<user> or ~/.ssh/authorized_keys, with a host key
+generated in /var/lib/netauth; as another user, the same service in-process
+for that user alone.
+
+Signals: SIGHUP reloads the configuration (a broken file is refused and the
+running configuration kept); SIGTERM and SIGINT stop the daemon.
+
+Flags:
+`
+
+// workerFlag marks a worker process running a built-in service.
+const workerFlag = "-worker"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 2 && args[0] == workerFlag {
+		return builtin.Run(args[1], stderr)
+	}
+	fs := flag.NewFlagSet("netauthd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "configuration file (see docs/CONFIG.md); default: the embedded default")
+	check := fs.Bool("check", false, "validate the configuration, print every problem with its line, and exit")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	addr := fs.String("listen", "127.0.0.1:4000", "address of the embedded default's whoami service")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "netauthd: -log-level %q: want debug, info, warn or error\n", *level)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+
+	cfg, err := loadConfig(*configPath, *addr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	warnings, err := cfg.Check()
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "netauthd: configuration errors:\n%v\n", err)
+		return 1
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: OK (%d services)\n", nameOf(cfg), len(cfg.Services))
+		return 0
+	}
+	if os.Geteuid() != 0 && *configPath == "" {
+		return runUnprivileged(*addr, log, stdout, stderr)
+	}
+	return serve(cfg, log, stderr)
+}
+
+func nameOf(cfg *policy.Config) string {
+	if cfg.Path == "" {
+		return "embedded default configuration"
+	}
+	return cfg.Path
+}
+
+// loadConfig reads the file, or builds the embedded default around the built-in whoami.
+func loadConfig(path, addr string) (*policy.Config, error) {
+	if path != "" {
+		return policy.Load(path)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("netauthd: finding its own program for the built-in whoami: %w", err)
+	}
+	cfg := policy.Default(self)
+	cfg.Services[0].Args = []string{workerFlag, "whoami"}
+	cfg.Services[0].Listen = []string{addr}
+	return cfg, nil
+}
+
+// serve runs the daemon until SIGTERM or SIGINT.
+func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
+	inherited, err := activationListeners()
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log, Inherited: inherited})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log.Info("netauthd running", "host_key", keys.Fingerprint(d.HostKey()), "config", nameOf(cfg))
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			if err := d.Reload(ctx); err != nil {
+				log.Error("reload failed", "err", err)
+			}
+			continue
+		}
+		log.Info("stopping", "signal", s.String())
+		cancel()
+		d.Shutdown(5 * time.Second)
+		return 0
+	}
+	return 0
+}
+
+// activationListeners returns the sockets systemd passed (LISTEN_FDS, LISTEN_PID).
+func activationListeners() ([]net.Listener, error) {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("LISTEN_FDS=%q is not a count", os.Getenv("LISTEN_FDS"))
+	}
+	var out []net.Listener
+	for fd := 3; fd < 3+n; fd++ {
+		syscall.CloseOnExec(fd)
+		f := os.NewFile(uintptr(fd), "listen-fd-"+strconv.Itoa(fd))
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("socket activation descriptor %d: %w", fd, err)
+		}
+		out = append(out, ln)
+	}
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
+	return out, nil
+}
+
+// runUnprivileged is the embedded default for a user other than root: netauthd cannot start
+// processes as other users, so it serves whoami in-process, for this user only.
+func runUnprivileged(addr string, log *slog.Logger, stdout, stderr io.Writer) int {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	u, err := user.Current()
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	me := u.Username
+	fmt.Fprintf(stdout, `netauthd: not running as root, so:
+  - it cannot start worker processes as other users (User-Based Network Services need root);
+  - it serves the built-in whoami in this process, for you (%s) alone, on %s;
+  - your keys come from %s/.ssh/authorized_keys; the host key is %s.
+`, me, addr, home, filepath.Join(home, ".config/netauth/host_ed25519_key"))
+	hostKey, created, err := netauth.LoadOrCreateHostKey(filepath.Join(home, ".config/netauth/host_ed25519_key"))
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	if created {
+		log.Info("generated a new host key")
+	}
+	ln, err := netauth.Listen("tcp", addr, &netauth.ServerConfig{
+		HostKey: hostKey,
+		Service: "whoami",
+		Keys:    netauth.HomeAuthorizedKeys(),
+		Logger:  log,
+		Authorize: func(_ context.Context, id *netauth.Identity) error {
+			if id.User != me {
+				return errors.New("this unprivileged netauthd serves only " + me)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	pub, err := ssh.NewPublicKey(hostKey.Public())
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	log.Info("netauthd running in-process", "addr", ln.Addr().String(), "host_key", keys.Fingerprint(pub))
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		ln.Close()
+	}()
+	if err := ln.Serve(builtin.Whoami); err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	return 0
+}

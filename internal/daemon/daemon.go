@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package daemon is netauthd: it listens for each configured service, runs the handshakes,
+// applies the administrator's policy, writes the audit log, and hands every authenticated
+// connection (socket and live session keys) to a worker process running as the user — started
+// on the user's first connection and reused for the next ones (User-Based Network Services).
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/audit"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// Options configure a Daemon.
+type Options struct {
+	// Config is the policy; Path in it is re-read on Reload (empty: Reload keeps Config).
+	Config *policy.Config
+	// Logger receives the daemon's log; nil discards it.
+	Logger *slog.Logger
+	// Inherited are listening sockets from socket activation, matched to services by their
+	// local address.
+	Inherited []net.Listener
+	// Load re-reads the configuration on Reload; nil means policy.Load(Config.Path).
+	Load func() (*policy.Config, error)
+}
+
+// Daemon is a running netauthd.
+type Daemon struct {
+	log     *slog.Logger
+	opts    Options
+	hostKey ed25519.PrivateKey
+	hostPub ssh.PublicKey
+	hostFP  string
+	tickets *handshake.TicketKeys
+	replay  *handshake.ReplayCache
+	pool    *x25519.Pool
+	audit   *audit.Writer
+
+	mu        sync.Mutex
+	cfg       *policy.Config
+	keys      keys.Source
+	services  map[string]*service
+	workers   map[workerKey]*worker
+	conns     map[userService]int // connections per user and service, reserved or live
+	inherited []net.Listener
+	nextID    uint64
+	closed    bool
+
+	wg sync.WaitGroup // service loops and handshakes
+}
+
+// New prepares a daemon: loads or creates the host key and opens the audit log. It binds no
+// socket until Start.
+func New(opts Options) (*Daemon, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("netauthd: no configuration")
+	}
+	d := &Daemon{
+		log:       opts.Logger,
+		opts:      opts,
+		cfg:       cfg,
+		replay:    handshake.NewReplayCache(0),
+		services:  make(map[string]*service),
+		workers:   make(map[workerKey]*worker),
+		inherited: opts.Inherited,
+	}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	// Whatever this process inherited must not reach the workers it starts.
+	if err := closeOnExecAll(); err != nil {
+		return nil, fmt.Errorf("netauthd: %w", err)
+	}
+	key, created, err := keys.LoadOrCreateHostKey(cfg.HostKey)
+	if err != nil {
+		return nil, fmt.Errorf("netauthd: host key: %w", err)
+	}
+	d.hostKey = key
+	d.hostPub, _ = ssh.NewPublicKey(key.Public())
+	d.hostFP = keys.Fingerprint(d.hostPub)
+	if created {
+		d.log.Info("generated a new host key", "path", cfg.HostKey, "fingerprint", d.hostFP)
+	}
+	if cfg.TicketLifetime >= 0 {
+		d.tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)
+	}
+	if d.audit, err = audit.Open(cfg.AuditLog, key, audit.Options{}); err != nil {
+		return nil, fmt.Errorf("netauthd: audit log: %w", err)
+	}
+	d.keys = keySource(cfg)
+	d.pool = x25519.NewPool(64)
+	return d, nil
+}
+
+// HostKey returns the daemon's public host key.
+func (d *Daemon) HostKey() ssh.PublicKey { return d.hostPub }
+
+// keySource builds the authorized-key sources a configuration names.
+func keySource(cfg *policy.Config) keys.Source {
+	m := keys.Multi{keys.UserFiles{Dir: cfg.AuthorizedKeysDir}}
+	if cfg.HomeAuthorizedKeys {
+		m = append(m, keys.HomeAuthorizedKeys{})
+	}
+	if len(cfg.KeyCommand) > 0 {
+		m = append(m, keys.Command{Path: cfg.KeyCommand[0], Args: cfg.KeyCommand[1:]})
+	}
+	return m
+}
+
+// Start binds every service's sockets and starts serving, and the revocation checks.
+func (d *Daemon) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, sc := range d.cfg.Services {
+		s, err := d.startService(sc)
+		if err != nil {
+			d.stopServicesLocked()
+			return err
+		}
+		d.services[sc.Name] = s
+	}
+	d.wg.Add(1)
+	go d.revocationLoop(ctx)
+	return nil
+}
+
+// Addrs returns the bound addresses of a service (for tests and the demo).
+func (d *Daemon) Addrs(service string) []net.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.services[service]
+	if s == nil {
+		return nil
+	}
+	var out []net.Addr
+	for _, ln := range s.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Reload re-reads the configuration. A configuration with errors is refused and the running
+// one kept. Live sessions survive: services whose listening addresses did not change keep
+// their sockets and workers; users who lost access are revoked at once.
+func (d *Daemon) Reload(ctx context.Context) error {
+	load := d.opts.Load
+	if load == nil {
+		if d.cfg.Path == "" {
+			return errors.New("netauthd: nothing to reload: running on the embedded default configuration")
+		}
+		path := d.cfg.Path
+		load = func() (*policy.Config, error) { return policy.Load(path) }
+	}
+	cfg, err := load()
+	if err == nil {
+		_, err = cfg.Check()
+	}
+	if err != nil {
+		return fmt.Errorf("netauthd: reload refused, keeping the running configuration:\n%w", err)
+	}
+	d.mu.Lock()
+	if cfg.HostKey != d.cfg.HostKey || cfg.AuditLog != d.cfg.AuditLog {
+		d.log.Warn("host-key and audit-log changes take effect at the next restart")
+	}
+	old := d.services
+	d.services = make(map[string]*service)
+	for _, sc := range cfg.Services {
+		if s := old[sc.Name]; s != nil && sameListen(s.cfg.Listen, sc.Listen) {
+			s.setConfig(sc)
+			d.services[sc.Name] = s
+			delete(old, sc.Name)
+			continue
+		}
+		if s := old[sc.Name]; s != nil {
+			s.stop()
+			delete(old, sc.Name)
+		}
+		s, err := d.startService(sc)
+		if err != nil {
+			d.log.Error("reload: service not started", "service", sc.Name, "err", err)
+			continue
+		}
+		d.services[sc.Name] = s
+	}
+	for name, s := range old {
+		d.log.Info("reload: service removed", "service", name)
+		s.stop()
+	}
+	d.cfg = cfg
+	d.keys = keySource(cfg)
+	d.mu.Unlock()
+	d.log.Info("configuration reloaded", "path", cfg.Path, "services", len(cfg.Services))
+	d.checkRevocations(ctx)
+	return nil
+}
+
+func sameListen(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Shutdown stops listening, asks workers to finish, and kills those still running after
+// grace.
+func (d *Daemon) Shutdown(grace time.Duration) {
+	d.mu.Lock()
+	d.closed = true
+	d.stopServicesLocked()
+	workers := make([]*worker, 0, len(d.workers))
+	for _, w := range d.workers {
+		workers = append(workers, w)
+	}
+	d.mu.Unlock()
+	for _, w := range workers {
+		w.retire()
+	}
+	deadline := time.After(grace)
+	for _, w := range workers {
+		select {
+		case <-w.exited:
+		case <-deadline:
+			w.kill()
+			<-w.exited
+		}
+	}
+	d.pool.Close()
+	if err := d.audit.Close(); err != nil {
+		d.log.Error("closing the audit log", "err", err)
+	}
+}
+
+func (d *Daemon) stopServicesLocked() {
+	for name, s := range d.services {
+		s.stop()
+		delete(d.services, name)
+	}
+}
+
+// closeOnExecAll marks every descriptor above stderr close-on-exec: Go sets it on the files
+// it opens, but not on descriptors the daemon inherited from whatever started it.
+func closeOnExecAll() error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("listing descriptors: %w", err)
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	return nil
+}
+
+// isRoot reports whether the daemon can change uids.
+func isRoot() bool { return os.Geteuid() == 0 }

@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"ubns.dev/netauth/internal/audit"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// maxPendingHandshakes bounds the handshakes in progress per service.
+const maxPendingHandshakes = 256
+
+// service is one configured service: its listening sockets and accept loops.
+type service struct {
+	d         *Daemon
+	name      string
+	mu        sync.Mutex
+	cfg       *policy.Service
+	listeners []net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	stopOnce  sync.Once
+}
+
+// startService binds (or adopts from socket activation) the service's addresses.
+// Callers hold d.mu.
+func (d *Daemon) startService(sc *policy.Service) (*service, error) {
+	s := &service{d: d, name: sc.Name, cfg: sc, sem: make(chan struct{}, maxPendingHandshakes), done: make(chan struct{})}
+	for _, addr := range sc.Listen {
+		ln := d.adoptInherited(addr)
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", addr); err != nil {
+				s.stop()
+				return nil, fmt.Errorf("netauthd: service %q: %w", sc.Name, err)
+			}
+		}
+		s.listeners = append(s.listeners, ln)
+		d.log.Info("listening", "service", sc.Name, "addr", ln.Addr().String(), "mode", sc.Mode.String())
+	}
+	for _, ln := range s.listeners {
+		d.wg.Add(1)
+		go s.acceptLoop(ln)
+	}
+	return s, nil
+}
+
+// adoptInherited returns the socket-activation listener bound to addr, if any.
+func (d *Daemon) adoptInherited(addr string) net.Listener {
+	want, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return nil
+	}
+	for i, ln := range d.inherited {
+		got, ok := ln.Addr().(*net.TCPAddr)
+		if ok && got.Port == want.Port && (got.IP.Equal(want.IP) || (want.IP == nil && got.IP.IsUnspecified())) {
+			d.inherited = append(d.inherited[:i], d.inherited[i+1:]...)
+			return ln
+		}
+	}
+	return nil
+}
+
+func (s *service) config() *policy.Service {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+func (s *service) setConfig(sc *policy.Service) {
+	s.mu.Lock()
+	s.cfg = sc
+	s.mu.Unlock()
+}
+
+// stop closes the listening sockets; live sessions are not affected.
+func (s *service) stop() {
+	s.stopOnce.Do(func() {
+		close(s.done)
+		for _, ln := range s.listeners {
+			ln.Close()
+		}
+	})
+}
+
+func (s *service) acceptLoop(ln net.Listener) {
+	defer s.d.wg.Done()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.d.log.Error("accept failed", "service", s.name, "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.d.log.Warn("refusing connection: too many handshakes in progress", "service", s.name, "client", nc.RemoteAddr().String())
+			go refuse(nc, handshake.CodeOverloaded)
+			continue
+		}
+		s.d.wg.Add(1)
+		go func() {
+			defer s.d.wg.Done()
+			defer func() { <-s.sem }()
+			s.handle(nc)
+		}()
+	}
+}
+
+// refuse sends a plaintext alert and closes nc.
+func refuse(nc net.Conn, code handshake.Code) {
+	_ = nc.SetDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write([]byte{record.FrameAlert, 0, handshake.AlertLen, byte(code), handshake.Version})
+	nc.Close()
+}
+
+// admission is what authorize decided for a connection about to be accepted.
+type admission struct {
+	svc     *policy.Service
+	user    *policy.Account // the authenticated user
+	runAs   *policy.Account // the account the worker runs as
+	reserve *reservation
+	worker  *worker // chosen (and started) before the client is told it is accepted
+	id      uint64  // the connection's handoff id at that worker
+}
+
+// handle runs one handshake and hands the connection over.
+func (s *service) handle(nc net.Conn) {
+	d := s.d
+	d.mu.Lock()
+	timeout := d.cfg.HandshakeTimeout
+	skew := d.cfg.MaxClockSkew
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	rc := record.NewConn(nc)
+	var adm admission
+	hcfg := &handshake.ServerConfig{
+		HostKey:      d.hostKey,
+		Service:      s.name,
+		Tickets:      d.tickets,
+		MaxClockSkew: skew,
+		Replay:       d.replay,
+		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
+		Rand:         rand.Reader,
+		Authorize: func(r *handshake.Result) error {
+			return s.authorize(ctx, nc, r, &adm)
+		},
+		Refused: func(r *handshake.Refusal) { s.refused(nc, r) },
+	}
+	res, err := handshake.RunServer(rc, hcfg)
+	if err != nil {
+		if adm.worker != nil {
+			d.unregister(adm.worker, adm.id)
+		}
+		if adm.reserve != nil {
+			adm.reserve.release()
+		}
+		if !errors.As(err, new(*handshake.Refusal)) {
+			d.log.Debug("handshake abandoned", "service", s.name, "client", nc.RemoteAddr().String(), "err", err)
+		}
+		nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	st, err := rc.Export()
+	if err != nil {
+		d.unregister(adm.worker, adm.id)
+		adm.reserve.release()
+		d.log.Error("exporting the session", "service", s.name, "err", err)
+		nc.Close()
+		return
+	}
+	d.dispatch(&adm, nc, st, res)
+}
+
+// authorize is the policy decision, made after the user's key is verified and before the
+// client is told it is accepted: the key must be the user's, the user must exist and be
+// allowed to use the service, capacity must remain, and the decision must be in the audit
+// log. Nothing here creates a process.
+func (s *service) authorize(ctx context.Context, nc net.Conn, r *handshake.Result, adm *admission) error {
+	d := s.d
+	sc := s.config()
+	d.mu.Lock()
+	src := d.keys
+	d.mu.Unlock()
+	ok, err := keys.Authorized(ctx, src, r.User, r.UserKey)
+	if err != nil {
+		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
+	}
+	if !ok {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
+	}
+	acct, err := policy.LookupAccount(r.User)
+	if err != nil {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
+	}
+	if !sc.Allowed(r.User, acct.GroupNames) {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("user %q may not use service %q", r.User, sc.Name)}
+	}
+	runAs := acct
+	if !sc.RunAsUser {
+		if runAs, err = policy.LookupAccount(sc.Account); err != nil {
+			return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "service account", Err: err}
+		}
+	}
+	res, err := d.reserve(sc, r.User)
+	if err != nil {
+		return err
+	}
+	rec := d.auditRecord(nc, r, "accepted", "")
+	if err := d.audit.Write(rec); err != nil {
+		res.release()
+		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
+		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
+	}
+	adm.svc, adm.user, adm.runAs, adm.reserve = sc, acct, runAs, res
+	// Have a worker ready before accepting, so that a service that cannot start is a clear
+	// refusal rather than a connection dropped after it was accepted.
+	if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
+		res.release()
+		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
+		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
+	}
+	return nil
+}
+
+// refused audits and logs a refused handshake.
+func (s *service) refused(nc net.Conn, r *handshake.Refusal) {
+	res := &handshake.Result{User: r.User, Resumed: r.Resumed, Statement: r.Statement, Signature: r.Signature}
+	rec := s.d.auditRecord(nc, res, "refused", r.Error())
+	rec.Service = s.name
+	rec.KeyFP = r.KeyFP
+	if r.Statement == nil && r.User == "" {
+		rec.Mode = ""
+	}
+	if err := s.d.audit.Write(rec); err != nil {
+		s.d.log.Error("audit log unwritable", "err", err)
+	}
+	s.d.log.Info("refused", "service", s.name, "client", nc.RemoteAddr().String(), "code", r.Code.String(), "reason", r.Error(), "user", r.User)
+}
+
+// auditRecord describes a decision.
+func (d *Daemon) auditRecord(nc net.Conn, r *handshake.Result, decision, reason string) *audit.Record {
+	rec := &audit.Record{
+		Time:      time.Now(),
+		Client:    nc.RemoteAddr().String(),
+		Service:   r.Service,
+		User:      r.User,
+		HostKeyFP: d.hostFP,
+		Mode:      "full",
+		Decision:  decision,
+		Reason:    reason,
+	}
+	if r.Resumed {
+		rec.Mode = "resumed"
+	}
+	if r.UserKey != nil {
+		rec.KeyType, rec.KeyFP = r.UserKey.Type(), keys.Fingerprint(r.UserKey)
+	}
+	if len(r.Signature) > 0 {
+		rec.Statement, rec.Signature = string(r.Statement), string(keys.Armor(r.Signature))
+	}
+	return rec
+}

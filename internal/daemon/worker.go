@@ -1,0 +1,542 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/record"
+)
+
+// Handoff bounds.
+const (
+	handoffAttempts = 3                // workers tried before a connection is given up
+	ackTimeout      = 10 * time.Second // a worker must adopt a connection within this
+)
+
+var errWorkerGone = errors.New("worker exited")
+
+// workerKey names a worker: per-user workers are shared by all of a user's connections to a
+// service; per-connection workers get a unique serial.
+type workerKey struct {
+	service, user string
+	serial        uint64
+}
+
+type userService struct{ service, user string }
+
+// worker is a process serving one user (per-user mode) or one connection (per-connection).
+// Its fields are guarded by Daemon.mu unless noted.
+type worker struct {
+	d       *Daemon
+	key     workerKey
+	user    string
+	svc     *policy.Service
+	perConn bool
+
+	ready    chan struct{} // closed once started (or failed: startErr)
+	startErr error
+	cmd      *exec.Cmd
+	pid      int
+	ch       *handoff.Channel
+	exited   chan struct{} // closed when the process has been reaped
+
+	active   int // connections handed (or being handed) to it and not yet closed
+	pending  map[uint64]chan error
+	keysUsed map[string]ssh.PublicKey
+	retired  bool // takes no new connections
+	dead     bool
+	idle     *time.Timer
+}
+
+// reservation holds a connection's place against the per-user limit until it is handed over
+// (then the worker's Done releases it) or fails.
+type reservation struct {
+	d    *Daemon
+	us   userService
+	done bool
+}
+
+func (r *reservation) release() {
+	if r == nil {
+		return
+	}
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	if !r.done {
+		r.done = true
+		r.d.connsLocked(r.us, -1)
+	}
+}
+
+func (d *Daemon) connsLocked(us userService, delta int) {
+	if d.conns == nil {
+		d.conns = make(map[userService]int)
+	}
+	d.conns[us] += delta
+	if d.conns[us] <= 0 {
+		delete(d.conns, us)
+	}
+}
+
+// reserve checks the service's limits for one more connection of user.
+func (d *Daemon) reserve(sc *policy.Service, user string) (*reservation, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, &handshake.Refusal{Code: handshake.CodeOverloaded, Reason: "shutting down"}
+	}
+	us := userService{sc.Name, user}
+	if d.conns[us] >= sc.MaxConnsPerUser {
+		return nil, &handshake.Refusal{Code: handshake.CodeOverloaded, Reason: fmt.Sprintf("user %q has %d connections to %q (max-connections-per-user)", user, d.conns[us], sc.Name)}
+	}
+	needNew := sc.Mode == policy.PerConnection
+	if !needNew {
+		w := d.workers[workerKey{service: sc.Name, user: user}]
+		needNew = w == nil || w.retired || w.dead
+	}
+	if needNew {
+		n := 0
+		for k, w := range d.workers {
+			if k.service == sc.Name && !w.dead {
+				n++
+			}
+		}
+		if n >= sc.MaxWorkers {
+			return nil, &handshake.Refusal{Code: handshake.CodeOverloaded, Reason: fmt.Sprintf("service %q has %d workers (max-workers)", sc.Name, n)}
+		}
+	}
+	d.connsLocked(us, 1)
+	return &reservation{d: d, us: us}, nil
+}
+
+// dispatch hands an authenticated connection to a worker, starting one if needed and retrying
+// with a fresh worker if the chosen one exits before adopting it. Afterwards the daemon holds
+// neither the descriptor nor the keys.
+func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *handshake.Result) {
+	hc := &handoff.Conn{
+		State:         st,
+		User:          res.User,
+		UserKey:       res.UserKey.Marshal(),
+		HostKey:       d.hostPub.Marshal(),
+		Service:       adm.svc.Name,
+		Resumed:       res.Resumed,
+		AuthTime:      res.Issued,
+		HandshakeHash: res.HandshakeHash,
+		Statement:     res.Statement,
+		Signature:     res.Signature,
+		RemoteAddr:    nc.RemoteAddr().String(),
+		LocalAddr:     nc.LocalAddr().String(),
+	}
+	payload := hc.Marshal()
+	hc.Zero()
+	defer clear(payload)
+	f, err := nc.(interface{ File() (*os.File, error) }).File()
+	nc.Close()
+	if err != nil {
+		adm.reserve.release()
+		d.log.Error("handoff: duplicating the connection", "err", err)
+		return
+	}
+	defer f.Close()
+	for attempt := 1; attempt <= handoffAttempts; attempt++ {
+		w, id := adm.worker, adm.id
+		if attempt > 1 {
+			if w, id, err = d.workerFor(adm); err != nil {
+				d.log.Error("handoff: no worker", "service", adm.svc.Name, "user", res.User, "err", err)
+				break
+			}
+		}
+		if err := w.handoff(id, payload, f); err != nil {
+			d.log.Warn("handoff failed; trying a new worker", "service", adm.svc.Name, "user", res.User, "pid", w.pid, "attempt", attempt, "err", err)
+			continue
+		}
+		d.mu.Lock()
+		w.keysUsed[keys.Fingerprint(res.UserKey)] = res.UserKey
+		d.mu.Unlock()
+		adm.reserve.done = true // now counted as the worker's connection
+		return
+	}
+	adm.reserve.release()
+	d.log.Error("connection lost: no worker adopted it", "service", adm.svc.Name, "user", res.User)
+}
+
+// workerFor returns the worker to take the next connection (starting one if needed) and
+// registers the connection with it.
+func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
+	d.mu.Lock()
+	key := workerKey{service: adm.svc.Name, user: adm.user.Name}
+	perConn := adm.svc.Mode == policy.PerConnection
+	if perConn {
+		d.nextID++
+		key.serial = d.nextID
+	}
+	w := d.workers[key]
+	if w == nil || w.retired || w.dead {
+		w = &worker{
+			d: d, key: key, user: adm.user.Name, svc: adm.svc, perConn: perConn,
+			ready: make(chan struct{}), exited: make(chan struct{}),
+			pending: make(map[uint64]chan error), keysUsed: make(map[string]ssh.PublicKey),
+		}
+		d.workers[key] = w
+		go w.start(adm.runAs)
+	}
+	d.nextID++
+	id := d.nextID
+	w.pending[id] = make(chan error, 1)
+	w.active++
+	if w.idle != nil {
+		w.idle.Stop()
+		w.idle = nil
+	}
+	d.mu.Unlock()
+	<-w.ready
+	if w.startErr != nil {
+		d.mu.Lock()
+		delete(w.pending, id)
+		w.active--
+		d.mu.Unlock()
+		return nil, 0, w.startErr
+	}
+	return w, id, nil
+}
+
+// unregister takes back a connection registered with workerFor that will not be handed over.
+func (d *Daemon) unregister(w *worker, id uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := w.pending[id]; !ok {
+		return // the worker died and already counted it out
+	}
+	delete(w.pending, id)
+	w.active--
+	if w.active == 0 && !w.retired && !w.dead {
+		d.scheduleIdleLocked(w)
+	}
+}
+
+// start runs the worker process as runAs with an explicit minimal environment and only the
+// control socket inherited (as descriptor 3).
+func (w *worker) start(runAs *policy.Account) {
+	defer close(w.ready)
+	d := w.d
+	fail := func(err error) {
+		w.startErr = err
+		d.mu.Lock()
+		w.dead = true
+		if d.workers[w.key] == w {
+			delete(d.workers, w.key)
+		}
+		d.mu.Unlock()
+		close(w.exited)
+	}
+	if !isRoot() && runAs.UID != uint32(os.Geteuid()) {
+		fail(fmt.Errorf("netauthd runs as uid %d and cannot start a worker as %s (uid %d): run it as root", os.Geteuid(), runAs.Name, runAs.UID))
+		return
+	}
+	ch, wf, err := handoff.Pair()
+	if err != nil {
+		fail(err)
+		return
+	}
+	cmd := exec.Command(w.svc.Program, w.svc.Args...)
+	cmd.Env = workerEnv(runAs, w.user, w.svc.Name)
+	cmd.ExtraFiles = []*os.File{wf}
+	cmd.Dir = "/"
+	if fi, err := os.Stat(runAs.Home); err == nil && fi.IsDir() {
+		cmd.Dir = runAs.Home
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	if isRoot() {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: runAs.UID, Gid: runAs.GID, Groups: runAs.Groups}
+	}
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		wf.Close()
+		ch.Close()
+		fail(fmt.Errorf("starting %s: %w", w.svc.Program, err))
+		return
+	}
+	wf.Close()
+	w.cmd, w.pid, w.ch = cmd, cmd.Process.Pid, ch
+	d.log.Info("worker started", "service", w.svc.Name, "user", w.user, "uid", runAs.UID, "pid", w.pid)
+	for _, r := range []io.Reader{stdout, stderr} {
+		go w.logOutput(r)
+	}
+	go w.control()
+}
+
+// workerEnv is a worker's whole environment: nothing of the daemon's.
+func workerEnv(a *policy.Account, user, service string) []string {
+	shell := a.Shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	return []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"HOME=" + a.Home,
+		"USER=" + a.Name,
+		"LOGNAME=" + a.Name,
+		"SHELL=" + shell,
+		"NETAUTH_USER=" + user,
+		"NETAUTH_SERVICE=" + service,
+		handoff.Env + "=3",
+	}
+}
+
+// logOutput copies a worker's output to the daemon's log, line by line, tagged.
+func (w *worker) logOutput(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	for sc.Scan() {
+		w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", w.pid, "line", sc.Text())
+	}
+}
+
+// control reads the worker's messages until it exits.
+func (w *worker) control() {
+	d := w.d
+	for {
+		m, f, err := w.ch.Recv()
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			break
+		}
+		switch m.Type {
+		case handoff.TypeAck:
+			d.mu.Lock()
+			if c := w.pending[m.ID]; c != nil {
+				c <- nil
+				delete(w.pending, m.ID)
+			}
+			d.mu.Unlock()
+		case handoff.TypeDone:
+			d.connDone(w)
+		}
+	}
+	// The control socket closed: the worker is exiting or crashed.
+	w.ch.Close()
+	err := w.cmd.Wait()
+	d.mu.Lock()
+	w.dead = true
+	if d.workers[w.key] == w {
+		delete(d.workers, w.key)
+	}
+	for id, c := range w.pending {
+		c <- errWorkerGone
+		delete(w.pending, id)
+		w.active-- // dispatch retries it and reserves anew
+	}
+	if w.active > 0 {
+		d.connsLocked(userService{w.svc.Name, w.user}, -w.active)
+		w.active = 0
+	}
+	if w.idle != nil {
+		w.idle.Stop()
+	}
+	d.mu.Unlock()
+	close(w.exited)
+	d.log.Info("worker exited", "service", w.svc.Name, "user", w.user, "pid", w.pid, "status", exitStatus(err))
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "0"
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "killed by " + ws.Signal().String()
+		}
+		return strconv.Itoa(ee.ExitCode())
+	}
+	return err.Error()
+}
+
+// handoff sends one connection and waits until the worker adopts it.
+func (w *worker) handoff(id uint64, payload []byte, f *os.File) error {
+	d := w.d
+	d.mu.Lock()
+	c := w.pending[id]
+	d.mu.Unlock()
+	if c == nil {
+		return errWorkerGone
+	}
+	if err := w.ch.Send(&handoff.Message{Type: handoff.TypeConn, ID: id, Payload: payload}, f); err != nil {
+		d.mu.Lock()
+		if w.pending[id] != nil {
+			delete(w.pending, id)
+			w.active--
+		}
+		d.mu.Unlock()
+		return err
+	}
+	select {
+	case err := <-c:
+		return err
+	case <-time.After(ackTimeout):
+		d.log.Error("worker did not adopt a connection in time; stopping it", "pid", w.pid)
+		w.kill()
+		return <-c
+	}
+}
+
+// connDone records that one of the worker's connections closed, and schedules its exit when
+// it has none left.
+func (d *Daemon) connDone(w *worker) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w.active > 0 {
+		w.active--
+		d.connsLocked(userService{w.svc.Name, w.user}, -1)
+	}
+	if w.active > 0 || w.retired {
+		return
+	}
+	d.scheduleIdleLocked(w)
+}
+
+// scheduleIdleLocked arranges for a worker without connections to exit: a per-connection
+// worker at once, a per-user worker after the idle time. Callers hold d.mu.
+func (d *Daemon) scheduleIdleLocked(w *worker) {
+	if w.perConn {
+		w.retireLocked()
+		return
+	}
+	w.idle = time.AfterFunc(w.svc.IdleTimeout, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if w.active == 0 && !w.retired {
+			d.log.Info("worker idle; stopping it", "service", w.svc.Name, "user", w.user, "pid", w.pid)
+			w.retireLocked()
+		}
+	})
+}
+
+// retireLocked takes the worker out of service and tells it to exit once its connections end.
+// Callers hold d.mu.
+func (w *worker) retireLocked() {
+	if w.retired {
+		return
+	}
+	w.retired = true
+	if w.d.workers[w.key] == w {
+		delete(w.d.workers, w.key)
+	}
+	if w.ch != nil {
+		go func() { _ = w.ch.Send(&handoff.Message{Type: handoff.TypeExit}, nil) }()
+	}
+}
+
+func (w *worker) retire() {
+	w.d.mu.Lock()
+	w.retireLocked()
+	w.d.mu.Unlock()
+}
+
+// kill stops the worker and everything in its session at once.
+func (w *worker) kill() {
+	<-w.ready
+	if w.cmd == nil || w.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-w.pid, syscall.SIGKILL)
+	_ = w.cmd.Process.Kill()
+}
+
+// revocationLoop re-checks live sessions periodically.
+func (d *Daemon) revocationLoop(ctx context.Context) {
+	defer d.wg.Done()
+	for {
+		d.mu.Lock()
+		every := d.cfg.RevocationCheck
+		closed := d.closed
+		d.mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		d.checkRevocations(ctx)
+	}
+}
+
+// checkRevocations stops the workers of users who lost their key or their grant for the
+// service: their connections close with them, and their tickets are refused at the next
+// resumption by the same checks.
+func (d *Daemon) checkRevocations(ctx context.Context) {
+	type item struct {
+		w    *worker
+		keys []ssh.PublicKey
+	}
+	d.mu.Lock()
+	var items []item
+	for _, w := range d.workers {
+		if w.dead {
+			continue
+		}
+		it := item{w: w}
+		for _, k := range w.keysUsed {
+			it.keys = append(it.keys, k)
+		}
+		items = append(items, it)
+	}
+	src := d.keys
+	cfg := d.cfg
+	d.mu.Unlock()
+	for _, it := range items {
+		reason := d.revoked(ctx, cfg, src, it.w, it.keys)
+		if reason == "" {
+			continue
+		}
+		d.log.Info("access revoked; stopping the worker and its connections", "service", it.w.svc.Name, "user", it.w.user, "pid", it.w.pid, "reason", reason)
+		it.w.retire()
+		it.w.kill()
+	}
+}
+
+func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Source, w *worker, used []ssh.PublicKey) string {
+	sc := cfg.Lookup(w.svc.Name)
+	if sc == nil {
+		return "service removed from the configuration"
+	}
+	acct, err := policy.LookupAccount(w.user)
+	if err != nil {
+		return "user no longer exists"
+	}
+	if !sc.Allowed(w.user, acct.GroupNames) {
+		return "user no longer allowed to use the service"
+	}
+	for _, k := range used {
+		ok, err := keys.Authorized(ctx, src, w.user, k)
+		if err != nil {
+			d.log.Warn("revocation check: key lookup failed", "user", w.user, "err", err)
+			continue
+		}
+		if !ok {
+			return "key " + keys.Fingerprint(k) + " removed"
+		}
+	}
+	return ""
+}

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package netauth
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/record"
+)
+
+// IsWorker reports whether this process was started by netauthd as a worker: it inherited
+// netauthd's control socket and receives its connections from it.
+func IsWorker() bool { return os.Getenv(handoff.Env) != "" }
+
+// workerSource receives the connections netauthd hands to this worker process.
+type workerSource struct {
+	ch  *handoff.Channel
+	log *slog.Logger
+
+	mu     sync.Mutex
+	active map[uint64]*Conn
+}
+
+// listenWorker returns a Listener of the connections netauthd hands over on the inherited
+// control socket.
+func listenWorker(cfg *ServerConfig) (*Listener, error) {
+	fd, err := strconv.Atoi(os.Getenv(handoff.Env))
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("netauth: %s=%q is not a descriptor number", handoff.Env, os.Getenv(handoff.Env))
+	}
+	ch, err := handoff.FromFile(os.NewFile(uintptr(fd), "netauth-control"))
+	if err != nil {
+		return nil, fmt.Errorf("netauth: control socket from netauthd: %w", err)
+	}
+	l := &Listener{
+		ready: make(chan *Conn),
+		done:  make(chan struct{}),
+		log:   slog.New(slog.DiscardHandler),
+	}
+	if cfg != nil && cfg.Logger != nil {
+		l.log = cfg.Logger
+	}
+	w := &workerSource{ch: ch, log: l.log, active: make(map[uint64]*Conn)}
+	l.worker = w
+	l.wg.Add(1)
+	go w.receive(l)
+	return l, nil
+}
+
+// receive adopts connections until netauthd says to exit or the control socket closes.
+func (w *workerSource) receive(l *Listener) {
+	defer l.wg.Done()
+	defer l.Close()
+	for {
+		m, f, err := w.ch.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				w.log.Error("netauth: control socket", "err", err)
+			}
+			return
+		}
+		switch m.Type {
+		case handoff.TypeConn:
+			c, err := w.adopt(m, f)
+			if err != nil {
+				w.log.Error("netauth: adopting a connection from netauthd", "err", err)
+				continue
+			}
+			select {
+			case l.ready <- c:
+			case <-l.done:
+				c.Close()
+				return
+			}
+		case handoff.TypeExit:
+			return
+		case handoff.TypeRevoke:
+			w.revoke(string(m.Payload))
+		}
+	}
+}
+
+// adopt turns a handed-over descriptor and state into a Conn and acknowledges it.
+func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
+	defer f.Close()
+	hc, err := handoff.ParseConn(m.Payload)
+	clear(m.Payload)
+	if err != nil {
+		return nil, err
+	}
+	defer hc.Zero()
+	nc, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("descriptor: %w", err)
+	}
+	rc, err := record.Import(nc, hc.State)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c := &Conn{rc: rc}
+	c.id.User, c.id.Service, c.id.Resumed, c.id.AuthTime = hc.User, hc.Service, hc.Resumed, hc.AuthTime
+	c.id.HandshakeHash, c.id.Statement, c.id.Signature = hc.HandshakeHash, hc.Statement, hc.Signature
+	if k, err := ssh.ParsePublicKey(hc.UserKey); err == nil {
+		c.id.Key, c.id.KeyType, c.id.KeyFingerprint = k, k.Type(), ssh.FingerprintSHA256(k)
+	}
+	if k, err := ssh.ParsePublicKey(hc.HostKey); err == nil {
+		c.id.HostKey, c.id.HostKeyFingerprint = k, ssh.FingerprintSHA256(k)
+	}
+	id := m.ID
+	c.cleanup = func() {
+		w.mu.Lock()
+		delete(w.active, id)
+		w.mu.Unlock()
+		_ = w.ch.Send(&handoff.Message{Type: handoff.TypeDone, ID: id}, nil)
+	}
+	w.mu.Lock()
+	w.active[id] = c
+	w.mu.Unlock()
+	if err := w.ch.Send(&handoff.Message{Type: handoff.TypeAck, ID: id}, nil); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// revoke closes the connections authenticated with the key fingerprint fp (all if empty).
+func (w *workerSource) revoke(fp string) {
+	w.mu.Lock()
+	var victims []*Conn
+	for _, c := range w.active {
+		if fp == "" || c.id.KeyFingerprint == fp {
+			victims = append(victims, c)
+		}
+	}
+	w.mu.Unlock()
+	for _, c := range victims {
+		c.Close()
+	}
+}
+
+// Serve accepts connections and runs handler for each in its own goroutine until the
+// listener is closed (for a worker: until netauthd tells it to exit or goes away), then waits
+// for the handlers to return. Each connection is closed when its handler returns.
+func (l *Listener) Serve(handler func(*Conn)) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.AcceptNetauth()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			handler(c)
+		}()
+	}
+}
