@@ -21,6 +21,7 @@ Commands:
   agent    start the agent that signs for your keys and caches session tickets
   dial     connect to a netauth server, copying stdin/stdout ([user@]host:port)
   trust    show a server's host key and add it to netauth's known_hosts
+  audit    verify netauthd's audit log, or export a record for ssh-keygen -Y verify
 
 Run 'netauth <command> -h' for a command's flags.
 `
@@ -44,6 +45,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return dialMain(args[1:], stdin, stdout, stderr)
 	case "trust":
 		return trustMain(args[1:], stdin, stdout, stderr)
+	case "audit":
+		return auditMain(args[1:], stdout, stderr)
 	case "worker":
 		// Hidden: a built-in service run as a netauthd worker (used by the demo).
 		if len(args) == 2 {
