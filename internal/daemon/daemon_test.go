@@ -106,12 +106,17 @@ func requireRoot(t *testing.T) {
 // directives the testbed sets). "WORKER" in the text is replaced by the worker program.
 func newTestbed(t *testing.T, services string) *testbed {
 	t.Helper()
-	return newTestbedAudit(t, services, "")
+	return newTestbedOpts(t, services, testbedOpts{})
 }
 
-// newTestbedAudit is newTestbed with the audit log at auditLog (default: in the test's
-// directory).
-func newTestbedAudit(t *testing.T, services, auditLog string) *testbed {
+// testbedOpts adjust a testbed.
+type testbedOpts struct {
+	auditLog string            // audit log path (default: in the testbed's directory)
+	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
+}
+
+// newTestbedOpts is newTestbed with options.
+func newTestbedOpts(t *testing.T, services string, opts testbedOpts) *testbed {
 	t.Helper()
 	requireRoot(t)
 	tb := &testbed{t: t, users: make(map[string]ssh.Signer)}
@@ -147,12 +152,17 @@ func newTestbedAudit(t *testing.T, services, auditLog string) *testbed {
 		tb.users[name] = s
 		tb.setKey(name, s.PublicKey())
 	}
-	tb.auditLog = auditLog
+	for name, data := range opts.files {
+		if err := os.WriteFile(filepath.Join(tb.dir, name), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb.auditLog = opts.auditLog
 	if tb.auditLog == "" {
 		tb.auditLog = filepath.Join(tb.dir, "audit.log")
 	}
 	text := fmt.Sprintf("host-key %s\naudit-log %s\nauthorized-keys-dir %s\nrevocation-check 200ms\n\n%s",
-		filepath.Join(tb.dir, "host_key"), tb.auditLog, tb.keysDir, strings.ReplaceAll(services, "WORKER", tb.workerBin))
+		filepath.Join(tb.dir, "host_key"), tb.auditLog, tb.keysDir, strings.ReplaceAll(strings.ReplaceAll(services, "WORKER", tb.workerBin), "DIR/", tb.dir+"/"))
 	path := filepath.Join(tb.dir, "netauthd.conf")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -576,7 +586,7 @@ func TestAuditFailsClosed(t *testing.T) {
 		t.Fatalf("mounting a small tmpfs for the audit log: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
-	tb := newTestbedAudit(t, whoamiService, filepath.Join(mnt, "audit.log"))
+	tb := newTestbedOpts(t, whoamiService, testbedOpts{auditLog: filepath.Join(mnt, "audit.log")})
 	cfg := tb.config("netauth-alice")
 	cfg.DisableResumption = true
 	var err error

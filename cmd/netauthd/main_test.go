@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/policy"
+)
+
+// TestCheckFlag: -check explains every error with its line and exits non-zero; a good file
+// passes.
+func TestCheckFlag(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.conf")
+	os.WriteFile(bad, []byte("host-key /tmp/k\nservice a {\n  lisen 127.0.0.1:1\n  mode sometimes\n}\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"-check", "-config", bad}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d for a broken file; stderr: %s", code, errb.String())
+	}
+	for _, want := range []string{"bad.conf:3:", `"lisen"`, "listen", "bad.conf:4:", "per-user"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("-check output lacks %q:\n%s", want, errb.String())
+		}
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"-check"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "OK") {
+		t.Fatalf("embedded default: exit %d: %s %s", code, out.String(), errb.String())
+	}
+	if code := run([]string{"-bogus"}, &out, &errb); code != 2 {
+		t.Fatalf("unknown flag: exit %d", code)
+	}
+}
+
+// e2e holds a built netauthd and test accounts.
+type e2e struct {
+	dir string
+	bin string
+}
+
+func setup(t *testing.T) *e2e {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: netauthd starts workers as other users (CI runs as root)")
+	}
+	for _, name := range []string{"netauth-alice", "netauth-bob"} {
+		if _, err := policy.LookupAccount(name); err != nil {
+			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
+				t.Fatalf("useradd %s: %v: %s", name, err, out)
+			}
+		}
+	}
+	dir, err := os.MkdirTemp("", "netauthd-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "netauthd")
+	if out, err := exec.Command("go", "build", "-o", bin, "ubns.dev/netauth/cmd/netauthd").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	return &e2e{dir: dir, bin: bin}
+}
+
+func newSigner(t *testing.T) ssh.Signer {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// logWatcher collects a process's stderr and finds lines in it.
+type logWatcher struct {
+	lines chan string
+	all   bytes.Buffer
+}
+
+func watch(r io.Reader) *logWatcher {
+	w := &logWatcher{lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	return w
+}
+
+// wait returns the first line matching re within limit.
+func (w *logWatcher) wait(t *testing.T, re string, limit time.Duration) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(limit)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("netauthd exited before logging %q; log:\n%s", re, w.all.String())
+			}
+			w.all.WriteString(l + "\n")
+			if m := rx.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("netauthd did not log %q within %v; log:\n%s", re, limit, w.all.String())
+		}
+	}
+}
+
+func whoami(addr string, cfg *netauth.Config) (string, error) {
+	c, err := netauth.Dial("tcp", addr, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	fmt.Fprintln(c, "?")
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// TestDaemonBinary runs the real netauthd with a configuration file and a socket passed by
+// socket activation: workers run as the users, SIGHUP reloads (a user's grant removed), and
+// SIGTERM stops it cleanly with its workers.
+func TestDaemonBinary(t *testing.T) {
+	e := setup(t)
+	keysDir := filepath.Join(e.dir, "keys")
+	os.Mkdir(keysDir, 0o755)
+	alice, bob := newSigner(t), newSigner(t)
+	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	os.WriteFile(filepath.Join(keysDir, "netauth-bob"), ssh.MarshalAuthorizedKey(bob.PublicKey()), 0o644)
+
+	// The listening socket is made here and passed as descriptor 3 (LISTEN_FDS=1).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	lf, _ := ln.(*net.TCPListener).File()
+	ln.Close()
+
+	conf := func(users string) string {
+		return fmt.Sprintf("host-key %s/host_key\naudit-log %s/audit.log\nauthorized-keys-dir %s\nrevocation-check 200ms\n\n"+
+			"service whoami {\n  listen %s\n  program %s\n  args -worker whoami\n  users %s\n}\n", e.dir, e.dir, keysDir, addr, e.bin, users)
+	}
+	confPath := filepath.Join(e.dir, "netauthd.conf")
+	os.WriteFile(confPath, []byte(conf("netauth-alice netauth-bob")), 0o644)
+
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -config "$1"`, e.bin, confPath)
+	cmd.ExtraFiles = []*os.File{lf}
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logs := watch(stderr)
+	m := logs.wait(t, `netauthd running" host_key=(SHA256:\S+)`, 10*time.Second)
+	known := filepath.Join(e.dir, "known_hosts")
+	key, _, err := netauth.FetchHostKey(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ssh.FingerprintSHA256(key) != m[1] {
+		t.Fatalf("served host key %s, logged %s", ssh.FingerprintSHA256(key), m[1])
+	}
+	netauth.Trust(known, addr, key)
+	aliceCfg := &netauth.Config{User: "netauth-alice", Signer: alice, KnownHostsFile: known, TicketCache: netauth.NewMemoryTicketCache(2)}
+	bobCfg := &netauth.Config{User: "netauth-bob", Signer: bob, KnownHostsFile: known, TicketCache: netauth.NewMemoryTicketCache(2)}
+	a1, err := whoami(addr, aliceCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := whoami(addr, aliceCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := regexp.MustCompile(`pid=(\d+)`)
+	if !strings.Contains(a1, "user=netauth-alice") || pid.FindString(a1) != pid.FindString(a2) || !strings.Contains(a2, "resumed=true") {
+		t.Fatalf("alice: %q then %q (want one worker, second resumed)", a1, a2)
+	}
+	if _, err := whoami(addr, bobCfg); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reload without bob: his worker is stopped and he is refused.
+	os.WriteFile(confPath, []byte(conf("netauth-alice")), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	logs.wait(t, `configuration reloaded`, 5*time.Second)
+	logs.wait(t, `access revoked.*user=netauth-bob`, 5*time.Second)
+	_, err = whoami(addr, bobCfg)
+	var re *netauth.RefusedError
+	if !errors.As(err, &re) || re.Code != netauth.CodeNotAuthorized {
+		t.Fatalf("bob after reload: %v", err)
+	}
+	if a3, err := whoami(addr, aliceCfg); err != nil || pid.FindString(a3) != pid.FindString(a1) {
+		t.Fatalf("alice's live worker did not survive the reload: %q %v", a3, err)
+	}
+
+	// A broken file is refused on SIGHUP, and the daemon keeps serving.
+	os.WriteFile(confPath, []byte("service {\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	logs.wait(t, `reload failed`, 5*time.Second)
+	if _, err := whoami(addr, aliceCfg); err != nil {
+		t.Fatalf("after a refused reload: %v", err)
+	}
+
+	// SIGTERM: clean exit, workers gone.
+	var alicePid int
+	fmt.Sscanf(pid.FindString(a1), "pid=%d", &alicePid)
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("netauthd exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("netauthd did not stop within 10s of SIGTERM")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", alicePid)); err == nil {
+		t.Fatalf("worker %d outlived netauthd", alicePid)
+	}
+}
+
+// TestEmbeddedDefaultUnprivileged: without root, netauthd says what it cannot do and serves
+// whoami in-process for its own user.
+func TestEmbeddedDefaultUnprivileged(t *testing.T) {
+	e := setup(t)
+	home := filepath.Join(e.dir, "home")
+	os.Mkdir(home, 0o755)
+	os.Chown(home, 65534, 65534)
+	port := freePort(t)
+	cmd := exec.Command(e.bin, "-listen", port)
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logs := watch(stderr)
+	logs.wait(t, `netauthd running in-process`, 10*time.Second)
+	if !strings.Contains(out.String(), "not running as root") || !strings.Contains(out.String(), "cannot start worker processes") {
+		t.Fatalf("unprivileged explanation missing: %q", out.String())
+	}
+	if _, _, err := netauth.FetchHostKey(t.Context(), "tcp", port); err != nil {
+		t.Fatalf("in-process whoami not serving: %v", err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
