@@ -156,12 +156,48 @@ func TestVerifyTampering(t *testing.T) {
 		lines[i-1] = b
 	}
 
+	_, otherLog := sampleLog(t, host, 8) // another log by the same host
+
 	tests := []struct {
 		name    string
 		log     func() []byte
 		lines   []int
 		reasons []string
 	}{{
+		name: "record replaced by one from another log",
+		log: func() []byte {
+			l := clone()
+			l[2] = otherLog[2]
+			return joinLines(l)
+		},
+		lines:   []int{3, 4},
+		reasons: []string{"chain broken: prev does not match the hash of seq 2 (line 2)", "chain broken: prev does not match the hash of seq 3 (line 3)"},
+	}, {
+		name: "record damaged beyond reading",
+		log: func() []byte {
+			l := clone()
+			l[2] = []byte("\x00\x01")
+			return joinLines(l)
+		},
+		lines:   []int{3},
+		reasons: []string{"not a JSON record"},
+	}, {
+		name: "garbage line and the records after it deleted",
+		log: func() []byte {
+			l := clone()
+			return joinLines(append(l[:2], append([][]byte{[]byte("{}")}, l[4:]...)...))
+		},
+		lines:   []int{3, 4},
+		reasons: []string{"the line does not end with the \"host_sig\" field", "chain broken: seq 5 comes after seq 2 (line 2): records missing or out of order"},
+	}, {
+		name: "garbage line and a record moved back",
+		log: func() []byte {
+			l := clone()
+			return joinLines(append(l[:3], []byte("{}"), l[1]))
+		},
+		lines:   []int{4, 5},
+		reasons: []string{"host_sig", "chain broken: seq 2 comes after seq 3 (line 3): records out of order or repeated"},
+	}, {
 		name: "one field changed",
 		log: func() []byte {
 			l := clone()
@@ -793,4 +829,23 @@ func TestVerifyReadError(t *testing.T) {
 	if got := (Problem{Line: 3, Reason: "empty line"}).String(); got != "line 3: empty line" {
 		t.Errorf("Problem without seq prints as %q", got)
 	}
+}
+
+func TestVerifyFirstPrev(t *testing.T) {
+	host := newHostKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.prev = strings.Repeat("ab", 32) // as if the log had lost its beginning
+	if err := w.Write(refusedRecord(host.pub, "x")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantProblems(t, verifyBytes(t, data, host.pub), []int{1}, []string{"chain broken: the first record's prev is not 64 zeros"})
 }

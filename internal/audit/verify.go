@@ -74,14 +74,14 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // UserNamespace, that the statement's user, service and host key and the
 // signing key match the record, and that the statement was made for
 // hostKey (a statement a user signed for another server proves nothing
-// about this one). It does not stop at the first bad line:
-// the report lists each one.
+// about this one). It does not stop at the first bad line: the report
+// lists each one.
 //
 // A line whose own content is bad (unreadable, or its host signature fails)
 // is reported alone: the break it causes in the chain at the next line is
 // attributed to it, not reported again. A line that is authentic but does
-// not follow the record before it (a record removed, inserted from elsewhere
-// or moved) is reported as a chain break.
+// not follow the last authentic record before it (a record removed,
+// inserted from elsewhere or moved) is reported as a chain break.
 //
 // The error is non-nil only if reading r fails or hostKey is nil.
 func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
@@ -251,7 +251,7 @@ func (v *verifier) chain(rec *Record) string {
 		if !v.haveAnchor {
 			return "chain broken: the first record's prev is not 64 zeros"
 		}
-		return fmt.Sprintf("chain broken: prev does not match the hash of %s: a record was replaced", after)
+		return fmt.Sprintf("chain broken: prev does not match the hash of %s: that record or this one was replaced", after)
 	}
 	return ""
 }
