@@ -62,7 +62,7 @@ func runTestWorker(name string) int {
 
 // testbed is a daemon with real test accounts, a worker program, and clients for each user.
 type testbed struct {
-	t         *testing.T
+	t         testing.TB
 	d         *Daemon
 	dir       string
 	cfg       *policy.Config
@@ -81,7 +81,7 @@ var (
 // testAccounts are real system users created for these tests (CI runs as root).
 var testAccounts = []string{"netauth-alice", "netauth-bob", "netauth-carol"}
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: starts workers as other users (CI runs as root)")
@@ -104,7 +104,7 @@ func requireRoot(t *testing.T) {
 
 // newTestbed starts a daemon whose services are given in config text (after the global
 // directives the testbed sets). "WORKER" in the text is replaced by the worker program.
-func newTestbed(t *testing.T, services string) *testbed {
+func newTestbed(t testing.TB, services string) *testbed {
 	t.Helper()
 	return newTestbedOpts(t, services, testbedOpts{})
 }
@@ -116,7 +116,7 @@ type testbedOpts struct {
 }
 
 // newTestbedOpts is newTestbed with options.
-func newTestbedOpts(t *testing.T, services string, opts testbedOpts) *testbed {
+func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	t.Helper()
 	requireRoot(t)
 	tb := &testbed{t: t, users: make(map[string]ssh.Signer)}
@@ -195,7 +195,7 @@ func newTestbedOpts(t *testing.T, services string, opts testbedOpts) *testbed {
 	return tb
 }
 
-type testLog struct{ t *testing.T }
+type testLog struct{ t testing.TB }
 
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
@@ -250,7 +250,7 @@ func (tb *testbed) whoami(service, user string, cfg *netauth.Config) (map[string
 	return out, nil
 }
 
-func uidOf(t *testing.T, name string) string {
+func uidOf(t testing.TB, name string) string {
 	a, err := policy.LookupAccount(name)
 	if err != nil {
 		t.Fatal(err)
