@@ -43,15 +43,16 @@ type Options struct {
 
 // Daemon is a running netauthd.
 type Daemon struct {
-	log     *slog.Logger
-	opts    Options
-	hostKey ed25519.PrivateKey
-	hostPub ssh.PublicKey
-	hostFP  string
-	tickets *handshake.TicketKeys
-	replay  *handshake.ReplayCache
-	pool    *x25519.Pool
-	audit   *audit.Writer
+	log      *slog.Logger
+	opts     Options
+	hostKey  ed25519.PrivateKey
+	hostPub  ssh.PublicKey
+	hostFP   string
+	tickets  *handshake.TicketKeys
+	replay   *handshake.ReplayCache
+	pool     *x25519.Pool
+	audit    *audit.Writer
+	accounts accounts
 
 	mu        sync.Mutex
 	cfg       *policy.Config

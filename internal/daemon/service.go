@@ -214,7 +214,7 @@ func (s *service) authorize(ctx context.Context, nc net.Conn, r *handshake.Resul
 	if !ok {
 		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
 	}
-	acct, err := policy.LookupAccount(r.User)
+	acct, err := d.accounts.lookup(r.User)
 	if err != nil {
 		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
 	}
@@ -223,7 +223,7 @@ func (s *service) authorize(ctx context.Context, nc net.Conn, r *handshake.Resul
 	}
 	runAs := acct
 	if !sc.RunAsUser {
-		if runAs, err = policy.LookupAccount(sc.Account); err != nil {
+		if runAs, err = d.accounts.lookup(sc.Account); err != nil {
 			return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "service account", Err: err}
 		}
 	}

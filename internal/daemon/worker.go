@@ -521,7 +521,7 @@ func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Sourc
 	if sc == nil {
 		return "service removed from the configuration"
 	}
-	acct, err := policy.LookupAccount(w.user)
+	acct, err := d.accounts.lookup(w.user)
 	if err != nil {
 		return "user no longer exists"
 	}
