@@ -112,7 +112,9 @@ func (s StaticKeys) Keys(_ context.Context, user string) ([]ssh.PublicKey, error
 type Listener struct {
 	inner   net.Listener
 	cfg     *ServerConfig
-	hcfg    *handshake.ServerConfig
+	core    *handshake.ServerCore
+	service string
+	timeout time.Duration
 	pool    *x25519.Pool
 	log     *slog.Logger
 	ready   chan *Conn
@@ -188,16 +190,28 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 	if service == "" {
 		service = "netauth"
 	}
-	l.hcfg = &handshake.ServerConfig{
+	l.service = service
+	l.timeout = cfg.HandshakeTimeout
+	if l.timeout <= 0 {
+		l.timeout = DefaultServerHandshakeTimeout
+	}
+	hcfg := &handshake.ServerConfig{
 		HostKey:      cfg.HostKey,
 		Service:      service,
 		MaxClockSkew: cfg.MaxClockSkew,
 		Replay:       handshake.NewReplayCache(0),
 		Ephemeral:    func() (x25519.KeyPair, error) { return l.pool.Get(), nil },
 		Rand:         rand.Reader,
+		Authorize:    l.authorize,
+		Refused:      l.logRefusal,
 	}
 	if cfg.TicketLifetime >= 0 {
-		l.hcfg.Tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)
+		hcfg.Tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)
+	}
+	var err error
+	if l.core, err = handshake.NewServerCore(hcfg, l.timeout); err != nil {
+		l.pool.Close()
+		return nil, fmt.Errorf("netauth: %w", err)
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -249,20 +263,9 @@ func (l *Listener) serve(nc net.Conn) {
 		}
 	}
 	defer release()
-	timeout := l.cfg.HandshakeTimeout
-	if timeout <= 0 {
-		timeout = DefaultServerHandshakeTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_ = nc.SetDeadline(time.Now().Add(timeout))
+	_ = nc.SetDeadline(time.Now().Add(l.timeout))
 	rc := record.NewConn(nc)
-	hcfg := *l.hcfg
-	hcfg.Authorize = func(r *handshake.Result) error {
-		return l.authorize(ctx, r.User, r.UserKey, r.Resumed)
-	}
-	hcfg.Refused = func(r *handshake.Refusal) { l.logRefusal(nc, r) }
-	res, err := handshake.RunServer(rc, &hcfg)
+	res, err := handshake.Serve(rc, l.core, nc.RemoteAddr().String(), l.logRefusal)
 	if err != nil {
 		if !errors.As(err, new(*handshake.Refusal)) {
 			l.log.Debug("netauth: handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
@@ -282,8 +285,11 @@ func (l *Listener) serve(nc net.Conn) {
 	}
 }
 
-// authorize checks that key is one of user's keys and applies the policy callback.
-func (l *Listener) authorize(ctx context.Context, user string, key ssh.PublicKey, resumed bool) error {
+// authorize checks that the key is one of the user's keys and applies the policy callback.
+func (l *Listener) authorize(r *handshake.Result) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	user, key := r.User, r.UserKey
 	ok, err := keys.Authorized(ctx, l.cfg.Keys, user, key)
 	if err != nil {
 		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
@@ -293,7 +299,7 @@ func (l *Listener) authorize(ctx context.Context, user string, key ssh.PublicKey
 	}
 	if l.cfg.Authorize != nil {
 		id := Identity{User: user, Key: key, KeyType: key.Type(), KeyFingerprint: keys.Fingerprint(key),
-			Service: l.hcfg.Service, Resumed: resumed}
+			Service: l.service, Resumed: r.Resumed}
 		if err := l.cfg.Authorize(ctx, &id); err != nil {
 			return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "refused by policy", Err: err}
 		}
@@ -301,8 +307,8 @@ func (l *Listener) authorize(ctx context.Context, user string, key ssh.PublicKey
 	return nil
 }
 
-func (l *Listener) logRefusal(nc net.Conn, r *handshake.Refusal) {
-	l.log.Info("netauth: handshake refused", "remote", nc.RemoteAddr().String(), "code", r.Code.String(),
+func (l *Listener) logRefusal(r *handshake.Refusal) {
+	l.log.Info("netauth: handshake refused", "remote", r.Client, "code", r.Code.String(),
 		"reason", r.Error(), "user", r.User, "key", r.KeyFP)
 }
 

@@ -32,16 +32,20 @@ type service struct {
 	sem       chan struct{}
 	done      chan struct{}
 	stopOnce  sync.Once
+	core      *serviceCore
 }
 
 // startService binds (or adopts from socket activation) the service's addresses.
 // Callers hold d.mu.
 func (d *Daemon) startService(sc *policy.Service) (*service, error) {
 	s := &service{d: d, name: sc.Name, cfg: sc, sem: make(chan struct{}, maxPendingHandshakes), done: make(chan struct{})}
+	var err error
+	if s.core, err = s.newCore(); err != nil {
+		return nil, fmt.Errorf("netauthd: service %q: %w", sc.Name, err)
+	}
 	for _, addr := range sc.Listen {
 		ln := d.adoptInherited(addr)
 		if ln == nil {
-			var err error
 			if ln, err = net.Listen("tcp", addr); err != nil {
 				s.stop()
 				return nil, fmt.Errorf("netauthd: service %q: %w", sc.Name, err)
@@ -144,6 +148,69 @@ type admission struct {
 	reserve *reservation
 	worker  *worker // chosen (and started) before the client is told it is accepted
 	id      uint64  // the connection's handoff id at that worker
+	res     *handshake.Result
+}
+
+// release gives back what an admission holds when its connection will not be handed over.
+func (a *admission) release(d *Daemon) {
+	if a.worker != nil {
+		d.unregister(a.worker, a.id)
+	}
+	a.reserve.release()
+}
+
+// newCore returns the handshake core of the service: the decisions, made here with the
+// daemon's keys and policy, for handshakes whose bytes are parsed elsewhere.
+func (s *service) newCore() (*serviceCore, error) {
+	d := s.d
+	hcfg := &handshake.ServerConfig{
+		HostKey:      d.hostKey,
+		Service:      s.name,
+		Tickets:      d.tickets,
+		MaxClockSkew: d.cfg.MaxClockSkew,
+		Replay:       d.replay,
+		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
+		Rand:         rand.Reader,
+		Authorize:    s.authorize,
+		Refused:      s.refused,
+	}
+	core, err := handshake.NewServerCore(hcfg, d.cfg.HandshakeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &serviceCore{ServerCore: core, s: s, adms: make(map[uint64]*admission)}, nil
+}
+
+// serviceCore is a service's handshake core plus the admissions of its accepted sessions,
+// waiting to be handed over.
+type serviceCore struct {
+	*handshake.ServerCore
+	s    *service
+	mu   sync.Mutex
+	adms map[uint64]*admission
+}
+
+// Abort releases an accepted session whose handshake then failed.
+func (c *serviceCore) Abort(session uint64) {
+	c.ServerCore.Abort(session)
+	if adm := c.take(session); adm != nil {
+		adm.release(c.s.d)
+	}
+}
+
+func (c *serviceCore) put(session uint64, adm *admission) {
+	c.mu.Lock()
+	c.adms[session] = adm
+	c.mu.Unlock()
+}
+
+// take returns and forgets the admission of an accepted session.
+func (c *serviceCore) take(session uint64) *admission {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	adm := c.adms[session]
+	delete(c.adms, session)
+	return adm
 }
 
 // handle runs one handshake and hands the connection over.
@@ -151,59 +218,43 @@ func (s *service) handle(nc net.Conn) {
 	d := s.d
 	d.mu.Lock()
 	timeout := d.cfg.HandshakeTimeout
-	skew := d.cfg.MaxClockSkew
 	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	_ = nc.SetDeadline(time.Now().Add(timeout))
 	rc := record.NewConn(nc)
-	var adm admission
-	hcfg := &handshake.ServerConfig{
-		HostKey:      d.hostKey,
-		Service:      s.name,
-		Tickets:      d.tickets,
-		MaxClockSkew: skew,
-		Replay:       d.replay,
-		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
-		Rand:         rand.Reader,
-		Authorize: func(r *handshake.Result) error {
-			return s.authorize(ctx, nc, r, &adm)
-		},
-		Refused: func(r *handshake.Refusal) { s.refused(nc, r) },
-	}
-	res, err := handshake.RunServer(rc, hcfg)
+	res, err := handshake.Serve(rc, s.core, nc.RemoteAddr().String(), s.refused)
 	if err != nil {
-		if adm.worker != nil {
-			d.unregister(adm.worker, adm.id)
-		}
-		if adm.reserve != nil {
-			adm.reserve.release()
-		}
 		if !errors.As(err, new(*handshake.Refusal)) {
 			d.log.Debug("handshake abandoned", "service", s.name, "client", nc.RemoteAddr().String(), "err", err)
 		}
 		nc.Close()
 		return
 	}
+	adm := s.core.take(res.Session)
+	if adm == nil {
+		d.log.Error("accepted handshake without an admission", "service", s.name)
+		nc.Close()
+		return
+	}
 	_ = nc.SetDeadline(time.Time{})
 	st, err := rc.Export()
 	if err != nil {
-		d.unregister(adm.worker, adm.id)
-		adm.reserve.release()
+		adm.release(d)
 		d.log.Error("exporting the session", "service", s.name, "err", err)
 		nc.Close()
 		return
 	}
-	d.dispatch(&adm, nc, st, res)
+	d.dispatch(adm, nc, st, adm.res)
 }
 
 // authorize is the policy decision, made after the user's key is verified and before the
 // client is told it is accepted: the key must be the user's, the user must exist and be
 // allowed to use the service, capacity must remain, and the decision must be in the audit
 // log. Nothing here creates a process.
-func (s *service) authorize(ctx context.Context, nc net.Conn, r *handshake.Result, adm *admission) error {
+func (s *service) authorize(r *handshake.Result) error {
 	d := s.d
 	sc := s.config()
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
+	defer cancel()
 	d.mu.Lock()
 	src := d.keys
 	d.mu.Unlock()
@@ -231,13 +282,13 @@ func (s *service) authorize(ctx context.Context, nc net.Conn, r *handshake.Resul
 	if err != nil {
 		return err
 	}
-	rec := d.auditRecord(nc, r, "accepted", "")
+	rec := d.auditRecord(r.Client, r, "accepted", "")
 	if err := d.audit.Write(rec); err != nil {
 		res.release()
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
 		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
-	adm.svc, adm.user, adm.runAs, adm.reserve = sc, acct, runAs, res
+	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, res: r}
 	// Have a worker ready before accepting, so that a service that cannot start is a clear
 	// refusal rather than a connection dropped after it was accepted.
 	if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
@@ -245,13 +296,14 @@ func (s *service) authorize(ctx context.Context, nc net.Conn, r *handshake.Resul
 		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
 		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
 	}
+	s.core.put(r.Session, adm)
 	return nil
 }
 
 // refused audits and logs a refused handshake.
-func (s *service) refused(nc net.Conn, r *handshake.Refusal) {
+func (s *service) refused(r *handshake.Refusal) {
 	res := &handshake.Result{User: r.User, Resumed: r.Resumed, Statement: r.Statement, Signature: r.Signature}
-	rec := s.d.auditRecord(nc, res, "refused", r.Error())
+	rec := s.d.auditRecord(r.Client, res, "refused", r.Error())
 	rec.Service = s.name
 	rec.KeyFP = r.KeyFP
 	if r.Statement == nil && r.User == "" {
@@ -260,14 +312,14 @@ func (s *service) refused(nc net.Conn, r *handshake.Refusal) {
 	if err := s.d.audit.Write(rec); err != nil {
 		s.d.log.Error("audit log unwritable", "err", err)
 	}
-	s.d.log.Info("refused", "service", s.name, "client", nc.RemoteAddr().String(), "code", r.Code.String(), "reason", r.Error(), "user", r.User)
+	s.d.log.Info("refused", "service", s.name, "client", r.Client, "code", r.Code.String(), "reason", r.Error(), "user", r.User)
 }
 
 // auditRecord describes a decision.
-func (d *Daemon) auditRecord(nc net.Conn, r *handshake.Result, decision, reason string) *audit.Record {
+func (d *Daemon) auditRecord(client string, r *handshake.Result, decision, reason string) *audit.Record {
 	rec := &audit.Record{
 		Time:      time.Now(),
-		Client:    nc.RemoteAddr().String(),
+		Client:    client,
 		Service:   r.Service,
 		User:      r.User,
 		HostKeyFP: d.hostFP,

@@ -58,6 +58,10 @@ type Result struct {
 	// Issued is when the user last authenticated with a signature (a resumed session's
 	// original full handshake).
 	Issued time.Time
+	// Session is the server's handle of the handshake (server side), and Client the
+	// client's address as the server saw it.
+	Session uint64
+	Client  string
 }
 
 // Client is the client side of a handshake that has sent its authentication and may

@@ -79,6 +79,7 @@ type Refusal struct {
 	Reason string
 	Err    error // underlying cause, if any
 	// Identity known at the time of the refusal (empty fields when unknown).
+	Client    string
 	User      string
 	KeyFP     string
 	Resumed   bool

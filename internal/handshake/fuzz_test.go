@@ -199,6 +199,9 @@ type fzConn struct {
 	out bytes.Buffer
 }
 
+// RemoteAddr names the fuzzed client.
+func (c *fzConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1} }
+
 func (c *fzConn) Read(p []byte) (int, error) {
 	if len(c.in) == 0 {
 		return 0, io.EOF

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package handshake
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// Core makes the server's decisions in a handshake. It holds the secrets (host key, ticket
+// keys, ephemeral keys), contributes the server's fresh ephemeral key to every handshake,
+// verifies tickets and authenticators against the transcript it computed itself, and applies
+// policy. It parses no framing: the server's framing side (Serve) parses every network byte
+// and runs the record layer, and passes Core only typed fields. In netauthd the Core runs in
+// the privileged monitor and Serve in the unprivileged acceptor.
+type Core interface {
+	// Begin processes message 1 and returns message 2 with the session's record keys.
+	Begin(req *BeginRequest) (*BeginResponse, error)
+	// Authenticate checks a full handshake's authenticator (message 3) for a session from
+	// Begin; each session can be authenticated once.
+	Authenticate(req *AuthRequest) (*AuthResponse, error)
+	// Abort forgets a session whose handshake failed.
+	Abort(session uint64)
+}
+
+// BeginRequest is message 1 as the framing side parsed it.
+type BeginRequest struct {
+	Client string // client address, for logs and audit records
+	Mode   byte
+	Ticket []byte // resume mode only
+	Noise  []byte // Noise message 1
+}
+
+// BeginResponse is what the framing side needs to send message 2 and run the record layer.
+type BeginResponse struct {
+	Session       uint64
+	Resumed       bool
+	Noise         []byte // Noise message 2
+	Send, Recv    [32]byte
+	HandshakeHash []byte
+	HostKey       []byte // SSH wire form
+	HostSig       []byte // full handshakes: SSH signature of HostSigContext || HandshakeHash
+	Service       string
+	// For a resumed session, the identity from the ticket.
+	User    string
+	UserKey []byte
+	Issued  time.Time
+}
+
+// AuthRequest is message 3 as the framing side parsed it.
+type AuthRequest struct {
+	Session uint64
+	User    string
+	Time    uint64
+	SSHSIG  []byte
+}
+
+// AuthResponse accepts a full handshake: the ticket to send and what was verified.
+type AuthResponse struct {
+	Lifetime  uint32
+	Ticket    []byte
+	Secret    []byte
+	UserKey   []byte // SSH wire form, from the verified signature
+	Statement []byte // as the Core reconstructed and verified it
+	Issued    time.Time
+}
+
+// coreSession is a full handshake waiting for its authenticator.
+type coreSession struct {
+	hash    []byte
+	client  string
+	expires time.Time
+}
+
+// maxCoreSessions bounds the full handshakes waiting for their authenticator.
+const maxCoreSessions = 1 << 16
+
+// ServerCore is the Core of a server configuration, called directly by an in-process server
+// and by netauthd's monitor on behalf of its acceptor. Safe for concurrent use.
+type ServerCore struct {
+	cfg      *ServerConfig
+	hostPub  ssh.PublicKey
+	hostWire []byte
+	timeout  time.Duration
+
+	mu       sync.Mutex
+	next     uint64
+	sessions map[uint64]*coreSession
+}
+
+// NewServerCore returns the Core for cfg; pending sessions are forgotten after timeout.
+func NewServerCore(cfg *ServerConfig, timeout time.Duration) (*ServerCore, error) {
+	if len(cfg.HostKey) != ed25519.PrivateKeySize {
+		return nil, errors.New("netauth: host key must be an Ed25519 private key")
+	}
+	hostPub, err := ssh.NewPublicKey(cfg.HostKey.Public())
+	if err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	return &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: hostPub.Marshal(), timeout: timeout,
+		sessions: make(map[uint64]*coreSession)}, nil
+}
+
+// HostKey returns the host's public key.
+func (c *ServerCore) HostKey() ssh.PublicKey { return c.hostPub }
+
+// refuse reports a refusal and returns it.
+func (c *ServerCore) refuse(r *Refusal) error {
+	if c.cfg.Refused != nil {
+		c.cfg.Refused(r)
+	}
+	return r
+}
+
+// Begin implements Core: it tries the ticket (NNpsk0) and otherwise runs the NN exchange,
+// with a fresh ephemeral key of its own.
+func (c *ServerCore) Begin(req *BeginRequest) (*BeginResponse, error) {
+	hello := &clientHello{Version: Version, Mode: req.Mode, Ticket: req.Ticket, Noise: req.Noise}
+	switch {
+	case req.Mode == ModeFull && len(req.Ticket) == 0 && len(req.Noise) == noiseMsg1Full:
+	case req.Mode == ModeResume && len(req.Ticket) > 0 && len(req.Ticket) <= MaxTicketSize && len(req.Noise) == noiseMsg1PSK:
+	default:
+		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "malformed message 1", Client: req.Client})
+	}
+	// The prologue is rebuilt from the fields, so it covers exactly what the framing side
+	// claims it received; any difference from the client's makes the handshake fail.
+	pro := prologue(hello.body(), len(hello.Noise))
+	eph, err := c.cfg.Ephemeral()
+	if err != nil {
+		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "ephemeral key", Err: err, Client: req.Client})
+	}
+	defer eph.Zero()
+	if req.Mode == ModeResume {
+		if resp := c.resume(req, pro, &eph); resp != nil {
+			return resp, nil
+		}
+	}
+	return c.full(req, pro, &eph)
+}
+
+// resume returns the response for a ticket that opens, is valid here, and whose user is
+// still authorized; nil means fall back to a full handshake.
+func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) *BeginResponse {
+	if c.cfg.Tickets == nil {
+		return nil
+	}
+	t, err := c.cfg.Tickets.open(req.Ticket, c.cfg.now())
+	if err != nil {
+		return nil
+	}
+	defer clear(t.Secret[:])
+	if t.Service != c.cfg.Service || t.HostKeyHash != hostKeyHash(c.hostWire) {
+		return nil
+	}
+	userKey, err := ssh.ParsePublicKey(t.Key)
+	if err != nil {
+		return nil
+	}
+	hs, err := newNoise(false, pro, eph, t.Secret[:])
+	if err != nil {
+		return nil
+	}
+	if _, _, _, err := hs.ReadMessage(nil, req.Noise); err != nil {
+		return nil // the client does not hold the ticket's secret
+	}
+	msg2, cs1, cs2, err := hs.WriteMessage(nil, nil)
+	if err != nil {
+		return nil // e.g. a low-order ephemeral: the full handshake refuses it properly
+	}
+	res := &Result{Resumed: true, Offered: true, User: t.User, UserKey: userKey, HostKey: c.hostPub,
+		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), hs.ChannelBinding()...),
+		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client, Session: c.newID()}
+	if err := c.cfg.Authorize(res); err != nil {
+		return nil
+	}
+	resp := &BeginResponse{Session: res.Session, Resumed: true, Noise: msg2, HandshakeHash: res.HandshakeHash,
+		HostKey: c.hostWire, Service: c.cfg.Service, User: t.User, UserKey: t.Key, Issued: res.Issued}
+	resp.Recv, resp.Send = cs1.UnsafeKey(), cs2.UnsafeKey()
+	return resp
+}
+
+// full runs the NN exchange and signs the handshake hash with the host key.
+func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*BeginResponse, error) {
+	hs, err := newNoise(false, pro, eph, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, _, err := hs.ReadMessage(nil, req.Noise[:noiseMsg1Full]); err != nil {
+		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "bad Noise message 1", Err: err, Client: req.Client})
+	}
+	msg2, cs1, cs2, err := hs.WriteMessage(nil, nil)
+	if err != nil {
+		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "Noise message 2", Err: err, Client: req.Client})
+	}
+	h := append([]byte(nil), hs.ChannelBinding()...)
+	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.hostWire,
+		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service}
+	resp.Recv, resp.Send = cs1.UnsafeKey(), cs2.UnsafeKey()
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.sessions) >= maxCoreSessions {
+		for id, s := range c.sessions {
+			if now.After(s.expires) {
+				delete(c.sessions, id)
+			}
+		}
+		if len(c.sessions) >= maxCoreSessions {
+			return nil, c.refuse(&Refusal{Code: CodeOverloaded, Reason: "too many handshakes waiting for their authenticator", Client: req.Client})
+		}
+	}
+	c.next++
+	resp.Session = c.next
+	c.sessions[resp.Session] = &coreSession{hash: h, client: req.Client, expires: now.Add(c.timeout)}
+	return resp, nil
+}
+
+func (c *ServerCore) newID() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.next++
+	return c.next
+}
+
+// take removes and returns a pending session.
+func (c *ServerCore) take(id uint64) *coreSession {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sessions[id]
+	delete(c.sessions, id)
+	if s != nil && time.Now().After(s.expires) {
+		return nil
+	}
+	return s
+}
+
+// Abort implements Core.
+func (c *ServerCore) Abort(id uint64) { c.take(id) }
+
+// Authenticate implements Core: the checks of docs/PROTOCOL.md §3.5, in order, against the
+// handshake hash Begin computed (never one the framing side supplies).
+func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
+	sess := c.take(req.Session)
+	if sess == nil {
+		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such handshake (unknown, used or expired session)", User: req.User})
+	}
+	res := &Result{User: req.User, HostKey: c.hostPub, Service: c.cfg.Service, HandshakeHash: sess.hash,
+		Client: sess.client, Session: req.Session}
+	fail := func(r *Refusal) error {
+		r.User, r.Client, r.Statement, r.Signature = res.User, res.Client, res.Statement, res.Signature
+		if res.UserKey != nil {
+			r.KeyFP = keys.Fingerprint(res.UserKey)
+		}
+		return c.refuse(r)
+	}
+	if err := keys.ValidName(req.User); err != nil {
+		return nil, fail(&Refusal{Code: CodeProtocolError, Reason: "bad user name", Err: err})
+	}
+	now := c.cfg.now()
+	if req.Time > 1<<62 {
+		return nil, fail(&Refusal{Code: CodeProtocolError, Reason: "authenticator time out of range"})
+	}
+	t := time.Unix(int64(req.Time), 0)
+	if d := now.Sub(t); d > c.cfg.skew() || -d > c.cfg.skew() {
+		return nil, fail(&Refusal{Code: CodeClockSkew, Reason: fmt.Sprintf("authenticator time %s is %s from server time", t.UTC().Format(time.RFC3339), d.Round(time.Second))})
+	}
+	st := &keys.Statement{HandshakeHash: sess.hash, HostKey: c.hostPub, Service: c.cfg.Service, User: req.User, Time: t}
+	stmt, err := st.Marshal()
+	if err != nil {
+		return nil, fail(&Refusal{Code: CodeProtocolError, Reason: "statement", Err: err})
+	}
+	res.Statement, res.Signature = stmt, req.SSHSIG
+	userKey, err := keys.Verify(req.SSHSIG, Namespace, stmt)
+	if err != nil {
+		return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator does not verify", Err: err})
+	}
+	res.UserKey = userKey
+	if c.cfg.Replay != nil {
+		if err := c.cfg.Replay.Add(req.SSHSIG, t.Add(c.cfg.skew()), now); errors.Is(err, ErrReplayed) {
+			return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator replayed", Err: err})
+		} else if err != nil {
+			return nil, fail(&Refusal{Code: CodeOverloaded, Reason: "replay cache full", Err: err})
+		}
+	}
+	res.Issued = t
+	if err := c.cfg.Authorize(res); err != nil {
+		var r *Refusal
+		if !errors.As(err, &r) {
+			r = &Refusal{Code: CodeNotAuthorized, Reason: "not authorized", Err: err}
+		}
+		return nil, fail(r)
+	}
+	resp := &AuthResponse{UserKey: userKey.Marshal(), Statement: stmt, Issued: t}
+	if tk := c.cfg.Tickets; tk != nil {
+		tc := &ticketContents{
+			Issued:      uint64(now.Unix()),
+			Expiry:      uint64(now.Add(tk.Lifetime()).Unix()),
+			User:        req.User,
+			Key:         resp.UserKey,
+			Service:     c.cfg.Service,
+			HostKeyHash: hostKeyHash(c.hostWire),
+		}
+		defer clear(tc.Secret[:])
+		if _, err := io.ReadFull(c.cfg.Rand, tc.Secret[:]); err != nil {
+			return nil, fail(&Refusal{Code: CodeInternalError, Reason: "resumption secret", Err: err})
+		}
+		if ticket, err := tk.seal(tc, now); err == nil {
+			resp.Ticket, resp.Secret, resp.Lifetime = ticket, append([]byte(nil), tc.Secret[:]...), uint32(tk.Lifetime()/time.Second)
+		}
+	}
+	return resp, nil
+}
