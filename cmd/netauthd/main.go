@@ -29,6 +29,7 @@ import (
 )
 
 const usage = `usage: netauthd [-config file] [-check] [-log-level level]
+       netauthd -worker SERVICE [ARG...]   (a built-in worker, started by netauthd)
 
 netauthd authenticates every connection to the services in its configuration
 with the user's SSH key, applies the configured policy (which users may use
@@ -56,8 +57,8 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 2 && args[0] == workerFlag {
-		return builtin.Run(args[1], stderr)
+	if len(args) >= 2 && args[0] == workerFlag {
+		return builtin.Run(args[1], args[2:], stderr)
 	}
 	fs := flag.NewFlagSet("netauthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -132,7 +133,25 @@ func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "netauthd:", err)
 		return 1
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log, Inherited: inherited})
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd: finding its own program for the built-in exec and backend workers:", err)
+		return 1
+	}
+	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, Self: []string{self, workerFlag}}
+	if os.Geteuid() == 0 {
+		// Privilege separation: network bytes are parsed only by the unprivileged acceptor.
+		opts.Acceptor = []string{filepath.Join(filepath.Dir(self), "netauthd-acceptor")}
+		if _, err := os.Stat(opts.Acceptor[0]); err != nil {
+			fmt.Fprintf(stderr, "netauthd: %s is missing: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
+			return 1
+		}
+		opts.AcceptorUser = acceptorAccount()
+		if opts.AcceptorUser != "netauth" {
+			log.Warn("no account \"netauth\" for the acceptor; using \"nobody\" (create a dedicated system account: useradd --system --no-create-home netauth)")
+		}
+	}
+	d, err := daemon.New(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -159,6 +178,15 @@ func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
 		return 0
 	}
 	return 0
+}
+
+// acceptorAccount is the account the acceptor runs as: "netauth" if it exists, else
+// "nobody".
+func acceptorAccount() string {
+	if _, err := policy.LookupAccount("netauth"); err == nil {
+		return "netauth"
+	}
+	return "nobody"
 }
 
 // activationListeners returns the sockets systemd passed (LISTEN_FDS, LISTEN_PID).

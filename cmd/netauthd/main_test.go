@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,6 +79,11 @@ func setup(t *testing.T) *e2e {
 	if out, err := exec.Command("go", "build", "-o", bin, "ubns.dev/netauth/cmd/netauthd").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v: %s", err, out)
 	}
+	acc := exec.Command("go", "build", "-o", filepath.Join(dir, "netauthd-acceptor"), "ubns.dev/netauth/cmd/netauthd-acceptor")
+	acc.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := acc.CombinedOutput(); err != nil {
+		t.Fatalf("go build netauthd-acceptor: %v: %s", err, out)
+	}
 	return &e2e{dir: dir, bin: bin}
 }
 
@@ -108,7 +114,20 @@ func watch(r io.Reader) *logWatcher {
 	return w
 }
 
-// wait returns the first line matching re within limit.
+// seen returns the submatches of the first line already read that matches re.
+func (w *logWatcher) seen(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	for _, l := range strings.Split(w.all.String(), "\n") {
+		if m := rx.FindStringSubmatch(l); m != nil {
+			return m
+		}
+	}
+	t.Fatalf("netauthd has not logged %q; log:\n%s", re, w.all.String())
+	return nil
+}
+
+// wait returns the first line matching re read from now on, within limit.
 func (w *logWatcher) wait(t *testing.T, re string, limit time.Duration) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
@@ -203,6 +222,40 @@ func TestDaemonBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The privilege split: the process holding client connections is the unprivileged
+	// acceptor (or a worker); the root monitor holds only listening sockets.
+	acc := logs.seen(t, `acceptor started" pid=(\d+) user=(\S+) uid=(\d+)`)
+	checkBoundary(t, cmd.Process.Pid, acc[1])
+
+	// A live session, then the acceptor is killed: the monitor restarts it with the same
+	// listening sockets, and the session goes on.
+	live, err := netauth.Dial("tcp", addr, aliceCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	liveR := bufio.NewReader(live)
+	ask := func() string {
+		t.Helper()
+		fmt.Fprintln(live, "?")
+		line, err := liveR.ReadString('\n')
+		if err != nil {
+			t.Fatalf("live session: %v", err)
+		}
+		return line
+	}
+	ask()
+	accPid, _ := strconv.Atoi(acc[1])
+	syscall.Kill(accPid, syscall.SIGKILL)
+	logs.wait(t, `acceptor exited; restarting it`, 5*time.Second)
+	logs.wait(t, `acceptor started`, 5*time.Second)
+	if line := ask(); !strings.Contains(line, "user=netauth-alice") {
+		t.Fatalf("live session after the acceptor was killed: %q", line)
+	}
+	if _, err := whoami(addr, aliceCfg); err != nil {
+		t.Fatalf("new connection after the acceptor restarted: %v", err)
+	}
+
 	// Reload without bob: his worker is stopped and he is refused.
 	os.WriteFile(confPath, []byte(conf("netauth-alice")), 0o644)
 	cmd.Process.Signal(syscall.SIGHUP)
@@ -269,6 +322,72 @@ func TestEmbeddedDefaultUnprivileged(t *testing.T) {
 	}
 	if _, _, err := netauth.FetchHostKey(t.Context(), "tcp", port); err != nil {
 		t.Fatalf("in-process whoami not serving: %v", err)
+	}
+}
+
+// checkBoundary checks, from /proc, that the acceptor runs unprivileged (non-root uids, no
+// capabilities, no_new_privs) and that the monitor holds no TCP socket but listening ones.
+func checkBoundary(t *testing.T, monitorPid int, acceptorPid string) {
+	t.Helper()
+	status, err := os.ReadFile("/proc/" + acceptorPid + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Uid:", "Gid:":
+			for _, id := range f[1:] {
+				if id == "0" {
+					t.Errorf("acceptor %s: %s", f[0], line)
+				}
+			}
+		case "CapEff:", "CapPrm:", "CapAmb:":
+			if f[1] != "0000000000000000" {
+				t.Errorf("acceptor has capabilities: %s", line)
+			}
+		case "NoNewPrivs:":
+			if f[1] != "1" {
+				t.Errorf("acceptor without no_new_privs: %s", line)
+			}
+		}
+	}
+	// TCP sockets by inode, with their state (0A = LISTEN).
+	states := map[string]string{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, _ := os.ReadFile(table)
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 {
+				states[f[9]] = f[3]
+			}
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", monitorPid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listening := 0
+	for _, fd := range fds {
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", monitorPid, fd.Name()))
+		inode, ok := strings.CutPrefix(target, "socket:[")
+		if !ok {
+			continue
+		}
+		state, isTCP := states[strings.TrimSuffix(inode, "]")]
+		if !isTCP {
+			continue // Unix sockets: the control channels
+		}
+		if state != "0A" {
+			t.Errorf("the root monitor holds a TCP socket in state %s (fd %s): only listening sockets allowed", state, fd.Name())
+		}
+		listening++
+	}
+	if listening == 0 {
+		t.Error("the monitor holds no listening socket")
 	}
 }
 

@@ -39,6 +39,15 @@ type Options struct {
 	Inherited []net.Listener
 	// Load re-reads the configuration on Reload; nil means policy.Load(Config.Path).
 	Load func() (*policy.Config, error)
+	// Acceptor is the command line that starts the unprivileged acceptor process (netauthd
+	// passes {its own program, "-acceptor"}); AcceptorUser is the account it runs as. With
+	// no Acceptor, handshakes run inside this process (the library mode the demonstration
+	// uses), and this process parses network bytes itself.
+	Acceptor     []string
+	AcceptorUser string
+	// Self is the command line prefix that runs one of netauthd's built-in workers (netauthd
+	// passes {its own program, "-worker"}); the exec and backend modes need it.
+	Self []string
 }
 
 // Daemon is a running netauthd.
@@ -61,6 +70,7 @@ type Daemon struct {
 	workers   map[workerKey]*worker
 	conns     map[userService]int // connections per user and service, reserved or live
 	inherited []net.Listener
+	acceptor  *acceptor
 	nextID    uint64
 	closed    bool
 
@@ -111,6 +121,19 @@ func New(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
+// privsep reports whether an unprivileged acceptor runs the handshakes.
+func (d *Daemon) privsep() bool { return len(d.opts.Acceptor) > 0 }
+
+// AcceptorPid returns the pid of the acceptor process (0 if none runs).
+func (d *Daemon) AcceptorPid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.acceptor == nil {
+		return 0
+	}
+	return d.acceptor.cmd.Process.Pid
+}
+
 // HostKey returns the daemon's public host key.
 func (d *Daemon) HostKey() ssh.PublicKey { return d.hostPub }
 
@@ -137,6 +160,12 @@ func (d *Daemon) Start(ctx context.Context) error {
 			return err
 		}
 		d.services[sc.Name] = s
+	}
+	if d.privsep() {
+		if err := d.startAcceptorLocked(); err != nil {
+			d.stopServicesLocked()
+			return err
+		}
 	}
 	d.wg.Add(1)
 	go d.revocationLoop(ctx)
@@ -182,6 +211,10 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.log.Warn("host-key and audit-log changes take effect at the next restart")
 	}
 	old := d.services
+	oldSet := make(map[string]*service, len(old))
+	for k, v := range old {
+		oldSet[k] = v
+	}
 	d.services = make(map[string]*service)
 	for _, sc := range cfg.Services {
 		if s := old[sc.Name]; s != nil && sameListen(s.cfg.Listen, sc.Listen) {
@@ -201,11 +234,20 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		}
 		d.services[sc.Name] = s
 	}
+	changed := len(old) > 0
 	for name, s := range old {
 		d.log.Info("reload: service removed", "service", name)
 		s.stop()
 	}
+	for name, s := range d.services {
+		if o, ok := oldSet[name]; !ok || o != s {
+			changed = true
+		}
+	}
 	d.cfg = cfg
+	if changed && d.privsep() && !d.closed {
+		d.restartAcceptorLocked()
+	}
 	d.keys = keySource(cfg)
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded", "path", cfg.Path, "services", len(cfg.Services))
@@ -230,6 +272,10 @@ func sameListen(a, b []string) bool {
 func (d *Daemon) Shutdown(grace time.Duration) {
 	d.mu.Lock()
 	d.closed = true
+	if a := d.acceptor; a != nil {
+		d.acceptor = nil
+		_ = a.cmd.Process.Kill()
+	}
 	d.stopServicesLocked()
 	workers := make([]*worker, 0, len(d.workers))
 	for _, w := range d.workers {

@@ -33,13 +33,45 @@ func TestMain(m *testing.M) {
 	if netauth.IsWorker() && len(os.Args) == 2 {
 		os.Exit(runTestWorker(os.Args[1]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if acceptorDir != "" {
+		os.RemoveAll(acceptorDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	acceptorOnce sync.Once
+	acceptorDir  string
+	acceptorBin  string
+	acceptorErr  error
+)
+
+// buildAcceptor builds netauthd-acceptor without cgo, as it is meant to be built, into a
+// directory the unprivileged acceptor account can read.
+func buildAcceptor(t testing.TB) string {
+	acceptorOnce.Do(func() {
+		if acceptorDir, acceptorErr = os.MkdirTemp("", "netauthd-acceptor-"); acceptorErr != nil {
+			return
+		}
+		os.Chmod(acceptorDir, 0o755)
+		acceptorBin = filepath.Join(acceptorDir, "netauthd-acceptor")
+		cmd := exec.Command("go", "build", "-o", acceptorBin, "ubns.dev/netauth/cmd/netauthd-acceptor")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			acceptorErr = fmt.Errorf("building netauthd-acceptor: %v: %s", err, out)
+		}
+	})
+	if acceptorErr != nil {
+		t.Fatal(acceptorErr)
+	}
+	return acceptorBin
 }
 
 func runTestWorker(name string) int {
 	switch name {
 	case "echo", "whoami":
-		return builtin.Run(name, os.Stderr)
+		return builtin.Run(name, nil, os.Stderr)
 	case "inspect":
 		ln, err := netauth.Listen("", "", nil)
 		if err != nil {
@@ -111,8 +143,9 @@ func newTestbed(t testing.TB, services string) *testbed {
 
 // testbedOpts adjust a testbed.
 type testbedOpts struct {
-	auditLog string            // audit log path (default: in the testbed's directory)
-	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
+	inProcess bool              // run handshakes in the test process instead of an unprivileged acceptor
+	auditLog  string            // audit log path (default: in the testbed's directory)
+	files     map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -175,7 +208,11 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	tb.d, err = New(Options{Config: tb.cfg, Logger: log})
+	dopts := Options{Config: tb.cfg, Logger: log}
+	if !opts.inProcess {
+		dopts.Acceptor, dopts.AcceptorUser = []string{buildAcceptor(t)}, "nobody"
+	}
+	tb.d, err = New(dopts)
 	if err != nil {
 		t.Fatal(err)
 	}

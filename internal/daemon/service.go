@@ -54,6 +54,9 @@ func (d *Daemon) startService(sc *policy.Service) (*service, error) {
 		s.listeners = append(s.listeners, ln)
 		d.log.Info("listening", "service", sc.Name, "addr", ln.Addr().String(), "mode", sc.Mode.String())
 	}
+	if d.privsep() {
+		return s, nil // the acceptor accepts on these sockets
+	}
 	for _, ln := range s.listeners {
 		d.wg.Add(1)
 		go s.acceptLoop(ln)

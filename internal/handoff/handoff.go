@@ -65,6 +65,14 @@ const (
 	TypeDone   Type = 3 // worker -> daemon: connection ID closed
 	TypeExit   Type = 4 // daemon -> worker: stop taking connections and exit once the current ones end
 	TypeRevoke Type = 5 // daemon -> worker: close every connection of the given key now (payload: key fingerprint, or empty for all)
+
+	// The monitor protocol, between netauthd's unprivileged acceptor and its monitor. The
+	// acceptor chooses each request's ID; the monitor's TypeReply carries the same ID.
+	TypeBegin   Type = 6  // acceptor -> monitor: message 1 of a handshake
+	TypeAuth    Type = 7  // acceptor -> monitor: message 3 of a full handshake
+	TypeAbort   Type = 8  // acceptor -> monitor: a handshake failed after Begin
+	TypeDeliver Type = 9  // acceptor -> monitor: an accepted connection (with one descriptor)
+	TypeReply   Type = 10 // monitor -> acceptor: the answer to a request
 )
 
 // String returns the type's name.
@@ -80,6 +88,16 @@ func (t Type) String() string {
 		return "exit"
 	case TypeRevoke:
 		return "revoke"
+	case TypeBegin:
+		return "begin"
+	case TypeAuth:
+		return "auth"
+	case TypeAbort:
+		return "abort"
+	case TypeDeliver:
+		return "deliver"
+	case TypeReply:
+		return "reply"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -87,6 +105,8 @@ func (t Type) String() string {
 const (
 	// HeaderLen is the size of a message header: version, type, two reserved bytes, ID.
 	HeaderLen = 4 + 8
+	// MaxRequest bounds the payload of a monitor request or reply other than TypeDeliver.
+	MaxRequest = 64 << 10
 	// MaxMessage bounds a whole message: header, transport state and identity.
 	MaxMessage = HeaderLen + record.MaxStateSize + 64<<10
 	// MaxRevokePayload bounds the payload of a TypeRevoke message (a key fingerprint).
@@ -125,6 +145,22 @@ func (m *Message) check(nfds int) error {
 		}
 		if len(m.Payload) > MaxMessage-HeaderLen {
 			return fmt.Errorf("handoff: conn payload of %d bytes exceeds %d", len(m.Payload), MaxMessage-HeaderLen)
+		}
+		return nil
+	case TypeDeliver:
+		if nfds != 1 {
+			return fmt.Errorf("handoff: deliver message with %d descriptor(s), want 1", nfds)
+		}
+		if len(m.Payload) == 0 || len(m.Payload) > MaxMessage-HeaderLen {
+			return fmt.Errorf("handoff: deliver payload of %d bytes", len(m.Payload))
+		}
+		return nil
+	case TypeBegin, TypeAuth, TypeAbort, TypeReply:
+		if nfds != 0 {
+			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
+		}
+		if len(m.Payload) > MaxRequest {
+			return fmt.Errorf("handoff: %v payload of %d bytes exceeds %d", m.Type, len(m.Payload), MaxRequest)
 		}
 		return nil
 	case TypeAck, TypeDone, TypeExit, TypeRevoke:

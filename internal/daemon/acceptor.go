@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/record"
+)
+
+// Acceptor limits.
+const (
+	acceptorMaxPending = 1024             // handshakes in progress, all services
+	monitorTimeout     = 30 * time.Second // a monitor request not answered by then fails
+)
+
+// RunAcceptor is the main function of netauthd's unprivileged acceptor process. The monitor
+// starts it as an unprivileged account with the control channel as descriptor 3 and the
+// services' listening sockets after it; args are "-handshake-timeout D" and a list
+// "service=count,..." naming the sockets in order. It accepts connections, parses every
+// network byte, runs the record layer, asks the monitor to decide, and delivers accepted
+// connections to it. It returns the exit status.
+func RunAcceptor(args []string, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	fs := flag.NewFlagSet("acceptor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	timeout := fs.Duration("handshake-timeout", 10*time.Second, "handshake deadline")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "acceptor: started by netauthd only: -handshake-timeout D service=count,...")
+		return 2
+	}
+	if os.Geteuid() == 0 {
+		fmt.Fprintln(stderr, "acceptor: refusing to run as root")
+		return 1
+	}
+	fd, err := strconv.Atoi(os.Getenv(handoff.Env))
+	if err != nil || fd != 3 {
+		fmt.Fprintln(stderr, "acceptor: no control channel from netauthd")
+		return 2
+	}
+	ch, err := handoff.FromFile(os.NewFile(3, "netauthd-monitor"))
+	if err != nil {
+		fmt.Fprintln(stderr, "acceptor:", err)
+		return 1
+	}
+	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]chan *handoff.Message),
+		sem: make(chan struct{}, acceptorMaxPending)}
+	next := 4
+	type bound struct {
+		service string
+		ln      net.Listener
+	}
+	var listeners []bound
+	for _, spec := range strings.Split(fs.Arg(0), ",") {
+		if spec == "" {
+			continue
+		}
+		name, count, ok := strings.Cut(spec, "=")
+		n, err := strconv.Atoi(count)
+		if !ok || err != nil || n < 0 {
+			fmt.Fprintf(stderr, "acceptor: bad service list %q\n", fs.Arg(0))
+			return 2
+		}
+		for range n {
+			f := os.NewFile(uintptr(next), name)
+			next++
+			ln, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				fmt.Fprintf(stderr, "acceptor: service %s: socket %d: %v\n", name, next-1, err)
+				return 1
+			}
+			listeners = append(listeners, bound{name, ln})
+		}
+	}
+	// Everything is inherited: from here on the acceptor needs no file, no new socket and no
+	// privilege.
+	if status, complete := sandbox(); complete {
+		log.Info("acceptor confined", "sandbox", status)
+	} else {
+		log.Warn("acceptor not fully confined", "sandbox", status)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		a.receive()
+		cancel() // the monitor is gone: nothing more can be decided
+	}()
+	var wg sync.WaitGroup
+	for _, b := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.acceptLoop(ctx, b.service, b.ln)
+		}()
+	}
+	<-ctx.Done()
+	for _, b := range listeners {
+		b.ln.Close()
+	}
+	wg.Wait()
+	return 0
+}
+
+// acceptorSide is the acceptor's state: its channel to the monitor and pending requests.
+type acceptorSide struct {
+	ch      *handoff.Channel
+	log     *slog.Logger
+	timeout time.Duration
+	sem     chan struct{}
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan *handoff.Message
+}
+
+// receive routes the monitor's replies to the requests waiting for them.
+func (a *acceptorSide) receive() {
+	for {
+		m, f, err := a.ch.Recv()
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			a.mu.Lock()
+			for id, c := range a.pending {
+				close(c)
+				delete(a.pending, id)
+			}
+			a.mu.Unlock()
+			return
+		}
+		if m.Type != handoff.TypeReply {
+			continue
+		}
+		a.mu.Lock()
+		c := a.pending[m.ID]
+		delete(a.pending, m.ID)
+		a.mu.Unlock()
+		if c != nil {
+			c <- m
+		}
+	}
+}
+
+var errMonitorGone = errors.New("acceptor: no answer from the monitor")
+
+// call sends a request and waits for its reply's payload.
+func (a *acceptorSide) call(typ handoff.Type, payload []byte, f *os.File) ([]byte, error) {
+	c := make(chan *handoff.Message, 1)
+	a.mu.Lock()
+	a.next++
+	id := a.next
+	a.pending[id] = c
+	a.mu.Unlock()
+	err := a.ch.Send(&handoff.Message{Type: typ, ID: id, Payload: payload}, f)
+	clear(payload)
+	if err != nil {
+		a.mu.Lock()
+		delete(a.pending, id)
+		a.mu.Unlock()
+		return nil, err
+	}
+	select {
+	case m, ok := <-c:
+		if !ok || len(m.Payload) == 0 {
+			return nil, errMonitorGone
+		}
+		if m.Payload[0] != 0 {
+			return nil, &handshake.Refusal{Code: handshake.Code(m.Payload[0]), Reason: "refused by the monitor"}
+		}
+		return m.Payload[1:], nil
+	case <-time.After(monitorTimeout):
+		a.mu.Lock()
+		delete(a.pending, id)
+		a.mu.Unlock()
+		return nil, errMonitorGone
+	}
+}
+
+// remoteCore is a service's handshake Core, answered by the monitor.
+type remoteCore struct {
+	a       *acceptorSide
+	service string
+}
+
+func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse, error) {
+	p, err := r.a.call(handoff.TypeBegin, (&beginRequest{service: r.service, req: *req}).marshal(), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(p)
+	return parseBeginResponse(p)
+}
+
+func (r remoteCore) Authenticate(req *handshake.AuthRequest) (*handshake.AuthResponse, error) {
+	p, err := r.a.call(handoff.TypeAuth, (&authRequest{service: r.service, req: *req}).marshal(), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(p)
+	return parseAuthResponse(p)
+}
+
+func (r remoteCore) Abort(session uint64) {
+	_, _ = r.a.call(handoff.TypeAbort, (&sessionRef{service: r.service, session: session}).marshal(), nil)
+}
+
+func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Listener) {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			a.log.Error("accept failed", "service", service, "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		select {
+		case a.sem <- struct{}{}:
+		default:
+			go refuse(nc, handshake.CodeOverloaded)
+			continue
+		}
+		go func() {
+			defer func() { <-a.sem }()
+			a.handle(service, nc)
+		}()
+	}
+}
+
+// handle runs one handshake's framing and delivers the accepted connection to the monitor.
+func (a *acceptorSide) handle(service string, nc net.Conn) {
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(a.timeout))
+	rc := record.NewConn(nc)
+	core := remoteCore{a: a, service: service}
+	res, err := handshake.Serve(rc, core, nc.RemoteAddr().String(), func(r *handshake.Refusal) {
+		a.log.Info("refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
+	})
+	if err != nil {
+		if !errors.As(err, new(*handshake.Refusal)) {
+			a.log.Debug("handshake abandoned", "service", service, "client", nc.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	st, err := rc.Export()
+	if err != nil {
+		core.Abort(res.Session)
+		return
+	}
+	f, err := nc.(*net.TCPConn).File()
+	if err != nil {
+		st.Zero()
+		core.Abort(res.Session)
+		return
+	}
+	defer f.Close()
+	req := &deliverRequest{sessionRef: sessionRef{service: service, session: res.Session}, state: st}
+	payload := req.marshal()
+	st.Zero()
+	if _, err := a.call(handoff.TypeDeliver, payload, f); err != nil {
+		a.log.Error("delivering a connection to the monitor", "service", service, "err", err)
+	}
+}

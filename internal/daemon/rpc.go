@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"errors"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/record"
+)
+
+// The monitor protocol's payloads (docs/SECURITY.md lists the requests and what each
+// trusts). Fields are length-prefixed with 16 bits (24 for a transport state); every limit is
+// checked while parsing, before anything is used.
+
+var errBadRequest = errors.New("malformed monitor request")
+
+func addString(b *cryptobyte.Builder, v []byte) {
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(v) })
+}
+
+func readString(s *cryptobyte.String, out *[]byte, max int) bool {
+	var v cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&v) || len(v) > max {
+		return false
+	}
+	*out = append([]byte(nil), v...)
+	return true
+}
+
+// beginRequest is TypeBegin: message 1 of a handshake on a service.
+type beginRequest struct {
+	service string
+	req     handshake.BeginRequest
+}
+
+func (m *beginRequest) marshal() []byte {
+	var b cryptobyte.Builder
+	addString(&b, []byte(m.service))
+	addString(&b, []byte(m.req.Client))
+	b.AddUint8(m.req.Mode)
+	addString(&b, m.req.Ticket)
+	addString(&b, m.req.Noise)
+	return b.BytesOrPanic()
+}
+
+func parseBeginRequest(p []byte) (*beginRequest, error) {
+	s := cryptobyte.String(p)
+	var svc, client []byte
+	m := &beginRequest{}
+	if !readString(&s, &svc, handshake.MaxNameLen) || !readString(&s, &client, 256) || !s.ReadUint8(&m.req.Mode) ||
+		!readString(&s, &m.req.Ticket, handshake.MaxTicketSize) || !readString(&s, &m.req.Noise, 64) || !s.Empty() {
+		return nil, errBadRequest
+	}
+	m.service, m.req.Client = string(svc), string(client)
+	return m, nil
+}
+
+func marshalBeginResponse(r *handshake.BeginResponse) []byte {
+	var b cryptobyte.Builder
+	b.AddUint8(0)
+	b.AddUint64(r.Session)
+	b.AddUint8(boolByte(r.Resumed))
+	addString(&b, r.Noise)
+	b.AddBytes(r.Send[:])
+	b.AddBytes(r.Recv[:])
+	addString(&b, r.HandshakeHash)
+	addString(&b, r.HostKey)
+	addString(&b, r.HostSig)
+	addString(&b, []byte(r.Service))
+	addString(&b, []byte(r.User))
+	addString(&b, r.UserKey)
+	b.AddUint64(unixOrZero(r.Issued))
+	return b.BytesOrPanic()
+}
+
+// unixOrZero encodes a time as Unix seconds, the zero time (and anything before 1970) as 0.
+func unixOrZero(t time.Time) uint64 {
+	if t.Unix() <= 0 {
+		return 0
+	}
+	return uint64(t.Unix())
+}
+
+// timeOrZero decodes unixOrZero.
+func timeOrZero(sec uint64) time.Time {
+	if sec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(sec), 0)
+}
+
+func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
+	s := cryptobyte.String(p)
+	r := &handshake.BeginResponse{}
+	var resumed uint8
+	var send, recv, svc, user []byte
+	var issued uint64
+	if !s.ReadUint64(&r.Session) || !s.ReadUint8(&resumed) || !readString(&s, &r.Noise, 128) ||
+		!s.ReadBytes(&send, 32) || !s.ReadBytes(&recv, 32) || !readString(&s, &r.HandshakeHash, 64) ||
+		!readString(&s, &r.HostKey, 1024) || !readString(&s, &r.HostSig, 1024) || !readString(&s, &svc, handshake.MaxNameLen) ||
+		!readString(&s, &user, handshake.MaxNameLen) || !readString(&s, &r.UserKey, 16<<10) || !s.ReadUint64(&issued) ||
+		!s.Empty() || issued > 1<<62 {
+		return nil, errBadRequest
+	}
+	r.Resumed = resumed == 1
+	copy(r.Send[:], send)
+	copy(r.Recv[:], recv)
+	clear(send)
+	clear(recv)
+	r.Service, r.User, r.Issued = string(svc), string(user), timeOrZero(issued)
+	return r, nil
+}
+
+// authRequest is TypeAuth: message 3 of a full handshake.
+type authRequest struct {
+	service string
+	req     handshake.AuthRequest
+}
+
+func (m *authRequest) marshal() []byte {
+	var b cryptobyte.Builder
+	addString(&b, []byte(m.service))
+	b.AddUint64(m.req.Session)
+	addString(&b, []byte(m.req.User))
+	b.AddUint64(m.req.Time)
+	addString(&b, m.req.SSHSIG)
+	return b.BytesOrPanic()
+}
+
+func parseAuthRequest(p []byte) (*authRequest, error) {
+	s := cryptobyte.String(p)
+	var svc, user []byte
+	m := &authRequest{}
+	if !readString(&s, &svc, handshake.MaxNameLen) || !s.ReadUint64(&m.req.Session) || !readString(&s, &user, handshake.MaxNameLen) ||
+		!s.ReadUint64(&m.req.Time) || !readString(&s, &m.req.SSHSIG, handshake.MaxSSHSIGLen) || !s.Empty() {
+		return nil, errBadRequest
+	}
+	m.service, m.req.User = string(svc), string(user)
+	return m, nil
+}
+
+func marshalAuthResponse(r *handshake.AuthResponse) []byte {
+	var b cryptobyte.Builder
+	b.AddUint8(0)
+	b.AddUint32(r.Lifetime)
+	addString(&b, r.Ticket)
+	addString(&b, r.Secret)
+	addString(&b, r.UserKey)
+	addString(&b, r.Statement)
+	b.AddUint64(unixOrZero(r.Issued))
+	return b.BytesOrPanic()
+}
+
+func parseAuthResponse(p []byte) (*handshake.AuthResponse, error) {
+	s := cryptobyte.String(p)
+	r := &handshake.AuthResponse{}
+	var issued uint64
+	if !s.ReadUint32(&r.Lifetime) || !readString(&s, &r.Ticket, handshake.MaxTicketSize) || !readString(&s, &r.Secret, handshake.PSKLen) ||
+		!readString(&s, &r.UserKey, 16<<10) || !readString(&s, &r.Statement, 4096) || !s.ReadUint64(&issued) ||
+		!s.Empty() || issued > 1<<62 {
+		return nil, errBadRequest
+	}
+	r.Issued = timeOrZero(issued)
+	return r, nil
+}
+
+// sessionRef names a session of a service: TypeAbort, and the head of TypeDeliver.
+type sessionRef struct {
+	service string
+	session uint64
+}
+
+// deliverRequest is TypeDeliver: an accepted connection's transport state (its descriptor
+// travels with the message).
+type deliverRequest struct {
+	sessionRef
+	state *record.State
+}
+
+func (m *sessionRef) marshal() []byte {
+	var b cryptobyte.Builder
+	addString(&b, []byte(m.service))
+	b.AddUint64(m.session)
+	return b.BytesOrPanic()
+}
+
+func (m *deliverRequest) marshal() []byte {
+	var b cryptobyte.Builder
+	addString(&b, []byte(m.service))
+	b.AddUint64(m.session)
+	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(m.state.Marshal()) })
+	return b.BytesOrPanic()
+}
+
+func parseSessionRef(s *cryptobyte.String) (sessionRef, bool) {
+	var svc []byte
+	var r sessionRef
+	ok := readString(s, &svc, handshake.MaxNameLen) && s.ReadUint64(&r.session)
+	r.service = string(svc)
+	return r, ok
+}
+
+func parseAbort(p []byte) (sessionRef, error) {
+	s := cryptobyte.String(p)
+	r, ok := parseSessionRef(&s)
+	if !ok || !s.Empty() {
+		return r, errBadRequest
+	}
+	return r, nil
+}
+
+func parseDeliver(p []byte) (*deliverRequest, error) {
+	s := cryptobyte.String(p)
+	ref, ok := parseSessionRef(&s)
+	var st cryptobyte.String
+	if !ok || !s.ReadUint24LengthPrefixed(&st) || !s.Empty() {
+		return nil, errBadRequest
+	}
+	state, err := record.ParseState(st)
+	clear(st)
+	if err != nil {
+		return nil, err
+	}
+	return &deliverRequest{sessionRef: ref, state: state}, nil
+}
+
+// replyCode is the first byte of a TypeReply: 0 for success (the rest is the response), or
+// the handshake code of a refusal (nothing follows).
+func replyRefusal(code handshake.Code) []byte { return []byte{byte(code)} }
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
