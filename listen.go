@@ -203,6 +203,7 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		Ephemeral:    func() (x25519.KeyPair, error) { return l.pool.Get(), nil },
 		Rand:         rand.Reader,
 		Authorize:    l.authorize,
+		CheckTicket:  l.authorize, // no side effects: the same check decides a fallback
 		Refused:      l.logRefusal,
 	}
 	if cfg.TicketLifetime >= 0 {

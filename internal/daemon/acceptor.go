@@ -215,6 +215,11 @@ func (r remoteCore) Authenticate(req *handshake.AuthRequest) (*handshake.AuthRes
 	return parseAuthResponse(p)
 }
 
+func (r remoteCore) Confirm(session uint64, binder []byte) error {
+	_, err := r.a.call(handoff.TypeConfirm, (&confirmRequest{sessionRef: sessionRef{service: r.service, session: session}, binder: binder}).marshal(), nil)
+	return err
+}
+
 func (r remoteCore) Abort(session uint64) {
 	_, _ = r.a.call(handoff.TypeAbort, (&sessionRef{service: r.service, session: session}).marshal(), nil)
 }

@@ -183,6 +183,19 @@ func (d *Daemon) answer(m *handoff.Message, f *os.File) []byte {
 			return replyRefusal(codeOf(err))
 		}
 		return marshalAuthResponse(resp)
+	case handoff.TypeConfirm:
+		req, err := parseConfirm(m.Payload)
+		if err != nil {
+			return replyRefusal(handshake.CodeProtocolError)
+		}
+		s := d.service(req.service)
+		if s == nil {
+			return replyRefusal(handshake.CodeInternalError)
+		}
+		if err := s.core.Confirm(req.session, req.binder); err != nil {
+			return replyRefusal(codeOf(err))
+		}
+		return replyRefusal(handshake.CodeOK)
 	case handoff.TypeAbort:
 		ref, err := parseAbort(m.Payload)
 		if s := d.service(ref.service); err == nil && s != nil {

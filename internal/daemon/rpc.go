@@ -203,6 +203,30 @@ func parseSessionRef(s *cryptobyte.String) (sessionRef, bool) {
 	return r, ok
 }
 
+// confirmRequest is TypeConfirm: a resumption's binder.
+type confirmRequest struct {
+	sessionRef
+	binder []byte
+}
+
+func (m *confirmRequest) marshal() []byte {
+	var b cryptobyte.Builder
+	addString(&b, []byte(m.service))
+	b.AddUint64(m.session)
+	addString(&b, m.binder)
+	return b.BytesOrPanic()
+}
+
+func parseConfirm(p []byte) (*confirmRequest, error) {
+	s := cryptobyte.String(p)
+	ref, ok := parseSessionRef(&s)
+	m := &confirmRequest{sessionRef: ref}
+	if !ok || !readString(&s, &m.binder, handshake.BinderLen) || !s.Empty() {
+		return nil, errBadRequest
+	}
+	return m, nil
+}
+
 func parseAbort(p []byte) (sessionRef, error) {
 	s := cryptobyte.String(p)
 	r, ok := parseSessionRef(&s)

@@ -175,6 +175,7 @@ func (s *service) newCore() (*serviceCore, error) {
 		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
 		Rand:         rand.Reader,
 		Authorize:    s.authorize,
+		CheckTicket:  s.checkTicket,
 		Refused:      s.refused,
 	}
 	core, err := handshake.NewServerCore(hcfg, d.cfg.HandshakeTimeout)
@@ -300,6 +301,25 @@ func (s *service) authorize(r *handshake.Result) error {
 		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
 	}
 	s.core.put(r.Session, adm)
+	return nil
+}
+
+// checkTicket tells whether a ticket's user still has the key and the grant, so that one who
+// lost either gets a full handshake (and its clear refusal) instead of a resumption.
+func (s *service) checkTicket(r *handshake.Result) error {
+	d := s.d
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
+	defer cancel()
+	d.mu.Lock()
+	src := d.keys
+	d.mu.Unlock()
+	if ok, err := keys.Authorized(ctx, src, r.User, r.UserKey); err != nil || !ok {
+		return errors.New("key no longer authorized")
+	}
+	acct, err := d.accounts.lookup(r.User)
+	if err != nil || !s.config().Allowed(r.User, acct.GroupNames) {
+		return errors.New("user no longer allowed")
+	}
 	return nil
 }
 

@@ -73,6 +73,7 @@ const (
 	TypeAbort   Type = 8  // acceptor -> monitor: a handshake failed after Begin
 	TypeDeliver Type = 9  // acceptor -> monitor: an accepted connection (with one descriptor)
 	TypeReply   Type = 10 // monitor -> acceptor: the answer to a request
+	TypeConfirm Type = 11 // acceptor -> monitor: a resumption's binder
 )
 
 // String returns the type's name.
@@ -98,6 +99,8 @@ func (t Type) String() string {
 		return "deliver"
 	case TypeReply:
 		return "reply"
+	case TypeConfirm:
+		return "confirm"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -155,7 +158,7 @@ func (m *Message) check(nfds int) error {
 			return fmt.Errorf("handoff: deliver payload of %d bytes", len(m.Payload))
 		}
 		return nil
-	case TypeBegin, TypeAuth, TypeAbort, TypeReply:
+	case TypeBegin, TypeAuth, TypeAbort, TypeReply, TypeConfirm:
 		if nfds != 0 {
 			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
 		}

@@ -167,6 +167,14 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 		if c.Result.UserKey, err = ssh.ParsePublicKey(s.UserKey); err != nil {
 			return nil, fmt.Errorf("netauth: cached session: %w", err)
 		}
+		// Message 3 of a resumption: the binder. The server's verdict follows it.
+		if err := rc.QueueRecord(record.TypeBinder, resumptionBinder(s.Secret, c.Result.HandshakeHash)); err != nil {
+			return nil, err
+		}
+		if err := rc.Flush(); err != nil {
+			return nil, fmt.Errorf("netauth: sending the resumption binder: %w", err)
+		}
+		c.pending = true
 		return c, nil
 	}
 	if err := c.authenticate(cfg); err != nil {
@@ -231,11 +239,12 @@ func (c *Client) authenticate(cfg *ClientConfig) error {
 	return nil
 }
 
-// Pending reports whether the verdict of a full handshake is still unread.
+// Pending reports whether the server's verdict is still unread.
 func (c *Client) Pending() bool { return c.pending }
 
-// ReadVerdict reads the server's verdict on a full handshake. It returns the session to cache
-// for resumption (nil if the server issued no ticket), or a *RefusedError.
+// ReadVerdict reads the server's verdict on the client's authentication (an authenticator or a
+// resumption binder). It returns the session to cache for resumption (nil if the server issued
+// no ticket, as after a resumption), or a *RefusedError.
 func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 	if !c.pending {
 		return nil, nil

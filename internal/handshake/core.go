@@ -4,6 +4,7 @@ package handshake
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,9 @@ type Core interface {
 	// Authenticate checks a full handshake's authenticator (message 3) for a session from
 	// Begin; each session can be authenticated once.
 	Authenticate(req *AuthRequest) (*AuthResponse, error)
+	// Confirm checks a resumed session's binder (message 3 of a resumption) and admits the
+	// session; each session can be confirmed once.
+	Confirm(session uint64, binder []byte) error
 	// Abort forgets a session whose handshake failed.
 	Abort(session uint64)
 }
@@ -73,11 +77,14 @@ type AuthResponse struct {
 	Issued    time.Time
 }
 
-// coreSession is a full handshake waiting for its authenticator.
+// coreSession is a handshake waiting for message 3: a full handshake's authenticator, or a
+// resumption's binder (then secret and res are set).
 type coreSession struct {
 	hash    []byte
 	client  string
 	expires time.Time
+	secret  []byte  // resumption secret from the ticket
+	res     *Result // identity from the ticket
 }
 
 // maxCoreSessions bounds the full handshakes waiting for their authenticator.
@@ -180,14 +187,69 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	}
 	res := &Result{Resumed: true, Offered: true, User: t.User, UserKey: userKey, HostKey: c.hostPub,
 		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), hs.ChannelBinding()...),
-		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client, Session: c.newID()}
-	if err := c.cfg.Authorize(res); err != nil {
+		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client}
+	// A user who lost access falls back to a full handshake, which then refuses clearly.
+	if c.cfg.CheckTicket != nil && c.cfg.CheckTicket(res) != nil {
 		return nil
 	}
-	resp := &BeginResponse{Session: res.Session, Resumed: true, Noise: msg2, HandshakeHash: res.HandshakeHash,
+	id, err := c.addSession(&coreSession{hash: res.HandshakeHash, client: req.Client,
+		secret: append([]byte(nil), t.Secret[:]...), res: res})
+	if err != nil {
+		return nil
+	}
+	res.Session = id
+	resp := &BeginResponse{Session: id, Resumed: true, Noise: msg2, HandshakeHash: res.HandshakeHash,
 		HostKey: c.hostWire, Service: c.cfg.Service, User: t.User, UserKey: t.Key, Issued: res.Issued}
 	resp.Recv, resp.Send = cs1.UnsafeKey(), cs2.UnsafeKey()
 	return resp
+}
+
+// addSession registers a handshake waiting for message 3 and returns its handle.
+func (c *ServerCore) addSession(s *coreSession) (uint64, error) {
+	now := time.Now()
+	s.expires = now.Add(c.timeout)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.sessions) >= maxCoreSessions {
+		for id, old := range c.sessions {
+			if now.After(old.expires) {
+				clear(old.secret)
+				delete(c.sessions, id)
+			}
+		}
+		if len(c.sessions) >= maxCoreSessions {
+			return 0, errors.New("too many handshakes waiting for their message 3")
+		}
+	}
+	c.next++
+	c.sessions[c.next] = s
+	return c.next, nil
+}
+
+// Confirm implements Core: the binder must be the HMAC of this very handshake's hash, which
+// covers the ephemeral key Begin chose, under the ticket's secret. Only then is the resumed
+// session authorized (and, in netauthd, audited and given a worker).
+func (c *ServerCore) Confirm(id uint64, binder []byte) error {
+	sess := c.take(id)
+	if sess == nil || sess.res == nil {
+		return c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such resumption (unknown, used or expired session)"})
+	}
+	defer clear(sess.secret)
+	res := sess.res
+	res.Session = id
+	if !hmac.Equal(binder, resumptionBinder(sess.secret, sess.hash)) {
+		return c.refuse(&Refusal{Code: CodeAuthFailed, Reason: "resumption binder does not verify", User: res.User,
+			KeyFP: keys.Fingerprint(res.UserKey), Resumed: true, Client: sess.client})
+	}
+	if err := c.cfg.Authorize(res); err != nil {
+		var r *Refusal
+		if !errors.As(err, &r) {
+			r = &Refusal{Code: CodeNotAuthorized, Reason: "not authorized", Err: err}
+		}
+		r.User, r.KeyFP, r.Resumed, r.Client = res.User, keys.Fingerprint(res.UserKey), true, sess.client
+		return c.refuse(r)
+	}
+	return nil
 }
 
 // full runs the NN exchange and signs the handshake hash with the host key.
@@ -207,30 +269,10 @@ func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*
 	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.hostWire,
 		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service}
 	resp.Recv, resp.Send = cs1.UnsafeKey(), cs2.UnsafeKey()
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.sessions) >= maxCoreSessions {
-		for id, s := range c.sessions {
-			if now.After(s.expires) {
-				delete(c.sessions, id)
-			}
-		}
-		if len(c.sessions) >= maxCoreSessions {
-			return nil, c.refuse(&Refusal{Code: CodeOverloaded, Reason: "too many handshakes waiting for their authenticator", Client: req.Client})
-		}
+	if resp.Session, err = c.addSession(&coreSession{hash: h, client: req.Client}); err != nil {
+		return nil, c.refuse(&Refusal{Code: CodeOverloaded, Reason: err.Error(), Client: req.Client})
 	}
-	c.next++
-	resp.Session = c.next
-	c.sessions[resp.Session] = &coreSession{hash: h, client: req.Client, expires: now.Add(c.timeout)}
 	return resp, nil
-}
-
-func (c *ServerCore) newID() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.next++
-	return c.next
 }
 
 // take removes and returns a pending session.
@@ -240,18 +282,27 @@ func (c *ServerCore) take(id uint64) *coreSession {
 	s := c.sessions[id]
 	delete(c.sessions, id)
 	if s != nil && time.Now().After(s.expires) {
+		clear(s.secret)
 		return nil
 	}
 	return s
 }
 
 // Abort implements Core.
-func (c *ServerCore) Abort(id uint64) { c.take(id) }
+func (c *ServerCore) Abort(id uint64) {
+	if s := c.take(id); s != nil {
+		clear(s.secret)
+	}
+}
 
 // Authenticate implements Core: the checks of docs/PROTOCOL.md §3.5, in order, against the
 // handshake hash Begin computed (never one the framing side supplies).
 func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	sess := c.take(req.Session)
+	if sess != nil && sess.res != nil {
+		clear(sess.secret)
+		sess = nil // a resumption's session cannot take an authenticator
+	}
 	if sess == nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such handshake (unknown, used or expired session)", User: req.User})
 	}

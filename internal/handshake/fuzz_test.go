@@ -107,7 +107,7 @@ func fzNewWorld() (*fzServerWorld, error) {
 }
 
 func (w *fzServerWorld) serverConfig() *ServerConfig {
-	return &ServerConfig{
+	cfg := &ServerConfig{
 		HostKey: w.hostKey,
 		Service: "echo",
 		Tickets: w.tickets,
@@ -122,6 +122,8 @@ func (w *fzServerWorld) serverConfig() *ServerConfig {
 		Ephemeral: func() (x25519.KeyPair, error) { return w.serverEph, nil },
 		Rand:      fzRand("server rand"),
 	}
+	cfg.CheckTicket = cfg.Authorize
+	return cfg
 }
 
 func (w *fzServerWorld) clientConfig(sess *Session) *ClientConfig {
@@ -635,8 +637,12 @@ func FuzzServerHandshake(f *testing.F) {
 			t.Fatalf("first frame % x is neither an alert nor a ServerHello", sh[:min(len(sh), 8)])
 		}
 		if sh[record.HeaderLen] == ModeResume {
-			if err != nil || len(fr) != 1 {
+			// ServerHello, then (once the binder was read) a bare-code verdict.
+			if len(fr) > 2 || (err == nil && len(fr) != 2) {
 				t.Fatalf("resumed with %d frames sent and error %v", len(fr), err)
+			}
+			if len(fr) == 2 && (fr[1][0] != record.FrameRecord || len(fr[1]) != record.HeaderLen+refusalBody) {
+				t.Fatalf("resumed: second frame % x is not a bare verdict", fr[1][:min(len(fr[1]), 8)])
 			}
 		} else {
 			if len(fr) < 2 || len(fr) > 3 || fr[1][0] != record.FrameRecord || len(fr[1]) != record.HeaderLen+serverAuthBody {

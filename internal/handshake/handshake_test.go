@@ -64,6 +64,7 @@ func newEnv(t testing.TB) *env {
 		Ephemeral: randomEphemeral,
 		Rand:      rand.Reader,
 	}
+	e.srv.CheckTicket = e.srv.Authorize
 	hostPub, _ := ssh.NewPublicKey(hostKey.Public())
 	e.cli = &ClientConfig{
 		User:   "alice",
@@ -160,8 +161,11 @@ func TestFullThenResume(t *testing.T) {
 	if o2.cliErr != nil || o2.srvErr != nil {
 		t.Fatalf("resume: client %v, server %v", o2.cliErr, o2.srvErr)
 	}
-	if !o2.srv.Resumed || !o2.cli.Result.Resumed || o2.srv.User != "alice" || o2.cli.Pending() {
+	if !o2.srv.Resumed || !o2.cli.Result.Resumed || o2.srv.User != "alice" {
 		t.Fatalf("not resumed: server %+v client %+v", o2.srv, o2.cli.Result)
+	}
+	if s, err := o2.cli.ReadVerdict(time.Now()); err != nil || s != nil {
+		t.Fatalf("resumption verdict: session %v, %v (want accepted, no new ticket)", s, err)
 	}
 	if bytes.Equal(o2.srv.HandshakeHash, o.srv.HandshakeHash) {
 		t.Fatal("resumed handshake reused the handshake hash")

@@ -3,6 +3,8 @@
 package handshake
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -26,6 +28,10 @@ const (
 	Namespace = "netauth-v1@ubns.dev"
 	// HostSigContext prefixes the handshake hash in the data a host key signs.
 	HostSigContext = "netauth-v1 host signature\x00"
+	// BinderContext prefixes the handshake hash in a resumption binder.
+	BinderContext = "netauth-v1 resumption binder\x00"
+	// BinderLen is the size of a resumption binder (HMAC-SHA256).
+	BinderLen = 32
 
 	DHLen         = 32
 	HashLen       = 32
@@ -48,6 +54,17 @@ const (
 )
 
 var errMalformed = errors.New("malformed message")
+
+// resumptionBinder proves, after message 2, that the client holds the ticket's resumption
+// secret: HMAC-SHA256(secret, BinderContext || handshake hash). The handshake hash covers the
+// server's fresh ephemeral key, so a binder cannot be replayed from another handshake, and
+// the server admits a resumed session only once it has checked it.
+func resumptionBinder(secret, h []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(BinderContext))
+	m.Write(h)
+	return m.Sum(nil)
+}
 
 // clientHello is the first message (frame type ClientHello).
 type clientHello struct {

@@ -28,10 +28,15 @@ type ServerConfig struct {
 	MaxClockSkew time.Duration
 	// Authorize decides whether the user may use this service with this key. It is called on
 	// every full handshake after the signature verified (res holds the statement and
-	// signature) and on every resumption, before anything is sent that accepts the client;
-	// it is the last step, so it is also where an audit record is written. An error refuses;
-	// a *Refusal's code is used, any other error means CodeNotAuthorized.
+	// signature) and on every resumption after its binder verified, before the verdict that
+	// accepts the client; it is the last step, so it is also where an audit record is written.
+	// An error refuses; a *Refusal's code is used, any other error means CodeNotAuthorized.
 	Authorize func(res *Result) error
+	// CheckTicket, if set, is asked whether a ticket's user may still use this service with
+	// its key, before the server resumes it; an error makes the server fall back to a full
+	// handshake (which then refuses clearly). It must not have side effects: the client has
+	// not yet proved anything (Authorize follows the binder).
+	CheckTicket func(res *Result) error
 	// Refused, if set, is called with every refusal before its code is sent to the client,
 	// so the decision is logged (and audited) before the client learns it.
 	Refused func(r *Refusal)
@@ -125,6 +130,9 @@ func (s *server) run() (*Result, error) {
 		if err := s.rc.Flush(); err != nil {
 			return nil, fmt.Errorf("netauth: sending ServerHello: %w", err)
 		}
+		if err := s.checkBinder(); err != nil {
+			return nil, err
+		}
 		return &s.res, nil
 	}
 	sa := &serverAuth{HostKey: begin.HostKey, Signature: begin.HostSig, Service: begin.Service}
@@ -207,6 +215,32 @@ func (s *server) sendVerdict(err error) error {
 		_ = s.rc.Flush()
 	}
 	return err
+}
+
+// checkBinder reads a resumption's message 3, has the core decide, and sends the verdict.
+func (s *server) checkBinder() error {
+	typ, content, err := s.rc.ReadRecord()
+	if err != nil {
+		if errors.Is(err, record.ErrAuth) || errors.Is(err, record.ErrUnexpectedFrame) || errors.Is(err, record.ErrFrameTooShort) {
+			return s.refuse(&Refusal{Code: CodeProtocolError, Reason: "bad record instead of the resumption binder", Err: err})
+		}
+		return fmt.Errorf("netauth: reading the resumption binder: %w", err)
+	}
+	if typ != record.TypeBinder || len(content) != BinderLen {
+		return s.refuse(&Refusal{Code: CodeProtocolError, Reason: fmt.Sprintf("record type 0x%02x of %d bytes instead of the resumption binder", typ, len(content))})
+	}
+	err = s.core.Confirm(s.res.Session, content)
+	if err != nil {
+		s.session = 0 // a refusal consumed the session and released what it held
+		return s.sendVerdict(err)
+	}
+	if err := s.rc.QueueRecord(record.TypeVerdict, (&verdict{Code: CodeOK}).marshal()); err != nil {
+		return err
+	}
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("netauth: sending Verdict: %w", err)
+	}
+	return nil
 }
 
 // checkClient reads message 3, has the core decide, and sends the verdict.

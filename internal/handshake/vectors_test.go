@@ -307,6 +307,7 @@ var innerNames = map[byte]string{
 	record.TypeServerAuth: "server_auth",
 	record.TypeClientAuth: "client_auth",
 	record.TypeVerdict:    "verdict",
+	record.TypeBinder:     "binder",
 }
 
 var frameNames = map[byte]string{
@@ -443,6 +444,7 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 		Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
 		Rand:      &fixedReader{b: sc.secret},
 	}
+	scfg.CheckTicket = scfg.Authorize
 	ccfg := &ClientConfig{
 		User:   "alice",
 		Signer: e.user,

@@ -41,7 +41,8 @@ const (
 	TypeRekey      byte = 0x02 // sender switches to the next key after this record
 	TypeServerAuth byte = 0x03 // full handshake: host key and signature
 	TypeClientAuth byte = 0x04 // full handshake: user and SSHSIG authenticator
-	TypeVerdict    byte = 0x05 // full handshake: server's decision and ticket
+	TypeVerdict    byte = 0x05 // server's decision (and, after a full handshake, a ticket)
+	TypeBinder     byte = 0x06 // resumption: the client's proof that it holds the ticket's secret
 )
 
 // maxNonce is reserved by Noise for rekeying and never used for a record.
