@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
+)
+
+// evilAcceptor is a compromised acceptor: it drives the monitor's control channel itself,
+// and can alter any request on the way.
+type evilAcceptor struct {
+	t    *testing.T
+	tb   *testbed
+	side *acceptorSide
+	ln   net.Listener
+}
+
+func newEvilAcceptor(t *testing.T, tb *testbed) *evilAcceptor {
+	monitorEnd, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilEnd, err := handoff.FromFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go tb.d.serveAcceptor(&acceptor{ch: monitorEnd, exited: make(chan struct{})})
+	side := &acceptorSide{ch: evilEnd, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second,
+		pending: make(map[uint64]chan *handoff.Message), sem: make(chan struct{}, 8)}
+	go side.receive()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); evilEnd.Close(); monitorEnd.Close() })
+	if err := netauth.Trust(tb.known, ln.Addr().String(), tb.d.HostKey()); err != nil {
+		t.Fatal(err)
+	}
+	return &evilAcceptor{t: t, tb: tb, side: side, ln: ln}
+}
+
+// tamperCore passes requests to the monitor, letting the test alter them first.
+type tamperCore struct {
+	remoteCore
+	begin   func(*handshake.BeginRequest)
+	auth    func(*handshake.AuthRequest)
+	confirm func(session uint64, binder []byte) []byte
+}
+
+func (c tamperCore) Begin(r *handshake.BeginRequest) (*handshake.BeginResponse, error) {
+	if c.begin != nil {
+		c.begin(r)
+	}
+	return c.remoteCore.Begin(r)
+}
+
+func (c tamperCore) Authenticate(r *handshake.AuthRequest) (*handshake.AuthResponse, error) {
+	if c.auth != nil {
+		c.auth(r)
+	}
+	return c.remoteCore.Authenticate(r)
+}
+
+func (c tamperCore) Confirm(session uint64, binder []byte) error {
+	if c.confirm != nil {
+		binder = c.confirm(session, binder)
+	}
+	return c.remoteCore.Confirm(session, binder)
+}
+
+// connect makes a client connection as user through the evil acceptor, whose framing runs
+// with core; it returns the client's error (after the verdict) and the server side's result.
+func (e *evilAcceptor) connect(user string, cfg *netauth.Config, core tamperCore) (error, *handshake.Result, error) {
+	type out struct {
+		res *handshake.Result
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		nc, err := e.ln.Accept()
+		if err != nil {
+			done <- out{nil, err}
+			return
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+		core.remoteCore = remoteCore{a: e.side, service: "whoami"}
+		res, err := handshake.Serve(record.NewConn(nc), core, nc.RemoteAddr().String(), nil)
+		done <- out{res, err}
+	}()
+	c, err := netauth.Dial("tcp", e.ln.Addr().String(), cfg)
+	if err == nil {
+		err = c.Handshake()
+		c.Close()
+	}
+	o := <-done
+	return err, o.res, o.err
+}
+
+// auditHas reports whether the audit log has a refused record whose reason contains want.
+func (e *evilAcceptor) auditHas(user, want string) bool {
+	data, err := os.ReadFile(e.tb.auditLog)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, `"decision":"refused"`) && strings.Contains(line, `"user":"`+user+`"`) && strings.Contains(line, want) {
+			return true
+		}
+	}
+	return false
+}
+
+func wantRefused(t *testing.T, what string, clientErr error, code netauth.Code) {
+	t.Helper()
+	var re *netauth.RefusedError
+	if !errors.As(clientErr, &re) || re.Code != code {
+		t.Fatalf("%s: client got %v, want a refusal with code %v", what, clientErr, code)
+	}
+}
+
+// TestMonitorBoundary plays a compromised acceptor against the monitor: whatever it sends, it
+// cannot obtain an accepted session (let alone a worker) for a user who did not authenticate
+// on that very connection, and each attempt is refused and audited.
+func TestMonitorBoundary(t *testing.T) {
+	tb := newTestbed(t, whoamiService)
+	e := newEvilAcceptor(t, tb)
+	alice := tb.config("netauth-alice")
+	alice.DisableResumption = true
+
+	// An honest connection first, recording alice's authenticator.
+	var recorded handshake.AuthRequest
+	clientErr, res, serverErr := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) { recorded = *r }})
+	if clientErr != nil || serverErr != nil || res.User != "netauth-alice" {
+		t.Fatalf("honest connection: client %v, server %v", clientErr, serverErr)
+	}
+	e.side.call(handoff.TypeAbort, (&sessionRef{service: "whoami", session: res.Session}).marshal(), nil)
+
+	t.Run("forged user", func(t *testing.T) {
+		// Alice signs; the acceptor claims bob.
+		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) { r.User = "netauth-bob" }})
+		wantRefused(t, "forged user", clientErr, netauth.CodeAuthFailed)
+		if !e.auditHas("netauth-bob", "does not verify") {
+			t.Fatal("forged user not audited")
+		}
+	})
+	t.Run("replayed signature", func(t *testing.T) {
+		// Alice's authenticator from the first connection, on a new handshake (new hash).
+		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) {
+			r.User, r.Time, r.SSHSIG = recorded.User, recorded.Time, recorded.SSHSIG
+		}})
+		wantRefused(t, "replayed signature", clientErr, netauth.CodeAuthFailed)
+		if !e.auditHas("netauth-alice", "does not verify") {
+			t.Fatal("replayed signature not audited")
+		}
+	})
+	t.Run("signature over the wrong transcript", func(t *testing.T) {
+		// A genuine signature by alice's key, over a statement for a handshake hash the
+		// acceptor chose.
+		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) {
+			st := &keys.Statement{HandshakeHash: make([]byte, 32), HostKey: tb.d.HostKey(), Service: "whoami",
+				User: "netauth-alice", Time: time.Unix(int64(r.Time), 0)}
+			stmt, _ := st.Marshal()
+			sig, err := keys.Sign(tb.users["netauth-alice"], handshake.Namespace, stmt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.SSHSIG = sig
+		}})
+		wantRefused(t, "wrong transcript", clientErr, netauth.CodeAuthFailed)
+	})
+	t.Run("replayed ticket binder", func(t *testing.T) {
+		// A resumption through the evil acceptor, recording the ClientHello and the binder.
+		cfg := tb.config("netauth-alice")
+		if clientErr, _, serverErr := e.connect("netauth-alice", cfg, tamperCore{}); clientErr != nil || serverErr != nil {
+			t.Fatalf("full handshake to get a ticket: %v %v", clientErr, serverErr)
+		}
+		var hello handshake.BeginRequest
+		var binder []byte
+		clientErr, res, _ := e.connect("netauth-alice", cfg, tamperCore{
+			begin:   func(r *handshake.BeginRequest) { hello = *r },
+			confirm: func(_ uint64, b []byte) []byte { binder = append([]byte(nil), b...); return b },
+		})
+		if clientErr != nil || res == nil || !res.Resumed {
+			t.Fatalf("honest resumption: %v %+v", clientErr, res)
+		}
+		// Replay both: the monitor resumes (the ticket and NNpsk0 message 1 are replayable)
+		// but with a fresh ephemeral key of its own, so the old binder is refused.
+		begin, err := (remoteCore{a: e.side, service: "whoami"}).Begin(&hello)
+		if err != nil || !begin.Resumed {
+			t.Fatalf("replayed ClientHello: %+v %v", begin, err)
+		}
+		err = (remoteCore{a: e.side, service: "whoami"}).Confirm(begin.Session, binder)
+		var r *handshake.Refusal
+		if !errors.As(err, &r) || r.Code != handshake.CodeAuthFailed {
+			t.Fatalf("replayed binder: %v, want auth_failed", err)
+		}
+		if !e.auditHas("netauth-alice", "binder does not verify") {
+			t.Fatal("replayed binder not audited")
+		}
+		// And the session cannot be delivered to get a worker.
+		if err := e.deliver("whoami", begin.Session); err == nil {
+			t.Fatal("the monitor took a connection for a refused resumption")
+		}
+	})
+	t.Run("unauthorized service", func(t *testing.T) {
+		// carol has a key but no grant for the service: refused, no worker.
+		carol := tb.config("netauth-carol")
+		carol.DisableResumption = true
+		clientErr, _, _ := e.connect("netauth-carol", carol, tamperCore{})
+		wantRefused(t, "unauthorized service", clientErr, netauth.CodeNotAuthorized)
+		if !e.auditHas("netauth-carol", "may not use service") {
+			t.Fatal("unauthorized service not audited")
+		}
+		// A service that does not exist.
+		_, err := (remoteCore{a: e.side, service: "nosuch"}).Begin(&handshake.BeginRequest{Mode: handshake.ModeFull, Noise: make([]byte, 32)})
+		if err == nil {
+			t.Fatal("the monitor began a handshake for a service it does not have")
+		}
+	})
+	t.Run("forged delivery", func(t *testing.T) {
+		if err := e.deliver("whoami", 987654321); err == nil {
+			t.Fatal("the monitor took a connection for a session it never accepted")
+		}
+	})
+	tb.d.mu.Lock()
+	for k := range tb.d.workers {
+		if k.user != "netauth-alice" {
+			t.Errorf("a worker exists for %s", k.user)
+		}
+	}
+	tb.d.mu.Unlock()
+}
+
+// deliver hands the monitor a real TCP connection claiming to be session of service.
+func (e *evilAcceptor) deliver(service string, session uint64) error {
+	c1, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := e.ln.Accept()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer c2.Close()
+	f, err := c2.(*net.TCPConn).File()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	st := &record.State{}
+	_, err = e.side.call(handoff.TypeDeliver, (&deliverRequest{sessionRef: sessionRef{service: service, session: session}, state: st}).marshal(), f)
+	return err
+}
