@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -113,10 +115,11 @@ func (k KnownHosts) Check(hostport string, key ssh.PublicKey) error {
 		return fmt.Errorf("keys: known_hosts: bad host %q: %w", hostport, err)
 	}
 	herr := &HostKeyError{Host: hostport, Fingerprint: Fingerprint(key), KeyType: key.Type(), Path: k.Path}
-	if _, err := os.Stat(k.Path); errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Stat(k.Path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return herr
 	}
-	cb, err := knownhosts.New(k.Path)
+	cb, err := parsedKnownHosts(k.Path, fi)
 	if err != nil {
 		return fmt.Errorf("keys: known_hosts: %w", err)
 	}
@@ -175,4 +178,47 @@ func (k KnownHosts) Add(hostport string, key ssh.PublicKey) error {
 		return fmt.Errorf("keys: known_hosts: writing %s: %w", k.Path, err)
 	}
 	return nil
+}
+
+// knownHostsCache keeps parsed known_hosts files, keyed by path, while the file stays the same
+// (same inode, size, modification and change times): a client dialing often (every resumed
+// connection checks the host key) does not read and parse the file each time. It is a cache
+// of the file system, shared by the process like the file itself.
+var knownHostsCache sync.Map // path -> knownHostsEntry
+
+type knownHostsEntry struct {
+	id fileID
+	cb ssh.HostKeyCallback
+}
+
+// fileID identifies a version of a file.
+type fileID struct {
+	ino, size            int64
+	mtimeNsec, ctimeNsec int64
+}
+
+func idOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{ino: int64(st.Ino), size: fi.Size(), mtimeNsec: fi.ModTime().UnixNano(),
+		ctimeNsec: st.Ctim.Sec*1e9 + st.Ctim.Nsec}, true
+}
+
+func parsedKnownHosts(path string, fi fs.FileInfo) (ssh.HostKeyCallback, error) {
+	id, ok := fileID{}, false
+	if fi != nil {
+		id, ok = idOf(fi)
+	}
+	if ok {
+		if v, hit := knownHostsCache.Load(path); hit && v.(knownHostsEntry).id == id {
+			return v.(knownHostsEntry).cb, nil
+		}
+	}
+	cb, err := knownhosts.New(path)
+	if err == nil && ok {
+		knownHostsCache.Store(path, knownHostsEntry{id: id, cb: cb})
+	}
+	return cb, err
 }

@@ -5,7 +5,12 @@ package x25519
 import (
 	"crypto/rand"
 	"sync"
+	"time"
 )
+
+// refillDelay is how long the refilling goroutine waits before replacing a taken key
+// while the pool is more than half full.
+const refillDelay = 2 * time.Millisecond
 
 // Pool keeps up to size pre-generated ephemeral key pairs so that netauth's
 // handshakes do not pay for key generation on their critical path. One
@@ -49,6 +54,17 @@ func (p *Pool) fill() {
 		case <-p.stop:
 			return
 		default:
+		}
+		if len(p.keys) > cap(p.keys)/2 {
+			// Plenty left: let the handshake that just took a key finish before
+			// competing with it for the CPU.
+			t := time.NewTimer(refillDelay)
+			select {
+			case <-t.C:
+			case <-p.stop:
+				t.Stop()
+				return
+			}
 		}
 		k := generate()
 		select {
