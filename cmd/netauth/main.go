@@ -21,6 +21,7 @@ Commands:
   agent    start the agent that signs for your keys and caches session tickets
   dial     connect to a netauth server, copying stdin/stdout ([user@]host:port)
   trust    show a server's host key and add it to netauth's known_hosts
+  proxy    let programs that do not speak netauth use a netauth service through a local socket
   audit    verify netauthd's audit log, or export a record for ssh-keygen -Y verify
 
 Run 'netauth <command> -h' for a command's flags.
@@ -45,14 +46,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return dialMain(args[1:], stdin, stdout, stderr)
 	case "trust":
 		return trustMain(args[1:], stdin, stdout, stderr)
+	case "proxy":
+		return proxyMain(args[1:], stdout, stderr)
 	case "audit":
 		return auditMain(args[1:], stdout, stderr)
 	case "worker":
 		// Hidden: a built-in service run as a netauthd worker (used by the demo).
-		if len(args) == 2 {
-			return builtin.Run(args[1], stderr)
+		if len(args) >= 2 {
+			return builtin.Run(args[1], args[2:], stderr)
 		}
-		fmt.Fprintln(stderr, "usage: netauth worker SERVICE (started by netauthd)")
+		fmt.Fprintln(stderr, "usage: netauth worker SERVICE [ARG...] (started by netauthd)")
 		return 2
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
