@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package builtin holds the small services netauthd can run without any program installed:
-// whoami (the embedded default) and echo (for tests and benchmarks). Each runs as a netauthd
-// worker, receiving its connections through netauth.Listen like any other service.
+// Package builtin holds the workers netauthd can run without any program installed: the small
+// services whoami (the embedded default) and echo (for tests and benchmarks), and the workers
+// of the exec and backend modes, which start an unmodified program for each connection (exec)
+// or forward each connection to a local service with a PROXY protocol header (backend). Each
+// runs as a netauthd worker, receiving its connections through netauth.Listen like any other
+// service.
 package builtin
 
 import (
@@ -18,7 +21,17 @@ import (
 )
 
 // Names lists the built-in services.
-func Names() []string { return []string{"echo", "whoami"} }
+func Names() []string { return []string{"backend", "echo", "exec", "whoami"} }
+
+// Usage describes the arguments of each built-in service.
+const Usage = `built-in services:
+  whoami                      answer each line with who the client is and which process serves it
+  echo                        send back everything received
+  exec -- PROGRAM [ARG...]    run PROGRAM (an absolute path) for each connection, the stream on
+                              its standard input and output
+  backend tcp:HOST:PORT|unix:/PATH
+                              forward each connection to a local service, after a PROXY
+                              protocol version 2 header carrying the client's identity`
 
 // handler returns the built-in service called name.
 func handler(name string) func(*netauth.Conn) {
@@ -31,11 +44,26 @@ func handler(name string) func(*netauth.Conn) {
 	return nil
 }
 
-// Run serves the built-in service name as a netauthd worker and returns the exit status.
-func Run(name string, stderr io.Writer) int {
-	h := handler(name)
-	if h == nil {
-		fmt.Fprintf(stderr, "unknown built-in service %q (have: %s)\n", name, strings.Join(Names(), ", "))
+// Run serves the built-in service name, with its arguments args, as a netauthd worker and
+// returns the exit status: 2 for a usage error (reported on stderr with Usage), 1 if the
+// worker could not serve.
+func Run(name string, args []string, stderr io.Writer) int {
+	var h func(*netauth.Conn)
+	var err error
+	switch name {
+	case "exec":
+		h, err = execHandler(args, stderr)
+	case "backend":
+		h, err = backendHandler(args, stderr)
+	default:
+		if h = handler(name); h == nil {
+			err = fmt.Errorf("unknown built-in service %q (have: %s)", name, strings.Join(Names(), ", "))
+		} else if len(args) > 0 {
+			err = fmt.Errorf("the built-in service %q takes no arguments, got %q", name, args)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n%s\n", err, Usage)
 		return 2
 	}
 	if !netauth.IsWorker() {

@@ -59,7 +59,9 @@ type worker struct {
 	active   int // connections handed (or being handed) to it and not yet closed
 	pending  map[uint64]chan error
 	keysUsed map[string]ssh.PublicKey
-	retired  bool // takes no new connections
+	users    map[uint64]string                   // the user of each connection registered with it
+	userKeys map[string]map[string]ssh.PublicKey // a shared worker's keys used, per user (program.go)
+	retired  bool                                // takes no new connections
 	dead     bool
 	idle     *time.Timer
 }
@@ -105,9 +107,9 @@ func (d *Daemon) reserve(sc *policy.Service, user string) (*reservation, error) 
 	if d.conns[us] >= sc.MaxConnsPerUser {
 		return nil, &handshake.Refusal{Code: handshake.CodeOverloaded, Reason: fmt.Sprintf("user %q has %d connections to %q (max-connections-per-user)", user, d.conns[us], sc.Name)}
 	}
-	needNew := sc.Mode == policy.PerConnection
+	key, needNew := workerKeyFor(sc, user)
 	if !needNew {
-		w := d.workers[workerKey{service: sc.Name, user: user}]
+		w := d.workers[key]
 		needNew = w == nil || w.retired || w.dead
 	}
 	if needNew {
@@ -129,6 +131,21 @@ func (d *Daemon) reserve(sc *policy.Service, user string) (*reservation, error) 
 // with a fresh worker if the chosen one exits before adopting it. Afterwards the daemon holds
 // neither the descriptor nor the keys.
 func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *handshake.Result) {
+	f, err := nc.(interface{ File() (*os.File, error) }).File()
+	remote, local := nc.RemoteAddr().String(), nc.LocalAddr().String()
+	nc.Close()
+	if err != nil {
+		adm.release(d)
+		d.log.Error("handoff: duplicating the connection", "err", err)
+		return
+	}
+	defer f.Close()
+	d.dispatchFile(adm, f, remote, local, st, res)
+}
+
+// dispatchFile is dispatch for a connection already held as a descriptor (the caller closes
+// f afterwards).
+func (d *Daemon) dispatchFile(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result) {
 	hc := &handoff.Conn{
 		State:         st,
 		User:          res.User,
@@ -140,20 +157,13 @@ func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *ha
 		HandshakeHash: res.HandshakeHash,
 		Statement:     res.Statement,
 		Signature:     res.Signature,
-		RemoteAddr:    nc.RemoteAddr().String(),
-		LocalAddr:     nc.LocalAddr().String(),
+		RemoteAddr:    remote,
+		LocalAddr:     local,
 	}
 	payload := hc.Marshal()
 	hc.Zero()
 	defer clear(payload)
-	f, err := nc.(interface{ File() (*os.File, error) }).File()
-	nc.Close()
-	if err != nil {
-		adm.reserve.release()
-		d.log.Error("handoff: duplicating the connection", "err", err)
-		return
-	}
-	defer f.Close()
+	var err error
 	for attempt := 1; attempt <= handoffAttempts; attempt++ {
 		w, id := adm.worker, adm.id
 		if attempt > 1 {
@@ -168,6 +178,7 @@ func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *ha
 		}
 		d.mu.Lock()
 		w.keysUsed[keys.Fingerprint(res.UserKey)] = res.UserKey
+		w.noteUserKeyLocked(res.User, res.UserKey)
 		d.mu.Unlock()
 		adm.reserve.done = true // now counted as the worker's connection
 		return
@@ -180,8 +191,7 @@ func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *ha
 // registers the connection with it.
 func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 	d.mu.Lock()
-	key := workerKey{service: adm.svc.Name, user: adm.user.Name}
-	perConn := adm.svc.Mode == policy.PerConnection
+	key, perConn := workerKeyFor(adm.svc, adm.user.Name)
 	if perConn {
 		d.nextID++
 		key.serial = d.nextID
@@ -189,7 +199,7 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 	w := d.workers[key]
 	if w == nil || w.retired || w.dead {
 		w = &worker{
-			d: d, key: key, user: adm.user.Name, svc: adm.svc, perConn: perConn,
+			d: d, key: key, user: key.user, svc: adm.svc, perConn: perConn, users: make(map[uint64]string),
 			ready: make(chan struct{}), exited: make(chan struct{}),
 			pending: make(map[uint64]chan error), keysUsed: make(map[string]ssh.PublicKey),
 		}
@@ -199,6 +209,7 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 	d.nextID++
 	id := d.nextID
 	w.pending[id] = make(chan error, 1)
+	w.users[id] = adm.user.Name
 	w.active++
 	if w.idle != nil {
 		w.idle.Stop()
@@ -209,6 +220,7 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 	if w.startErr != nil {
 		d.mu.Lock()
 		delete(w.pending, id)
+		delete(w.users, id)
 		w.active--
 		d.mu.Unlock()
 		return nil, 0, w.startErr
@@ -224,6 +236,7 @@ func (d *Daemon) unregister(w *worker, id uint64) {
 		return // the worker died and already counted it out
 	}
 	delete(w.pending, id)
+	delete(w.users, id)
 	w.active--
 	if w.active == 0 && !w.retired && !w.dead {
 		d.scheduleIdleLocked(w)
@@ -254,7 +267,14 @@ func (w *worker) start(runAs *policy.Account) {
 		fail(err)
 		return
 	}
-	cmd := exec.Command(w.svc.Program, w.svc.Args...)
+	path, args, err := d.workerCommand(w.svc)
+	if err != nil {
+		wf.Close()
+		ch.Close()
+		fail(err)
+		return
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Env = workerEnv(runAs, w.user, w.svc.Name)
 	cmd.ExtraFiles = []*os.File{wf}
 	cmd.Dir = "/"
@@ -270,7 +290,7 @@ func (w *worker) start(runAs *policy.Account) {
 	if err := cmd.Start(); err != nil {
 		wf.Close()
 		ch.Close()
-		fail(fmt.Errorf("starting %s: %w", w.svc.Program, err))
+		fail(fmt.Errorf("starting %s: %w", path, err))
 		return
 	}
 	wf.Close()
@@ -302,10 +322,17 @@ func workerEnv(a *policy.Account, user, service string) []string {
 
 // logOutput copies a worker's output to the daemon's log, line by line, tagged.
 func (w *worker) logOutput(r io.Reader) {
+	logOutput(r, func(line string) {
+		w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", w.pid, "line", line)
+	})
+}
+
+// logOutput calls emit for each line read from r (lines are cut at 64 KiB).
+func logOutput(r io.Reader, emit func(string)) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	for sc.Scan() {
-		w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", w.pid, "line", sc.Text())
+		emit(sc.Text())
 	}
 }
 
@@ -329,7 +356,7 @@ func (w *worker) control() {
 			}
 			d.mu.Unlock()
 		case handoff.TypeDone:
-			d.connDone(w)
+			d.connDone(w, m.ID)
 		}
 	}
 	// The control socket closed: the worker is exiting or crashed.
@@ -343,12 +370,10 @@ func (w *worker) control() {
 	for id, c := range w.pending {
 		c <- errWorkerGone
 		delete(w.pending, id)
+		delete(w.users, id)
 		w.active-- // dispatch retries it and reserves anew
 	}
-	if w.active > 0 {
-		d.connsLocked(userService{w.svc.Name, w.user}, -w.active)
-		w.active = 0
-	}
+	d.releaseConnsLocked(w)
 	if w.idle != nil {
 		w.idle.Stop()
 	}
@@ -384,6 +409,7 @@ func (w *worker) handoff(id uint64, payload []byte, f *os.File) error {
 		d.mu.Lock()
 		if w.pending[id] != nil {
 			delete(w.pending, id)
+			delete(w.users, id)
 			w.active--
 		}
 		d.mu.Unlock()
@@ -401,12 +427,12 @@ func (w *worker) handoff(id uint64, payload []byte, f *os.File) error {
 
 // connDone records that one of the worker's connections closed, and schedules its exit when
 // it has none left.
-func (d *Daemon) connDone(w *worker) {
+func (d *Daemon) connDone(w *worker, id uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if w.active > 0 {
 		w.active--
-		d.connsLocked(userService{w.svc.Name, w.user}, -1)
+		d.connsLocked(userService{w.svc.Name, w.connUserLocked(id)}, -1)
 	}
 	if w.active > 0 || w.retired {
 		return
@@ -493,7 +519,7 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	d.mu.Lock()
 	var items []item
 	for _, w := range d.workers {
-		if w.dead {
+		if w.dead || w.svc.WorkerShared() { // checkSharedRevocations checks those
 			continue
 		}
 		it := item{w: w}
@@ -505,6 +531,7 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	src := d.keys
 	cfg := d.cfg
 	d.mu.Unlock()
+	d.checkSharedRevocations(ctx, cfg, src)
 	for _, it := range items {
 		reason := d.revoked(ctx, cfg, src, it.w, it.keys)
 		if reason == "" {

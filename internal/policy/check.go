@@ -27,7 +27,8 @@ import (
 //   - programs exist and are regular executable files;
 //   - run-as accounts exist and are not root (uid 0);
 //   - listen addresses do not overlap, within a service or across
-//     services.
+//     services;
+//   - a backend service's Unix socket, if it exists, is a socket.
 //
 // It also checks a Config that was not made by Parse (such as Default's, or
 // one built by hand) for every value rule Parse enforces.
@@ -37,7 +38,9 @@ import (
 // warnings, each formatted "file:line: message": a listed user or group
 // that does not exist, a service that allows nobody, a program that users
 // outside its group cannot execute, no key source, no services, a
-// key-command without "%u", and idle-timeout set in per-connection mode.
+// key-command without "%u", idle-timeout set where every connection gets
+// its own worker, a backend Unix socket that does not exist yet, and a
+// backend TCP address that is not a loopback address.
 func (c *Config) Check() (warnings []string, err error) {
 	k := &checker{cfg: c, errs: collector{path: c.Path}, root: os.Geteuid() == 0}
 	c.validate(&k.errs)
@@ -158,10 +161,40 @@ func (k *checker) service(s *Service) {
 			k.warn(s.entryLine(s.groupLines, i), "service %s: looking up group %s: %v", q(s.Name), q(g), err)
 		}
 	}
-	if s.Mode == PerConnection {
+	if s.WorkerPerConnection() {
 		if line, ok := s.lines["idle-timeout"]; ok {
-			k.warn(line, "service %s: idle-timeout is ignored in per-connection mode (each worker serves one connection and exits): remove it", q(s.Name))
+			how := "in per-connection mode"
+			if s.Mode == Exec {
+				how = "with \"exec-worker per-connection\""
+			}
+			k.warn(line, "service %s: idle-timeout is ignored %s (each worker serves one connection and exits): remove it", q(s.Name), how)
 		}
+	}
+	if s.Mode == Backend && backendProblem(s.Backend) == "" {
+		k.backend(s)
+	}
+}
+
+// backend checks a backend service's address against the system: a Unix
+// socket that does not exist (yet) and a TCP address off this machine are
+// warnings.
+func (k *checker) backend(s *Service) {
+	line := s.line("backend")
+	network, address, _ := strings.Cut(s.Backend, ":")
+	if network == "unix" {
+		fi, err := os.Stat(address)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			k.warn(line, "service %s: backend socket %s does not exist (yet), so connections fail until the backend service creates it", q(s.Name), address)
+		case err != nil:
+			k.warn(line, "service %s: backend socket: %v", q(s.Name), err)
+		case fi.Mode()&fs.ModeSocket == 0:
+			k.errorf(line, "service %s: backend %s is not a socket", q(s.Name), address)
+		}
+		return
+	}
+	if !backendLoopback(s.Backend) {
+		k.warn(line, "service %s: backend %s is not a loopback address, so the forwarded connections and the identity header the backend trusts cross the network unencrypted: run the backend on this machine (127.0.0.1, [::1] or a Unix socket)", q(s.Name), s.Backend)
 	}
 }
 
@@ -415,13 +448,38 @@ func (c *Config) validate(errs *collector) {
 			}
 			listens[a] = true
 		}
-		if s.Mode != PerUser && s.Mode != PerConnection {
-			errs.add(s.line("mode"), fmt.Sprintf("service %s: unknown %s: want per-user or per-connection", q(s.Name), s.Mode))
+		switch s.Mode {
+		case PerUser, PerConnection, Exec, Backend:
+		default:
+			errs.add(s.line("mode"), fmt.Sprintf("service %s: unknown %s: want per-user, per-connection, exec or backend", q(s.Name), s.Mode))
 		}
-		if s.Program == "" {
+		switch {
+		case s.Mode == Backend && (s.Program != "" || len(s.Args) > 0):
+			errs.add(s.line("program"), fmt.Sprintf("service %s: backend mode has no program or args: netauthd's own worker forwards each connection to the backend", q(s.Name)))
+		case s.Mode == Backend:
+		case s.Program == "":
 			errs.add(s.Line, fmt.Sprintf("service %s has no program", q(s.Name)))
-		} else {
+		default:
 			abs(s.line("program"), "program", s.Program)
+		}
+		switch {
+		case s.Mode == Backend && s.Backend == "":
+			errs.add(s.Line, fmt.Sprintf("service %s in backend mode has no backend", q(s.Name)))
+		case s.Mode == Backend:
+			if msg := backendProblem(s.Backend); msg != "" {
+				errs.add(s.line("backend"), msg)
+			}
+			if s.RunAsUser {
+				errs.add(s.line("run-as"), fmt.Sprintf("service %s in backend mode needs \"run-as account NAME\": its one worker forwards the connections of every user", q(s.Name)))
+			}
+		case s.Backend != "":
+			errs.add(s.line("backend"), fmt.Sprintf("service %s: backend is used only in backend mode", q(s.Name)))
+		}
+		switch {
+		case s.ExecWorker != PerUser && s.ExecWorker != PerConnection:
+			errs.add(s.line("exec-worker"), fmt.Sprintf("service %s: unknown exec-worker %s: want per-user or per-connection", q(s.Name), s.ExecWorker))
+		case s.ExecWorker != PerUser && s.Mode != Exec:
+			errs.add(s.line("exec-worker"), fmt.Sprintf("service %s: exec-worker is used only in exec mode", q(s.Name)))
 		}
 		for i, u := range s.Users {
 			if u != "*" && keys.ValidName(u) != nil {

@@ -335,7 +335,7 @@ func TestCheckValidatesHandBuilt(t *testing.T) {
 	want := []string{
 		"built-in configuration: revocation-check 0s is too short: the minimum is 100ms",
 		`built-in configuration: listen "nowhere": want HOST:PORT, such as 127.0.0.1:4000, [::1]:4000 or :4000`,
-		`built-in configuration: service "whoami": unknown mode(9): want per-user or per-connection`,
+		`built-in configuration: service "whoami": unknown mode(9): want per-user, per-connection, exec or backend`,
 		`built-in configuration: program "bin/whoami" is not an absolute path`,
 		`built-in configuration: service "whoami": max-workers 0: want 1 to 1000000`,
 		`built-in configuration: service "whoami" is defined twice`,

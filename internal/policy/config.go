@@ -45,6 +45,18 @@ const (
 	// PerConnection runs a new worker, still as the user, for every
 	// connection.
 	PerConnection
+	// Exec serves each connection with an unmodified program (Program and
+	// Args) whose standard input and output are the decrypted stream. The
+	// program is started by netauthd's own built-in worker, which runs as
+	// the user like a PerUser worker, or one per connection when
+	// ExecWorker is PerConnection.
+	Exec
+	// Backend forwards each connection to a local TCP or Unix service
+	// (Backend), preceded by a PROXY protocol version 2 header that names
+	// the client and carries the authenticated identity. One built-in
+	// worker per service does the forwarding, as the service's run-as
+	// account.
+	Backend
 )
 
 // String returns the mode as it is written in the configuration file.
@@ -54,6 +66,10 @@ func (m Mode) String() string {
 		return "per-user"
 	case PerConnection:
 		return "per-connection"
+	case Exec:
+		return "exec"
+	case Backend:
+		return "backend"
 	}
 	return "mode(" + itoa(int(m)) + ")"
 }
@@ -104,10 +120,19 @@ type Service struct {
 	Listen []string
 	// Mode says how connections are spread over workers.
 	Mode Mode
-	// Program is the absolute path of the worker program.
+	// Program is the absolute path of the worker program; in Exec mode,
+	// of the program run for each connection. Backend mode has none.
 	Program string
-	// Args are the worker program's arguments (without the program name).
+	// Args are the program's arguments (without the program name).
 	Args []string
+	// ExecWorker says how the connections of an Exec service are spread
+	// over the built-in workers that start the program: PerUser (the
+	// default) or PerConnection. Other modes leave it PerUser.
+	ExecWorker Mode
+	// Backend is the local service a Backend service forwards to,
+	// "tcp:HOST:PORT" or "unix:/absolute/path" (see ParseBackend); empty
+	// in the other modes.
+	Backend string
 	// Users are the user names allowed to use the service; "*" allows
 	// every user with a key.
 	Users []string
@@ -123,8 +148,9 @@ type Service struct {
 	MaxWorkers int
 	// MaxConnsPerUser bounds each user's live connections to the service.
 	MaxConnsPerUser int
-	// IdleTimeout is how long a per-user worker with no connection lives
-	// on; per-connection mode ignores it.
+	// IdleTimeout is how long a worker with no connection lives on (a
+	// per-user worker, an Exec service's per-user worker, or a Backend
+	// service's worker); per-connection workers ignore it.
 	IdleTimeout time.Duration
 
 	// lines maps each directive to the first line it was given on.
@@ -133,6 +159,18 @@ type Service struct {
 	// of Listen, Users and Groups.
 	listenLines, userLines, groupLines []int
 }
+
+// WorkerPerConnection reports whether every connection to the service gets
+// a worker of its own: mode per-connection, or mode exec with
+// "exec-worker per-connection".
+func (s *Service) WorkerPerConnection() bool {
+	return s.Mode == PerConnection || (s.Mode == Exec && s.ExecWorker == PerConnection)
+}
+
+// WorkerShared reports whether one worker serves the connections of every
+// user of the service (mode backend, whose worker runs as the service's
+// account), rather than one worker per user or per connection.
+func (s *Service) WorkerShared() bool { return s.Mode == Backend }
 
 // Lookup returns the service called name, or nil if there is none.
 func (c *Config) Lookup(name string) *Service {

@@ -24,6 +24,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("service a {\n args " + strings.Repeat("x", 70000) + "\n}\n"))
 	f.Add([]byte("service a{\n}\n}\nservice a {\nservice\n{\n listen ::1:2 }\n"))
 	f.Add([]byte("host-key \"a\\\"b\\\\c\"#x\nticket-lifetime off\n\r\n"))
+	f.Add([]byte("service imap {\n listen :143\n mode exec\n exec-worker per-connection\n program /usr/lib/dovecot/imap\n args -c /etc/d.conf\n users *\n}\n"))
+	f.Add([]byte("service web {\n listen [::1]:80\n mode backend\n backend tcp:[::1]:8080\n run-as account www\n}\nservice u {\n listen :1\n mode backend\n backend unix:/run/s\n program /p\n exec-worker x\n}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.conf", bytes.NewReader(data))
 		if err != nil {
@@ -59,6 +61,13 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted listen address %q has no binding", s.Listen[0])
 			}
 			s.Allowed("alice", []string{"staff"})
+			if s.Mode == Backend {
+				if _, _, err := ParseBackend(s.Backend); err != nil || s.RunAsUser || s.Program != "" {
+					t.Fatalf("accepted backend service %+v: %v", s, err)
+				}
+			} else if s.Program == "" || s.Backend != "" {
+				t.Fatalf("accepted service %+v without a program or with a backend", s)
+			}
 		}
 	})
 }

@@ -242,10 +242,36 @@ func (p *parser) closeService() {
 	if len(s.Listen) == 0 {
 		p.errorf(s.Line, "service %s has no listen address: add \"listen HOST:PORT\", for example \"listen 127.0.0.1:4000\"", q(s.Name))
 	}
-	if s.Program == "" {
+	switch {
+	case s.Mode == Backend:
+		p.closeBackend(s)
+	case s.Program == "" && s.Mode == Exec:
+		p.errorf(s.Line, "service %s has no program: add \"program /absolute/path/of/the/program\" (in exec mode, the unmodified program run for each connection, such as /usr/lib/dovecot/imap)", q(s.Name))
+	case s.Program == "":
 		p.errorf(s.Line, "service %s has no program: add \"program /absolute/path/of/the/worker\"", q(s.Name))
 	}
+	if line, ok := s.lines["backend"]; ok && s.Mode != Backend {
+		p.errorf(line, "service %s: backend is used only in backend mode: add \"mode backend\" or remove it", q(s.Name))
+	}
+	if line, ok := s.lines["exec-worker"]; ok && s.Mode != Exec {
+		p.errorf(line, "service %s: exec-worker is used only in exec mode: add \"mode exec\" or remove it (mode %s already says how workers are started)", q(s.Name), s.Mode)
+	}
 	p.cfg.Services = append(p.cfg.Services, s)
+}
+
+// closeBackend reports what a backend service lacks or has too much of.
+func (p *parser) closeBackend(s *Service) {
+	for _, name := range []string{"program", "args"} {
+		if line, ok := s.lines[name]; ok {
+			p.errorf(line, "service %s: %s is not used in backend mode: netauthd's own worker forwards each connection to the backend; remove it", q(s.Name), name)
+		}
+	}
+	if _, ok := s.lines["backend"]; !ok {
+		p.errorf(s.Line, "service %s has no backend: add \"backend tcp:127.0.0.1:PORT\" or \"backend unix:/path/of/socket\", the local service its connections are forwarded to", q(s.Name))
+	}
+	if _, ok := s.lines["run-as"]; !ok || s.RunAsUser {
+		p.errorf(s.line("run-as"), "service %s in backend mode needs \"run-as account NAME\": its one worker forwards the connections of every user, so it cannot run as any one of them; create an unprivileged account for it (for example \"useradd --system --no-create-home netauth-%s\")", q(s.Name), s.Name)
+	}
 }
 
 // directive handles a directive line other than "service" and "}".
@@ -413,8 +439,12 @@ func directiveTable() []directive {
 				p.svc.Mode = PerUser
 			case "per-connection":
 				p.svc.Mode = PerConnection
+			case "exec":
+				p.svc.Mode = Exec
+			case "backend":
+				p.svc.Mode = Backend
 			default:
-				p.errorf(n, "mode %s: want per-user or per-connection", q(v[0]))
+				p.errorf(n, "mode %s: want per-user, per-connection, exec or backend", q(v[0]))
 			}
 		}},
 		{name: "program", min: 1, max: 1, usage: "program /absolute/path", hint: "; put the program's arguments in \"args\"", set: func(p *parser, n int, v []string) {
@@ -422,6 +452,23 @@ func directiveTable() []directive {
 		}},
 		{name: "args", min: 1, max: -1, usage: "args VALUE...", set: func(p *parser, n int, v []string) {
 			p.svc.Args = v
+		}},
+		{name: "backend", min: 1, max: 1, usage: "backend tcp:HOST:PORT\" or \"backend unix:/path", set: func(p *parser, n int, v []string) {
+			if msg := backendProblem(v[0]); msg != "" {
+				p.errorf(n, "%s", msg)
+				return
+			}
+			p.svc.Backend = v[0]
+		}},
+		{name: "exec-worker", min: 1, max: 1, usage: "exec-worker per-user\" or \"exec-worker per-connection", set: func(p *parser, n int, v []string) {
+			switch v[0] {
+			case "per-user":
+				p.svc.ExecWorker = PerUser
+			case "per-connection":
+				p.svc.ExecWorker = PerConnection
+			default:
+				p.errorf(n, "exec-worker %s: want per-user (one worker per user starts the program for each of their connections) or per-connection (a new worker for every connection)", q(v[0]))
+			}
 		}},
 		{name: "users", repeat: true, min: 1, max: -1, usage: "users NAME...", set: func(p *parser, n int, v []string) {
 			s := p.svc

@@ -96,10 +96,36 @@ func TestParseExample(t *testing.T) {
 			MaxWorkers:      100,
 			MaxConnsPerUser: 10,
 			IdleTimeout:     5 * time.Minute,
+		}, {
+			Name:            "imap",
+			Line:            lineOf(t, string(data), "service imap {"),
+			Listen:          []string{"127.0.0.1:1143"},
+			Mode:            Exec,
+			Program:         "/usr/lib/dovecot/imap",
+			Args:            []string{"-c", "/etc/netauth/dovecot-imap.conf"},
+			Users:           []string{"*"},
+			RunAsUser:       true,
+			MaxWorkers:      DefaultMaxWorkers,
+			MaxConnsPerUser: DefaultMaxConnsPerUser,
+			IdleTimeout:     DefaultIdleTimeout,
+		}, {
+			Name:            "web",
+			Line:            lineOf(t, string(data), "service web {"),
+			Listen:          []string{":8443"},
+			Mode:            Backend,
+			Backend:         "tcp:127.0.0.1:8080",
+			Groups:          []string{"staff"},
+			Account:         "netauth-web",
+			MaxWorkers:      DefaultMaxWorkers,
+			MaxConnsPerUser: DefaultMaxConnsPerUser,
+			IdleTimeout:     DefaultIdleTimeout,
 		}},
 	}
 	if g := stripped(got); !reflect.DeepEqual(g, want) {
-		t.Errorf("example parsed to\n%+v\n%+v\nwant\n%+v\n%+v", g, *g.Services[0], want, *want.Services[0])
+		t.Errorf("example parsed to\n%+v\nwant\n%+v", g, want)
+		for i := range min(len(g.Services), len(want.Services)) {
+			t.Errorf("service %d:\n%+v\nwant\n%+v", i, *g.Services[i], *want.Services[i])
+		}
 	}
 	if got.Lookup("whoami") != got.Services[0] || got.Lookup("nope") != nil {
 		t.Errorf("Lookup does not find the services")
@@ -240,11 +266,11 @@ func TestParseErrors(t *testing.T) {
 		{"unknown case", svc(minimal + " Program /bin/true\n"), 4,
 			`unknown directive "Program" in service "whoami" (did you mean "program"?)`},
 		{"unknown no suggestion", svc(minimal + " frobnicate yes\n"), 4,
-			`unknown directive "frobnicate" in service "whoami": want one of listen, mode, program, args, users, groups, run-as, max-workers, max-connections-per-user, idle-timeout`},
+			`unknown directive "frobnicate" in service "whoami": want one of listen, mode, program, args, backend, exec-worker, users, groups, run-as, max-workers, max-connections-per-user, idle-timeout`},
 		{"unknown global no suggestion", "frobnicate yes\n", 1,
 			`unknown directive "frobnicate": want one of host-key, audit-log, authorized-keys-dir, home-authorized-keys, key-command, ticket-lifetime, max-clock-skew, handshake-timeout, revocation-check, service`},
 		{"bad mode", svc(minimal + " mode peruser\n"), 4,
-			`mode "peruser": want per-user or per-connection`},
+			`mode "peruser": want per-user, per-connection, exec or backend`},
 		{"no program", svc(" listen :4000\n"), 1,
 			`service "whoami" has no program: add "program /absolute/path/of/the/worker"`},
 		{"no listen", svc(" program /bin/true\n"), 1,
@@ -362,7 +388,7 @@ service whoami {
 		`netauthd.conf:1: unknown directive "hostkey" (did you mean "host-key"?)`,
 		`netauthd.conf:2: ticket-lifetime "forever": want a duration such as 90s, 5m or 1h`,
 		`netauthd.conf:4: unknown directive "lisen" in service "whoami" (did you mean "listen"?)`,
-		`netauthd.conf:5: mode "peruser": want per-user or per-connection`,
+		`netauthd.conf:5: mode "peruser": want per-user, per-connection, exec or backend`,
 		`netauthd.conf:3: service "whoami" has no listen address: add "listen HOST:PORT", for example "listen 127.0.0.1:4000"`,
 		`netauthd.conf:3: service "whoami" has no program: add "program /absolute/path/of/the/worker"`,
 	}

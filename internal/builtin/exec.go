@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package builtin
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"ubns.dev/netauth"
+)
+
+// Bounds of an exec worker's connections.
+const (
+	// killGrace is how long a program whose connection is gone has between SIGTERM and
+	// SIGKILL.
+	killGrace = 5 * time.Second
+	// lingerTime is how long, after the program has exited and its output has been sent, the
+	// worker goes on reading what the client still sends, so that closing the connection does
+	// not reset it before the client has read that output.
+	lingerTime = 5 * time.Second
+	// maxLogLine bounds one line of the program's standard error in the log; longer lines
+	// are split.
+	maxLogLine = 4096
+)
+
+// connVar reports whether k is one of the environment variables an exec worker sets for each
+// connection's program.
+func connVar(k string) bool {
+	switch k {
+	case "NETAUTH_USER", "NETAUTH_SERVICE", "NETAUTH_KEY_FP", "NETAUTH_KEY_TYPE",
+		"NETAUTH_CLIENT", "NETAUTH_RESUMED", "NETAUTH_AUTH_TIME":
+		return true
+	}
+	return false
+}
+
+// execWorker starts an unmodified program for each connection, with the decrypted stream as
+// its standard input and output.
+type execWorker struct {
+	path string
+	args []string
+	// env is the worker's own environment without the control descriptor and the
+	// per-connection variables.
+	env    []string
+	stderr *lockedWriter
+}
+
+// execHandler returns the connection handler of "exec -- PROGRAM [ARG...]".
+func execHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error) {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		return nil, errors.New("exec: no program: want exec -- PROGRAM [ARG...]")
+	}
+	if !filepath.IsAbs(args[0]) {
+		return nil, fmt.Errorf("exec: program %q is not an absolute path", args[0])
+	}
+	// The program gets only its standard input, output and error, whatever this worker
+	// inherited.
+	if err := closeOnExecAll(); err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	e := &execWorker{path: args[0], args: args[1:], stderr: &lockedWriter{w: stderr}}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "NETAUTH_CONTROL_FD" || connVar(k) {
+			continue
+		}
+		e.env = append(e.env, kv)
+	}
+	return e.serve, nil
+}
+
+// environ returns the environment of the program serving c: the worker's, plus the
+// connection's identity.
+func (e *execWorker) environ(c *netauth.Conn) []string {
+	id := c.Identity()
+	client := ""
+	if a := c.RemoteAddr(); a != nil {
+		client = a.String()
+	}
+	return append(append([]string(nil), e.env...),
+		"NETAUTH_USER="+id.User,
+		"NETAUTH_SERVICE="+id.Service,
+		"NETAUTH_KEY_FP="+id.KeyFingerprint,
+		"NETAUTH_KEY_TYPE="+id.KeyType,
+		"NETAUTH_CLIENT="+client,
+		fmt.Sprintf("NETAUTH_RESUMED=%t", id.Resumed),
+		"NETAUTH_AUTH_TIME="+id.AuthTime.UTC().Format(time.RFC3339),
+	)
+}
+
+// serve runs the program for one connection: the client's bytes go to its standard input,
+// which is closed when the client closes its side; its standard output goes to the client,
+// whose side is closed when the program exits; its standard error goes to the worker's,
+// each line prefixed with "exec[PID]: ". If the connection fails (or is revoked), the program
+// is stopped: SIGTERM, then SIGKILL after killGrace.
+func (e *execWorker) serve(c *netauth.Conn) {
+	var pipes [6]*os.File // stdin r/w, stdout r/w, stderr r/w
+	for i := 0; i < len(pipes); i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			e.logf("exec: %s: creating a pipe: %v", e.path, err)
+			closeAll(pipes[:])
+			return
+		}
+		pipes[i], pipes[i+1] = r, w
+	}
+	stdinR, stdinW, stdoutR, stdoutW, stderrR, stderrW := pipes[0], pipes[1], pipes[2], pipes[3], pipes[4], pipes[5]
+	cmd := exec.Command(e.path, e.args...)
+	cmd.Env = e.environ(c)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, stderrW
+	err := cmd.Start()
+	// The program has its own copies of its ends, or failed to start.
+	stdinR.Close()
+	stdoutW.Close()
+	stderrW.Close()
+	if err != nil {
+		e.logf("exec: starting %s: %v", e.path, err)
+		closeAll([]*os.File{stdinW, stdoutR, stderrR})
+		return
+	}
+	pid := cmd.Process.Pid
+	go e.logLines(pid, stderrR)
+
+	gone := make(chan struct{}) // closed when the connection failed
+	var goneOnce sync.Once
+	connGone := func() { goneOnce.Do(func() { close(gone) }) }
+
+	inDone := make(chan struct{})
+	go func() {
+		defer close(inDone)
+		if err := copyToProgram(stdinW, c); err != nil {
+			connGone()
+		}
+	}()
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		defer stdoutR.Close()
+		if err := copyToClient(c, stdoutR); err != nil {
+			connGone()
+		}
+	}()
+	exited := make(chan struct{})
+	go func() {
+		select {
+		case <-gone:
+		case <-exited:
+			return
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(killGrace):
+			_ = cmd.Process.Kill()
+		}
+	}()
+
+	err = cmd.Wait()
+	close(exited)
+	if err != nil {
+		e.logf("exec[%d]: %s: %v", pid, e.path, err)
+	}
+	// Send the program's last output (unless the connection is gone, or something the
+	// program started still holds its standard output), then end the client's stream.
+	select {
+	case <-outDone:
+	case <-gone:
+		stdoutR.Close()
+		<-outDone
+	}
+	_ = c.CloseWrite()
+	select {
+	case <-inDone:
+	case <-time.After(lingerTime):
+	}
+	c.Close()
+	<-inDone
+}
+
+// copyToProgram copies the client's stream to the program's standard input until the client
+// closes its side, then closes it. If the program stops reading, the client's further bytes
+// are read and dropped, so that the client can still read the program's output. It returns
+// an error only if reading the connection failed (not a clean close).
+func copyToProgram(stdin *os.File, c *netauth.Conn) error {
+	buf := make([]byte, 32<<10)
+	open := true
+	for {
+		n, err := c.Read(buf)
+		if n > 0 && open {
+			if _, werr := stdin.Write(buf[:n]); werr != nil {
+				stdin.Close()
+				open = false
+			}
+		}
+		if err != nil {
+			if open {
+				stdin.Close()
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// copyToClient copies the program's standard output to the client until the program closes
+// it. It returns an error only if writing to the connection failed.
+func copyToClient(c *netauth.Conn, stdout *os.File) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := stdout.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return nil // end of output (or the pipe was closed because the connection is gone)
+		}
+	}
+}
+
+// logLines copies the program's standard error to the worker's, line by line, each prefixed
+// with "exec[PID]: ".
+func (e *execWorker) logLines(pid int, r *os.File) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, maxLogLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			e.logf("exec[%d]: %s", pid, strings.TrimSuffix(string(line), "\n"))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// logf writes one line to the worker's standard error.
+func (e *execWorker) logf(format string, args ...any) {
+	fmt.Fprintf(e.stderr, format+"\n", args...)
+}
+
+// lockedWriter serializes writes, so that lines from concurrent connections do not mix.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// Write writes p in one call to the underlying writer.
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// closeOnExecAll marks every descriptor above standard error close-on-exec: Go sets the flag
+// on the files it opens, but not on descriptors the process inherited. Without /proc there is
+// nothing to list, and nothing is done.
+func closeOnExecAll() error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing descriptors: %w", err)
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	return nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}

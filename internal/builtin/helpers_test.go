@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package builtin
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth"
+)
+
+// programArg marks the test binary started as the program of an exec worker.
+const programArg = "builtin-test-program"
+
+// TestMain lets the test binary double as the program an exec worker runs.
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == programArg {
+		os.Exit(testProgram(os.Args[2]))
+	}
+	os.Exit(m.Run())
+}
+
+// programReport is what the test program prints.
+type programReport struct {
+	Stdin string            `json:"stdin"`
+	Env   map[string]string `json:"env"`
+	FDs   []string          `json:"fds"`
+	PID   int               `json:"pid"`
+}
+
+// testProgram is the exec test program. "report" reads its standard input to the end, writes
+// a line to standard error and prints a programReport; "wait" prints its pid and then waits
+// for a signal, ignoring the end of its input; "exit" exits with status 3 at once.
+func testProgram(mode string) int {
+	switch mode {
+	case "report":
+		in, _ := io.ReadAll(os.Stdin)
+		fmt.Fprintln(os.Stderr, "read", len(in), "bytes")
+		rep := programReport{Stdin: string(in), Env: map[string]string{}, PID: os.Getpid()}
+		for _, kv := range os.Environ() {
+			k, v, _ := strings.Cut(kv, "=")
+			rep.Env[k] = v
+		}
+		entries, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range entries {
+			target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			rep.FDs = append(rep.FDs, e.Name()+"="+target)
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(rep)
+		return 0
+	case "wait":
+		fmt.Println(os.Getpid())
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		time.Sleep(time.Hour)
+		return 0
+	case "exit":
+		return 3
+	}
+	return 2
+}
+
+// server is an in-process netauth server running one built-in handler, with a client
+// configuration that trusts it.
+type server struct {
+	addr   string
+	client *netauth.Config
+	stderr *syncBuffer
+}
+
+// newServer serves handler (made by make from the given stderr) for user "alice".
+func newServer(t *testing.T, handler func(*netauth.Conn)) *server {
+	t.Helper()
+	_, hostKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, userKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(userKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := netauth.Listen("tcp", "127.0.0.1:0", &netauth.ServerConfig{
+		HostKey: hostKey,
+		Service: "svc",
+		Keys:    netauth.StaticKeys{"alice": {signer.PublicKey()}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ln.Serve(handler)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	s := &server{addr: ln.Addr().String()}
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	hostPub, _ := ssh.NewPublicKey(hostKey.Public())
+	if err := netauth.Trust(known, s.addr, hostPub); err != nil {
+		t.Fatal(err)
+	}
+	s.client = &netauth.Config{User: "alice", Signer: signer, KnownHostsFile: known, TicketCache: netauth.NewMemoryTicketCache(4)}
+	return s
+}
+
+func (s *server) dial(t *testing.T) *netauth.Conn {
+	t.Helper()
+	c, err := netauth.Dial("tcp", s.addr, s.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond until it holds or limit passes.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
