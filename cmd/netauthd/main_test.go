@@ -418,3 +418,58 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// TestEmbeddedDefaultRoot: netauthd with no configuration, as root, serves the built-in whoami
+// on a loopback port with a host key it generates, to users whose keys are in their
+// ~/.ssh/authorized_keys, each in a worker running as them. It uses the default paths
+// (/var/lib/netauth, /var/log/netauth) and removes what it created there.
+func TestEmbeddedDefaultRoot(t *testing.T) {
+	e := setup(t)
+	for _, p := range []string{"/var/lib/netauth/host_ed25519_key", "/var/lib/netauth/host_ed25519_key.pub", "/var/log/netauth/audit.log"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s already exists on this machine; not touching an installed netauthd's files", p)
+		}
+		t.Cleanup(func() { os.Remove(p) })
+	}
+	alice := newSigner(t)
+	acct, err := policy.LookupAccount("netauth-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshDir := filepath.Join(acct.Home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	os.Chown(sshDir, int(acct.UID), int(acct.GID))
+	ak := filepath.Join(sshDir, "authorized_keys")
+	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(ak, int(acct.UID), int(acct.GID))
+	t.Cleanup(func() { os.Remove(ak) })
+
+	addr := freePort(t)
+	cmd := exec.Command(e.bin, "-listen", addr)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	logs := watch(stderr)
+	logs.wait(t, `netauthd running`, 10*time.Second)
+	key, service, err := netauth.FetchHostKey(t.Context(), "tcp", addr)
+	if err != nil || service != "whoami" {
+		t.Fatalf("default service: %q %v", service, err)
+	}
+	known := filepath.Join(e.dir, "known_hosts")
+	netauth.Trust(known, addr, key)
+	cfg := &netauth.Config{User: "netauth-alice", Signer: alice, KnownHostsFile: known, TicketCache: netauth.NewMemoryTicketCache(2)}
+	line, err := whoami(addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(line, "user=netauth-alice") || !strings.Contains(line, fmt.Sprintf("uid=%d ", acct.UID)) {
+		t.Fatalf("whoami from the embedded default: %q", line)
+	}
+	if _, err := os.Stat("/var/lib/netauth/host_ed25519_key"); err != nil {
+		t.Fatalf("no generated host key: %v", err)
+	}
+}
