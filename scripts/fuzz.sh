@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in the module for a short time each (default 3s): the seed corpus
-# and a few seconds of new inputs. Usage: scripts/fuzz.sh [duration]
+# Runs every fuzz target in the module for a short time each (default 3s): the seed corpus,
+# the corpus kept in each package's testdata/fuzz, and a few seconds of new inputs.
+#
+#   scripts/fuzz.sh [duration]            run every target
+#   SAVE_CORPUS=1 scripts/fuzz.sh 30s     also keep up to 32 new interesting inputs per
+#                                         target in its package's testdata/fuzz/<target>/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${1:-3s}
+cache=$(go env GOCACHE)/fuzz
 count=0
 for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
@@ -14,6 +19,12 @@ for pkg in $(go list ./...); do
       echo "fuzz: $target FAILED"
       exit 1
     }
+    if [ "${SAVE_CORPUS:-}" = 1 ] && [ -d "$cache/$pkg/$target" ]; then
+      mkdir -p "$dir/testdata/fuzz/$target"
+      ls -t "$cache/$pkg/$target" | head -32 | while read -r f; do
+        cp "$cache/$pkg/$target/$f" "$dir/testdata/fuzz/$target/"
+      done
+    fi
     count=$((count + 1))
   done
 done

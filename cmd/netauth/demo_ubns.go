@@ -150,6 +150,9 @@ func askWhoami(addr string, cfg *netauth.Config) (map[string]string, error) {
 		k, v, _ := strings.Cut(f, "=")
 		fields[k] = v
 	}
+	if fields["pid"] == "" || fields["uid"] == "" {
+		return nil, fmt.Errorf("unexpected answer from the worker: %q", line)
+	}
 	return fields, nil
 }
 
