@@ -107,6 +107,18 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 		nc.Close()
 		return nil, err
 	}
+	if len(hc.Pending) > 0 {
+		// netauthd decided and handed the connection over in one step: the verdict is ours
+		// to send, before anything else.
+		err := rc.QueueRecord(record.TypeVerdict, hc.Pending)
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("sending the verdict: %w", err)
+		}
+	}
 	c := &Conn{rc: rc}
 	c.id.User, c.id.Service, c.id.Resumed, c.id.AuthTime = hc.User, hc.Service, hc.Resumed, hc.AuthTime
 	c.id.HandshakeHash, c.id.Statement, c.id.Signature = hc.HandshakeHash, hc.Statement, hc.Signature

@@ -18,6 +18,7 @@ import (
 
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/limits"
 	"ubns.dev/netauth/internal/record"
 )
 
@@ -26,6 +27,16 @@ const (
 	acceptorMaxPending = 1024             // handshakes in progress, all services
 	monitorTimeout     = 30 * time.Second // a monitor request not answered by then fails
 )
+
+// acceptorLimits are the acceptor's bounds on unauthenticated connections, for all services
+// together: acceptorMaxPending in total, maxPendingPerSource from one address (IPv6: one
+// /64), and random early drop from half the total on (OpenSSH's MaxStartups 512:30:1024).
+var acceptorLimits = limits.Config{
+	MaxPending:     acceptorMaxPending,
+	PerSource:      maxPendingPerSource,
+	EarlyDropStart: acceptorMaxPending / 2,
+	EarlyDropRate:  earlyDropRate,
+}
 
 // RunAcceptor is the main function of netauthd's unprivileged acceptor process. The monitor
 // starts it as an unprivileged account with the control channel as descriptor 3 and the
@@ -57,7 +68,7 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		return 1
 	}
 	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]chan *handoff.Message),
-		sem: make(chan struct{}, acceptorMaxPending)}
+		limiter: limits.New(acceptorLimits), refusals: &limits.Throttle{Every: time.Second}}
 	next := 4
 	type bound struct {
 		service string
@@ -117,10 +128,11 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 
 // acceptorSide is the acceptor's state: its channel to the monitor and pending requests.
 type acceptorSide struct {
-	ch      *handoff.Channel
-	log     *slog.Logger
-	timeout time.Duration
-	sem     chan struct{}
+	ch       *handoff.Channel
+	log      *slog.Logger
+	timeout  time.Duration
+	limiter  *limits.Limiter
+	refusals *limits.Throttle // of "refusing connection" log lines
 
 	mu      sync.Mutex
 	next    uint64
@@ -191,10 +203,39 @@ func (a *acceptorSide) call(typ handoff.Type, payload []byte, f *os.File) ([]byt
 	}
 }
 
-// remoteCore is a service's handshake Core, answered by the monitor.
+// remoteCore is a service's handshake Core, answered by the monitor. With a connection, it
+// is a HandoffCore: message 3 goes to the monitor with the connection itself.
 type remoteCore struct {
 	a       *acceptorSide
 	service string
+	nc      net.Conn
+}
+
+// handoffCore is remoteCore for one accepted connection.
+type handoffCore struct{ remoteCore }
+
+// commit sends message 3 with the connection and its state.
+func (r handoffCore) commit(req *commitRequest) ([]byte, error) {
+	f, err := r.nc.(*net.TCPConn).File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return r.a.call(handoff.TypeCommit, req.marshal(), f)
+}
+
+func (r handoffCore) AuthenticateHandoff(req *handshake.AuthRequest, st *record.State) (*handshake.AuthResponse, error) {
+	p, err := r.commit(&commitRequest{service: r.service, auth: *req, state: st})
+	if err != nil {
+		return nil, err
+	}
+	defer clear(p)
+	return parseAuthResponse(p)
+}
+
+func (r handoffCore) ConfirmHandoff(session uint64, binder []byte, st *record.State) error {
+	_, err := r.commit(&commitRequest{service: r.service, resumed: true, auth: handshake.AuthRequest{Session: session}, binder: binder, state: st})
+	return err
 }
 
 func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse, error) {
@@ -239,14 +280,14 @@ func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Li
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		select {
-		case a.sem <- struct{}{}:
-		default:
+		release, err := a.limiter.Admit(nc.RemoteAddr())
+		if err != nil {
+			logRefusal(a.log, a.refusals, service, nc, err)
 			go refuse(nc, handshake.CodeOverloaded)
 			continue
 		}
 		go func() {
-			defer func() { <-a.sem }()
+			defer release()
 			a.handle(service, nc)
 		}()
 	}
@@ -257,7 +298,7 @@ func (a *acceptorSide) handle(service string, nc net.Conn) {
 	defer nc.Close()
 	_ = nc.SetDeadline(time.Now().Add(a.timeout))
 	rc := record.NewConn(nc)
-	core := remoteCore{a: a, service: service}
+	core := handoffCore{remoteCore{a: a, service: service, nc: nc}}
 	res, err := handshake.Serve(rc, core, nc.RemoteAddr().String(), func(r *handshake.Refusal) {
 		a.log.Info("refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
 	})
@@ -266,6 +307,9 @@ func (a *acceptorSide) handle(service string, nc net.Conn) {
 			a.log.Debug("handshake abandoned", "service", service, "client", nc.RemoteAddr().String(), "err", err)
 		}
 		return
+	}
+	if res.HandedOff {
+		return // the monitor took the connection with its decision; the worker has it now
 	}
 	_ = nc.SetDeadline(time.Time{})
 	st, err := rc.Export()

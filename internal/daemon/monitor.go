@@ -183,6 +183,45 @@ func (d *Daemon) answer(m *handoff.Message, f *os.File) []byte {
 			return replyRefusal(codeOf(err))
 		}
 		return marshalAuthResponse(resp)
+	case handoff.TypeCommit:
+		defer f.Close()
+		req, err := parseCommit(m.Payload)
+		if err != nil {
+			return replyRefusal(handshake.CodeProtocolError)
+		}
+		defer req.state.Zero()
+		s := d.service(req.service)
+		if s == nil || !isTCP(f) {
+			return replyRefusal(handshake.CodeInternalError)
+		}
+		var reply, pending []byte
+		if req.resumed {
+			if err := s.core.Confirm(req.auth.Session, req.binder); err != nil {
+				return replyRefusal(codeOf(err))
+			}
+			reply, pending = replyRefusal(handshake.CodeOK), handshake.MarshalVerdict(0, nil, nil)
+		} else {
+			resp, err := s.core.Authenticate(&req.auth)
+			if err != nil {
+				return replyRefusal(codeOf(err))
+			}
+			pending = handshake.MarshalVerdict(resp.Lifetime, resp.Ticket, resp.Secret)
+			clear(resp.Secret)
+			resp.Secret = nil // the acceptor has no use for it: the worker sends the verdict
+			reply = marshalAuthResponse(resp)
+		}
+		defer clear(pending)
+		adm := s.core.take(req.auth.Session)
+		if adm == nil {
+			return replyRefusal(handshake.CodeInternalError)
+		}
+		remote, local, err := addrsOf(f)
+		if err != nil {
+			adm.release(d)
+			return replyRefusal(handshake.CodeInternalError)
+		}
+		d.dispatchFileWith(adm, f, remote, local, req.state, adm.res, pending)
+		return reply
 	case handoff.TypeConfirm:
 		req, err := parseConfirm(m.Payload)
 		if err != nil {

@@ -203,6 +203,54 @@ func parseSessionRef(s *cryptobyte.String) (sessionRef, bool) {
 	return r, ok
 }
 
+// commitRequest is TypeCommit: message 3 of a handshake (an authenticator, or a resumption's
+// binder) together with the connection's transport state; its descriptor travels with the
+// message. The monitor decides and, when it accepts, hands the connection to the worker, which
+// sends the verdict.
+type commitRequest struct {
+	service string
+	resumed bool
+	auth    handshake.AuthRequest // full: Session, User, Time, SSHSIG; resumed: Session only
+	binder  []byte
+	state   *record.State
+}
+
+func (m *commitRequest) marshal() []byte {
+	var b cryptobyte.Builder
+	addString(&b, []byte(m.service))
+	b.AddUint8(boolByte(m.resumed))
+	b.AddUint64(m.auth.Session)
+	addString(&b, []byte(m.auth.User))
+	b.AddUint64(m.auth.Time)
+	addString(&b, m.auth.SSHSIG)
+	addString(&b, m.binder)
+	st := m.state.Marshal()
+	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(st) })
+	clear(st)
+	return b.BytesOrPanic()
+}
+
+func parseCommit(p []byte) (*commitRequest, error) {
+	s := cryptobyte.String(p)
+	var svc, user []byte
+	var resumed uint8
+	var st cryptobyte.String
+	m := &commitRequest{}
+	if !readString(&s, &svc, handshake.MaxNameLen) || !s.ReadUint8(&resumed) || resumed > 1 ||
+		!s.ReadUint64(&m.auth.Session) || !readString(&s, &user, handshake.MaxNameLen) || !s.ReadUint64(&m.auth.Time) ||
+		!readString(&s, &m.auth.SSHSIG, handshake.MaxSSHSIGLen) || !readString(&s, &m.binder, handshake.BinderLen) ||
+		!s.ReadUint24LengthPrefixed(&st) || !s.Empty() {
+		return nil, errBadRequest
+	}
+	state, err := record.ParseState(st)
+	clear(st)
+	if err != nil {
+		return nil, err
+	}
+	m.service, m.resumed, m.auth.User, m.state = string(svc), resumed == 1, string(user), state
+	return m, nil
+}
+
 // confirmRequest is TypeConfirm: a resumption's binder.
 type confirmRequest struct {
 	sessionRef

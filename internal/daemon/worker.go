@@ -146,7 +146,14 @@ func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *ha
 // dispatchFile is dispatch for a connection already held as a descriptor (the caller closes
 // f afterwards).
 func (d *Daemon) dispatchFile(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result) {
+	d.dispatchFileWith(adm, f, remote, local, st, res, nil)
+}
+
+// dispatchFileWith is dispatchFile for a connection whose verdict the worker sends first
+// (pending: the Verdict record's content).
+func (d *Daemon) dispatchFileWith(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) {
 	hc := &handoff.Conn{
+		Pending:       pending,
 		State:         st,
 		User:          res.User,
 		UserKey:       res.UserKey.Marshal(),
@@ -548,7 +555,7 @@ func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Sourc
 	if sc == nil {
 		return "service removed from the configuration"
 	}
-	acct, err := d.accounts.lookup(w.user)
+	acct, err := d.userAccount(sc, w.user)
 	if err != nil {
 		return "user no longer exists"
 	}

@@ -22,16 +22,17 @@ const (
 	MaxStatementLen = 4 << 10  // Statement
 	MaxSignatureLen = 16 << 10 // Signature
 	MaxAddrLen      = 256      // RemoteAddr and LocalAddr
+	MaxPendingLen   = 4 << 10  // Pending (a verdict: code, lifetime, ticket, secret)
 )
 
 const (
 	connVersion = 1
 	// connOverhead is everything in a marshaled Conn but the field contents: version,
 	// length prefixes, flags and time.
-	connOverhead = 1 + 3 + 9*4 + 1 + 8 + 4
+	connOverhead = 1 + 3 + 9*4 + 1 + 8 + 4 // the Pending field's prefix is counted in Marshal
 	// maxIdentity is the largest identity part of a marshaled Conn.
 	maxIdentity = connOverhead + 2*MaxNameLen + MaxUserKeyLen + MaxHostKeyLen + MaxHashLen +
-		MaxStatementLen + MaxSignatureLen + 2*MaxAddrLen
+		MaxStatementLen + MaxSignatureLen + 2*MaxAddrLen + 4 + MaxPendingLen
 )
 
 // The identity must fit the 64 KiB MaxMessage leaves beside the transport state.
@@ -63,6 +64,10 @@ type Conn struct {
 	// logs.
 	RemoteAddr string
 	LocalAddr  string
+	// Pending, if not empty, is the content of the Verdict record the worker sends first:
+	// the connection was handed over together with the decision (it may hold the new
+	// ticket's resumption secret, which is the user's own).
+	Pending []byte
 }
 
 // Marshal encodes c. The result holds the keys: zero it (clear) once it is sent and no longer
@@ -75,7 +80,7 @@ func (c *Conn) Marshal() []byte {
 		defer clear(st)
 	}
 	size := connOverhead + len(st) + len(c.User) + len(c.UserKey) + len(c.HostKey) + len(c.Service) +
-		len(c.HandshakeHash) + len(c.Statement) + len(c.Signature) + len(c.RemoteAddr) + len(c.LocalAddr)
+		len(c.HandshakeHash) + len(c.Statement) + len(c.Signature) + len(c.RemoteAddr) + len(c.LocalAddr) + 4 + len(c.Pending)
 	// Sized exactly, so the builder never copies the secret bytes into a second buffer.
 	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	b.AddUint8(connVersion)
@@ -96,6 +101,7 @@ func (c *Conn) Marshal() []byte {
 	addField(b, c.Signature)
 	addField(b, []byte(c.RemoteAddr))
 	addField(b, []byte(c.LocalAddr))
+	addField(b, c.Pending)
 	return b.BytesOrPanic()
 }
 
@@ -126,7 +132,7 @@ func ParseConn(b []byte) (*Conn, error) {
 		v, flags                               uint8
 		st                                     cryptobyte.String
 		user, ukey, hkey, svc, hash, stmt, sig []byte
-		raddr, laddr                           []byte
+		raddr, laddr, pending                  []byte
 		sec                                    uint64
 		nsec                                   uint32
 	)
@@ -141,7 +147,7 @@ func ParseConn(b []byte) (*Conn, error) {
 		!s.ReadUint8(&flags) || !s.ReadUint64(&sec) || !s.ReadUint32(&nsec) ||
 		!readField(&s, &hash, MaxHashLen) || !readField(&s, &stmt, MaxStatementLen) ||
 		!readField(&s, &sig, MaxSignatureLen) || !readField(&s, &raddr, MaxAddrLen) ||
-		!readField(&s, &laddr, MaxAddrLen) || !s.Empty() {
+		!readField(&s, &laddr, MaxAddrLen) || !readField(&s, &pending, MaxPendingLen) || !s.Empty() {
 		return nil, errors.New("handoff: malformed conn: bad identity fields")
 	}
 	if flags&^1 != 0 {
@@ -167,6 +173,7 @@ func ParseConn(b []byte) (*Conn, error) {
 		Signature:     clone(sig),
 		RemoteAddr:    string(raddr),
 		LocalAddr:     string(laddr),
+		Pending:       clone(pending),
 	}, nil
 }
 
@@ -178,10 +185,12 @@ func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-// Zero wipes the transport state: the keys and the buffered bytes. The identity fields, which
-// are not secret and may be shared with the connection's Identity, are left alone.
+// Zero wipes the transport state: the keys and the buffered bytes, and the pending verdict.
+// The identity fields, which are not secret and may be shared with the connection's Identity,
+// are left alone.
 func (c *Conn) Zero() {
 	if c.State != nil {
 		c.State.Zero()
 	}
+	clear(c.Pending)
 }

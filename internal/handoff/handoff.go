@@ -74,6 +74,7 @@ const (
 	TypeDeliver Type = 9  // acceptor -> monitor: an accepted connection (with one descriptor)
 	TypeReply   Type = 10 // monitor -> acceptor: the answer to a request
 	TypeConfirm Type = 11 // acceptor -> monitor: a resumption's binder
+	TypeCommit  Type = 12 // acceptor -> monitor: message 3 with the connection (one descriptor), to decide and hand over in one step
 )
 
 // String returns the type's name.
@@ -101,6 +102,8 @@ func (t Type) String() string {
 		return "reply"
 	case TypeConfirm:
 		return "confirm"
+	case TypeCommit:
+		return "commit"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -150,7 +153,7 @@ func (m *Message) check(nfds int) error {
 			return fmt.Errorf("handoff: conn payload of %d bytes exceeds %d", len(m.Payload), MaxMessage-HeaderLen)
 		}
 		return nil
-	case TypeDeliver:
+	case TypeDeliver, TypeCommit:
 		if nfds != 1 {
 			return fmt.Errorf("handoff: deliver message with %d descriptor(s), want 1", nfds)
 		}

@@ -62,6 +62,9 @@ type Result struct {
 	// client's address as the server saw it.
 	Session uint64
 	Client  string
+	// HandedOff is true on the server when the core took the connection over with its
+	// decision (HandoffCore): the verdict is sent by whoever received it.
+	HandedOff bool
 }
 
 // Client is the client side of a handshake that has sent its authentication and may

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -33,6 +34,23 @@ type Core interface {
 	Confirm(session uint64, binder []byte) error
 	// Abort forgets a session whose handshake failed.
 	Abort(session uint64)
+}
+
+// HandoffCore is a Core that takes an accepted connection over in the same step as its
+// decision: the framing side passes the transport state as it stands just before the
+// verdict, and when the core accepts, whoever it hands the connection to sends the verdict
+// (MarshalVerdict) and the framing side sends nothing more. netauthd's monitor is one: its
+// decision and the handoff to the worker cost the acceptor a single request.
+type HandoffCore interface {
+	Core
+	AuthenticateHandoff(req *AuthRequest, st *record.State) (*AuthResponse, error)
+	ConfirmHandoff(session uint64, binder []byte, st *record.State) error
+}
+
+// MarshalVerdict returns the content of an accepting Verdict record, with the ticket of a
+// full handshake (none after a resumption).
+func MarshalVerdict(lifetime uint32, ticket, secret []byte) []byte {
+	return (&verdict{Code: CodeOK, Lifetime: lifetime, Ticket: ticket, Secret: secret}).marshal()
 }
 
 // BeginRequest is message 1 as the framing side parsed it.

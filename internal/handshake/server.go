@@ -229,6 +229,21 @@ func (s *server) checkBinder() error {
 	if typ != record.TypeBinder || len(content) != BinderLen {
 		return s.refuse(&Refusal{Code: CodeProtocolError, Reason: fmt.Sprintf("record type 0x%02x of %d bytes instead of the resumption binder", typ, len(content))})
 	}
+	if hc, ok := s.core.(HandoffCore); ok {
+		st, err := s.rc.Snapshot()
+		if err != nil {
+			return err
+		}
+		err = hc.ConfirmHandoff(s.res.Session, content, st)
+		st.Zero()
+		s.session = 0 // consumed, whatever the decision
+		if err != nil {
+			return s.sendVerdict(err)
+		}
+		s.rc.Detach()
+		s.res.HandedOff = true
+		return nil
+	}
 	err = s.core.Confirm(s.res.Session, content)
 	if err != nil {
 		s.session = 0 // a refusal consumed the session and released what it held
@@ -260,7 +275,27 @@ func (s *server) checkClient() error {
 		return s.refuse(&Refusal{Code: CodeProtocolError, Reason: "malformed ClientAuth", Err: err})
 	}
 	s.res.User = ca.User
-	auth, err := s.core.Authenticate(&AuthRequest{Session: s.res.Session, User: ca.User, Time: ca.Time, SSHSIG: ca.SSHSIG})
+	req := &AuthRequest{Session: s.res.Session, User: ca.User, Time: ca.Time, SSHSIG: ca.SSHSIG}
+	if hc, ok := s.core.(HandoffCore); ok {
+		st, err := s.rc.Snapshot()
+		if err != nil {
+			return err
+		}
+		auth, err := hc.AuthenticateHandoff(req, st)
+		st.Zero()
+		s.session = 0 // consumed, whatever the decision
+		if err != nil {
+			return s.sendVerdict(err)
+		}
+		clear(auth.Secret)
+		s.rc.Detach()
+		s.res.Statement, s.res.Signature, s.res.Issued, s.res.HandedOff = auth.Statement, ca.SSHSIG, auth.Issued, true
+		if s.res.UserKey, err = ssh.ParsePublicKey(auth.UserKey); err != nil {
+			return err
+		}
+		return nil
+	}
+	auth, err := s.core.Authenticate(req)
 	if err != nil {
 		s.session = 0 // a refusal consumed the session and released what it held
 		return s.sendVerdict(err)

@@ -41,6 +41,38 @@ func (c *Conn) Export() (*State, error) {
 	defer c.in.Unlock()
 	c.out.Lock()
 	defer c.out.Unlock()
+	s, err := c.snapshotLocked()
+	if err != nil {
+		return nil, err
+	}
+	c.detachLocked()
+	return s, nil
+}
+
+// Snapshot returns the connection's transport state without detaching it: the Conn stays
+// usable, for the case where another process may or may not take the connection over. Once it
+// has, call Detach; the two must not both go on using the keys.
+func (c *Conn) Snapshot() (*State, error) {
+	c.in.Lock()
+	defer c.in.Unlock()
+	c.out.Lock()
+	defer c.out.Unlock()
+	return c.snapshotLocked()
+}
+
+// Detach ends this Conn's part in the session after a Snapshot was taken over elsewhere: it
+// wipes the keys and refuses reads and writes, and Close sends no close record.
+func (c *Conn) Detach() {
+	c.in.Lock()
+	defer c.in.Unlock()
+	c.out.Lock()
+	defer c.out.Unlock()
+	if c.in.half != nil && c.out.half != nil {
+		c.detachLocked()
+	}
+}
+
+func (c *Conn) snapshotLocked() (*State, error) {
 	if c.in.half == nil || c.out.half == nil {
 		return nil, ErrNoKeys
 	}
@@ -53,19 +85,21 @@ func (c *Conn) Export() (*State, error) {
 	if len(c.out.buf) != 0 {
 		return nil, errors.New("netauth: cannot export a connection with unsent data")
 	}
-	s := &State{
+	return &State{
 		SendKey: c.out.half.key, SendNonce: c.out.half.nonce, SendCount: c.out.sent,
 		RecvKey: c.in.half.key, RecvNonce: c.in.half.nonce, RekeyAfter: c.out.rekeyAfter,
 		Unread: append([]byte(nil), c.in.buf[c.in.pos:c.in.end]...),
 		Plain:  append([]byte(nil), c.in.plain...),
-	}
+	}, nil
+}
+
+func (c *Conn) detachLocked() {
 	c.in.half.Zero()
 	c.out.half.Zero()
 	clear(c.in.buf)
 	c.in.plain = nil
 	c.in.err, c.out.err = ErrDetached, ErrDetached
 	c.out.closed = true // no close record: the session lives on elsewhere
-	return s, nil
 }
 
 // Import continues a connection from an exported state over nc (the same socket, received
@@ -82,6 +116,9 @@ func Import(nc net.Conn, s *State) (*Conn, error) {
 		c.out.rekeyAfter = s.RekeyAfter
 	}
 	// Decrypted bytes go first in the buffer, then the raw bytes still to be processed.
+	if need := len(s.Plain) + len(s.Unread); need > len(c.in.buf) {
+		c.growLocked(need)
+	}
 	n := copy(c.in.buf, s.Plain)
 	c.in.plain = c.in.buf[:n:n]
 	c.in.pos = n
