@@ -22,12 +22,13 @@ import (
 // How the owner of a loopback TCP connection is found.
 //
 // A TCP connection to the proxy carries no credentials, so the proxy asks the kernel which
-// local socket is at the other end and who owns it. It reads the kernel's socket tables,
-// /proc/self/net/tcp and /proc/self/net/tcp6, rather than querying NETLINK_SOCK_DIAG: the
-// tables are present wherever /proc is mounted (inet_diag is a module that may be missing or
-// filtered in sandboxes), need no privilege, and are plain text that a fuzzed parser can check.
-// The price is a scan of every socket per accepted connection, which is cheap at the socket
-// counts of a desktop or a build machine.
+// local socket is at the other end and who owns it. It asks NETLINK_SOCK_DIAG for that one
+// socket (sockdiag.go) where the kernel offers it. This file is the fallback for kernels and
+// sandboxes without it (inet_diag is a module that may be missing, and netlink may be
+// filtered): it reads the kernel's socket tables, /proc/self/net/tcp and /proc/self/net/tcp6,
+// which are present wherever /proc is mounted, need no privilege, and are plain text that a
+// fuzzed parser can check. The price is a walk of every socket per accepted connection, about
+// 20 ms with 6,000 sockets.
 //
 // The client's row is the one whose local address is the accepted connection's remote address
 // and whose remote address is the proxy's listening address. Only a row that is a live socket

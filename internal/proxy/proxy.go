@@ -9,7 +9,8 @@
 // running as the proxy's own uid are served (root included: a proxy running as root serves
 // only root). On a Unix socket the kernel's peer credentials (SO_PEERCRED) tell who connected;
 // on loopback TCP the owner of the connecting socket is looked up in the kernel's socket
-// tables (see procnet.go). A connection whose owner cannot be determined is refused.
+// tables (see sockdiag.go and procnet.go). A connection whose owner cannot be determined is
+// refused.
 package proxy
 
 import (
@@ -99,9 +100,7 @@ func Listen(opts Options) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	p.tcpOwner = func(client, server netip.AddrPort) (int, error) {
-		return tcpOwner(procNet, client, server)
-	}
+	p.tcpOwner = newOwnerFinder(p.log).owner
 	userPart, host, port, err := parseRemote(opts.Remote)
 	if err != nil {
 		return nil, err
