@@ -34,7 +34,7 @@ other addresses are refused.
 
 Only processes running as your own uid are served: on a Unix socket the
 kernel's peer credentials are checked, and on TCP the owner of the connecting
-socket is looked up in the kernel's socket table (the kernel (netlink sock_diag, or /proc/net/tcp)). Connections
+socket is looked up in the kernel's socket table (netlink sock_diag, or /proc/net/tcp). Connections
 from other users, or whose owner cannot be found, are closed and logged.
 
 Examples:
