@@ -43,6 +43,12 @@ whoami service on 127.0.0.1:4000 for every user with a key in
 generated in /var/lib/netauth; as another user, the same service in-process
 for that user alone.
 
+Run as root, netauthd (the monitor) keeps the keys and makes every decision, and
+never reads from a client socket: network bytes are parsed by its unprivileged
+half, netauthd-acceptor, which must be installed next to it (build it with
+CGO_ENABLED=0) and runs as the account "netauth" (else "nobody"), confined with
+no_new_privs and Landlock. See docs/SECURITY.md.
+
 Signals: SIGHUP reloads the configuration (a broken file is refused and the
 running configuration kept); SIGTERM and SIGINT stop the daemon.
 
