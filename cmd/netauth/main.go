@@ -23,6 +23,7 @@ Commands:
   trust    show a server's host key and add it to netauth's known_hosts
   proxy    let programs that do not speak netauth use a netauth service through a local socket
   audit    verify netauthd's audit log, or export a record for ssh-keygen -Y verify
+  bench    measure netauth against TCP, a fork-setuid server, TLS and OpenSSH on this machine
 
 Run 'netauth <command> -h' for a command's flags.
 `
@@ -48,6 +49,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return trustMain(args[1:], stdin, stdout, stderr)
 	case "proxy":
 		return proxyMain(args[1:], stdout, stderr)
+	case "bench":
+		return benchMain(args[1:], stdout, stderr)
 	case "audit":
 		return auditMain(args[1:], stdout, stderr)
 	case "worker":

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"ubns.dev/netauth/internal/bench"
+)
+
+const benchUsage = `usage: netauth bench [-n N] [-quick] [-only PARTS] [-scale USERSxCONNS] [-json FILE] [-svg FILE]
+
+Measure netauth on this machine, over loopback, against its baselines in one
+run, and check the results against netauth's performance targets:
+
+  latency   connect, send 128 bytes, receive 128 bytes, close (the netAuth
+            paper's Table 3) against plain TCP, a C accept-fork-setuid server
+            (compiled with cc), Go crypto/tls 1.3 with client certificates (full
+            and resumed), OpenSSH (a login running a command, and a session on
+            a multiplexed master; needs sshd), netauth's in-process server (full
+            and resumed) and, as root, netauthd: a first connection (new
+            worker), a full handshake and a resumed one to an existing worker.
+            The systems alternate round-robin after a warm-up.
+  overhead  creating a listening server and connecting, against plain TCP
+            (the paper's Table 2)
+  cpu       the server's CPU per handshake (read with getrusage in the server
+            process), as handshakes per core-second
+  verify    user signature (SSHSIG) verifications per core-second
+  bulk      bulk throughput through netauth, crypto/tls and plain TCP
+  memory    an idle per-user worker's memory (root)
+  scale     many users with many connections each: latency percentiles and
+            netauthd's memory (root)
+
+The clients run in this process, the servers in child processes; netauthd's
+workers run as nobody. Progress goes to stderr, the table to stdout. Without
+root, the rows that start workers are skipped, and the report says why; so are
+OpenSSH without sshd and fork-setuid without a C compiler.
+
+Flags:
+`
+
+// benchCommand is `netauth bench`; self is the command line that runs this program.
+type benchCommand struct {
+	self []string
+}
+
+// benchMain runs `netauth bench`.
+func benchMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == bench.ServerArg {
+		// Hidden: the benchmark's server process, started by the benchmark itself.
+		if err := bench.Serve(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(stderr, "netauth bench server:", err)
+			return 1
+		}
+		return 0
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "netauth bench: cannot find this program to start its server process:", err)
+		return 1
+	}
+	return benchCommand{self: []string{exe}}.run(args, stdout, stderr)
+}
+
+// run parses the flags, runs the benchmark and writes the results.
+func (c benchCommand) run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	n := fs.Int("n", 0, fmt.Sprintf("measured connections per system (default %d; with -quick, 4)", bench.DefaultN))
+	quick := fs.Bool("quick", false, "tiny counts: a smoke run that checks everything works, not a measurement")
+	only := fs.String("only", "", "run only these parts, comma-separated: "+strings.Join(bench.Parts, ","))
+	scale := fs.String("scale", "", "size of the scale run, USERSxCONNS (default 50x10; with -quick, 3x2)")
+	jsonFile := fs.String("json", "", "also write the results as JSON to `FILE`")
+	svgFile := fs.String("svg", "", "also write a bar chart of the connect-send-recv medians (ratios to fork-setuid) as SVG to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 || *n < 0 {
+		fs.Usage()
+		return 2
+	}
+	opts := bench.Options{Self: c.self, N: *n, Quick: *quick, Progress: stderr,
+		Command: strings.TrimSpace("netauth bench " + strings.Join(args, " "))}
+	if *only != "" {
+		parts, err := bench.ParseOnly(*only)
+		if err != nil {
+			fmt.Fprintln(stderr, "netauth bench: -only:", err)
+			return 2
+		}
+		opts.Only = parts
+	}
+	if *scale != "" {
+		users, conns, ok := parseScale(*scale)
+		if !ok {
+			fmt.Fprintf(stderr, "netauth bench: -scale %q: want USERSxCONNS, two positive whole numbers (for example 1000x10)\n", *scale)
+			return 2
+		}
+		opts.ScaleUsers, opts.ScaleConns = users, conns
+	}
+	rep, err := bench.Run(opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "netauth bench:", err)
+		return 1
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		fmt.Fprintln(stderr, "netauth bench:", err)
+		return 1
+	}
+	if *jsonFile != "" {
+		if err := writeFileWith(*jsonFile, rep.WriteJSON); err != nil {
+			fmt.Fprintln(stderr, "netauth bench: -json:", err)
+			return 1
+		}
+	}
+	if *svgFile != "" {
+		if err := writeFileWith(*svgFile, rep.WriteSVG); err != nil {
+			fmt.Fprintln(stderr, "netauth bench: -svg:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// parseScale parses "USERSxCONNS".
+func parseScale(s string) (users, conns int, ok bool) {
+	u, c, found := strings.Cut(strings.ToLower(s), "x")
+	if !found {
+		return 0, 0, false
+	}
+	users, err1 := strconv.Atoi(u)
+	conns, err2 := strconv.Atoi(c)
+	return users, conns, err1 == nil && err2 == nil && users > 0 && conns > 0
+}
+
+// writeFileWith creates path and fills it with write.
+func writeFileWith(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
