@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/limits"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
@@ -24,6 +25,7 @@ import (
 const (
 	DefaultServerHandshakeTimeout = 10 * time.Second
 	DefaultMaxPendingHandshakes   = 256
+	DefaultMaxPendingPerSource    = 10
 	DefaultTicketLifetime         = time.Hour
 	DefaultMaxClockSkew           = handshake.DefaultMaxClockSkew
 )
@@ -63,6 +65,15 @@ type ServerConfig struct {
 	// MaxPendingHandshakes bounds the handshakes in progress; connections beyond it are
 	// refused with an "overloaded" code (DefaultMaxPendingHandshakes if zero).
 	MaxPendingHandshakes int
+
+	// MaxPendingPerSource bounds the handshakes in progress from one source: one IPv4
+	// address, or one IPv6 /64 network (one host can hold every address of its /64), like
+	// OpenSSH's PerSourceMaxStartups. Connections beyond it are refused with an "overloaded"
+	// code before anything is read from them, so a host flooding the server with slow or
+	// bogus handshakes cannot take the slots of MaxPendingHandshakes from everyone else.
+	// DefaultMaxPendingPerSource if zero; negative means no per-source bound. Connections
+	// that are not IP (Unix sockets) count only against MaxPendingHandshakes.
+	MaxPendingPerSource int
 
 	// Logger receives refusals and errors; nil discards them.
 	Logger *slog.Logger
@@ -120,7 +131,8 @@ type Listener struct {
 	ready   chan *Conn
 	done    chan struct{}
 	closeMu sync.Once
-	sem     chan struct{}
+	limiter *limits.Limiter
+	refused *limits.Throttle // of "refusing connection" log lines
 	wg      sync.WaitGroup
 	errMu   sync.Mutex
 	err     error // accept error that stopped the loop
@@ -185,7 +197,12 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 	if max <= 0 {
 		max = DefaultMaxPendingHandshakes
 	}
-	l.sem = make(chan struct{}, max)
+	perSource := cfg.MaxPendingPerSource
+	if perSource == 0 {
+		perSource = DefaultMaxPendingPerSource
+	}
+	l.limiter = limits.New(limits.Config{MaxPending: max, PerSource: perSource})
+	l.refused = &limits.Throttle{Every: time.Second}
 	service := cfg.Service
 	if service == "" {
 		service = "netauth"
@@ -234,16 +251,18 @@ func (l *Listener) acceptLoop() {
 			l.Close()
 			return
 		}
-		select {
-		case l.sem <- struct{}{}:
-		default:
-			// Too many handshakes in progress: refuse cheaply, without reading anything.
-			l.log.Warn("netauth: refusing connection: too many handshakes in progress", "remote", nc.RemoteAddr().String())
+		release, err := l.limiter.Admit(nc.RemoteAddr())
+		if err != nil {
+			// Too many handshakes in progress, in all or from this source: refuse cheaply,
+			// without reading anything (and log at most once a second).
+			if ok, held := l.refused.Allow(time.Now()); ok {
+				l.log.Warn("netauth: refusing connection: "+err.Error(), "remote", nc.RemoteAddr().String(), "unlogged_refusals", held)
+			}
 			go refuseOverloaded(nc)
 			continue
 		}
 		l.wg.Add(1)
-		go l.serve(nc)
+		go l.serve(nc, release)
 	}
 }
 
@@ -253,16 +272,10 @@ func refuseOverloaded(nc net.Conn) {
 	nc.Close()
 }
 
-// serve runs one handshake and hands the connection to Accept.
-func (l *Listener) serve(nc net.Conn) {
+// serve runs one handshake and hands the connection to Accept; release gives back the
+// connection's handshake slot (once the handshake is over; a second call does nothing).
+func (l *Listener) serve(nc net.Conn, release func()) {
 	defer l.wg.Done()
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-l.sem
-		}
-	}
 	defer release()
 	_ = nc.SetDeadline(time.Now().Add(l.timeout))
 	rc := record.NewConn(nc)

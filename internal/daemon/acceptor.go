@@ -286,22 +286,23 @@ func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Li
 			go refuse(nc, handshake.CodeOverloaded)
 			continue
 		}
-		go func() {
-			defer release()
-			a.handle(service, nc)
-		}()
+		go a.handle(service, nc, release)
 	}
 }
 
 // handle runs one handshake's framing and delivers the accepted connection to the monitor.
-func (a *acceptorSide) handle(service string, nc net.Conn) {
+// release gives back the connection's handshake slot: once the handshake is over, the
+// connection is an authenticated one, bounded by the per-user limits instead.
+func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
 	defer nc.Close()
+	defer release()
 	_ = nc.SetDeadline(time.Now().Add(a.timeout))
 	rc := record.NewConn(nc)
 	core := handoffCore{remoteCore{a: a, service: service, nc: nc}}
 	res, err := handshake.Serve(rc, core, nc.RemoteAddr().String(), func(r *handshake.Refusal) {
 		a.log.Info("refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
 	})
+	release()
 	if err != nil {
 		if !errors.As(err, new(*handshake.Refusal)) {
 			a.log.Debug("handshake abandoned", "service", service, "client", nc.RemoteAddr().String(), "err", err)

@@ -38,7 +38,7 @@ func newEvilAcceptor(t *testing.T, tb *testbed) *evilAcceptor {
 	}
 	go tb.d.serveAcceptor(&acceptor{ch: monitorEnd, exited: make(chan struct{})})
 	side := &acceptorSide{ch: evilEnd, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second,
-		pending: make(map[uint64]chan *handoff.Message), sem: make(chan struct{}, 8)}
+		pending: make(map[uint64]chan *handoff.Message)}
 	go side.receive()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -7,20 +7,37 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os/user"
 	"sync"
 	"time"
 
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/limits"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
 
-// maxPendingHandshakes bounds the handshakes in progress per service.
-const maxPendingHandshakes = 256
+// Bounds on unauthenticated connections (handshakes in progress) when handshakes run in this
+// process; the acceptor has its own (acceptorLimits).
+const (
+	maxPendingHandshakes = 256 // per service
+	maxPendingPerSource  = 10  // from one IPv4 address or IPv6 /64, per service (acceptor: in all)
+	earlyDropRate        = 30  // percent refused at the start of random early drop
+)
+
+// serviceLimits bound a service's handshakes in progress: maxPendingHandshakes in total,
+// maxPendingPerSource from one source, and random early drop from half the total on.
+var serviceLimits = limits.Config{
+	MaxPending:     maxPendingHandshakes,
+	PerSource:      maxPendingPerSource,
+	EarlyDropStart: maxPendingHandshakes / 2,
+	EarlyDropRate:  earlyDropRate,
+}
 
 // service is one configured service: its listening sockets and accept loops.
 type service struct {
@@ -29,7 +46,8 @@ type service struct {
 	mu        sync.Mutex
 	cfg       *policy.Service
 	listeners []net.Listener
-	sem       chan struct{}
+	limiter   *limits.Limiter
+	refusals  *limits.Throttle // of "refusing connection" log lines
 	done      chan struct{}
 	stopOnce  sync.Once
 	core      *serviceCore
@@ -38,7 +56,8 @@ type service struct {
 // startService binds (or adopts from socket activation) the service's addresses.
 // Callers hold d.mu.
 func (d *Daemon) startService(sc *policy.Service) (*service, error) {
-	s := &service{d: d, name: sc.Name, cfg: sc, sem: make(chan struct{}, maxPendingHandshakes), done: make(chan struct{})}
+	s := &service{d: d, name: sc.Name, cfg: sc, limiter: limits.New(serviceLimits),
+		refusals: &limits.Throttle{Every: time.Second}, done: make(chan struct{})}
 	var err error
 	if s.core, err = s.newCore(); err != nil {
 		return nil, fmt.Errorf("netauthd: service %q: %w", sc.Name, err)
@@ -120,19 +139,25 @@ func (s *service) acceptLoop(ln net.Listener) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.d.log.Warn("refusing connection: too many handshakes in progress", "service", s.name, "client", nc.RemoteAddr().String())
+		release, err := s.limiter.Admit(nc.RemoteAddr())
+		if err != nil {
+			logRefusal(s.d.log, s.refusals, s.name, nc, err)
 			go refuse(nc, handshake.CodeOverloaded)
 			continue
 		}
 		s.d.wg.Add(1)
 		go func() {
 			defer s.d.wg.Done()
-			defer func() { <-s.sem }()
-			s.handle(nc)
+			s.handle(nc, release)
 		}()
+	}
+}
+
+// logRefusal logs a connection refused for lack of a handshake slot, at most once a second
+// (a flood would otherwise make one line per connection), with the number left unlogged.
+func logRefusal(log *slog.Logger, th *limits.Throttle, service string, nc net.Conn, why error) {
+	if ok, held := th.Allow(time.Now()); ok {
+		log.Warn("refusing connection: "+why.Error(), "service", service, "client", nc.RemoteAddr().String(), "unlogged_refusals", held)
 	}
 }
 
@@ -217,8 +242,10 @@ func (c *serviceCore) take(session uint64) *admission {
 	return adm
 }
 
-// handle runs one handshake and hands the connection over.
-func (s *service) handle(nc net.Conn) {
+// handle runs one handshake and hands the connection over. release gives back the
+// connection's handshake slot, as soon as the handshake is over.
+func (s *service) handle(nc net.Conn, release func()) {
+	defer release()
 	d := s.d
 	d.mu.Lock()
 	timeout := d.cfg.HandshakeTimeout
@@ -226,6 +253,7 @@ func (s *service) handle(nc net.Conn) {
 	_ = nc.SetDeadline(time.Now().Add(timeout))
 	rc := record.NewConn(nc)
 	res, err := handshake.Serve(rc, s.core, nc.RemoteAddr().String(), s.refused)
+	release()
 	if err != nil {
 		if !errors.As(err, new(*handshake.Refusal)) {
 			d.log.Debug("handshake abandoned", "service", s.name, "client", nc.RemoteAddr().String(), "err", err)
@@ -269,7 +297,7 @@ func (s *service) authorize(r *handshake.Result) error {
 	if !ok {
 		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
 	}
-	acct, err := d.accounts.lookup(r.User)
+	acct, err := d.userAccount(sc, r.User)
 	if err != nil {
 		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
 	}
@@ -304,6 +332,20 @@ func (s *service) authorize(r *handshake.Result) error {
 	return nil
 }
 
+// userAccount returns the account of user name for service sc, from the system user
+// database. A service whose workers run as a service account ("run-as account") also serves
+// users who are not in the database (people known only by their keys): they get an account
+// with their name and no groups, so only "users NAME" or "users *" can grant them the
+// service. A service whose workers run as the user needs the user's real account.
+func (d *Daemon) userAccount(sc *policy.Service, name string) (*policy.Account, error) {
+	acct, err := d.accounts.lookup(name)
+	var unknown user.UnknownUserError
+	if err != nil && !sc.RunAsUser && errors.As(err, &unknown) {
+		return &policy.Account{Name: name}, nil
+	}
+	return acct, err
+}
+
 // checkTicket tells whether a ticket's user still has the key and the grant, so that one who
 // lost either gets a full handshake (and its clear refusal) instead of a resumption.
 func (s *service) checkTicket(r *handshake.Result) error {
@@ -316,8 +358,9 @@ func (s *service) checkTicket(r *handshake.Result) error {
 	if ok, err := keys.Authorized(ctx, src, r.User, r.UserKey); err != nil || !ok {
 		return errors.New("key no longer authorized")
 	}
-	acct, err := d.accounts.lookup(r.User)
-	if err != nil || !s.config().Allowed(r.User, acct.GroupNames) {
+	sc := s.config()
+	acct, err := d.userAccount(sc, r.User)
+	if err != nil || !sc.Allowed(r.User, acct.GroupNames) {
 		return errors.New("user no longer allowed")
 	}
 	return nil

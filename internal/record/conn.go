@@ -33,8 +33,16 @@ var (
 	ErrNoKeys = errors.New("netauth: record layer used before the handshake completed")
 )
 
-// rbufSize holds the largest frame plus room to read ahead.
-const rbufSize = 2 * (HeaderLen + MaxBody)
+// Read buffer sizes. A connection starts with a small buffer, enough for any handshake
+// frame sent in plaintext (a ClientHello is at most 2110 bytes), so that a connection whose
+// handshake is in progress costs little memory. The buffer grows to rbufSize (the largest
+// frame plus room to read ahead) the first time a frame does not fit: after SetKeys, when
+// records of any size are allowed; before, only to the size of a frame whose announced length
+// the reader allowed.
+const (
+	rbufInitial = 4 << 10
+	rbufSize    = 2 * (HeaderLen + MaxBody)
+)
 
 // Conn carries frames over a stream connection. Before the handshake completes it reads and
 // writes plaintext frames (ReadFrame, QueueRaw); after SetKeys it is a net.Conn whose Read and
@@ -68,7 +76,7 @@ type Conn struct {
 // NewConn wraps c. The connection carries plaintext frames until SetKeys is called.
 func NewConn(c net.Conn) *Conn {
 	rc := &Conn{conn: c}
-	rc.in.buf = make([]byte, rbufSize)
+	rc.in.buf = make([]byte, rbufInitial)
 	rc.out.rekeyAfter = DefaultRekeyAfter
 	return rc
 }
@@ -100,9 +108,13 @@ func (c *Conn) fill(n int) error {
 		return nil
 	}
 	if c.in.pos+n > len(c.in.buf) {
-		copy(c.in.buf, c.in.buf[c.in.pos:c.in.end])
-		c.in.end -= c.in.pos
-		c.in.pos = 0
+		if n > len(c.in.buf) {
+			c.growLocked(n)
+		} else {
+			copy(c.in.buf, c.in.buf[c.in.pos:c.in.end])
+			c.in.end -= c.in.pos
+			c.in.pos = 0
+		}
 	}
 	for c.in.end-c.in.pos < n {
 		m, err := c.conn.Read(c.in.buf[c.in.end:])
@@ -118,6 +130,23 @@ func (c *Conn) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// growLocked replaces the read buffer with one that holds at least n bytes, keeping the
+// unprocessed bytes: with keys set, the full rbufSize; before, just n. The old buffer is
+// wiped unless decrypted data still to be returned lives in it. Callers hold c.in.
+func (c *Conn) growLocked(n int) {
+	size := n
+	if c.in.half != nil {
+		size = max(n, rbufSize)
+	}
+	buf := make([]byte, size)
+	c.in.end = copy(buf, c.in.buf[c.in.pos:c.in.end])
+	c.in.pos = 0
+	if len(c.in.plain) == 0 { // decrypted data not yet returned may alias the old buffer
+		clear(c.in.buf)
+	}
+	c.in.buf = buf
 }
 
 // nextFrame returns the next frame's header and body, aliasing the read buffer; they stay

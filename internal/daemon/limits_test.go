@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/record"
+)
+
+// flooderIP is the flood's source: every 127.0.0.0/8 address is local on Linux, so a client
+// can choose which one it connects from; the legitimate clients connect from 127.0.0.1.
+var flooderIP = net.ParseIP("127.0.0.2")
+
+var overloadedAlert = []byte{record.FrameAlert, 0, handshake.AlertLen, byte(handshake.CodeOverloaded), handshake.Version}
+
+// floodConns holds stalled connections opened from one source and what the server did with
+// them.
+type floodConns struct {
+	mu      sync.Mutex
+	conns   []net.Conn
+	refused atomic.Int32 // answered with exactly the overloaded alert, then closed
+	closed  atomic.Int32 // closed by the server otherwise
+}
+
+// floodStalled opens n connections to addr from src that send nothing; a reader per
+// connection classifies how the server ends it. All are closed when the test ends; none
+// lives longer than limit.
+func floodStalled(t testing.TB, addr string, src net.IP, n int, limit time.Duration) *floodConns {
+	t.Helper()
+	f := &floodConns{}
+	t.Cleanup(f.close)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 2 * time.Second}
+	for i := range n {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("flood connection %d from %v: %v", i, src, err)
+		}
+		_ = c.SetDeadline(time.Now().Add(limit))
+		f.mu.Lock()
+		f.conns = append(f.conns, c)
+		f.mu.Unlock()
+		go func() {
+			var got []byte
+			buf := make([]byte, 64)
+			for {
+				m, err := c.Read(buf)
+				got = append(got, buf[:m]...)
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+						return // closed here, or still pending when the test ended
+					}
+					if bytes.Equal(got, overloadedAlert) {
+						f.refused.Add(1)
+					} else {
+						f.closed.Add(1)
+					}
+					return
+				}
+			}
+		}()
+	}
+	return f
+}
+
+func (f *floodConns) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+// waitRefused waits until want connections have been refused as overloaded, then checks that
+// no more are refused (nor closed) for a moment.
+func (f *floodConns) waitRefused(t testing.TB, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for int(f.refused.Load()) < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got, other := f.refused.Load(), f.closed.Load(); int(got) != want || other != 0 {
+		t.Fatalf("%d flood connections refused as overloaded and %d closed otherwise, want exactly %d and 0", got, other, want)
+	}
+}
+
+// bogusFlood connects from src to addr again and again, each time sending a bogus handshake
+// (random bytes, an oversized ClientHello header, a truncated ClientHello, an alert), until
+// stop is closed; it returns the number sent.
+func bogusFlood(addr string, src net.IP, stop <-chan struct{}) int {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: time.Second}
+	sent := 0
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return sent
+		default:
+		}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			continue
+		}
+		var p []byte
+		switch i % 4 {
+		case 0:
+			p = make([]byte, 300)
+			_, _ = rand.Read(p)
+		case 1:
+			p = []byte{record.FrameClientHello, 0xff, 0xff}
+		case 2:
+			p = append([]byte{record.FrameClientHello, 0x08, 0x3e}, make([]byte, 100)...) // 2110 announced
+		default:
+			p = overloadedAlert
+		}
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write(p)
+		_, _ = c.Read(make([]byte, 16))
+		c.Close()
+		sent++
+	}
+}
+
+// TestFloodFromOneSource: 500 stalled connections from 127.0.0.2 take at most
+// maxPendingPerSource handshake slots (every other one is refused as overloaded at once),
+// and alice and bob, connecting from 127.0.0.1 while 127.0.0.2 also keeps sending bogus
+// handshakes, are served every time and by their own workers: with the unprivileged acceptor
+// (its accept loop) and with handshakes in the daemon's process (the service's accept loop,
+// whose 256 slots the flood would otherwise fill).
+func TestFloodFromOneSource(t *testing.T) {
+	for _, mode := range []struct {
+		name      string
+		inProcess bool
+	}{{"acceptor", false}, {"in-process", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			start := time.Now()
+			tb := newTestbedOpts(t, whoamiService, testbedOpts{inProcess: mode.inProcess})
+			addr := tb.addr("whoami")
+			const floodN = 500
+			stalled := floodStalled(t, addr, flooderIP, floodN, 10*time.Second)
+			stalled.waitRefused(t, floodN-maxPendingPerSource)
+
+			stop := make(chan struct{})
+			sent := make(chan int, 1)
+			go func() { sent <- bogusFlood(addr, flooderIP, stop) }()
+			defer func() {
+				select {
+				case <-stop:
+				default:
+					close(stop)
+				}
+			}()
+			pids := map[string]string{}
+			for i := range 20 {
+				user := testAccounts[i%2]
+				cfg := tb.config(user)
+				cfg.DisableResumption = i%4 < 2
+				t0 := time.Now()
+				r, err := tb.whoami("whoami", user, cfg)
+				if err != nil {
+					t.Fatalf("%s's connection %d during the flood: %v", user, i, err)
+				}
+				if d := time.Since(t0); d > 3*time.Second {
+					t.Fatalf("%s's connection %d took %v during the flood", user, i, d)
+				}
+				if r["user"] != user || r["uid"] != uidOf(t, user) {
+					t.Fatalf("%s's connection %d: %v", user, i, r)
+				}
+				if p, ok := pids[user]; ok && p != r["pid"] {
+					t.Fatalf("%s served by workers %s and %s", user, p, r["pid"])
+				}
+				pids[user] = r["pid"]
+			}
+			close(stop)
+			n := <-sent
+			if n < 20 {
+				t.Fatalf("only %d bogus handshakes sent: the flood did not run", n)
+			}
+			if pids[testAccounts[0]] == pids[testAccounts[1]] {
+				t.Fatalf("alice and bob share worker %s", pids[testAccounts[0]])
+			}
+			t.Logf("%d stalled connections (%d refused at once), %d bogus handshakes; alice and bob served 20 times; %v",
+				floodN, stalled.refused.Load(), n, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
