@@ -63,7 +63,7 @@ func echoOverNetauth(addr string, cfg *netauth.Config) func() error {
 // startForkSetuid compiles and starts the C fork-setuid server, serving as uid/gid.
 func startForkSetuid(b *testing.B, dir string, uid, gid uint32) string {
 	bin := filepath.Join(dir, "forksetuid")
-	if out, err := exec.Command("cc", "-O2", "-o", bin, "testdata/forksetuid.c").CombinedOutput(); err != nil {
+	if out, err := exec.Command("cc", "-O2", "-o", bin, "../bench/csrc/forksetuid.c").CombinedOutput(); err != nil {
 		b.Fatalf("compiling the fork-setuid baseline: %v: %s", err, out)
 	}
 	portFile := filepath.Join(dir, "port")

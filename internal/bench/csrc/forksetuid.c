@@ -7,7 +7,7 @@
 // until killed. Run by root it drops the supplementary groups and changes to UID and GID;
 // run by another user (who can only "change" to its own ids) it still makes the setgid and
 // setuid calls, so each connection costs the same system calls.
-// (A copy of internal/daemon/testdata/forksetuid.c, which BenchmarkUBNS compiles.)
+// BenchmarkUBNS (internal/daemon) compiles it too.
 #include <arpa/inet.h>
 #include <grp.h>
 #include <netinet/in.h>
