@@ -309,26 +309,10 @@ func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
 		}
 		return
 	}
-	if res.HandedOff {
-		return // the monitor took the connection with its decision; the worker has it now
-	}
-	_ = nc.SetDeadline(time.Time{})
-	st, err := rc.Export()
-	if err != nil {
+	if !res.HandedOff {
+		// handoffCore always hands the connection over with the decision; anything else is a
+		// bug, and the connection cannot be served from here.
+		a.log.Error("accepted connection was not handed over", "service", service, "client", nc.RemoteAddr().String())
 		core.Abort(res.Session)
-		return
-	}
-	f, err := nc.(*net.TCPConn).File()
-	if err != nil {
-		st.Zero()
-		core.Abort(res.Session)
-		return
-	}
-	defer f.Close()
-	req := &deliverRequest{sessionRef: sessionRef{service: service, session: res.Session}, state: st}
-	payload := req.marshal()
-	st.Zero()
-	if _, err := a.call(handoff.TypeDeliver, payload, f); err != nil {
-		a.log.Error("delivering a connection to the monitor", "service", service, "err", err)
 	}
 }
