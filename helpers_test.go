@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -21,15 +22,7 @@ type testUser struct {
 
 func newTestUser(t testing.TB, name string) *testUser {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testUser{name: name, signer: s}
+	return &testUser{name: name, signer: testutil.Signer(t)}
 }
 
 // testServer is an in-process netauth server on loopback with its trusting client config.

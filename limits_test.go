@@ -3,17 +3,16 @@
 package netauth
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // Loopback sources: every 127.0.0.0/8 address is local on Linux, so a client can choose
@@ -22,82 +21,6 @@ var (
 	flooderIP = net.ParseIP("127.0.0.2")
 	legitIP   = net.ParseIP("127.0.0.1")
 )
-
-// floodConns holds connections opened from one source and what the server did with them.
-type floodConns struct {
-	mu       sync.Mutex
-	conns    []net.Conn
-	refused  atomic.Int32 // answered with exactly the overloaded alert, then closed
-	closed   atomic.Int32 // closed by the server otherwise
-	openedAt time.Time
-}
-
-// flood opens n connections to addr from src; payload(i) (nil: nothing, a stalled client) is
-// what connection i sends. A reader per connection classifies how the server ends it. All
-// are closed when the test ends; none lives longer than limit.
-func flood(t testing.TB, addr string, src net.IP, n int, limit time.Duration, payload func(i int) []byte) *floodConns {
-	t.Helper()
-	f := &floodConns{openedAt: time.Now()}
-	t.Cleanup(f.close)
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 2 * time.Second}
-	overloaded := alertBytes(CodeOverloaded)
-	for i := range n {
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("flood connection %d from %v: %v", i, src, err)
-		}
-		_ = c.SetDeadline(time.Now().Add(limit))
-		f.mu.Lock()
-		f.conns = append(f.conns, c)
-		f.mu.Unlock()
-		if p := payload(i); p != nil {
-			_, _ = c.Write(p)
-		}
-		go func() {
-			var got []byte
-			buf := make([]byte, 64)
-			for {
-				m, err := c.Read(buf)
-				got = append(got, buf[:m]...)
-				if err != nil {
-					if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-						return // closed here, or still pending when the test ended
-					}
-					if bytes.Equal(got, overloaded) {
-						f.refused.Add(1)
-					} else {
-						f.closed.Add(1)
-					}
-					return
-				}
-			}
-		}()
-	}
-	return f
-}
-
-func (f *floodConns) close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = nil
-}
-
-// waitRefused waits until want connections have been refused as overloaded, then checks that
-// no more are refused for a moment.
-func (f *floodConns) waitRefused(t testing.TB, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for int(f.refused.Load()) < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if got, other := f.refused.Load(), f.closed.Load(); int(got) != want || other != 0 {
-		t.Fatalf("%d flood connections refused as overloaded and %d closed otherwise, want exactly %d and 0", got, other, want)
-	}
-}
 
 // bogus returns what the i-th bogus client sends: random bytes, a ClientHello header
 // announcing more than the limit, a ClientHello cut short (then silence), or an alert.
@@ -139,13 +62,13 @@ func TestFloodFromOneSource(t *testing.T) {
 	t.Run("limited", func(t *testing.T) {
 		start := time.Now()
 		ts, alice := newServer(t, 0) // the default bound
-		stalled := flood(t, ts.addr, flooderIP, floodN, 10*time.Second, func(int) []byte { return nil })
-		stalled.waitRefused(t, floodN-perSource)
+		stalled := testutil.StartFlood(t, ts.addr, flooderIP, floodN, 10*time.Second, alertBytes(CodeOverloaded), nil)
+		stalled.WaitRefused(t, floodN-perSource)
 		if n := ts.ln.limiter.PendingFrom(&net.TCPAddr{IP: flooderIP}); n != perSource {
 			t.Fatalf("the flooder holds %d handshake slots, want %d", n, perSource)
 		}
-		t.Logf("%d stalled connections: %d refused in %v, %d held", floodN, stalled.refused.Load(),
-			time.Since(stalled.openedAt).Round(time.Millisecond), perSource)
+		t.Logf("%d stalled connections: %d refused in %v, %d held", floodN, stalled.Refused.Load(),
+			time.Since(stalled.OpenedAt).Round(time.Millisecond), perSource)
 
 		// Meanwhile the same source sends bogus handshakes as fast as it can.
 		stop := make(chan struct{})
@@ -199,8 +122,8 @@ func TestFloodFromOneSource(t *testing.T) {
 
 	t.Run("unlimited", func(t *testing.T) {
 		ts, alice := newServer(t, -1)
-		stalled := flood(t, ts.addr, flooderIP, floodN, 10*time.Second, func(int) []byte { return nil })
-		stalled.waitRefused(t, floodN-64)
+		stalled := testutil.StartFlood(t, ts.addr, flooderIP, floodN, 10*time.Second, alertBytes(CodeOverloaded), nil)
+		stalled.WaitRefused(t, floodN-64)
 		_, err := dialVerdict(ts.addr, ts.clientConfig(alice))
 		var re *RefusedError
 		if !errors.As(err, &re) || re.Code != CodeOverloaded {

@@ -20,30 +20,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
 
 	"ubns.dev/netauth/internal/keys"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers, for logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeClock is a settable clock for Options.Now.
 type fakeClock struct {
@@ -515,7 +498,7 @@ func TestHostRestriction(t *testing.T) {
 	key, pub := newEd25519(t)
 	freeKey, freePub := newEd25519(t)
 	allowed, otherHost := newHostKey(t), newHostKey(t)
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	a := New(Options{
 		Logger:       slog.New(slog.NewTextHandler(logs, nil)),
 		Restrictions: map[string][]string{keys.Fingerprint(pub): {keys.Fingerprint(allowed)}},
@@ -692,7 +675,7 @@ func TestServeShutdown(t *testing.T) {
 }
 
 func TestServeRefusesNonUnixConn(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	a := New(Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
@@ -327,7 +328,7 @@ func TestPeerCredRefusesOtherUsers(t *testing.T) {
 	bin := filepath.Join(base, "agent.test")
 	copyFile(t, exe, bin, 0o755)
 
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	a := New(Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	ln, path, err := Listen(base)
 	if err != nil {

@@ -15,30 +15,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"ubns.dev/netauth/agent"
 )
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var shLines = regexp.MustCompile(`^NETAUTH_AUTH_SOCK=(\S+); export NETAUTH_AUTH_SOCK;\nNETAUTH_AGENT_PID=(\d+); export NETAUTH_AGENT_PID;\necho Agent pid (\d+);\n$`)
 
@@ -101,7 +83,7 @@ func waitGone(t *testing.T, paths ...string) {
 func TestAgentForeground(t *testing.T) {
 	sock := filepath.Join(privateDir(t), "agent.sock")
 	pr, pw := io.Pipe()
-	stderr := &lockedBuffer{}
+	stderr := &testutil.Buffer{}
 	code := make(chan int, 1)
 	go func() {
 		code <- agentMain([]string{"-D", "-s", "-a", sock}, pw, stderr)

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
@@ -110,9 +111,9 @@ var proxyListening = regexp.MustCompile(`^netauth proxy: listening on (unix|tcp)
 // runProxyMain starts proxyMain with args and waits for the line that names its address.
 // It returns the address ("unix:PATH" or "tcp:HOST:PORT"), the exit status channel and the
 // standard error buffer.
-func runProxyMain(t *testing.T, args ...string) (string, chan int, *lockedBuffer) {
+func runProxyMain(t *testing.T, args ...string) (string, chan int, *testutil.Buffer) {
 	t.Helper()
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &testutil.Buffer{}, &testutil.Buffer{}
 	exit := make(chan int, 1)
 	go func() { exit <- proxyMain(args, stdout, stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -160,7 +161,7 @@ func proxyRoundTrip(t *testing.T, addr string) string {
 
 // stopProxyMain signals this process (proxyMain catches the signal) and checks the exit
 // status.
-func stopProxyMain(t *testing.T, sig syscall.Signal, exit chan int, stderr *lockedBuffer) {
+func stopProxyMain(t *testing.T, sig syscall.Signal, exit chan int, stderr *testutil.Buffer) {
 	t.Helper()
 	if err := syscall.Kill(os.Getpid(), sig); err != nil {
 		t.Fatal(err)

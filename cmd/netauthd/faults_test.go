@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
@@ -98,7 +99,7 @@ func TestMonitorKilled(t *testing.T) {
 	e := setup(t)
 	keysDir := filepath.Join(e.dir, "keys")
 	os.Mkdir(keysDir, 0o755)
-	alice := newSigner(t)
+	alice := testutil.Signer(t)
 	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
 	addr := freePort(t)
 	confPath := filepath.Join(e.dir, "netauthd.conf")

@@ -5,8 +5,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,10 +15,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
@@ -86,15 +84,6 @@ func setup(t *testing.T) *e2e {
 		t.Fatalf("go build netauthd-acceptor: %v: %s", err, out)
 	}
 	return &e2e{dir: dir, bin: bin}
-}
-
-func newSigner(t *testing.T) ssh.Signer {
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // logWatcher collects a process's stderr and finds lines in it.
@@ -166,7 +155,7 @@ func TestDaemonBinary(t *testing.T) {
 	e := setup(t)
 	keysDir := filepath.Join(e.dir, "keys")
 	os.Mkdir(keysDir, 0o755)
-	alice, bob := newSigner(t), newSigner(t)
+	alice, bob := testutil.Signer(t), testutil.Signer(t)
 	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
 	os.WriteFile(filepath.Join(keysDir, "netauth-bob"), ssh.MarshalAuthorizedKey(bob.PublicKey()), 0o644)
 
@@ -309,7 +298,7 @@ func TestEmbeddedDefaultUnprivileged(t *testing.T) {
 	cmd := exec.Command(e.bin, "-listen", port)
 	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	var out syncBuffer
+	var out testutil.Buffer
 	cmd.Stdout = &out
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -392,24 +381,6 @@ func checkBoundary(t *testing.T, monitorPid int, acceptorPid string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -431,7 +402,7 @@ func TestEmbeddedDefaultRoot(t *testing.T) {
 		}
 		t.Cleanup(func() { os.Remove(p) })
 	}
-	alice := newSigner(t)
+	alice := testutil.Signer(t)
 	acct, err := policy.LookupAccount("netauth-alice")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"ubns.dev/netauth/internal/proxyproto"
 )
@@ -62,7 +63,7 @@ func testBackend(t *testing.T, ln net.Listener) {
 // backendServer serves the backend worker forwarding to addr.
 func backendServer(t *testing.T, addr string) *server {
 	t.Helper()
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	h, err := backendHandler([]string{addr}, stderr)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // execServer serves the exec worker running the test binary in mode.
@@ -23,7 +24,7 @@ func execServer(t *testing.T, mode string) *server {
 	}
 	t.Setenv("NETAUTH_CONTROL_FD", "99") // must not reach the program
 	t.Setenv("NETAUTH_KEY_FP", "stale")  // replaced by the connection's
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	h, err := execHandler([]string{"--", self, programArg, mode}, stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +137,7 @@ func TestExecProgramExits(t *testing.T) {
 }
 
 func TestExecStartFailure(t *testing.T) {
-	stderr := &syncBuffer{}
+	stderr := &testutil.Buffer{}
 	h, err := execHandler([]string{"--", "/nonexistent/program"}, stderr)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@
 package builtin
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -13,9 +12,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
@@ -76,7 +75,7 @@ func testProgram(mode string) int {
 type server struct {
 	addr   string
 	client *netauth.Config
-	stderr *syncBuffer
+	stderr *testutil.Buffer
 }
 
 // newServer serves handler (made by make from the given stderr) for user "alice".
@@ -129,24 +128,6 @@ func (s *server) dial(t *testing.T) *netauth.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitFor polls cond until it holds or limit passes.

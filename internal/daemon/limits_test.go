@@ -3,18 +3,14 @@
 package daemon
 
 import (
-	"bytes"
 	"crypto/rand"
-	"errors"
 	"net"
-	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // flooderIP is the flood's source: every 127.0.0.0/8 address is local on Linux, so a client
@@ -22,78 +18,6 @@ import (
 var flooderIP = net.ParseIP("127.0.0.2")
 
 var overloadedAlert = []byte{record.FrameAlert, 0, handshake.AlertLen, byte(handshake.CodeOverloaded), handshake.Version}
-
-// floodConns holds stalled connections opened from one source and what the server did with
-// them.
-type floodConns struct {
-	mu      sync.Mutex
-	conns   []net.Conn
-	refused atomic.Int32 // answered with exactly the overloaded alert, then closed
-	closed  atomic.Int32 // closed by the server otherwise
-}
-
-// floodStalled opens n connections to addr from src that send nothing; a reader per
-// connection classifies how the server ends it. All are closed when the test ends; none
-// lives longer than limit.
-func floodStalled(t testing.TB, addr string, src net.IP, n int, limit time.Duration) *floodConns {
-	t.Helper()
-	f := &floodConns{}
-	t.Cleanup(f.close)
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 2 * time.Second}
-	for i := range n {
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("flood connection %d from %v: %v", i, src, err)
-		}
-		_ = c.SetDeadline(time.Now().Add(limit))
-		f.mu.Lock()
-		f.conns = append(f.conns, c)
-		f.mu.Unlock()
-		go func() {
-			var got []byte
-			buf := make([]byte, 64)
-			for {
-				m, err := c.Read(buf)
-				got = append(got, buf[:m]...)
-				if err != nil {
-					if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
-						return // closed here, or still pending when the test ended
-					}
-					if bytes.Equal(got, overloadedAlert) {
-						f.refused.Add(1)
-					} else {
-						f.closed.Add(1)
-					}
-					return
-				}
-			}
-		}()
-	}
-	return f
-}
-
-func (f *floodConns) close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = nil
-}
-
-// waitRefused waits until want connections have been refused as overloaded, then checks that
-// no more are refused (nor closed) for a moment.
-func (f *floodConns) waitRefused(t testing.TB, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for int(f.refused.Load()) < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if got, other := f.refused.Load(), f.closed.Load(); int(got) != want || other != 0 {
-		t.Fatalf("%d flood connections refused as overloaded and %d closed otherwise, want exactly %d and 0", got, other, want)
-	}
-}
 
 // bogusFlood connects from src to addr again and again, each time sending a bogus handshake
 // (random bytes, an oversized ClientHello header, a truncated ClientHello, an alert), until
@@ -147,8 +71,8 @@ func TestFloodFromOneSource(t *testing.T) {
 			tb := newTestbedOpts(t, whoamiService, testbedOpts{inProcess: mode.inProcess})
 			addr := tb.addr("whoami")
 			const floodN = 500
-			stalled := floodStalled(t, addr, flooderIP, floodN, 10*time.Second)
-			stalled.waitRefused(t, floodN-maxPendingPerSource)
+			stalled := testutil.StartFlood(t, addr, flooderIP, floodN, 10*time.Second, overloadedAlert, nil)
+			stalled.WaitRefused(t, floodN-maxPendingPerSource)
 
 			stop := make(chan struct{})
 			sent := make(chan int, 1)
@@ -190,7 +114,7 @@ func TestFloodFromOneSource(t *testing.T) {
 				t.Fatalf("alice and bob share worker %s", pids[testAccounts[0]])
 			}
 			t.Logf("%d stalled connections (%d refused at once), %d bogus handshakes; alice and bob served 20 times; %v",
-				floodN, stalled.refused.Load(), n, time.Since(start).Round(time.Millisecond))
+				floodN, stalled.Refused.Load(), n, time.Since(start).Round(time.Millisecond))
 		})
 	}
 }

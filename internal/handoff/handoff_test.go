@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/record"
@@ -25,43 +26,11 @@ var testKeys = [2][32]byte{
 	{0: 0xb2, 31: 0x2b},
 }
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	_ = a.SetDeadline(deadline)
-	_ = r.c.SetDeadline(deadline)
-	t.Cleanup(func() { a.Close(); r.c.Close() })
-	return a.(*net.TCPConn), r.c.(*net.TCPConn)
-}
-
 // keyedPair returns two keyed record connections talking to each other over loopback TCP:
 // the client's, and the server's with its TCP socket.
 func keyedPair(t testing.TB) (client, server *record.Conn, serverTCP *net.TCPConn) {
 	t.Helper()
-	na, nb := tcpPair(t)
+	na, nb := testutil.TCPPair(t)
 	client, server = record.NewConn(na), record.NewConn(nb)
 	client.SetKeys(record.NewHalf(testKeys[0], 0), record.NewHalf(testKeys[1], 0))
 	server.SetKeys(record.NewHalf(testKeys[1], 0), record.NewHalf(testKeys[0], 0))
@@ -446,7 +415,7 @@ func TestSendToClosedWorker(t *testing.T) {
 	}
 	defer d.Close()
 	wf.Close()
-	_, serverTCP := tcpPair(t)
+	_, serverTCP := testutil.TCPPair(t)
 	before := countFDs(t)
 	f, err := serverTCP.File()
 	if err != nil {
@@ -657,7 +626,7 @@ func TestFromFileRefuses(t *testing.T) {
 			t.Logf("type %d: %v", typ, err)
 		}
 	}
-	_, tcp := tcpPair(t)
+	_, tcp := testutil.TCPPair(t)
 	f, err := tcp.File()
 	if err != nil {
 		t.Fatal(err)

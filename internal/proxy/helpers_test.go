@@ -4,7 +4,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -18,6 +17,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
@@ -26,24 +26,6 @@ import (
 // testUserName is the user the tests authenticate as; the in-process server knows it without
 // a system account.
 const testUserName = "alice"
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // countingListener counts the TCP connections the server accepts, before any handshake.
 type countingListener struct {
@@ -174,7 +156,7 @@ func (ts *testServer) config() *netauth.Config {
 
 // startProxy listens with opts and serves until the test ends. The log is kept in the
 // returned buffer and shown if the test fails.
-func startProxy(t *testing.T, opts Options) (*Proxy, *lockedBuffer) {
+func startProxy(t *testing.T, opts Options) (*Proxy, *testutil.Buffer) {
 	t.Helper()
 	p, logs := listenProxy(t, opts)
 	serveProxy(t, p)
@@ -182,9 +164,9 @@ func startProxy(t *testing.T, opts Options) (*Proxy, *lockedBuffer) {
 }
 
 // listenProxy is Listen with a logger writing to a buffer.
-func listenProxy(t *testing.T, opts Options) (*Proxy, *lockedBuffer) {
+func listenProxy(t *testing.T, opts Options) (*Proxy, *testutil.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := Listen(opts)
 	if err != nil {

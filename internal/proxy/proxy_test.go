@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"ubns.dev/netauth"
 )
@@ -249,7 +250,7 @@ func copyFile(t *testing.T, src, dst string) {
 
 // checkRefused checks that the child read nothing, that the server saw no connection, and that
 // the refusal was logged with the child's uid.
-func checkRefused(t *testing.T, out string, ts *testServer, logs *lockedBuffer, client string) {
+func checkRefused(t *testing.T, out string, ts *testServer, logs *testutil.Buffer, client string) {
 	t.Helper()
 	if strings.Contains(out, "connected") && !strings.Contains(out, `read "" err=`) {
 		t.Errorf("the other user's client read data:\n%s", out)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
@@ -469,7 +470,7 @@ func TestProbeSockDiag(t *testing.T) {
 func TestOwnerFinderFallback(t *testing.T) {
 	ln := listenLoopback(t, "127.0.0.1")
 	c := dialLoopback(t, "conn", ln)
-	var logs lockedBuffer
+	var logs testutil.Buffer
 	f := newOwnerFinder(slog.New(slog.NewTextHandler(&logs, nil)))
 	probes := 0
 	f.probe = func() error { probes++; return fmt.Errorf("opening a NETLINK_SOCK_DIAG socket: %w", unix.EMFILE) }

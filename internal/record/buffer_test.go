@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"io"
 	"testing"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 func (c *Conn) readBufLen() int {
@@ -18,7 +19,7 @@ func (c *Conn) readBufLen() int {
 // plaintext frame the reader allowed grows it only to that frame's size; the first record
 // too large for it grows it to the full size, and data read across the growth is intact.
 func TestReadBufferStartsSmall(t *testing.T) {
-	na, nb := tcpPair(t)
+	na, nb := testutil.TCPPair(t)
 	rc := NewConn(nb)
 	if n := rc.readBufLen(); n != rbufInitial {
 		t.Fatalf("new connection's read buffer: %d bytes, want %d", n, rbufInitial)
@@ -77,7 +78,7 @@ func TestReadBufferStartsSmall(t *testing.T) {
 
 // TestImportFullBuffer: a state holding a full read buffer imports intact.
 func TestImportFullBuffer(t *testing.T) {
-	_, nb := tcpPair(t)
+	_, nb := testutil.TCPPair(t)
 	plain := bytes.Repeat([]byte("p"), rbufSize/2)
 	unread := bytes.Repeat([]byte("u"), rbufSize-len(plain))
 	st := &State{SendKey: testKeys[0], RecvKey: testKeys[1], Plain: plain, Unread: unread}

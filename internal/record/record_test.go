@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"github.com/flynn/noise"
 )
@@ -24,43 +25,10 @@ var testKeys = [2][32]byte{
 	{0: 0xb2, 31: 0x2b},
 }
 
-// tcpPair returns both ends of a loopback TCP connection (buffered by the kernel, unlike
-// net.Pipe, so one goroutine can write and then read).
-func tcpPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	_ = a.SetDeadline(deadline)
-	_ = r.c.SetDeadline(deadline)
-	t.Cleanup(func() { a.Close(); r.c.Close() })
-	return a, r.c
-}
-
 // keyedPair returns two keyed record connections talking to each other over loopback TCP.
 func keyedPair(t testing.TB) (a, b *Conn) {
 	t.Helper()
-	na, nb := tcpPair(t)
+	na, nb := testutil.TCPPair(t)
 	a, b = NewConn(na), NewConn(nb)
 	a.SetKeys(NewHalf(testKeys[0], 0), NewHalf(testKeys[1], 0))
 	b.SetKeys(NewHalf(testKeys[1], 0), NewHalf(testKeys[0], 0))
@@ -71,7 +39,7 @@ func keyedPair(t testing.TB) (a, b *Conn) {
 // one writes (with the keys of sealer()).
 func rawToKeyed(t testing.TB) (raw net.Conn, rc *Conn) {
 	t.Helper()
-	na, nb := tcpPair(t)
+	na, nb := testutil.TCPPair(t)
 	rc = NewConn(nb)
 	rc.SetKeys(NewHalf(testKeys[1], 0), NewHalf(testKeys[0], 0))
 	return na, rc
@@ -370,7 +338,7 @@ func TestReorderedAndReplayedRecords(t *testing.T) {
 	})
 	t.Run("reflected", func(t *testing.T) {
 		// A record sent back to its sender does not open under the other direction's key.
-		na, nb := tcpPair(t)
+		na, nb := testutil.TCPPair(t)
 		ca := NewConn(na)
 		ca.SetKeys(NewHalf(testKeys[0], 0), NewHalf(testKeys[1], 0))
 		f := seal(t, NewHalf(testKeys[0], 0), TypeData, []byte("mirror"))
@@ -492,7 +460,7 @@ func TestCloseRecord(t *testing.T) {
 // TestCloseBeforeKeys closes a connection still in the handshake phase: no record can be
 // sent, and the peer sees the stream end.
 func TestCloseBeforeKeys(t *testing.T) {
-	na, nb := tcpPair(t)
+	na, nb := testutil.TCPPair(t)
 	a := NewConn(na)
 	if err := a.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -639,7 +607,7 @@ func TestWrongFrameTypeAfterKeys(t *testing.T) {
 }
 
 func TestNoKeys(t *testing.T) {
-	na, nb := tcpPair(t)
+	na, nb := testutil.TCPPair(t)
 	a := NewConn(na)
 	if _, err := a.Write([]byte("x")); !errors.Is(err, ErrNoKeys) {
 		t.Fatalf("Write before SetKeys: %v", err)
