@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/policy"
-	"ubns.dev/netauth/internal/proxy"
 )
 
 // The test binary is also netauthd's built-in worker for exec and backend services: the
@@ -62,27 +60,10 @@ func (tb *testbed) useBuiltinWorker() {
 // service, and returns its port. Local clients (running as root, like the proxy) connect to
 // it without any credentials; the proxy's ticket cache makes successive sessions resumed.
 func (tb *testbed) startProxy(service, user string) string {
-	t := tb.t
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	p, err := proxy.Listen(proxy.Options{Listen: "tcp:127.0.0.1:0", Remote: tb.addr(service), Config: tb.config(user), Logger: log.With("proxy", user)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = p.Serve(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		p.Close()
-		<-done
-	})
-	addr, ok := strings.CutPrefix(p.Addr(), "tcp:")
-	if !ok {
-		t.Fatalf("proxy address %q is not tcp:HOST:PORT", p.Addr())
+	tb.t.Helper()
+	network, addr, _ := tb.startProxyConfig(service, "tcp:127.0.0.1:0", tb.config(user))
+	if network != "tcp" {
+		tb.t.Fatalf("proxy listens on %s, not tcp", network)
 	}
 	_, port, _ := strings.Cut(addr, ":")
 	return port
