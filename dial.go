@@ -385,15 +385,8 @@ func (s *lazySigner) SignStatement(stmt []byte) ([]byte, error) {
 // agent is a stock ssh-agent.
 type agentCache struct{ d *dialer }
 
-func (c *agentCache) fallback() bool {
-	if c.d.noExt {
-		return true
-	}
-	return false
-}
-
 func (c *agentCache) Get(id string) ([]byte, bool) {
-	if c.fallback() {
+	if c.d.noExt {
 		return defaultCache().Get(id)
 	}
 	t, _, err := agent.GetTicket(c.d.ag, id)
@@ -411,7 +404,7 @@ func (c *agentCache) Get(id string) ([]byte, bool) {
 }
 
 func (c *agentCache) Put(id string, s []byte, expiry time.Time) {
-	if c.fallback() {
+	if c.d.noExt {
 		defaultCache().Put(id, s, expiry)
 		return
 	}
@@ -426,7 +419,7 @@ func (c *agentCache) Put(id string, s []byte, expiry time.Time) {
 }
 
 func (c *agentCache) Delete(id string) {
-	if c.fallback() {
+	if c.d.noExt {
 		defaultCache().Delete(id)
 		return
 	}

@@ -258,18 +258,12 @@ func (l *Listener) acceptLoop() {
 			if ok, held := l.refused.Allow(time.Now()); ok {
 				l.log.Warn("netauth: refusing connection: "+err.Error(), "remote", nc.RemoteAddr().String(), "unlogged_refusals", held)
 			}
-			go refuseOverloaded(nc)
+			go handshake.Refuse(nc, handshake.CodeOverloaded)
 			continue
 		}
 		l.wg.Add(1)
 		go l.serve(nc, release)
 	}
-}
-
-func refuseOverloaded(nc net.Conn) {
-	_ = nc.SetDeadline(time.Now().Add(time.Second))
-	_, _ = nc.Write([]byte{record.FrameAlert, 0, handshake.AlertLen, byte(handshake.CodeOverloaded), handshake.Version})
-	nc.Close()
 }
 
 // serve runs one handshake and hands the connection to Accept; release gives back the

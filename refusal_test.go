@@ -366,9 +366,7 @@ func checkRefusalFrames(t *testing.T, frames [][]byte, service string) {
 }
 
 // alertBytes is the whole of what a server sends to refuse before keys exist.
-func alertBytes(code Code) []byte {
-	return []byte{record.FrameAlert, 0, handshake.AlertLen, byte(code), handshake.Version}
-}
+func alertBytes(code Code) []byte { return handshake.AlertFrame(code) }
 
 // readUntilClosed reads everything from c until the peer closes (or 5 seconds pass) and
 // reports whether the connection ended by the peer closing it.

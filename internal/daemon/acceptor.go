@@ -283,7 +283,7 @@ func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Li
 		release, err := a.limiter.Admit(nc.RemoteAddr())
 		if err != nil {
 			logRefusal(a.log, a.refusals, service, nc, err)
-			go refuse(nc, handshake.CodeOverloaded)
+			go handshake.Refuse(nc, handshake.CodeOverloaded)
 			continue
 		}
 		go a.handle(service, nc, release)

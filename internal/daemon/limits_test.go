@@ -17,7 +17,7 @@ import (
 // can choose which one it connects from; the legitimate clients connect from 127.0.0.1.
 var flooderIP = net.ParseIP("127.0.0.2")
 
-var overloadedAlert = []byte{record.FrameAlert, 0, handshake.AlertLen, byte(handshake.CodeOverloaded), handshake.Version}
+var overloadedAlert = handshake.AlertFrame(handshake.CodeOverloaded)
 
 // bogusFlood connects from src to addr again and again, each time sending a bogus handshake
 // (random bytes, an oversized ClientHello header, a truncated ClientHello, an alert), until

@@ -142,7 +142,7 @@ func (s *service) acceptLoop(ln net.Listener) {
 		release, err := s.limiter.Admit(nc.RemoteAddr())
 		if err != nil {
 			logRefusal(s.d.log, s.refusals, s.name, nc, err)
-			go refuse(nc, handshake.CodeOverloaded)
+			go handshake.Refuse(nc, handshake.CodeOverloaded)
 			continue
 		}
 		s.d.wg.Add(1)
@@ -159,13 +159,6 @@ func logRefusal(log *slog.Logger, th *limits.Throttle, service string, nc net.Co
 	if ok, held := th.Allow(time.Now()); ok {
 		log.Warn("refusing connection: "+why.Error(), "service", service, "client", nc.RemoteAddr().String(), "unlogged_refusals", held)
 	}
-}
-
-// refuse sends a plaintext alert and closes nc.
-func refuse(nc net.Conn, code handshake.Code) {
-	_ = nc.SetDeadline(time.Now().Add(time.Second))
-	_, _ = nc.Write([]byte{record.FrameAlert, 0, handshake.AlertLen, byte(code), handshake.Version})
-	nc.Close()
 }
 
 // admission is what authorize decided for a connection about to be accepted.

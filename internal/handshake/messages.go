@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
+	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	"ubns.dev/netauth/internal/keys"
@@ -242,9 +244,18 @@ func parseVerdict(c []byte) (*verdict, error) {
 	return m, nil
 }
 
-// alert is a plaintext error frame, sent before keys exist.
-func alertFrame(code Code) []byte {
+// AlertFrame returns the plaintext alert frame that refuses a connection with code before
+// keys exist: all the peer learns.
+func AlertFrame(code Code) []byte {
 	return frame(record.FrameAlert, []byte{byte(code), Version})
+}
+
+// Refuse sends the alert for code on a connection nothing has been read from (as a server
+// does when it is overloaded), giving the peer a second to take it, and closes it.
+func Refuse(nc net.Conn, code Code) {
+	_ = nc.SetDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write(AlertFrame(code))
+	nc.Close()
 }
 
 func addBytes16(b *cryptobyte.Builder, v []byte) {

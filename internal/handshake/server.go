@@ -189,7 +189,7 @@ func (s *server) sendAlert(err error) error {
 	if errors.As(err, &r) {
 		code = r.Code
 	}
-	s.rc.QueueRaw(alertFrame(code))
+	s.rc.QueueRaw(AlertFrame(code))
 	_ = s.rc.Flush()
 	return err
 }
