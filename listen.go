@@ -46,9 +46,11 @@ type ServerConfig struct {
 	// handshake and on every resumption, so removing a key takes effect at once.
 	Keys KeySource
 
-	// Authorize, if set, is the authorization policy: called after the user's key is known
-	// to be theirs (on full and resumed handshakes), a non-nil error refuses the connection.
-	// The client only learns "not authorized"; the error goes to the Logger.
+	// Authorize, if set, is the authorization policy: called once the client has proved it
+	// is the user (after the signature of a full handshake, or the binder of a resumption,
+	// verified) and the key is known to be the user's, so it runs only for genuine clients and
+	// may have side effects. A non-nil error refuses the connection. The client only learns
+	// "not authorized"; the error goes to the Logger.
 	Authorize func(ctx context.Context, id *Identity) error
 
 	// TicketLifetime is how long a resumption ticket is valid (DefaultTicketLifetime if zero;
@@ -219,8 +221,8 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		Replay:       handshake.NewReplayCache(0),
 		Ephemeral:    func() (x25519.KeyPair, error) { return l.pool.Get(), nil },
 		Rand:         rand.Reader,
+		Eligible:     l.eligible,
 		Authorize:    l.authorize,
-		CheckTicket:  l.authorize, // no side effects: the same check decides a fallback
 		Refused:      l.logRefusal,
 	}
 	if cfg.TicketLifetime >= 0 {
@@ -293,24 +295,34 @@ func (l *Listener) serve(nc net.Conn, release func()) {
 	}
 }
 
-// authorize checks that the key is one of the user's keys and applies the policy callback.
-func (l *Listener) authorize(r *handshake.Result) error {
+// eligible checks that the key is one of the user's keys, before the client proves it holds
+// the key (or the ticket's secret): it has no side effects.
+func (l *Listener) eligible(r *handshake.Result) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	defer cancel()
-	user, key := r.User, r.UserKey
-	ok, err := keys.Authorized(ctx, l.cfg.Keys, user, key)
+	ok, err := keys.Authorized(ctx, l.cfg.Keys, r.User, r.UserKey)
 	if err != nil {
 		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
 	}
 	if !ok {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(key), user)}
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
 	}
-	if l.cfg.Authorize != nil {
-		id := Identity{User: user, Key: key, KeyType: key.Type(), KeyFingerprint: keys.Fingerprint(key),
-			Service: l.service, Resumed: r.Resumed}
-		if err := l.cfg.Authorize(ctx, &id); err != nil {
-			return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "refused by policy", Err: err}
-		}
+	return nil
+}
+
+// authorize applies the application's policy callback to a client that proved its identity
+// (its key was found eligible before).
+func (l *Listener) authorize(r *handshake.Result) error {
+	if l.cfg.Authorize == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	key := r.UserKey
+	id := Identity{User: r.User, Key: key, KeyType: key.Type(), KeyFingerprint: keys.Fingerprint(key),
+		Service: l.service, Resumed: r.Resumed}
+	if err := l.cfg.Authorize(ctx, &id); err != nil {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "refused by policy", Err: err}
 	}
 	return nil
 }

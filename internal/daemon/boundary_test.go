@@ -149,10 +149,11 @@ func TestMonitorBoundary(t *testing.T) {
 	e.side.call(handoff.TypeAbort, (&sessionRef{service: "whoami", session: res.Session}).marshal(), nil)
 
 	t.Run("forged user", func(t *testing.T) {
-		// Alice signs; the acceptor claims bob.
+		// Alice signs; the acceptor claims bob. Alice's key is not bob's, so the monitor
+		// refuses before it even verifies the signature.
 		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) { r.User = "netauth-bob" }})
-		wantRefused(t, "forged user", clientErr, netauth.CodeAuthFailed)
-		if !e.auditHas("netauth-bob", "does not verify") {
+		wantRefused(t, "forged user", clientErr, netauth.CodeNotAuthorized)
+		if !e.auditHas("netauth-bob", "is not authorized for user") {
 			t.Fatal("forged user not audited")
 		}
 	})

@@ -192,8 +192,8 @@ func (s *service) newCore() (*serviceCore, error) {
 		Replay:       d.replay,
 		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
 		Rand:         rand.Reader,
+		Eligible:     s.eligible,
 		Authorize:    s.authorize,
-		CheckTicket:  s.checkTicket,
 		Refused:      s.refused,
 	}
 	core, err := handshake.NewServerCore(hcfg, d.cfg.HandshakeTimeout)
@@ -271,31 +271,16 @@ func (s *service) handle(nc net.Conn, release func()) {
 	d.dispatch(adm, nc, st, adm.res)
 }
 
-// authorize is the policy decision, made after the user's key is verified and before the
-// client is told it is accepted: the key must be the user's, the user must exist and be
-// allowed to use the service, capacity must remain, and the decision must be in the audit
-// log. Nothing here creates a process.
+// authorize admits a client whose key was found eligible and who then proved it holds it
+// (signature or binder), before the client is told it is accepted: capacity must remain, the
+// decision must be in the audit log, and a worker must be ready. eligible has already checked
+// the key and the grant; nothing before this point creates a process or writes a record.
 func (s *service) authorize(r *handshake.Result) error {
 	d := s.d
 	sc := s.config()
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
-	defer cancel()
-	d.mu.Lock()
-	src := d.keys
-	d.mu.Unlock()
-	ok, err := keys.Authorized(ctx, src, r.User, r.UserKey)
-	if err != nil {
-		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
-	}
-	if !ok {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
-	}
 	acct, err := d.userAccount(sc, r.User)
 	if err != nil {
 		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
-	}
-	if !sc.Allowed(r.User, acct.GroupNames) {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("user %q may not use service %q", r.User, sc.Name)}
 	}
 	runAs := acct
 	if !sc.RunAsUser {
@@ -339,22 +324,31 @@ func (d *Daemon) userAccount(sc *policy.Service, name string) (*policy.Account, 
 	return acct, err
 }
 
-// checkTicket tells whether a ticket's user still has the key and the grant, so that one who
-// lost either gets a full handshake (and its clear refusal) instead of a resumption.
-func (s *service) checkTicket(r *handshake.Result) error {
+// eligible is the decision made before the client proves anything (before a full
+// handshake's signature is verified, and before a ticket is resumed): the key must be one of
+// the user's, the user must exist and be allowed to use the service. It has no side effects
+// and leaves nothing behind.
+func (s *service) eligible(r *handshake.Result) error {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
 	defer cancel()
 	d.mu.Lock()
 	src := d.keys
 	d.mu.Unlock()
-	if ok, err := keys.Authorized(ctx, src, r.User, r.UserKey); err != nil || !ok {
-		return errors.New("key no longer authorized")
+	ok, err := keys.Authorized(ctx, src, r.User, r.UserKey)
+	if err != nil {
+		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
+	}
+	if !ok {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
 	}
 	sc := s.config()
 	acct, err := d.userAccount(sc, r.User)
-	if err != nil || !sc.Allowed(r.User, acct.GroupNames) {
-		return errors.New("user no longer allowed")
+	if err != nil {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
+	}
+	if !sc.Allowed(r.User, acct.GroupNames) {
+		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("user %q may not use service %q", r.User, sc.Name)}
 	}
 	return nil
 }

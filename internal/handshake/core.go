@@ -126,6 +126,9 @@ func NewServerCore(cfg *ServerConfig, timeout time.Duration) (*ServerCore, error
 	if len(cfg.HostKey) != ed25519.PrivateKeySize {
 		return nil, errors.New("netauth: host key must be an Ed25519 private key")
 	}
+	if cfg.Eligible == nil || cfg.Authorize == nil {
+		return nil, errors.New("netauth: a server needs both Eligible and Authorize")
+	}
 	hostPub, err := ssh.NewPublicKey(cfg.HostKey.Public())
 	if err != nil {
 		return nil, err
@@ -207,7 +210,7 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), hs.ChannelBinding()...),
 		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client}
 	// A user who lost access falls back to a full handshake, which then refuses clearly.
-	if c.cfg.CheckTicket != nil && c.cfg.CheckTicket(res) != nil {
+	if c.cfg.Eligible(res) != nil {
 		return nil
 	}
 	id, err := c.addSession(&coreSession{hash: res.HandshakeHash, client: req.Client,
@@ -260,14 +263,41 @@ func (c *ServerCore) Confirm(id uint64, binder []byte) error {
 			KeyFP: keys.Fingerprint(res.UserKey), Resumed: true, Client: sess.client})
 	}
 	if err := c.cfg.Authorize(res); err != nil {
-		var r *Refusal
-		if !errors.As(err, &r) {
-			r = &Refusal{Code: CodeNotAuthorized, Reason: "not authorized", Err: err}
-		}
+		r := asRefusal(err)
 		r.User, r.KeyFP, r.Resumed, r.Client = res.User, keys.Fingerprint(res.UserKey), true, sess.client
 		return c.refuse(r)
 	}
 	return nil
+}
+
+// asRefusal returns err as a *Refusal: its own if it is one, else a not_authorized refusal
+// wrapping it.
+func asRefusal(err error) *Refusal {
+	var r *Refusal
+	if !errors.As(err, &r) {
+		r = &Refusal{Code: CodeNotAuthorized, Reason: "not authorized", Err: err}
+	}
+	return r
+}
+
+// MaxTime is the largest authenticator time a server considers (docs/PROTOCOL.md §3.7).
+const MaxTime = 1 << 62
+
+// withinSkew reports whether t is at most skew from now, either way (inclusive). It compares
+// instants, never a difference of them: time.Time.Sub saturates at the extreme Durations, and
+// the negation of the smallest one overflows back to itself.
+func withinSkew(t, now time.Time, skew time.Duration) bool {
+	return !t.Before(now.Add(-skew)) && !t.After(now.Add(skew))
+}
+
+// replayForget is when a replay-cache entry for an authenticator made at t may be forgotten:
+// once t is out of the skew window, and never later than two skews from now, whatever t says.
+func replayForget(t, now time.Time, skew time.Duration) time.Time {
+	forget := t.Add(skew)
+	if limit := now.Add(2 * skew); forget.After(limit) {
+		forget = limit
+	}
+	return forget
 }
 
 // full runs the NN exchange and signs the handshake hash with the host key.
@@ -336,13 +366,13 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	if err := keys.ValidName(req.User); err != nil {
 		return nil, fail(&Refusal{Code: CodeProtocolError, Reason: "bad user name", Err: err})
 	}
-	now := c.cfg.now()
-	if req.Time > 1<<62 {
+	now, skew := c.cfg.now(), c.cfg.skew()
+	if req.Time > MaxTime {
 		return nil, fail(&Refusal{Code: CodeProtocolError, Reason: "authenticator time out of range"})
 	}
 	t := time.Unix(int64(req.Time), 0)
-	if d := now.Sub(t); d > c.cfg.skew() || -d > c.cfg.skew() {
-		return nil, fail(&Refusal{Code: CodeClockSkew, Reason: fmt.Sprintf("authenticator time %s is %s from server time", t.UTC().Format(time.RFC3339), d.Round(time.Second))})
+	if !withinSkew(t, now, skew) {
+		return nil, fail(&Refusal{Code: CodeClockSkew, Reason: fmt.Sprintf("authenticator time %d is more than %s from server time %d", req.Time, skew, now.Unix())})
 	}
 	st := &keys.Statement{HandshakeHash: sess.hash, HostKey: c.hostPub, Service: c.cfg.Service, User: req.User, Time: t}
 	stmt, err := st.Marshal()
@@ -350,13 +380,23 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 		return nil, fail(&Refusal{Code: CodeProtocolError, Reason: "statement", Err: err})
 	}
 	res.Statement, res.Signature = stmt, req.SSHSIG
-	userKey, err := keys.Verify(req.SSHSIG, Namespace, stmt)
+	sig, err := keys.ParseSSHSIG(req.SSHSIG, Namespace)
 	if err != nil {
+		return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "malformed authenticator", Err: err})
+	}
+	// The claimed key must be one the user may use here before any signature work and
+	// before the replay cache: a key of the client's own making costs one lookup and
+	// leaves nothing behind.
+	res.UserKey = sig.Key
+	if err := c.cfg.Eligible(res); err != nil {
+		return nil, fail(asRefusal(err))
+	}
+	if err := sig.Verify(stmt); err != nil {
 		return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator does not verify", Err: err})
 	}
-	res.UserKey = userKey
+	userKey := sig.Key
 	if c.cfg.Replay != nil {
-		if err := c.cfg.Replay.Add(req.SSHSIG, t.Add(c.cfg.skew()), now); errors.Is(err, ErrReplayed) {
+		if err := c.cfg.Replay.Add(req.SSHSIG, replayForget(t, now, skew), now); errors.Is(err, ErrReplayed) {
 			return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator replayed", Err: err})
 		} else if err != nil {
 			return nil, fail(&Refusal{Code: CodeOverloaded, Reason: "replay cache full", Err: err})
@@ -364,11 +404,7 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	}
 	res.Issued = t
 	if err := c.cfg.Authorize(res); err != nil {
-		var r *Refusal
-		if !errors.As(err, &r) {
-			r = &Refusal{Code: CodeNotAuthorized, Reason: "not authorized", Err: err}
-		}
-		return nil, fail(r)
+		return nil, fail(asRefusal(err))
 	}
 	resp := &AuthResponse{UserKey: userKey.Marshal(), Statement: stmt, Issued: t}
 	if tk := c.cfg.Tickets; tk != nil {

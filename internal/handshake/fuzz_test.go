@@ -122,7 +122,7 @@ func (w *fzServerWorld) serverConfig() *ServerConfig {
 		Ephemeral: func() (x25519.KeyPair, error) { return w.serverEph, nil },
 		Rand:      fzRand("server rand"),
 	}
-	cfg.CheckTicket = cfg.Authorize
+	cfg.Eligible = cfg.Authorize
 	return cfg
 }
 

@@ -64,7 +64,7 @@ func newEnv(t testing.TB) *env {
 		Ephemeral: randomEphemeral,
 		Rand:      rand.Reader,
 	}
-	e.srv.CheckTicket = e.srv.Authorize
+	e.srv.Eligible = e.srv.Authorize
 	hostPub, _ := ssh.NewPublicKey(hostKey.Public())
 	e.cli = &ClientConfig{
 		User:   "alice",

@@ -60,3 +60,10 @@ func (c *ReplayCache) Add(sig []byte, forget, now time.Time) error {
 	c.seen[k] = forget
 	return nil
 }
+
+// Len returns the number of entries held, live or not yet swept.
+func (c *ReplayCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.seen)
+}

@@ -26,17 +26,21 @@ type ServerConfig struct {
 	Tickets *TicketKeys
 	// MaxClockSkew bounds |client time - server time| (DefaultMaxClockSkew if zero).
 	MaxClockSkew time.Duration
-	// Authorize decides whether the user may use this service with this key. It is called on
-	// every full handshake after the signature verified (res holds the statement and
-	// signature) and on every resumption after its binder verified, before the verdict that
-	// accepts the client; it is the last step, so it is also where an audit record is written.
-	// An error refuses; a *Refusal's code is used, any other error means CodeNotAuthorized.
+	// Eligible decides whether the user may use this service with this key, before the
+	// client has proved anything: on a full handshake before the signature is verified (so a
+	// key of the client's own making costs a lookup, not a verification, and never reaches
+	// the replay cache), and before a ticket is resumed (a ticket whose user lost the key or
+	// the grant falls back to a full handshake, which then refuses clearly). It must be cheap
+	// and must not have side effects. An error refuses the full handshake; a *Refusal's code
+	// is used, any other error means CodeNotAuthorized. Required.
+	Eligible func(res *Result) error
+	// Authorize admits a client that proved its identity: it is called on every full
+	// handshake after the signature verified and the authenticator entered the replay cache
+	// (res holds the statement and signature), and on every resumption after its binder
+	// verified, before the verdict that accepts the client. It is the last step, so it may
+	// have side effects (reserving capacity, writing the audit record, starting a worker).
+	// An error refuses, with a *Refusal's code or CodeNotAuthorized. Required.
 	Authorize func(res *Result) error
-	// CheckTicket, if set, is asked whether a ticket's user may still use this service with
-	// its key, before the server resumes it; an error makes the server fall back to a full
-	// handshake (which then refuses clearly). It must not have side effects: the client has
-	// not yet proved anything (Authorize follows the binder).
-	CheckTicket func(res *Result) error
 	// Refused, if set, is called with every refusal before its code is sent to the client,
 	// so the decision is logged (and audited) before the client learns it.
 	Refused func(r *Refusal)

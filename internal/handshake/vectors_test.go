@@ -444,7 +444,7 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 		Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
 		Rand:      &fixedReader{b: sc.secret},
 	}
-	scfg.CheckTicket = scfg.Authorize
+	scfg.Eligible = scfg.Authorize
 	ccfg := &ClientConfig{
 		User:   "alice",
 		Signer: e.user,
@@ -951,7 +951,9 @@ func testVersionVector(t *testing.T) {
 	if _, err := cc.Write(hello); err != nil {
 		t.Fatal(err)
 	}
+	allow := func(*Result) error { return nil }
 	_, err := RunServer(record.NewConn(scn), &ServerConfig{HostKey: e.hostKey, Service: "echo",
+		Eligible: allow, Authorize: allow,
 		Ephemeral: func() (x25519.KeyPair, error) { return x25519.KeyPair{}, errors.New("not reached") }})
 	var r *Refusal
 	if !errors.As(err, &r) || r.Code != CodeVersionUnsupported {
@@ -1076,12 +1078,13 @@ func TestTamperedTagFallsBack(t *testing.T) {
 		defer close(done)
 		RunServer(record.NewConn(s2), &ServerConfig{HostKey: e.hostKey, Service: "echo",
 			Tickets: storedTicketKeys(full["ticket_key_id"], full["ticket_key"], time.Unix(vectorTime+2, 0)),
-			Authorize: func(res *Result) error {
+			Eligible: func(res *Result) error {
 				if bytes.Equal(res.UserKey.Marshal(), userPub) {
 					return nil
 				}
 				return errors.New("no")
 			},
+			Authorize: func(*Result) error { return nil },
 			Now:       func() time.Time { return time.Unix(vectorTime+60, 0) },
 			Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
 			Rand:      &fixedReader{},
@@ -1102,6 +1105,7 @@ func TestTamperedTagFallsBack(t *testing.T) {
 		defer close(done)
 		RunServer(record.NewConn(s3), &ServerConfig{HostKey: e.hostKey, Service: "echo",
 			Tickets:   storedTicketKeys(full["ticket_key_id"], full["ticket_key"], time.Unix(vectorTime+2, 0)),
+			Eligible:  func(*Result) error { return nil },
 			Authorize: func(*Result) error { return nil },
 			Now:       func() time.Time { return time.Unix(vectorTime+60, 0) },
 			Ephemeral: func() (x25519.KeyPair, error) { return se, nil },

@@ -5,6 +5,7 @@ package keys
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
@@ -100,14 +101,31 @@ func Assemble(pub ssh.PublicKey, namespace string, sig *ssh.Signature) []byte {
 	return b
 }
 
-// Verify checks a binary SSHSIG signature over message in namespace and
-// returns the key that made it. It checks the size limit (MaxSignatureSize),
-// the magic and version 1, that the namespace matches exactly, that the hash
-// is sha256 or sha512, that the signature format suits the key type (RSA
-// must use rsa-sha2-256 or rsa-sha2-512, never SHA-1 ssh-rsa), that no bytes
-// trail any field, and that the signature is valid (FIDO sk- keys included).
-// Certificates are refused.
-func Verify(blob []byte, namespace string, message []byte) (ssh.PublicKey, error) {
+// MaxRSABits is the largest RSA modulus, in bits, that an SSHSIG signature
+// may carry: verifying with a larger key costs more than a handshake is worth
+// (a 16384-bit key takes milliseconds), so such keys are refused before any
+// signature work.
+const MaxRSABits = 8192
+
+// SSHSIG is a parsed binary SSHSIG signature whose structure has been checked
+// but whose signature has not been verified yet: Key is only the key the
+// signature claims to be from. A server checks that the claimed key is one it
+// would accept before it spends a verification on it.
+type SSHSIG struct {
+	Key       ssh.PublicKey
+	namespace string
+	reserved  string
+	hashAlg   string
+	sig       *ssh.Signature
+}
+
+// ParseSSHSIG parses a binary SSHSIG signature and checks everything but the
+// signature itself: the size limit (MaxSignatureSize), the magic and version
+// 1, that the namespace matches exactly, that the hash is sha256 or sha512,
+// that the signature format suits the key type (RSA must use rsa-sha2-256 or
+// rsa-sha2-512, never SHA-1 ssh-rsa), that RSA keys have at most MaxRSABits,
+// and that no bytes trail any field. Certificates are refused.
+func ParseSSHSIG(blob []byte, namespace string) (*SSHSIG, error) {
 	if len(blob) > MaxSignatureSize {
 		return nil, fmt.Errorf("keys: sshsig: signature is %d bytes, more than %d", len(blob), MaxSignatureSize)
 	}
@@ -145,21 +163,17 @@ func Verify(blob []byte, namespace string, message []byte) (ssh.PublicKey, error
 	if _, ok := pub.(*ssh.Certificate); ok {
 		return nil, errors.New("keys: sshsig: certificates are not supported")
 	}
+	if err := checkRSASize(pub); err != nil {
+		return nil, err
+	}
 	if string(ns) != namespace {
 		return nil, fmt.Errorf("keys: sshsig: namespace %q, want %q", ns, namespace)
 	}
-	var digest []byte
 	switch string(hashAlg) {
-	case "sha256":
-		h := sha256.Sum256(message)
-		digest = h[:]
-	case "sha512":
-		h := sha512.Sum512(message)
-		digest = h[:]
+	case "sha256", "sha512":
 	default:
 		return nil, fmt.Errorf("keys: sshsig: unsupported hash algorithm %q", hashAlg)
 	}
-
 	sig, err := parseSignature(sigBlob)
 	if err != nil {
 		return nil, err
@@ -167,11 +181,50 @@ func Verify(blob []byte, namespace string, message []byte) (ssh.PublicKey, error
 	if err := checkSigFormat(pub, sig); err != nil {
 		return nil, err
 	}
-	data := signedData(namespace, string(reserved), string(hashAlg), digest)
-	if err := pub.Verify(data, sig); err != nil {
-		return nil, fmt.Errorf("keys: sshsig: bad signature by %s key %s: %w", pub.Type(), Fingerprint(pub), err)
+	return &SSHSIG{Key: pub, namespace: namespace, reserved: string(reserved), hashAlg: string(hashAlg), sig: sig}, nil
+}
+
+// Verify checks that the signature is the claimed key's over message.
+func (s *SSHSIG) Verify(message []byte) error {
+	var digest []byte
+	if s.hashAlg == "sha256" {
+		h := sha256.Sum256(message)
+		digest = h[:]
+	} else {
+		h := sha512.Sum512(message)
+		digest = h[:]
 	}
-	return pub, nil
+	data := signedData(s.namespace, s.reserved, s.hashAlg, digest)
+	if err := s.Key.Verify(data, s.sig); err != nil {
+		return fmt.Errorf("keys: sshsig: bad signature by %s key %s: %w", s.Key.Type(), Fingerprint(s.Key), err)
+	}
+	return nil
+}
+
+// Verify checks a binary SSHSIG signature over message in namespace and
+// returns the key that made it: ParseSSHSIG's checks, then the signature
+// (FIDO sk- keys included).
+func Verify(blob []byte, namespace string, message []byte) (ssh.PublicKey, error) {
+	s, err := ParseSSHSIG(blob, namespace)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Verify(message); err != nil {
+		return nil, err
+	}
+	return s.Key, nil
+}
+
+// checkRSASize refuses RSA keys larger than MaxRSABits.
+func checkRSASize(pub ssh.PublicKey) error {
+	cp, ok := pub.(ssh.CryptoPublicKey)
+	if !ok {
+		return nil
+	}
+	if k, ok := cp.CryptoPublicKey().(*rsa.PublicKey); ok && k.N.BitLen() > MaxRSABits {
+		return fmt.Errorf("keys: sshsig: %d-bit RSA key, more than %d bits", k.N.BitLen(), MaxRSABits)
+	}
+	return nil
 }
 
 // readString reads an SSH wire-format string (uint32 length, then bytes).
