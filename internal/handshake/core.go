@@ -262,7 +262,14 @@ func (c *ServerCore) Confirm(id uint64, binder []byte) error {
 		return c.refuse(&Refusal{Code: CodeAuthFailed, Reason: "resumption binder does not verify", User: res.User,
 			KeyFP: keys.Fingerprint(res.UserKey), Resumed: true, Client: sess.client})
 	}
-	if err := c.cfg.Authorize(res); err != nil {
+	// Begin checked the key and the grant, but the binder may come as late as the handshake
+	// timeout: check them again, now for a client that proved it holds the ticket, so that a
+	// key revoked in between is not admitted.
+	err := c.cfg.Eligible(res)
+	if err == nil {
+		err = c.cfg.Authorize(res)
+	}
+	if err != nil {
 		r := asRefusal(err)
 		r.User, r.KeyFP, r.Resumed, r.Client = res.User, keys.Fingerprint(res.UserKey), true, sess.client
 		return c.refuse(r)

@@ -30,9 +30,11 @@ type ServerConfig struct {
 	// client has proved anything: on a full handshake before the signature is verified (so a
 	// key of the client's own making costs a lookup, not a verification, and never reaches
 	// the replay cache), and before a ticket is resumed (a ticket whose user lost the key or
-	// the grant falls back to a full handshake, which then refuses clearly). It must be cheap
-	// and must not have side effects. An error refuses the full handshake; a *Refusal's code
-	// is used, any other error means CodeNotAuthorized. Required.
+	// the grant falls back to a full handshake, which then refuses clearly); and once more
+	// after a resumption's binder verified, before Authorize, since the key may have been
+	// revoked while the binder was awaited. It must be cheap and must not have side effects.
+	// An error refuses (except at the ClientHello, where it means the fallback); a *Refusal's
+	// code is used, any other error means CodeNotAuthorized. Required.
 	Eligible func(res *Result) error
 	// Authorize admits a client that proved its identity: it is called on every full
 	// handshake after the signature verified and the authenticator entered the replay cache

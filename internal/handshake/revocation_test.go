@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package handshake
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestRevokedBetweenHelloAndBinder revokes the user's key after the server accepted a
+// resumption's ClientHello and before the client's binder arrives. The key check made for the
+// ClientHello is then stale: a ticket holder who keeps a resumption waiting at that point when
+// the key is removed must not be admitted by the binder, so the key and the grant are checked
+// again once the binder verified. Authorize here admits anyone, as the library's and
+// netauthd's do once the key was found eligible.
+func TestRevokedBetweenHelloAndBinder(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Authorize = func(*Result) error { return nil }
+	revoked := false
+	e.srv.Eligible = func(r *Result) error {
+		if a, ok := e.allowed[r.User]; !revoked && ok && bytes.Equal(a.Marshal(), r.UserKey.Marshal()) {
+			if r.Resumed {
+				revoked = true // the key goes while the client computes its binder
+			}
+			return nil
+		}
+		return errors.New("key not listed")
+	}
+	o := e.run(t)
+	if o.cliErr != nil || o.srvErr != nil {
+		t.Fatalf("full handshake: client %v, server %v", o.cliErr, o.srvErr)
+	}
+	sess, err := o.cli.ReadVerdict(time.Now())
+	if err != nil || sess == nil {
+		t.Fatalf("verdict: %v, session %v", err, sess)
+	}
+	e.cli.Session = sess
+	o2 := e.run(t)
+	if o2.cliErr != nil {
+		t.Fatalf("resumption, client: %v", o2.cliErr)
+	}
+	if !o2.cli.Result.Resumed || !revoked {
+		t.Fatalf("the server did not resume the ticket (resumed %v, revoked %v)", o2.cli.Result.Resumed, revoked)
+	}
+	var r *Refusal
+	if !errors.As(o2.srvErr, &r) || r.Code != CodeNotAuthorized {
+		t.Fatalf("server admitted a resumption whose key was revoked before its binder: %v, want a not_authorized refusal", o2.srvErr)
+	}
+	var re *RefusedError
+	if _, err := o2.cli.ReadVerdict(time.Now()); !errors.As(err, &re) || re.Code != CodeNotAuthorized {
+		t.Fatalf("client verdict: %v, want not authorized", err)
+	}
+}
