@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package handshake
+
+import (
+	"crypto/rand"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// TestAbandonedHandshakesLeaveNoSession opens full handshakes that stop after message 1 (the
+// client closes before or after reading message 2, or answers with a record that does not
+// decrypt) against one shared core. Begin takes no key, so anyone can make these; each must
+// release its pending session when its connection ends, so that the session table
+// (maxCoreSessions) is bounded by the handshakes in progress (the listener's and acceptor's
+// limits), never by how many were ever begun.
+func TestAbandonedHandshakesLeaveNoSession(t *testing.T) {
+	e := newEnv(t)
+	core, err := NewServerCore(e.srv, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const perKind = 50
+	var wg sync.WaitGroup
+	for i := range 3 * perKind {
+		srv, cli := net.Pipe()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer srv.Close()
+			_ = srv.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = Serve(record.NewConn(srv), core, "192.0.2.9:1", nil)
+		}()
+		kp, err := x25519.Generate(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := frame(record.FrameClientHello, (&clientHello{Version: Version, Mode: ModeFull, Noise: kp.Public[:]}).body())
+		_ = cli.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := cli.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 != 0 {
+			rc := record.NewConn(cli)
+			if _, _, err := rc.ReadFrame(1<<12, record.FrameServerHello); err != nil {
+				t.Fatalf("handshake %d: %v", i, err)
+			}
+			if i%3 == 2 {
+				junk := make([]byte, 40)
+				_, _ = cli.Write(frame(record.FrameRecord, junk))
+				_, _, _ = rc.ReadFrame(1 << 12)
+			}
+		}
+		cli.Close()
+	}
+	wg.Wait()
+	core.mu.Lock()
+	n := len(core.sessions)
+	core.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d abandoned handshakes left %d pending sessions", 3*perKind, n)
+	}
+}
