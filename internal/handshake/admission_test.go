@@ -210,3 +210,75 @@ func TestReplayEntryLifetimeCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestOneUserCannotLockOutOthers has one user with an authorized key make as many full
+// handshakes as the replay cache holds, each with the longest-lived time the skew allows: the
+// user's entries stay within their share, and another user still gets in.
+func TestOneUserCannotLockOutOthers(t *testing.T) {
+	e := newEnv(t)
+	const capacity = 256
+	e.srv.Replay = NewReplayCache(capacity)
+	mallory := newEd25519Signer(t)
+	e.allowed["mallory"] = mallory.PublicKey()
+	core, err := NewServerCore(e.srv, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := coreClient{t, core}
+	for i := range capacity + 10 {
+		if _, err := c.auth(c.begin(), "mallory", mallory, uint64(time.Now().Add(DefaultMaxClockSkew).Unix()), false); err != nil {
+			t.Fatalf("mallory's handshake %d: %v", i, err)
+		}
+	}
+	if n, share := e.srv.Replay.Len(), capacity/replayUserShare; n != share {
+		t.Fatalf("one user holds %d replay-cache entries, want their share %d", n, share)
+	}
+	if _, err := c.auth(c.begin(), "alice", e.cli.Signer.(keySigner).s, uint64(time.Now().Unix()), false); err != nil {
+		t.Fatalf("alice locked out by another user's handshakes: %v", err)
+	}
+}
+
+// TestReplayCacheShares checks the cache's bookkeeping directly: a replay within a user's
+// share is refused, a user at their share forgets their own oldest entry, and the whole cache
+// fails closed only when every share is in use by live entries.
+func TestReplayCacheShares(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	live := now.Add(time.Minute)
+	c := NewReplayCache(4 * replayUserShare) // a share of 4
+	sig := func(user string, i int) []byte { return []byte(fmt.Sprintf("%s-%d", user, i)) }
+	for i := range 4 {
+		if err := c.Add("u", sig("u", i), live, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Add("u", sig("u", 3), live, now); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("replay within the share: %v, want ErrReplayed", err)
+	}
+	if err := c.Add("u", sig("u", 4), live, now); err != nil {
+		t.Fatalf("a fifth entry for a user with a share of 4: %v", err)
+	}
+	if err := c.Add("u", sig("u", 0), live, now); err != nil {
+		t.Fatalf("the user's oldest entry was not the one forgotten: %v", err)
+	}
+	if err := c.Add("u", sig("u", 4), live, now); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("a recent entry was forgotten: %v", err)
+	}
+	// Fill every other share with live entries: then the cache refuses.
+	for u := range replayUserShare - 1 {
+		for i := range 4 {
+			if err := c.Add(fmt.Sprint("user", u), sig(fmt.Sprint("user", u), i), live, now); err != nil {
+				t.Fatalf("user %d entry %d: %v", u, i, err)
+			}
+		}
+	}
+	if err := c.Add("late", sig("late", 0), live, now); !errors.Is(err, ErrReplayCacheFull) {
+		t.Fatalf("cache full of live entries: %v, want ErrReplayCacheFull", err)
+	}
+	// Once they expire, there is room again and the swept users are gone.
+	if err := c.Add("late", sig("late", 0), live, live); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+	if n := c.Len(); n != 1 {
+		t.Fatalf("%d entries after a sweep, want 1", n)
+	}
+}

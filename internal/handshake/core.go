@@ -403,7 +403,7 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	}
 	userKey := sig.Key
 	if c.cfg.Replay != nil {
-		if err := c.cfg.Replay.Add(req.SSHSIG, replayForget(t, now, skew), now); errors.Is(err, ErrReplayed) {
+		if err := c.cfg.Replay.Add(req.User, req.SSHSIG, replayForget(t, now, skew), now); errors.Is(err, ErrReplayed) {
 			return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator replayed", Err: err})
 		} else if err != nil {
 			return nil, fail(&Refusal{Code: CodeOverloaded, Reason: "replay cache full", Err: err})
