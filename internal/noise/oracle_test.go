@@ -96,9 +96,9 @@ func generate(tb testing.TB, r io.Reader) x25519.KeyPair {
 // every decrypted payload, the handshake hash and both Split keys agree, and that the chaining
 // key is the one Split derived the keys from (checked with crypto/hkdf).
 func TestOracle(t *testing.T) {
-	n := 400
+	n := 1000
 	if testing.Short() {
-		n = 50
+		n = 100
 	}
 	for _, p := range []Pattern{NN, NNpsk0} {
 		t.Run(p.String(), func(t *testing.T) {
