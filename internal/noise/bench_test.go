@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package noise
+
+import (
+	"testing"
+	"time"
+)
+
+// ownExchange runs one complete exchange with this package, both sides: both constructors,
+// message 1 written and read, message 2 written and read, both Splits (two X25519 operations).
+func ownExchange(b *testing.B, k *pair) {
+	i, err := NewInitiator(k.p, k.prologue, &k.ei, k.psk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := NewResponder(k.p, k.prologue, &k.er, k.psk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg1, err := i.WriteMessage1(nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := r.ReadMessage1(msg1); err != nil {
+		b.Fatal(err)
+	}
+	msg2, err := r.WriteMessage2(nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := i.ReadMessage2(msg2); err != nil {
+		b.Fatal(err)
+	}
+	ki, err := i.Split()
+	if err != nil {
+		b.Fatal(err)
+	}
+	kr, err := r.Split()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ki.Zero()
+	kr.Zero()
+}
+
+// flynnExchange runs the same exchange with flynn/noise configured as internal/handshake
+// configures it: the same pre-generated ephemeral keys and the same X25519 code, so that the
+// two differ only in the Noise state.
+func flynnExchange(b *testing.B, k *pair) {
+	i := newFlynn(b, k.p, true, k.prologue, &k.ei, k.psk)
+	r := newFlynn(b, k.p, false, k.prologue, &k.er, k.psk)
+	msg1, _, _, err := i.WriteMessage(nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, _, err := r.ReadMessage(nil, msg1); err != nil {
+		b.Fatal(err)
+	}
+	msg2, r1, r2, err := r.WriteMessage(nil, nil)
+	if err != nil || r1 == nil || r2 == nil {
+		b.Fatal(err)
+	}
+	_, i1, i2, err := i.ReadMessage(nil, msg2)
+	if err != nil || i1 == nil || i2 == nil {
+		b.Fatal(err)
+	}
+	_ = i.ChannelBinding()
+}
+
+// BenchmarkHandshake measures complete NN and NNpsk0 exchanges, both sides in process, with
+// this package ("own") and with flynn/noise ("flynn"):
+//
+//	go test -run '^$' -bench 'Handshake|Symmetric' -benchmem ./internal/noise
+func BenchmarkHandshake(b *testing.B) {
+	for _, p := range patterns {
+		k := newPair(b, p, 200)
+		b.Run(p.String()+"/own", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ownExchange(b, k)
+			}
+		})
+		b.Run(p.String()+"/flynn", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				flynnExchange(b, k)
+			}
+		})
+	}
+}
+
+// BenchmarkHandshakeInterleaved runs the two implementations' exchanges alternately in one
+// loop and reports the time of each (own-µs, flynn-µs) and their ratio, so that load from
+// other processes on a shared machine falls on both alike.
+func BenchmarkHandshakeInterleaved(b *testing.B) {
+	for _, p := range patterns {
+		k := newPair(b, p, 201)
+		b.Run(p.String(), func(b *testing.B) {
+			var own, fl time.Duration
+			n := 0
+			for b.Loop() {
+				// Alternate which goes first, so neither always runs on a warm cache.
+				t0 := time.Now()
+				if n%2 == 0 {
+					ownExchange(b, k)
+				} else {
+					flynnExchange(b, k)
+				}
+				t1 := time.Now()
+				if n%2 == 0 {
+					flynnExchange(b, k)
+				} else {
+					ownExchange(b, k)
+				}
+				t2 := time.Now()
+				if n%2 == 0 {
+					own, fl = own+t1.Sub(t0), fl+t2.Sub(t1)
+				} else {
+					fl, own = fl+t1.Sub(t0), own+t2.Sub(t1)
+				}
+				n++
+			}
+			b.ReportMetric(own.Seconds()*1e6/float64(n), "own-µs")
+			b.ReportMetric(fl.Seconds()*1e6/float64(n), "flynn-µs")
+			b.ReportMetric(float64(own)/float64(fl), "own/flynn")
+		})
+	}
+}
+
+// BenchmarkSymmetric measures the symmetric state alone (no X25519), the part in which the
+// two implementations differ: the operations of one side of an NNpsk0 exchange.
+func BenchmarkSymmetric(b *testing.B) {
+	var dh, e [32]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var s SymmetricState
+		s.InitializeSymmetric(ProtocolNNpsk0)
+		s.MixHash(e[:14])
+		s.MixKeyAndHash(dh[:])
+		s.MixHash(e[:])
+		s.MixKey(e[:])
+		tag, _ := s.EncryptAndHash(nil, nil)
+		s.MixHash(e[:])
+		s.MixKey(e[:])
+		s.MixKey(dh[:])
+		s.EncryptAndHash(tag[:0], nil)
+		s.Split()
+		s.Zero()
+	}
+}

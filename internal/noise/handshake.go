@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package noise
+
+import (
+	"errors"
+	"fmt"
+
+	"ubns.dev/netauth/internal/x25519"
+)
+
+// Pattern is one of the two handshake patterns netauth runs (docs/PROTOCOL.md §3.2, §4).
+type Pattern uint8
+
+// The patterns. The zero Pattern is invalid.
+const (
+	// NN is the full handshake:
+	//
+	//	-> e
+	//	<- e, ee
+	NN Pattern = iota + 1
+	// NNpsk0 is the resumption, keyed by the ticket's resumption secret:
+	//
+	//	-> psk, e
+	//	<- e, ee
+	NNpsk0
+)
+
+// Protocol names (§8), which InitializeSymmetric turns into the initial h and ck.
+const (
+	ProtocolNN     = "Noise_NN_25519_AESGCM_SHA256"     // 28 bytes, padded to 32
+	ProtocolNNpsk0 = "Noise_NNpsk0_25519_AESGCM_SHA256" // exactly 32 bytes
+)
+
+// Message sizes with empty payloads, as netauth sends them. A payload of n bytes adds n.
+const (
+	NNMessage1Size     = DHLen          // e; the payload is in clear (no key yet)
+	NNMessage2Size     = DHLen + TagLen // e, tag of the payload
+	NNpsk0Message1Size = DHLen + TagLen // e, tag of the payload (psk set a key)
+	NNpsk0Message2Size = DHLen + TagLen // e, tag of the payload
+)
+
+// String returns the pattern's name, "NN" or "NNpsk0".
+func (p Pattern) String() string {
+	switch p {
+	case NN:
+		return "NN"
+	case NNpsk0:
+		return "NNpsk0"
+	}
+	return fmt.Sprintf("Pattern(%d)", uint8(p))
+}
+
+// ProtocolName returns the full Noise protocol name of the pattern, or "" if p is invalid.
+func (p Pattern) ProtocolName() string {
+	switch p {
+	case NN:
+		return ProtocolNN
+	case NNpsk0:
+		return ProtocolNNpsk0
+	}
+	return ""
+}
+
+// messageSize returns the size of message 1 or 2 with an empty payload.
+func (p Pattern) messageSize(message int) int {
+	if p == NN && message == 1 {
+		return NNMessage1Size
+	}
+	return DHLen + TagLen
+}
+
+// State is how far a handshake has come. Each message function runs in one state only; in
+// any other it returns ErrState.
+type State uint8
+
+// The states, in the order a successful handshake passes through them.
+const (
+	StateZeroed      State = iota // not initialized (the zero value), or wiped by Zero
+	StateInitialized              // Initialize done (§5.3): ready for message 1
+	StateMessage1                 // message 1 written (initiator) or read (responder)
+	StateMessage2                 // message 2 written or read: complete, ready for Split
+	StateSplit                    // Split returned the keys and wiped the state
+	StateFailed                   // a step failed and wiped the state
+)
+
+// String returns the state's name.
+func (s State) String() string {
+	switch s {
+	case StateZeroed:
+		return "zeroed"
+	case StateInitialized:
+		return "initialized"
+	case StateMessage1:
+		return "message 1 done"
+	case StateMessage2:
+		return "message 2 done"
+	case StateSplit:
+		return "split"
+	case StateFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// Errors of the handshake. Their text never includes message bytes or secrets.
+var (
+	// ErrState is returned by a step called out of order, and by every step after a failure,
+	// Split or Zero.
+	ErrState = errors.New("noise: handshake step out of order")
+	// ErrMessageSize is returned for a message shorter than its pattern requires or longer
+	// than MaxMessageSize, and for a payload too large for one message.
+	ErrMessageSize = errors.New("noise: handshake message size out of range")
+)
+
+// Keys is what a completed handshake yields: the Split keys, the handshake hash and the
+// final chaining key. Its owner must call Zero when done with it.
+type Keys struct {
+	// K1 encrypts from the initiator (client) to the responder (server), K2 the other way.
+	K1, K2 [KeyLen]byte
+	// HandshakeHash is the final h.
+	HandshakeHash [HashLen]byte
+	// ChainingKey is the final ck, the input of Split and of netauth's key schedule.
+	ChainingKey [HashLen]byte
+}
+
+// Zero wipes the keys.
+func (k *Keys) Zero() { *k = Keys{} }
+
+// handshakeState is the HandshakeState of §5.3 for NN and NNpsk0: a symmetric state, the
+// local ephemeral key pair e, the remote ephemeral public key re, and the pre-shared key.
+// Every error is final: fail wipes the state.
+type handshakeState struct {
+	ss      SymmetricState
+	pattern Pattern
+	state   State
+	e       x25519.KeyPair
+	re      [DHLen]byte
+	psk     [KeyLen]byte
+}
+
+// initialize is Initialize of §5.3: InitializeSymmetric(protocol_name), MixHash(prologue),
+// and the keys. NN has no pre-messages.
+func (hs *handshakeState) initialize(p Pattern, prologue []byte, e *x25519.KeyPair, psk []byte) error {
+	hs.zero()
+	switch {
+	case p != NN && p != NNpsk0:
+		return fmt.Errorf("noise: unknown pattern %v", p)
+	case e == nil:
+		return errors.New("noise: no ephemeral key")
+	case p == NN && psk != nil:
+		return errors.New("noise: NN takes no pre-shared key")
+	case p == NNpsk0 && len(psk) != KeyLen:
+		return fmt.Errorf("noise: NNpsk0 needs a %d-byte pre-shared key", KeyLen)
+	}
+	hs.pattern = p
+	hs.ss.InitializeSymmetric(p.ProtocolName())
+	hs.ss.MixHash(prologue)
+	hs.e = *e
+	copy(hs.psk[:], psk)
+	hs.state = StateInitialized
+	return nil
+}
+
+// step checks that the handshake is in state want before the step named name runs. A step
+// out of order is an error like any other: it wipes the state.
+func (hs *handshakeState) step(name string, want State) error {
+	if hs.state != want {
+		return hs.fail(fmt.Errorf("%w: %s in state %v", ErrState, name, hs.state))
+	}
+	return nil
+}
+
+// fail wipes the state after a failed step and returns err.
+func (hs *handshakeState) fail(err error) error {
+	hs.zero()
+	hs.state = StateFailed
+	return err
+}
+
+// zero wipes every secret and returns to StateZeroed.
+func (hs *handshakeState) zero() {
+	hs.ss.Zero()
+	hs.e.Zero()
+	clear(hs.re[:])
+	clear(hs.psk[:])
+	hs.pattern = 0
+	hs.state = StateZeroed
+}
+
+// checkSize checks that message (1 or 2) with the given length fits its pattern.
+func (hs *handshakeState) checkSize(message, n int) error {
+	if n < hs.pattern.messageSize(message) || n > MaxMessageSize {
+		return hs.fail(fmt.Errorf("noise: %v message %d: %w", hs.pattern, message, ErrMessageSize))
+	}
+	return nil
+}
+
+// tokenPSK processes "psk" (§9.2): MixKeyAndHash(psk). The psk is not needed afterwards.
+func (hs *handshakeState) tokenPSK() {
+	hs.ss.MixKeyAndHash(hs.psk[:])
+	clear(hs.psk[:])
+}
+
+// writeE processes "e" for the writer: append e.public, MixHash(e.public), and in a psk
+// handshake also MixKey(e.public) (§9.2).
+func (hs *handshakeState) writeE(dst []byte) []byte {
+	dst = append(dst, hs.e.Public[:]...)
+	hs.ss.MixHash(hs.e.Public[:])
+	if hs.pattern == NNpsk0 {
+		hs.ss.MixKey(hs.e.Public[:])
+	}
+	return dst
+}
+
+// readE processes "e" for the reader: re = the next DHLen bytes, MixHash(re), and in a psk
+// handshake also MixKey(re). It returns the rest of the message.
+func (hs *handshakeState) readE(msg []byte) []byte {
+	copy(hs.re[:], msg[:DHLen])
+	hs.ss.MixHash(hs.re[:])
+	if hs.pattern == NNpsk0 {
+		hs.ss.MixKey(hs.re[:])
+	}
+	return msg[DHLen:]
+}
+
+// tokenEE processes "ee": MixKey(DH(e, re)). A low-order re (an all-zero shared secret) is
+// an error wrapping x25519.ErrLowOrder.
+func (hs *handshakeState) tokenEE(message int) error {
+	dh, err := x25519.DH(hs.e.Private, hs.re)
+	if err != nil {
+		return hs.fail(fmt.Errorf("noise: %v message %d: ee: %w", hs.pattern, message, err))
+	}
+	hs.ss.MixKey(dh[:])
+	clear(dh[:])
+	return nil
+}
+
+// writePayload appends EncryptAndHash(payload).
+func (hs *handshakeState) writePayload(dst, payload []byte, message int) ([]byte, error) {
+	out, err := hs.ss.EncryptAndHash(dst, payload)
+	if err != nil {
+		return dst, hs.fail(fmt.Errorf("noise: %v message %d: %w", hs.pattern, message, err))
+	}
+	return out, nil
+}
+
+// readPayload returns DecryptAndHash(rest) in a new slice (nil if empty).
+func (hs *handshakeState) readPayload(rest []byte, message int) ([]byte, error) {
+	payload, err := hs.ss.DecryptAndHash(nil, rest)
+	if err != nil {
+		return nil, hs.fail(fmt.Errorf("noise: %v message %d: %w", hs.pattern, message, err))
+	}
+	if len(payload) == 0 {
+		return nil, nil
+	}
+	return payload, nil
+}
+
+// checkPayload checks that message (1 or 2) with a payload of n bytes fits MaxMessageSize.
+func (hs *handshakeState) checkPayload(message, n int) error {
+	if n > MaxMessageSize-hs.pattern.messageSize(message) {
+		return hs.fail(fmt.Errorf("noise: %v message %d: payload: %w", hs.pattern, message, ErrMessageSize))
+	}
+	return nil
+}
+
+// split ends a complete handshake: it returns the Split keys, h and ck, and wipes the state.
+func (hs *handshakeState) split() (Keys, error) {
+	if err := hs.step("Split", StateMessage2); err != nil {
+		return Keys{}, err
+	}
+	var k Keys
+	k.K1, k.K2 = hs.ss.Split()
+	k.HandshakeHash = hs.ss.GetHandshakeHash()
+	k.ChainingKey = hs.ss.ChainingKey()
+	hs.zero()
+	hs.state = StateSplit
+	return k, nil
+}
