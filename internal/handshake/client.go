@@ -9,9 +9,9 @@ import (
 	"io"
 	"time"
 
-	"github.com/flynn/noise"
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
@@ -98,26 +98,30 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 	if s := cfg.Session; s != nil {
 		hello.Mode, hello.Ticket = ModeResume, s.Ticket
 	}
-	var nn, psk *noise.HandshakeState
-	noiseLen := noiseMsg1Full
+	var nn, psk *noise.Initiator
+	noiseLen := noise.NNMessage1Size
 	if hello.Mode == ModeResume {
-		noiseLen = noiseMsg1PSK
+		noiseLen = noise.NNpsk0Message1Size
 	}
 	// The prologue covers the frame up to the Noise message, so build the body with a
 	// placeholder of the right length first.
 	hello.Noise = make([]byte, noiseLen)
 	pro := prologue(hello.body(), noiseLen)
-	if nn, err = newNoise(true, pro, &eph, nil); err != nil {
+	// The client offers the same ephemeral key to a full handshake (NN) and, with a ticket,
+	// to a resumption (NNpsk0): NNpsk0's message 1 starts with NN's, so the server can pick.
+	if nn, err = noise.NewInitiator(noise.NN, pro, &eph, nil); err != nil {
 		return nil, err
 	}
-	if hello.Noise, _, _, err = nn.WriteMessage(nil, nil); err != nil {
+	defer nn.Zero()
+	if hello.Noise, err = nn.WriteMessage1(nil, nil); err != nil {
 		return nil, err
 	}
 	if hello.Mode == ModeResume {
-		if psk, err = newNoise(true, pro, &eph, cfg.Session.Secret); err != nil {
+		if psk, err = noise.NewInitiator(noise.NNpsk0, pro, &eph, cfg.Session.Secret); err != nil {
 			return nil, err
 		}
-		if hello.Noise, _, _, err = psk.WriteMessage(nil, nil); err != nil {
+		defer psk.Zero()
+		if hello.Noise, err = psk.WriteMessage1(nil, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -153,12 +157,15 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 		}
 		hs = psk
 	}
-	_, cs1, cs2, err := hs.ReadMessage(nil, sh.Noise)
-	if err != nil || cs1 == nil {
+	if _, err := hs.ReadMessage2(sh.Noise); err != nil {
 		return nil, errors.New("netauth: ServerHello failed authentication (tampered, or the server lost the session)")
 	}
-	rc.SetKeys(halves(cs1, cs2))
-	c.Result.HandshakeHash = append([]byte(nil), hs.ChannelBinding()...)
+	keys, err := hs.Split()
+	if err != nil {
+		return nil, err
+	}
+	c.Result.HandshakeHash = append([]byte(nil), keys.HandshakeHash[:]...)
+	rc.SetKeys(halves(&keys, true))
 
 	if sh.Mode == ModeResume {
 		s := cfg.Session

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
@@ -195,19 +196,25 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	if err != nil {
 		return nil
 	}
-	hs, err := newNoise(false, pro, eph, t.Secret[:])
+	hs, err := noise.NewResponder(noise.NNpsk0, pro, eph, t.Secret[:])
 	if err != nil {
 		return nil
 	}
-	if _, _, _, err := hs.ReadMessage(nil, req.Noise); err != nil {
+	defer hs.Zero()
+	if _, err := hs.ReadMessage1(req.Noise); err != nil {
 		return nil // the client does not hold the ticket's secret
 	}
-	msg2, cs1, cs2, err := hs.WriteMessage(nil, nil)
+	msg2, err := hs.WriteMessage2(nil, nil)
 	if err != nil {
 		return nil // e.g. a low-order ephemeral: the full handshake refuses it properly
 	}
+	keys, err := hs.Split()
+	if err != nil {
+		return nil
+	}
+	defer keys.Zero()
 	res := &Result{Resumed: true, Offered: true, User: t.User, UserKey: userKey, HostKey: c.hostPub,
-		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), hs.ChannelBinding()...),
+		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), keys.HandshakeHash[:]...),
 		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client}
 	// A user who lost access falls back to a full handshake, which then refuses clearly.
 	if c.cfg.Eligible(res) != nil {
@@ -220,8 +227,8 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	}
 	res.Session = id
 	resp := &BeginResponse{Session: id, Resumed: true, Noise: msg2, HandshakeHash: res.HandshakeHash,
-		HostKey: c.hostWire, Service: c.cfg.Service, User: t.User, UserKey: t.Key, Issued: res.Issued}
-	resp.Recv, resp.Send = cs1.UnsafeKey(), cs2.UnsafeKey()
+		HostKey: c.hostWire, Service: c.cfg.Service, User: t.User, UserKey: t.Key, Issued: res.Issued,
+		Recv: keys.K1, Send: keys.K2}
 	return resp
 }
 
@@ -309,21 +316,26 @@ func replayForget(t, now time.Time, skew time.Duration) time.Time {
 
 // full runs the NN exchange and signs the handshake hash with the host key.
 func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*BeginResponse, error) {
-	hs, err := newNoise(false, pro, eph, nil)
+	hs, err := noise.NewResponder(noise.NN, pro, eph, nil)
 	if err != nil {
 		return nil, err
 	}
-	if _, _, _, err := hs.ReadMessage(nil, req.Noise[:noiseMsg1Full]); err != nil {
+	defer hs.Zero()
+	if _, err := hs.ReadMessage1(req.Noise[:noise.NNMessage1Size]); err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "bad Noise message 1", Err: err, Client: req.Client})
 	}
-	msg2, cs1, cs2, err := hs.WriteMessage(nil, nil)
+	msg2, err := hs.WriteMessage2(nil, nil)
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "Noise message 2", Err: err, Client: req.Client})
 	}
-	h := append([]byte(nil), hs.ChannelBinding()...)
+	keys, err := hs.Split()
+	if err != nil {
+		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "Noise split", Err: err, Client: req.Client})
+	}
+	defer keys.Zero()
+	h := append([]byte(nil), keys.HandshakeHash[:]...)
 	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.hostWire,
-		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service}
-	resp.Recv, resp.Send = cs1.UnsafeKey(), cs2.UnsafeKey()
+		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service, Recv: keys.K1, Send: keys.K2}
 	if resp.Session, err = c.addSession(&coreSession{hash: h, client: req.Client}); err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeOverloaded, Reason: err.Error(), Client: req.Client})
 	}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
 )
 
@@ -38,14 +39,14 @@ const (
 	DHLen         = 32
 	HashLen       = 32
 	PSKLen        = 32
-	noiseMsg1Full = DHLen                 // e
-	noiseMsg1PSK  = DHLen + 16            // e, encrypted empty payload
-	noiseMsg2     = DHLen + 16            // e, ee, encrypted empty payload
-	MaxTicketSize = 2048                  // opaque ticket as the server issues it
-	MaxNameLen    = 64                    // user and service names
-	MaxHostKeyLen = 51                    // ssh-ed25519 wire blob: 4+11+4+32
-	MaxHostSigLen = 83                    // ssh-ed25519 signature blob: 4+11+4+64
-	MaxSSHSIGLen  = keys.MaxSignatureSize // user authenticator
+	noiseMsg1Full = noise.NNMessage1Size     // e
+	noiseMsg1PSK  = noise.NNpsk0Message1Size // e, encrypted empty payload
+	noiseMsg2     = noise.NNMessage2Size     // e, ee, encrypted empty payload
+	MaxTicketSize = 2048                     // opaque ticket as the server issues it
+	MaxNameLen    = 64                       // user and service names
+	MaxHostKeyLen = 51                       // ssh-ed25519 wire blob: 4+11+4+32
+	MaxHostSigLen = 83                       // ssh-ed25519 signature blob: 4+11+4+64
+	MaxSSHSIGLen  = keys.MaxSignatureSize    // user authenticator
 
 	// MaxClientHello bounds the ClientHello body: magic, version, mode, ticket, Noise message.
 	MaxClientHello = len(Magic) + 2 + 2 + MaxTicketSize + noiseMsg1PSK

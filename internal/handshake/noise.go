@@ -6,59 +6,28 @@
 package handshake
 
 import (
-	"errors"
-	"io"
-
-	"github.com/flynn/noise"
+	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
-	"ubns.dev/netauth/internal/x25519"
 )
 
-// fixedDH is a noise.DHFunc whose key generation returns one ephemeral key chosen in advance
-// (from a pool, or from deterministic randomness for test vectors). It lets a client offer the
-// same ephemeral to the NN and the NNpsk0 handshakes, so the server can pick either.
-type fixedDH struct{ kp *x25519.KeyPair }
-
-func (f fixedDH) GenerateKeypair(io.Reader) (noise.DHKey, error) {
-	return noise.DHKey{Private: f.kp.Private[:], Public: f.kp.Public[:]}, nil
-}
-
-func (fixedDH) DH(priv, pub []byte) ([]byte, error) {
-	if len(priv) != DHLen || len(pub) != DHLen {
-		return nil, errors.New("bad X25519 key length")
-	}
-	out, err := x25519.DH([32]byte(priv), [32]byte(pub))
-	if err != nil {
-		return nil, err
-	}
-	return out[:], nil
-}
-
-func (fixedDH) DHLen() int     { return DHLen }
-func (fixedDH) DHName() string { return "25519" }
-
-// newNoise starts a Noise NN (psk == nil) or NNpsk0 handshake state.
-func newNoise(initiator bool, prologue []byte, eph *x25519.KeyPair, psk []byte) (*noise.HandshakeState, error) {
-	cfg := noise.Config{
-		CipherSuite: noise.NewCipherSuite(fixedDH{eph}, noise.CipherAESGCM, noise.HashSHA256),
-		Pattern:     noise.HandshakeNN,
-		Initiator:   initiator,
-		Prologue:    prologue,
-	}
+// pattern is the Noise pattern of a handshake: NN, or NNpsk0 when resuming with a ticket's
+// secret.
+func pattern(psk []byte) noise.Pattern {
 	if psk != nil {
-		cfg.PresharedKey = psk
-		cfg.PresharedKeyPlacement = 0
+		return noise.NNpsk0
 	}
-	return noise.NewHandshakeState(cfg)
+	return noise.NN
 }
 
-// halves turns the Noise split into record-layer directions.
-func halves(send, recv *noise.CipherState) (*record.Half, *record.Half) {
-	sk, rk := send.UnsafeKey(), recv.UnsafeKey()
-	s, r := record.NewHalf(sk, 0), record.NewHalf(rk, 0)
-	clear(sk[:])
-	clear(rk[:])
-	return s, r
+// halves turns the Noise split into record-layer directions for the given side, and wipes
+// the split keys.
+func halves(k *noise.Keys, initiator bool) (send, recv *record.Half) {
+	c2s, s2c := record.NewHalf(k.K1, 0), record.NewHalf(k.K2, 0)
+	k.Zero()
+	if initiator {
+		return c2s, s2c
+	}
+	return s2c, c2s
 }
 
 // prologue returns the Noise prologue for a ClientHello frame: every byte of the frame before
