@@ -87,7 +87,8 @@ type KeySource interface {
 
 // UserKeyFiles returns a KeySource reading dir/<user>, one authorized_keys-format file per
 // user, typically owned by the administrator (/etc/netauth/authorized_keys). Keys carrying
-// options are skipped: their restrictions are ssh-specific.
+// options are skipped: their restrictions are ssh-specific. dir has no default: with an
+// empty dir every lookup fails (and handshakes are refused with internal_error).
 func UserKeyFiles(dir string) KeySource { return keys.UserFiles{Dir: dir} }
 
 // HomeAuthorizedKeys returns a KeySource reading each user's ~/.ssh/authorized_keys, skipping
