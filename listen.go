@@ -232,6 +232,10 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		l.pool.Close()
 		return nil, fmt.Errorf("netauth: %w", err)
 	}
+	if tk := hcfg.Tickets; tk != nil {
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); tk.RetireLoop(l.done) }()
+	}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l, nil

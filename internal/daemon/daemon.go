@@ -173,6 +173,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.wg.Add(1)
 	go d.revocationLoop(ctx)
+	if tk := d.tickets; tk != nil {
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); tk.RetireLoop(ctx.Done()) }()
+	}
 	return nil
 }
 

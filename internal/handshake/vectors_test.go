@@ -827,13 +827,6 @@ func storedTicketKeys(id, key []byte, created time.Time) *TicketKeys {
 	k := &ticketKey{created: created}
 	copy(k.id[:], id)
 	copy(k.key[:], key)
-	block, err := aes.NewCipher(k.key[:])
-	if err != nil {
-		panic(err)
-	}
-	if k.aead, err = cipher.NewGCM(block); err != nil {
-		panic(err)
-	}
 	return &TicketKeys{lifetime: DefaultTicketTTL, rand: &fixedReader{}, keys: []*ticketKey{k}}
 }
 
