@@ -89,7 +89,8 @@ type KeySource interface {
 
 // UserKeyFiles returns a KeySource reading dir/<user>, one authorized_keys-format file per
 // user, typically owned by the administrator (/etc/netauth/authorized_keys). Keys carrying
-// options are skipped: their restrictions are ssh-specific.
+// options are skipped: their restrictions are ssh-specific. dir has no default: with an
+// empty dir every lookup fails (and handshakes are refused with internal_error).
 func UserKeyFiles(dir string) KeySource { return keys.UserFiles{Dir: dir} }
 
 // HomeAuthorizedKeys returns a KeySource reading each user's ~/.ssh/authorized_keys, skipping
@@ -232,6 +233,10 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 	if l.core, err = handshake.NewServerCore(hcfg, l.timeout); err != nil {
 		l.pool.Close()
 		return nil, fmt.Errorf("netauth: %w", err)
+	}
+	if tk := hcfg.Tickets; tk != nil {
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); tk.RetireLoop(l.done) }()
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()

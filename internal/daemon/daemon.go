@@ -137,9 +137,13 @@ func (d *Daemon) AcceptorPid() int {
 // HostKey returns the daemon's public host key.
 func (d *Daemon) HostKey() ssh.PublicKey { return d.hostPub }
 
-// keySource builds the authorized-key sources a configuration names.
+// keySource builds the authorized-key sources a configuration names. An empty
+// AuthorizedKeysDir means "authorized-keys-dir none": no per-user files are read at all.
 func keySource(cfg *policy.Config) keys.Source {
-	m := keys.Multi{keys.UserFiles{Dir: cfg.AuthorizedKeysDir}}
+	var m keys.Multi
+	if cfg.AuthorizedKeysDir != "" {
+		m = append(m, keys.UserFiles{Dir: cfg.AuthorizedKeysDir})
+	}
 	if cfg.HomeAuthorizedKeys {
 		m = append(m, keys.HomeAuthorizedKeys{})
 	}
@@ -169,6 +173,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.wg.Add(1)
 	go d.revocationLoop(ctx)
+	if tk := d.tickets; tk != nil {
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); tk.RetireLoop(ctx.Done()) }()
+	}
 	return nil
 }
 

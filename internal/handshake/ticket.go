@@ -73,8 +73,16 @@ func parseTicketContents(p []byte) (*ticketContents, error) {
 }
 
 // TicketKeys holds the server's rotating ticket encryption keys. A new key is made every
-// lifetime; an old key is kept as long as a ticket it sealed can still be valid. Safe for
-// concurrent use.
+// lifetime; an old key is kept as long as a ticket it sealed can still be valid, then dropped
+// and wiped (docs/PROTOCOL.md §5.2). Sealing and opening retire keys as they go; so that keys
+// do not outlive their use on a server that makes no full handshakes, whoever owns a
+// TicketKeys also runs RetireLoop. Safe for concurrent use.
+//
+// What is wiped: the 32-byte key, the only copy a TicketKeys keeps. The AES key schedule and
+// GHASH key that crypto/aes and crypto/cipher derive from it are not: Go offers no way to
+// clear them. They are therefore not kept either: each seal and open derives them anew, and
+// they are garbage once it returns (unreferenced, overwritten only when the memory is
+// reused), so no long-lived copy of a retired key remains reachable.
 type TicketKeys struct {
 	mu       sync.Mutex
 	lifetime time.Duration
@@ -85,8 +93,20 @@ type TicketKeys struct {
 type ticketKey struct {
 	id      [ticketKeyIDLen]byte
 	key     [32]byte
-	aead    cipher.AEAD
 	created time.Time
+}
+
+// aead returns AES-256-GCM under the key, for one seal or open.
+func (k *ticketKey) aead() (cipher.AEAD, error) {
+	block, err := aes.NewCipher(k.key[:])
+	if err != nil {
+		return nil, fmt.Errorf("ticket key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("ticket key: %w", err)
+	}
+	return aead, nil
 }
 
 // NewTicketKeys returns a key set issuing tickets valid for lifetime (DefaultTicketTTL if
@@ -101,43 +121,99 @@ func NewTicketKeys(lifetime time.Duration, rand io.Reader) *TicketKeys {
 // Lifetime returns how long issued tickets are valid.
 func (t *TicketKeys) Lifetime() time.Duration { return t.lifetime }
 
+// Len returns how many keys the set holds.
+func (t *TicketKeys) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.keys)
+}
+
 // current returns the key to seal with, rotating and retiring keys as time passes.
 func (t *TicketKeys) current(now time.Time) (*ticketKey, error) {
+	t.retireLocked(now)
 	if len(t.keys) == 0 || now.Sub(t.keys[0].created) >= t.lifetime {
 		k := &ticketKey{created: now}
 		if _, err := io.ReadFull(t.rand, k.id[:]); err != nil {
 			return nil, fmt.Errorf("ticket key: %w", err)
 		}
 		if _, err := io.ReadFull(t.rand, k.key[:]); err != nil {
+			clear(k.key[:])
 			return nil, fmt.Errorf("ticket key: %w", err)
-		}
-		block, err := aes.NewCipher(k.key[:])
-		if err != nil {
-			return nil, err
-		}
-		if k.aead, err = cipher.NewGCM(block); err != nil {
-			return nil, err
 		}
 		t.keys = append([]*ticketKey{k}, t.keys...)
 	}
-	// A key retired at time r sealed tickets expiring by r+lifetime: drop keys past that.
-	for i := 1; i < len(t.keys); i++ {
-		if now.Sub(t.keys[i-1].created) > t.lifetime {
-			for _, old := range t.keys[i:] {
-				clear(old.key[:])
-			}
-			t.keys = t.keys[:i]
-			break
-		}
-	}
 	return t.keys[0], nil
+}
+
+// retireAt returns when key i (in t.keys, newest first) stops being needed: it seals until its
+// successor is made, and at the latest until one lifetime after it was made (the next seal
+// then makes a successor); the tickets it sealed expire at most one lifetime after that.
+func (t *TicketKeys) retireAt(i int) time.Time {
+	stop := t.keys[i].created.Add(t.lifetime)
+	if i > 0 && t.keys[i-1].created.Before(stop) {
+		stop = t.keys[i-1].created
+	}
+	return stop.Add(t.lifetime)
+}
+
+// retireLocked drops and wipes every key that no valid ticket can need at now. Keys are
+// ordered newest first and retire in the same order, oldest first.
+func (t *TicketKeys) retireLocked(now time.Time) {
+	n := len(t.keys)
+	for n > 0 && now.After(t.retireAt(n-1)) {
+		n--
+	}
+	for i := n; i < len(t.keys); i++ {
+		clear(t.keys[i].key[:])
+		clear(t.keys[i].id[:])
+		t.keys[i] = nil
+	}
+	t.keys = t.keys[:n]
+}
+
+// Retire drops and wipes the keys that no ticket valid at now can need, and returns when the
+// next remaining key will be due for retirement (the zero time if no key is left).
+func (t *TicketKeys) Retire(now time.Time) (next time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retireLocked(now)
+	if len(t.keys) == 0 {
+		return time.Time{}
+	}
+	return t.retireAt(len(t.keys) - 1)
+}
+
+// RetireLoop retires keys on time, by the system clock, until stop is closed: it wakes when
+// the oldest key is due, and at least once a lifetime (a key made in between is not due
+// before two lifetimes have passed).
+func (t *TicketKeys) RetireLoop(stop <-chan struct{}) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		wait := t.lifetime
+		if next := t.Retire(now); !next.IsZero() {
+			// Retire drops a key once the clock is past its time: wake just after it.
+			wait = min(wait, next.Sub(now)+time.Millisecond)
+		}
+		timer.Reset(wait)
+	}
 }
 
 // seal encrypts c into a ticket.
 func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	k, err := t.current(now)
-	t.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	aead, err := k.aead()
 	if err != nil {
 		return nil, err
 	}
@@ -151,14 +227,15 @@ func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
 	}
 	out = append(out, nonce...)
 	ad := append([]byte(ticketAD), k.id[:]...)
-	out = k.aead.Seal(out, nonce, pt, ad)
+	out = aead.Seal(out, nonce, pt, ad)
 	if len(out) > MaxTicketSize {
 		return nil, fmt.Errorf("ticket of %d bytes exceeds the limit of %d (user key too large)", len(out), MaxTicketSize)
 	}
 	return out, nil
 }
 
-// open decrypts a ticket and checks its expiry against now.
+// open decrypts a ticket and checks its expiry against now. It retires keys first, so a
+// ticket under a key past its time never opens.
 func (t *TicketKeys) open(ticket []byte, now time.Time) (*ticketContents, error) {
 	if len(ticket) < minTicketLen || len(ticket) > MaxTicketSize {
 		return nil, ErrTicketInvalid
@@ -166,6 +243,8 @@ func (t *TicketKeys) open(ticket []byte, now time.Time) (*ticketContents, error)
 	var id [ticketKeyIDLen]byte
 	copy(id[:], ticket)
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retireLocked(now)
 	var k *ticketKey
 	for _, cand := range t.keys {
 		if cand.id == id {
@@ -173,13 +252,16 @@ func (t *TicketKeys) open(ticket []byte, now time.Time) (*ticketContents, error)
 			break
 		}
 	}
-	t.mu.Unlock()
 	if k == nil {
 		return nil, ErrTicketUnknownKey
 	}
+	aead, err := k.aead()
+	if err != nil {
+		return nil, err
+	}
 	nonce := ticket[ticketKeyIDLen : ticketKeyIDLen+ticketNonceLen]
 	ad := append([]byte(ticketAD), id[:]...)
-	pt, err := k.aead.Open(nil, nonce, ticket[ticketKeyIDLen+ticketNonceLen:], ad)
+	pt, err := aead.Open(nil, nonce, ticket[ticketKeyIDLen+ticketNonceLen:], ad)
 	if err != nil {
 		return nil, ErrTicketInvalid
 	}

@@ -14,6 +14,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -644,6 +645,16 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	f.str("service", "echo")
 	f.u64("client_time", uint64(sc.clientTime), " ("+time.Unix(sc.clientTime, 0).UTC().Format(time.RFC3339)+"), Unix seconds")
 	f.u64("server_time", uint64(sc.serverTime), " ("+time.Unix(sc.serverTime, 0).UTC().Format(time.RFC3339)+"), Unix seconds")
+	f.comment("The client reads the Verdict at client_time too (a session's expiry counts from it).")
+	f.comment("Server settings, in seconds: the ticket lifetime (also the ticket key rotation interval)")
+	f.comment("and the maximum clock skew.")
+	f.u64("ticket_lifetime", uint64(sc.tickets.Lifetime()/time.Second), " s")
+	f.u64("max_clock_skew", uint64(DefaultMaxClockSkew/time.Second), " s")
+	if sc.revoked {
+		f.comment("Server policy: no key is authorized for user alice (her key was removed).")
+	} else {
+		f.comment("Server policy: user alice may use service echo with user_public_key, and no other key.")
+	}
 	f.comment("Ephemeral X25519 keys: the 32 random bytes drawn, the clamped private key, the public key.")
 	f.hex("client_ephemeral_random", cSeed)
 	f.hex("client_ephemeral_private", ce.Private[:])
@@ -658,7 +669,8 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	}
 	switch {
 	case sc.storedKeyID != nil:
-		f.comment("The server's ticket key set holds the key full.txt created (at full.txt's server_time).")
+		f.comment("The server's ticket key set holds only the key full.txt created, at full.txt's server_time")
+		f.comment("(%d), which is the newest key and seals nothing here.", vectorTime+2)
 		f.hex("server_ticket_key_id", sc.storedKeyID)
 		f.hex("server_ticket_key", sc.storedKey)
 	case sc.ticketRand != nil:
@@ -701,6 +713,9 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 		e.describeFull(t, f, sc, o, h, sa[0], cContents, sContents)
 	} else if len(sa) != 0 {
 		t.Fatal("more than one ServerAuth")
+	}
+	if resumed {
+		describeResumed(t, f, psk, h, cContents, sContents)
 	}
 
 	f.comment("== Whole streams ==")
@@ -799,6 +814,34 @@ func (e *vectorEnv) describeFull(t *testing.T, f *vecFile, sc *hsScenario, o *hs
 	f.blank()
 }
 
+// describeResumed checks and documents the Binder and the Verdict of a resumed handshake.
+func describeResumed(t *testing.T, f *vecFile, psk, h []byte, cContents, sContents map[byte][][]byte) {
+	t.Helper()
+	f.comment("== Resumption ==")
+	m := hmac.New(sha256.New, psk)
+	m.Write([]byte("netauth-v1 resumption binder\x00"))
+	m.Write(h)
+	binder := m.Sum(nil)
+	if b := cContents[record.TypeBinder]; len(b) != 1 || !bytes.Equal(b[0], binder) {
+		t.Fatal("the client's Binder differs from the one recomputed independently")
+	}
+	f.comment("Binder: HMAC-SHA256(key = offered_resumption_secret,")
+	f.comment("                    \"netauth-v1 resumption binder\" || 0x00 || handshake_hash).")
+	vs := sContents[record.TypeVerdict]
+	if len(vs) != 1 {
+		t.Fatal("no Verdict record")
+	}
+	v, err := parseVerdict(vs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.comment("Verdict: code %d (%s), ticket lifetime %d s, no ticket (a resumption issues none).", v.Code, v.Code, v.Lifetime)
+	if len(v.Ticket) != 0 || len(v.Secret) != 0 {
+		t.Fatal("a resumed handshake's Verdict carries a ticket")
+	}
+	f.blank()
+}
+
 // keygenVerifyVector checks the vector's authenticator with ssh-keygen when it is installed.
 func keygenVerifyVector(t *testing.T, e *vectorEnv, stmt, sig []byte) {
 	t.Helper()
@@ -827,13 +870,6 @@ func storedTicketKeys(id, key []byte, created time.Time) *TicketKeys {
 	k := &ticketKey{created: created}
 	copy(k.id[:], id)
 	copy(k.key[:], key)
-	block, err := aes.NewCipher(k.key[:])
-	if err != nil {
-		panic(err)
-	}
-	if k.aead, err = cipher.NewGCM(block); err != nil {
-		panic(err)
-	}
 	return &TicketKeys{lifetime: DefaultTicketTTL, rand: &fixedReader{}, keys: []*ticketKey{k}}
 }
 
@@ -882,7 +918,7 @@ func TestVectors(t *testing.T) {
 	o = e.run(t, &hsScenario{
 		file:        "resume.txt",
 		title:       "resumed handshake (Noise_NNpsk0_25519_AESGCM_SHA256) with the session of full.txt",
-		notes:       "No authentication records and no verdict: after the ServerHello both sides send data.",
+		notes:       "No ServerAuth and no ClientAuth: the client's first record is the Binder, followed at once\nby a pipelined data record (\"ping\"); the server's first record is the Verdict (code 0, no\nticket), then \"pong\"; both sides end with a close record.",
 		clientTime:  vectorTime + 600,
 		serverTime:  vectorTime + 602,
 		ephLabel:    "resume",
@@ -919,7 +955,7 @@ func TestVectors(t *testing.T) {
 	o = e.run(t, &hsScenario{
 		file:        "revoked.txt",
 		title:       "ticket refused because the key was revoked: full handshake refused (not_authorized)",
-		notes:       "The server opens the ticket but Authorize refuses the user's key, so it falls back to a full\nhandshake and answers ClientAuth with a Verdict of code 5 (not_authorized), then closes the\nconnection without a close record. The client's pipelined data record is never read.",
+		notes:       "The server opens the ticket but Authorize refuses the user's key, so it falls back to a full\nhandshake and answers ClientAuth with a Verdict of code 5 (not_authorized), then closes the\nconnection without a close record. The client's pipelined data record is never read; the\nclient, refused, sends nothing more and closes the connection.",
 		clientTime:  vectorTime + 1200,
 		serverTime:  vectorTime + 1202,
 		ephLabel:    "revoked",

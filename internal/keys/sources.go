@@ -28,10 +28,6 @@ const MaxKeysPerUser = 1000
 // netauth reads, in bytes.
 const MaxKeyFileSize = 1 << 20
 
-// DefaultUserFilesDir is the directory of admin-owned per-user key files
-// that UserFiles reads when its Dir is empty.
-const DefaultUserFilesDir = "/etc/netauth/authorized_keys"
-
 // DefaultCommandTimeout is how long a Command may run when its Timeout is
 // zero.
 const DefaultCommandTimeout = 5 * time.Second
@@ -147,8 +143,9 @@ func readKeyFile(path string, check func(*os.File, fs.FileInfo) error) ([]ssh.Pu
 // The parsing rules are those described at Source: keys with options are
 // skipped and a malformed line is an error naming file:line.
 type UserFiles struct {
-	// Dir is the directory of per-user files; empty means
-	// DefaultUserFilesDir.
+	// Dir is the directory of per-user files. It must be set: an empty Dir
+	// is an error on every lookup, never a default directory, so that a
+	// key source turned off cannot silently read one.
 	Dir string
 }
 
@@ -157,11 +154,10 @@ func (u UserFiles) Keys(ctx context.Context, user string) ([]ssh.PublicKey, erro
 	if err := ValidName(user); err != nil {
 		return nil, err
 	}
-	dir := u.Dir
-	if dir == "" {
-		dir = DefaultUserFilesDir
+	if u.Dir == "" {
+		return nil, errors.New("keys: UserFiles has no directory")
 	}
-	path := filepath.Join(dir, user)
+	path := filepath.Join(u.Dir, user)
 	return readKeyFile(path, func(_ *os.File, fi fs.FileInfo) error {
 		if fi.Mode().Perm()&0o022 != 0 {
 			return fmt.Errorf("keys: %s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())

@@ -89,6 +89,16 @@ func TestParseAuthorizedKeys(t *testing.T) {
 	}
 }
 
+// TestUserFilesNoDir: a UserFiles without a directory reads nothing, in particular not
+// /etc/netauth/authorized_keys: it is an error on every lookup, so a key source someone meant
+// to turn off fails closed instead of reading a default directory.
+func TestUserFilesNoDir(t *testing.T) {
+	keys, err := UserFiles{}.Keys(context.Background(), "alice")
+	if err == nil || !strings.Contains(err.Error(), "no directory") || keys != nil {
+		t.Fatalf("UserFiles{}.Keys = %d keys, %v; want an error naming the missing directory", len(keys), err)
+	}
+}
+
 func TestUserFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
