@@ -117,6 +117,9 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, p)
 	}
 	summary := fmt.Sprintf("%d records: %d full, %d resumed, %d refused", rep.Records, rep.Full, rep.Resumed, rep.Refused)
+	if rep.Summaries > 0 {
+		summary += fmt.Sprintf(" (and %d more counted in %d summary records)", rep.Summarized, rep.Summaries)
+	}
 	if rep.OK() {
 		fmt.Fprintf(stdout, "%s; all signatures and the chain verify\n", summary)
 	} else {

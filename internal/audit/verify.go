@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -51,8 +52,12 @@ type Report struct {
 	Records int
 	// Full, Resumed and Refused count the records whose host signature
 	// verifies: accepted full handshakes, accepted resumed connections, and
-	// refusals.
+	// refusals logged one by one.
 	Full, Resumed, Refused int
+	// Summaries counts the summary records whose host signature verifies,
+	// and Summarized the refusals they count.
+	Summaries  int
+	Summarized uint64
 	// LastSeq and LastTime are the sequence number and time of the last
 	// record whose host signature verifies. Compare LastSeq with a value
 	// noted earlier to find records cut from the end of the log, which
@@ -221,6 +226,13 @@ func base64Char(c byte) bool {
 // count adds an authentic record to the report's totals.
 func (v *verifier) count(rec *Record) {
 	switch {
+	case rec.Decision == Refused && rec.Summary != nil:
+		v.report.Summaries++
+		for _, c := range rec.Summary.Counts {
+			if v.report.Summarized += c; v.report.Summarized < c {
+				v.report.Summarized = math.MaxUint64
+			}
+		}
 	case rec.Decision == Refused:
 		v.report.Refused++
 	case rec.Decision == Accepted && rec.Mode == ModeFull:
