@@ -28,7 +28,7 @@ Commands:
 Run 'netauth audit <command> -h' for a command's flags.
 `
 
-const auditVerifyUsage = `usage: netauth audit verify -host-key FILE.pub LOGFILE
+const auditVerifyUsage = `usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE
 
 Check every line of a netauthd audit log:
 
@@ -38,7 +38,16 @@ Check every line of a netauthd audit log:
     record removed, inserted or moved is found;
   - for an accepted full handshake, the user's signature verifies over the
     statement, and the statement's user, service and host key and the
-    signing key are those the record names.
+    signing key are those the record names;
+  - for an accepted full handshake, the record was logged within the clock
+    skew (-skew, the server's max-clock-skew) of the time in the statement,
+    or up to a minute more after it, and no other record has the same
+    handshake hash: a user's signature logged again, later or for another
+    client, is found (both lines are named).
+
+Refusals are logged bounded (the client's signature and an invalid user
+name by their SHA-256 and length), and under a flood partly as summary
+records that count them by source; both are checked like any record.
 
 Each bad line is listed, as "line 17 (seq 17): why". The exit status is 0
 if every record verifies, 1 if any does not (or the log cannot be read),
@@ -89,10 +98,11 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, auditVerifyUsage); fs.PrintDefaults() }
 	hostKeyFile := fs.String("host-key", "", "the server's public host key (`FILE.pub`); required")
+	skew := fs.Duration("skew", audit.DefaultMaxClockSkew, "the clock skew the server allowed (its max-clock-skew)")
 	if code, ok := parseAuditFlags(fs, args); !ok {
 		return code
 	}
-	if *hostKeyFile == "" || fs.NArg() != 1 {
+	if *hostKeyFile == "" || fs.NArg() != 1 || *skew <= 0 {
 		fs.Usage()
 		return 2
 	}
@@ -108,7 +118,7 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer f.Close()
-	rep, err := audit.Verify(f, hostKey)
+	rep, err := audit.VerifyWith(f, hostKey, audit.VerifyOptions{MaxClockSkew: *skew})
 	if err != nil {
 		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)
 		return 1
@@ -117,6 +127,9 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, p)
 	}
 	summary := fmt.Sprintf("%d records: %d full, %d resumed, %d refused", rep.Records, rep.Full, rep.Resumed, rep.Refused)
+	if rep.Summaries > 0 {
+		summary += fmt.Sprintf(" (and %d more counted in %d summary records)", rep.Summarized, rep.Summaries)
+	}
 	if rep.OK() {
 		fmt.Fprintf(stdout, "%s; all signatures and the chain verify\n", summary)
 	} else {

@@ -46,7 +46,9 @@ func writeAuditLog(t *testing.T) auditLog {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hash := byte(0)
 	full := func(name string) *audit.Record {
+		hash++ // each handshake has its own hash
 		_, userPriv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +57,7 @@ func writeAuditLog(t *testing.T) auditLog {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := keys.Statement{HandshakeHash: bytes.Repeat([]byte{9}, 32), HostKey: host, Service: "imap", User: name, Time: time.Now()}
+		st := keys.Statement{HandshakeHash: bytes.Repeat([]byte{hash}, 32), HostKey: host, Service: "imap", User: name, Time: time.Now()}
 		text, err := st.Marshal()
 		if err != nil {
 			t.Fatal(err)
@@ -134,6 +136,108 @@ func TestAuditVerify(t *testing.T) {
 	}
 }
 
+// TestAuditVerifyRelogged: a user's genuine signature logged again (re-signed by the host
+// key, so the chain verifies), for another client or later than the clock skew allows, fails
+// verification with both lines named; -skew sets the skew.
+func TestAuditVerifyRelogged(t *testing.T) {
+	dir := t.TempDir()
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := ssh.NewPublicKey(hostPriv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPub := filepath.Join(dir, "host_key.pub")
+	if err := os.WriteFile(hostPub, ssh.MarshalAuthorizedKey(host), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, userPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := ssh.NewSignerFromKey(userPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hh := make([]byte, 32)
+	if _, err := rand.Read(hh); err != nil {
+		t.Fatal(err)
+	}
+	when := time.Now().Truncate(time.Second)
+	st := keys.Statement{HandshakeHash: hh, HostKey: host, Service: "imap", User: "alice", Time: when}
+	text, err := st.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := keys.Sign(user, audit.UserNamespace, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func(client string, at time.Duration) *audit.Record {
+		return &audit.Record{
+			Time: when.Add(at), Client: client, Service: "imap", User: "alice",
+			KeyType: user.PublicKey().Type(), KeyFP: keys.Fingerprint(user.PublicKey()), HostKeyFP: keys.Fingerprint(host),
+			Mode: audit.ModeFull, Decision: audit.Accepted, Worker: 100,
+			Statement: string(text), Signature: string(keys.Armor(sig)),
+		}
+	}
+	write := func(name string, records ...*audit.Record) string {
+		path := filepath.Join(dir, name)
+		w, err := audit.Open(path, hostPriv, audit.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range records {
+			if err := w.Write(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	relogged := write("relogged.log", record("192.0.2.1:40000", time.Second), record("203.0.113.9:5555", time.Minute))
+	code, out, _ := runAudit("verify", "-host-key", hostPub, relogged)
+	want := "line 2 (seq 2): handshake hash already logged on line 1 (seq 1), with the same user signature"
+	if code != 1 || !strings.HasPrefix(out, want) {
+		t.Fatalf("verify of a log with a signature logged twice: exit %d, want 1 and %q\n%s", code, want, out)
+	}
+
+	// Refusals, one logged and two counted in a summary.
+	refusals := filepath.Join(dir, "refusals.log")
+	w, err := audit.Open(refusals, hostPriv, audit.Options{Refusals: audit.RefusalLimits{PerSource: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := w.WriteRefusal(&audit.Refusal{Client: "192.0.2.1:1", Code: "auth_failed", Signature: sig}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, refusals)
+	want = "2 records: 0 full, 0 resumed, 1 refused (and 2 more counted in 1 summary records); all signatures and the chain verify\n"
+	if code != 0 || !strings.HasPrefix(out, want) {
+		t.Fatalf("verify of a log with a summary: exit %d, want 0 and %q\n%s", code, want, out)
+	}
+
+	late := write("late.log", record("192.0.2.1:40000", 3*time.Minute))
+	if code, out, _ := runAudit("verify", "-host-key", hostPub, late); code != 0 {
+		t.Fatalf("verify of a record 3 minutes after its statement: exit %d\n%s", code, out)
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, "-skew", "1m", late)
+	want = "line 1 (seq 1): logged at " + when.Add(3*time.Minute).UTC().Format(time.RFC3339) + ", more than the clock skew allowed (1m0s)"
+	if code != 1 || !strings.HasPrefix(out, want) {
+		t.Fatalf("verify -skew 1m of a record 3 minutes after its statement: exit %d, want 1 and %q\n%s", code, want, out)
+	}
+}
+
 func TestAuditVerifyErrors(t *testing.T) {
 	l := writeAuditLog(t)
 	notKey := filepath.Join(t.TempDir(), "key.pub")
@@ -145,7 +249,10 @@ func TestAuditVerifyErrors(t *testing.T) {
 		code int
 		want string // in stderr
 	}{
-		{[]string{"verify", l.path}, 2, "usage: netauth audit verify -host-key FILE.pub LOGFILE"},
+		{[]string{"verify", l.path}, 2, "usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE"},
+		{[]string{"verify", "-host-key", l.hostPub, "-skew", "0s", l.path}, 2, "usage: netauth audit verify"},
+		{[]string{"verify", "-host-key", l.hostPub, "-skew", "-1m", l.path}, 2, "usage: netauth audit verify"},
+		{[]string{"verify", "-host-key", l.hostPub, "-skew", "soon", l.path}, 2, `invalid value "soon" for flag -skew`},
 		{[]string{"verify", "-host-key", l.hostPub}, 2, "usage: netauth audit verify"},
 		{[]string{"verify", "-h"}, 0, "Records cut from the end of the log"},
 		{[]string{"verify", "-bogus", l.path}, 2, "flag provided but not defined: -bogus"},

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 func TestUserNamespaceIsTheHandshakes(t *testing.T) {
@@ -39,7 +41,7 @@ func TestWriteAndVerify(t *testing.T) {
 	alice := newUserKey(t, false)
 	bob := newUserKey(t, true)
 	when := time.Date(2026, 5, 1, 12, 30, 15, 123456789, time.FixedZone("CEST", 2*3600))
-	full := fullRecord(t, host.pub, alice, "alice", "imap")
+	full := fullRecordAt(t, host.pub, alice, "alice", "imap", when)
 	full.Time = when
 	policyRefused := fullRecord(t, host.pub, bob, "bob", "imap")
 	policyRefused.Decision, policyRefused.Reason, policyRefused.Worker = Refused, "user not allowed by policy", 0
@@ -595,16 +597,47 @@ func TestOpenUnwritable(t *testing.T) {
 	}
 }
 
-// TestWriteFailureIsSticky makes the log file fail with ENOSPC (by putting
+// fakeClock is a Writer's clock that moves only when told.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// useFakeClock makes w take its time from a new fake clock.
+func useFakeClock(w *Writer) *fakeClock {
+	c := &fakeClock{now: time.Now()}
+	w.mu.Lock()
+	w.now = c.Now
+	w.mu.Unlock()
+	return c
+}
+
+// TestWriteFailureRecovers makes the log file fail with ENOSPC (by putting
 // /dev/full in its place) and checks that Write reports it, keeps reporting
-// it, and that reopening the log recovers.
-func TestWriteFailureIsSticky(t *testing.T) {
+// it without trying the file until RetryInterval has passed, then writes
+// again once the file can be written, continuing the chain, and logs that
+// it recovered.
+func TestWriteFailureRecovers(t *testing.T) {
 	host := newHostKey(t)
 	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{})
+	var logged testutil.Buffer
+	w, err := Open(path, host.priv, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock := useFakeClock(w)
 	if err := w.Write(refusedRecord(host.pub, "first")); err != nil {
 		t.Fatal(err)
 	}
@@ -612,6 +645,7 @@ func TestWriteFailureIsSticky(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer full.Close()
 	w.mu.Lock()
 	real := w.f
 	w.f = full
@@ -622,31 +656,35 @@ func TestWriteFailureIsSticky(t *testing.T) {
 	if err == nil || err.Error() != want || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Write to a full disk = %v, want %q wrapping ENOSPC", err, want)
 	}
-	// Space is back, but the Writer stays failed.
+	if !strings.Contains(logged.String(), "audit log unwritable") {
+		t.Errorf("the failure was not logged:\n%s", logged.String())
+	}
+	// Space is back, but the file is not tried again before RetryInterval.
 	w.mu.Lock()
 	w.f = real
 	w.mu.Unlock()
-	full.Close()
+	clock.Add(RetryInterval - time.Millisecond)
 	err = w.Write(refusedRecord(host.pub, "third"))
-	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "opened again") || !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("Write after a failure = %v, want the same error", err)
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "tried again") || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Write right after a failure = %v, want the same error", err)
+	}
+	if strings.Contains(logged.String(), "writable again") {
+		t.Fatalf("recovery logged before the log was written:\n%s", logged.String())
+	}
+	clock.Add(time.Millisecond)
+	r := refusedRecord(host.pub, "fourth")
+	if err := w.Write(r); err != nil {
+		t.Fatalf("Write once the disk has space again: %v", err)
+	}
+	if r.Seq != 2 {
+		t.Errorf("first record after the failure has seq %d, want 2", r.Seq)
+	}
+	if l := logged.String(); !strings.Contains(l, "audit log writable again") || !strings.Contains(l, "failed_writes=2") {
+		t.Errorf("the recovery was not logged with the number of failed writes:\n%s", l)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-
-	w, err = Open(path, host.priv, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := refusedRecord(host.pub, "after reopening")
-	if err := w.Write(r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Seq != 2 {
-		t.Errorf("first record after reopening has seq %d, want 2", r.Seq)
-	}
-	w.Close()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -63,14 +63,21 @@ func newUserKey(t testing.TB, ecdsaKey bool) ssh.Signer {
 }
 
 // fullRecord returns the record of an accepted full handshake in which user
-// signed a statement for service on the host with key host.
+// signed a statement for service on the host with key host, now.
 func fullRecord(t testing.TB, host ssh.PublicKey, user ssh.Signer, name, service string) *Record {
+	t.Helper()
+	return fullRecordAt(t, host, user, name, service, time.Now())
+}
+
+// fullRecordAt is fullRecord with a statement made at the given time (the
+// record's Time is left for the Writer to set).
+func fullRecordAt(t testing.TB, host ssh.PublicKey, user ssh.Signer, name, service string, when time.Time) *Record {
 	t.Helper()
 	hh := make([]byte, keys.HandshakeHashSize)
 	if _, err := rand.Read(hh); err != nil {
 		t.Fatal(err)
 	}
-	st := keys.Statement{HandshakeHash: hh, HostKey: host, Service: service, User: name, Time: time.Now()}
+	st := keys.Statement{HandshakeHash: hh, HostKey: host, Service: service, User: name, Time: when}
 	text, err := st.Marshal()
 	if err != nil {
 		t.Fatal(err)

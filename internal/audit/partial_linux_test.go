@@ -14,7 +14,8 @@ import (
 
 // TestPartialWriteIsCutOff makes a write stop part way through a line (with
 // a file size limit, as a nearly full disk would) and checks that the Writer
-// cuts the partial line off again, so the log stays well-formed and opens.
+// cuts the partial line off again, so the log stays well-formed and opens,
+// and that it writes again once the limit is lifted.
 func TestPartialWriteIsCutOff(t *testing.T) {
 	host := newHostKey(t)
 	path := filepath.Join(t.TempDir(), "audit.log")
@@ -23,6 +24,7 @@ func TestPartialWriteIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	clock := useFakeClock(w)
 	if err := w.Write(refusedRecord(host.pub, "first")); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +58,11 @@ func TestPartialWriteIsCutOff(t *testing.T) {
 		t.Fatalf("the partial line was not cut off; the log is now:\n%s", after)
 	}
 	if err := w.Write(refusedRecord(host.pub, "third")); err == nil {
-		t.Fatal("Write succeeded on a failed Writer")
+		t.Fatal("Write succeeded on a failed Writer before RetryInterval passed")
+	}
+	clock.Add(RetryInterval)
+	if err := w.Write(refusedRecord(host.pub, "fourth")); err != nil {
+		t.Fatalf("Write once the limit is lifted: %v", err)
 	}
 	w.Close()
 	w2, err := Open(path, host.priv, Options{})
@@ -64,4 +70,11 @@ func TestPartialWriteIsCutOff(t *testing.T) {
 		t.Fatalf("reopening after the partial write: %v", err)
 	}
 	w2.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := verifyBytes(t, data, host.pub); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("log after the partial write: %+v", rep)
+	}
 }

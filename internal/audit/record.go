@@ -29,13 +29,35 @@
 // copy of recent records elsewhere (for example the system journal), or
 // compare the last sequence number Verify reports with one noted earlier.
 //
+// Verify also checks that an accepted full handshake was logged within the
+// clock skew of the time in the statement the user signed, and that no
+// handshake hash (and so no user signature) is logged twice: a holder of the
+// host key cannot log a user's genuine signature again at another time or
+// for another client without it showing.
+//
+// # Refusals
+//
+// Refusals are logged through WriteRefusal, which treats everything about a
+// refused connection as the client's choice and bounds it: the signature the
+// client sent (unverified) is logged as its SHA-256 and length, so is a user
+// name that is not valid, and the other fields are cut to fixed lengths, so
+// that a refusal line is at most MaxRefusalLine bytes. Past a few refusals
+// from one source (an IPv4 address or an IPv6 /64) in an interval, further
+// ones are counted rather than logged, and one summary record per source
+// (Record.Summary) gives their number by refusal code when the interval
+// ends. Accepted connections are always logged in full.
+//
 // # Writing
 //
 // A Writer appends records to one file with one write(2) call each on a file
 // opened with O_APPEND, under an exclusive advisory lock (flock) so that a
-// second writer cannot interleave lines and break the chain. Rotate the log
-// by renaming the file and opening a new Writer (which starts again at seq 1);
-// never copy and truncate it in place.
+// second writer cannot interleave lines and break the chain. A write that
+// fails (a full disk) is cut off again, so the file keeps whole lines and the
+// chain stays intact; Write then reports the failure, and tries the disk
+// again on a later call, at most every RetryInterval. Rotate the log by
+// renaming the file and calling Reopen (netauthd does on SIGHUP), or opening
+// a new Writer: the new file starts again at seq 1. Never copy and truncate
+// the log in place.
 package audit
 
 import (
@@ -55,6 +77,10 @@ const UserNamespace = "netauth-v1@ubns.dev"
 // MaxLineSize is the longest line, in bytes without its newline, that the
 // Writer writes and that Verify reads.
 const MaxLineSize = 1 << 20
+
+// MaxRefusalLine is the longest line, in bytes without its newline, that
+// WriteRefusal writes: for a refusal, and for a summary of refusals.
+const MaxRefusalLine = 1024
 
 // Values of Record.Mode.
 const (
@@ -101,6 +127,9 @@ type Record struct {
 	Mode string `json:"mode"`
 	// Decision is Accepted or Refused.
 	Decision string `json:"decision"`
+	// Code is, for a refusal logged by WriteRefusal, the refusal code the
+	// client was sent ("auth_failed", "not_authorized" and so on).
+	Code string `json:"code,omitempty"`
 	// Reason says why a connection was refused.
 	Reason string `json:"reason,omitempty"`
 	// Worker is the process id of the worker that got the connection.
@@ -111,6 +140,21 @@ type Record struct {
 	// Signature is, for full handshakes, the user's SSHSIG signature over
 	// Statement in namespace UserNamespace, armored as ssh-keygen writes it.
 	Signature string `json:"signature,omitempty"`
+	// UserSHA256 and UserLen stand, in a refusal, for a user name that is
+	// not a valid name (keys.ValidName), which is not logged: the hex
+	// SHA-256 of its bytes and its length.
+	UserSHA256 string `json:"user_sha256,omitempty"`
+	UserLen    int    `json:"user_len,omitempty"`
+	// SigSHA256 and SigLen stand, in a refusal, for the user signature the
+	// client sent (not verified, so not logged): the hex SHA-256 of the
+	// binary SSHSIG signature (the bytes inside the armor of Signature) and
+	// its length.
+	SigSHA256 string `json:"sig_sha256,omitempty"`
+	SigLen    int    `json:"sig_len,omitempty"`
+	// Summary, on a summary record, counts the refusals from one source that
+	// were not logged one by one. A summary record is a refusal with an
+	// empty Client, Service and Mode.
+	Summary *Summary `json:"summary,omitempty"`
 	// Prev is the hex SHA-256 of the previous line of the file, without its
 	// newline; 64 zeros for the first record.
 	Prev string `json:"prev"`
@@ -120,9 +164,36 @@ type Record struct {
 	HostSig string `json:"host_sig"`
 }
 
+// Summary counts the refusals from one source, over an interval, that were
+// not logged one by one.
+type Summary struct {
+	// Source is the clients' source: an IPv4 address or an IPv6 /64 network
+	// in prefix notation ("192.0.2.7/32", "2001:db8:1:2::/64"), or
+	// SourceOther.
+	Source string `json:"source"`
+	// Since and Until bound the interval the counts cover.
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+	// Counts is the number of refusals counted, by refusal code.
+	Counts map[string]uint64 `json:"counts"`
+}
+
+// SourceOther is the Summary.Source of refusals from clients whose address is
+// not an IP address, and from sources beyond the number a Writer tracks at
+// once (RefusalLimits.Sources).
+const SourceOther = "other"
+
 // check reports an error unless r's Mode and Decision have values the log
 // knows.
 func (r *Record) check() error {
+	if r.Summary != nil {
+		if r.Decision != Refused || r.Mode != "" {
+			return errors.New("a summary of refusals must be a refusal without a mode")
+		}
+		if r.Summary.Source == "" || len(r.Summary.Counts) == 0 {
+			return errors.New("a summary of refusals needs a source and counts")
+		}
+	}
 	switch r.Decision {
 	case Accepted, Refused:
 	default:

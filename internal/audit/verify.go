@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -51,8 +52,12 @@ type Report struct {
 	Records int
 	// Full, Resumed and Refused count the records whose host signature
 	// verifies: accepted full handshakes, accepted resumed connections, and
-	// refusals.
+	// refusals logged one by one.
 	Full, Resumed, Refused int
+	// Summaries counts the summary records whose host signature verifies,
+	// and Summarized the refusals they count.
+	Summaries  int
+	Summarized uint64
 	// LastSeq and LastTime are the sequence number and time of the last
 	// record whose host signature verifies. Compare LastSeq with a value
 	// noted earlier to find records cut from the end of the log, which
@@ -66,16 +71,46 @@ type Report struct {
 // OK reports whether every record verified.
 func (r *Report) OK() bool { return len(r.Problems) == 0 }
 
-// Verify reads an audit log from r and checks every line: that it is a
+// DefaultMaxClockSkew is the default of VerifyOptions.MaxClockSkew: the clock
+// skew netauthd allows by default (its max-clock-skew setting).
+const DefaultMaxClockSkew = 5 * time.Minute
+
+// DecisionDelay is how long after the skew allowed a record of a full
+// handshake may be logged: a server checks the statement's time against its
+// clock before it looks up the user's keys and account, and logs the
+// decision after.
+const DecisionDelay = time.Minute
+
+// VerifyOptions configure VerifyWith.
+type VerifyOptions struct {
+	// MaxClockSkew is the clock skew the server allowed between its clock
+	// and the time in a user's statement (DefaultMaxClockSkew if zero):
+	// the record of an accepted full handshake must be logged no earlier
+	// than MaxClockSkew before the statement's time, and no later than
+	// MaxClockSkew plus DecisionDelay after it.
+	MaxClockSkew time.Duration
+}
+
+// Verify is VerifyWith with the default options.
+func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
+	return VerifyWith(r, hostKey, VerifyOptions{})
+}
+
+// VerifyWith reads an audit log from r and checks every line: that it is a
 // well-formed record no longer than MaxLineSize, ends in a newline, carries
 // a host signature by hostKey over its canonical bytes, and continues the
 // sequence and hash chain of the record before it; and, for accepted full
 // handshakes, that the user's signature verifies over the statement in
 // UserNamespace, that the statement's user, service and host key and the
-// signing key match the record, and that the statement was made for
-// hostKey (a statement a user signed for another server proves nothing
-// about this one). It does not stop at the first bad line: the report
-// lists each one.
+// signing key match the record, that the statement was made for hostKey (a
+// statement a user signed for another server proves nothing about this
+// one), that the record was logged within the clock skew of the statement's
+// time (see VerifyOptions), and that no other record carries the same
+// handshake hash, which a user signature logged twice would. It does not
+// stop at the first bad line: the report lists each one.
+//
+// VerifyWith keeps the handshake hash of every accepted full handshake in
+// memory: about a hundred bytes for each.
 //
 // A line whose own content is bad (unreadable, or its host signature fails)
 // is reported alone: the break it causes in the chain at the next line is
@@ -84,11 +119,18 @@ func (r *Report) OK() bool { return len(r.Problems) == 0 }
 // inserted from elsewhere or moved) is reported as a chain break.
 //
 // The error is non-nil only if reading r fails or hostKey is nil.
-func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
+func VerifyWith(r io.Reader, hostKey ssh.PublicKey, opts VerifyOptions) (*Report, error) {
 	if hostKey == nil {
 		return nil, errors.New("audit: verifying needs the host's public key")
 	}
-	v := verifier{hostKey: hostKey.Marshal(), hostFP: keys.Fingerprint(hostKey)}
+	if opts.MaxClockSkew < 0 {
+		return nil, fmt.Errorf("audit: negative clock skew %v", opts.MaxClockSkew)
+	}
+	if opts.MaxClockSkew == 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
+	}
+	v := verifier{hostKey: hostKey.Marshal(), hostFP: keys.Fingerprint(hostKey), skew: opts.MaxClockSkew,
+		handshakes: make(map[[keys.HandshakeHashSize]byte]seen)}
 	lr := newLineReader(r)
 	for {
 		line, err := lr.next()
@@ -107,7 +149,14 @@ func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
 type verifier struct {
 	hostKey []byte
 	hostFP  string
+	skew    time.Duration
 	report  Report
+
+	// handshakes maps the handshake hash of each accepted full handshake
+	// seen so far to where it was seen. A user signature verifies over one
+	// statement only, which names the handshake hash: a signature logged
+	// twice is a handshake hash logged twice, so this map finds both.
+	handshakes map[[keys.HandshakeHashSize]byte]seen
 
 	// anchor is the last line whose own content is authentic, and badSince
 	// the number of lines after it whose content is not.
@@ -116,6 +165,14 @@ type verifier struct {
 	anchorSeq  uint64
 	anchorHash string
 	badSince   int
+}
+
+// seen is where an accepted full handshake was logged, and the SHA-256 of its
+// user signature.
+type seen struct {
+	line int
+	seq  uint64
+	sig  [sha256.Size]byte
 }
 
 // check checks one line and updates the report.
@@ -143,7 +200,7 @@ func (v *verifier) check(n int, l line) {
 	hash := sha256.Sum256(l.data)
 	v.haveAnchor, v.anchorLine, v.anchorSeq, v.anchorHash, v.badSince = true, n, rec.Seq, hex.EncodeToString(hash[:]), 0
 	v.report.LastSeq, v.report.LastTime = rec.Seq, rec.Time
-	reasons = append(reasons, v.checkContent(rec)...)
+	reasons = append(reasons, v.checkContent(n, rec)...)
 	if len(reasons) > 0 {
 		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: rec.Seq, Reason: strings.Join(reasons, "; ")})
 	}
@@ -221,6 +278,13 @@ func base64Char(c byte) bool {
 // count adds an authentic record to the report's totals.
 func (v *verifier) count(rec *Record) {
 	switch {
+	case rec.Decision == Refused && rec.Summary != nil:
+		v.report.Summaries++
+		for _, c := range rec.Summary.Counts {
+			if v.report.Summarized += c; v.report.Summarized < c {
+				v.report.Summarized = math.MaxUint64
+			}
+		}
 	case rec.Decision == Refused:
 		v.report.Refused++
 	case rec.Decision == Accepted && rec.Mode == ModeFull:
@@ -256,10 +320,11 @@ func (v *verifier) chain(rec *Record) string {
 	return ""
 }
 
-// checkContent checks what an authentic record says: known mode and
-// decision, and for accepted full handshakes the user's signature and its
-// agreement with the record and with the log's host key.
-func (v *verifier) checkContent(rec *Record) []string {
+// checkContent checks what an authentic record, on line n, says: known mode
+// and decision, and for accepted full handshakes the user's signature, its
+// agreement with the record and with the log's host key, the record's time
+// against the statement's, and that its handshake was not logged before.
+func (v *verifier) checkContent(n int, rec *Record) []string {
 	var reasons []string
 	if err := rec.check(); err != nil {
 		reasons = append(reasons, err.Error())
@@ -298,6 +363,27 @@ func (v *verifier) checkContent(rec *Record) []string {
 	}
 	if userKey.Type() != rec.KeyType {
 		reasons = append(reasons, fmt.Sprintf("the signature is by a %s key, the record says %s", userKey.Type(), rec.KeyType))
+	}
+	// Compared as times, not as a Duration, which saturates.
+	switch {
+	case rec.Time.Before(st.Time.Add(-v.skew)):
+		reasons = append(reasons, fmt.Sprintf("logged at %s, more than the clock skew allowed (%v) before the statement's time %s",
+			rec.Time.UTC().Format(time.RFC3339), v.skew, st.Time.UTC().Format(time.RFC3339)))
+	case rec.Time.After(st.Time.Add(v.skew + DecisionDelay)):
+		reasons = append(reasons, fmt.Sprintf("logged at %s, more than the clock skew allowed (%v) and %v after the statement's time %s: the signature may have been logged again later",
+			rec.Time.UTC().Format(time.RFC3339), v.skew, DecisionDelay, st.Time.UTC().Format(time.RFC3339)))
+	}
+	var hh [keys.HandshakeHashSize]byte
+	copy(hh[:], st.HandshakeHash)
+	sig := sha256.Sum256(blob)
+	if first, ok := v.handshakes[hh]; ok {
+		what := "another user signature over it: the handshake was logged again"
+		if first.sig == sig {
+			what = "the same user signature: the signature was logged again"
+		}
+		reasons = append(reasons, fmt.Sprintf("handshake hash already logged on line %d (seq %d), with %s", first.line, first.seq, what))
+	} else {
+		v.handshakes[hh] = seen{line: n, seq: rec.Seq, sig: sig}
 	}
 	return reasons
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -35,22 +36,56 @@ type Options struct {
 	// seconds, but records from the last seconds before a machine crash can
 	// be lost (they are then missing from the end of the log).
 	Sync bool
+
+	// Logger receives a message when the log becomes unwritable, when it
+	// can be written again, and when Reopen switches to a new file; nil
+	// discards them.
+	Logger *slog.Logger
+
+	// Refusals bounds how many refusals WriteRefusal logs one by one.
+	Refusals RefusalLimits
 }
 
+// RetryInterval is how long a Writer whose last write failed waits before it
+// tries the file again: Write calls in between fail at once, without
+// touching the disk.
+const RetryInterval = 500 * time.Millisecond
+
 // Writer appends records to an audit log file. It is safe for concurrent
-// use. After a write fails the Writer stays failed: every later Write
-// returns the same error until the log is opened again.
+// use.
+//
+// After a write fails (a full disk, an I/O error) the Writer cuts off what
+// it wrote of the line, reports the error, and keeps reporting it without
+// touching the disk until RetryInterval has passed; the next Write after
+// that tries again, and the log is written from then on if it succeeds. The
+// chain goes on from the last record written.
 type Writer struct {
 	path   string
 	signer ssh.Signer
+	hostFP string // fingerprint of the host key
+	sigLen int    // length of a host signature, base64
 	sync   bool
+	log    *slog.Logger
+	limits RefusalLimits
+	now    func() time.Time
 
-	mu     sync.Mutex // guards the fields below
-	f      *os.File   // nil once closed
-	seq    uint64     // seq of the last record in the file, 0 if none
-	prev   string     // hex SHA-256 of the last line
-	size   int64      // size of the file as this Writer left it
-	failed error      // why the Writer failed, or nil
+	mu   sync.Mutex // guards the fields below
+	f    *os.File   // nil once closed
+	seq  uint64     // seq of the last record in the file, 0 if none
+	prev string     // hex SHA-256 of the last line
+	size int64      // size of the file as this Writer left it
+
+	// The state of a failed log: why the last write failed (nil while the
+	// log is writable), when the failure began, when the file was last
+	// tried, whether part of a line may be left at its end, and how many
+	// writes failed since.
+	failed      error
+	failedSince time.Time
+	triedAt     time.Time
+	dirty       bool
+	failures    int
+
+	refusals refusalTable
 }
 
 // Open opens the audit log at path for appending, creating its directory
@@ -72,61 +107,92 @@ func Open(path string, hostKey ed25519.PrivateKey, opts Options) (*Writer, error
 	if err != nil {
 		return nil, fmt.Errorf("audit: host key: %w", err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("audit: creating the log directory: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+	// Every host signature has the same length (Ed25519), which bounds the
+	// length of a refusal's line before it is signed.
+	sample, err := keys.Sign(signer, Namespace, nil)
 	if err != nil {
-		return nil, fmt.Errorf("audit: opening the log: %w", err)
+		return nil, fmt.Errorf("audit: host key: %w", err)
 	}
-	w, err := start(f, path, signer, opts)
+	w := &Writer{path: path, signer: signer, hostFP: keys.Fingerprint(signer.PublicKey()),
+		sigLen: base64.StdEncoding.EncodedLen(len(sample)), sync: opts.Sync, log: opts.Logger,
+		limits: opts.Refusals.withDefaults(), now: time.Now}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	f, end, err := openLog(path, signer, opts.Sync)
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
-	if opts.Sync {
-		// Make the file's directory entry durable too, in case Open just
-		// created it.
-		if err := syncDir(dir); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
+	w.f, w.seq, w.prev, w.size = f, end.seq, end.prev, end.size
 	return w, nil
 }
 
+// chainEnd is where the chain of a log file ends.
+type chainEnd struct {
+	seq  uint64 // seq of the last record, 0 if none
+	prev string // hex SHA-256 of the last line, zeroPrev if none
+	size int64  // size of the file
+}
+
+// openLog opens (creating it and its directory if needed) and locks the log
+// file at path, and reads where its chain ends.
+func openLog(path string, signer ssh.Signer, sync bool) (*os.File, chainEnd, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, chainEnd{}, fmt.Errorf("audit: creating the log directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, chainEnd{}, fmt.Errorf("audit: opening the log: %w", err)
+	}
+	end, err := start(f, path, signer)
+	if err == nil && sync {
+		// Make the file's directory entry durable too, in case it was just
+		// created.
+		err = syncDir(dir)
+	}
+	if err != nil {
+		f.Close()
+		return nil, chainEnd{}, err
+	}
+	return f, end, nil
+}
+
 // start locks the open log file f and reads where its chain ends.
-func start(f *os.File, path string, signer ssh.Signer, opts Options) (*Writer, error) {
+func start(f *os.File, path string, signer ssh.Signer) (chainEnd, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
+		return chainEnd{}, fmt.Errorf("audit: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("audit: %s is not a regular file", path)
+		return chainEnd{}, fmt.Errorf("audit: %s is not a regular file", path)
 	}
 	if err := lockFile(f); err != nil {
-		return nil, fmt.Errorf("audit: %s is in use by another writer (%w)", path, err)
+		return chainEnd{}, fmt.Errorf("audit: %s is in use by another writer (%w)", path, err)
 	}
-	w := &Writer{path: path, signer: signer, sync: opts.Sync, f: f, prev: zeroPrev, size: fi.Size()}
-	if fi.Size() == 0 {
-		return w, nil
+	return readEnd(f, fi.Size(), path, signer)
+}
+
+// readEnd reads where the chain of the log file f, size bytes long, ends: its
+// last line must be a complete record signed by signer.
+func readEnd(f *os.File, size int64, path string, signer ssh.Signer) (chainEnd, error) {
+	if size == 0 {
+		return chainEnd{prev: zeroPrev}, nil
 	}
-	last, err := lastLine(f, fi.Size())
+	last, err := lastLine(f, size)
 	if err == nil {
 		pub := signer.PublicKey()
 		var rec *Record
 		if rec, err = parseLine(last, pub.Marshal(), keys.Fingerprint(pub)); err == nil {
 			h := sha256.Sum256(last)
-			w.seq, w.prev = rec.Seq, hex.EncodeToString(h[:])
-			return w, nil
+			return chainEnd{seq: rec.Seq, prev: hex.EncodeToString(h[:]), size: size}, nil
 		}
 	}
-	n, cerr := countLines(f, fi.Size())
+	n, cerr := countLines(f, size)
 	if cerr != nil {
-		return nil, fmt.Errorf("audit: %s: the last line is not a valid record (%v), and counting its lines failed: %w", path, err, cerr)
+		return chainEnd{}, fmt.Errorf("audit: %s: the last line is not a valid record (%v), and counting its lines failed: %w", path, err, cerr)
 	}
-	return nil, fmt.Errorf("audit: %s: line %d, the last, is not a valid record: %v; new records will not be appended to it: check it with 'netauth audit verify', then move it aside to start a new log", path, n, err)
+	return chainEnd{}, fmt.Errorf("audit: %s: line %d, the last, is not a valid record: %v; new records will not be appended to it: check it with 'netauth audit verify', then move it aside to start a new log", path, n, err)
 }
 
 // lastLine returns the last line of the file f of the given size, which
@@ -192,10 +258,10 @@ func countLines(f *os.File, size int64) (int, error) {
 // the caller must act as if the decision could not be recorded (netauthd
 // refuses the connection). An error about the record itself (an unknown
 // mode or decision, a line longer than MaxLineSize) leaves the Writer
-// usable; an error writing the file leaves it failed, and every later Write
-// returns that error until the log is opened again. If a failed write left
-// part of a line in the file, Write cuts it off again when it can, so that
-// the log stays well-formed and can be reopened.
+// usable. An error writing the file makes every Write fail at once until
+// RetryInterval has passed; then the next Write tries the file again. If a
+// failed write left part of a line in the file, Write cuts it off again, so
+// that the log stays well-formed and its chain intact.
 func (w *Writer) Write(r *Record) error {
 	if r == nil {
 		return errors.New("audit: nil record")
@@ -203,26 +269,35 @@ func (w *Writer) Write(r *Record) error {
 	if err := r.check(); err != nil {
 		return fmt.Errorf("audit: record not logged: %w", err)
 	}
-	if r.Time.IsZero() {
-		r.Time = time.Now()
-	}
-	r.Time = r.Time.UTC()
-
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	now := w.now()
+	if r.Time.IsZero() {
+		r.Time = now
+	}
+	r.Time = r.Time.UTC()
+	w.rollLocked(now, false)
+	return w.writeLocked(r, MaxLineSize, now)
+}
+
+// writeLocked signs r and appends it to the file, if its line is at most
+// limit bytes. Callers hold w.mu.
+func (w *Writer) writeLocked(r *Record, limit int, now time.Time) error {
 	if w.f == nil {
 		return fmt.Errorf("audit: writing %s: %w", w.path, fs.ErrClosed)
 	}
 	if w.failed != nil {
-		return fmt.Errorf("%w (the log has failed and takes no records until it is opened again)", w.failed)
+		if err := w.retryLocked(now); err != nil {
+			return err
+		}
 	}
 	r.Seq, r.Prev, r.HostSig = w.seq+1, w.prev, ""
 	line, err := w.sign(r)
 	if err != nil {
 		return err
 	}
-	if len(line)-1 > MaxLineSize {
-		return fmt.Errorf("audit: record not logged: its line is %d bytes, more than %d", len(line)-1, MaxLineSize)
+	if len(line)-1 > limit {
+		return fmt.Errorf("audit: record not logged: its line is %d bytes, more than %d", len(line)-1, limit)
 	}
 	n, err := w.f.Write(line)
 	if err == nil && w.sync {
@@ -234,16 +309,116 @@ func (w *Writer) Write(r *Record) error {
 		err = unwrapPath(err)
 	}
 	if err != nil {
-		w.failed = fmt.Errorf("audit: writing %s: %w", w.path, err)
-		if n > 0 {
-			if terr := w.f.Truncate(w.size); terr != nil {
-				w.failed = fmt.Errorf("audit: writing %s: %w (and removing the partly written line failed: %v)", w.path, err, unwrapPath(terr))
-			}
-		}
+		w.failLocked(fmt.Errorf("audit: writing %s: %w", w.path, err), n > 0, now)
 		return w.failed
 	}
 	h := sha256.Sum256(line[:len(line)-1])
 	w.seq, w.prev, w.size = r.Seq, hex.EncodeToString(h[:]), w.size+int64(len(line))
+	if w.failed != nil {
+		w.log.Info("audit log writable again", "path", w.path,
+			"failed_for", now.Sub(w.failedSince).Round(time.Millisecond), "failed_writes", w.failures)
+		w.failed, w.failures = nil, 0
+	}
+	return nil
+}
+
+// failLocked records that a write failed with err; partial means that part
+// of the line may have reached the file, which is then cut off.
+func (w *Writer) failLocked(err error, partial bool, now time.Time) {
+	if w.failed == nil {
+		w.failedSince = now
+		w.log.Error("audit log unwritable: records are refused until it can be written again; retrying", "path", w.path, "err", err)
+	}
+	w.failed, w.triedAt = err, now
+	w.failures++
+	if partial {
+		if terr := w.f.Truncate(w.size); terr != nil {
+			w.dirty = true
+			w.failed = fmt.Errorf("%w (and removing the partly written line failed: %v)", err, unwrapPath(terr))
+		}
+	}
+}
+
+// retryLocked decides whether a failed log is tried again now: it returns
+// the failure if RetryInterval has not passed since the last try, and
+// otherwise makes sure that the file ends where the last record written
+// ends, cutting off what a failed write left. A nil error means the write
+// may go ahead.
+func (w *Writer) retryLocked(now time.Time) error {
+	if now.Sub(w.triedAt) < RetryInterval && !now.Before(w.triedAt) {
+		w.failures++
+		return fmt.Errorf("%w (the log cannot be written; it is tried again every %v)", w.failed, RetryInterval)
+	}
+	w.triedAt = now
+	if err := w.cutLocked(); err != nil {
+		w.failures++
+		w.failed = err
+		return err
+	}
+	return nil
+}
+
+// cutLocked makes the file end where the last record this Writer wrote ends,
+// removing the rest of a line a failed write left.
+func (w *Writer) cutLocked() error {
+	fi, err := w.f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit: %s: %w", w.path, unwrapPath(err))
+	}
+	switch size := fi.Size(); {
+	case size > w.size:
+		if err := w.f.Truncate(w.size); err != nil {
+			return fmt.Errorf("audit: writing %s: removing a partly written line: %w", w.path, unwrapPath(err))
+		}
+	case size < w.size:
+		return fmt.Errorf("audit: %s is %d bytes, shorter than the %d written to it: something else cut it; reopen the log (netauthd: SIGHUP) to go on from what it holds", w.path, size, w.size)
+	}
+	w.dirty = false
+	return nil
+}
+
+// Reopen opens the log's path again, so that a log rotated by renaming the
+// file goes on in a new file at that path (created if it does not exist,
+// starting again at seq 1, or continuing the chain of the records it holds,
+// as Open does). If the path still names the file already open, Reopen
+// re-reads where its chain ends. Either way, a Writer whose last write
+// failed tries the file again at the next Write. If the path cannot be
+// opened, or its file is not a log Open would accept, Reopen returns the
+// error and the Writer goes on as before, with the file it had open.
+func (w *Writer) Reopen() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.f == nil {
+		return fmt.Errorf("audit: reopening %s: %w", w.path, fs.ErrClosed)
+	}
+	cur, err := w.f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit: reopening %s: %w", w.path, unwrapPath(err))
+	}
+	if fi, err := os.Stat(w.path); err == nil && os.SameFile(cur, fi) {
+		size := cur.Size()
+		if size > w.size && (w.dirty || w.failed != nil) {
+			if err := w.f.Truncate(w.size); err != nil {
+				return fmt.Errorf("audit: reopening %s: removing a partly written line: %w", w.path, unwrapPath(err))
+			}
+			size = w.size
+		}
+		end, err := readEnd(w.f, size, w.path, w.signer)
+		if err != nil {
+			return err
+		}
+		w.seq, w.prev, w.size, w.dirty, w.triedAt = end.seq, end.prev, end.size, false, time.Time{}
+		return nil
+	}
+	f, end, err := openLog(w.path, w.signer, w.sync)
+	if err != nil {
+		return fmt.Errorf("%w (still writing to the file open before)", err)
+	}
+	if err := w.f.Close(); err != nil {
+		w.log.Warn("closing the audit log file before", "path", w.path, "err", unwrapPath(err))
+	}
+	w.f, w.seq, w.prev, w.size, w.dirty, w.triedAt = f, end.seq, end.prev, end.size, false, time.Time{}
+	w.log.Info("audit log reopened", "path", w.path, "next_seq", end.seq+1)
 	return nil
 }
 
@@ -271,12 +446,18 @@ func (w *Writer) sign(r *Record) ([]byte, error) {
 	return line, nil
 }
 
-// Close closes the log file. Closing a closed Writer does nothing.
+// Close writes the summaries of refusals counted so far and closes the log
+// file. Closing a closed Writer does nothing.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.f == nil {
 		return nil
+	}
+	w.rollLocked(w.now(), true)
+	if t := w.refusals.timer; t != nil {
+		t.Stop()
+		w.refusals.timer = nil
 	}
 	err := w.f.Close()
 	w.f = nil

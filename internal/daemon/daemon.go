@@ -113,7 +113,7 @@ func New(opts Options) (*Daemon, error) {
 	if cfg.TicketLifetime >= 0 {
 		d.tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)
 	}
-	if d.audit, err = audit.Open(cfg.AuditLog, key, audit.Options{}); err != nil {
+	if d.audit, err = audit.Open(cfg.AuditLog, key, audit.Options{Logger: d.log}); err != nil {
 		return nil, fmt.Errorf("netauthd: audit log: %w", err)
 	}
 	d.keys = keySource(cfg)
@@ -197,8 +197,12 @@ func (d *Daemon) Addrs(service string) []net.Addr {
 
 // Reload re-reads the configuration. A configuration with errors is refused and the running
 // one kept. Live sessions survive: services whose listening addresses did not change keep
-// their sockets and workers; users who lost access are revoked at once.
+// their sockets and workers; users who lost access are revoked at once. First, whatever the
+// configuration, it reopens the audit log (rotated by renaming, or failed).
 func (d *Daemon) Reload(ctx context.Context) error {
+	if err := d.audit.Reopen(); err != nil {
+		d.log.Error("reopening the audit log", "err", err)
+	}
 	load := d.opts.Load
 	if load == nil {
 		if d.cfg.Path == "" {

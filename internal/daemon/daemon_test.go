@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -611,14 +612,21 @@ func TestAuditLog(t *testing.T) {
 }
 
 // TestAuditFailsClosed: when the audit log cannot be written (here: its file system is
-// full), new connections are refused with an error code and no worker is started for them.
+// full), new connections are refused with an error code and no worker is started for them;
+// once space is freed, connections are accepted again without a restart, and the whole log
+// verifies.
 func TestAuditFailsClosed(t *testing.T) {
 	requireRoot(t)
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("mounting a small tmpfs for the audit log: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	// Half of it taken by another file, to be removed.
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, 8<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tb := newTestbedOpts(t, whoamiService, testbedOpts{auditLog: filepath.Join(mnt, "audit.log")})
 	cfg := tb.config("netauth-alice")
 	cfg.DisableResumption = true
@@ -639,5 +647,39 @@ func TestAuditFailsClosed(t *testing.T) {
 	tb.d.mu.Unlock()
 	if bobHasWorker {
 		t.Fatal("a worker was started for a connection that could not be audited")
+	}
+
+	// Space is freed: within a few retries (the log is tried again at most every
+	// audit.RetryInterval), alice is accepted again, by the same daemon.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := tb.whoami("whoami", "netauth-alice", cfg)
+		if err == nil {
+			if r["user"] != "netauth-alice" {
+				t.Fatalf("alice after space was freed: %v", r)
+			}
+			break
+		}
+		if !errors.As(err, &re) || re.Code != netauth.CodeInternalError || time.Now().After(deadline) {
+			t.Fatalf("alice after space was freed: %v, want accepted", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	data, err := os.ReadFile(tb.auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(bytes.NewReader(data), tb.d.HostKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Full < 2 {
+		t.Fatalf("the audit log after the failure: %d full handshakes, problems %v", rep.Full, rep.Problems)
+	}
+	if last := data[bytes.LastIndexByte(data[:len(data)-1], '\n')+1:]; !bytes.Contains(last, []byte(`"decision":"accepted"`)) || !bytes.Contains(last, []byte(`"user":"netauth-alice"`)) {
+		t.Fatalf("the last record is not alice's accepted connection: %s", last)
 	}
 }

@@ -353,19 +353,66 @@ func (s *service) eligible(r *handshake.Result) error {
 	return nil
 }
 
-// refused audits and logs a refused handshake.
+// refused audits and logs a refused handshake. Every field of r may be the client's choice
+// (the signature is unverified): the audit log bounds them and, under a flood, counts
+// refusals rather than logging each; this log line follows it, so it is as bounded.
 func (s *service) refused(r *handshake.Refusal) {
-	res := &handshake.Result{User: r.User, Resumed: r.Resumed, Statement: r.Statement, Signature: r.Signature}
-	rec := s.d.auditRecord(r.Client, res, "refused", r.Error())
-	rec.Service = s.name
-	rec.KeyFP = r.KeyFP
-	if r.Statement == nil && r.User == "" {
-		rec.Mode = ""
+	ar := &audit.Refusal{
+		Client:    r.Client,
+		Service:   s.name,
+		User:      r.User,
+		KeyFP:     r.KeyFP,
+		Mode:      audit.ModeFull,
+		Code:      codeName(r.Code),
+		Reason:    r.Reason,
+		Signature: r.Signature,
 	}
-	if err := s.d.audit.Write(rec); err != nil {
-		s.d.log.Error("audit log unwritable", "err", err)
+	if r.Err != nil {
+		ar.Reason += ": " + r.Err.Error()
 	}
-	s.d.log.Info("refused", "service", s.name, "client", r.Client, "code", r.Code.String(), "reason", r.Error(), "user", r.User)
+	switch {
+	case r.Resumed:
+		ar.Mode = audit.ModeResumed
+	case r.Statement == nil && r.User == "":
+		ar.Mode = ""
+	}
+	rec, err := s.d.audit.WriteRefusal(ar)
+	if rec == nil {
+		return // counted, for a summary record
+	}
+	user := rec.User
+	if rec.UserSHA256 != "" {
+		user = "sha256:" + rec.UserSHA256
+	}
+	s.d.log.Info("refused", "service", s.name, "client", rec.Client, "code", rec.Code, "reason", rec.Reason, "user", user)
+	if err != nil {
+		s.d.log.Debug("refusal not audited", "err", err) // the audit log reports its own failure
+	}
+}
+
+// codeName is a refusal code's name in docs/PROTOCOL.md §8, as the audit log records it.
+func codeName(c handshake.Code) string {
+	switch c {
+	case handshake.CodeOK:
+		return "ok"
+	case handshake.CodeProtocolError:
+		return "protocol_error"
+	case handshake.CodeVersionUnsupported:
+		return "version_unsupported"
+	case handshake.CodeAuthFailed:
+		return "auth_failed"
+	case handshake.CodeClockSkew:
+		return "clock_skew"
+	case handshake.CodeNotAuthorized:
+		return "not_authorized"
+	case handshake.CodeInternalError:
+		return "internal_error"
+	case handshake.CodeOverloaded:
+		return "overloaded"
+	case handshake.CodeTimeout:
+		return "timeout"
+	}
+	return fmt.Sprintf("code_%d", uint8(c))
 }
 
 // auditRecord describes a decision.

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package audit
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ubns.dev/netauth/internal/testutil"
+)
+
+// verifyFile runs Verify on the file at path.
+func verifyFile(t *testing.T, path string, host hostKey) *Report {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return verifyBytes(t, data, host.pub)
+}
+
+// TestReopenAfterRotation: a log renamed away is written to until Reopen, which goes on in a
+// new file at the path, from seq 1; both files verify.
+func TestReopenAfterRotation(t *testing.T) {
+	host := newHostKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var logged testutil.Buffer
+	w, err := Open(path, host.priv, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
+		t.Fatal(err)
+	}
+	rotated := path + ".1"
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(refusedRecord(host.pub, "two")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logged.String(), "audit log reopened") {
+		t.Errorf("the reopening was not logged:\n%s", logged.String())
+	}
+	r := refusedRecord(host.pub, "three")
+	if err := w.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Seq != 1 {
+		t.Errorf("first record of the new file has seq %d, want 1", r.Seq)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verifyFile(t, rotated, host); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("rotated log: %+v", rep)
+	}
+	if rep := verifyFile(t, path, host); !rep.OK() || rep.Records != 1 {
+		t.Fatalf("new log: %+v", rep)
+	}
+}
+
+// TestReopenSameFile: Reopen of a log still at its path goes on with its chain, and makes a
+// failed Writer try the file at the next Write, without waiting for RetryInterval.
+func TestReopenSameFile(t *testing.T) {
+	host := newHostKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	useFakeClock(w)
+	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	w.mu.Lock()
+	real := w.f
+	w.f = full
+	w.mu.Unlock()
+	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
+		t.Fatal("Write to a full disk succeeded")
+	}
+	w.mu.Lock()
+	w.f = real
+	w.mu.Unlock()
+	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
+		t.Fatal("Write before RetryInterval tried the file")
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	r := refusedRecord(host.pub, "two")
+	if err := w.Write(r); err != nil {
+		t.Fatalf("Write after Reopen: %v", err)
+	}
+	if r.Seq != 2 {
+		t.Errorf("seq %d after Reopen, want 2", r.Seq)
+	}
+	if rep := verifyFile(t, path, host); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("log: %+v", rep)
+	}
+}
+
+// TestRetryCutsPartialLine: what a failed write left at the end of the file is cut off before
+// the next record is written, so the chain goes on unbroken.
+func TestRetryCutsPartialLine(t *testing.T) {
+	host := newHostKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	clock := useFakeClock(w)
+	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	w.mu.Lock()
+	real := w.f
+	w.f = full
+	w.mu.Unlock()
+	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
+		t.Fatal("Write to a full disk succeeded")
+	}
+	w.mu.Lock()
+	w.f = real
+	w.mu.Unlock()
+	// As if the failed write had left part of its line that could not be removed then.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"seq":2,"time":"20`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	clock.Add(RetryInterval)
+	if err := w.Write(refusedRecord(host.pub, "two")); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verifyFile(t, path, host); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("log: %+v", rep)
+	}
+
+	// A file cut shorter than what was written to it (copied and truncated in place) is not
+	// written to; Reopen goes on from what it holds.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.f = full
+	w.mu.Unlock()
+	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
+		t.Fatal("Write to a full disk succeeded")
+	}
+	w.mu.Lock()
+	w.f = real
+	w.mu.Unlock()
+	clock.Add(RetryInterval)
+	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil || !strings.Contains(err.Error(), "shorter than") {
+		t.Fatalf("Write to a file cut short: %v, want an error", err)
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	r := refusedRecord(host.pub, "three")
+	if err := w.Write(r); err != nil || r.Seq != 1 {
+		t.Fatalf("Write after Reopen: %v, seq %d; want seq 1", err, r.Seq)
+	}
+	if rep := verifyFile(t, path, host); !rep.OK() || rep.Records != 1 {
+		t.Fatalf("log: %+v", rep)
+	}
+}
+
+// TestReopenUnopenable: if the path cannot be opened, Reopen reports it and the Writer goes on
+// with the file it had open.
+func TestReopenUnopenable(t *testing.T) {
+	host := newHostKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
+		t.Fatal(err)
+	}
+	moved := path + ".1"
+	if err := os.Rename(path, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err == nil || !strings.Contains(err.Error(), "still writing to the file open before") {
+		t.Fatalf("Reopen of a directory = %v, want an error", err)
+	}
+	r := refusedRecord(host.pub, "two")
+	if err := w.Write(r); err != nil || r.Seq != 2 {
+		t.Fatalf("Write after a failed Reopen: %v, seq %d", err, r.Seq)
+	}
+	if rep := verifyFile(t, moved, host); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("log: %+v", rep)
+	}
+}
