@@ -73,6 +73,11 @@ func (w *workerSource) receive(l *Listener) {
 			c, err := w.adopt(m, f)
 			if err != nil {
 				w.log.Error("netauth: adopting a connection from netauthd", "err", err)
+				// The connection is over (most often the client reset it before the verdict
+				// could be sent): say so, or netauthd waits for the adoption, stops this
+				// worker with every session in it, and hands the dead connection to another.
+				_ = w.ch.Send(&handoff.Message{Type: handoff.TypeAck, ID: m.ID}, nil)
+				_ = w.ch.Send(&handoff.Message{Type: handoff.TypeDone, ID: m.ID}, nil)
 				continue
 			}
 			select {

@@ -27,7 +27,9 @@ import (
 const demoSecondUser = "nobody"
 
 // runUBNSDemo runs netauthd's daemon in this process with the built-in whoami as its worker
-// program, and shows per-user workers being started and reused. It needs root.
+// program, and shows per-user workers being started and reused. It needs root. The daemon
+// runs without the privilege split (no acceptor process, hence no "netauth" account to
+// create): this process parses the handshakes itself, and says so.
 func runUBNSDemo(out io.Writer, agentSock string, agentUser string, agentKey ssh.PublicKey) error {
 	tmp, err := os.MkdirTemp("", "netauthd-demo-")
 	if err != nil {
@@ -99,7 +101,7 @@ service whoami {
 		return err
 	}
 
-	fmt.Fprintf(out, "\nnetauthd in this process (root): per-user workers, User-Based Network Services\n")
+	fmt.Fprintf(out, "\nnetauthd in this process (root, without the acceptor split): per-user workers, User-Based Network Services\n")
 	fmt.Fprintf(out, "  service whoami on %s; each user's connections go to a worker running as that user\n\n", addr)
 	conns := []struct {
 		user string

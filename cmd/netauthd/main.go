@@ -46,8 +46,11 @@ for that user alone.
 Run as root, netauthd (the monitor) keeps the keys and makes every decision, and
 never reads from a client socket: network bytes are parsed by its unprivileged
 half, netauthd-acceptor, which must be installed next to it (build it with
-CGO_ENABLED=0) and runs as the account "netauth" (else "nobody"), confined with
-no_new_privs and Landlock. See docs/SECURITY.md.
+CGO_ENABLED=0) and runs as the system account "netauth", confined with
+no_new_privs and Landlock. That account must exist, and serve nothing else;
+netauthd refuses to start as root without it. Create it with:
+  useradd --system --no-create-home --shell /usr/sbin/nologin netauth
+Both processes are non-dumpable. See docs/SECURITY.md.
 
 Signals: SIGHUP reloads the configuration (a broken file is refused and the
 running configuration kept); SIGTERM and SIGINT stop the daemon.
@@ -151,15 +154,17 @@ func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
 	}
 	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, Self: worker}
 	if os.Geteuid() == 0 {
-		// Privilege separation: network bytes are parsed only by the unprivileged acceptor.
+		// Privilege separation: network bytes are parsed only by the unprivileged acceptor,
+		// running as an account of its own.
+		if err := checkAcceptorAccount(acceptorUser); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		opts.AcceptorUser = acceptorUser
 		opts.Acceptor = []string{filepath.Join(filepath.Dir(self), "netauthd-acceptor")}
 		if _, err := os.Stat(opts.Acceptor[0]); err != nil {
 			fmt.Fprintf(stderr, "netauthd: %s is missing: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
 			return 1
-		}
-		opts.AcceptorUser = acceptorAccount()
-		if opts.AcceptorUser != "netauth" {
-			log.Warn("no account \"netauth\" for the acceptor; using \"nobody\" (create a dedicated system account: useradd --system --no-create-home netauth)")
 		}
 	}
 	d, err := daemon.New(opts)
@@ -210,13 +215,18 @@ func isExecutable(path string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// acceptorAccount is the account the acceptor runs as: "netauth" if it exists, else
-// "nobody".
-func acceptorAccount() string {
-	if _, err := policy.LookupAccount("netauth"); err == nil {
-		return "netauth"
+// acceptorUser is the account the acceptor runs as (a variable for tests).
+var acceptorUser = "netauth"
+
+// checkAcceptorAccount checks that the acceptor's account exists. There is no fallback (such
+// as "nobody"): on an account other programs also run as, those programs could signal the
+// acceptor, which holds clients' handshakes in progress, and a compromised acceptor could
+// signal or trace them; the split needs an account of its own.
+func checkAcceptorAccount(name string) error {
+	if _, err := policy.LookupAccount(name); err != nil {
+		return fmt.Errorf("netauthd: no account %q for netauthd-acceptor (%v): running as root, netauthd parses network bytes only in its unprivileged half, which needs an account of its own; create it with\n  useradd --system --no-create-home --shell /usr/sbin/nologin %s", name, err, name)
 	}
-	return "nobody"
+	return nil
 }
 
 // activationListeners returns the sockets systemd passed (LISTEN_FDS, LISTEN_PID).

@@ -68,6 +68,12 @@ func setup(t *testing.T) *e2e {
 			}
 		}
 	}
+	// The acceptor's account, as an installation creates it (netauthd refuses to run without).
+	if _, err := policy.LookupAccount("netauth"); err != nil {
+		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "netauth").CombinedOutput(); err != nil {
+			t.Fatalf("useradd netauth: %v: %s", err, out)
+		}
+	}
 	dir, err := os.MkdirTemp("", "netauthd-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -215,6 +221,9 @@ func TestDaemonBinary(t *testing.T) {
 	// The privilege split: the process holding client connections is the unprivileged
 	// acceptor (or a worker); the root monitor holds only listening sockets.
 	acc := logs.seen(t, `acceptor started" pid=(\d+) user=(\S+) uid=(\d+)`)
+	if acc[2] != "netauth" {
+		t.Errorf("the acceptor runs as %s, want its own account netauth", acc[2])
+	}
 	checkBoundary(t, cmd.Process.Pid, acc[1])
 
 	// A live session, then the acceptor is killed: the monitor restarts it with the same
@@ -316,12 +325,22 @@ func TestEmbeddedDefaultUnprivileged(t *testing.T) {
 }
 
 // checkBoundary checks, from /proc, that the acceptor runs unprivileged (non-root uids, no
-// capabilities, no_new_privs) and that the monitor holds no TCP socket but listening ones.
+// capabilities, no_new_privs) and non-dumpable, and that the monitor holds no TCP socket but
+// listening ones.
 func checkBoundary(t *testing.T, monitorPid int, acceptorPid string) {
 	t.Helper()
 	status, err := os.ReadFile("/proc/" + acceptorPid + "/status")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A non-dumpable process's /proc/PID files belong to root (the acceptor's uids are checked
+	// below not to be root); /proc/PID/status has no field for it.
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/"+acceptorPid+"/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 {
+		t.Errorf("acceptor is dumpable: its /proc files belong to uid %d", st.Uid)
 	}
 	for _, line := range strings.Split(string(status), "\n") {
 		f := strings.Fields(line)
@@ -442,5 +461,37 @@ func TestEmbeddedDefaultRoot(t *testing.T) {
 	}
 	if _, err := os.Stat("/var/lib/netauth/host_ed25519_key"); err != nil {
 		t.Fatalf("no generated host key: %v", err)
+	}
+}
+
+// TestAcceptorAccountRequired: as root, netauthd refuses to run its privilege split without
+// the acceptor's own account, and says how to create it, rather than run the acceptor as an
+// account other programs share (it used to fall back to "nobody"). The embedded default is no
+// exception, and nothing is started or created before the refusal.
+func TestAcceptorAccountRequired(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root runs the privilege split (CI runs as root)")
+	}
+	defer func(name string) { acceptorUser = name }(acceptorUser)
+	acceptorUser = "netauth-no-such-acceptor"
+	if _, err := policy.LookupAccount(acceptorUser); err == nil {
+		t.Fatalf("account %s exists", acceptorUser)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "netauthd.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("host-key %s/host_key\naudit-log %s/audit.log\n\n"+
+		"service whoami {\n  listen 127.0.0.1:0\n  program /bin/cat\n  users *\n}\n", dir, dir)), 0o644)
+	for _, args := range [][]string{{"-config", conf}, {"-listen", "127.0.0.1:0"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 1 {
+			t.Fatalf("netauthd %v without the acceptor's account: exit %d, want 1; stderr:\n%s", args, code, errb.String())
+		}
+		want := "useradd --system --no-create-home --shell /usr/sbin/nologin netauth-no-such-acceptor"
+		if !strings.Contains(errb.String(), want) || !strings.Contains(errb.String(), `no account "netauth-no-such-acceptor"`) {
+			t.Errorf("netauthd %v: stderr does not name the account and %q:\n%s", args, want, errb.String())
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("netauthd created files before refusing: %v", ents)
 	}
 }

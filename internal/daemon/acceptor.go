@@ -42,8 +42,9 @@ var acceptorLimits = limits.Config{
 // starts it as an unprivileged account with the control channel as descriptor 3 and the
 // services' listening sockets after it; args are "-handshake-timeout D" and a list
 // "service=count,..." naming the sockets in order. It accepts connections, parses every
-// network byte, runs the record layer, asks the monitor to decide, and delivers accepted
-// connections to it. It returns the exit status.
+// network byte, runs the record layer, and asks the monitor to decide: message 3 goes to the
+// monitor with the connection itself (Commit), which the monitor hands to a worker when it
+// accepts. It returns the exit status.
 func RunAcceptor(args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	fs := flag.NewFlagSet("acceptor", flag.ContinueOnError)
@@ -247,19 +248,20 @@ func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse
 	return parseBeginResponse(p)
 }
 
-func (r remoteCore) Authenticate(req *handshake.AuthRequest) (*handshake.AuthResponse, error) {
-	p, err := r.a.call(handoff.TypeAuth, (&authRequest{service: r.service, req: *req}).marshal(), nil)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(p)
-	return parseAuthResponse(p)
+// errCommitOnly is what Authenticate and Confirm return: the monitor decides message 3 only
+// together with the connection (Commit, through AuthenticateHandoff and ConfirmHandoff), and
+// serves no request that would decide without handing the connection over.
+var errCommitOnly = errors.New("acceptor: message 3 goes to the monitor only with its connection")
+
+// Authenticate is never called: handshake.Serve uses AuthenticateHandoff. It is here because
+// a HandoffCore is a Core.
+func (r remoteCore) Authenticate(*handshake.AuthRequest) (*handshake.AuthResponse, error) {
+	return nil, errCommitOnly
 }
 
-func (r remoteCore) Confirm(session uint64, binder []byte) error {
-	_, err := r.a.call(handoff.TypeConfirm, (&confirmRequest{sessionRef: sessionRef{service: r.service, session: session}, binder: binder}).marshal(), nil)
-	return err
-}
+// Confirm is never called: handshake.Serve uses ConfirmHandoff. It is here because a
+// HandoffCore is a Core.
+func (r remoteCore) Confirm(uint64, []byte) error { return errCommitOnly }
 
 func (r remoteCore) Abort(session uint64) {
 	_, _ = r.a.call(handoff.TypeAbort, (&sessionRef{service: r.service, session: session}).marshal(), nil)
@@ -290,7 +292,7 @@ func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Li
 	}
 }
 
-// handle runs one handshake's framing and delivers the accepted connection to the monitor.
+// handle runs one handshake's framing; message 3 goes to the monitor with the connection.
 // release gives back the connection's handshake slot: once the handshake is over, the
 // connection is an authenticated one, bounded by the per-user limits instead.
 func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {

@@ -24,11 +24,45 @@ type evilAcceptor struct {
 	t    *testing.T
 	tb   *testbed
 	side *acceptorSide
-	ln   net.Listener
+	raw  *net.UnixConn // its end of the channel again, for messages Send would not send
+	ln   net.Listener  // the service's listening socket, on which it alone accepts
 }
 
+// newEvilAcceptor replaces the testbed's acceptor with an evil one, served by the monitor as
+// the real one is.
 func newEvilAcceptor(t *testing.T, tb *testbed) *evilAcceptor {
+	return newEvilAcceptorOn(t, tb, func(ch *handoff.Channel) {
+		tb.d.serveAcceptor(&acceptor{ch: ch, exited: make(chan struct{})})
+	})
+}
+
+// newEvilAcceptorOn is newEvilAcceptor with serve running the monitor's end of the channel.
+func newEvilAcceptorOn(t *testing.T, tb *testbed, serve func(*handoff.Channel)) *evilAcceptor {
+	// The real acceptor goes, for good (the monitor restarts only the acceptor it runs), and
+	// the evil one accepts on the service's own listening socket in its place.
+	tb.d.mu.Lock()
+	real := tb.d.acceptor
+	tb.d.acceptor = nil
+	svc := tb.d.services["whoami"]
+	tb.d.mu.Unlock()
+	if real != nil {
+		real.cmd.Process.Kill()
+		<-real.exited
+	}
+	lf, err := svc.listeners[0].(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(lf)
+	lf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	monitorEnd, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawConn, err := net.FileConn(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,27 +70,26 @@ func newEvilAcceptor(t *testing.T, tb *testbed) *evilAcceptor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go tb.d.serveAcceptor(&acceptor{ch: monitorEnd, exited: make(chan struct{})})
+	go serve(monitorEnd)
 	side := &acceptorSide{ch: evilEnd, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second,
 		pending: make(map[uint64]chan *handoff.Message)}
 	go side.receive()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close(); evilEnd.Close(); monitorEnd.Close() })
-	if err := netauth.Trust(tb.known, ln.Addr().String(), tb.d.HostKey()); err != nil {
-		t.Fatal(err)
-	}
-	return &evilAcceptor{t: t, tb: tb, side: side, ln: ln}
+	t.Cleanup(func() { ln.Close(); rawConn.Close(); evilEnd.Close(); monitorEnd.Close() })
+	return &evilAcceptor{t: t, tb: tb, side: side, raw: rawConn.(*net.UnixConn), ln: ln}
 }
 
-// tamperCore passes requests to the monitor, letting the test alter them first.
+// tamperCore is a HandoffCore, like the acceptor's, that passes requests to the monitor
+// letting the test alter them first: their fields, the descriptor sent with message 3, or the
+// whole Commit request.
 type tamperCore struct {
 	remoteCore
 	begin   func(*handshake.BeginRequest)
 	auth    func(*handshake.AuthRequest)
 	confirm func(session uint64, binder []byte) []byte
+	// conn returns the descriptor to send with message 3 instead of the connection's.
+	conn func(real *os.File) *os.File
+	// commit sends message 3 instead of the acceptor's Commit, and returns the reply.
+	commit func(c tamperCore, req *commitRequest, f *os.File) ([]byte, error)
 }
 
 func (c tamperCore) Begin(r *handshake.BeginRequest) (*handshake.BeginResponse, error) {
@@ -66,18 +99,39 @@ func (c tamperCore) Begin(r *handshake.BeginRequest) (*handshake.BeginResponse, 
 	return c.remoteCore.Begin(r)
 }
 
-func (c tamperCore) Authenticate(r *handshake.AuthRequest) (*handshake.AuthResponse, error) {
+// send sends message 3 with a descriptor: the connection's, or what c.conn chose.
+func (c tamperCore) send(req *commitRequest) ([]byte, error) {
+	f, err := c.nc.(*net.TCPConn).File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if c.conn != nil {
+		f = c.conn(f)
+	}
+	if c.commit != nil {
+		return c.commit(c, req, f)
+	}
+	return c.a.call(handoff.TypeCommit, req.marshal(), f)
+}
+
+func (c tamperCore) AuthenticateHandoff(r *handshake.AuthRequest, st *record.State) (*handshake.AuthResponse, error) {
 	if c.auth != nil {
 		c.auth(r)
 	}
-	return c.remoteCore.Authenticate(r)
+	p, err := c.send(&commitRequest{service: c.service, auth: *r, state: st})
+	if err != nil {
+		return nil, err
+	}
+	return parseAuthResponse(p)
 }
 
-func (c tamperCore) Confirm(session uint64, binder []byte) error {
+func (c tamperCore) ConfirmHandoff(session uint64, binder []byte, st *record.State) error {
 	if c.confirm != nil {
 		binder = c.confirm(session, binder)
 	}
-	return c.remoteCore.Confirm(session, binder)
+	_, err := c.send(&commitRequest{service: c.service, resumed: true, auth: handshake.AuthRequest{Session: session}, binder: binder, state: st})
+	return err
 }
 
 // connect makes a client connection as user through the evil acceptor, whose framing runs
@@ -96,7 +150,7 @@ func (e *evilAcceptor) connect(user string, cfg *netauth.Config, core tamperCore
 		}
 		defer nc.Close()
 		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
-		core.remoteCore = remoteCore{a: e.side, service: "whoami"}
+		core.remoteCore = remoteCore{a: e.side, service: "whoami", nc: nc}
 		res, err := handshake.Serve(record.NewConn(nc), core, nc.RemoteAddr().String(), nil)
 		done <- out{res, err}
 	}()
@@ -203,7 +257,8 @@ func TestMonitorBoundary(t *testing.T) {
 		if err != nil || !begin.Resumed {
 			t.Fatalf("replayed ClientHello: %+v %v", begin, err)
 		}
-		err = (remoteCore{a: e.side, service: "whoami"}).Confirm(begin.Session, binder)
+		replay := &commitRequest{service: "whoami", resumed: true, auth: handshake.AuthRequest{Session: begin.Session}, binder: binder, state: &record.State{}}
+		err = e.commit(replay)
 		var r *handshake.Refusal
 		if !errors.As(err, &r) || r.Code != handshake.CodeAuthFailed {
 			t.Fatalf("replayed binder: %v, want auth_failed", err)
@@ -211,8 +266,8 @@ func TestMonitorBoundary(t *testing.T) {
 		if !e.auditHas("netauth-alice", "binder does not verify") {
 			t.Fatal("replayed binder not audited")
 		}
-		// And the session cannot be delivered to get a worker.
-		if err := e.deliver("whoami", begin.Session); err == nil {
+		// And the session is spent: it cannot be committed again to get a worker.
+		if err := e.commit(replay); err == nil {
 			t.Fatal("the monitor took a connection for a refused resumption")
 		}
 	})
@@ -231,9 +286,14 @@ func TestMonitorBoundary(t *testing.T) {
 			t.Fatal("the monitor began a handshake for a service it does not have")
 		}
 	})
-	t.Run("forged delivery", func(t *testing.T) {
-		if err := e.deliver("whoami", 987654321); err == nil {
-			t.Fatal("the monitor took a connection for a session it never accepted")
+	t.Run("forged session", func(t *testing.T) {
+		forged := &commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 987654321, User: "netauth-alice", Time: recorded.Time, SSHSIG: recorded.SSHSIG}, state: &record.State{}}
+		if err := e.commit(forged); err == nil {
+			t.Fatal("the monitor took a connection for a session it never began")
+		}
+		forged.resumed, forged.binder = true, make([]byte, handshake.BinderLen)
+		if err := e.commit(forged); err == nil {
+			t.Fatal("the monitor took a connection for a resumption it never began")
 		}
 	})
 	tb.d.mu.Lock()
@@ -245,24 +305,28 @@ func TestMonitorBoundary(t *testing.T) {
 	tb.d.mu.Unlock()
 }
 
-// deliver hands the monitor a real TCP connection claiming to be session of service.
-func (e *evilAcceptor) deliver(service string, session uint64) error {
-	c1, err := net.Dial("tcp", e.ln.Addr().String())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+// commit sends req with a real TCP connection, accepted on the service's listening socket.
+func (e *evilAcceptor) commit(req *commitRequest) error {
+	c1, c2 := e.pair()
 	defer c1.Close()
-	c2, err := e.ln.Accept()
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	defer c2.Close()
 	f, err := c2.(*net.TCPConn).File()
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer f.Close()
-	st := &record.State{}
-	_, err = e.side.call(handoff.TypeDeliver, (&deliverRequest{sessionRef: sessionRef{service: service, session: session}, state: st}).marshal(), f)
+	_, err = e.side.call(handoff.TypeCommit, req.marshal(), f)
 	return err
+}
+
+// pair returns a client connection to the service's listening socket and its accepted end.
+func (e *evilAcceptor) pair() (client, accepted net.Conn) {
+	client, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if accepted, err = e.ln.Accept(); err != nil {
+		e.t.Fatal(err)
+	}
+	return client, accepted
 }

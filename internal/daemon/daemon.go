@@ -153,8 +153,12 @@ func keySource(cfg *policy.Config) keys.Source {
 	return m
 }
 
-// Start binds every service's sockets and starts serving, and the revocation checks.
+// Start binds every service's sockets and starts serving, and the revocation checks. It marks
+// the process non-dumpable first: the monitor holds the keys.
 func (d *Daemon) Start(ctx context.Context) error {
+	if err := setNonDumpable(); err != nil {
+		return fmt.Errorf("netauthd: %w", err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, sc := range d.cfg.Services {

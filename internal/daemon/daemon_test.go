@@ -114,6 +114,9 @@ var (
 // testAccounts are real system users created for these tests (CI runs as root).
 var testAccounts = []string{"netauth-alice", "netauth-bob", "netauth-carol"}
 
+// acceptorAccount is the acceptor's account, created as an installation creates it.
+const acceptorAccount = "netauth"
+
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -127,6 +130,11 @@ func requireRoot(t testing.TB) {
 			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
 				accountsErr = fmt.Errorf("useradd %s: %v: %s", name, err, out)
 				return
+			}
+		}
+		if _, err := policy.LookupAccount(acceptorAccount); err != nil {
+			if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", acceptorAccount).CombinedOutput(); err != nil {
+				accountsErr = fmt.Errorf("useradd %s: %v: %s", acceptorAccount, err, out)
 			}
 		}
 	})
@@ -211,7 +219,7 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dopts := Options{Config: tb.cfg, Logger: log}
 	if !opts.inProcess {
-		dopts.Acceptor, dopts.AcceptorUser = []string{buildAcceptor(t)}, "nobody"
+		dopts.Acceptor, dopts.AcceptorUser = []string{buildAcceptor(t)}, acceptorAccount
 	}
 	tb.d, err = New(dopts)
 	if err != nil {

@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/policy"
@@ -128,21 +130,46 @@ func (d *Daemon) restartAcceptorLocked() {
 	}
 }
 
-// serveAcceptor answers the acceptor's requests until its channel closes. Each request runs
-// in its own goroutine: handshakes proceed concurrently.
-func (d *Daemon) serveAcceptor(a *acceptor) {
+// serveAcceptor answers the acceptor's requests until its channel closes.
+func (d *Daemon) serveAcceptor(a *acceptor) { d.serveRequests(a.ch, d.answer) }
+
+// requestHandler answers one monitor request; the descriptor that came with it (Commit's
+// connection) stays the caller's to close.
+type requestHandler func(m *handoff.Message, f *os.File) []byte
+
+// serveRequests answers the requests arriving on ch with answer, until the channel closes.
+// Each request runs in its own goroutine: handshakes proceed concurrently. Nothing the
+// acceptor sends stops the monitor: a message the channel refuses (malformed, of a type the
+// monitor does not serve, with a descriptor where none belongs or none where one does) is
+// refused, with a reply when its header names it, and a handler that panics is a refused
+// request; both are audited, and the monitor goes on serving.
+func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 	for {
-		m, f, err := a.ch.Recv()
+		m, f, err := ch.Recv()
 		if err != nil {
+			var bad *handoff.MessageError
+			if !errors.As(err, &bad) {
+				return // the channel is closed: the acceptor is gone
+			}
+			what := "message"
+			if bad.HasHeader {
+				what = bad.Type.String()
+			}
+			d.refuseRequest(what, "", "", err.Error())
+			if bad.HasHeader {
+				if err := ch.Send(&handoff.Message{Type: handoff.TypeReply, ID: bad.ID, Payload: replyRefusal(handshake.CodeProtocolError)}, nil); err != nil {
+					d.log.Debug("replying to the acceptor", "err", err)
+				}
+			}
+			continue
+		}
+		go func() {
+			reply := d.answerRecovering(answer, m, f)
 			if f != nil {
 				f.Close()
 			}
-			return
-		}
-		go func() {
-			reply := d.answer(m, f)
 			clear(m.Payload)
-			if err := a.ch.Send(&handoff.Message{Type: handoff.TypeReply, ID: m.ID, Payload: reply}, nil); err != nil {
+			if err := ch.Send(&handoff.Message{Type: handoff.TypeReply, ID: m.ID, Payload: reply}, nil); err != nil {
 				d.log.Debug("replying to the acceptor", "err", err)
 			}
 			clear(reply)
@@ -150,123 +177,131 @@ func (d *Daemon) serveAcceptor(a *acceptor) {
 	}
 }
 
-// answer handles one request of the monitor protocol. What the acceptor sends is never
-// trusted for a decision: the handshake hash, the identity and the authorization all come from
-// the service's core, which computed them itself.
+// answerRecovering runs answer for one request and turns a panic into a refused, audited
+// request: whatever the acceptor sends, a bug it reaches costs that request, not the monitor
+// and every worker with it.
+func (d *Daemon) answerRecovering(answer requestHandler, m *handoff.Message, f *os.File) (reply []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.log.Error("a monitor request failed; refused it and serving on", "request", m.Type.String(),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			d.refuseRequest(m.Type.String(), "", "", "internal error while answering it")
+			reply = replyRefusal(handshake.CodeInternalError)
+		}
+	}()
+	return answer(m, f)
+}
+
+// answer handles one request of the monitor protocol: Begin, Commit and Abort, the requests
+// the acceptor sends; any other type is refused. What the acceptor sends is never trusted for
+// a decision: the handshake hash, the identity and the authorization all come from the
+// service's core, which computed them itself, and Commit's descriptor is checked before
+// anything is decided.
 func (d *Daemon) answer(m *handoff.Message, f *os.File) []byte {
 	switch m.Type {
 	case handoff.TypeBegin:
-		req, err := parseBeginRequest(m.Payload)
-		if err != nil {
-			return replyRefusal(handshake.CodeProtocolError)
-		}
-		s := d.service(req.service)
-		if s == nil {
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		resp, err := s.core.Begin(&req.req)
-		if err != nil {
-			return replyRefusal(codeOf(err))
-		}
-		return marshalBeginResponse(resp)
-	case handoff.TypeAuth:
-		req, err := parseAuthRequest(m.Payload)
-		if err != nil {
-			return replyRefusal(handshake.CodeProtocolError)
-		}
-		s := d.service(req.service)
-		if s == nil {
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		resp, err := s.core.Authenticate(&req.req)
-		if err != nil {
-			return replyRefusal(codeOf(err))
-		}
-		return marshalAuthResponse(resp)
+		return d.answerBegin(m.Payload)
 	case handoff.TypeCommit:
-		defer f.Close()
-		req, err := parseCommit(m.Payload)
-		if err != nil {
-			return replyRefusal(handshake.CodeProtocolError)
-		}
-		defer req.state.Zero()
-		s := d.service(req.service)
-		if s == nil || !isTCP(f) {
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		var reply, pending []byte
-		if req.resumed {
-			if err := s.core.Confirm(req.auth.Session, req.binder); err != nil {
-				return replyRefusal(codeOf(err))
-			}
-			reply, pending = replyRefusal(handshake.CodeOK), handshake.MarshalVerdict(0, nil, nil)
-		} else {
-			resp, err := s.core.Authenticate(&req.auth)
-			if err != nil {
-				return replyRefusal(codeOf(err))
-			}
-			pending = handshake.MarshalVerdict(resp.Lifetime, resp.Ticket, resp.Secret)
-			clear(resp.Secret)
-			resp.Secret = nil // the acceptor has no use for it: the worker sends the verdict
-			reply = marshalAuthResponse(resp)
-		}
-		defer clear(pending)
-		adm := s.core.take(req.auth.Session)
-		if adm == nil {
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		remote, local, err := addrsOf(f)
-		if err != nil {
-			adm.release(d)
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		d.dispatchFileWith(adm, f, remote, local, req.state, adm.res, pending)
-		return reply
-	case handoff.TypeConfirm:
-		req, err := parseConfirm(m.Payload)
-		if err != nil {
-			return replyRefusal(handshake.CodeProtocolError)
-		}
-		s := d.service(req.service)
-		if s == nil {
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		if err := s.core.Confirm(req.session, req.binder); err != nil {
+		return d.answerCommit(m.Payload, f)
+	case handoff.TypeAbort:
+		return d.answerAbort(m.Payload)
+	}
+	d.refuseRequest(m.Type.String(), "", "", "not a request the monitor serves")
+	return replyRefusal(handshake.CodeProtocolError)
+}
+
+// answerBegin is Begin: message 1 of a handshake.
+func (d *Daemon) answerBegin(p []byte) []byte {
+	req, err := parseBeginRequest(p)
+	if err != nil {
+		d.refuseRequest(handoff.TypeBegin.String(), "", "", "malformed request")
+		return replyRefusal(handshake.CodeProtocolError)
+	}
+	s := d.service(req.service)
+	if s == nil {
+		d.refuseRequest(handoff.TypeBegin.String(), "", "", "no such service")
+		return replyRefusal(handshake.CodeInternalError)
+	}
+	resp, err := s.core.Begin(&req.req)
+	if err != nil {
+		return replyRefusal(codeOf(err))
+	}
+	return marshalBeginResponse(resp)
+}
+
+// answerCommit is Commit: message 3 of a handshake with its connection, decided and, when
+// accepted, handed to a worker (which sends the verdict) in one step.
+func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
+	req, err := parseCommit(p)
+	if err != nil {
+		d.refuseRequest(handoff.TypeCommit.String(), "", "", "malformed request")
+		return replyRefusal(handshake.CodeProtocolError)
+	}
+	defer req.state.Zero()
+	s := d.service(req.service)
+	if s == nil {
+		d.refuseRequest(handoff.TypeCommit.String(), "", "", "no such service")
+		return replyRefusal(handshake.CodeInternalError)
+	}
+	// The descriptor first: nothing is decided, and no worker started, for a connection the
+	// monitor could not hand over.
+	remote, local, err := s.acceptedConn(f)
+	if err != nil {
+		s.core.Abort(req.auth.Session)
+		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "its descriptor is "+err.Error())
+		return replyRefusal(handshake.CodeProtocolError)
+	}
+	var reply, pending []byte
+	if req.resumed {
+		if err := s.core.Confirm(req.auth.Session, req.binder); err != nil {
 			return replyRefusal(codeOf(err))
 		}
-		return replyRefusal(handshake.CodeOK)
-	case handoff.TypeAbort:
-		ref, err := parseAbort(m.Payload)
-		if s := d.service(ref.service); err == nil && s != nil {
-			s.core.Abort(ref.session)
-		}
-		return replyRefusal(handshake.CodeOK)
-	case handoff.TypeDeliver:
-		defer f.Close()
-		req, err := parseDeliver(m.Payload)
+		reply, pending = replyRefusal(handshake.CodeOK), handshake.MarshalVerdict(0, nil, nil)
+	} else {
+		resp, err := s.core.Authenticate(&req.auth)
 		if err != nil {
-			return replyRefusal(handshake.CodeProtocolError)
+			return replyRefusal(codeOf(err))
 		}
-		defer req.state.Zero()
-		s := d.service(req.service)
-		if s == nil {
-			return replyRefusal(handshake.CodeInternalError)
-		}
-		adm := s.core.take(req.session)
-		if adm == nil {
-			d.log.Warn("acceptor delivered a connection for no accepted session", "service", req.service, "session", req.session)
-			return replyRefusal(handshake.CodeProtocolError)
-		}
-		remote, local, err := addrsOf(f)
-		if err != nil || !isTCP(f) {
-			adm.release(d)
-			d.log.Warn("acceptor delivered something that is not a TCP connection", "service", req.service, "err", err)
-			return replyRefusal(handshake.CodeProtocolError)
-		}
-		d.dispatchFile(adm, f, remote, local, req.state, adm.res)
-		return replyRefusal(handshake.CodeOK)
+		pending = handshake.MarshalVerdict(resp.Lifetime, resp.Ticket, resp.Secret)
+		clear(resp.Secret)
+		resp.Secret = nil // the acceptor has no use for it: the worker sends the verdict
+		reply = marshalAuthResponse(resp)
 	}
-	return replyRefusal(handshake.CodeProtocolError)
+	defer clear(pending)
+	adm := s.core.take(req.auth.Session)
+	if adm == nil {
+		d.log.Error("accepted session without an admission", "service", s.name)
+		return replyRefusal(handshake.CodeInternalError)
+	}
+	d.dispatchFileWith(adm, f, remote, local, req.state, adm.res, pending)
+	return reply
+}
+
+// answerAbort is Abort: a handshake failed after Begin.
+func (d *Daemon) answerAbort(p []byte) []byte {
+	ref, err := parseAbort(p)
+	if err != nil {
+		d.refuseRequest(handoff.TypeAbort.String(), "", "", "malformed request")
+		return replyRefusal(handshake.CodeProtocolError)
+	}
+	if s := d.service(ref.service); s != nil {
+		s.core.Abort(ref.session)
+	}
+	return replyRefusal(handshake.CodeOK)
+}
+
+// refuseRequest audits and logs a monitor request refused for what the acceptor sent rather
+// than for the handshake itself: only a compromised (or broken) acceptor sends one, except a
+// Commit whose connection its client reset in the meantime. The record names a service only
+// if it exists, and a client only by the address the monitor read from the descriptor itself;
+// the reason is the monitor's own text, never the acceptor's bytes.
+func (d *Daemon) refuseRequest(what, service, client, why string) {
+	reason := fmt.Sprintf("acceptor %s refused: %s", what, why)
+	rec := &audit.Record{Client: client, Service: service, HostKeyFP: d.hostFP, Decision: audit.Refused, Reason: reason}
+	if err := d.audit.Write(rec); err != nil {
+		d.log.Error("audit log unwritable", "err", err)
+	}
+	d.log.Warn(reason, "service", service, "client", client)
 }
 
 // service returns the running service called name.
@@ -282,32 +317,6 @@ func codeOf(err error) handshake.Code {
 		return r.Code
 	}
 	return handshake.CodeInternalError
-}
-
-// addrsOf returns the peer and local addresses of a connected socket.
-func addrsOf(f *os.File) (string, string, error) {
-	c, err := net.FileConn(f)
-	if err != nil {
-		return "", "", err
-	}
-	defer c.Close()
-	return c.RemoteAddr().String(), c.LocalAddr().String(), nil
-}
-
-func isTCP(f *os.File) bool {
-	typ, err := syscall.GetsockoptInt(int(f.Fd()), syscall.SOL_SOCKET, syscall.SO_TYPE)
-	if err != nil || typ != syscall.SOCK_STREAM {
-		return false
-	}
-	sa, err := syscall.Getsockname(int(f.Fd()))
-	if err != nil {
-		return false
-	}
-	switch sa.(type) {
-	case *syscall.SockaddrInet4, *syscall.SockaddrInet6:
-		return true
-	}
-	return false
 }
 
 // logLines copies a child's output to the daemon's log.

@@ -114,34 +114,7 @@ func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
 	return r, nil
 }
 
-// authRequest is TypeAuth: message 3 of a full handshake.
-type authRequest struct {
-	service string
-	req     handshake.AuthRequest
-}
-
-func (m *authRequest) marshal() []byte {
-	var b cryptobyte.Builder
-	addString(&b, []byte(m.service))
-	b.AddUint64(m.req.Session)
-	addString(&b, []byte(m.req.User))
-	b.AddUint64(m.req.Time)
-	addString(&b, m.req.SSHSIG)
-	return b.BytesOrPanic()
-}
-
-func parseAuthRequest(p []byte) (*authRequest, error) {
-	s := cryptobyte.String(p)
-	var svc, user []byte
-	m := &authRequest{}
-	if !readString(&s, &svc, handshake.MaxNameLen) || !s.ReadUint64(&m.req.Session) || !readString(&s, &user, handshake.MaxNameLen) ||
-		!s.ReadUint64(&m.req.Time) || !readString(&s, &m.req.SSHSIG, handshake.MaxSSHSIGLen) || !s.Empty() {
-		return nil, errBadRequest
-	}
-	m.service, m.req.User = string(svc), string(user)
-	return m, nil
-}
-
+// marshalAuthResponse is the reply to a full handshake's Commit that the monitor accepted.
 func marshalAuthResponse(r *handshake.AuthResponse) []byte {
 	var b cryptobyte.Builder
 	b.AddUint8(0)
@@ -167,31 +140,16 @@ func parseAuthResponse(p []byte) (*handshake.AuthResponse, error) {
 	return r, nil
 }
 
-// sessionRef names a session of a service: TypeAbort, and the head of TypeDeliver.
+// sessionRef names a session of a service: TypeAbort.
 type sessionRef struct {
 	service string
 	session uint64
-}
-
-// deliverRequest is TypeDeliver: an accepted connection's transport state (its descriptor
-// travels with the message).
-type deliverRequest struct {
-	sessionRef
-	state *record.State
 }
 
 func (m *sessionRef) marshal() []byte {
 	var b cryptobyte.Builder
 	addString(&b, []byte(m.service))
 	b.AddUint64(m.session)
-	return b.BytesOrPanic()
-}
-
-func (m *deliverRequest) marshal() []byte {
-	var b cryptobyte.Builder
-	addString(&b, []byte(m.service))
-	b.AddUint64(m.session)
-	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(m.state.Marshal()) })
 	return b.BytesOrPanic()
 }
 
@@ -251,30 +209,6 @@ func parseCommit(p []byte) (*commitRequest, error) {
 	return m, nil
 }
 
-// confirmRequest is TypeConfirm: a resumption's binder.
-type confirmRequest struct {
-	sessionRef
-	binder []byte
-}
-
-func (m *confirmRequest) marshal() []byte {
-	var b cryptobyte.Builder
-	addString(&b, []byte(m.service))
-	b.AddUint64(m.session)
-	addString(&b, m.binder)
-	return b.BytesOrPanic()
-}
-
-func parseConfirm(p []byte) (*confirmRequest, error) {
-	s := cryptobyte.String(p)
-	ref, ok := parseSessionRef(&s)
-	m := &confirmRequest{sessionRef: ref}
-	if !ok || !readString(&s, &m.binder, handshake.BinderLen) || !s.Empty() {
-		return nil, errBadRequest
-	}
-	return m, nil
-}
-
 func parseAbort(p []byte) (sessionRef, error) {
 	s := cryptobyte.String(p)
 	r, ok := parseSessionRef(&s)
@@ -282,21 +216,6 @@ func parseAbort(p []byte) (sessionRef, error) {
 		return r, errBadRequest
 	}
 	return r, nil
-}
-
-func parseDeliver(p []byte) (*deliverRequest, error) {
-	s := cryptobyte.String(p)
-	ref, ok := parseSessionRef(&s)
-	var st cryptobyte.String
-	if !ok || !s.ReadUint24LengthPrefixed(&st) || !s.Empty() {
-		return nil, errBadRequest
-	}
-	state, err := record.ParseState(st)
-	clear(st)
-	if err != nil {
-		return nil, err
-	}
-	return &deliverRequest{sessionRef: ref, state: state}, nil
 }
 
 // replyCode is the first byte of a TypeReply: 0 for success (the rest is the response), or

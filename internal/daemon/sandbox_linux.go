@@ -30,13 +30,24 @@ type landlockAttr struct {
 	fs, net uint64
 }
 
-// sandbox confines the acceptor after it has everything it needs: no new privileges, and
-// where the kernel has Landlock, no file system access at all and no TCP bind or connect
-// (it only accepts on sockets it inherited). Both are per-thread settings, applied to every
-// thread of the process at once with syscall.AllThreadsSyscall, which works only in a
-// program built without cgo (CGO_ENABLED=0, as netauthd-acceptor is built). It returns a
-// description of what applied and whether the confinement is complete.
+// sandbox confines the acceptor after it has everything it needs: non-dumpable (no core
+// dump, no tracing or reading of its memory by other processes of its account), no new
+// privileges, and where the kernel has Landlock, no file system access at all and no TCP bind
+// or connect (it only accepts on sockets it inherited). The last two are per-thread settings,
+// applied to every thread of the process at once with syscall.AllThreadsSyscall, which works
+// only in a program built without cgo (CGO_ENABLED=0, as netauthd-acceptor is built). It
+// returns a description of what applied and whether the confinement is complete.
 func sandbox() (string, bool) {
+	dumpErr := setNonDumpable()
+	status, complete := confine()
+	if dumpErr != nil {
+		return "still dumpable (" + dumpErr.Error() + "); " + status, false
+	}
+	return "non-dumpable; " + status, complete
+}
+
+// confine applies no_new_privs and Landlock (see sandbox).
+func confine() (string, bool) {
 	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
 		if errno == syscall.ENOTSUP {
 			return "not confined: this acceptor was built with cgo; build it with CGO_ENABLED=0", false

@@ -12,10 +12,12 @@
 //	version (1 byte, 1) || type (1 byte) || reserved (2 bytes, zero) || ID (8 bytes, big endian) || payload
 //
 // A TypeConn message carries exactly one descriptor (the connection's socket) and a payload
-// made by Conn.Marshal; every other type carries no descriptor. TypeAck, TypeDone and TypeExit
-// have an empty payload, and TypeRevoke at most MaxRevokePayload bytes (a key fingerprint, or
-// nothing for every connection). Both Send and Recv enforce these rules, and Recv closes every
-// descriptor that arrives where none belongs.
+// made by Conn.Marshal, and so does TypeCommit (the connection, with a monitor request); every
+// other type carries no descriptor. TypeAck, TypeDone and TypeExit have an empty payload, and
+// TypeRevoke at most MaxRevokePayload bytes (a key fingerprint, or nothing for every
+// connection). Both Send and Recv enforce these rules, and Recv closes every descriptor that
+// arrives where none belongs. A type not listed here is unknown and refused: the numbers 7, 9
+// and 11 belonged to monitor requests that no longer exist, and are not reused.
 //
 // # Handing a connection over
 //
@@ -67,14 +69,13 @@ const (
 	TypeRevoke Type = 5 // daemon -> worker: close every connection of the given key now (payload: key fingerprint, or empty for all)
 
 	// The monitor protocol, between netauthd's unprivileged acceptor and its monitor. The
-	// acceptor chooses each request's ID; the monitor's TypeReply carries the same ID.
-	TypeBegin   Type = 6  // acceptor -> monitor: message 1 of a handshake
-	TypeAuth    Type = 7  // acceptor -> monitor: message 3 of a full handshake
-	TypeAbort   Type = 8  // acceptor -> monitor: a handshake failed after Begin
-	TypeDeliver Type = 9  // acceptor -> monitor: an accepted connection (with one descriptor)
-	TypeReply   Type = 10 // monitor -> acceptor: the answer to a request
-	TypeConfirm Type = 11 // acceptor -> monitor: a resumption's binder
-	TypeCommit  Type = 12 // acceptor -> monitor: message 3 with the connection (one descriptor), to decide and hand over in one step
+	// acceptor chooses each request's ID; the monitor's TypeReply carries the same ID. Types
+	// 7, 9 and 11 were requests the acceptor no longer sends (a separate authentication,
+	// resumption binder and delivery): they are unknown now, and their numbers stay unused.
+	TypeBegin  Type = 6  // acceptor -> monitor: message 1 of a handshake
+	TypeAbort  Type = 8  // acceptor -> monitor: a handshake failed after Begin
+	TypeReply  Type = 10 // monitor -> acceptor: the answer to a request
+	TypeCommit Type = 12 // acceptor -> monitor: message 3 with the connection (one descriptor), to decide and hand over in one step
 )
 
 // String returns the type's name.
@@ -92,16 +93,10 @@ func (t Type) String() string {
 		return "revoke"
 	case TypeBegin:
 		return "begin"
-	case TypeAuth:
-		return "auth"
 	case TypeAbort:
 		return "abort"
-	case TypeDeliver:
-		return "deliver"
 	case TypeReply:
 		return "reply"
-	case TypeConfirm:
-		return "confirm"
 	case TypeCommit:
 		return "commit"
 	}
@@ -111,7 +106,7 @@ func (t Type) String() string {
 const (
 	// HeaderLen is the size of a message header: version, type, two reserved bytes, ID.
 	HeaderLen = 4 + 8
-	// MaxRequest bounds the payload of a monitor request or reply other than TypeDeliver.
+	// MaxRequest bounds the payload of a monitor request or reply other than TypeCommit.
 	MaxRequest = 64 << 10
 	// MaxMessage bounds a whole message: header, transport state and identity.
 	MaxMessage = HeaderLen + record.MaxStateSize + 64<<10
@@ -153,15 +148,15 @@ func (m *Message) check(nfds int) error {
 			return fmt.Errorf("handoff: conn payload of %d bytes exceeds %d", len(m.Payload), MaxMessage-HeaderLen)
 		}
 		return nil
-	case TypeDeliver, TypeCommit:
+	case TypeCommit:
 		if nfds != 1 {
-			return fmt.Errorf("handoff: deliver message with %d descriptor(s), want 1", nfds)
+			return fmt.Errorf("handoff: %v message with %d descriptor(s), want 1", m.Type, nfds)
 		}
 		if len(m.Payload) == 0 || len(m.Payload) > MaxMessage-HeaderLen {
-			return fmt.Errorf("handoff: deliver payload of %d bytes", len(m.Payload))
+			return fmt.Errorf("handoff: %v payload of %d bytes", m.Type, len(m.Payload))
 		}
 		return nil
-	case TypeBegin, TypeAuth, TypeAbort, TypeReply, TypeConfirm:
+	case TypeBegin, TypeAbort, TypeReply:
 		if nfds != 0 {
 			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
 		}
@@ -193,6 +188,31 @@ func (m *Message) marshal() []byte {
 	binary.BigEndian.PutUint64(b[4:], m.ID)
 	copy(b[HeaderLen:], m.Payload)
 	return b
+}
+
+// A MessageError is Recv's error for a message it received and refused: too large,
+// truncated, malformed, of an unknown type, or with descriptors where none belong (or none
+// where one does). The message was consumed and every descriptor it brought closed, so the
+// channel can still be used. HasHeader tells whether the message had a valid header; Type
+// and ID are then the header's, so that a peer answering requests can name the one it
+// refuses.
+type MessageError struct {
+	Type      Type
+	ID        uint64
+	HasHeader bool
+	Err       error
+}
+
+func (e *MessageError) Error() string { return e.Err.Error() }
+func (e *MessageError) Unwrap() error { return e.Err }
+
+// refused returns the MessageError for a consumed message whose first bytes are b.
+func refused(b []byte, err error) *MessageError {
+	e := &MessageError{Err: err}
+	if len(b) >= HeaderLen && b[0] == messageVersion && b[2] == 0 && b[3] == 0 {
+		e.Type, e.ID, e.HasHeader = Type(b[1]), binary.BigEndian.Uint64(b[4:HeaderLen]), true
+	}
+	return e
 }
 
 // parseMessage decodes a datagram received with nfds descriptors. The payload aliases b.
@@ -387,14 +407,15 @@ func (c *Channel) write(m *Message, b, oob []byte) error {
 	return nil
 }
 
-// Recv receives the next message and, for TypeConn, its descriptor (close-on-exec; the
-// caller owns it). It returns io.EOF when the peer has closed its end, and an error wrapping
-// io.EOF (test with errors.Is) when the peer closed it without reading every message sent to
-// it: a daemon then hands the connections the worker did not acknowledge to another. It refuses, with an
-// error, a message that is too large, truncated, malformed, of an unknown type, or that
-// carries descriptors where none belong (or too many to receive); it closes every descriptor
-// such a message brought. A refused message is consumed, so Recv may be called again, but a
-// peer sending one is broken and callers normally close the channel.
+// Recv receives the next message and, for TypeConn and TypeCommit, its descriptor
+// (close-on-exec; the caller owns it). It returns io.EOF when the peer has closed its end, and
+// an error wrapping io.EOF (test with errors.Is) when the peer closed it without reading every
+// message sent to it: a daemon then hands the connections the worker did not acknowledge to
+// another. It refuses, with a *MessageError, a message that is too large, truncated,
+// malformed, of an unknown type, or that carries descriptors where none belong (or too many
+// to receive); it closes every descriptor such a message brought. A refused message is
+// consumed, so Recv may be called again: a worker normally closes the channel to a daemon that
+// sends one, while netauthd's monitor refuses the request and goes on serving its acceptor.
 //
 // Recv first learns the size of the pending datagram (MSG_PEEK|MSG_TRUNC), checks it against
 // MaxMessage, and then receives it into a buffer of exactly that size: a daemon with many
@@ -441,7 +462,7 @@ func recv(fd int) (*Message, *os.File, error) {
 		// Consume the datagram without its body; the kernel discards what does not fit.
 		_, fds, _ := recvInto(fd, peek[:])
 		closeFDs(fds)
-		return nil, nil, fmt.Errorf("handoff: message of %d bytes exceeds %d", size, MaxMessage)
+		return nil, nil, refused(peek[:], fmt.Errorf("handoff: message of %d bytes exceeds %d", size, MaxMessage))
 	}
 	// One byte more than announced, so a datagram that grew in between shows as MSG_TRUNC.
 	buf := make([]byte, size+1)
@@ -457,15 +478,17 @@ func recv(fd int) (*Message, *os.File, error) {
 		return nil, nil, io.EOF
 	}
 	if n != size {
-		clear(buf)
-		closeFDs(fds)
-		return nil, nil, fmt.Errorf("handoff: message of %d bytes announced as %d", n, size)
-	}
-	m, err := parseMessage(buf[:n], len(fds))
-	if err != nil {
+		err := refused(buf[:n], fmt.Errorf("handoff: message of %d bytes announced as %d", n, size))
 		clear(buf)
 		closeFDs(fds)
 		return nil, nil, err
+	}
+	m, err := parseMessage(buf[:n], len(fds))
+	if err != nil {
+		merr := refused(buf[:n], err)
+		clear(buf)
+		closeFDs(fds)
+		return nil, nil, merr
 	}
 	var f *os.File
 	if len(fds) == 1 {
@@ -476,7 +499,7 @@ func recv(fd int) (*Message, *os.File, error) {
 
 // recvInto receives one datagram into buf with room for maxFDs descriptors, which arrive
 // close-on-exec. It returns the descriptors received even with an error, except EAGAIN;
-// truncated data or control messages are errors.
+// truncated data or control messages are errors (a MessageError: the datagram is consumed).
 func recvInto(fd int, buf []byte) (int, []int, error) {
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
 	var n, oobn, flags int
@@ -495,12 +518,12 @@ func recvInto(fd int, buf []byte) (int, []int, error) {
 	switch {
 	case flags&unix.MSG_CTRUNC != 0:
 		closeFDs(fds)
-		return 0, nil, errors.New("handoff: message carried more descriptors than allowed (control data truncated)")
+		return 0, nil, refused(buf[:n], errors.New("handoff: message carried more descriptors than allowed (control data truncated)"))
 	case perr != nil:
 		closeFDs(fds)
-		return 0, nil, perr
+		return 0, nil, refused(buf[:n], perr)
 	case flags&unix.MSG_TRUNC != 0:
-		return n, fds, errors.New("handoff: message truncated")
+		return n, fds, refused(buf[:n], errors.New("handoff: message truncated"))
 	}
 	return n, fds, nil
 }

@@ -438,30 +438,40 @@ func TestRecvRefuses(t *testing.T) {
 	}
 	conn := testConn().Marshal()
 	for _, tc := range []struct {
-		name string
-		b    []byte
-		nfds int
+		name     string
+		b        []byte
+		nfds     int
+		noHeader bool // the header itself is invalid, so the error names no type and ID
 	}{
-		{"descriptor with ack", hdr(1, byte(TypeAck), nil), 1},
-		{"descriptor with revoke", hdr(1, byte(TypeRevoke), nil), 1},
-		{"two descriptors", hdr(1, byte(TypeConn), conn), 2},
-		{"too many descriptors", hdr(1, byte(TypeConn), conn), 20},
-		{"conn without descriptor", hdr(1, byte(TypeConn), conn), 0},
-		{"conn without payload", hdr(1, byte(TypeConn), nil), 1},
-		{"unknown type", hdr(1, 9, nil), 0},
-		{"type zero", hdr(1, 0, nil), 0},
-		{"unknown type with descriptor", hdr(1, 200, nil), 1},
-		{"version", hdr(2, byte(TypeAck), nil), 0},
-		{"reserved", append([]byte{1, byte(TypeAck), 0, 1}, make([]byte, 8)...), 0},
-		{"truncated header", []byte{1, byte(TypeAck), 0, 0, 0}, 0},
-		{"truncated header with descriptor", []byte{1, byte(TypeConn)}, 1},
-		{"one byte", []byte{1}, 0},
-		{"ack with payload", hdr(1, byte(TypeAck), []byte("x")), 0},
-		{"done with payload", hdr(1, byte(TypeDone), []byte("x")), 0},
-		{"exit with payload", hdr(1, byte(TypeExit), []byte("x")), 0},
-		{"long revoke", hdr(1, byte(TypeRevoke), make([]byte, MaxRevokePayload+1)), 0},
-		{"oversized", hdr(1, byte(TypeConn), make([]byte, MaxMessage+1-HeaderLen)), 1},
-		{"oversized without descriptor", make([]byte, MaxMessage+1), 0},
+		{"descriptor with ack", hdr(1, byte(TypeAck), nil), 1, false},
+		{"descriptor with revoke", hdr(1, byte(TypeRevoke), nil), 1, false},
+		{"two descriptors", hdr(1, byte(TypeConn), conn), 2, false},
+		{"too many descriptors", hdr(1, byte(TypeConn), conn), 20, false},
+		{"conn without descriptor", hdr(1, byte(TypeConn), conn), 0, false},
+		{"conn without payload", hdr(1, byte(TypeConn), nil), 1, false},
+		{"unknown type", hdr(1, 99, nil), 0, false},
+		{"type zero", hdr(1, 0, nil), 0, false},
+		{"unknown type with descriptor", hdr(1, 200, nil), 1, false},
+		// The monitor requests that no longer exist are unknown types.
+		{"former auth request (7)", hdr(1, 7, []byte("request")), 0, false},
+		{"former deliver request (9)", hdr(1, 9, conn), 1, false},
+		{"former deliver request (9) without descriptor", hdr(1, 9, nil), 0, false},
+		{"former confirm request (11)", hdr(1, 11, make([]byte, 32)), 0, false},
+		{"commit without descriptor", hdr(1, byte(TypeCommit), []byte("request")), 0, false},
+		{"commit with two descriptors", hdr(1, byte(TypeCommit), []byte("request")), 2, false},
+		{"commit without payload", hdr(1, byte(TypeCommit), nil), 1, false},
+		{"begin with descriptor", hdr(1, byte(TypeBegin), []byte("request")), 1, false},
+		{"version", hdr(2, byte(TypeAck), nil), 0, true},
+		{"reserved", append([]byte{1, byte(TypeAck), 0, 1}, make([]byte, 8)...), 0, true},
+		{"truncated header", []byte{1, byte(TypeAck), 0, 0, 0}, 0, true},
+		{"truncated header with descriptor", []byte{1, byte(TypeConn)}, 1, true},
+		{"one byte", []byte{1}, 0, true},
+		{"ack with payload", hdr(1, byte(TypeAck), []byte("x")), 0, false},
+		{"done with payload", hdr(1, byte(TypeDone), []byte("x")), 0, false},
+		{"exit with payload", hdr(1, byte(TypeExit), []byte("x")), 0, false},
+		{"long revoke", hdr(1, byte(TypeRevoke), make([]byte, MaxRevokePayload+1)), 0, false},
+		{"oversized", hdr(1, byte(TypeConn), make([]byte, MaxMessage+1-HeaderLen)), 1, false},
+		{"oversized without descriptor", make([]byte, MaxMessage+1), 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fds := pipeFDs(t, tc.nfds)
@@ -476,6 +486,16 @@ func TestRecvRefuses(t *testing.T) {
 				t.Errorf("refusal returned %v %v", m, f)
 			}
 			t.Logf("refused: %v", err)
+			// The error says the message was consumed and, with a valid header, which one.
+			var me *MessageError
+			switch {
+			case !errors.As(err, &me):
+				t.Errorf("refusal is a %T, want a *MessageError", err)
+			case me.HasHeader == tc.noHeader:
+				t.Errorf("refusal has header %v, want %v", me.HasHeader, !tc.noHeader)
+			case me.HasHeader && (me.Type != Type(tc.b[1]) || me.ID != 9):
+				t.Errorf("refusal names %v %d, want %v 9", me.Type, me.ID, Type(tc.b[1]))
+			}
 			checkFDs(t, before)
 			expectAck(t, d, w, 99)
 		})
@@ -498,6 +518,11 @@ func TestSendRefuses(t *testing.T) {
 		{"exit with payload", &Message{Type: TypeExit, Payload: []byte("x")}, nil},
 		{"long revoke", &Message{Type: TypeRevoke, Payload: make([]byte, MaxRevokePayload+1)}, nil},
 		{"unknown type", &Message{Type: 77}, nil},
+		{"former auth request", &Message{Type: 7, Payload: []byte("x")}, nil},
+		{"former deliver request", &Message{Type: 9, Payload: []byte("x")}, r},
+		{"former confirm request", &Message{Type: 11, Payload: []byte("x")}, nil},
+		{"commit without descriptor", &Message{Type: TypeCommit, Payload: []byte("x")}, nil},
+		{"begin with descriptor", &Message{Type: TypeBegin, Payload: []byte("x")}, r},
 	} {
 		if err := d.Send(tc.m, tc.fd); err == nil {
 			t.Errorf("%s: sent", tc.name)

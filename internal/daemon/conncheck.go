@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// acceptedConn checks a descriptor the acceptor passed as a client connection of service s,
+// before anything uses it: it must be a TCP socket (SOCK_STREAM, IPPROTO_TCP or
+// IPPROTO_MPTCP), not a listening one, connected, and bound to the address of one of s's
+// listening sockets (the same family and port, and the same address unless the listener's is
+// the wildcard), as the sockets those listeners accept are. It returns the peer and local
+// addresses as the monitor read them from the socket. A pipe or file, a listening,
+// unconnected or reset socket, a UDP or Unix socket, or a connection that none of the
+// service's listeners has is refused, with an error saying which (and the peer address, when
+// it is known). Services listen only on TCP (policy: listen host:port), so no other family is
+// ever valid.
+func (s *service) acceptedConn(f *os.File) (remote, local string, err error) {
+	if f == nil {
+		return "", "", errors.New("missing")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return "", "", fmt.Errorf("unusable: %w", err)
+	}
+	var peer, self unix.Sockaddr
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { peer, self, cerr = connectedTCP(int(fd)) }); err != nil {
+		return "", "", fmt.Errorf("unusable: %w", err)
+	}
+	if cerr != nil {
+		return "", "", cerr
+	}
+	remote, local = sockaddrString(peer), sockaddrString(self)
+	if !s.listensOn(self) {
+		return remote, "", fmt.Errorf("a connection to %s, an address none of the service's listening sockets has", local)
+	}
+	return remote, local, nil
+}
+
+// connectedTCP checks that fd is a connected, non-listening IPv4 or IPv6 TCP socket and
+// returns its peer and local addresses.
+func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("not a socket (%w)", err)
+	}
+	if typ != unix.SOCK_STREAM {
+		return nil, nil, fmt.Errorf("a socket of type %d, not a stream socket", typ)
+	}
+	// Go's listeners are Multipath TCP where the kernel has it, so a client that speaks it
+	// arrives on an IPPROTO_MPTCP socket: TCP too, as far as the handshake is concerned.
+	if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || (proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_MPTCP) {
+		return nil, nil, fmt.Errorf("a stream socket of protocol %d, not TCP", proto)
+	}
+	if listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || listening != 0 {
+		return nil, nil, errors.New("a listening socket")
+	}
+	if self, err = unix.Getsockname(fd); err != nil {
+		return nil, nil, fmt.Errorf("a socket without an address (%w)", err)
+	}
+	switch self.(type) {
+	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+	default:
+		return nil, nil, errors.New("not an IPv4 or IPv6 socket")
+	}
+	if peer, err = unix.Getpeername(fd); err != nil {
+		return nil, nil, fmt.Errorf("not connected (%w)", err)
+	}
+	return peer, self, nil
+}
+
+// listensOn reports whether one of the service's listening sockets accepts connections on
+// local address sa: the same family and port, and the same address unless the listener's
+// is the wildcard.
+func (s *service) listensOn(sa unix.Sockaddr) bool {
+	for _, ln := range s.listeners {
+		sc, ok := ln.(syscall.Conn)
+		if !ok {
+			continue
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			continue
+		}
+		var lsa unix.Sockaddr
+		var lerr error
+		if err := rc.Control(func(fd uintptr) { lsa, lerr = unix.Getsockname(int(fd)) }); err != nil || lerr != nil {
+			continue
+		}
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			if l, ok := lsa.(*unix.SockaddrInet4); ok && l.Port == a.Port && (l.Addr == [4]byte{} || l.Addr == a.Addr) {
+				return true
+			}
+		case *unix.SockaddrInet6:
+			if l, ok := lsa.(*unix.SockaddrInet6); ok && l.Port == a.Port && (l.Addr == [16]byte{} || l.Addr == a.Addr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sockaddrString formats an IPv4 or IPv6 socket address as host:port, as the net package
+// does.
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String()
+	case *unix.SockaddrInet6:
+		zone := ""
+		if a.ZoneId != 0 {
+			zone = strconv.Itoa(int(a.ZoneId))
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zone}).String()
+	}
+	return ""
+}

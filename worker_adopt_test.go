@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package netauth
+
+import (
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/record"
+)
+
+// TestWorkerReportsDeadConnection: a connection netauthd hands over that the worker cannot
+// take, here one its client reset before the worker could send the verdict, is acknowledged
+// and reported done at once. Without that, netauthd waited for the adoption, then stopped the
+// worker with every session in it (every user's, for a service whose one worker serves them
+// all) and handed the dead connection to another worker, and another.
+func TestWorkerReportsDeadConnection(t *testing.T) {
+	daemonEnd, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer daemonEnd.Close()
+	workerEnd, err := handoff.FromFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Listener{ready: make(chan *Conn), done: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
+	l.worker = &workerSource{ch: workerEnd, log: l.log, active: make(map[uint64]*Conn)}
+	l.wg.Add(1)
+	go l.worker.receive(l)
+	defer l.Close()
+
+	// A connection reset by its client: the worker's verdict cannot be sent on it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read from a reset connection succeeded")
+	}
+	sf, err := server.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	hc := &handoff.Conn{
+		State:   &record.State{RekeyAfter: record.DefaultRekeyAfter},
+		Pending: []byte{0},
+		User:    "alice", UserKey: []byte("\x00\x00\x00\x0bssh-ed25519user-key"),
+		HostKey: []byte("\x00\x00\x00\x0bssh-ed25519host-key"), Service: "whoami",
+		RemoteAddr: client.LocalAddr().String(), LocalAddr: server.LocalAddr().String(),
+	}
+	if err := daemonEnd.Send(&handoff.Message{Type: handoff.TypeConn, ID: 42, Payload: hc.Marshal()}, sf); err != nil {
+		t.Fatal(err)
+	}
+	// netauthd waits 10 s for an adoption; the answer must come well before.
+	daemonEnd.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for _, want := range []handoff.Type{handoff.TypeAck, handoff.TypeDone} {
+		m, mf, err := daemonEnd.Recv()
+		if mf != nil {
+			mf.Close()
+		}
+		if err != nil || m.Type != want || m.ID != 42 {
+			t.Fatalf("worker answered %+v, %v; want %v 42", m, err, want)
+		}
+	}
+}
