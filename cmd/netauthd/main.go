@@ -52,8 +52,9 @@ netauthd refuses to start as root without it. Create it with:
   useradd --system --no-create-home --shell /usr/sbin/nologin netauth
 Both processes are non-dumpable. See docs/SECURITY.md.
 
-Signals: SIGHUP reloads the configuration (a broken file is refused and the
-running configuration kept); SIGTERM and SIGINT stop the daemon.
+Signals: SIGHUP reopens the audit log (after rotation by rename, and to retry
+one that could not be written) and reloads the configuration (a broken file is
+refused and the running configuration kept); SIGTERM and SIGINT stop the daemon.
 
 Flags:
 `

@@ -297,11 +297,15 @@ func (d *Daemon) answerAbort(p []byte) []byte {
 // the reason is the monitor's own text, never the acceptor's bytes.
 func (d *Daemon) refuseRequest(what, service, client, why string) {
 	reason := fmt.Sprintf("acceptor %s refused: %s", what, why)
-	rec := &audit.Record{Client: client, Service: service, HostKeyFP: d.hostFP, Decision: audit.Refused, Reason: reason}
-	if err := d.audit.Write(rec); err != nil {
+	// Bounded and, under a flood, counted like every other refusal: the acceptor chooses
+	// how often this happens.
+	rec, err := d.audit.WriteRefusal(&audit.Refusal{Client: client, Service: service, Code: "acceptor_request", Reason: reason})
+	if err != nil {
 		d.log.Error("audit log unwritable", "err", err)
 	}
-	d.log.Warn(reason, "service", service, "client", client)
+	if rec != nil {
+		d.log.Warn(reason, "service", service, "client", client)
+	}
 }
 
 // service returns the running service called name.
