@@ -174,7 +174,6 @@ func (h *hsBench) serverConfig(ephemeral func() (x25519.KeyPair, error), replay 
 		},
 		Authorize: func(*handshake.Result) error { return nil },
 		Ephemeral: ephemeral,
-		Rand:      rand.Reader,
 	}
 	if replay {
 		cfg.Replay = handshake.NewReplayCache(0)

@@ -221,7 +221,6 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		MaxClockSkew: cfg.MaxClockSkew,
 		Replay:       handshake.NewReplayCache(0),
 		Ephemeral:    func() (x25519.KeyPair, error) { return l.pool.Get(), nil },
-		Rand:         rand.Reader,
 		Eligible:     l.eligible,
 		Authorize:    l.authorize,
 		Refused:      l.logRefusal,

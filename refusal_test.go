@@ -338,8 +338,8 @@ func serverAuthBody(service string) int {
 }
 
 // refusalVerdictBody is the size of a verdict record that carries only a code:
-// code(1) lifetime(4) empty ticket(2) empty secret(2), the inner type and the tag.
-const refusalVerdictBody = 1 + 4 + 2 + 2 + 1 + record.TagLen
+// code(1) lifetime(4) empty ticket(2), the inner type and the tag.
+const refusalVerdictBody = 1 + 4 + 2 + 1 + record.TagLen
 
 // checkRefusalFrames checks that the server sent exactly ServerHello, ServerAuth and a
 // verdict of a bare code, then ended the stream: nothing the client sent is echoed, and no
@@ -1021,7 +1021,8 @@ func TestRefuseGarbage(t *testing.T) {
 		{"record instead of ClientHello", []byte{record.FrameRecord, 0, 4, 'a', 'b', 'c', 'd'}, CodeProtocolError, "instead of ClientHello"},
 		{"empty ClientHello", []byte{record.FrameClientHello, 0, 0}, CodeProtocolError, "malformed ClientHello"},
 		{"ClientHello of junk", append([]byte{record.FrameClientHello, 0, 9}, "junkjunk!"...), CodeProtocolError, "malformed ClientHello"},
-		{"version 2", append(append([]byte{record.FrameClientHello, 0, byte(len(hello) + 1)}, hello...), 2), CodeVersionUnsupported, "version"},
+		{"version 1", append(append([]byte{record.FrameClientHello, 0, byte(len(hello) + 1)}, hello...), 1), CodeVersionUnsupported, "version"},
+		{"a later version", append(append([]byte{record.FrameClientHello, 0, byte(len(hello) + 1)}, hello...), handshake.Version+1), CodeVersionUnsupported, "version"},
 		// A TLS record header reads as frame type 0x16 with length 0x0301 (769 bytes, within
 		// the ClientHello limit); this record is shorter, so the server must judge the frame
 		// by its type without waiting for 769 bytes that never come.
@@ -1070,7 +1071,7 @@ func TestStalledHandshake(t *testing.T) {
 		defer stalled.Close()
 		stallStart := time.Now()
 		// Half a full-mode ClientHello (its body is 7+2+2+32 bytes), then nothing.
-		if _, err := stalled.Write(append([]byte{record.FrameClientHello, 0, 43}, "netauth\x01\x00"...)); err != nil {
+		if _, err := stalled.Write(append([]byte{record.FrameClientHello, 0, 43}, handshake.Magic+string([]byte{handshake.Version, handshake.ModeFull})...)); err != nil {
 			t.Fatal(err)
 		}
 

@@ -115,11 +115,8 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 	if len(hc.Pending) > 0 {
 		// netauthd decided and handed the connection over in one step: the verdict is ours
 		// to send, before anything else.
-		err := rc.QueueRecord(record.TypeVerdict, hc.Pending)
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
+		rc.QueueRaw(hc.Pending)
+		if err := rc.Flush(); err != nil {
 			rc.Close()
 			return nil, fmt.Errorf("sending the verdict: %w", err)
 		}

@@ -261,7 +261,9 @@ func (r remoteCore) Authenticate(*handshake.AuthRequest) (*handshake.AuthRespons
 
 // Confirm is never called: handshake.Serve uses ConfirmHandoff. It is here because a
 // HandoffCore is a Core.
-func (r remoteCore) Confirm(uint64, []byte) error { return errCommitOnly }
+func (r remoteCore) Confirm(uint64, []byte) (*handshake.AuthResponse, error) {
+	return nil, errCommitOnly
+}
 
 func (r remoteCore) Abort(session uint64) {
 	_, _ = r.a.call(handoff.TypeAbort, (&sessionRef{service: r.service, session: session}).marshal(), nil)

@@ -251,29 +251,44 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "its descriptor is "+err.Error())
 		return replyRefusal(handshake.CodeProtocolError)
 	}
-	var reply, pending []byte
+	var reply, verdict []byte
+	var app handshake.AppKeys
+	defer app.Zero()
 	if req.resumed {
-		if err := s.core.Confirm(req.auth.Session, req.binder); err != nil {
+		resp, err := s.core.Confirm(req.auth.Session, req.binder)
+		if err != nil {
 			return replyRefusal(codeOf(err))
 		}
-		reply, pending = replyRefusal(handshake.CodeOK), handshake.MarshalVerdict(0, nil, nil)
+		app = resp.App
+		resp.App.Zero()
+		reply, verdict = replyRefusal(handshake.CodeOK), handshake.MarshalVerdict(0, nil)
 	} else {
 		resp, err := s.core.Authenticate(&req.auth)
 		if err != nil {
 			return replyRefusal(codeOf(err))
 		}
-		pending = handshake.MarshalVerdict(resp.Lifetime, resp.Ticket, resp.Secret)
-		clear(resp.Secret)
-		resp.Secret = nil // the acceptor has no use for it: the worker sends the verdict
-		reply = marshalAuthResponse(resp)
+		app = resp.App
+		resp.App.Zero()
+		verdict = handshake.MarshalVerdict(resp.Lifetime, resp.Ticket)
+		reply = marshalAuthResponse(resp) // what was verified; no key
+	}
+	// The worker sends the verdict, sealed here under the handshake-record key as the
+	// acceptor left it, then continues under the application keys, which the acceptor never
+	// had: a socket other than the authenticated client's gets nothing it can read or forge.
+	pending, err := handshake.SealVerdict(req.state, verdict)
+	if err != nil {
+		s.core.Abort(req.auth.Session)
+		return replyRefusal(handshake.CodeInternalError)
 	}
 	defer clear(pending)
+	appState := app.ServerState(req.state)
+	defer appState.Zero()
 	adm := s.core.take(req.auth.Session)
 	if adm == nil {
 		d.log.Error("accepted session without an admission", "service", s.name)
 		return replyRefusal(handshake.CodeInternalError)
 	}
-	d.dispatchFileWith(adm, f, remote, local, req.state, adm.res, pending)
+	d.dispatchFileWith(adm, f, remote, local, appState, adm.res, pending)
 	return reply
 }
 

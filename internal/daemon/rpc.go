@@ -120,7 +120,6 @@ func marshalAuthResponse(r *handshake.AuthResponse) []byte {
 	b.AddUint8(0)
 	b.AddUint32(r.Lifetime)
 	addString(&b, r.Ticket)
-	addString(&b, r.Secret)
 	addString(&b, r.UserKey)
 	addString(&b, r.Statement)
 	b.AddUint64(unixOrZero(r.Issued))
@@ -131,7 +130,7 @@ func parseAuthResponse(p []byte) (*handshake.AuthResponse, error) {
 	s := cryptobyte.String(p)
 	r := &handshake.AuthResponse{}
 	var issued uint64
-	if !s.ReadUint32(&r.Lifetime) || !readString(&s, &r.Ticket, handshake.MaxTicketSize) || !readString(&s, &r.Secret, handshake.PSKLen) ||
+	if !s.ReadUint32(&r.Lifetime) || !readString(&s, &r.Ticket, handshake.MaxTicketSize) ||
 		!readString(&s, &r.UserKey, 16<<10) || !readString(&s, &r.Statement, 4096) || !s.ReadUint64(&issued) ||
 		!s.Empty() || issued > 1<<62 {
 		return nil, errBadRequest

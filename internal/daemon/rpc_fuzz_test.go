@@ -26,7 +26,7 @@ func monitorSeeds() [][]byte {
 			Service: "whoami"})[1:],
 		marshalBeginResponse(&handshake.BeginResponse{Session: 43, Resumed: true, Noise: b32, HandshakeHash: b32,
 			Service: "whoami", User: "alice", UserKey: b64, Issued: issued})[1:],
-		marshalAuthResponse(&handshake.AuthResponse{Lifetime: 3600, Ticket: bytes.Repeat([]byte{4}, 150), Secret: b32,
+		marshalAuthResponse(&handshake.AuthResponse{Lifetime: 3600, Ticket: bytes.Repeat([]byte{4}, 150),
 			UserKey: b64, Statement: []byte("netauth statement"), Issued: issued})[1:],
 		(&sessionRef{service: "whoami", session: 44}).marshal(),
 		(&commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 46, User: "alice", Time: 1, SSHSIG: b64}, state: st}).marshal(),

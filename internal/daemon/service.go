@@ -4,7 +4,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -191,7 +190,6 @@ func (s *service) newCore() (*serviceCore, error) {
 		MaxClockSkew: d.cfg.MaxClockSkew,
 		Replay:       d.replay,
 		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
-		Rand:         rand.Reader,
 		Eligible:     s.eligible,
 		Authorize:    s.authorize,
 		Refused:      s.refused,

@@ -22,7 +22,7 @@ const (
 	MaxStatementLen = 4 << 10  // Statement
 	MaxSignatureLen = 16 << 10 // Signature
 	MaxAddrLen      = 256      // RemoteAddr and LocalAddr
-	MaxPendingLen   = 4 << 10  // Pending (a verdict: code, lifetime, ticket, secret)
+	MaxPendingLen   = 4 << 10  // Pending (a sealed Verdict record: code, lifetime, ticket)
 )
 
 const (
@@ -64,9 +64,9 @@ type Conn struct {
 	// logs.
 	RemoteAddr string
 	LocalAddr  string
-	// Pending, if not empty, is the content of the Verdict record the worker sends first:
-	// the connection was handed over together with the decision (it may hold the new
-	// ticket's resumption secret, which is the user's own).
+	// Pending, if not empty, is the Verdict record frame the worker sends first, sealed
+	// under the handshake-record key: the connection was handed over together with the
+	// decision. State holds the application keys that follow it.
 	Pending []byte
 }
 

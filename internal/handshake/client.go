@@ -72,8 +72,11 @@ type Result struct {
 type Client struct {
 	rc     *record.Conn
 	Result Result
-	// pending is true while a full handshake's verdict is unread.
+	// pending is true while the verdict is unread.
 	pending bool
+	// sec holds the key schedule's secrets until the verdict: the server's application key
+	// is installed once the verdict accepted, the resumption secret goes into the session.
+	sec *secrets
 }
 
 func (cfg *ClientConfig) now() time.Time {
@@ -165,6 +168,10 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c.Result.HandshakeHash = append([]byte(nil), keys.HandshakeHash[:]...)
+	if c.sec, err = deriveSecrets(&keys); err != nil {
+		keys.Zero()
+		return nil, err
+	}
 	rc.SetKeys(halves(&keys, true))
 
 	if sh.Mode == ModeResume {
@@ -178,20 +185,38 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 			return nil, fmt.Errorf("netauth: cached session: %w", err)
 		}
 		// Message 3 of a resumption: the binder. The server's verdict follows it.
-		if err := rc.QueueRecord(record.TypeBinder, resumptionBinder(s.Secret, c.Result.HandshakeHash)); err != nil {
+		if err := c.sendMessage3(record.TypeBinder, resumptionBinder(s.Secret, c.Result.HandshakeHash)); err != nil {
 			return nil, err
 		}
-		if err := rc.Flush(); err != nil {
-			return nil, fmt.Errorf("netauth: sending the resumption binder: %w", err)
-		}
-		c.pending = true
 		return c, nil
 	}
 	if err := c.authenticate(cfg); err != nil {
+		c.sec.zero()
 		return nil, err
 	}
-	c.pending = true
 	return c, nil
+}
+
+// sendMessage3 sends the client's last handshake record (ClientAuth or the binder) and
+// switches its sending direction to the application key: what the application writes next
+// may follow at once (pipelining), under keys only the server's core knows.
+func (c *Client) sendMessage3(typ byte, content []byte) error {
+	what := "ClientAuth"
+	if typ == record.TypeBinder {
+		what = "the resumption binder"
+	}
+	if err := c.rc.QueueRecord(typ, content); err != nil {
+		c.sec.zero()
+		return err
+	}
+	c.rc.SetSendKey(record.NewHalf(c.sec.appC2S, 0))
+	clear(c.sec.appC2S[:])
+	c.pending = true
+	if err := c.rc.Flush(); err != nil {
+		c.sec.zero()
+		return fmt.Errorf("netauth: sending %s: %w", what, err)
+	}
+	return nil
 }
 
 // authenticate checks the server's authentication record and sends the client's.
@@ -240,13 +265,7 @@ func (c *Client) authenticate(cfg *ClientConfig) error {
 	c.Result.UserKey, c.Result.Statement, c.Result.Signature = cfg.Signer.PublicKey(), stmt, sshsig
 	c.Result.Issued = now
 	ca := &clientAuth{User: cfg.User, Time: uint64(now.Unix()), SSHSIG: sshsig}
-	if err := c.rc.QueueRecord(record.TypeClientAuth, ca.marshal()); err != nil {
-		return err
-	}
-	if err := c.rc.Flush(); err != nil {
-		return fmt.Errorf("netauth: sending ClientAuth: %w", err)
-	}
-	return nil
+	return c.sendMessage3(record.TypeClientAuth, ca.marshal())
 }
 
 // Pending reports whether the server's verdict is still unread.
@@ -259,6 +278,7 @@ func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 	if !c.pending {
 		return nil, nil
 	}
+	defer c.sec.zero()
 	typ, content, err := c.rc.ReadRecord()
 	if err != nil {
 		return nil, readErr("Verdict", err)
@@ -274,12 +294,14 @@ func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 	if v.Code != CodeOK {
 		return nil, &RefusedError{Code: v.Code}
 	}
+	// The server's data follows under its application key.
+	c.rc.SetRecvKey(record.NewHalf(c.sec.appS2C, 0))
 	if len(v.Ticket) == 0 {
 		return nil, nil
 	}
 	return &Session{
 		Ticket:  v.Ticket,
-		Secret:  v.Secret,
+		Secret:  append([]byte(nil), c.sec.resumption[:]...),
 		Expiry:  time.Unix(now.Unix()+int64(v.Lifetime), 0),
 		Issued:  c.Result.Issued,
 		HostKey: c.Result.HostKey.Marshal(),

@@ -7,7 +7,6 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
@@ -31,8 +30,9 @@ type Core interface {
 	// Begin; each session can be authenticated once.
 	Authenticate(req *AuthRequest) (*AuthResponse, error)
 	// Confirm checks a resumed session's binder (message 3 of a resumption) and admits the
-	// session; each session can be confirmed once.
-	Confirm(session uint64, binder []byte) error
+	// session; each session can be confirmed once. The response carries only the
+	// application keys.
+	Confirm(session uint64, binder []byte) (*AuthResponse, error)
 	// Abort forgets a session whose handshake failed.
 	Abort(session uint64)
 }
@@ -40,7 +40,7 @@ type Core interface {
 // HandoffCore is a Core that takes an accepted connection over in the same step as its
 // decision: the framing side passes the transport state as it stands just before the
 // verdict, and when the core accepts, whoever it hands the connection to sends the verdict
-// (MarshalVerdict) and the framing side sends nothing more. netauthd's monitor is one: its
+// (SealVerdict) and the framing side sends nothing more. netauthd's monitor is one: its
 // decision and the handoff to the worker cost the acceptor a single request.
 type HandoffCore interface {
 	Core
@@ -50,8 +50,8 @@ type HandoffCore interface {
 
 // MarshalVerdict returns the content of an accepting Verdict record, with the ticket of a
 // full handshake (none after a resumption).
-func MarshalVerdict(lifetime uint32, ticket, secret []byte) []byte {
-	return (&verdict{Code: CodeOK, Lifetime: lifetime, Ticket: ticket, Secret: secret}).marshal()
+func MarshalVerdict(lifetime uint32, ticket []byte) []byte {
+	return (&verdict{Code: CodeOK, Lifetime: lifetime, Ticket: ticket}).marshal()
 }
 
 // BeginRequest is message 1 as the framing side parsed it.
@@ -62,12 +62,14 @@ type BeginRequest struct {
 	Noise  []byte // Noise message 1
 }
 
-// BeginResponse is what the framing side needs to send message 2 and run the record layer.
+// BeginResponse is what the framing side needs to send message 2 and run the handshake's
+// records: the handshake-record keys only (the application keys and the resumption secret
+// stay with the core until it accepts, §3.9).
 type BeginResponse struct {
 	Session       uint64
 	Resumed       bool
-	Noise         []byte // Noise message 2
-	Send, Recv    [32]byte
+	Noise         []byte   // Noise message 2
+	Send, Recv    [32]byte // handshake-record keys
 	HandshakeHash []byte
 	HostKey       []byte // SSH wire form
 	HostSig       []byte // full handshakes: SSH signature of HostSigContext || HandshakeHash
@@ -86,14 +88,16 @@ type AuthRequest struct {
 	SSHSIG  []byte
 }
 
-// AuthResponse accepts a full handshake: the ticket to send and what was verified.
+// AuthResponse accepts a session: the ticket to send (full handshakes), what was verified,
+// and the application keys. The keys are for whoever continues the connection (the
+// in-process server, or netauthd's worker), never for netauthd's acceptor.
 type AuthResponse struct {
 	Lifetime  uint32
 	Ticket    []byte
-	Secret    []byte
 	UserKey   []byte // SSH wire form, from the verified signature
 	Statement []byte // as the Core reconstructed and verified it
 	Issued    time.Time
+	App       AppKeys
 }
 
 // coreSession is a handshake waiting for message 3: a full handshake's authenticator, or a
@@ -102,8 +106,15 @@ type coreSession struct {
 	hash    []byte
 	client  string
 	expires time.Time
-	secret  []byte  // resumption secret from the ticket
-	res     *Result // identity from the ticket
+	sec     *secrets // the key schedule's secrets of this handshake
+	secret  []byte   // resumption secret from the ticket
+	res     *Result  // identity from the ticket
+}
+
+// zero wipes the session's secrets.
+func (s *coreSession) zero() {
+	clear(s.secret)
+	s.sec.zero()
 }
 
 // maxCoreSessions bounds the full handshakes waiting for their authenticator.
@@ -213,6 +224,10 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 		return nil
 	}
 	defer keys.Zero()
+	sec, err := deriveSecrets(&keys)
+	if err != nil {
+		return nil
+	}
 	res := &Result{Resumed: true, Offered: true, User: t.User, UserKey: userKey, HostKey: c.hostPub,
 		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), keys.HandshakeHash[:]...),
 		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client}
@@ -220,9 +235,10 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	if c.cfg.Eligible(res) != nil {
 		return nil
 	}
-	id, err := c.addSession(&coreSession{hash: res.HandshakeHash, client: req.Client,
+	id, err := c.addSession(&coreSession{hash: res.HandshakeHash, client: req.Client, sec: sec,
 		secret: append([]byte(nil), t.Secret[:]...), res: res})
 	if err != nil {
+		sec.zero()
 		return nil
 	}
 	res.Session = id
@@ -241,7 +257,7 @@ func (c *ServerCore) addSession(s *coreSession) (uint64, error) {
 	if len(c.sessions) >= maxCoreSessions {
 		for id, old := range c.sessions {
 			if now.After(old.expires) {
-				clear(old.secret)
+				old.zero()
 				delete(c.sessions, id)
 			}
 		}
@@ -257,16 +273,19 @@ func (c *ServerCore) addSession(s *coreSession) (uint64, error) {
 // Confirm implements Core: the binder must be the HMAC of this very handshake's hash, which
 // covers the ephemeral key Begin chose, under the ticket's secret. Only then is the resumed
 // session authorized (and, in netauthd, audited and given a worker).
-func (c *ServerCore) Confirm(id uint64, binder []byte) error {
+func (c *ServerCore) Confirm(id uint64, binder []byte) (*AuthResponse, error) {
 	sess := c.take(id)
 	if sess == nil || sess.res == nil {
-		return c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such resumption (unknown, used or expired session)"})
+		if sess != nil {
+			sess.zero()
+		}
+		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such resumption (unknown, used or expired session)"})
 	}
-	defer clear(sess.secret)
+	defer sess.zero()
 	res := sess.res
 	res.Session = id
 	if !hmac.Equal(binder, resumptionBinder(sess.secret, sess.hash)) {
-		return c.refuse(&Refusal{Code: CodeAuthFailed, Reason: "resumption binder does not verify", User: res.User,
+		return nil, c.refuse(&Refusal{Code: CodeAuthFailed, Reason: "resumption binder does not verify", User: res.User,
 			KeyFP: keys.Fingerprint(res.UserKey), Resumed: true, Client: sess.client})
 	}
 	// Begin checked the key and the grant, but the binder may come as late as the handshake
@@ -279,9 +298,10 @@ func (c *ServerCore) Confirm(id uint64, binder []byte) error {
 	if err != nil {
 		r := asRefusal(err)
 		r.User, r.KeyFP, r.Resumed, r.Client = res.User, keys.Fingerprint(res.UserKey), true, sess.client
-		return c.refuse(r)
+		return nil, c.refuse(r)
 	}
-	return nil
+	return &AuthResponse{UserKey: res.UserKey.Marshal(), Issued: res.Issued,
+		App: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
 }
 
 // asRefusal returns err as a *Refusal: its own if it is one, else a not_authorized refusal
@@ -334,9 +354,14 @@ func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*
 	}
 	defer keys.Zero()
 	h := append([]byte(nil), keys.HandshakeHash[:]...)
+	sec, err := deriveSecrets(&keys)
+	if err != nil {
+		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "key schedule", Err: err, Client: req.Client})
+	}
 	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.hostWire,
 		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service, Recv: keys.K1, Send: keys.K2}
-	if resp.Session, err = c.addSession(&coreSession{hash: h, client: req.Client}); err != nil {
+	if resp.Session, err = c.addSession(&coreSession{hash: h, client: req.Client, sec: sec}); err != nil {
+		sec.zero()
 		return nil, c.refuse(&Refusal{Code: CodeOverloaded, Reason: err.Error(), Client: req.Client})
 	}
 	return resp, nil
@@ -349,7 +374,7 @@ func (c *ServerCore) take(id uint64) *coreSession {
 	s := c.sessions[id]
 	delete(c.sessions, id)
 	if s != nil && time.Now().After(s.expires) {
-		clear(s.secret)
+		s.zero()
 		return nil
 	}
 	return s
@@ -358,7 +383,7 @@ func (c *ServerCore) take(id uint64) *coreSession {
 // Abort implements Core.
 func (c *ServerCore) Abort(id uint64) {
 	if s := c.take(id); s != nil {
-		clear(s.secret)
+		s.zero()
 	}
 }
 
@@ -367,12 +392,13 @@ func (c *ServerCore) Abort(id uint64) {
 func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	sess := c.take(req.Session)
 	if sess != nil && sess.res != nil {
-		clear(sess.secret)
+		sess.zero()
 		sess = nil // a resumption's session cannot take an authenticator
 	}
 	if sess == nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such handshake (unknown, used or expired session)", User: req.User})
 	}
+	defer sess.zero()
 	res := &Result{User: req.User, HostKey: c.hostPub, Service: c.cfg.Service, HandshakeHash: sess.hash,
 		Client: sess.client, Session: req.Session}
 	fail := func(r *Refusal) error {
@@ -425,8 +451,11 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	if err := c.cfg.Authorize(res); err != nil {
 		return nil, fail(asRefusal(err))
 	}
-	resp := &AuthResponse{UserKey: userKey.Marshal(), Statement: stmt, Issued: t}
+	resp := &AuthResponse{UserKey: userKey.Marshal(), Statement: stmt, Issued: t,
+		App: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}
 	if tk := c.cfg.Tickets; tk != nil {
+		// The ticket holds the resumption secret of the key schedule, which the client
+		// derives itself: it never travels.
 		tc := &ticketContents{
 			Issued:      uint64(now.Unix()),
 			Expiry:      uint64(now.Add(tk.Lifetime()).Unix()),
@@ -434,13 +463,11 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 			Key:         resp.UserKey,
 			Service:     c.cfg.Service,
 			HostKeyHash: hostKeyHash(c.hostWire),
+			Secret:      sess.sec.resumption,
 		}
 		defer clear(tc.Secret[:])
-		if _, err := io.ReadFull(c.cfg.Rand, tc.Secret[:]); err != nil {
-			return nil, fail(&Refusal{Code: CodeInternalError, Reason: "resumption secret", Err: err})
-		}
 		if ticket, err := tk.seal(tc, now); err == nil {
-			resp.Ticket, resp.Secret, resp.Lifetime = ticket, append([]byte(nil), tc.Secret[:]...), uint32(tk.Lifetime()/time.Second)
+			resp.Ticket, resp.Lifetime = ticket, uint32(tk.Lifetime()/time.Second)
 		}
 	}
 	return resp, nil

@@ -91,7 +91,7 @@ func fzNewWorld() (*fzServerWorld, error) {
 	w.full, w.session = tr.sent, tr.session
 	w.ca = (&clientAuth{User: "alice", Time: uint64(w.now.Unix()), SSHSIG: tr.srv.Signature}).marshal()
 	w.sa = (&serverAuth{HostKey: w.hostPub.Marshal(), Signature: hostSignature(w.hostKey, tr.srv.HandshakeHash), Service: "echo"}).marshal()
-	w.verdict = (&verdict{Code: CodeOK, Lifetime: 3600, Ticket: w.session.Ticket, Secret: w.session.Secret}).marshal()
+	w.verdict = (&verdict{Code: CodeOK, Lifetime: 3600, Ticket: w.session.Ticket}).marshal()
 
 	sess := *w.session
 	sess.Secret = append([]byte(nil), w.session.Secret...) // RunClient's caller zeroes its copy
@@ -120,7 +120,6 @@ func (w *fzServerWorld) serverConfig() *ServerConfig {
 		Replay:    NewReplayCache(0),
 		Now:       func() time.Time { return w.now },
 		Ephemeral: func() (x25519.KeyPair, error) { return w.serverEph, nil },
-		Rand:      fzRand("server rand"),
 	}
 	cfg.Eligible = cfg.Authorize
 	return cfg
@@ -270,13 +269,13 @@ func FuzzParseClientHello(f *testing.F) {
 	f.Add(hello(Version, ModeResume, make([]byte, MaxTicketSize+1), noise48)) // frame+1: ticket one byte too long
 	f.Add([]byte{})                                                           // empty
 	f.Add([]byte("netauth"))                                                  // truncated after the magic
-	f.Add([]byte("netauth\x01"))                                              // truncated after the version
-	f.Add([]byte("netauth\x01\x00"))                                          // truncated after the mode
-	f.Add([]byte("netauth\x01\x00\x00"))                                      // truncated inside the ticket length
+	f.Add([]byte("netauth\x02"))                                              // truncated after the version
+	f.Add([]byte("netauth\x02\x00"))                                          // truncated after the mode
+	f.Add([]byte("netauth\x02\x00\x00"))                                      // truncated inside the ticket length
 	f.Add(full[:len(full)-1])                                                 // truncated inside the Noise message
 	f.Add(fzCat(full, []byte{0}))                                             // one trailing byte
 	f.Add(resume[:len(resume)-noiseMsg1PSK-3])                                // truncated inside the ticket
-	f.Add(hello(2, ModeFull, nil, make([]byte, noiseMsg1Full)))               // wrong version byte
+	f.Add(hello(Version+1, ModeFull, nil, make([]byte, noiseMsg1Full)))       // wrong version byte
 	f.Add(hello(Version, 2, nil, make([]byte, noiseMsg1Full)))                // unknown mode byte
 	f.Add(hello(Version, ModeFull, []byte{1}, make([]byte, noiseMsg1Full)))   // ticket in a full hello
 	f.Add(hello(Version, ModeResume, nil, noise48))                           // resume without a ticket
@@ -412,26 +411,23 @@ func FuzzParseClientAuth(f *testing.F) {
 
 func FuzzParseVerdict(f *testing.F) {
 	w := fzGetWorld(f)
-	v := func(code Code, life uint32, ticket, secret []byte) []byte {
-		return (&verdict{Code: code, Lifetime: life, Ticket: ticket, Secret: secret}).marshal()
+	v := func(code Code, life uint32, ticket []byte) []byte {
+		return (&verdict{Code: code, Lifetime: life, Ticket: ticket}).marshal()
 	}
-	secret := make([]byte, PSKLen)
-	f.Add(w.verdict)                                            // valid accepting verdict with a ticket
-	f.Add(v(CodeOK, 0, nil, nil))                               // accepted without a ticket
-	f.Add(v(CodeNotAuthorized, 0, nil, nil))                    // refusal
-	f.Add(v(CodeNotAuthorized, 60, []byte{1}, secret))          // refusal carrying a ticket
-	f.Add(v(CodeOK, 60, make([]byte, MaxTicketSize), secret))   // max frame: largest ticket
-	f.Add(v(CodeOK, 60, make([]byte, MaxTicketSize+1), secret)) // ticket one byte too long
-	f.Add(v(CodeOK, 60, []byte{1}, secret[:PSKLen-1]))          // secret one byte short
-	f.Add(v(CodeOK, 60, []byte{1}, fzCat(secret, []byte{0})))   // secret one byte too long
-	f.Add(v(CodeOK, 60, []byte{1}, nil))                        // ticket without a secret
-	f.Add(v(CodeOK, 60, nil, secret))                           // secret without a ticket
-	f.Add(v(255, 0, nil, nil))                                  // unknown code
-	f.Add(fzCat(w.verdict, []byte{0}))                          // trailing byte
-	f.Add([]byte{})                                             // empty
-	f.Add([]byte{0})                                            // truncated after the code
-	f.Add([]byte{0, 0, 0, 0, 0})                                // truncated after the lifetime
-	f.Add(w.verdict[:len(w.verdict)-1])                         // truncated inside the secret
+	f.Add(w.verdict)                                               // valid accepting verdict with a ticket
+	f.Add(v(CodeOK, 0, nil))                                       // accepted without a ticket
+	f.Add(v(CodeNotAuthorized, 0, nil))                            // refusal
+	f.Add(v(CodeNotAuthorized, 60, []byte{1}))                     // refusal carrying a ticket
+	f.Add(v(CodeNotAuthorized, 60, nil))                           // refusal carrying a lifetime
+	f.Add(v(CodeOK, 60, make([]byte, MaxTicketSize)))              // max frame: largest ticket
+	f.Add(v(CodeOK, 60, make([]byte, MaxTicketSize+1)))            // ticket one byte too long
+	f.Add(fzCat(v(CodeOK, 60, []byte{1}), make([]byte, 2+PSKLen))) // a version-1 secret field after the ticket
+	f.Add(v(255, 0, nil))                                          // unknown code
+	f.Add(fzCat(w.verdict, []byte{0}))                             // trailing byte
+	f.Add([]byte{})                                                // empty
+	f.Add([]byte{0})                                               // truncated after the code
+	f.Add([]byte{0, 0, 0, 0, 0})                                   // truncated after the lifetime
+	f.Add(w.verdict[:len(w.verdict)-1])                            // truncated inside the ticket
 	f.Fuzz(func(t *testing.T, c []byte) {
 		m, err := parseVerdict(c)
 		if err != nil {
@@ -441,9 +437,8 @@ func FuzzParseVerdict(f *testing.F) {
 		if !bytes.Equal(m.marshal(), c) {
 			t.Fatal("parse then marshal changed the Verdict")
 		}
-		if (len(m.Ticket) == 0) != (len(m.Secret) == 0) || (len(m.Secret) != 0 && len(m.Secret) != PSKLen) ||
-			len(m.Ticket) > MaxTicketSize || (m.Code != CodeOK && len(m.Ticket) != 0) {
-			t.Fatalf("accepted verdict code %d with %d-byte ticket and %d-byte secret", m.Code, len(m.Ticket), len(m.Secret))
+		if len(m.Ticket) > MaxTicketSize || (m.Code != CodeOK && (len(m.Ticket) != 0 || m.Lifetime != 0)) {
+			t.Fatalf("accepted verdict code %d with lifetime %d and a %d-byte ticket", m.Code, m.Lifetime, len(m.Ticket))
 		}
 	})
 }
@@ -575,32 +570,32 @@ func FuzzServerHandshake(f *testing.F) {
 	hello, auth := frames[0], frames[1]
 	resumeHello := fzFrames(w.resume)[0]
 	flip := func(b []byte, i int) []byte { b = append([]byte(nil), b...); b[i] ^= 1; return b }
-	f.Add(w.full)                                                                                         // accepted full handshake
-	f.Add(w.resume)                                                                                       // accepted resumed handshake
-	f.Add(hello)                                                                                          // ClientHello, then the stream ends
-	f.Add(fzCat(hello, auth[:len(auth)-1]))                                                               // truncated inside the ClientAuth tag
-	f.Add(fzCat(hello, auth[:record.HeaderLen]))                                                          // truncated after the ClientAuth header
-	f.Add(fzCat(hello, flip(auth, len(auth)-1)))                                                          // ClientAuth with a flipped tag bit
-	f.Add(fzCat(hello, flip(auth, record.HeaderLen)))                                                     // ClientAuth with a flipped body bit
-	f.Add(fzCat(flip(hello, len(hello)-1), auth))                                                         // Noise message 1 altered
-	f.Add(fzCat(hello, fzHeader(record.FrameRecord, 0)))                                                  // empty record: short tag
-	f.Add(fzCat(hello, fzHeader(record.FrameAlert, 2), []byte{1, 1}))                                     // wrong frame type instead of ClientAuth
-	f.Add(flip(resumeHello, record.HeaderLen+len(Magic)+4))                                               // resume with a corrupted ticket: full fallback
-	f.Add(flip(resumeHello, len(resumeHello)-1))                                                          // resume with a wrong PSK tag: full fallback
-	f.Add([]byte{})                                                                                       // empty
-	f.Add(hello[:1])                                                                                      // truncated inside the header
-	f.Add(hello[:record.HeaderLen])                                                                       // header only
-	f.Add(hello[:record.HeaderLen+len(Magic)])                                                            // truncated after the magic
-	f.Add(hello[:len(hello)-1])                                                                           // truncated inside the Noise message
-	f.Add(fzHeader(record.FrameClientHello, record.MaxBody))                                              // max frame length claimed
-	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1), make([]byte, MaxClientHello+1)))     // frame+1 over the limit
-	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello), make([]byte, MaxClientHello)))         // exactly the limit, garbage
-	f.Add(fzCat(fzHeader(record.FrameRecord, 5), []byte("hello")))                                        // wrong frame type byte
-	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)], []byte{2}, hello[record.HeaderLen+len(Magic)+1:]))   // version 2
-	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)+1], []byte{7}, hello[record.HeaderLen+len(Magic)+2:])) // unknown mode
-	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))                                                    // HTTP
-	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"))                                                              // SSH banner
-	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})                                            // TLS record header
+	f.Add(w.full)                                                                                                 // accepted full handshake
+	f.Add(w.resume)                                                                                               // accepted resumed handshake
+	f.Add(hello)                                                                                                  // ClientHello, then the stream ends
+	f.Add(fzCat(hello, auth[:len(auth)-1]))                                                                       // truncated inside the ClientAuth tag
+	f.Add(fzCat(hello, auth[:record.HeaderLen]))                                                                  // truncated after the ClientAuth header
+	f.Add(fzCat(hello, flip(auth, len(auth)-1)))                                                                  // ClientAuth with a flipped tag bit
+	f.Add(fzCat(hello, flip(auth, record.HeaderLen)))                                                             // ClientAuth with a flipped body bit
+	f.Add(fzCat(flip(hello, len(hello)-1), auth))                                                                 // Noise message 1 altered
+	f.Add(fzCat(hello, fzHeader(record.FrameRecord, 0)))                                                          // empty record: short tag
+	f.Add(fzCat(hello, fzHeader(record.FrameAlert, 2), []byte{1, 1}))                                             // wrong frame type instead of ClientAuth
+	f.Add(flip(resumeHello, record.HeaderLen+len(Magic)+4))                                                       // resume with a corrupted ticket: full fallback
+	f.Add(flip(resumeHello, len(resumeHello)-1))                                                                  // resume with a wrong PSK tag: full fallback
+	f.Add([]byte{})                                                                                               // empty
+	f.Add(hello[:1])                                                                                              // truncated inside the header
+	f.Add(hello[:record.HeaderLen])                                                                               // header only
+	f.Add(hello[:record.HeaderLen+len(Magic)])                                                                    // truncated after the magic
+	f.Add(hello[:len(hello)-1])                                                                                   // truncated inside the Noise message
+	f.Add(fzHeader(record.FrameClientHello, record.MaxBody))                                                      // max frame length claimed
+	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1), make([]byte, MaxClientHello+1)))             // frame+1 over the limit
+	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello), make([]byte, MaxClientHello)))                 // exactly the limit, garbage
+	f.Add(fzCat(fzHeader(record.FrameRecord, 5), []byte("hello")))                                                // wrong frame type byte
+	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)], []byte{Version + 1}, hello[record.HeaderLen+len(Magic)+1:])) // a later version
+	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)+1], []byte{7}, hello[record.HeaderLen+len(Magic)+2:]))         // unknown mode
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))                                                            // HTTP
+	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"))                                                                      // SSH banner
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})                                                    // TLS record header
 
 	refusalBody := len((&verdict{Code: CodeProtocolError}).marshal()) + 1 + record.TagLen
 	serverAuthBody := len(w.sa) + 1 + record.TagLen
@@ -706,7 +701,10 @@ func TestFuzzSeedOutcomes(t *testing.T) {
 		{"ClientAuth tag flipped", fzCat(hello, flip(auth, len(auth)-1)), CodeProtocolError, false},
 		{"max frame length", fzHeader(record.FrameClientHello, record.MaxBody), CodeProtocolError, false},
 		{"frame+1", fzHeader(record.FrameClientHello, MaxClientHello+1), CodeProtocolError, false},
-		{"version 2", fzCat(hello[:record.HeaderLen+len(Magic)], []byte{2}, hello[record.HeaderLen+len(Magic)+1:]), CodeVersionUnsupported, false},
+		{"version 1", fzCat(hello[:record.HeaderLen+len(Magic)], []byte{1}, hello[record.HeaderLen+len(Magic)+1:]), CodeVersionUnsupported, false},
+		{"a later version", fzCat(hello[:record.HeaderLen+len(Magic)], []byte{Version + 1}, hello[record.HeaderLen+len(Magic)+1:]), CodeVersionUnsupported, false},
+		{"a later version, longer than this version allows", fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1200), []byte(Magic), []byte{Version + 1}, make([]byte, MaxClientHello+1200-len(Magic)-1)), CodeVersionUnsupported, false},
+		{"this version, longer than it allows", fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1), []byte(Magic), []byte{Version}, make([]byte, MaxClientHello-len(Magic))), CodeProtocolError, false},
 		{"HTTP", []byte("GET / HTTP/1.1\r\n\r\n"), CodeProtocolError, false},
 		{"wrong frame type", fzCat(fzHeader(record.FrameRecord, 5), []byte("hello")), CodeProtocolError, false},
 		{"empty", nil, ioErr, false},

@@ -62,7 +62,6 @@ func newEnv(t testing.TB) *env {
 		},
 		Replay:    NewReplayCache(0),
 		Ephemeral: randomEphemeral,
-		Rand:      rand.Reader,
 	}
 	e.srv.Eligible = e.srv.Authorize
 	hostPub, _ := ssh.NewPublicKey(hostKey.Public())

@@ -19,7 +19,7 @@ import (
 // Protocol constants (docs/PROTOCOL.md §1-§5).
 const (
 	Magic   = "netauth" // first bytes of every ClientHello body
-	Version = 1         // the only protocol version
+	Version = 2         // the only protocol version this implementation speaks
 
 	ModeFull   = 0 // Noise NN followed by server and client authentication
 	ModeResume = 1 // Noise NNpsk0 keyed by a ticket's resumption secret
@@ -210,12 +210,13 @@ func parseClientAuth(c []byte) (*clientAuth, error) {
 	return m, nil
 }
 
-// verdict is the server's answer to clientAuth.
+// verdict is the server's answer to message 3. It carries no secret: it travels under the
+// handshake-record keys, which netauthd's acceptor holds (the resumption secret comes from the
+// key schedule, §3.9).
 type verdict struct {
 	Code     Code
 	Lifetime uint32 // seconds the ticket is valid
 	Ticket   []byte // empty: no ticket
-	Secret   []byte // resumption secret, PSKLen bytes iff Ticket is not empty
 }
 
 func (m *verdict) marshal() []byte {
@@ -223,7 +224,6 @@ func (m *verdict) marshal() []byte {
 	b.AddUint8(uint8(m.Code))
 	b.AddUint32(m.Lifetime)
 	addBytes16(&b, m.Ticket)
-	addBytes16(&b, m.Secret)
 	return b.BytesOrPanic()
 }
 
@@ -231,15 +231,11 @@ func parseVerdict(c []byte) (*verdict, error) {
 	s := cryptobyte.String(c)
 	m := &verdict{}
 	var code uint8
-	if !s.ReadUint8(&code) || !s.ReadUint32(&m.Lifetime) || !readBytes16(&s, &m.Ticket, MaxTicketSize) ||
-		!readBytes16(&s, &m.Secret, PSKLen) || !s.Empty() {
+	if !s.ReadUint8(&code) || !s.ReadUint32(&m.Lifetime) || !readBytes16(&s, &m.Ticket, MaxTicketSize) || !s.Empty() {
 		return nil, fmt.Errorf("%w: bad Verdict", errMalformed)
 	}
 	m.Code = Code(code)
-	if (len(m.Ticket) == 0) != (len(m.Secret) == 0) || (len(m.Secret) != 0 && len(m.Secret) != PSKLen) {
-		return nil, fmt.Errorf("%w: bad ticket in Verdict", errMalformed)
-	}
-	if m.Code != CodeOK && len(m.Ticket) != 0 {
+	if m.Code != CodeOK && (len(m.Ticket) != 0 || m.Lifetime != 0) {
 		return nil, fmt.Errorf("%w: ticket in a refusal", errMalformed)
 	}
 	return m, nil

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -51,8 +50,6 @@ type ServerConfig struct {
 	Now    func() time.Time
 	// Ephemeral returns the server's ephemeral X25519 key for a handshake.
 	Ephemeral func() (x25519.KeyPair, error)
-	// Rand supplies resumption secrets.
-	Rand io.Reader
 }
 
 func (cfg *ServerConfig) now() time.Time {
@@ -156,6 +153,16 @@ func (s *server) run() (*Result, error) {
 
 // readHello reads and parses message 1.
 func (s *server) readHello() (*clientHello, error) {
+	// The version first, whatever the length: a later version's ClientHello may be longer
+	// than this version allows, and still deserves version_unsupported (§1). Only bytes that
+	// came with the header are looked at; without them ReadFrame checks the header's type and
+	// length first, so an oversized header alone is refused at once.
+	if start, err := s.rc.PeekFrameStart(len(Magic) + 1); err == nil {
+		if v := start[record.HeaderLen:]; start[0] == record.FrameClientHello && len(v) == len(Magic)+1 &&
+			string(v[:len(Magic)]) == Magic && v[len(Magic)] != Version {
+			return nil, s.alert(&Refusal{Code: CodeVersionUnsupported, Reason: "client protocol version not supported"})
+		}
+	}
 	typ, body, err := s.rc.ReadFrame(MaxClientHello, record.FrameClientHello)
 	if err != nil {
 		if errors.Is(err, record.ErrFrameTooLarge) {
@@ -250,14 +257,24 @@ func (s *server) checkBinder() error {
 		s.res.HandedOff = true
 		return nil
 	}
-	err = s.core.Confirm(s.res.Session, content)
+	auth, err := s.core.Confirm(s.res.Session, content)
 	if err != nil {
 		s.session = 0 // a refusal consumed the session and released what it held
 		return s.sendVerdict(err)
 	}
-	if err := s.rc.QueueRecord(record.TypeVerdict, (&verdict{Code: CodeOK}).marshal()); err != nil {
+	return s.accept(&verdict{Code: CodeOK}, &auth.App)
+}
+
+// accept sends the accepting verdict under the handshake-record keys and switches both
+// directions to the application keys: what the client pipelined after its message 3 is
+// already under them.
+func (s *server) accept(v *verdict, app *AppKeys) error {
+	defer app.Zero()
+	if err := s.rc.QueueRecord(record.TypeVerdict, v.marshal()); err != nil {
 		return err
 	}
+	s.rc.SetSendKey(record.NewHalf(app.ServerToClient, 0))
+	s.rc.SetRecvKey(record.NewHalf(app.ClientToServer, 0))
 	if err := s.rc.Flush(); err != nil {
 		return fmt.Errorf("netauth: sending Verdict: %w", err)
 	}
@@ -293,7 +310,7 @@ func (s *server) checkClient() error {
 		if err != nil {
 			return s.sendVerdict(err)
 		}
-		clear(auth.Secret)
+		auth.App.Zero() // a HandoffCore gives the keys to whoever it hands over to, never here
 		s.rc.Detach()
 		s.res.Statement, s.res.Signature, s.res.Issued, s.res.HandedOff = auth.Statement, ca.SSHSIG, auth.Issued, true
 		if s.res.UserKey, err = ssh.ParsePublicKey(auth.UserKey); err != nil {
@@ -310,14 +327,5 @@ func (s *server) checkClient() error {
 	if s.res.UserKey, err = ssh.ParsePublicKey(auth.UserKey); err != nil {
 		return err
 	}
-	v := &verdict{Code: CodeOK, Lifetime: auth.Lifetime, Ticket: auth.Ticket, Secret: auth.Secret}
-	err = s.rc.QueueRecord(record.TypeVerdict, v.marshal())
-	clear(auth.Secret)
-	if err != nil {
-		return err
-	}
-	if err := s.rc.Flush(); err != nil {
-		return fmt.Errorf("netauth: sending Verdict: %w", err)
-	}
-	return nil
+	return s.accept(&verdict{Code: CodeOK, Lifetime: auth.Lifetime, Ticket: auth.Ticket}, &auth.App)
 }

@@ -91,6 +91,29 @@ func (c *Conn) SetKeys(send, recv *Half) {
 	c.out.Unlock()
 }
 
+// SetSendKey replaces the sending direction's key with h, from the next record on, and wipes
+// the old one: the handshake's records go under handshake keys, application data under
+// application keys. Records already queued keep the key they were sealed with.
+func (c *Conn) SetSendKey(h *Half) {
+	c.out.Lock()
+	if c.out.half != nil {
+		c.out.half.Zero()
+	}
+	c.out.half, c.out.sent = h, 0
+	c.out.Unlock()
+}
+
+// SetRecvKey replaces the receiving direction's key with h, from the next record on, and
+// wipes the old one. Bytes already buffered but not yet processed are opened with h.
+func (c *Conn) SetRecvKey(h *Half) {
+	c.in.Lock()
+	if c.in.half != nil {
+		c.in.half.Zero()
+	}
+	c.in.half = h
+	c.in.Unlock()
+}
+
 // SetRekeyAfter changes after how many records the sending direction rekeys (for tests and
 // for exercising the rekey path).
 func (c *Conn) SetRekeyAfter(n uint64) {
@@ -171,6 +194,26 @@ func (c *Conn) nextFrame(maxBody int, allowed ...byte) (hdr, body []byte, err er
 	body = c.in.buf[c.in.pos+HeaderLen : c.in.pos+HeaderLen+n]
 	c.in.pos += HeaderLen + n
 	return hdr, body, nil
+}
+
+// PeekFrameStart waits for the next frame's header and returns it with up to n bytes of the
+// body that arrived with it, without consuming anything and without waiting for more. A
+// receiver can so look at a frame's first bytes before it applies the length limit (a server
+// answers a ClientHello of a version it does not speak by its version byte, whatever its
+// length), and still refuse an oversized header at once when they did not come with it. The
+// result aliases the read buffer until the next read.
+func (c *Conn) PeekFrameStart(n int) ([]byte, error) {
+	c.in.Lock()
+	defer c.in.Unlock()
+	if c.in.err != nil {
+		return nil, c.in.err
+	}
+	if err := c.fill(HeaderLen); err != nil {
+		return nil, err
+	}
+	hdr := c.in.buf[c.in.pos : c.in.pos+HeaderLen]
+	n = min(n, int(hdr[1])<<8|int(hdr[2]), c.in.end-c.in.pos-HeaderLen)
+	return c.in.buf[c.in.pos : c.in.pos+HeaderLen+n], nil
 }
 
 // ReadFrame reads one plaintext frame (handshake phase). The limit on its body and, if any
