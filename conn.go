@@ -4,8 +4,10 @@ package netauth
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -79,6 +81,7 @@ type Conn struct {
 	verdict   error             // result of reading the verdict
 	onSession func(*handshake.Session)
 
+	authFailed  atomic.Bool // a record from the peer failed authentication
 	cleanupOnce sync.Once
 	cleanup     func() // releases the agent connection (client) or reports the close (worker)
 }
@@ -129,7 +132,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	return c.rc.Read(p)
+	n, err := c.rc.Read(p)
+	if errors.Is(err, record.ErrAuth) {
+		c.authFailed.Store(true)
+	}
+	return n, err
 }
 
 // Write writes application data in encrypted records.

@@ -135,7 +135,11 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 		w.mu.Lock()
 		delete(w.active, id)
 		w.mu.Unlock()
-		_ = w.ch.Send(&handoff.Message{Type: handoff.TypeDone, ID: id}, nil)
+		done := &handoff.Message{Type: handoff.TypeDone, ID: id}
+		if c.authFailed.Load() {
+			done.Payload = []byte{handoff.DoneAuthFailed}
+		}
+		_ = w.ch.Send(done, nil)
 	}
 	w.mu.Lock()
 	w.active[id] = c

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
@@ -363,6 +364,9 @@ func (w *worker) control() {
 			}
 			d.mu.Unlock()
 		case handoff.TypeDone:
+			if len(m.Payload) == 1 && m.Payload[0] == handoff.DoneAuthFailed {
+				d.connAuthFailed(w, m.ID)
+			}
 			d.connDone(w, m.ID)
 		}
 	}
@@ -430,6 +434,24 @@ func (w *worker) handoff(id uint64, payload []byte, f *os.File) error {
 		w.kill()
 		return <-c
 	}
+}
+
+// connAuthFailed audits a connection its worker dropped because a record from the client
+// failed authentication: after an accepted handshake only the authenticated client holds the
+// application keys, so this is a tampered stream, or a socket that is not that client's (a
+// compromised acceptor's swap).
+func (d *Daemon) connAuthFailed(w *worker, id uint64) {
+	d.mu.Lock()
+	user, ok := w.users[id]
+	if !ok {
+		user = w.user
+	}
+	d.mu.Unlock()
+	reason := "session dropped by its worker: a record from the client failed authentication (tampered stream, or a socket that is not the authenticated client's)"
+	if _, err := d.audit.WriteRefusal(&audit.Refusal{Service: w.svc.Name, User: user, Code: "record_auth_failed", Reason: reason}); err != nil {
+		d.log.Error("audit log unwritable", "err", err)
+	}
+	d.log.Warn("session dropped: a record failed authentication", "service", w.svc.Name, "user", user, "pid", w.pid)
 }
 
 // connDone records that one of the worker's connections closed, and schedules its exit when

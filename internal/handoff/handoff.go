@@ -64,7 +64,7 @@ type Type uint8
 const (
 	TypeConn   Type = 1 // daemon -> worker: a connection (with one descriptor)
 	TypeAck    Type = 2 // worker -> daemon: connection ID received and adopted
-	TypeDone   Type = 3 // worker -> daemon: connection ID closed
+	TypeDone   Type = 3 // worker -> daemon: connection ID closed (payload: none, or DoneAuthFailed)
 	TypeExit   Type = 4 // daemon -> worker: stop taking connections and exit once the current ones end
 	TypeRevoke Type = 5 // daemon -> worker: close every connection of the given key now (payload: key fingerprint, or empty for all)
 
@@ -168,17 +168,24 @@ func (m *Message) check(nfds int) error {
 		if nfds != 0 {
 			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
 		}
-		if m.Type == TypeRevoke {
+		switch {
+		case m.Type == TypeRevoke:
 			if len(m.Payload) > MaxRevokePayload {
 				return fmt.Errorf("handoff: revoke payload of %d bytes exceeds %d", len(m.Payload), MaxRevokePayload)
 			}
-		} else if len(m.Payload) != 0 {
+		case m.Type == TypeDone && len(m.Payload) == 1 && m.Payload[0] == DoneAuthFailed:
+		case len(m.Payload) != 0:
 			return fmt.Errorf("handoff: %v message with a %d-byte payload, want none", m.Type, len(m.Payload))
 		}
 		return nil
 	}
 	return fmt.Errorf("handoff: unknown message type %d", uint8(m.Type))
 }
+
+// DoneAuthFailed, as a TypeDone payload, says the worker closed the connection because a
+// record from the client failed authentication: a tampered stream, or a socket that is not
+// the authenticated client's.
+const DoneAuthFailed byte = 1
 
 // marshal returns the message as one datagram.
 func (m *Message) marshal() []byte {

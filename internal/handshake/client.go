@@ -294,6 +294,9 @@ func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 	if v.Code != CodeOK {
 		return nil, &RefusedError{Code: v.Code}
 	}
+	if c.Result.Resumed && len(v.Ticket) != 0 {
+		return nil, fmt.Errorf("%w: a ticket in a resumed handshake's Verdict", record.ErrUnexpectedFrame)
+	}
 	// The server's data follows under its application key.
 	c.rc.SetRecvKey(record.NewHalf(c.sec.appS2C, 0))
 	if len(v.Ticket) == 0 {
