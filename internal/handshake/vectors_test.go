@@ -473,7 +473,7 @@ type hsScenario struct {
 	ticketRand  []byte
 	storedKeyID []byte
 	storedKey   []byte
-	revoked     bool   // the server no longer authorizes the user's key
+	revoked     bool // the server no longer authorizes the user's key
 }
 
 type hsOutcome struct {
