@@ -204,39 +204,28 @@ func (a *acceptorSide) call(typ handoff.Type, payload []byte, f *os.File) ([]byt
 	}
 }
 
-// remoteCore is a service's handshake Core, answered by the monitor. With a connection, it
-// is a HandoffCore: message 3 goes to the monitor with the connection itself.
+// remoteCore is a service's handshake Core, answered by the monitor: message 3 goes to the
+// monitor with the connection itself, and when the monitor accepts, it has handed the
+// connection to the user's worker (no Handover comes back).
 type remoteCore struct {
 	a       *acceptorSide
 	service string
 	nc      net.Conn
 }
 
-// handoffCore is remoteCore for one accepted connection.
-type handoffCore struct{ remoteCore }
-
-// commit sends message 3 with the connection and its state.
-func (r handoffCore) commit(req *commitRequest) ([]byte, error) {
+// Commit sends message 3 with the connection and its state.
+func (r remoteCore) Commit(req *handshake.CommitRequest, st *record.State) (*handshake.Accepted, error) {
 	f, err := r.nc.(*net.TCPConn).File()
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return r.a.call(handoff.TypeCommit, req.marshal(), f)
-}
-
-func (r handoffCore) AuthenticateHandoff(req *handshake.AuthRequest, st *record.State) (*handshake.AuthResponse, error) {
-	p, err := r.commit(&commitRequest{service: r.service, auth: *req, state: st})
+	p, err := r.a.call(handoff.TypeCommit, (&commitRequest{service: r.service, commit: *req, state: st}).marshal(), f)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(p)
-	return parseAuthResponse(p)
-}
-
-func (r handoffCore) ConfirmHandoff(session uint64, binder []byte, st *record.State) error {
-	_, err := r.commit(&commitRequest{service: r.service, resumed: true, auth: handshake.AuthRequest{Session: session}, binder: binder, state: st})
-	return err
+	return parseAccepted(p)
 }
 
 func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse, error) {
@@ -246,23 +235,6 @@ func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse
 	}
 	defer clear(p)
 	return parseBeginResponse(p)
-}
-
-// errCommitOnly is what Authenticate and Confirm return: the monitor decides message 3 only
-// together with the connection (Commit, through AuthenticateHandoff and ConfirmHandoff), and
-// serves no request that would decide without handing the connection over.
-var errCommitOnly = errors.New("acceptor: message 3 goes to the monitor only with its connection")
-
-// Authenticate is never called: handshake.Serve uses AuthenticateHandoff. It is here because
-// a HandoffCore is a Core.
-func (r remoteCore) Authenticate(*handshake.AuthRequest) (*handshake.AuthResponse, error) {
-	return nil, errCommitOnly
-}
-
-// Confirm is never called: handshake.Serve uses ConfirmHandoff. It is here because a
-// HandoffCore is a Core.
-func (r remoteCore) Confirm(uint64, []byte) (*handshake.AuthResponse, error) {
-	return nil, errCommitOnly
 }
 
 func (r remoteCore) Abort(session uint64) {
@@ -302,7 +274,7 @@ func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
 	defer release()
 	_ = nc.SetDeadline(time.Now().Add(a.timeout))
 	rc := record.NewConn(nc)
-	core := handoffCore{remoteCore{a: a, service: service, nc: nc}}
+	core := remoteCore{a: a, service: service, nc: nc}
 	res, err := handshake.Serve(rc, core, nc.RemoteAddr().String(), func(r *handshake.Refusal) {
 		a.log.Info("refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
 	})

@@ -84,7 +84,7 @@ func newEvilAcceptorOn(t *testing.T, tb *testbed, serve func(*handoff.Channel)) 
 type tamperCore struct {
 	remoteCore
 	begin   func(*handshake.BeginRequest)
-	auth    func(*handshake.AuthRequest)
+	auth    func(*handshake.CommitRequest)
 	confirm func(session uint64, binder []byte) []byte
 	// conn returns the descriptor to send with message 3 instead of the connection's.
 	conn func(real *os.File) *os.File
@@ -115,23 +115,18 @@ func (c tamperCore) send(req *commitRequest) ([]byte, error) {
 	return c.a.call(handoff.TypeCommit, req.marshal(), f)
 }
 
-func (c tamperCore) AuthenticateHandoff(r *handshake.AuthRequest, st *record.State) (*handshake.AuthResponse, error) {
-	if c.auth != nil {
+func (c tamperCore) Commit(r *handshake.CommitRequest, st *record.State) (*handshake.Accepted, error) {
+	switch {
+	case r.Resumed && c.confirm != nil:
+		r.Binder = c.confirm(r.Session, r.Binder)
+	case !r.Resumed && c.auth != nil:
 		c.auth(r)
 	}
-	p, err := c.send(&commitRequest{service: c.service, auth: *r, state: st})
+	p, err := c.send(&commitRequest{service: c.service, commit: *r, state: st})
 	if err != nil {
 		return nil, err
 	}
-	return parseAuthResponse(p)
-}
-
-func (c tamperCore) ConfirmHandoff(session uint64, binder []byte, st *record.State) error {
-	if c.confirm != nil {
-		binder = c.confirm(session, binder)
-	}
-	_, err := c.send(&commitRequest{service: c.service, resumed: true, auth: handshake.AuthRequest{Session: session}, binder: binder, state: st})
-	return err
+	return parseAccepted(p)
 }
 
 // connect makes a client connection as user through the evil acceptor, whose framing runs
@@ -195,8 +190,8 @@ func TestMonitorBoundary(t *testing.T) {
 	alice.DisableResumption = true
 
 	// An honest connection first, recording alice's authenticator.
-	var recorded handshake.AuthRequest
-	clientErr, res, serverErr := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) { recorded = *r }})
+	var recorded handshake.CommitRequest
+	clientErr, res, serverErr := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.CommitRequest) { recorded = *r }})
 	if clientErr != nil || serverErr != nil || res.User != "netauth-alice" {
 		t.Fatalf("honest connection: client %v, server %v", clientErr, serverErr)
 	}
@@ -205,7 +200,7 @@ func TestMonitorBoundary(t *testing.T) {
 	t.Run("forged user", func(t *testing.T) {
 		// Alice signs; the acceptor claims bob. Alice's key is not bob's, so the monitor
 		// refuses before it even verifies the signature.
-		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) { r.User = "netauth-bob" }})
+		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.CommitRequest) { r.User = "netauth-bob" }})
 		wantRefused(t, "forged user", clientErr, netauth.CodeNotAuthorized)
 		if !e.auditHas("netauth-bob", "is not authorized for user") {
 			t.Fatal("forged user not audited")
@@ -213,7 +208,7 @@ func TestMonitorBoundary(t *testing.T) {
 	})
 	t.Run("replayed signature", func(t *testing.T) {
 		// Alice's authenticator from the first connection, on a new handshake (new hash).
-		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) {
+		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.CommitRequest) {
 			r.User, r.Time, r.SSHSIG = recorded.User, recorded.Time, recorded.SSHSIG
 		}})
 		wantRefused(t, "replayed signature", clientErr, netauth.CodeAuthFailed)
@@ -224,7 +219,7 @@ func TestMonitorBoundary(t *testing.T) {
 	t.Run("signature over the wrong transcript", func(t *testing.T) {
 		// A genuine signature by alice's key, over a statement for a handshake hash the
 		// acceptor chose.
-		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.AuthRequest) {
+		clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{auth: func(r *handshake.CommitRequest) {
 			st := &keys.Statement{HandshakeHash: make([]byte, 32), HostKey: tb.d.HostKey(), Service: "whoami",
 				User: "netauth-alice", Time: time.Unix(int64(r.Time), 0)}
 			stmt, _ := st.Marshal()
@@ -257,7 +252,7 @@ func TestMonitorBoundary(t *testing.T) {
 		if err != nil || !begin.Resumed {
 			t.Fatalf("replayed ClientHello: %+v %v", begin, err)
 		}
-		replay := &commitRequest{service: "whoami", resumed: true, auth: handshake.AuthRequest{Session: begin.Session}, binder: binder, state: &record.State{}}
+		replay := &commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: begin.Session, Resumed: true, Binder: binder}, state: &record.State{}}
 		err = e.commit(replay)
 		var r *handshake.Refusal
 		if !errors.As(err, &r) || r.Code != handshake.CodeAuthFailed {
@@ -287,11 +282,11 @@ func TestMonitorBoundary(t *testing.T) {
 		}
 	})
 	t.Run("forged session", func(t *testing.T) {
-		forged := &commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 987654321, User: "netauth-alice", Time: recorded.Time, SSHSIG: recorded.SSHSIG}, state: &record.State{}}
+		forged := &commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: 987654321, User: "netauth-alice", Time: recorded.Time, SSHSIG: recorded.SSHSIG}, state: &record.State{}}
 		if err := e.commit(forged); err == nil {
 			t.Fatal("the monitor took a connection for a session it never began")
 		}
-		forged.resumed, forged.binder = true, make([]byte, handshake.BinderLen)
+		forged.commit.Resumed, forged.commit.Binder = true, make([]byte, handshake.BinderLen)
 		if err := e.commit(forged); err == nil {
 			t.Fatal("the monitor took a connection for a resumption it never began")
 		}

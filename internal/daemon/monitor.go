@@ -247,49 +247,27 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 	// monitor could not hand over.
 	remote, local, err := s.acceptedConn(f)
 	if err != nil {
-		s.core.Abort(req.auth.Session)
+		s.core.Abort(req.commit.Session)
 		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "its descriptor is "+err.Error())
 		return replyRefusal(handshake.CodeProtocolError)
 	}
-	var reply, verdict []byte
-	var app handshake.AppKeys
-	defer app.Zero()
-	if req.resumed {
-		resp, err := s.core.Confirm(req.auth.Session, req.binder)
-		if err != nil {
-			return replyRefusal(codeOf(err))
-		}
-		app = resp.App
-		resp.App.Zero()
-		reply, verdict = replyRefusal(handshake.CodeOK), handshake.MarshalVerdict(0, nil)
-	} else {
-		resp, err := s.core.Authenticate(&req.auth)
-		if err != nil {
-			return replyRefusal(codeOf(err))
-		}
-		app = resp.App
-		resp.App.Zero()
-		verdict = handshake.MarshalVerdict(resp.Lifetime, resp.Ticket)
-		reply = marshalAuthResponse(resp) // what was verified; no key
-	}
-	// The worker sends the verdict, sealed here under the handshake-record key as the
-	// acceptor left it, then continues under the application keys, which the acceptor never
-	// had: a socket other than the authenticated client's gets nothing it can read or forge.
-	pending, err := handshake.SealVerdict(req.state, verdict)
+	acc, err := s.core.Commit(&req.commit, req.state)
 	if err != nil {
-		s.core.Abort(req.auth.Session)
-		return replyRefusal(handshake.CodeInternalError)
+		return replyRefusal(codeOf(err))
 	}
-	defer clear(pending)
-	appState := app.ServerState(req.state)
-	defer appState.Zero()
-	adm := s.core.take(req.auth.Session)
+	// The worker sends the Verdict, sealed under the handshake-record key as the acceptor
+	// left it, then continues under the application keys, which the acceptor never had: a
+	// socket other than the authenticated client's gets nothing it can read or forge.
+	h := acc.Handover
+	acc.Handover = nil
+	defer h.Zero()
+	adm := s.core.take(req.commit.Session)
 	if adm == nil {
 		d.log.Error("accepted session without an admission", "service", s.name)
 		return replyRefusal(handshake.CodeInternalError)
 	}
-	d.dispatchFileWith(adm, f, remote, local, appState, adm.res, pending)
-	return reply
+	d.dispatchFileWith(adm, f, remote, local, h.State, adm.res, h.Verdict)
+	return marshalAccepted(acc) // what was verified; no key
 }
 
 // answerAbort is Abort: a handshake failed after Begin.

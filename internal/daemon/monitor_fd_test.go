@@ -326,7 +326,7 @@ func TestMonitorRefusesBadDescriptors(t *testing.T) {
 		defer r.Close()
 		defer w.Close()
 		conn := fileOf(t, accepted.(*net.TCPConn))
-		req := &commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 1}, state: &record.State{}}
+		req := &commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: 1}, state: &record.State{}}
 		reply, err := e.rawCall(handoff.TypeCommit, req.marshal(), rawFD(t, conn), int(r.Fd()))
 		if err != nil || reply[0] != byte(handshake.CodeProtocolError) {
 			t.Fatalf("commit with two descriptors: reply %x, %v; want protocol_error", reply, err)
@@ -335,7 +335,7 @@ func TestMonitorRefusesBadDescriptors(t *testing.T) {
 	})
 	t.Run("descriptor number not open", func(t *testing.T) {
 		// The kernel refuses to send it: nothing reaches the monitor.
-		req := &commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 1}, state: &record.State{}}
+		req := &commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: 1}, state: &record.State{}}
 		if _, err := e.rawCall(handoff.TypeCommit, req.marshal(), 1<<20); !errors.Is(err, syscall.EBADF) {
 			t.Fatalf("sending a descriptor number that is not open: %v, want EBADF", err)
 		}
@@ -366,7 +366,7 @@ func TestMonitorRefusesBadDescriptors(t *testing.T) {
 }
 
 // Payloads of the requests the monitor no longer serves, as they were.
-func legacyAuthPayload(service string, r *handshake.AuthRequest) []byte {
+func legacyAuthPayload(service string, r *handshake.CommitRequest) []byte {
 	var b cryptobyte.Builder
 	addString(&b, []byte(service))
 	b.AddUint64(r.Session)
@@ -409,7 +409,7 @@ func TestMonitorRefusesRemovedRequests(t *testing.T) {
 		payload []byte
 		conn    bool
 	}{
-		{"auth (7)", 7, legacyAuthPayload("whoami", &handshake.AuthRequest{Session: 1, User: "netauth-alice", Time: 1, SSHSIG: []byte("sig")}), false},
+		{"auth (7)", 7, legacyAuthPayload("whoami", &handshake.CommitRequest{Session: 1, User: "netauth-alice", Time: 1, SSHSIG: []byte("sig")}), false},
 		{"deliver (9)", 9, legacyDeliverPayload("whoami", 1, &record.State{}), true},
 		{"confirm (11)", 11, legacyConfirmPayload("whoami", 1, make([]byte, handshake.BinderLen)), false},
 	} {
@@ -439,7 +439,7 @@ func TestMonitorRefusesRemovedRequests(t *testing.T) {
 		cfg.DisableResumption = true
 		accepted := e.auditCount(audit.Accepted, "")
 		clientErr, _, _ := e.connect("netauth-alice", cfg, tamperCore{commit: func(_ tamperCore, req *commitRequest, _ *os.File) ([]byte, error) {
-			reply, err := e.rawCall(7, legacyAuthPayload(req.service, &req.auth))
+			reply, err := e.rawCall(7, legacyAuthPayload(req.service, &req.commit))
 			if err != nil {
 				return nil, err
 			}
@@ -458,10 +458,10 @@ func TestMonitorRefusesRemovedRequests(t *testing.T) {
 		}
 		accepted := e.auditCount(audit.Accepted, "")
 		clientErr, res, _ := e.connect("netauth-alice", cfg, tamperCore{commit: func(_ tamperCore, req *commitRequest, _ *os.File) ([]byte, error) {
-			if !req.resumed {
+			if !req.commit.Resumed {
 				return nil, errors.New("not a resumption")
 			}
-			reply, err := e.rawCall(11, legacyConfirmPayload(req.service, req.auth.Session, req.binder))
+			reply, err := e.rawCall(11, legacyConfirmPayload(req.service, req.commit.Session, req.commit.Binder))
 			if err != nil {
 				return nil, err
 			}

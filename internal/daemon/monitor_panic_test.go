@@ -25,7 +25,7 @@ func TestMonitorSurvivesHandlerPanic(t *testing.T) {
 			if ref, err := parseAbort(m.Payload); m.Type == handoff.TypeAbort && err == nil && ref.session == doomed {
 				panic("injected: abort")
 			}
-			if req, err := parseCommit(append([]byte(nil), m.Payload...)); m.Type == handoff.TypeCommit && err == nil && req.auth.User == "netauth-bob" {
+			if req, err := parseCommit(append([]byte(nil), m.Payload...)); m.Type == handoff.TypeCommit && err == nil && req.commit.User == "netauth-bob" {
 				panic("injected: commit")
 			}
 			return tb.d.answer(m, f)

@@ -114,24 +114,22 @@ func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
 	return r, nil
 }
 
-// marshalAuthResponse is the reply to a full handshake's Commit that the monitor accepted.
-func marshalAuthResponse(r *handshake.AuthResponse) []byte {
+// marshalAccepted is the reply to a Commit the monitor accepted: what it verified, and no
+// key (the Handover went to the worker).
+func marshalAccepted(r *handshake.Accepted) []byte {
 	var b cryptobyte.Builder
 	b.AddUint8(0)
-	b.AddUint32(r.Lifetime)
-	addString(&b, r.Ticket)
 	addString(&b, r.UserKey)
 	addString(&b, r.Statement)
 	b.AddUint64(unixOrZero(r.Issued))
 	return b.BytesOrPanic()
 }
 
-func parseAuthResponse(p []byte) (*handshake.AuthResponse, error) {
+func parseAccepted(p []byte) (*handshake.Accepted, error) {
 	s := cryptobyte.String(p)
-	r := &handshake.AuthResponse{}
+	r := &handshake.Accepted{}
 	var issued uint64
-	if !s.ReadUint32(&r.Lifetime) || !readString(&s, &r.Ticket, handshake.MaxTicketSize) ||
-		!readString(&s, &r.UserKey, 16<<10) || !readString(&s, &r.Statement, 4096) || !s.ReadUint64(&issued) ||
+	if !readString(&s, &r.UserKey, 16<<10) || !readString(&s, &r.Statement, 4096) || !s.ReadUint64(&issued) ||
 		!s.Empty() || issued > 1<<62 {
 		return nil, errBadRequest
 	}
@@ -166,21 +164,19 @@ func parseSessionRef(s *cryptobyte.String) (sessionRef, bool) {
 // sends the verdict.
 type commitRequest struct {
 	service string
-	resumed bool
-	auth    handshake.AuthRequest // full: Session, User, Time, SSHSIG; resumed: Session only
-	binder  []byte
+	commit  handshake.CommitRequest
 	state   *record.State
 }
 
 func (m *commitRequest) marshal() []byte {
 	var b cryptobyte.Builder
 	addString(&b, []byte(m.service))
-	b.AddUint8(boolByte(m.resumed))
-	b.AddUint64(m.auth.Session)
-	addString(&b, []byte(m.auth.User))
-	b.AddUint64(m.auth.Time)
-	addString(&b, m.auth.SSHSIG)
-	addString(&b, m.binder)
+	b.AddUint8(boolByte(m.commit.Resumed))
+	b.AddUint64(m.commit.Session)
+	addString(&b, []byte(m.commit.User))
+	b.AddUint64(m.commit.Time)
+	addString(&b, m.commit.SSHSIG)
+	addString(&b, m.commit.Binder)
 	st := m.state.Marshal()
 	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(st) })
 	clear(st)
@@ -194,8 +190,8 @@ func parseCommit(p []byte) (*commitRequest, error) {
 	var st cryptobyte.String
 	m := &commitRequest{}
 	if !readString(&s, &svc, handshake.MaxNameLen) || !s.ReadUint8(&resumed) || resumed > 1 ||
-		!s.ReadUint64(&m.auth.Session) || !readString(&s, &user, handshake.MaxNameLen) || !s.ReadUint64(&m.auth.Time) ||
-		!readString(&s, &m.auth.SSHSIG, handshake.MaxSSHSIGLen) || !readString(&s, &m.binder, handshake.BinderLen) ||
+		!s.ReadUint64(&m.commit.Session) || !readString(&s, &user, handshake.MaxNameLen) || !s.ReadUint64(&m.commit.Time) ||
+		!readString(&s, &m.commit.SSHSIG, handshake.MaxSSHSIGLen) || !readString(&s, &m.commit.Binder, handshake.BinderLen) ||
 		!s.ReadUint24LengthPrefixed(&st) || !s.Empty() {
 		return nil, errBadRequest
 	}
@@ -204,7 +200,7 @@ func parseCommit(p []byte) (*commitRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.service, m.resumed, m.auth.User, m.state = string(svc), resumed == 1, string(user), state
+	m.service, m.commit.Resumed, m.commit.User, m.state = string(svc), resumed == 1, string(user), state
 	return m, nil
 }
 

@@ -26,11 +26,10 @@ func monitorSeeds() [][]byte {
 			Service: "whoami"})[1:],
 		marshalBeginResponse(&handshake.BeginResponse{Session: 43, Resumed: true, Noise: b32, HandshakeHash: b32,
 			Service: "whoami", User: "alice", UserKey: b64, Issued: issued})[1:],
-		marshalAuthResponse(&handshake.AuthResponse{Lifetime: 3600, Ticket: bytes.Repeat([]byte{4}, 150),
-			UserKey: b64, Statement: []byte("netauth statement"), Issued: issued})[1:],
+		marshalAccepted(&handshake.Accepted{UserKey: b64, Statement: []byte("netauth statement"), Issued: issued})[1:],
 		(&sessionRef{service: "whoami", session: 44}).marshal(),
-		(&commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 46, User: "alice", Time: 1, SSHSIG: b64}, state: st}).marshal(),
-		(&commitRequest{service: "whoami", resumed: true, auth: handshake.AuthRequest{Session: 47}, binder: b32, state: st}).marshal(),
+		(&commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: 46, User: "alice", Time: 1, SSHSIG: b64}, state: st}).marshal(),
+		(&commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: 47, Resumed: true, Binder: b32}, state: st}).marshal(),
 		{},
 		{0xff, 0xff},
 	}
@@ -67,8 +66,8 @@ func FuzzMonitorRequest(f *testing.F) {
 				t.Fatalf("begin response: %+v marshals to what parses as %+v (%v)", r, r2, err)
 			}
 		}
-		if r, err := parseAuthResponse(in()); err == nil {
-			out := marshalAuthResponse(r)
+		if r, err := parseAccepted(in()); err == nil {
+			out := marshalAccepted(r)
 			if out[0] != 0 {
 				t.Fatalf("auth response marshals with status %d", out[0])
 			}
@@ -93,7 +92,7 @@ func TestMonitorSeedsParse(t *testing.T) {
 		func(p []byte) error { _, err := parseBeginRequest(p); return err },
 		func(p []byte) error { _, err := parseBeginResponse(p); return err },
 		func(p []byte) error { _, err := parseBeginResponse(p); return err },
-		func(p []byte) error { _, err := parseAuthResponse(p); return err },
+		func(p []byte) error { _, err := parseAccepted(p); return err },
 		func(p []byte) error { _, err := parseAbort(p); return err },
 		func(p []byte) error { _, err := parseCommit(p); return err },
 		func(p []byte) error { _, err := parseCommit(p); return err },

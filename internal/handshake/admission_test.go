@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -41,7 +42,7 @@ func (c coreClient) begin() *BeginResponse {
 // auth sends message 3: an authenticator for user at time when, signed by signer over the
 // statement for this handshake (or, with garbage, a well-formed SSHSIG from signer's key whose
 // signature bytes are random).
-func (c coreClient) auth(begin *BeginResponse, user string, signer ssh.Signer, when uint64, garbage bool) (*AuthResponse, error) {
+func (c coreClient) auth(begin *BeginResponse, user string, signer ssh.Signer, when uint64, garbage bool) (*Accepted, error) {
 	c.t.Helper()
 	var sshsig []byte
 	if when <= math.MaxInt64 {
@@ -58,7 +59,7 @@ func (c coreClient) auth(begin *BeginResponse, user string, signer ssh.Signer, w
 		rand.Read(junk)
 		sshsig = keys.Assemble(signer.PublicKey(), Namespace, &ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: junk})
 	}
-	return c.core.Authenticate(&AuthRequest{Session: begin.Session, User: user, Time: when, SSHSIG: sshsig})
+	return c.core.Commit(&CommitRequest{Session: begin.Session, User: user, Time: when, SSHSIG: sshsig}, &record.State{})
 }
 
 func newEd25519Signer(t testing.TB) ssh.Signer {

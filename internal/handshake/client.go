@@ -63,7 +63,7 @@ type Result struct {
 	Session uint64
 	Client  string
 	// HandedOff is true on the server when the core took the connection over with its
-	// decision (HandoffCore): the verdict is sent by whoever received it.
+	// decision (Commit returned no Handover): the verdict is sent by whoever received it.
 	HandedOff bool
 }
 

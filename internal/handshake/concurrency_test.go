@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/record"
 )
 
 // TestConcurrentSameAuthenticator races one genuine authenticator against itself: sent at
@@ -50,7 +51,7 @@ func TestConcurrentSameAuthenticator(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, err := core.Authenticate(&AuthRequest{Session: id, User: "alice", Time: uint64(now.Unix()), SSHSIG: sshsig})
+				_, err := core.Commit(&CommitRequest{Session: id, User: "alice", Time: uint64(now.Unix()), SSHSIG: sshsig}, &record.State{})
 				if err == nil {
 					mu.Lock()
 					accepted = append(accepted, id)

@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -24,28 +25,19 @@ import (
 // and runs the record layer, and passes Core only typed fields. In netauthd the Core runs in
 // the privileged monitor and Serve in the unprivileged acceptor.
 type Core interface {
-	// Begin processes message 1 and returns message 2 with the session's record keys.
+	// Begin processes message 1 and returns message 2 with the session's handshake-record
+	// keys.
 	Begin(req *BeginRequest) (*BeginResponse, error)
-	// Authenticate checks a full handshake's authenticator (message 3) for a session from
-	// Begin; each session can be authenticated once.
-	Authenticate(req *AuthRequest) (*AuthResponse, error)
-	// Confirm checks a resumed session's binder (message 3 of a resumption) and admits the
-	// session; each session can be confirmed once. The response carries only the
-	// application keys.
-	Confirm(session uint64, binder []byte) (*AuthResponse, error)
-	// Abort forgets a session whose handshake failed.
+	// Commit decides message 3 of a session from Begin (a full handshake's authenticator, or
+	// a resumption's binder), once per session, given the framing side's transport state as
+	// it stands just before the Verdict. When it accepts, the Accepted names what was
+	// verified and carries the Handover that continues the connection: the sealed Verdict
+	// and the application keys. A core that gives the connection to another process with
+	// its decision (netauthd's monitor, which passes the Handover to the user's worker)
+	// returns no Handover, and the framing side then sends nothing more.
+	Commit(req *CommitRequest, st *record.State) (*Accepted, error)
+	// Abort forgets a session whose handshake failed before Commit.
 	Abort(session uint64)
-}
-
-// HandoffCore is a Core that takes an accepted connection over in the same step as its
-// decision: the framing side passes the transport state as it stands just before the
-// verdict, and when the core accepts, whoever it hands the connection to sends the verdict
-// (SealVerdict) and the framing side sends nothing more. netauthd's monitor is one: its
-// decision and the handoff to the worker cost the acceptor a single request.
-type HandoffCore interface {
-	Core
-	AuthenticateHandoff(req *AuthRequest, st *record.State) (*AuthResponse, error)
-	ConfirmHandoff(session uint64, binder []byte, st *record.State) error
 }
 
 // MarshalVerdict returns the content of an accepting Verdict record, with the ticket of a
@@ -80,24 +72,53 @@ type BeginResponse struct {
 	Issued  time.Time
 }
 
-// AuthRequest is message 3 as the framing side parsed it.
-type AuthRequest struct {
+// CommitRequest is message 3 as the framing side parsed it: a full handshake's ClientAuth
+// (User, Time, SSHSIG), or a resumption's Binder.
+type CommitRequest struct {
 	Session uint64
+	Resumed bool
 	User    string
 	Time    uint64
 	SSHSIG  []byte
+	Binder  []byte
 }
 
-// AuthResponse accepts a session: the ticket to send (full handshakes), what was verified,
-// and the application keys. The keys are for whoever continues the connection (the
-// in-process server, or netauthd's worker), never for netauthd's acceptor.
-type AuthResponse struct {
-	Lifetime  uint32
-	Ticket    []byte
-	UserKey   []byte // SSH wire form, from the verified signature
-	Statement []byte // as the Core reconstructed and verified it
-	Issued    time.Time
-	App       AppKeys
+// Accepted is a core's acceptance of a session: what it verified, and how the connection
+// goes on.
+type Accepted struct {
+	UserKey   []byte    // SSH wire form: from the verified signature, or the ticket
+	Statement []byte    // full handshakes: the statement as the core rebuilt and verified it
+	Issued    time.Time // when the user signed (a resumed session's full handshake)
+	// Handover continues the connection; nil if the core gave it to another process.
+	Handover *Handover
+}
+
+// Handover is what continues an accepted connection on the server: the Verdict record frame,
+// sealed under the handshake-record key, to send first, and the transport state of the
+// application phase (application keys from counter 0, and the bytes the client pipelined
+// after its message 3). The keys are for whoever serves the connection (the in-process
+// server, or netauthd's worker), never for netauthd's acceptor.
+type Handover struct {
+	Verdict []byte
+	State   *record.State
+}
+
+// Zero wipes the application keys.
+func (h *Handover) Zero() {
+	if h != nil && h.State != nil {
+		h.State.Zero()
+	}
+}
+
+// decision is what authenticate or confirm decided: the ticket to send (full handshakes),
+// what was verified, and the application keys.
+type decision struct {
+	lifetime  uint32
+	ticket    []byte
+	userKey   []byte
+	statement []byte
+	issued    time.Time
+	app       AppKeys
 }
 
 // coreSession is a handshake waiting for message 3: a full handshake's authenticator, or a
@@ -270,10 +291,10 @@ func (c *ServerCore) addSession(s *coreSession) (uint64, error) {
 	return c.next, nil
 }
 
-// Confirm implements Core: the binder must be the HMAC of this very handshake's hash, which
+// confirm decides a resumption's message 3: the binder must be the HMAC of this very handshake's hash, which
 // covers the ephemeral key Begin chose, under the ticket's secret. Only then is the resumed
 // session authorized (and, in netauthd, audited and given a worker).
-func (c *ServerCore) Confirm(id uint64, binder []byte) (*AuthResponse, error) {
+func (c *ServerCore) confirm(id uint64, binder []byte) (*decision, error) {
 	sess := c.take(id)
 	if sess == nil || sess.res == nil {
 		if sess != nil {
@@ -300,8 +321,8 @@ func (c *ServerCore) Confirm(id uint64, binder []byte) (*AuthResponse, error) {
 		r.User, r.KeyFP, r.Resumed, r.Client = res.User, keys.Fingerprint(res.UserKey), true, sess.client
 		return nil, c.refuse(r)
 	}
-	return &AuthResponse{UserKey: res.UserKey.Marshal(), Issued: res.Issued,
-		App: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
+	return &decision{userKey: res.UserKey.Marshal(), issued: res.Issued,
+		app: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
 }
 
 // asRefusal returns err as a *Refusal: its own if it is one, else a not_authorized refusal
@@ -387,9 +408,35 @@ func (c *ServerCore) Abort(id uint64) {
 	}
 }
 
-// Authenticate implements Core: the checks of docs/PROTOCOL.md §3.5, in order, against the
-// handshake hash Begin computed (never one the framing side supplies).
-func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
+// Commit implements Core: it decides message 3 and returns the Handover.
+func (c *ServerCore) Commit(req *CommitRequest, st *record.State) (*Accepted, error) {
+	if st == nil || st.SendNonce == math.MaxUint64 {
+		// Checked before deciding, so that an acceptance is never left without its Verdict.
+		c.Abort(req.Session)
+		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no transport state to seal the Verdict with"})
+	}
+	var d *decision
+	var err error
+	if req.Resumed {
+		d, err = c.confirm(req.Session, req.Binder)
+	} else {
+		d, err = c.authenticate(req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.app.Zero()
+	v, err := SealVerdict(st, MarshalVerdict(d.lifetime, d.ticket))
+	if err != nil {
+		return nil, fmt.Errorf("netauth: sealing the Verdict: %w", err)
+	}
+	return &Accepted{UserKey: d.userKey, Statement: d.statement, Issued: d.issued,
+		Handover: &Handover{Verdict: v, State: d.app.ServerState(st)}}, nil
+}
+
+// authenticate decides a full handshake's message 3: the checks of docs/PROTOCOL.md §3.7, in
+// order, against the handshake hash Begin computed (never one the framing side supplies).
+func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 	sess := c.take(req.Session)
 	if sess != nil && sess.res != nil {
 		sess.zero()
@@ -451,8 +498,8 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 	if err := c.cfg.Authorize(res); err != nil {
 		return nil, fail(asRefusal(err))
 	}
-	resp := &AuthResponse{UserKey: userKey.Marshal(), Statement: stmt, Issued: t,
-		App: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}
+	resp := &decision{userKey: userKey.Marshal(), statement: stmt, issued: t,
+		app: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}
 	if tk := c.cfg.Tickets; tk != nil {
 		// The ticket holds the resumption secret of the key schedule, which the client
 		// derives itself: it never travels.
@@ -460,14 +507,14 @@ func (c *ServerCore) Authenticate(req *AuthRequest) (*AuthResponse, error) {
 			Issued:      uint64(now.Unix()),
 			Expiry:      uint64(now.Add(tk.Lifetime()).Unix()),
 			User:        req.User,
-			Key:         resp.UserKey,
+			Key:         resp.userKey,
 			Service:     c.cfg.Service,
 			HostKeyHash: hostKeyHash(c.hostWire),
 			Secret:      sess.sec.resumption,
 		}
 		defer clear(tc.Secret[:])
 		if ticket, err := tk.seal(tc, now); err == nil {
-			resp.Ticket, resp.Lifetime = ticket, uint32(tk.Lifetime()/time.Second)
+			resp.ticket, resp.lifetime = ticket, uint32(tk.Lifetime()/time.Second)
 		}
 	}
 	return resp, nil

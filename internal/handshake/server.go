@@ -242,39 +242,38 @@ func (s *server) checkBinder() error {
 	if typ != record.TypeBinder || len(content) != BinderLen {
 		return s.refuse(&Refusal{Code: CodeProtocolError, Reason: fmt.Sprintf("record type 0x%02x of %d bytes instead of the resumption binder", typ, len(content))})
 	}
-	if hc, ok := s.core.(HandoffCore); ok {
-		st, err := s.rc.Snapshot()
-		if err != nil {
-			return err
-		}
-		err = hc.ConfirmHandoff(s.res.Session, content, st)
-		st.Zero()
-		s.session = 0 // consumed, whatever the decision
-		if err != nil {
-			return s.sendVerdict(err)
-		}
+	return s.commit(&CommitRequest{Session: s.res.Session, Resumed: true, Binder: content})
+}
+
+// commit has the core decide message 3 and continues accordingly: a refusal's code goes in a
+// Verdict; an acceptance continues with the core's Handover (the sealed Verdict, then the
+// application keys), or, when the core gave the connection to another process, ends here.
+func (s *server) commit(req *CommitRequest) error {
+	st, err := s.rc.Snapshot()
+	if err != nil {
+		return err
+	}
+	acc, err := s.core.Commit(req, st)
+	st.Zero()
+	s.session = 0 // consumed, whatever the decision
+	if err != nil {
+		return s.sendVerdict(err)
+	}
+	s.res.Statement, s.res.Issued = acc.Statement, acc.Issued
+	if s.res.UserKey, err = ssh.ParsePublicKey(acc.UserKey); err != nil {
+		acc.Handover.Zero()
+		return err
+	}
+	h := acc.Handover
+	if h == nil {
 		s.rc.Detach()
 		s.res.HandedOff = true
 		return nil
 	}
-	auth, err := s.core.Confirm(s.res.Session, content)
-	if err != nil {
-		s.session = 0 // a refusal consumed the session and released what it held
-		return s.sendVerdict(err)
-	}
-	return s.accept(&verdict{Code: CodeOK}, &auth.App)
-}
-
-// accept sends the accepting verdict under the handshake-record keys and switches both
-// directions to the application keys: what the client pipelined after its message 3 is
-// already under them.
-func (s *server) accept(v *verdict, app *AppKeys) error {
-	defer app.Zero()
-	if err := s.rc.QueueRecord(record.TypeVerdict, v.marshal()); err != nil {
-		return err
-	}
-	s.rc.SetSendKey(record.NewHalf(app.ServerToClient, 0))
-	s.rc.SetRecvKey(record.NewHalf(app.ClientToServer, 0))
+	defer h.Zero()
+	s.rc.QueueRaw(h.Verdict)
+	s.rc.SetSendKey(record.NewHalf(h.State.SendKey, 0))
+	s.rc.SetRecvKey(record.NewHalf(h.State.RecvKey, 0))
 	if err := s.rc.Flush(); err != nil {
 		return fmt.Errorf("netauth: sending Verdict: %w", err)
 	}
@@ -297,35 +296,6 @@ func (s *server) checkClient() error {
 	if err != nil {
 		return s.refuse(&Refusal{Code: CodeProtocolError, Reason: "malformed ClientAuth", Err: err})
 	}
-	s.res.User = ca.User
-	req := &AuthRequest{Session: s.res.Session, User: ca.User, Time: ca.Time, SSHSIG: ca.SSHSIG}
-	if hc, ok := s.core.(HandoffCore); ok {
-		st, err := s.rc.Snapshot()
-		if err != nil {
-			return err
-		}
-		auth, err := hc.AuthenticateHandoff(req, st)
-		st.Zero()
-		s.session = 0 // consumed, whatever the decision
-		if err != nil {
-			return s.sendVerdict(err)
-		}
-		auth.App.Zero() // a HandoffCore gives the keys to whoever it hands over to, never here
-		s.rc.Detach()
-		s.res.Statement, s.res.Signature, s.res.Issued, s.res.HandedOff = auth.Statement, ca.SSHSIG, auth.Issued, true
-		if s.res.UserKey, err = ssh.ParsePublicKey(auth.UserKey); err != nil {
-			return err
-		}
-		return nil
-	}
-	auth, err := s.core.Authenticate(req)
-	if err != nil {
-		s.session = 0 // a refusal consumed the session and released what it held
-		return s.sendVerdict(err)
-	}
-	s.res.Statement, s.res.Signature, s.res.Issued = auth.Statement, ca.SSHSIG, auth.Issued
-	if s.res.UserKey, err = ssh.ParsePublicKey(auth.UserKey); err != nil {
-		return err
-	}
-	return s.accept(&verdict{Code: CodeOK, Lifetime: auth.Lifetime, Ticket: auth.Ticket}, &auth.App)
+	s.res.User, s.res.Signature = ca.User, ca.SSHSIG
+	return s.commit(&CommitRequest{Session: s.res.Session, User: ca.User, Time: ca.Time, SSHSIG: ca.SSHSIG})
 }
