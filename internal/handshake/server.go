@@ -255,8 +255,8 @@ func (s *server) commit(req *CommitRequest) error {
 	}
 	acc, err := s.core.Commit(req, st)
 	st.Zero()
-	s.session = 0 // consumed, whatever the decision
 	if err != nil {
+		s.session = 0 // a refusal consumed the session and released what it held
 		return s.sendVerdict(err)
 	}
 	s.res.Statement, s.res.Issued = acc.Statement, acc.Issued
@@ -266,10 +266,13 @@ func (s *server) commit(req *CommitRequest) error {
 	}
 	h := acc.Handover
 	if h == nil {
+		s.session = 0 // the core's now, with the connection
 		s.rc.Detach()
 		s.res.HandedOff = true
 		return nil
 	}
+	// Until the Verdict is out, a failure still aborts the session: a core that holds
+	// something for an accepted session (netauthd's admission) releases it then.
 	defer h.Zero()
 	s.rc.QueueRaw(h.Verdict)
 	s.rc.SetSendKey(record.NewHalf(h.State.SendKey, 0))
