@@ -49,7 +49,8 @@ Refusals are logged bounded (the client's signature and an invalid user
 name by their SHA-256 and length), and under a flood partly as summary
 records that count them by source; both are checked like any record.
 
-Each bad line is listed, as "line 17 (seq 17): why". The exit status is 0
+Each bad line is listed, as "line 17 (seq 17): why" (the first 1000; the
+others are counted). The exit status is 0
 if every record verifies, 1 if any does not (or the log cannot be read),
 and 2 for a usage error.
 
@@ -126,6 +127,9 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	for _, p := range rep.Problems {
 		fmt.Fprintln(stdout, p)
 	}
+	if more := rep.Bad - len(rep.Problems); more > 0 {
+		fmt.Fprintf(stdout, "... and %d more bad lines, not listed (only the first %d are)\n", more, len(rep.Problems))
+	}
 	summary := fmt.Sprintf("%d records: %d full, %d resumed, %d refused", rep.Records, rep.Full, rep.Resumed, rep.Refused)
 	if rep.Summaries > 0 {
 		summary += fmt.Sprintf(" (and %d more counted in %d summary records)", rep.Summarized, rep.Summaries)
@@ -133,7 +137,7 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	if rep.OK() {
 		fmt.Fprintf(stdout, "%s; all signatures and the chain verify\n", summary)
 	} else {
-		fmt.Fprintf(stdout, "%s; %d bad (listed above)\n", summary, len(rep.Problems))
+		fmt.Fprintf(stdout, "%s; %d bad (listed above)\n", summary, rep.Bad)
 	}
 	if rep.LastSeq != 0 {
 		fmt.Fprintf(stdout, "last good record: seq %d at %s\n", rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano))

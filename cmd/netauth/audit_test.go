@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -350,5 +351,22 @@ func TestAuditExportErrors(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
 		t.Errorf("failed exports wrote files: %v %v", entries, err)
+	}
+}
+
+// TestAuditVerifyManyBadLines: past audit.MaxProblems bad lines, verify lists the first ones,
+// says how many more there are, counts them all in its summary, and fails.
+func TestAuditVerifyManyBadLines(t *testing.T) {
+	l := writeAuditLog(t)
+	n := audit.MaxProblems + 500
+	bad := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(bad, bytes.Repeat([]byte("x\n"), n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runAudit("verify", "-host-key", l.hostPub, bad)
+	if code != 1 || strings.Count(out, "\nline ")+1 != audit.MaxProblems || !strings.HasPrefix(out, "line 1: ") ||
+		!strings.Contains(out, "\n... and 500 more bad lines, not listed") ||
+		!strings.Contains(out, fmt.Sprintf("%d records: 0 full, 0 resumed, 0 refused; %d bad (listed above)\n", n, n)) {
+		t.Fatalf("verify of %d bad lines: exit %d\nstdout (%d bytes):\n%.3000s\nstderr:\n%s", n, code, len(out), out, errOut)
 	}
 }

@@ -57,9 +57,13 @@ func FuzzVerify(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Verify of in-memory bytes returned an error: %v", err)
 		}
+		if len(rep.Problems) > MaxProblems || len(rep.Problems) > rep.Bad || rep.Bad > rep.Records ||
+			len(rep.Problems) < min(rep.Bad, MaxProblems) {
+			t.Fatalf("%d problems listed, %d bad lines counted, of %d", len(rep.Problems), rep.Bad, rep.Records)
+		}
 		last := 0
 		for _, p := range rep.Problems {
-			if p.Line <= last || p.Line > rep.Records || p.Reason == "" {
+			if p.Line <= last || p.Line > rep.Records || p.Reason == "" || len(p.Reason) > maxProblemReason {
 				t.Fatalf("bad problem %+v after line %d of %d", p, last, rep.Records)
 			}
 			last = p.Line

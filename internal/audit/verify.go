@@ -15,6 +15,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
@@ -64,12 +65,25 @@ type Report struct {
 	// leaves no other trace.
 	LastSeq  uint64
 	LastTime time.Time
-	// Problems lists each bad line, in file order, one entry per line.
+	// Bad is the number of bad lines, and Problems lists the first
+	// MaxProblems of them, in file order, one entry per line.
+	Bad      int
 	Problems []Problem
 }
 
 // OK reports whether every record verified.
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+func (r *Report) OK() bool { return r.Bad == 0 }
+
+// MaxProblems is how many bad lines a Report lists; the others are only
+// counted (Report.Bad). A problem's reason is at most maxProblemReason
+// bytes. However long and damaged a log, Verify holds a bounded number of
+// problems: a log of many short bad lines once made it hold some 70 bytes
+// of memory for each byte of the file.
+const MaxProblems = 1000
+
+// maxProblemReason bounds the length of Problem.Reason, which can quote
+// bytes of the line (a namespace or key type inside a signature).
+const maxProblemReason = 1024
 
 // DefaultMaxClockSkew is the default of VerifyOptions.MaxClockSkew: the clock
 // skew netauthd allows by default (its max-clock-skew setting).
@@ -107,7 +121,8 @@ func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
 // one), that the record was logged within the clock skew of the statement's
 // time (see VerifyOptions), and that no other record carries the same
 // handshake hash, which a user signature logged twice would. It does not
-// stop at the first bad line: the report lists each one.
+// stop at the first bad line: the report counts each one and lists the
+// first MaxProblems.
 //
 // VerifyWith keeps the handshake hash of every accepted full handshake in
 // memory: about a hundred bytes for each.
@@ -189,7 +204,7 @@ func (v *verifier) check(n int, l line) {
 		if rec != nil {
 			seq = rec.Seq
 		}
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: strings.Join(reasons, "; ")})
+		v.problem(n, seq, reasons)
 		v.badSince++
 		return
 	}
@@ -202,8 +217,30 @@ func (v *verifier) check(n int, l line) {
 	v.report.LastSeq, v.report.LastTime = rec.Seq, rec.Time
 	reasons = append(reasons, v.checkContent(n, rec)...)
 	if len(reasons) > 0 {
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: rec.Seq, Reason: strings.Join(reasons, "; ")})
+		v.problem(n, rec.Seq, reasons)
 	}
+}
+
+// problem reports line n (with sequence number seq, 0 if unknown) as bad for
+// reasons: counted, and listed if fewer than MaxProblems are.
+func (v *verifier) problem(n int, seq uint64, reasons []string) {
+	v.report.Bad++
+	if len(v.report.Problems) < MaxProblems {
+		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(strings.Join(reasons, "; "))})
+	}
+}
+
+// cutReason returns s cut to at most maxProblemReason bytes, at a character
+// boundary, ending in "..." if it was cut.
+func cutReason(s string) string {
+	if len(s) <= maxProblemReason {
+		return s
+	}
+	cut := maxProblemReason - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }
 
 // authenticate parses a line and checks its host signature. It returns the
