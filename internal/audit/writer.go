@@ -308,12 +308,28 @@ func (w *Writer) writeLocked(r *Record, limit int, now time.Time) error {
 	} else if err != nil {
 		err = unwrapPath(err)
 	}
+	// If anything was written, the file's offset is now where it ends
+	// (O_APPEND): the line began n bytes before. The file may have been cut
+	// or written to by something else since the last write: the size the
+	// Writer remembers is then not where the line began, and cutting a
+	// partial line off at that size would extend the file instead.
+	start := w.size
+	if err == nil || n > 0 {
+		if off, serr := w.f.Seek(0, io.SeekCurrent); serr == nil && off >= int64(n) {
+			start = off - int64(n)
+		}
+	}
+	if start != w.size {
+		w.log.Warn("audit log changed by something else since the last record (cut or copied and truncated in place?): its chain is broken there",
+			"path", w.path, "size_written", w.size, "size", start)
+		w.size = start
+	}
 	if err != nil {
 		w.failLocked(fmt.Errorf("audit: writing %s: %w", w.path, err), n > 0, now)
 		return w.failed
 	}
 	h := sha256.Sum256(line[:len(line)-1])
-	w.seq, w.prev, w.size = r.Seq, hex.EncodeToString(h[:]), w.size+int64(len(line))
+	w.seq, w.prev, w.size = r.Seq, hex.EncodeToString(h[:]), start+int64(len(line))
 	if w.failed != nil {
 		w.log.Info("audit log writable again", "path", w.path,
 			"failed_for", now.Sub(w.failedSince).Round(time.Millisecond), "failed_writes", w.failures)
