@@ -28,7 +28,7 @@ func TestFailureAfterCopyTruncate(t *testing.T) {
 	}
 	host := newHostKey(t)
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("mounting a small tmpfs: %v: %s", err, out)
 	}
 	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
