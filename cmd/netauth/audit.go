@@ -28,7 +28,7 @@ Commands:
 Run 'netauth audit <command> -h' for a command's flags.
 `
 
-const auditVerifyUsage = `usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE
+const auditVerifyUsage = `usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE...
 
 Check every line of a netauthd audit log:
 
@@ -44,6 +44,11 @@ Check every line of a netauthd audit log:
     or up to a minute more after it, and no other record has the same
     handshake hash: a user's signature logged again, later or for another
     client, is found (both lines are named).
+
+Give the files of a rotated log together, oldest first (audit.log.2
+audit.log.1 audit.log): each is checked as its own chain, and a user's
+signature logged in one and again in another is found as well. With more
+than one file, each line of output starts with the file's name.
 
 Refusals are logged bounded (the client's signature and an invalid user
 name by their SHA-256 and length), and under a flood partly as summary
@@ -103,7 +108,7 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseAuditFlags(fs, args); !ok {
 		return code
 	}
-	if *hostKeyFile == "" || fs.NArg() != 1 || *skew <= 0 {
+	if *hostKeyFile == "" || fs.NArg() == 0 || *skew <= 0 {
 		fs.Usage()
 		return 2
 	}
@@ -112,40 +117,55 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "netauth audit:", err)
 		return 1
 	}
-	logFile := fs.Arg(0)
+	// The files share what full handshakes they hold: a signature logged again in another
+	// file (after a rotation) is found too.
+	var hs audit.Handshakes
+	code := 0
+	for _, logFile := range fs.Args() {
+		prefix := ""
+		if fs.NArg() > 1 {
+			prefix = logFile + ": "
+		}
+		if !verifyLogFile(logFile, prefix, hostKey, audit.VerifyOptions{MaxClockSkew: *skew, Handshakes: &hs, Name: logFile}, stdout, stderr) {
+			code = 1
+		}
+	}
+	return code
+}
+
+// verifyLogFile verifies one log file, printing what it finds with each line prefixed, and
+// reports whether it verified.
+func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.VerifyOptions, stdout, stderr io.Writer) bool {
 	f, err := os.Open(logFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "netauth audit:", err)
-		return 1
+		return false
 	}
 	defer f.Close()
-	rep, err := audit.VerifyWith(f, hostKey, audit.VerifyOptions{MaxClockSkew: *skew})
+	rep, err := audit.VerifyWith(f, hostKey, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)
-		return 1
+		return false
 	}
 	for _, p := range rep.Problems {
-		fmt.Fprintln(stdout, p)
+		fmt.Fprintln(stdout, prefix+p.String())
 	}
 	if more := rep.Bad - len(rep.Problems); more > 0 {
-		fmt.Fprintf(stdout, "... and %d more bad lines, not listed (only the first %d are)\n", more, len(rep.Problems))
+		fmt.Fprintf(stdout, "%s... and %d more bad lines, not listed (only the first %d are)\n", prefix, more, len(rep.Problems))
 	}
 	summary := fmt.Sprintf("%d records: %d full, %d resumed, %d refused", rep.Records, rep.Full, rep.Resumed, rep.Refused)
 	if rep.Summaries > 0 {
 		summary += fmt.Sprintf(" (and %d more counted in %d summary records)", rep.Summarized, rep.Summaries)
 	}
 	if rep.OK() {
-		fmt.Fprintf(stdout, "%s; all signatures and the chain verify\n", summary)
+		fmt.Fprintf(stdout, "%s%s; all signatures and the chain verify\n", prefix, summary)
 	} else {
-		fmt.Fprintf(stdout, "%s; %d bad (listed above)\n", summary, rep.Bad)
+		fmt.Fprintf(stdout, "%s%s; %d bad (listed above)\n", prefix, summary, rep.Bad)
 	}
 	if rep.LastSeq != 0 {
-		fmt.Fprintf(stdout, "last good record: seq %d at %s\n", rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano))
+		fmt.Fprintf(stdout, "%slast good record: seq %d at %s\n", prefix, rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano))
 	}
-	if !rep.OK() {
-		return 1
-	}
-	return 0
+	return rep.OK()
 }
 
 // auditExportMain runs `netauth audit export`.

@@ -138,8 +138,9 @@ func TestAuditVerify(t *testing.T) {
 }
 
 // TestAuditVerifyRelogged: a user's genuine signature logged again (re-signed by the host
-// key, so the chain verifies), for another client or later than the clock skew allows, fails
-// verification with both lines named; -skew sets the skew.
+// key, so the chain verifies), for another client or later than the clock skew allows, in the
+// same file or in another one given with it, fails verification with both lines named; -skew
+// sets the skew.
 func TestAuditVerifyRelogged(t *testing.T) {
 	dir := t.TempDir()
 	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
@@ -226,6 +227,21 @@ func TestAuditVerifyRelogged(t *testing.T) {
 	want = "2 records: 0 full, 0 resumed, 1 refused (and 2 more counted in 1 summary records); all signatures and the chain verify\n"
 	if code != 0 || !strings.HasPrefix(out, want) {
 		t.Fatalf("verify of a log with a summary: exit %d, want 0 and %q\n%s", code, want, out)
+	}
+
+	// Logged again in another file, as after a rotation: each file verifies alone; given
+	// together, oldest first, the second names the first.
+	first := write("audit.log.1", record("192.0.2.1:40000", time.Second))
+	second := write("audit.log", record("203.0.113.9:5555", time.Minute))
+	for _, f := range []string{first, second} {
+		if code, out, _ := runAudit("verify", "-host-key", hostPub, f); code != 0 {
+			t.Fatalf("verify of %s alone: exit %d\n%s", f, code, out)
+		}
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, first, second)
+	want = second + `: line 1 (seq 1): handshake hash already logged in "` + first + `" on line 1 (seq 1), with the same user signature`
+	if code != 1 || !strings.HasPrefix(out, first+": 1 records: 1 full, 0 resumed, 0 refused; all signatures and the chain verify\n") || !strings.Contains(out, "\n"+want) {
+		t.Fatalf("verify of two files with the same signature: exit %d, want 1 and %q\n%s", code, want, out)
 	}
 
 	late := write("late.log", record("192.0.2.1:40000", 3*time.Minute))

@@ -103,6 +103,24 @@ type VerifyOptions struct {
 	// than MaxClockSkew before the statement's time, and no later than
 	// MaxClockSkew plus DecisionDelay after it.
 	MaxClockSkew time.Duration
+
+	// Handshakes, if not nil, holds the accepted full handshakes of the
+	// logs verified before with it, and receives those of this one: a
+	// handshake logged in one of them and again in this log is reported.
+	// Verify the files of a rotated log with one Handshakes, oldest first,
+	// to find a user's signature logged again in another file.
+	Handshakes *Handshakes
+	// Name names this log in the problems that later logs verified with
+	// the same Handshakes report (its file name).
+	Name string
+}
+
+// Handshakes remembers the accepted full handshakes of the logs verified with
+// it (see VerifyOptions): about a hundred bytes for each. The zero value is
+// ready to use. It is not safe for concurrent use.
+type Handshakes struct {
+	m    map[[keys.HandshakeHashSize]byte]seen
+	logs int // number of logs verified with it
 }
 
 // Verify is VerifyWith with the default options.
@@ -125,7 +143,7 @@ func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
 // first MaxProblems.
 //
 // VerifyWith keeps the handshake hash of every accepted full handshake in
-// memory: about a hundred bytes for each.
+// memory (in opts.Handshakes if set): about a hundred bytes for each.
 //
 // A line whose own content is bad (unreadable, or its host signature fails)
 // is reported alone: the break it causes in the chain at the next line is
@@ -144,8 +162,16 @@ func VerifyWith(r io.Reader, hostKey ssh.PublicKey, opts VerifyOptions) (*Report
 	if opts.MaxClockSkew == 0 {
 		opts.MaxClockSkew = DefaultMaxClockSkew
 	}
+	hs := opts.Handshakes
+	if hs == nil {
+		hs = &Handshakes{}
+	}
+	if hs.m == nil {
+		hs.m = make(map[[keys.HandshakeHashSize]byte]seen)
+	}
+	hs.logs++
 	v := verifier{hostKey: hostKey.Marshal(), hostFP: keys.Fingerprint(hostKey), skew: opts.MaxClockSkew,
-		handshakes: make(map[[keys.HandshakeHashSize]byte]seen)}
+		handshakes: hs, log: hs.logs, name: opts.Name}
 	lr := newLineReader(r)
 	for {
 		line, err := lr.next()
@@ -168,10 +194,14 @@ type verifier struct {
 	report  Report
 
 	// handshakes maps the handshake hash of each accepted full handshake
-	// seen so far to where it was seen. A user signature verifies over one
+	// seen so far, in this log or in those verified before with the same
+	// Handshakes, to where it was seen. A user signature verifies over one
 	// statement only, which names the handshake hash: a signature logged
-	// twice is a handshake hash logged twice, so this map finds both.
-	handshakes map[[keys.HandshakeHashSize]byte]seen
+	// twice is a handshake hash logged twice, so this map finds both. log
+	// numbers this log among those, and name names it.
+	handshakes *Handshakes
+	log        int
+	name       string
 
 	// anchor is the last line whose own content is authentic, and badSince
 	// the number of lines after it whose content is not.
@@ -185,6 +215,8 @@ type verifier struct {
 // seen is where an accepted full handshake was logged, and the SHA-256 of its
 // user signature.
 type seen struct {
+	log  int    // the log's number in its Handshakes
+	name string // and its name
 	line int
 	seq  uint64
 	sig  [sha256.Size]byte
@@ -413,14 +445,22 @@ func (v *verifier) checkContent(n int, rec *Record) []string {
 	var hh [keys.HandshakeHashSize]byte
 	copy(hh[:], st.HandshakeHash)
 	sig := sha256.Sum256(blob)
-	if first, ok := v.handshakes[hh]; ok {
+	if first, ok := v.handshakes.m[hh]; ok {
 		what := "another user signature over it: the handshake was logged again"
 		if first.sig == sig {
 			what = "the same user signature: the signature was logged again"
 		}
-		reasons = append(reasons, fmt.Sprintf("handshake hash already logged on line %d (seq %d), with %s", first.line, first.seq, what))
+		where := ""
+		if first.log != v.log {
+			name := first.name
+			if name == "" {
+				name = fmt.Sprintf("log %d", first.log)
+			}
+			where = fmt.Sprintf(" in %q", name)
+		}
+		reasons = append(reasons, fmt.Sprintf("handshake hash already logged%s on line %d (seq %d), with %s", where, first.line, first.seq, what))
 	} else {
-		v.handshakes[hh] = seen{line: n, seq: rec.Seq, sig: sig}
+		v.handshakes.m[hh] = seen{log: v.log, name: v.name, line: n, seq: rec.Seq, sig: sig}
 	}
 	return reasons
 }
