@@ -5,8 +5,10 @@ package audit
 import (
 	"bytes"
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestVerifyProblemsBounded: a log of many short bad lines (here 200,000
@@ -52,5 +54,25 @@ func TestVerifyProblemReasonBounded(t *testing.T) {
 	}
 	if r := rep.Problems[0].Reason; len(r) > maxProblemReason || !strings.Contains(r, "namespace") {
 		t.Fatalf("the reason is %d bytes (more than %d?): %.200s", len(r), maxProblemReason, r)
+	}
+}
+
+// TestVerifyProblemsPrintable: what Verify reports about a line holds only printable
+// characters, whatever bytes the line quotes into it (time's parse errors, for one, pass a
+// DEL byte through unescaped), so that `netauth audit verify` prints no control character,
+// escape sequence or bidirectional override a crafted log put there.
+func TestVerifyProblemsPrintable(t *testing.T) {
+	host := newHostKey(t)
+	for _, line := range []string{
+		"{\"seq\":1,\"time\":\"\x7f\",\"host_sig\":\"\"}\n",
+		"{\"seq\":1,\"time\":\"2026-01-01T00:00:00Z\x7f\u202e\x1b[2J\",\"host_sig\":\"\"}\n",
+	} {
+		rep := verifyBytes(t, []byte(line), host.pub)
+		if len(rep.Problems) != 1 {
+			t.Fatalf("%q: problems %v", line, rep.Problems)
+		}
+		if s := rep.Problems[0].String(); !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
+			t.Fatalf("%q: a problem carries a character that is not printable: %q", line, s)
+		}
 	}
 }

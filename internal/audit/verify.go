@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -34,7 +35,9 @@ type Problem struct {
 	// Seq is the line's sequence number, or 0 if the line could not be read
 	// as a record.
 	Seq uint64
-	// Reason says what is wrong; several reasons are joined with "; ".
+	// Reason says what is wrong; several reasons are joined with "; ". It
+	// holds only printable characters (others are escaped) and is at most
+	// 1 KiB long.
 	Reason string
 }
 
@@ -258,8 +261,32 @@ func (v *verifier) check(n int, l line) {
 func (v *verifier) problem(n int, seq uint64, reasons []string) {
 	v.report.Bad++
 	if len(v.report.Problems) < MaxProblems {
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(strings.Join(reasons, "; "))})
+		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(printable(strings.Join(reasons, "; ")))})
 	}
+}
+
+// printable returns s with every character that is not printable (a control character, DEL,
+// a bidirectional override, invalid UTF-8) escaped as Go would quote it: a reason can quote
+// bytes of a crafted line, and `netauth audit verify` prints it to a terminal.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case !strconv.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // cutReason returns s cut to at most maxProblemReason bytes, at a character
