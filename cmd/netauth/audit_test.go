@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -384,5 +385,33 @@ func TestAuditVerifyManyBadLines(t *testing.T) {
 		!strings.Contains(out, "\n... and 500 more bad lines, not listed") ||
 		!strings.Contains(out, fmt.Sprintf("%d records: 0 full, 0 resumed, 0 refused; %d bad (listed above)\n", n, n)) {
 		t.Fatalf("verify of %d bad lines: exit %d\nstdout (%d bytes):\n%.3000s\nstderr:\n%s", n, code, len(out), out, errOut)
+	}
+}
+
+// TestAuditExportPrintable: export prints a record's fields as printable text, whatever the
+// log holds: without -host-key nothing vouches for the line, and whoever could write the file
+// could otherwise put escape sequences on the terminal of the administrator who runs it.
+func TestAuditExportPrintable(t *testing.T) {
+	l := writeAuditLog(t)
+	line := bytes.Replace(l.lines[3], []byte(`"service":"imap"`), []byte(`"service":"\u001b[2J\u001b]0;owned\u0007\u202eimap"`), 1)
+	line = bytes.Replace(line, []byte(`"key_fp":"SHA256:`), []byte(`"key_fp":"\u001b[8mSHA256:`), 1)
+	if bytes.Equal(line, l.lines[3]) {
+		t.Fatal("the test did not change the record")
+	}
+	crafted := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(crafted, line, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runAudit("export", "-seq", "4", "-dir", t.TempDir(), crafted)
+	if code != 0 {
+		t.Fatalf("export: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, r := range out {
+		if r != '\n' && !strconv.IsPrint(r) {
+			t.Fatalf("export printed %q, which is not printable:\n%q", r, out)
+		}
+	}
+	if !strings.Contains(out, `service \x1b[2J\x1b]0;owned\a\u202eimap, key \x1b[8mSHA256:`) {
+		t.Fatalf("export did not print the fields escaped:\n%q", out)
 	}
 }
