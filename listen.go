@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handshake"
@@ -331,9 +333,44 @@ func (l *Listener) authorize(r *handshake.Result) error {
 	return nil
 }
 
+// maxRefusalLogLine bounds the line a refusal is logged as with slog's text handler. The
+// reason can quote what the client sent (the namespace of a malformed signature, up to
+// 16 KiB): every field is cut to a length counted as the handler writes it, quoted.
+const (
+	maxRefusalLogLine = 1024
+	maxRefusalReason  = 300
+)
+
 func (l *Listener) logRefusal(r *handshake.Refusal) {
-	l.log.Info("netauth: handshake refused", "remote", r.Client, "code", r.Code.String(),
-		"reason", r.Error(), "user", r.User, "key", r.KeyFP)
+	l.log.Info("netauth: handshake refused", "remote", cutQuoted(r.Client, 64), "code", r.Code.String(),
+		"reason", cutQuoted(r.Error(), maxRefusalReason), "user", cutQuoted(r.User, keys.MaxNameLength),
+		"key", cutQuoted(r.KeyFP, 64))
+}
+
+// cutQuoted returns s if it is at most n bytes once quoted (strconv.Quote, without its quotes),
+// and otherwise its longest prefix of whole characters that is, followed by "...", within n.
+func cutQuoted(s string, n int) string {
+	cost, end := 0, -1
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		c := size
+		switch {
+		case r == utf8.RuneError && size == 1:
+			c = len(`\xff`)
+		case r == '"' || r == '\\':
+			c = 2
+		case !strconv.IsPrint(r):
+			c = len(strconv.QuoteRune(r)) - 2
+		}
+		if end < 0 && cost+c > n-len("...") {
+			end = i
+		}
+		if cost += c; cost > n {
+			return s[:max(end, 0)] + "..."
+		}
+		i += size
+	}
+	return s
 }
 
 // Accept waits for the next authenticated connection. It returns net.ErrClosed after Close.

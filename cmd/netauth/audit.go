@@ -9,7 +9,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/audit"
@@ -28,7 +31,7 @@ Commands:
 Run 'netauth audit <command> -h' for a command's flags.
 `
 
-const auditVerifyUsage = `usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE
+const auditVerifyUsage = `usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE...
 
 Check every line of a netauthd audit log:
 
@@ -45,11 +48,17 @@ Check every line of a netauthd audit log:
     handshake hash: a user's signature logged again, later or for another
     client, is found (both lines are named).
 
+Give the files of a rotated log together, oldest first (audit.log.2
+audit.log.1 audit.log): each is checked as its own chain, and a user's
+signature logged in one and again in another is found as well. With more
+than one file, each line of output starts with the file's name.
+
 Refusals are logged bounded (the client's signature and an invalid user
 name by their SHA-256 and length), and under a flood partly as summary
 records that count them by source; both are checked like any record.
 
-Each bad line is listed, as "line 17 (seq 17): why". The exit status is 0
+Each bad line is listed, as "line 17 (seq 17): why" (the first 1000; the
+others are counted). The exit status is 0
 if every record verifies, 1 if any does not (or the log cannot be read),
 and 2 for a usage error.
 
@@ -102,7 +111,7 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseAuditFlags(fs, args); !ok {
 		return code
 	}
-	if *hostKeyFile == "" || fs.NArg() != 1 || *skew <= 0 {
+	if *hostKeyFile == "" || fs.NArg() == 0 || *skew <= 0 {
 		fs.Usage()
 		return 2
 	}
@@ -111,37 +120,55 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "netauth audit:", err)
 		return 1
 	}
-	logFile := fs.Arg(0)
+	// The files share what full handshakes they hold: a signature logged again in another
+	// file (after a rotation) is found too.
+	var hs audit.Handshakes
+	code := 0
+	for _, logFile := range fs.Args() {
+		prefix := ""
+		if fs.NArg() > 1 {
+			prefix = logFile + ": "
+		}
+		if !verifyLogFile(logFile, prefix, hostKey, audit.VerifyOptions{MaxClockSkew: *skew, Handshakes: &hs, Name: logFile}, stdout, stderr) {
+			code = 1
+		}
+	}
+	return code
+}
+
+// verifyLogFile verifies one log file, printing what it finds with each line prefixed, and
+// reports whether it verified.
+func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.VerifyOptions, stdout, stderr io.Writer) bool {
 	f, err := os.Open(logFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "netauth audit:", err)
-		return 1
+		return false
 	}
 	defer f.Close()
-	rep, err := audit.VerifyWith(f, hostKey, audit.VerifyOptions{MaxClockSkew: *skew})
+	rep, err := audit.VerifyWith(f, hostKey, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)
-		return 1
+		return false
 	}
 	for _, p := range rep.Problems {
-		fmt.Fprintln(stdout, p)
+		fmt.Fprintln(stdout, prefix+p.String())
+	}
+	if more := rep.Bad - len(rep.Problems); more > 0 {
+		fmt.Fprintf(stdout, "%s... and %d more bad lines, not listed (only the first %d are)\n", prefix, more, len(rep.Problems))
 	}
 	summary := fmt.Sprintf("%d records: %d full, %d resumed, %d refused", rep.Records, rep.Full, rep.Resumed, rep.Refused)
 	if rep.Summaries > 0 {
 		summary += fmt.Sprintf(" (and %d more counted in %d summary records)", rep.Summarized, rep.Summaries)
 	}
 	if rep.OK() {
-		fmt.Fprintf(stdout, "%s; all signatures and the chain verify\n", summary)
+		fmt.Fprintf(stdout, "%s%s; all signatures and the chain verify\n", prefix, summary)
 	} else {
-		fmt.Fprintf(stdout, "%s; %d bad (listed above)\n", summary, len(rep.Problems))
+		fmt.Fprintf(stdout, "%s%s; %d bad (listed above)\n", prefix, summary, rep.Bad)
 	}
 	if rep.LastSeq != 0 {
-		fmt.Fprintf(stdout, "last good record: seq %d at %s\n", rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano))
+		fmt.Fprintf(stdout, "%slast good record: seq %d at %s\n", prefix, rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano))
 	}
-	if !rep.OK() {
-		return 1
-	}
-	return 0
+	return rep.OK()
 }
 
 // auditExportMain runs `netauth audit export`.
@@ -199,12 +226,37 @@ func auditExportMain(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	// The record's fields as the log has them: printable only (nothing but -host-key vouches
+	// for the line, and it is printed to a terminal).
 	fmt.Fprintf(stdout, "record seq %d: %s user %s, service %s, key %s, at %s\n",
-		rec.Seq, rec.Decision, rec.User, rec.Service, rec.KeyFP, rec.Time.UTC().Format(time.RFC3339Nano))
+		rec.Seq, printable(rec.Decision), rec.User, printable(rec.Service), printable(rec.KeyFP), rec.Time.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(stdout, "wrote %s, %s and %s; check the user's signature with:\n", paths[0], paths[1], paths[2])
 	fmt.Fprintf(stdout, "ssh-keygen -Y verify -f %s -I %s -n %s -s %s < %s\n",
 		shellQuote(paths[2]), shellQuote(rec.User), audit.UserNamespace, shellQuote(paths[1]), shellQuote(paths[0]))
 	return 0
+}
+
+// printable returns s with every character that is not printable (a control character, a
+// bidirectional override, invalid UTF-8) escaped as Go quotes it.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case !strconv.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // parseAuditFlags parses args into fs. It returns ok if the command should

@@ -6,9 +6,11 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,8 +139,9 @@ func TestAuditVerify(t *testing.T) {
 }
 
 // TestAuditVerifyRelogged: a user's genuine signature logged again (re-signed by the host
-// key, so the chain verifies), for another client or later than the clock skew allows, fails
-// verification with both lines named; -skew sets the skew.
+// key, so the chain verifies), for another client or later than the clock skew allows, in the
+// same file or in another one given with it, fails verification with both lines named; -skew
+// sets the skew.
 func TestAuditVerifyRelogged(t *testing.T) {
 	dir := t.TempDir()
 	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
@@ -225,6 +228,21 @@ func TestAuditVerifyRelogged(t *testing.T) {
 	want = "2 records: 0 full, 0 resumed, 1 refused (and 2 more counted in 1 summary records); all signatures and the chain verify\n"
 	if code != 0 || !strings.HasPrefix(out, want) {
 		t.Fatalf("verify of a log with a summary: exit %d, want 0 and %q\n%s", code, want, out)
+	}
+
+	// Logged again in another file, as after a rotation: each file verifies alone; given
+	// together, oldest first, the second names the first.
+	first := write("audit.log.1", record("192.0.2.1:40000", time.Second))
+	second := write("audit.log", record("203.0.113.9:5555", time.Minute))
+	for _, f := range []string{first, second} {
+		if code, out, _ := runAudit("verify", "-host-key", hostPub, f); code != 0 {
+			t.Fatalf("verify of %s alone: exit %d\n%s", f, code, out)
+		}
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, first, second)
+	want = second + `: line 1 (seq 1): handshake hash already logged in "` + first + `" on line 1 (seq 1), with the same user signature`
+	if code != 1 || !strings.HasPrefix(out, first+": 1 records: 1 full, 0 resumed, 0 refused; all signatures and the chain verify\n") || !strings.Contains(out, "\n"+want) {
+		t.Fatalf("verify of two files with the same signature: exit %d, want 1 and %q\n%s", code, want, out)
 	}
 
 	late := write("late.log", record("192.0.2.1:40000", 3*time.Minute))
@@ -350,5 +368,50 @@ func TestAuditExportErrors(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
 		t.Errorf("failed exports wrote files: %v %v", entries, err)
+	}
+}
+
+// TestAuditVerifyManyBadLines: past audit.MaxProblems bad lines, verify lists the first ones,
+// says how many more there are, counts them all in its summary, and fails.
+func TestAuditVerifyManyBadLines(t *testing.T) {
+	l := writeAuditLog(t)
+	n := audit.MaxProblems + 500
+	bad := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(bad, bytes.Repeat([]byte("x\n"), n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runAudit("verify", "-host-key", l.hostPub, bad)
+	if code != 1 || strings.Count(out, "\nline ")+1 != audit.MaxProblems || !strings.HasPrefix(out, "line 1: ") ||
+		!strings.Contains(out, "\n... and 500 more bad lines, not listed") ||
+		!strings.Contains(out, fmt.Sprintf("%d records: 0 full, 0 resumed, 0 refused; %d bad (listed above)\n", n, n)) {
+		t.Fatalf("verify of %d bad lines: exit %d\nstdout (%d bytes):\n%.3000s\nstderr:\n%s", n, code, len(out), out, errOut)
+	}
+}
+
+// TestAuditExportPrintable: export prints a record's fields as printable text, whatever the
+// log holds: without -host-key nothing vouches for the line, and whoever could write the file
+// could otherwise put escape sequences on the terminal of the administrator who runs it.
+func TestAuditExportPrintable(t *testing.T) {
+	l := writeAuditLog(t)
+	line := bytes.Replace(l.lines[3], []byte(`"service":"imap"`), []byte(`"service":"\u001b[2J\u001b]0;owned\u0007\u202eimap"`), 1)
+	line = bytes.Replace(line, []byte(`"key_fp":"SHA256:`), []byte(`"key_fp":"\u001b[8mSHA256:`), 1)
+	if bytes.Equal(line, l.lines[3]) {
+		t.Fatal("the test did not change the record")
+	}
+	crafted := filepath.Join(t.TempDir(), "audit.log")
+	if err := os.WriteFile(crafted, line, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runAudit("export", "-seq", "4", "-dir", t.TempDir(), crafted)
+	if code != 0 {
+		t.Fatalf("export: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, r := range out {
+		if r != '\n' && !strconv.IsPrint(r) {
+			t.Fatalf("export printed %q, which is not printable:\n%q", r, out)
+		}
+	}
+	if !strings.Contains(out, `service \x1b[2J\x1b]0;owned\a\u202eimap, key \x1b[8mSHA256:`) {
+		t.Fatalf("export did not print the fields escaped:\n%q", out)
 	}
 }

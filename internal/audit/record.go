@@ -57,7 +57,9 @@
 // again on a later call, at most every RetryInterval. Rotate the log by
 // renaming the file and calling Reopen (netauthd does on SIGHUP), or opening
 // a new Writer: the new file starts again at seq 1. Never copy and truncate
-// the log in place.
+// the log in place: the Writer notices at its next write, logs it and goes on
+// from the end of what the file holds, but the chain is broken there (Verify
+// reports the first record after the cut).
 package audit
 
 import (

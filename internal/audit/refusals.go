@@ -22,6 +22,13 @@ const (
 	DefaultRefusalsPerSource = 10
 	DefaultRefusalsTotal     = 100
 	DefaultRefusalSources    = 256
+
+	// MaxRefusalIntervals is how many times RefusalLimits.Interval an
+	// interval grows to under a sustained flood: with the defaults, a
+	// summary per source every 320 seconds, and the log growing by about
+	// 3 MB an hour however many sources the flood comes from, rather than
+	// the 100 MB an hour of 10-second intervals.
+	MaxRefusalIntervals = 32
 )
 
 // RefusalLimits bound how many refusals WriteRefusal logs one by one. In each
@@ -29,6 +36,12 @@ const (
 // than Total have been logged in that interval from all sources; the others
 // are counted, and a summary record per source gives their number when the
 // interval ends. Zero fields take the defaults.
+//
+// An interval is Interval long, or longer under a sustained flood: after an
+// interval in which refusals were counted the next is twice as long, up to
+// MaxRefusalIntervals times Interval, and after one in which none were it is
+// half as long again, down to Interval; after a quiet spell at least as long
+// as the last interval, the next is Interval long.
 //
 // Under a flood, the log grows by at most Total refusal lines and Sources+1
 // summary lines per interval, each at most MaxRefusalLine bytes; the Writer
@@ -126,7 +139,7 @@ func (w *Writer) WriteRefusal(r *Refusal) (*Record, error) {
 	w.rollLocked(now, false)
 	t := &w.refusals
 	if t.start.IsZero() {
-		t.start = now
+		w.startIntervalLocked(now)
 	}
 	code := clip(r.Code, maxCodeLen)
 	if code == "" {
@@ -228,8 +241,10 @@ func jsonCost(r rune, size int) int {
 
 // refusalTable counts refusals over the current interval.
 type refusalTable struct {
-	start   time.Time // when the interval began; zero if none is under way
-	full    int       // refusals logged one by one in the interval
+	start   time.Time     // when the interval began; zero if none is under way
+	length  time.Duration // of the interval (see RefusalLimits); 0 before the first
+	end     time.Time     // when the last interval ended
+	full    int           // refusals logged one by one in the interval
 	sources map[netip.Prefix]*tally
 	other   *tally
 	timer   *time.Timer // ends the interval while refusals are counted
@@ -291,13 +306,24 @@ func (t *refusalTable) tallyFor(client string, limit int) *tally {
 	return t.other
 }
 
+// startIntervalLocked starts an interval at now, after a quiet spell (no
+// interval under way): one at least as long as the last interval brings the
+// length back to Interval. Callers hold w.mu.
+func (w *Writer) startIntervalLocked(now time.Time) {
+	t := &w.refusals
+	if t.length == 0 || !now.Before(t.end.Add(t.length)) || now.Before(t.end) {
+		t.length = w.limits.Interval
+	}
+	t.start = now
+}
+
 // armLocked makes sure a timer ends the current interval. Callers hold w.mu.
 func (w *Writer) armLocked(now time.Time) {
 	t := &w.refusals
 	if t.timer != nil || t.start.IsZero() {
 		return
 	}
-	t.timer = time.AfterFunc(max(t.start.Add(w.limits.Interval).Sub(now), 0), w.endInterval)
+	t.timer = time.AfterFunc(max(t.start.Add(t.length).Sub(now), 0), w.endInterval)
 }
 
 // endInterval runs when an interval in which refusals were counted ends.
@@ -319,7 +345,7 @@ func (w *Writer) endInterval() {
 // failed) are kept for the next interval. Callers hold w.mu.
 func (w *Writer) rollLocked(now time.Time, force bool) {
 	t := &w.refusals
-	if t.start.IsZero() || !force && !now.Before(t.start) && now.Before(t.start.Add(w.limits.Interval)) {
+	if t.start.IsZero() || !force && !now.Before(t.start) && now.Before(t.start.Add(t.length)) {
 		return
 	}
 	var pending []*tally
@@ -350,9 +376,20 @@ func (w *Writer) rollLocked(now time.Time, force bool) {
 			}
 		}
 	}
+	// The interval ended at its time, even if nothing made it roll then; the
+	// next is longer after a flood, shorter after a calm one.
+	end := now
+	if due := t.start.Add(t.length); !force && now.After(due) && !now.Before(t.start) {
+		end = due
+	}
+	if len(pending) > 0 {
+		t.length = min(2*t.length, MaxRefusalIntervals*w.limits.Interval)
+	} else {
+		t.length = max(t.length/2, w.limits.Interval)
+	}
 	// A new interval: only the sources whose summary is still to be
 	// written stay in the table.
-	t.start, t.full = time.Time{}, 0
+	t.start, t.end, t.full = time.Time{}, end, 0
 	carried := false
 	for src, tl := range t.sources {
 		if tl.n == 0 {

@@ -120,3 +120,34 @@ func fullRecordResign(t *testing.T, user ssh.Signer, statement string) string {
 	}
 	return string(keys.Armor(sig))
 }
+
+// TestVerifyReloggedAcrossFiles: a holder of the host key rotates the log right after a full
+// handshake and logs the user's genuine signature again, within the clock skew and for
+// another client, in the new file. Each file verifies on its own; verified one after the
+// other with one Handshakes, the second names the first file's line.
+func TestVerifyReloggedAcrossFiles(t *testing.T) {
+	host := newHostKey(t)
+	alice := newUserKey(t, false)
+	now := time.Now()
+	genuine := fullRecordAt(t, host.pub, alice, "alice", "imap", now)
+	genuine.Time = now.Add(time.Second)
+	again := *genuine
+	again.Client, again.Time = "203.0.113.9:4444", now.Add(time.Minute)
+	old := writeLog(t, host, resumedRecord(host.pub, alice.PublicKey(), "alice", "imap"), genuine)
+	rotated := writeLog(t, host, &again)
+	for _, log := range [][]byte{old, rotated} {
+		if rep := verifyBytes(t, log, host.pub); !rep.OK() {
+			t.Fatalf("a file alone: %v", rep.Problems)
+		}
+	}
+	var hs Handshakes
+	rep, err := VerifyWith(bytes.NewReader(old), host.pub, VerifyOptions{Handshakes: &hs, Name: "audit.log.1"})
+	if err != nil || !rep.OK() {
+		t.Fatalf("the first file: %v, %v", err, rep.Problems)
+	}
+	rep, err = VerifyWith(bytes.NewReader(rotated), host.pub, VerifyOptions{Handshakes: &hs, Name: "audit.log"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantProblems(t, rep, []int{1}, []string{`handshake hash already logged in "audit.log.1" on line 2 (seq 2), with the same user signature`})
+}

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
@@ -33,7 +35,9 @@ type Problem struct {
 	// Seq is the line's sequence number, or 0 if the line could not be read
 	// as a record.
 	Seq uint64
-	// Reason says what is wrong; several reasons are joined with "; ".
+	// Reason says what is wrong; several reasons are joined with "; ". It
+	// holds only printable characters (others are escaped) and is at most
+	// 1 KiB long.
 	Reason string
 }
 
@@ -64,12 +68,25 @@ type Report struct {
 	// leaves no other trace.
 	LastSeq  uint64
 	LastTime time.Time
-	// Problems lists each bad line, in file order, one entry per line.
+	// Bad is the number of bad lines, and Problems lists the first
+	// MaxProblems of them, in file order, one entry per line.
+	Bad      int
 	Problems []Problem
 }
 
 // OK reports whether every record verified.
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+func (r *Report) OK() bool { return r.Bad == 0 }
+
+// MaxProblems is how many bad lines a Report lists; the others are only
+// counted (Report.Bad). A problem's reason is at most maxProblemReason
+// bytes. However long and damaged a log, Verify holds a bounded number of
+// problems: a log of many short bad lines once made it hold some 70 bytes
+// of memory for each byte of the file.
+const MaxProblems = 1000
+
+// maxProblemReason bounds the length of Problem.Reason, which can quote
+// bytes of the line (a namespace or key type inside a signature).
+const maxProblemReason = 1024
 
 // DefaultMaxClockSkew is the default of VerifyOptions.MaxClockSkew: the clock
 // skew netauthd allows by default (its max-clock-skew setting).
@@ -89,6 +106,24 @@ type VerifyOptions struct {
 	// than MaxClockSkew before the statement's time, and no later than
 	// MaxClockSkew plus DecisionDelay after it.
 	MaxClockSkew time.Duration
+
+	// Handshakes, if not nil, holds the accepted full handshakes of the
+	// logs verified before with it, and receives those of this one: a
+	// handshake logged in one of them and again in this log is reported.
+	// Verify the files of a rotated log with one Handshakes, oldest first,
+	// to find a user's signature logged again in another file.
+	Handshakes *Handshakes
+	// Name names this log in the problems that later logs verified with
+	// the same Handshakes report (its file name).
+	Name string
+}
+
+// Handshakes remembers the accepted full handshakes of the logs verified with
+// it (see VerifyOptions): about a hundred bytes for each. The zero value is
+// ready to use. It is not safe for concurrent use.
+type Handshakes struct {
+	m    map[[keys.HandshakeHashSize]byte]seen
+	logs int // number of logs verified with it
 }
 
 // Verify is VerifyWith with the default options.
@@ -107,10 +142,11 @@ func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
 // one), that the record was logged within the clock skew of the statement's
 // time (see VerifyOptions), and that no other record carries the same
 // handshake hash, which a user signature logged twice would. It does not
-// stop at the first bad line: the report lists each one.
+// stop at the first bad line: the report counts each one and lists the
+// first MaxProblems.
 //
 // VerifyWith keeps the handshake hash of every accepted full handshake in
-// memory: about a hundred bytes for each.
+// memory (in opts.Handshakes if set): about a hundred bytes for each.
 //
 // A line whose own content is bad (unreadable, or its host signature fails)
 // is reported alone: the break it causes in the chain at the next line is
@@ -129,8 +165,16 @@ func VerifyWith(r io.Reader, hostKey ssh.PublicKey, opts VerifyOptions) (*Report
 	if opts.MaxClockSkew == 0 {
 		opts.MaxClockSkew = DefaultMaxClockSkew
 	}
+	hs := opts.Handshakes
+	if hs == nil {
+		hs = &Handshakes{}
+	}
+	if hs.m == nil {
+		hs.m = make(map[[keys.HandshakeHashSize]byte]seen)
+	}
+	hs.logs++
 	v := verifier{hostKey: hostKey.Marshal(), hostFP: keys.Fingerprint(hostKey), skew: opts.MaxClockSkew,
-		handshakes: make(map[[keys.HandshakeHashSize]byte]seen)}
+		handshakes: hs, log: hs.logs, name: opts.Name}
 	lr := newLineReader(r)
 	for {
 		line, err := lr.next()
@@ -153,10 +197,14 @@ type verifier struct {
 	report  Report
 
 	// handshakes maps the handshake hash of each accepted full handshake
-	// seen so far to where it was seen. A user signature verifies over one
+	// seen so far, in this log or in those verified before with the same
+	// Handshakes, to where it was seen. A user signature verifies over one
 	// statement only, which names the handshake hash: a signature logged
-	// twice is a handshake hash logged twice, so this map finds both.
-	handshakes map[[keys.HandshakeHashSize]byte]seen
+	// twice is a handshake hash logged twice, so this map finds both. log
+	// numbers this log among those, and name names it.
+	handshakes *Handshakes
+	log        int
+	name       string
 
 	// anchor is the last line whose own content is authentic, and badSince
 	// the number of lines after it whose content is not.
@@ -170,6 +218,8 @@ type verifier struct {
 // seen is where an accepted full handshake was logged, and the SHA-256 of its
 // user signature.
 type seen struct {
+	log  int    // the log's number in its Handshakes
+	name string // and its name
 	line int
 	seq  uint64
 	sig  [sha256.Size]byte
@@ -189,7 +239,7 @@ func (v *verifier) check(n int, l line) {
 		if rec != nil {
 			seq = rec.Seq
 		}
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: strings.Join(reasons, "; ")})
+		v.problem(n, seq, reasons)
 		v.badSince++
 		return
 	}
@@ -202,8 +252,54 @@ func (v *verifier) check(n int, l line) {
 	v.report.LastSeq, v.report.LastTime = rec.Seq, rec.Time
 	reasons = append(reasons, v.checkContent(n, rec)...)
 	if len(reasons) > 0 {
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: rec.Seq, Reason: strings.Join(reasons, "; ")})
+		v.problem(n, rec.Seq, reasons)
 	}
+}
+
+// problem reports line n (with sequence number seq, 0 if unknown) as bad for
+// reasons: counted, and listed if fewer than MaxProblems are.
+func (v *verifier) problem(n int, seq uint64, reasons []string) {
+	v.report.Bad++
+	if len(v.report.Problems) < MaxProblems {
+		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(printable(strings.Join(reasons, "; ")))})
+	}
+}
+
+// printable returns s with every character that is not printable (a control character, DEL,
+// a bidirectional override, invalid UTF-8) escaped as Go would quote it: a reason can quote
+// bytes of a crafted line, and `netauth audit verify` prints it to a terminal.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case !strconv.IsPrint(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// cutReason returns s cut to at most maxProblemReason bytes, at a character
+// boundary, ending in "..." if it was cut.
+func cutReason(s string) string {
+	if len(s) <= maxProblemReason {
+		return s
+	}
+	cut := maxProblemReason - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }
 
 // authenticate parses a line and checks its host signature. It returns the
@@ -376,14 +472,22 @@ func (v *verifier) checkContent(n int, rec *Record) []string {
 	var hh [keys.HandshakeHashSize]byte
 	copy(hh[:], st.HandshakeHash)
 	sig := sha256.Sum256(blob)
-	if first, ok := v.handshakes[hh]; ok {
+	if first, ok := v.handshakes.m[hh]; ok {
 		what := "another user signature over it: the handshake was logged again"
 		if first.sig == sig {
 			what = "the same user signature: the signature was logged again"
 		}
-		reasons = append(reasons, fmt.Sprintf("handshake hash already logged on line %d (seq %d), with %s", first.line, first.seq, what))
+		where := ""
+		if first.log != v.log {
+			name := first.name
+			if name == "" {
+				name = fmt.Sprintf("log %d", first.log)
+			}
+			where = fmt.Sprintf(" in %q", name)
+		}
+		reasons = append(reasons, fmt.Sprintf("handshake hash already logged%s on line %d (seq %d), with %s", where, first.line, first.seq, what))
 	} else {
-		v.handshakes[hh] = seen{line: n, seq: rec.Seq, sig: sig}
+		v.handshakes.m[hh] = seen{log: v.log, name: v.name, line: n, seq: rec.Seq, sig: sig}
 	}
 	return reasons
 }

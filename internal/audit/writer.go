@@ -98,7 +98,9 @@ type Writer struct {
 // another host key), with an error naming the line: the daemon fails closed
 // rather than hide the damage behind a fresh start. Check the log with
 // `netauth audit verify`, then move it aside to start a new one. It also
-// refuses a file that another Writer holds open.
+// refuses a file that another Writer holds open, a symbolic link at path, a
+// file owned by another user than root or this process's, and a directory
+// that group or others may write to (see openLog).
 func Open(path string, hostKey ed25519.PrivateKey, opts Options) (*Writer, error) {
 	if len(hostKey) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("audit: host key is %d bytes, want an Ed25519 private key of %d", len(hostKey), ed25519.PrivateKeySize)
@@ -136,13 +138,26 @@ type chainEnd struct {
 
 // openLog opens (creating it and its directory if needed) and locks the log
 // file at path, and reads where its chain ends.
+//
+// netauthd runs as root: whoever may write to the log's directory could
+// replace or remove the log, or plant a link there that makes root create or
+// append to any file. The directory must therefore be owned by root (or this
+// process's user) and not be writable by group or others; a symbolic link
+// at the path is refused, not followed, and so is a file owned by another
+// user.
 func openLog(path string, signer ssh.Signer, sync bool) (*os.File, chainEnd, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, chainEnd{}, fmt.Errorf("audit: creating the log directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+	if err := checkDir(dir); err != nil {
+		return nil, chainEnd{}, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|openFlags, 0o640)
 	if err != nil {
+		if isSymlinkError(err) {
+			return nil, chainEnd{}, fmt.Errorf("audit: %s is a symbolic link (or the path has too many); refusing it: give the real path of the log", path)
+		}
 		return nil, chainEnd{}, fmt.Errorf("audit: opening the log: %w", err)
 	}
 	end, err := start(f, path, signer)
@@ -166,6 +181,9 @@ func start(f *os.File, path string, signer ssh.Signer) (chainEnd, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		return chainEnd{}, fmt.Errorf("audit: %s is not a regular file", path)
+	}
+	if err := checkOwner(path, fi); err != nil {
+		return chainEnd{}, err
 	}
 	if err := lockFile(f); err != nil {
 		return chainEnd{}, fmt.Errorf("audit: %s is in use by another writer (%w)", path, err)
@@ -193,6 +211,22 @@ func readEnd(f *os.File, size int64, path string, signer ssh.Signer) (chainEnd, 
 		return chainEnd{}, fmt.Errorf("audit: %s: the last line is not a valid record (%v), and counting its lines failed: %w", path, err, cerr)
 	}
 	return chainEnd{}, fmt.Errorf("audit: %s: line %d, the last, is not a valid record: %v; new records will not be appended to it: check it with 'netauth audit verify', then move it aside to start a new log", path, n, err)
+}
+
+// checkDir checks that the log's directory is one only its owner, root or
+// this process's user, may write to.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("audit: the log directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("audit: the log directory %s is not a directory", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("audit: the log directory %s is writable by group or others (mode %#o): whoever can write to it could replace or remove the log; refusing it (chmod go-w %s, or give the log a directory of its own)", dir, perm, dir)
+	}
+	return checkOwner("the log directory "+dir, fi)
 }
 
 // lastLine returns the last line of the file f of the given size, which
@@ -308,12 +342,28 @@ func (w *Writer) writeLocked(r *Record, limit int, now time.Time) error {
 	} else if err != nil {
 		err = unwrapPath(err)
 	}
+	// If anything was written, the file's offset is now where it ends
+	// (O_APPEND): the line began n bytes before. The file may have been cut
+	// or written to by something else since the last write: the size the
+	// Writer remembers is then not where the line began, and cutting a
+	// partial line off at that size would extend the file instead.
+	start := w.size
+	if err == nil || n > 0 {
+		if off, serr := w.f.Seek(0, io.SeekCurrent); serr == nil && off >= int64(n) {
+			start = off - int64(n)
+		}
+	}
+	if start != w.size {
+		w.log.Warn("audit log changed by something else since the last record (cut or copied and truncated in place?): its chain is broken there",
+			"path", w.path, "size_written", w.size, "size", start)
+		w.size = start
+	}
 	if err != nil {
 		w.failLocked(fmt.Errorf("audit: writing %s: %w", w.path, err), n > 0, now)
 		return w.failed
 	}
 	h := sha256.Sum256(line[:len(line)-1])
-	w.seq, w.prev, w.size = r.Seq, hex.EncodeToString(h[:]), w.size+int64(len(line))
+	w.seq, w.prev, w.size = r.Seq, hex.EncodeToString(h[:]), start+int64(len(line))
 	if w.failed != nil {
 		w.log.Info("audit log writable again", "path", w.path,
 			"failed_for", now.Sub(w.failedSince).Round(time.Millisecond), "failed_writes", w.failures)

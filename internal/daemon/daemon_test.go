@@ -626,7 +626,7 @@ func TestAuditLog(t *testing.T) {
 func TestAuditFailsClosed(t *testing.T) {
 	requireRoot(t)
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("mounting a small tmpfs for the audit log: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })

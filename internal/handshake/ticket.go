@@ -183,9 +183,14 @@ func (t *TicketKeys) Retire(now time.Time) (next time.Time) {
 	return t.retireAt(len(t.keys) - 1)
 }
 
+// minRetireInterval is the shortest wait between two wakes of RetireLoop: a tiny ticket
+// lifetime would otherwise make it spin. A key can outlive its time by this much, unusable:
+// opening a ticket retires the keys past their time first.
+const minRetireInterval = 100 * time.Millisecond
+
 // RetireLoop retires keys on time, by the system clock, until stop is closed: it wakes when
 // the oldest key is due, and at least once a lifetime (a key made in between is not due
-// before two lifetimes have passed).
+// before two lifetimes have passed), but not more often than every minRetireInterval.
 func (t *TicketKeys) RetireLoop(stop <-chan struct{}) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -201,7 +206,7 @@ func (t *TicketKeys) RetireLoop(stop <-chan struct{}) {
 			// Retire drops a key once the clock is past its time: wake just after it.
 			wait = min(wait, next.Sub(now)+time.Millisecond)
 		}
-		timer.Reset(wait)
+		timer.Reset(max(wait, minRetireInterval))
 	}
 }
 
