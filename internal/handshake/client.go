@@ -87,114 +87,154 @@ func (cfg *ClientConfig) now() time.Time {
 }
 
 // RunClient runs the client side of a handshake on rc up to the point where application data
-// may be sent: for a resumed session the handshake is complete; for a full one the client has
-// sent its authenticator and ReadVerdict must be called before reading.
+// may be sent: the client has sent its message 3 (its authenticator, or the binder of a
+// resumption) and ReadVerdict must be called before reading.
 func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
-	eph, err := cfg.Ephemeral()
+	hs := &clientHandshake{c: &Client{rc: rc}, cfg: cfg}
+	defer hs.zero()
+	if err := hs.sendHello(); err != nil {
+		return nil, err
+	}
+	if err := hs.readServerHello(); err != nil {
+		return nil, err
+	}
+	if err := hs.schedule(); err != nil {
+		return nil, err
+	}
+	var err error
+	if hs.c.Result.Resumed {
+		err = hs.sendBinder()
+	} else {
+		err = hs.c.authenticate(cfg)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("netauth: ephemeral key: %w", err)
+		hs.c.sec.zero()
+		return nil, err
 	}
-	defer eph.Zero()
+	return hs.c, nil
+}
 
-	// Message 1: ClientHello with e, offering the ticket if there is one.
+// clientHandshake is the transient state of one client handshake, up to message 3.
+type clientHandshake struct {
+	c       *Client
+	cfg     *ClientConfig
+	eph     x25519.KeyPair
+	nn, psk *noise.Initiator // psk only when a ticket is offered
+	hs      *noise.Initiator // the one the server chose
+}
+
+func (h *clientHandshake) zero() {
+	h.eph.Zero()
+	for _, s := range []*noise.Initiator{h.nn, h.psk} {
+		if s != nil {
+			s.Zero()
+		}
+	}
+}
+
+// sendHello sends message 1 (§3.1, §4): the ClientHello with the client's ephemeral key,
+// offering the ticket if there is one. The same ephemeral goes to a full handshake (NN) and,
+// with a ticket, to a resumption (NNpsk0): NNpsk0's message 1 starts with NN's, so the server
+// can pick either.
+func (h *clientHandshake) sendHello() error {
+	var err error
+	if h.eph, err = h.cfg.Ephemeral(); err != nil {
+		return fmt.Errorf("netauth: ephemeral key: %w", err)
+	}
 	hello := &clientHello{Version: Version, Mode: ModeFull}
-	if s := cfg.Session; s != nil {
-		hello.Mode, hello.Ticket = ModeResume, s.Ticket
-	}
-	var nn, psk *noise.Initiator
 	noiseLen := noise.NNMessage1Size
-	if hello.Mode == ModeResume {
-		noiseLen = noise.NNpsk0Message1Size
+	if s := h.cfg.Session; s != nil {
+		hello.Mode, hello.Ticket, noiseLen = ModeResume, s.Ticket, noise.NNpsk0Message1Size
 	}
+	h.c.Result.Offered = hello.Mode == ModeResume
 	// The prologue covers the frame up to the Noise message, so build the body with a
 	// placeholder of the right length first.
 	hello.Noise = make([]byte, noiseLen)
 	pro := prologue(hello.body(), noiseLen)
-	// The client offers the same ephemeral key to a full handshake (NN) and, with a ticket,
-	// to a resumption (NNpsk0): NNpsk0's message 1 starts with NN's, so the server can pick.
-	if nn, err = noise.NewInitiator(noise.NN, pro, &eph, nil); err != nil {
-		return nil, err
+	if h.nn, err = noise.NewInitiator(noise.NN, pro, &h.eph, nil); err != nil {
+		return err
 	}
-	defer nn.Zero()
-	if hello.Noise, err = nn.WriteMessage1(nil, nil); err != nil {
-		return nil, err
+	if hello.Noise, err = h.nn.WriteMessage1(nil, nil); err != nil {
+		return err
 	}
 	if hello.Mode == ModeResume {
-		if psk, err = noise.NewInitiator(noise.NNpsk0, pro, &eph, cfg.Session.Secret); err != nil {
-			return nil, err
+		if h.psk, err = noise.NewInitiator(noise.NNpsk0, pro, &h.eph, h.cfg.Session.Secret); err != nil {
+			return err
 		}
-		defer psk.Zero()
-		if hello.Noise, err = psk.WriteMessage1(nil, nil); err != nil {
-			return nil, err
+		if hello.Noise, err = h.psk.WriteMessage1(nil, nil); err != nil {
+			return err
 		}
 	}
-	rc.QueueRaw(frame(record.FrameClientHello, hello.body()))
-	if err := rc.Flush(); err != nil {
-		return nil, fmt.Errorf("netauth: sending ClientHello: %w", err)
+	h.c.rc.QueueRaw(frame(record.FrameClientHello, hello.body()))
+	if err := h.c.rc.Flush(); err != nil {
+		return fmt.Errorf("netauth: sending ClientHello: %w", err)
 	}
+	return nil
+}
 
-	// Message 2: ServerHello, or an alert.
-	typ, body, err := rc.ReadFrame(max(MaxServerHello, AlertLen), record.FrameServerHello, record.FrameAlert)
+// readServerHello reads message 2 (§3.2), or the alert of a refusal (§2), and processes it
+// with the Noise state of the mode the server chose.
+func (h *clientHandshake) readServerHello() error {
+	typ, body, err := h.c.rc.ReadFrame(max(MaxServerHello, AlertLen), record.FrameServerHello, record.FrameAlert)
 	if errors.Is(err, record.ErrUnexpectedFrame) {
-		return nil, fmt.Errorf("%w instead of ServerHello (is this a netauth server?)", err)
+		return fmt.Errorf("%w instead of ServerHello (is this a netauth server?)", err)
 	}
 	if err != nil {
-		return nil, readErr("ServerHello", err)
+		return readErr("ServerHello", err)
 	}
 	if typ == record.FrameAlert {
 		if len(body) != AlertLen {
-			return nil, fmt.Errorf("%w: malformed alert", record.ErrUnexpectedFrame)
+			return fmt.Errorf("%w: malformed alert", record.ErrUnexpectedFrame)
 		}
-		return nil, &RefusedError{Code: Code(body[0])}
+		return &RefusedError{Code: Code(body[0])}
 	}
 	sh, err := parseServerHello(body)
 	if err != nil {
-		return nil, fmt.Errorf("netauth: %w", err)
+		return fmt.Errorf("netauth: %w", err)
 	}
-	c := &Client{rc: rc}
-	c.Result.Offered = hello.Mode == ModeResume
-	hs := nn
+	h.hs = h.nn
 	if sh.Mode == ModeResume {
-		if psk == nil {
-			return nil, fmt.Errorf("%w: server resumed a session the client did not offer", record.ErrUnexpectedFrame)
+		if h.psk == nil {
+			return fmt.Errorf("%w: server resumed a session the client did not offer", record.ErrUnexpectedFrame)
 		}
-		hs = psk
+		h.hs, h.c.Result.Resumed = h.psk, true
 	}
-	if _, err := hs.ReadMessage2(sh.Noise); err != nil {
-		return nil, errors.New("netauth: ServerHello failed authentication (tampered, or the server lost the session)")
+	if _, err := h.hs.ReadMessage2(sh.Noise); err != nil {
+		return errors.New("netauth: ServerHello failed authentication (tampered, or the server lost the session)")
 	}
-	keys, err := hs.Split()
-	if err != nil {
-		return nil, err
-	}
-	c.Result.HandshakeHash = append([]byte(nil), keys.HandshakeHash[:]...)
-	if c.sec, err = deriveSecrets(&keys); err != nil {
-		keys.Zero()
-		return nil, err
-	}
-	rc.SetKeys(halves(&keys, true))
+	return nil
+}
 
-	if sh.Mode == ModeResume {
-		s := cfg.Session
-		c.Result.Resumed = true
-		c.Result.User, c.Result.Service, c.Result.Issued = s.User, s.Service, s.Issued
-		if c.Result.HostKey, err = ssh.ParsePublicKey(s.HostKey); err != nil {
-			return nil, fmt.Errorf("netauth: cached session: %w", err)
-		}
-		if c.Result.UserKey, err = ssh.ParsePublicKey(s.UserKey); err != nil {
-			return nil, fmt.Errorf("netauth: cached session: %w", err)
-		}
-		// Message 3 of a resumption: the binder. The server's verdict follows it.
-		if err := c.sendMessage3(record.TypeBinder, resumptionBinder(s.Secret, c.Result.HandshakeHash)); err != nil {
-			return nil, err
-		}
-		return c, nil
+// schedule splits the Noise state and runs the key schedule (§3.9): the handshake-record
+// keys go to the record layer, the application keys and the resumption secret wait in the
+// Client for message 3 and the Verdict.
+func (h *clientHandshake) schedule() error {
+	keys, err := h.hs.Split()
+	if err != nil {
+		return err
 	}
-	if err := c.authenticate(cfg); err != nil {
-		c.sec.zero()
-		return nil, err
+	h.c.Result.HandshakeHash = append([]byte(nil), keys.HandshakeHash[:]...)
+	if h.c.sec, err = deriveSecrets(&keys); err != nil {
+		keys.Zero()
+		return err
 	}
-	return c, nil
+	h.c.rc.SetKeys(halves(&keys, true))
+	return nil
+}
+
+// sendBinder sends message 3 of a resumption (§4): the binder, which proves the client holds
+// the ticket's secret in this very handshake. The identity is the cached session's.
+func (h *clientHandshake) sendBinder() error {
+	s, r := h.cfg.Session, &h.c.Result
+	r.User, r.Service, r.Issued = s.User, s.Service, s.Issued
+	var err error
+	if r.HostKey, err = ssh.ParsePublicKey(s.HostKey); err != nil {
+		return fmt.Errorf("netauth: cached session: %w", err)
+	}
+	if r.UserKey, err = ssh.ParsePublicKey(s.UserKey); err != nil {
+		return fmt.Errorf("netauth: cached session: %w", err)
+	}
+	return h.c.sendMessage3(record.TypeBinder, resumptionBinder(s.Secret, r.HandshakeHash))
 }
 
 // sendMessage3 sends the client's last handshake record (ClientAuth or the binder) and
