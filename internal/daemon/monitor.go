@@ -251,6 +251,9 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "its descriptor is "+err.Error())
 		return replyRefusal(handshake.CodeProtocolError)
 	}
+	// The client's address for the decision's audit record is the descriptor's, not what the
+	// acceptor said in Begin.
+	req.commit.Client = remote
 	acc, err := s.core.Commit(&req.commit, req.state)
 	if err != nil {
 		return replyRefusal(codeOf(err))

@@ -75,6 +75,10 @@ type BeginResponse struct {
 // CommitRequest is message 3 as the framing side parsed it: a full handshake's ClientAuth
 // (User, Time, SSHSIG), or a resumption's Binder.
 type CommitRequest struct {
+	// Client, if not empty, is the client's address as the caller verified it (netauthd's
+	// monitor reads it from the connection's descriptor); it replaces the address Begin was
+	// given in the decision's records.
+	Client  string
 	Session uint64
 	Resumed bool
 	User    string
@@ -291,11 +295,12 @@ func (c *ServerCore) addSession(s *coreSession) (uint64, error) {
 	return c.next, nil
 }
 
-// confirm decides a resumption's message 3: the binder must be the HMAC of this very handshake's hash, which
-// covers the ephemeral key Begin chose, under the ticket's secret. Only then is the resumed
-// session authorized (and, in netauthd, audited and given a worker).
-func (c *ServerCore) confirm(id uint64, binder []byte) (*decision, error) {
-	sess := c.take(id)
+// confirm decides a resumption's message 3: the binder must be the HMAC of this very
+// handshake's hash, which covers the ephemeral key Begin chose, under the ticket's secret.
+// Only then is the resumed session authorized (and, in netauthd, audited and given a worker).
+func (c *ServerCore) confirm(req *CommitRequest) (*decision, error) {
+	id, binder := req.Session, req.Binder
+	sess := c.takeFor(req)
 	if sess == nil || sess.res == nil {
 		if sess != nil {
 			sess.zero()
@@ -401,6 +406,19 @@ func (c *ServerCore) take(id uint64) *coreSession {
 	return s
 }
 
+// takeFor takes the session message 3 is for, with the client's address as Commit's caller
+// verified it, if it did.
+func (c *ServerCore) takeFor(req *CommitRequest) *coreSession {
+	sess := c.take(req.Session)
+	if sess != nil && req.Client != "" {
+		sess.client = req.Client
+		if sess.res != nil {
+			sess.res.Client = req.Client
+		}
+	}
+	return sess
+}
+
 // Abort implements Core.
 func (c *ServerCore) Abort(id uint64) {
 	if s := c.take(id); s != nil {
@@ -418,7 +436,7 @@ func (c *ServerCore) Commit(req *CommitRequest, st *record.State) (*Accepted, er
 	var d *decision
 	var err error
 	if req.Resumed {
-		d, err = c.confirm(req.Session, req.Binder)
+		d, err = c.confirm(req)
 	} else {
 		d, err = c.authenticate(req)
 	}
@@ -437,7 +455,7 @@ func (c *ServerCore) Commit(req *CommitRequest, st *record.State) (*Accepted, er
 // authenticate decides a full handshake's message 3: the checks of docs/PROTOCOL.md §3.7, in
 // order, against the handshake hash Begin computed (never one the framing side supplies).
 func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
-	sess := c.take(req.Session)
+	sess := c.takeFor(req)
 	if sess != nil && sess.res != nil {
 		sess.zero()
 		sess = nil // a resumption's session cannot take an authenticator
