@@ -9,10 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/audit"
@@ -229,34 +226,11 @@ func auditExportMain(args []string, stdout, stderr io.Writer) int {
 	// The record's fields as the log has them: printable only (nothing but -host-key vouches
 	// for the line, and it is printed to a terminal).
 	fmt.Fprintf(stdout, "record seq %d: %s user %s, service %s, key %s, at %s\n",
-		rec.Seq, printable(rec.Decision), rec.User, printable(rec.Service), printable(rec.KeyFP), rec.Time.UTC().Format(time.RFC3339Nano))
+		rec.Seq, audit.Printable(rec.Decision), rec.User, audit.Printable(rec.Service), audit.Printable(rec.KeyFP), rec.Time.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(stdout, "wrote %s, %s and %s; check the user's signature with:\n", paths[0], paths[1], paths[2])
 	fmt.Fprintf(stdout, "ssh-keygen -Y verify -f %s -I %s -n %s -s %s < %s\n",
 		shellQuote(paths[2]), shellQuote(rec.User), audit.UserNamespace, shellQuote(paths[1]), shellQuote(paths[0]))
 	return 0
-}
-
-// printable returns s with every character that is not printable (a control character, a
-// bidirectional override, invalid UTF-8) escaped as Go quotes it.
-func printable(s string) string {
-	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case !strconv.IsPrint(r):
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
 }
 
 // parseAuditFlags parses args into fs. It returns ok if the command should

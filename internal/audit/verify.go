@@ -261,14 +261,14 @@ func (v *verifier) check(n int, l line) {
 func (v *verifier) problem(n int, seq uint64, reasons []string) {
 	v.report.Bad++
 	if len(v.report.Problems) < MaxProblems {
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(printable(strings.Join(reasons, "; ")))})
+		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(Printable(strings.Join(reasons, "; ")))})
 	}
 }
 
-// printable returns s with every character that is not printable (a control character, DEL,
+// Printable returns s with every character that is not printable (a control character, DEL,
 // a bidirectional override, invalid UTF-8) escaped as Go would quote it: a reason can quote
-// bytes of a crafted line, and `netauth audit verify` prints it to a terminal.
-func printable(s string) string {
+// bytes of a crafted line, and `netauth audit verify` and `export` print to a terminal.
+func Printable(s string) string {
 	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) {
 		return s
 	}
