@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/testutil"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -62,18 +63,6 @@ func (c coreClient) auth(begin *BeginResponse, user string, signer ssh.Signer, w
 	return c.core.Commit(&CommitRequest{Session: begin.Session, User: user, Time: when, SSHSIG: sshsig}, &record.State{})
 }
 
-func newEd25519Signer(t testing.TB) ssh.Signer {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func wantCode(t *testing.T, what string, err error, code Code) {
 	t.Helper()
 	var r *Refusal
@@ -96,7 +85,7 @@ func TestUnauthorizedKeysLeaveNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := coreClient{t, core}
-	attacker := newEd25519Signer(t)
+	attacker := testutil.Signer(t)
 	const flood = 2000
 	for i := range flood {
 		user := "alice"
@@ -136,7 +125,7 @@ func TestUnauthorizedKeyIsNotVerified(t *testing.T) {
 	}
 	c := coreClient{t, core}
 	now := uint64(time.Now().Unix())
-	_, err = c.auth(c.begin(), "alice", newEd25519Signer(t), now, true)
+	_, err = c.auth(c.begin(), "alice", testutil.Signer(t), now, true)
 	wantCode(t, "garbage from an unauthorized key", err, CodeNotAuthorized)
 	_, err = c.auth(c.begin(), "alice", e.cli.Signer.(keySigner).s, now, true)
 	wantCode(t, "garbage from alice's key", err, CodeAuthFailed)
@@ -219,7 +208,7 @@ func TestOneUserCannotLockOutOthers(t *testing.T) {
 	e := newEnv(t)
 	const capacity = 256
 	e.srv.Replay = NewReplayCache(capacity)
-	mallory := newEd25519Signer(t)
+	mallory := testutil.Signer(t)
 	e.allowed["mallory"] = mallory.PublicKey()
 	core, err := NewServerCore(e.srv, time.Minute)
 	if err != nil {
