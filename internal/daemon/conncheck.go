@@ -46,6 +46,23 @@ func (s *service) acceptedConn(f *os.File) (remote, local string, err error) {
 	return remote, local, nil
 }
 
+// closeUnlingered closes a connection the acceptor passed and the monitor did not hand over,
+// with SO_LINGER off first. The monitor's close may be the last reference to the socket (an
+// acceptor can close its own right after sending it), and a last close of a TCP socket whose
+// SO_LINGER is on waits, in the closing thread, until its unsent data is acknowledged or the
+// linger time, which the acceptor chose, runs out: a peer that never reads holds it that long.
+// handoff.Recv has turned SO_LINGER off already when the descriptor arrived; this narrows
+// the time an acceptor that keeps a reference has to turn it on again to the two system
+// calls here.
+func closeUnlingered(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{})
+		})
+	}
+	f.Close()
+}
+
 // connectedTCP checks that fd is a connected, non-listening IPv4 or IPv6 TCP socket and
 // returns its peer and local addresses.
 func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {

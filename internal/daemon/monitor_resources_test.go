@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/record"
+)
+
+// quietAcceptor replaces the testbed's acceptor with a channel the test writes raw datagrams
+// to and from which nothing is read unless the test reads it: the monitor serves it as it
+// serves the real acceptor. It returns the acceptor's end.
+func quietAcceptor(t *testing.T, tb *testbed) *net.UnixConn {
+	t.Helper()
+	tb.d.mu.Lock()
+	real := tb.d.acceptor
+	tb.d.acceptor = nil
+	tb.d.mu.Unlock()
+	if real != nil {
+		real.cmd.Process.Kill()
+		<-real.exited
+	}
+	monitorEnd, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		tb.d.serveAcceptor(&acceptor{ch: monitorEnd, exited: make(chan struct{})})
+	}()
+	t.Cleanup(func() {
+		c.Close()
+		<-served
+		monitorEnd.Close()
+	})
+	return c.(*net.UnixConn)
+}
+
+// rawDatagram is a monitor request as the acceptor sends it: header and payload.
+func rawDatagram(typ handoff.Type, id uint64, payload []byte) []byte {
+	b := make([]byte, handoff.HeaderLen, handoff.HeaderLen+len(payload))
+	b[0], b[1] = 1, byte(typ)
+	binary.BigEndian.PutUint64(b[4:], id)
+	return append(b, payload...)
+}
+
+// goroutinesSettle waits until the number of goroutines has not changed for 300 ms (at most
+// limit) and returns it.
+func goroutinesSettle(limit time.Duration) int {
+	deadline := time.Now().Add(limit)
+	n := runtime.NumGoroutine()
+	for time.Now().Before(deadline) {
+		time.Sleep(300 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if m == n {
+			return n
+		}
+		n = m
+	}
+	return n
+}
+
+// TestMonitorBoundsRequestsInFlight: an acceptor that sends requests faster than the monitor
+// answers them, here by never reading the answers, holds at most maxRequestsInFlight of the
+// monitor's goroutines; its further requests wait in the channel. The monitor used to start a
+// goroutine for every message it read: 200,000 Aborts left 199,000 goroutines and 560 MiB
+// behind in five seconds, without bound (the root monitor, and every worker with it, at the
+// mercy of the OOM killer). Once the acceptor is gone, everything is released, and the monitor
+// serves the next one.
+func TestMonitorBoundsRequestsInFlight(t *testing.T) {
+	tb := newTestbed(t, whoamiService)
+	base := goroutinesSettle(5 * time.Second)
+	func() {
+		c := quietAcceptor(t, tb)
+		abort := (&sessionRef{service: "whoami", session: 1}).marshal()
+		const flood = 20000
+		sent := 0
+		c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		for ; sent < flood; sent++ {
+			if _, err := c.Write(rawDatagram(handoff.TypeAbort, uint64(sent+1), abort)); err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatal(err)
+				}
+				break // the monitor reads no more: the channel holds the rest back
+			}
+		}
+		grown := goroutinesSettle(10*time.Second) - base
+		t.Logf("%d requests sent without reading a reply; %d more goroutines", sent, grown)
+		if grown > maxRequestsInFlight+50 {
+			t.Fatalf("%d requests left %d more goroutines in the monitor, want at most %d", sent, grown, maxRequestsInFlight+50)
+		}
+		c.Close() // the acceptor goes: the replies waiting for it fail
+	}()
+	waitUntil(t, 10*time.Second, func() string {
+		return fmt.Sprintf("%d goroutines left, %d before the flood", runtime.NumGoroutine(), base)
+	}, func() bool { return runtime.NumGoroutine() <= base+10 })
+	newEvilAcceptor(t, tb).legit(t)
+}
+
+// lingeringConn returns a TCP connection to addr as accepted by ln, whose send queue holds
+// data the client (returned too) never reads, with SO_LINGER on for linger: the last close of
+// the returned descriptor waits up to linger for that data to be acknowledged. It is the only
+// descriptor left of the accepted socket.
+func lingeringConn(t *testing.T, addr string, ln net.Listener, linger time.Duration) (*os.File, net.Conn) {
+	t.Helper()
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1024) })
+		return err
+	}}
+	client, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := accepted.(*net.TCPConn).File() // blocking, unlike accepted's own descriptor
+	accepted.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := rawFD(t, f)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	queued := 0
+	for buf := make([]byte, 64<<10); ; {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			break
+		}
+		queued += n
+	}
+	if queued == 0 {
+		t.Fatal("no data queued on the connection")
+	}
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(linger / time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	return f, client
+}
+
+// TestMonitorCloseDoesNotLinger: a connection the acceptor passes with SO_LINGER on, data
+// queued to a client that never reads it, and no reference of its own left, is refused and
+// closed at once: the monitor's close does not wait out the linger time. It used to: the close
+// of the refused descriptor held the request's goroutine, and an OS thread, for as long as the
+// acceptor chose (up to forever while the client keeps its window shut); enough of them
+// exhaust the runtime's 10,000 threads, which kills the root monitor. The same holds for a
+// descriptor sent with a request that carries none, which the channel itself closes.
+func TestMonitorCloseDoesNotLinger(t *testing.T) {
+	tb := newTestbed(t, whoamiService)
+	e := newEvilAcceptor(t, tb)
+	const linger = 30 * time.Second
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	commit := (&commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 1}, state: &record.State{}}).marshal()
+	for _, tc := range []struct {
+		name    string
+		typ     handoff.Type
+		payload []byte
+		ln      net.Listener
+	}{
+		{"commit for a session that does not exist", handoff.TypeCommit, commit, e.ln},
+		{"commit with a connection accepted elsewhere", handoff.TypeCommit, commit, other},
+		{"begin with a descriptor", handoff.TypeBegin, (&beginRequest{service: "whoami", req: handshake.BeginRequest{Mode: handshake.ModeFull, Noise: make([]byte, 32)}}).marshal(), e.ln},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _ := lingeringConn(t, tc.ln.Addr().String(), tc.ln, linger)
+			start := time.Now()
+			wait, err := e.rawSend(tc.typ, tc.payload, rawFD(t, f))
+			f.Close() // the monitor's is the last reference
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply, err := wait()
+			if err != nil {
+				t.Fatalf("after %v: %v (the monitor's close of the descriptor lingers)", time.Since(start).Round(time.Millisecond), err)
+			}
+			if reply[0] != byte(handshake.CodeProtocolError) {
+				t.Fatalf("reply %x, want protocol_error", reply)
+			}
+			e.legit(t)
+		})
+	}
+}
