@@ -5,6 +5,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -342,7 +343,36 @@ func codeOf(err error) handshake.Code {
 	return handshake.CodeInternalError
 }
 
-// logLines copies a child's output to the daemon's log.
-func (d *Daemon) logLines(r interface{ Read([]byte) (int, error) }, who string, pid int) {
-	logOutput(r, func(line string) { d.log.Info(who+" output", "pid", pid, "line", line) })
+// Bounds on the acceptor's output in the daemon's log. The acceptor logs what network clients
+// provoke (it throttles its own lines about single connections), and a compromised acceptor
+// writes whatever it likes: the monitor copies at most acceptorLogLines lines a second, each
+// cut to acceptorLogLineLen bytes, and counts the others in a line of its own.
+const (
+	acceptorLogLines   = 20
+	acceptorLogLineLen = 1024
+)
+
+// logLines copies the acceptor's output to the daemon's log, within the bounds above.
+func (d *Daemon) logLines(r io.Reader, who string, pid int) {
+	var window time.Time
+	logged, held := 0, 0
+	report := func() {
+		if held > 0 {
+			d.log.Warn(who+" output not logged: too many lines", "pid", pid, "lines", held)
+			held = 0
+		}
+	}
+	logOutput(r, acceptorLogLineLen, func(line string) {
+		if now := time.Now(); now.Sub(window) >= time.Second {
+			report()
+			window, logged = now, 0
+		}
+		if logged >= acceptorLogLines {
+			held++
+			return
+		}
+		logged++
+		d.log.Info(who+" output", "pid", pid, "line", line)
+	})
+	report()
 }
