@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/record"
@@ -209,4 +211,195 @@ func TestMonitorCloseDoesNotLinger(t *testing.T) {
 			e.legit(t)
 		})
 	}
+}
+
+// twoServices is whoamiService and a second service, other, both granted to alice.
+const twoServices = whoamiService + `
+service other {
+    listen 127.0.0.1:0
+    program WORKER
+    args whoami
+    users netauth-alice
+}
+`
+
+// TestMonitorRefusesOtherDescriptors: descriptors of every other kind the acceptor could pass
+// with Commit, beyond TestMonitorRefusesBadDescriptors's, are refused for what they are before
+// anything is decided, and the monitor goes on serving: Unix sequenced-packet and datagram
+// sockets, an epoll instance, a memfd, /dev/null, an O_PATH descriptor, the listening socket
+// of another service, a connection accepted by another service, and the client's end of a
+// connection to the service itself.
+func TestMonitorRefusesOtherDescriptors(t *testing.T) {
+	tb := newTestbed(t, twoServices)
+	e := newEvilAcceptor(t, tb) // the real acceptor is gone: the test accepts on other's socket too
+	e.legit(t)
+	alice := tb.config("netauth-alice")
+	alice.DisableResumption = true
+	tb.d.mu.Lock()
+	otherLn := tb.d.services["other"].listeners[0]
+	tb.d.mu.Unlock()
+	file := func(t *testing.T, fd int, err error) *os.File {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), "test")
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	socketpair := func(typ int) func(t *testing.T) *os.File {
+		return func(t *testing.T) *os.File {
+			fds, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file(t, fds[1], nil)
+			return file(t, fds[0], nil)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		fd     func(t *testing.T) *os.File
+		reason string
+	}{
+		{"Unix sequenced-packet socket", socketpair(unix.SOCK_SEQPACKET), "not a stream socket"},
+		{"Unix datagram socket", socketpair(unix.SOCK_DGRAM), "not a stream socket"},
+		{"epoll instance", func(t *testing.T) *os.File {
+			fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+			return file(t, fd, err)
+		}, "not a socket"},
+		{"memfd", func(t *testing.T) *os.File {
+			fd, err := unix.MemfdCreate("netauth-test", unix.MFD_CLOEXEC)
+			return file(t, fd, err)
+		}, "not a socket"},
+		{"/dev/null", func(t *testing.T) *os.File {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return f
+		}, "not a socket"},
+		{"O_PATH descriptor", func(t *testing.T) *os.File {
+			fd, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
+			return file(t, fd, err)
+		}, "not a socket"},
+		{"listening socket of another service", func(t *testing.T) *os.File {
+			return fileOf(t, otherLn.(*net.TCPListener))
+		}, "a listening socket"},
+		{"connection accepted by another service", func(t *testing.T) *os.File {
+			client, err := net.Dial("tcp", otherLn.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { client.Close() })
+			accepted, err := otherLn.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { accepted.Close() })
+			return fileOf(t, accepted.(*net.TCPConn))
+		}, "none of the service's listening sockets"},
+		{"client end of a connection to the service", func(t *testing.T) *os.File {
+			client, accepted := e.pair()
+			t.Cleanup(func() { client.Close(); accepted.Close() })
+			return fileOf(t, client.(*net.TCPConn))
+		}, "none of the service's listening sockets"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := tc.fd(t)
+			before := e.auditCount(audit.Refused, tc.reason)
+			accepted := e.auditCount(audit.Accepted, "")
+			clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{conn: func(*os.File) *os.File { return bad }})
+			wantRefused(t, tc.name, clientErr, netauth.CodeProtocolError)
+			if got := e.auditCount(audit.Refused, tc.reason); got != before+1 {
+				t.Errorf("%d new refusals audited with %q, want 1", got-before, tc.reason)
+			}
+			if e.auditCount(audit.Accepted, "") != accepted {
+				t.Error("the monitor accepted the authentication that came with a bad descriptor")
+			}
+			e.legit(t)
+		})
+	}
+}
+
+// countFDs returns how many descriptors this process (the monitor, here) has open.
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestMonitorKeepsNoDescriptors: whatever request a descriptor comes with, and wherever the
+// monitor refuses it, the monitor keeps none of them: malformed and well-formed Commits for
+// no session, with a socket, a pipe, two or nine descriptors; Begin, Abort and an unknown type
+// with one; an oversized message with one.
+func TestMonitorKeepsNoDescriptors(t *testing.T) {
+	tb := newTestbed(t, whoamiService)
+	e := newEvilAcceptor(t, tb)
+	e.legit(t)
+	commit := (&commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: 1}, state: &record.State{}}).marshal()
+	begin := (&beginRequest{service: "whoami", req: handshake.BeginRequest{Mode: handshake.ModeFull, Noise: make([]byte, 32)}}).marshal()
+	abort := (&sessionRef{service: "whoami", session: 1}).marshal()
+	cases := []struct {
+		name    string
+		typ     handoff.Type
+		payload []byte
+		nfds    int
+		socket  bool // the first descriptor is a TCP connection accepted on the service's socket
+	}{
+		{"commit for no session with its connection", handoff.TypeCommit, commit, 1, true},
+		{"malformed commit", handoff.TypeCommit, []byte("malformed"), 1, true},
+		{"commit with a pipe", handoff.TypeCommit, commit, 1, false},
+		{"commit with two", handoff.TypeCommit, commit, 2, true},
+		{"commit with nine", handoff.TypeCommit, commit, 9, true},
+		{"begin with one", handoff.TypeBegin, begin, 1, false},
+		{"abort with one", handoff.TypeAbort, abort, 1, true},
+		{"unknown type with one", 200, commit, 1, false},
+		{"oversized with one", handoff.TypeCommit, make([]byte, handoff.MaxMessage), 1, true},
+	}
+	send := func(tc int) {
+		c := cases[tc]
+		var fds []int
+		var closers []func()
+		for i := range c.nfds {
+			if i == 0 && c.socket {
+				client, accepted := e.pair()
+				f := fileOf(t, accepted.(*net.TCPConn))
+				fds = append(fds, rawFD(t, f))
+				closers = append(closers, func() { f.Close(); client.Close(); accepted.Close() })
+				continue
+			}
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fds = append(fds, int(r.Fd()))
+			closers = append(closers, func() { r.Close(); w.Close() })
+		}
+		reply, err := e.rawCall(c.typ, c.payload, fds...)
+		for _, c := range closers {
+			c()
+		}
+		if err != nil || reply[0] != byte(handshake.CodeProtocolError) {
+			t.Fatalf("%s: reply %x, %v; want protocol_error", c.name, reply, err)
+		}
+	}
+	for i := range cases { // once, so that whatever is opened once and kept is open before
+		send(i)
+	}
+	before := countFDs(t)
+	const rounds = 20
+	for range rounds {
+		for i := range cases {
+			send(i)
+		}
+	}
+	if after := countFDs(t); after != before {
+		t.Fatalf("%d descriptors open after %d more rounds of refused requests, %d before", after, rounds, before)
+	}
+	e.legit(t)
 }
