@@ -41,6 +41,7 @@ func (d *Daemon) startAcceptorLocked() error {
 	if acct.UID == 0 {
 		return errors.New("netauthd: the acceptor must not run as root")
 	}
+	d.acceptorUID = acct.UID
 	ch, chFile, err := handoff.Pair()
 	if err != nil {
 		return err
