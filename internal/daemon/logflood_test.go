@@ -4,6 +4,8 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +14,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"ubns.dev/netauth/internal/audit"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/x25519"
 )
 
 // logLines collects a daemon's log, a line a record.
@@ -150,4 +157,68 @@ func TestAcceptorOutputBounded(t *testing.T) {
 	if copied := len(lines) - 2; copied+n != flood {
 		t.Fatalf("%d lines copied and %d counted as held back, of %d", copied, n, flood)
 	}
+}
+
+// TestForgedClientAddressesBounded: a compromised acceptor chooses the client address the
+// audit record of a refused handshake names (the one it sends with Begin), so it can spread its
+// refusals over as many sources as it likes, or name no IP address at all (256 bytes of quotes,
+// newlines and invalid UTF-8). That evades the per-source share of the audit log, not its
+// bounds: at most DefaultRefusalsTotal refusal lines and DefaultRefusalSources+1 summary lines
+// an interval, every refusal counted, the log intact, and netauthd's own log no longer than the
+// audit log's refusals.
+func TestForgedClientAddressesBounded(t *testing.T) {
+	log := &logLines{}
+	tb := newTestbedOpts(t, whoamiService, testbedOpts{log: log})
+	e := newEvilAcceptor(t, tb)
+	before := fileSize(t, tb.auditLog)
+	garbage := strings.Repeat("\"\n\xff<", 64)
+	const n = 2000
+	start := time.Now()
+	for i := range n {
+		client := fmt.Sprintf("10.%d.%d.%d:4242", i>>16&255, i>>8&255, i&255) // a new source each time
+		if i%4 == 0 {
+			client = garbage
+		}
+		begin, err := (remoteCore{a: e.side, service: "whoami"}).Begin(&handshake.BeginRequest{Mode: handshake.ModeFull, Noise: testNoise1(t), Client: client})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A garbage authenticator: refused, and audited under the forged address.
+		err = e.commit(&commitRequest{service: "whoami", auth: handshake.AuthRequest{Session: begin.Session, User: "netauth-alice",
+			Time: uint64(time.Now().Unix()), SSHSIG: []byte("garbage")}, state: &record.State{}})
+		var r *handshake.Refusal
+		if !errors.As(err, &r) || r.Code != handshake.CodeAuthFailed {
+			t.Fatalf("a garbage authenticator: %v, want auth_failed", err)
+		}
+	}
+	elapsed := time.Since(start)
+	tb.d.Shutdown(2 * time.Second) // writes the summaries still counting
+	grown := fileSize(t, tb.auditLog) - before
+	intervals := int64(elapsed/audit.DefaultRefusalInterval) + 2
+	limit := intervals * (audit.DefaultRefusalsTotal + audit.DefaultRefusalSources + 1) * (audit.MaxRefusalLine + 1)
+	t.Logf("%d refusals under forged addresses in %v grew the audit log by %d bytes (bound %d)", n, elapsed.Round(time.Millisecond), grown, limit)
+	if grown > limit {
+		t.Fatalf("the audit log grew by %d bytes, more than %d", grown, limit)
+	}
+	rep := verifyLog(t, tb)
+	if rep.Refused > int(intervals)*audit.DefaultRefusalsTotal || rep.Summaries > int(intervals)*(audit.DefaultRefusalSources+1) {
+		t.Fatalf("%d refusal lines and %d summaries in %d intervals", rep.Refused, rep.Summaries, intervals)
+	}
+	if rep.Refused+int(rep.Summarized) != n {
+		t.Fatalf("%d refusals logged and %d counted, of %d", rep.Refused, rep.Summarized, n)
+	}
+	t.Logf("%d refusal lines, %d summaries counting %d", rep.Refused, rep.Summaries, rep.Summarized)
+	if got := len(log.with(`msg=refused`)); got == 0 || got > rep.Refused {
+		t.Fatalf("%d refusals in netauthd's log, want from 1 to the %d in the audit log", got, rep.Refused)
+	}
+}
+
+// testNoise1 returns a full handshake's Noise message 1: a fresh ephemeral public key.
+func testNoise1(t *testing.T) []byte {
+	t.Helper()
+	kp, err := x25519.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp.Public[:]
 }
