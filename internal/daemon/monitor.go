@@ -272,6 +272,12 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "its descriptor is "+err.Error())
 		return replyRefusal(handshake.CodeProtocolError)
 	}
+	forget := s.core.setPeer(req.auth.Session, remote)
+	if forget == nil {
+		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "another commit for its session is being decided")
+		return replyRefusal(handshake.CodeProtocolError)
+	}
+	defer forget()
 	var reply, pending []byte
 	if req.resumed {
 		if err := s.core.Confirm(req.auth.Session, req.binder); err != nil {

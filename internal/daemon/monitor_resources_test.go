@@ -4,11 +4,13 @@ package daemon
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -402,4 +404,53 @@ func TestMonitorKeepsNoDescriptors(t *testing.T) {
 		t.Fatalf("%d descriptors open after %d more rounds of refused requests, %d before", after, rounds, before)
 	}
 	e.legit(t)
+}
+
+// TestAcceptedRecordNamesConnectionAddress: the audit record of an accepted connection names
+// the client address the monitor read from the connection itself, not the one a compromised
+// acceptor claims with Begin (which it used to: the acceptor could write any address into the
+// record that proves an authentication). A second Commit for a session whose Commit is being
+// decided is refused.
+func TestAcceptedRecordNamesConnectionAddress(t *testing.T) {
+	tb := newTestbed(t, whoamiService)
+	e := newEvilAcceptor(t, tb)
+	const forged = "198.51.100.7:4242"
+	var real string
+	cfg := tb.config("netauth-alice")
+	cfg.DisableResumption = true
+	clientErr, res, serverErr := e.connect("netauth-alice", cfg, tamperCore{begin: func(r *handshake.BeginRequest) {
+		real, r.Client = r.Client, forged
+	}})
+	if clientErr != nil || serverErr != nil || res == nil || !res.HandedOff {
+		t.Fatalf("client %v, server %v", clientErr, serverErr)
+	}
+	data, err := os.ReadFile(tb.auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Decision == audit.Accepted {
+			accepted = append(accepted, r.Client)
+		}
+	}
+	if len(accepted) != 1 || accepted[0] != real {
+		t.Fatalf("accepted records name %q, want the connection's address %q (the acceptor claimed %q)", accepted, real, forged)
+	}
+
+	s := tb.d.service("whoami")
+	forget := s.core.setPeer(7, "192.0.2.1:1")
+	if again := s.core.setPeer(7, "192.0.2.2:2"); again != nil {
+		t.Fatal("a second Commit for a session being decided was let through")
+	}
+	forget()
+	if again := s.core.setPeer(7, "192.0.2.2:2"); again == nil {
+		t.Fatal("a Commit for a session no longer being decided was refused")
+	} else {
+		again()
+	}
 }

@@ -200,7 +200,7 @@ func (s *service) newCore() (*serviceCore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &serviceCore{ServerCore: core, s: s, adms: make(map[uint64]*admission)}, nil
+	return &serviceCore{ServerCore: core, s: s, adms: make(map[uint64]*admission), peers: make(map[uint64]string)}, nil
 }
 
 // serviceCore is a service's handshake core plus the admissions of its accepted sessions,
@@ -210,6 +210,34 @@ type serviceCore struct {
 	s    *service
 	mu   sync.Mutex
 	adms map[uint64]*admission
+	// peers holds, while a Commit is decided, the client address the monitor read from its
+	// connection: the accepted record names it, not the address the acceptor sent with Begin.
+	peers map[uint64]string
+}
+
+// setPeer records the client address read from the connection of session's Commit, and
+// returns a function that forgets it; it returns nil if a Commit for session is being decided
+// already (only a compromised acceptor sends two).
+func (c *serviceCore) setPeer(session uint64, addr string) (forget func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, busy := c.peers[session]; busy {
+		return nil
+	}
+	c.peers[session] = addr
+	return func() {
+		c.mu.Lock()
+		delete(c.peers, session)
+		c.mu.Unlock()
+	}
+}
+
+// peer returns the address setPeer recorded for session, if any.
+func (c *serviceCore) peer(session uint64) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr, ok := c.peers[session]
+	return addr, ok
 }
 
 // Abort releases an accepted session whose handshake then failed.
@@ -304,7 +332,13 @@ func (s *service) authorize(r *handshake.Result) error {
 	if err != nil {
 		return err
 	}
-	rec := d.auditRecord(r.Client, r, "accepted", "")
+	// The client's address as the monitor read it from the connection, where there is one (a
+	// Commit): the acceptor's word for it, with Begin, is only used for refusals.
+	client := r.Client
+	if addr, ok := s.core.peer(r.Session); ok {
+		client = addr
+	}
+	rec := d.auditRecord(client, r, "accepted", "")
 	if err := d.audit.Write(rec); err != nil {
 		res.release()
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
