@@ -302,7 +302,14 @@ func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Li
 // release gives back the connection's handshake slot: once the handshake is over, the
 // connection is an authenticated one, bounded by the per-user limits instead.
 func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
-	defer nc.Close()
+	handedOff := false
+	defer func() {
+		if tc, ok := nc.(*net.TCPConn); ok && handedOff {
+			releaseHandedOver(tc) // a worker has it: SO_LINGER may be the worker's
+			return
+		}
+		nc.Close()
+	}()
 	defer release()
 	_ = nc.SetDeadline(time.Now().Add(a.timeout))
 	rc := record.NewConn(nc)
@@ -317,6 +324,7 @@ func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
 		}
 		return
 	}
+	handedOff = res.HandedOff
 	if !res.HandedOff {
 		// handoffCore always hands the connection over with the decision; anything else is a
 		// bug, and the connection cannot be served from here.

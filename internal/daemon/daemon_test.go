@@ -73,6 +73,8 @@ func runTestWorker(name string) int {
 	switch name {
 	case "echo", "whoami":
 		return builtin.Run(name, nil, os.Stderr)
+	case "lingerer":
+		return runLingerer()
 	case "inspect":
 		ln, err := netauth.Listen("", "", nil)
 		if err != nil {

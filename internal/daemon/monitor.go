@@ -154,7 +154,8 @@ const maxRequestsInFlight = acceptorMaxPending
 // belongs or none where one does) is refused, with a reply when its header names it, and a
 // handler that panics is a refused request; both are audited, and the monitor goes on serving.
 // A descriptor the monitor did not hand to a worker is closed with SO_LINGER off (see
-// closeUnlingered).
+// closeUnlingered), and one it did, without waiting out a linger time the worker set
+// (releaseHandedOver).
 func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 	slots := make(chan struct{}, maxRequestsInFlight)
 	for {
@@ -183,7 +184,7 @@ func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 			reply := d.answerRecovering(answer, m, f)
 			if f != nil {
 				if len(reply) > 0 && reply[0] == byte(handshake.CodeOK) {
-					f.Close() // a worker has it (or had it): its settings are the worker's
+					releaseHandedOver(f) // a worker has it (or had it): its settings are the worker's
 				} else {
 					closeUnlingered(f)
 				}

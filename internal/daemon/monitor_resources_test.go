@@ -3,17 +3,21 @@
 package daemon
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/crypto/ssh"
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/x25519"
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth"
@@ -452,5 +456,168 @@ func TestAcceptedRecordNamesConnectionAddress(t *testing.T) {
 		t.Fatal("a Commit for a session no longer being decided was refused")
 	} else {
 		again()
+	}
+}
+
+// runLingerer is a worker taken over: for each connection it is handed, it queues data its
+// client never reads, turns SO_LINGER on for an hour, closes its reference, and only then
+// acknowledges the connection, so that the monitor's close of its own copy is the last one.
+func runLingerer() int {
+	ch, err := handoff.FromFile(os.NewFile(3, "control"))
+	if err != nil {
+		return 1
+	}
+	for {
+		m, f, err := ch.Recv()
+		if err != nil {
+			return 0
+		}
+		if m.Type == handoff.TypeExit {
+			return 0
+		}
+		if m.Type != handoff.TypeConn || f == nil {
+			continue
+		}
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				unix.SetNonblock(int(fd), true)
+				for buf := make([]byte, 64<<10); ; {
+					if _, err := unix.Write(int(fd), buf); err != nil {
+						break
+					}
+				}
+				unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3600})
+			})
+		}
+		f.Close()
+		ch.Send(&handoff.Message{Type: handoff.TypeAck, ID: m.ID}, nil)
+	}
+}
+
+// threadsOf returns the number of threads of process pid, and how many of them wait in the
+// kernel function wchan.
+func threadsOf(t *testing.T, pid int, wchan string) (threads, waiting int) {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if w, err := os.ReadFile(dir + "/" + task.Name() + "/wchan"); err == nil && string(w) == wchan {
+			waiting++
+		}
+	}
+	return len(tasks), waiting
+}
+
+// TestLingeringWorkerConnsHoldNoThreads: a worker taken over that sets SO_LINGER on each
+// connection it is handed, with data queued to a client that never reads (the attacker's), and
+// closes its reference before acknowledging it, leaves the last close to the acceptor (which
+// closes its copy once the monitor answered) or the monitor. That close no longer waits out
+// the worker's linger time in a thread per connection: at most 16 such closes wait, in the
+// background. They used to pile up, a blocked thread each, until the Go runtime's limit of
+// 10,000 threads stopped the acceptor.
+func TestLingeringWorkerConnsHoldNoThreads(t *testing.T) {
+	tb := newTestbed(t, `service whoami {
+    listen 127.0.0.1:0
+    program WORKER
+    args lingerer
+    users netauth-alice
+}
+`)
+	pid := tb.d.AcceptorPid()
+	base, _ := threadsOf(t, pid, "")
+	const n = 60
+	for i := range n {
+		dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			var err error
+			c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1024) })
+			return err
+		}}
+		nc, err := dialer.Dial("tcp", tb.addr("whoami"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close() // unread data: a reset, which ends any lingering close
+		// RunClient returns once ClientAuth is sent; the client then reads nothing.
+		if _, err := handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
+			User:         "netauth-alice",
+			Signer:       statementSigner{tb.users["netauth-alice"]},
+			CheckHostKey: func(ssh.PublicKey, string) error { return nil },
+			Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 10*time.Second, func() string { return fmt.Sprintf("connection %d not accepted", i) },
+			func() bool { return tb.auditCount(audit.Accepted, "") == i+1 })
+	}
+	time.Sleep(500 * time.Millisecond)
+	threads, waiting := threadsOf(t, pid, "wait_woken")
+	t.Logf("%d connections: the acceptor has %d threads (%d before), %d of them waiting in wait_woken", n, threads, base, waiting)
+	if waiting > 16 || threads > base+16+8 {
+		t.Fatalf("%d lingering connections left the acceptor %d threads, %d before, %d waiting in a close", n, threads, base, waiting)
+	}
+	if pid != tb.d.AcceptorPid() {
+		t.Fatal("the acceptor was restarted")
+	}
+}
+
+// TestMonitorReleasesLingeringWorkerConn: when the monitor's copy of a handed-over connection
+// is the last (the acceptor closed its own right after sending it) and the worker set
+// SO_LINGER with data queued to a client that never reads, the monitor still answers the
+// Commit at once: its close does not wait out the worker's linger time in the request.
+func TestMonitorReleasesLingeringWorkerConn(t *testing.T) {
+	tb := newTestbed(t, `service whoami {
+    listen 127.0.0.1:0
+    program WORKER
+    args lingerer
+    users netauth-alice
+}
+`)
+	e := newEvilAcceptor(t, tb)
+	served := make(chan error, 1)
+	go func() {
+		nc, err := e.ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		core := tamperCore{remoteCore: remoteCore{a: e.side, service: "whoami", nc: nc}, commit: func(c tamperCore, req *commitRequest, f *os.File) ([]byte, error) {
+			wait, err := e.rawSend(handoff.TypeCommit, req.marshal(), rawFD(t, f))
+			f.Close()
+			c.nc.Close() // the monitor's copy is the last one
+			if err != nil {
+				return nil, err
+			}
+			p, err := wait()
+			if err != nil {
+				return nil, err
+			}
+			return p[1:], refusedWith(p)
+		}}
+		_, err = handshake.Serve(record.NewConn(nc), core, nc.RemoteAddr().String(), nil)
+		served <- err
+	}()
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1024) })
+		return err
+	}}
+	nc, err := dialer.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
+		User:         "netauth-alice",
+		Signer:       statementSigner{tb.users["netauth-alice"]},
+		CheckHostKey: func(ssh.PublicKey, string) error { return nil },
+		Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("the Commit: %v (the monitor's close waits out the worker's linger)", err)
 	}
 }
