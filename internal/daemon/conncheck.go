@@ -54,7 +54,7 @@ func (s *service) acceptedConn(f *os.File) (remote, local string, err error) {
 // handoff.Recv has turned SO_LINGER off already when the descriptor arrived; this narrows
 // the time an acceptor that keeps a reference has to turn it on again to the two system
 // calls here.
-func closeUnlingered(c handedOverConn) {
+func closeUnlingered(c socketHandle) {
 	if rc, err := c.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) {
 			_ = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{})
@@ -67,9 +67,9 @@ func closeUnlingered(c handedOverConn) {
 // goroutines of their own (releaseHandedOver), in each process.
 var lingeringCloses = make(chan struct{}, 16)
 
-// handedOverConn is a connection handed to a worker, as the monitor (*os.File) or the
-// acceptor (*net.TCPConn) holds it.
-type handedOverConn interface {
+// socketHandle is a connection's socket as the monitor (*os.File) or the acceptor
+// (*net.TCPConn) holds it.
+type socketHandle interface {
 	SyscallConn() (syscall.RawConn, error)
 	Close() error
 }
@@ -83,7 +83,7 @@ type handedOverConn interface {
 // requests. So a connection with SO_LINGER on is closed in a goroutine of its own, at most 16 at
 // a time (a close that is not the last returns at once); past that, with SO_LINGER turned off
 // first, which still sends what is queued. One with it off, the usual case, is simply closed.
-func releaseHandedOver(c handedOverConn) {
+func releaseHandedOver(c socketHandle) {
 	lingers := false
 	if rc, err := c.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) {
