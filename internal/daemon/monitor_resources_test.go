@@ -555,7 +555,7 @@ func TestLingeringWorkerConnsHoldNoThreads(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	threads, waiting := threadsOf(t, pid, "wait_woken")
 	t.Logf("%d connections: the acceptor has %d threads (%d before), %d of them waiting in wait_woken", n, threads, base, waiting)
-	if waiting > 16 || threads > base+16+8 {
+	if waiting > 16 || threads > base+16+12 {
 		t.Fatalf("%d lingering connections left the acceptor %d threads, %d before, %d waiting in a close", n, threads, base, waiting)
 	}
 	if pid != tb.d.AcceptorPid() {
