@@ -26,6 +26,10 @@ import (
 const (
 	acceptorMaxPending = 1024             // handshakes in progress, all services
 	monitorTimeout     = 30 * time.Second // a monitor request not answered by then fails
+	// connLogEvery spaces the acceptor's log lines about single connections (a refused or an
+	// abandoned handshake): a client chooses how many connections it makes, and each would
+	// otherwise be a line in the daemon's log.
+	connLogEvery = 200 * time.Millisecond
 )
 
 // acceptorLimits are the acceptor's bounds on unauthenticated connections, for all services
@@ -69,7 +73,8 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		return 1
 	}
 	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]chan *handoff.Message),
-		limiter: limits.New(acceptorLimits), refusals: &limits.Throttle{Every: time.Second}}
+		limiter: limits.New(acceptorLimits), refusals: &limits.Throttle{Every: time.Second},
+		connLog: &limits.Throttle{Every: connLogEvery}}
 	next := 4
 	type bound struct {
 		service string
@@ -134,6 +139,7 @@ type acceptorSide struct {
 	timeout  time.Duration
 	limiter  *limits.Limiter
 	refusals *limits.Throttle // of "refusing connection" log lines
+	connLog  *limits.Throttle // of lines about single handshakes (logConn)
 
 	mu      sync.Mutex
 	next    uint64
@@ -270,25 +276,48 @@ func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Li
 // release gives back the connection's handshake slot: once the handshake is over, the
 // connection is an authenticated one, bounded by the per-user limits instead.
 func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
-	defer nc.Close()
+	handedOff := false
+	defer func() {
+		if tc, ok := nc.(*net.TCPConn); ok && handedOff {
+			releaseHandedOver(tc) // a worker has it: SO_LINGER may be the worker's
+			return
+		}
+		nc.Close()
+	}()
 	defer release()
 	_ = nc.SetDeadline(time.Now().Add(a.timeout))
 	rc := record.NewConn(nc)
 	core := remoteCore{a: a, service: service, nc: nc}
 	res, err := handshake.Serve(rc, core, nc.RemoteAddr().String(), func(r *handshake.Refusal) {
-		a.log.Info("refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
+		a.logConn(slog.LevelInfo, "refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
 	})
 	release()
 	if err != nil {
 		if !errors.As(err, new(*handshake.Refusal)) {
-			a.log.Debug("handshake abandoned", "service", service, "client", nc.RemoteAddr().String(), "err", err)
+			a.logConn(slog.LevelDebug, "handshake abandoned", "service", service, "client", nc.RemoteAddr().String(), "err", err)
 		}
 		return
 	}
+	handedOff = res.HandedOff
 	if !res.HandedOff {
 		// handoffCore always hands the connection over with the decision; anything else is a
 		// bug, and the connection cannot be served from here.
 		a.log.Error("accepted connection was not handed over", "service", service, "client", nc.RemoteAddr().String())
 		core.Abort(res.Session)
 	}
+}
+
+// logConn logs a line about a single handshake, at most one every connLogEvery; the first
+// line after some were held back says how many ("unlogged").
+func (a *acceptorSide) logConn(level slog.Level, msg string, args ...any) {
+	if a.connLog != nil {
+		ok, held := a.connLog.Allow(time.Now())
+		if !ok {
+			return
+		}
+		if held > 0 {
+			args = append(args, "unlogged", held)
+		}
+	}
+	a.log.Log(context.Background(), level, msg, args...)
 }

@@ -46,6 +46,66 @@ func (s *service) acceptedConn(f *os.File) (remote, local string, err error) {
 	return remote, local, nil
 }
 
+// closeUnlingered closes a connection the acceptor passed and the monitor did not hand over,
+// with SO_LINGER off first. The monitor's close may be the last reference to the socket (an
+// acceptor can close its own right after sending it), and a last close of a TCP socket whose
+// SO_LINGER is on waits, in the closing thread, until its unsent data is acknowledged or the
+// linger time, which the acceptor chose, runs out: a peer that never reads holds it that long.
+// handoff.Recv has turned SO_LINGER off already when the descriptor arrived; this narrows
+// the time an acceptor that keeps a reference has to turn it on again to the two system
+// calls here.
+func closeUnlingered(c socketHandle) {
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{})
+		})
+	}
+	c.Close()
+}
+
+// lingeringCloses bounds the closes of handed-over connections with SO_LINGER on that run in
+// goroutines of their own (releaseHandedOver), in each process.
+var lingeringCloses = make(chan struct{}, 16)
+
+// socketHandle is a connection's socket as the monitor (*os.File) or the acceptor
+// (*net.TCPConn) holds it.
+type socketHandle interface {
+	SyscallConn() (syscall.RawConn, error)
+	Close() error
+}
+
+// releaseHandedOver closes this process's copy of a connection handed to a worker. The worker
+// may have set SO_LINGER (its right) and closed its own reference already, which leaves the
+// last close here, and a last close with SO_LINGER on waits, in the closing thread, for the
+// linger time while the client keeps its window shut: a worker taken over, with a client of
+// its own, could otherwise pile up blocked threads in the acceptor (which closes its copy last,
+// once the monitor answered) until the Go runtime's limit of 10,000 stopped it, or hold monitor
+// requests. So a connection with SO_LINGER on is closed in a goroutine of its own, at most 16 at
+// a time (a close that is not the last returns at once); past that, with SO_LINGER turned off
+// first, which still sends what is queued. One with it off, the usual case, is simply closed.
+func releaseHandedOver(c socketHandle) {
+	lingers := false
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			l, err := unix.GetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER)
+			lingers = err == nil && l.Onoff != 0 && l.Linger > 0
+		})
+	}
+	if !lingers {
+		c.Close()
+		return
+	}
+	select {
+	case lingeringCloses <- struct{}{}:
+		go func() {
+			defer func() { <-lingeringCloses }()
+			c.Close()
+		}()
+	default:
+		closeUnlingered(c)
+	}
+}
+
 // connectedTCP checks that fd is a connected, non-listening IPv4 or IPv6 TCP socket and
 // returns its peer and local addresses.
 func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {

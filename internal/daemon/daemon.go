@@ -71,8 +71,11 @@ type Daemon struct {
 	conns     map[userService]int // connections per user and service, reserved or live
 	inherited []net.Listener
 	acceptor  *acceptor
-	nextID    uint64
-	closed    bool
+	// acceptorUID is the acceptor's account's uid, once it started (0: none runs; the
+	// acceptor never runs as root). No worker runs as it.
+	acceptorUID uint32
+	nextID      uint64
+	closed      bool
 
 	wg sync.WaitGroup // service loops and handshakes
 }

@@ -73,6 +73,8 @@ func runTestWorker(name string) int {
 	switch name {
 	case "echo", "whoami":
 		return builtin.Run(name, nil, os.Stderr)
+	case "lingerer":
+		return runLingerer()
 	case "inspect":
 		ln, err := netauth.Listen("", "", nil)
 		if err != nil {
@@ -155,6 +157,7 @@ type testbedOpts struct {
 	inProcess bool              // run handshakes in the test process instead of an unprivileged acceptor
 	auditLog  string            // audit log path (default: in the testbed's directory)
 	files     map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
+	log       io.Writer         // also receives the daemon's log (text lines), if set
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -216,7 +219,11 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if _, err := tb.cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logTo io.Writer = testLog{t}
+	if opts.log != nil {
+		logTo = io.MultiWriter(logTo, opts.log)
+	}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dopts := Options{Config: tb.cfg, Logger: log}
 	if !opts.inProcess {
 		dopts.Acceptor, dopts.AcceptorUser = []string{buildAcceptor(t)}, acceptorAccount

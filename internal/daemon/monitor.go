@@ -5,6 +5,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -40,6 +41,7 @@ func (d *Daemon) startAcceptorLocked() error {
 	if acct.UID == 0 {
 		return errors.New("netauthd: the acceptor must not run as root")
 	}
+	d.acceptorUID = acct.UID
 	ch, chFile, err := handoff.Pair()
 	if err != nil {
 		return err
@@ -137,16 +139,30 @@ func (d *Daemon) serveAcceptor(a *acceptor) { d.serveRequests(a.ch, d.answer) }
 // connection) stays the caller's to close.
 type requestHandler func(m *handoff.Message, f *os.File) []byte
 
+// maxRequestsInFlight bounds the acceptor's requests the monitor answers at once: as many as
+// the acceptor has handshakes in progress, each of which waits for one answer at a time. Past
+// it the monitor reads no further request until one is answered, so an acceptor that sends
+// faster than the monitor answers, or stops reading the answers, is held back by the channel
+// (its sends block) rather than making the monitor start a goroutine, and keep a request and
+// its reply, for every message it sends.
+const maxRequestsInFlight = acceptorMaxPending
+
 // serveRequests answers the requests arriving on ch with answer, until the channel closes.
-// Each request runs in its own goroutine: handshakes proceed concurrently. Nothing the
-// acceptor sends stops the monitor: a message the channel refuses (malformed, of a type the
-// monitor does not serve, with a descriptor where none belongs or none where one does) is
-// refused, with a reply when its header names it, and a handler that panics is a refused
-// request; both are audited, and the monitor goes on serving.
+// Each request runs in its own goroutine, at most maxRequestsInFlight at once: handshakes
+// proceed concurrently. Nothing the acceptor sends stops the monitor: a message the channel
+// refuses (malformed, of a type the monitor does not serve, with a descriptor where none
+// belongs or none where one does) is refused, with a reply when its header names it, and a
+// handler that panics is a refused request; both are audited, and the monitor goes on serving.
+// A descriptor the monitor did not hand to a worker is closed with SO_LINGER off (see
+// closeUnlingered), and one it did, without waiting out a linger time the worker set
+// (releaseHandedOver).
 func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
+	slots := make(chan struct{}, maxRequestsInFlight)
 	for {
+		slots <- struct{}{} // a slot for the next request, before reading it
 		m, f, err := ch.Recv()
 		if err != nil {
+			<-slots
 			var bad *handoff.MessageError
 			if !errors.As(err, &bad) {
 				return // the channel is closed: the acceptor is gone
@@ -164,11 +180,17 @@ func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 			continue
 		}
 		go func() {
+			defer func() { <-slots }()
 			reply := d.answerRecovering(answer, m, f)
 			if f != nil {
-				f.Close()
+				if len(reply) > 0 && reply[0] == byte(handshake.CodeOK) {
+					releaseHandedOver(f) // a worker has it (or had it): its settings are the worker's
+				} else {
+					closeUnlingered(f)
+				}
 			}
 			clear(m.Payload)
+			m.Payload = nil
 			if err := ch.Send(&handoff.Message{Type: handoff.TypeReply, ID: m.ID, Payload: reply}, nil); err != nil {
 				d.log.Debug("replying to the acceptor", "err", err)
 			}
@@ -319,7 +341,36 @@ func codeOf(err error) handshake.Code {
 	return handshake.CodeInternalError
 }
 
-// logLines copies a child's output to the daemon's log.
-func (d *Daemon) logLines(r interface{ Read([]byte) (int, error) }, who string, pid int) {
-	logOutput(r, func(line string) { d.log.Info(who+" output", "pid", pid, "line", line) })
+// Bounds on the acceptor's output in the daemon's log. The acceptor logs what network clients
+// provoke (it throttles its own lines about single connections), and a compromised acceptor
+// writes whatever it likes: the monitor copies at most acceptorLogLines lines a second, each
+// cut to acceptorLogLineLen bytes, and counts the others in a line of its own.
+const (
+	acceptorLogLines   = 20
+	acceptorLogLineLen = 1024
+)
+
+// logLines copies the acceptor's output to the daemon's log, within the bounds above.
+func (d *Daemon) logLines(r io.Reader, who string, pid int) {
+	var window time.Time
+	logged, held := 0, 0
+	report := func() {
+		if held > 0 {
+			d.log.Warn(who+" output not logged: too many lines", "pid", pid, "lines", held)
+			held = 0
+		}
+	}
+	logOutput(r, acceptorLogLineLen, func(line string) {
+		if now := time.Now(); now.Sub(window) >= time.Second {
+			report()
+			window, logged = now, 0
+		}
+		if logged >= acceptorLogLines {
+			held++
+			return
+		}
+		logged++
+		d.log.Info(who+" output", "pid", pid, "line", line)
+	})
+	report()
 }

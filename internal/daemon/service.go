@@ -286,10 +286,24 @@ func (s *service) authorize(r *handshake.Result) error {
 			return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "service account", Err: err}
 		}
 	}
+	// A worker as the acceptor's account would share its uid with the process that parses
+	// every network byte: the acceptor, taken over, could trace it (workers are dumpable) and
+	// act as its users. A configuration that would do it ("run-as account netauth", or a
+	// user with the acceptor's uid) is refused here, whatever it says.
+	d.mu.Lock()
+	acceptorUID := d.acceptorUID
+	d.mu.Unlock()
+	if acceptorUID != 0 && runAs.UID == acceptorUID {
+		d.log.Error("refusing to start a worker as the acceptor's account: give the service (or user) an account of its own",
+			"service", sc.Name, "user", r.User, "account", runAs.Name, "uid", runAs.UID)
+		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "the worker would run as the acceptor's account"}
+	}
 	res, err := d.reserve(sc, r.User)
 	if err != nil {
 		return err
 	}
+	// r.Client is the address the monitor read from the Commit's descriptor (Begin's, from
+	// the acceptor, is only used for refusals before it).
 	rec := d.auditRecord(r.Client, r, "accepted", "")
 	if err := d.audit.Write(rec); err != nil {
 		res.release()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -328,19 +329,46 @@ func workerEnv(a *policy.Account, user, service string) []string {
 	}
 }
 
+// maxWorkerLogLine bounds a line of a worker's output in the daemon's log.
+const maxWorkerLogLine = 64 << 10
+
 // logOutput copies a worker's output to the daemon's log, line by line, tagged.
 func (w *worker) logOutput(r io.Reader) {
-	logOutput(r, func(line string) {
+	logOutput(r, maxWorkerLogLine, func(line string) {
 		w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", w.pid, "line", line)
 	})
 }
 
-// logOutput calls emit for each line read from r (lines are cut at 64 KiB).
-func logOutput(r io.Reader, emit func(string)) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 64<<10)
-	for sc.Scan() {
-		emit(sc.Text())
+// logOutput calls emit for each line read from r, until r ends. A line longer than max bytes
+// is cut there, marked with "...", and the rest of it skipped: reading goes on whatever a line
+// is, since a child whose output is no longer read blocks at its next write.
+func logOutput(r io.Reader, max int, emit func(string)) {
+	br := bufio.NewReaderSize(r, 4096)
+	var line []byte
+	cut := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !cut {
+			if room := max - len(line); len(chunk) > room && !(len(chunk) == room+1 && chunk[room] == '\n') {
+				line, cut = append(line, chunk[:room]...), true
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // the line goes on
+		}
+		if len(line) > 0 || err == nil {
+			text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+			if cut {
+				text += "..."
+			}
+			emit(text)
+		}
+		if err != nil {
+			return
+		}
+		line, cut = line[:0], false
 	}
 }
 

@@ -420,8 +420,9 @@ func (c *Channel) write(m *Message, b, oob []byte) error {
 // message sent to it: a daemon then hands the connections the worker did not acknowledge to
 // another. It refuses, with a *MessageError, a message that is too large, truncated,
 // malformed, of an unknown type, or that carries descriptors where none belong (or too many
-// to receive); it closes every descriptor such a message brought. A refused message is
-// consumed, so Recv may be called again: a worker normally closes the channel to a daemon that
+// to receive); it closes every descriptor such a message brought. Every descriptor received
+// has SO_LINGER turned off at once (see unlinger), so that no close of it, here or by the
+// caller, waits for as long as its sender chose. A refused message is consumed, so Recv may be called again: a worker normally closes the channel to a daemon that
 // sends one, while netauthd's monitor refuses the request and goes on serving its acceptor.
 //
 // Recv first learns the size of the pending datagram (MSG_PEEK|MSG_TRUNC), checks it against
@@ -522,6 +523,7 @@ func recvInto(fd int, buf []byte) (int, []int, error) {
 		return 0, nil, fmt.Errorf("handoff: receive: %w", err)
 	}
 	fds, perr := parseRights(oob[:oobn])
+	unlinger(fds)
 	switch {
 	case flags&unix.MSG_CTRUNC != 0:
 		closeFDs(fds)
@@ -572,9 +574,24 @@ func retry(f func() (int, error)) (int, error) {
 	}
 }
 
+// closeFDs closes descriptors received where none belong, with SO_LINGER off first (see
+// unlinger).
 func closeFDs(fds []int) {
+	unlinger(fds)
 	for _, fd := range fds {
 		unix.Close(fd)
+	}
+}
+
+// unlinger turns SO_LINGER off on each descriptor that is a socket (and does nothing to the
+// others). The sender of a descriptor chooses its socket options, and the last close of a TCP
+// socket with SO_LINGER on waits, in the closing thread, until its unsent data is acknowledged
+// or the linger time runs out: a sender that closes its own reference after sending, with data
+// queued to a peer that never reads, would otherwise make the receiver's close of it (of a
+// connection refused, or of one sent where none belongs) hang for as long as it likes.
+func unlinger(fds []int) {
+	for _, fd := range fds {
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{})
 	}
 }
 

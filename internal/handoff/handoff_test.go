@@ -836,3 +836,46 @@ func helperWorker() error {
 	}
 	return nil
 }
+
+// TestRecvTurnsLingerOff: a socket arrives with SO_LINGER off, whatever its sender set, so the
+// receiver's close of it never waits for as long as the sender chose (the sender may close its
+// own reference first, leaving the receiver's close the one that lingers).
+func TestRecvTurnsLingerOff(t *testing.T) {
+	d, w := pair(t)
+	_, nb := testutil.TCPPair(t)
+	if err := nb.SetLinger(3600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := nb.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	linger := func(f *os.File) *unix.Linger {
+		t.Helper()
+		rc, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l *unix.Linger
+		var lerr error
+		if err := rc.Control(func(fd uintptr) { l, lerr = unix.GetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER) }); err != nil || lerr != nil {
+			t.Fatal(err, lerr)
+		}
+		return l
+	}
+	if l := linger(f); l.Onoff == 0 {
+		t.Fatal("SO_LINGER did not take")
+	}
+	if err := d.Send(&Message{Type: TypeConn, ID: 1, Payload: testConn().Marshal()}, f); err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := w.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	if l := linger(got); l.Onoff != 0 {
+		t.Fatalf("received with SO_LINGER %+v, want off", l)
+	}
+}
