@@ -156,6 +156,7 @@ type ServerCore struct {
 	mu       sync.Mutex
 	next     uint64
 	sessions map[uint64]*coreSession
+	order    []pendingSession // every session registered and not yet swept, oldest first
 }
 
 // NewServerCore returns the Core for cfg; pending sessions are forgotten after timeout.
@@ -273,26 +274,34 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	return resp
 }
 
-// addSession registers a handshake waiting for message 3 and returns its handle.
+// addSession registers a handshake waiting for message 3 and returns its handle. It first
+// forgets, and wipes, the pending handshakes that have expired: they were registered in order
+// with the same timeout, so they are the oldest ones.
 func (c *ServerCore) addSession(s *coreSession) (uint64, error) {
 	now := time.Now()
 	s.expires = now.Add(c.timeout)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for len(c.order) > 0 && now.After(c.order[0].expires) {
+		if old := c.sessions[c.order[0].id]; old != nil {
+			old.zero()
+			delete(c.sessions, c.order[0].id)
+		}
+		c.order = c.order[1:]
+	}
 	if len(c.sessions) >= maxCoreSessions {
-		for id, old := range c.sessions {
-			if now.After(old.expires) {
-				old.zero()
-				delete(c.sessions, id)
-			}
-		}
-		if len(c.sessions) >= maxCoreSessions {
-			return 0, errors.New("too many handshakes waiting for their message 3")
-		}
+		return 0, errors.New("too many handshakes waiting for their message 3")
 	}
 	c.next++
 	c.sessions[c.next] = s
+	c.order = append(c.order, pendingSession{c.next, s.expires})
 	return c.next, nil
+}
+
+// pendingSession is a handshake's place in the order of registration.
+type pendingSession struct {
+	id      uint64
+	expires time.Time
 }
 
 // confirm decides a resumption's message 3: the binder must be the HMAC of this very

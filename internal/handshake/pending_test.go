@@ -66,3 +66,44 @@ func TestAbandonedHandshakesLeaveNoSession(t *testing.T) {
 		t.Fatalf("%d abandoned handshakes left %d pending sessions", 3*perKind, n)
 	}
 }
+
+// TestExpiredSessionsForgotten begins handshakes that never send message 3 (an acceptor that
+// stops committing): once they expire, the next Begin forgets and wipes them, so neither they
+// nor their secrets stay in memory until the table fills.
+func TestExpiredSessionsForgotten(t *testing.T) {
+	e := newEnv(t)
+	core, err := NewServerCore(e.srv, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := func() *coreSession {
+		kp, err := x25519.Generate(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := core.Begin(&BeginRequest{Mode: ModeFull, Noise: kp.Public[:]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		core.mu.Lock()
+		defer core.mu.Unlock()
+		return core.sessions[resp.Session]
+	}
+	old := make([]*coreSession, 100)
+	for i := range old {
+		old[i] = begin()
+	}
+	time.Sleep(100 * time.Millisecond)
+	begin()
+	core.mu.Lock()
+	n := len(core.sessions)
+	core.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d sessions held, 100 of them expired; want 1", n)
+	}
+	for _, s := range old {
+		if s.sec.appC2S != ([32]byte{}) || s.sec.resumption != ([32]byte{}) {
+			t.Fatal("an expired session's secrets were not wiped")
+		}
+	}
+}
