@@ -219,7 +219,7 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if _, err := tb.cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
-	var logTo io.Writer = testLog{t}
+	var logTo io.Writer = newTestLog(t)
 	if opts.log != nil {
 		logTo = io.MultiWriter(logTo, opts.log)
 	}
@@ -248,10 +248,33 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	return tb
 }
 
-type testLog struct{ t testing.TB }
+// testLog sends a daemon's log to the test log, until the test's cleanup: the daemon's own
+// goroutines (the revocation check, a worker's output) may still log after Shutdown returns,
+// and a test must not be logged to once it has ended.
+type testLog struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimSpace(string(p)))
+// newTestLog returns a testLog that stops at t's cleanup. Cleanups run last registered
+// first, so it goes on logging through the cleanups registered after it (Shutdown's).
+func newTestLog(t testing.TB) *testLog {
+	l := &testLog{t: t}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.done = true
+		l.mu.Unlock()
+	})
+	return l
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 

@@ -81,7 +81,7 @@ func (tb *testbed) startProxyConfig(service, listen string, cfg *netauth.Config)
 	t := tb.t
 	t.Helper()
 	n = &proxyCount{}
-	h := &countingHandler{Handler: slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}), n: n}
+	h := &countingHandler{Handler: slog.NewTextHandler(newTestLog(t), &slog.HandlerOptions{Level: slog.LevelDebug}), n: n}
 	p, err := proxy.Listen(proxy.Options{Listen: listen, Remote: tb.addr(service), Config: cfg, Logger: slog.New(h).With("proxy", service)})
 	if err != nil {
 		t.Fatal(err)
