@@ -107,10 +107,11 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		_ = c.rc.SetReadDeadline(d)
 		defer c.rc.SetReadDeadline(time.Time{})
 	}
+	// A read that timed out leaves the verdict pending (the next call reads it); any other
+	// outcome is final.
 	sess, err := c.client.ReadVerdict(time.Now())
-	if err != nil {
-		c.verdict = err
-	} else if sess != nil && c.onSession != nil {
+	c.verdict = err
+	if sess != nil && c.onSession != nil {
 		c.onSession(sess)
 	}
 	c.release()

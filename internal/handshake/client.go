@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -72,8 +74,9 @@ type Result struct {
 type Client struct {
 	rc     *record.Conn
 	Result Result
-	// pending is true while the verdict is unread.
+	// pending is true while the verdict is unread; err is why reading it failed, for good.
 	pending bool
+	err     error
 	// sec holds the key schedule's secrets until the verdict: the server's application key
 	// is installed once the verdict accepted, the resumption secret goes into the session.
 	sec *secrets
@@ -313,13 +316,30 @@ func (c *Client) Pending() bool { return c.pending }
 
 // ReadVerdict reads the server's verdict on the client's authentication (an authenticator or a
 // resumption binder). It returns the session to cache for resumption (nil if the server issued
-// no ticket, as after a resumption), or a *RefusedError.
+// no ticket, as after a resumption), or a *RefusedError. A read that timed out may be retried;
+// any other failure is final (§6): asked again, ReadVerdict returns the same error, and the
+// connection reads nothing more.
 func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 	if !c.pending {
-		return nil, nil
+		return nil, c.err
 	}
-	defer c.sec.zero()
 	typ, content, err := c.rc.ReadRecord()
+	if err != nil && isTimeout(err) {
+		return nil, readErr("Verdict", err) // the secrets wait for the retry
+	}
+	sess, err := c.verdict(typ, content, err, now)
+	c.pending = false
+	c.sec.zero()
+	if err != nil {
+		c.err = err
+		c.rc.SetRecvKey(nil) // after a refusal, or a broken Verdict, the client reads nothing more
+	}
+	return sess, err
+}
+
+// verdict checks the record read where the Verdict is due and, on an acceptance, switches the
+// receiving direction to the server's application key.
+func (c *Client) verdict(typ byte, content []byte, err error, now time.Time) (*Session, error) {
 	if err != nil {
 		return nil, readErr("Verdict", err)
 	}
@@ -330,7 +350,6 @@ func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netauth: %w", err)
 	}
-	c.pending = false
 	if v.Code != CodeOK {
 		return nil, &RefusedError{Code: v.Code}
 	}
@@ -352,6 +371,12 @@ func (c *Client) ReadVerdict(now time.Time) (*Session, error) {
 		Service: c.Result.Service,
 		User:    c.Result.User,
 	}, nil
+}
+
+// isTimeout reports whether err is a read deadline that passed, after which reading may resume.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func hostSigData(h []byte) []byte {

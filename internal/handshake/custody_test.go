@@ -151,3 +151,58 @@ func runRecorded(t *testing.T, e *env, core Core) (c2s, s2c []byte, sess *Sessio
 	defer conn.mu.Unlock()
 	return bytes.Join(conn.writes, nil), conn.read.Bytes(), sess
 }
+
+// stateCore is a ServerCore whose Commit first lets tamper change the framing side's
+// transport state (as a compromised acceptor may, in what it sends the monitor) and keeps a
+// copy of the application-phase state of the Handover (what netauthd's worker imports).
+type stateCore struct {
+	*ServerCore
+	tamper func(*record.State)
+	app    *record.State
+}
+
+func (c *stateCore) Commit(req *CommitRequest, st *record.State) (*Accepted, error) {
+	c.tamper(st)
+	acc, err := c.ServerCore.Commit(req, st)
+	if err == nil && acc.Handover != nil {
+		cp := *acc.Handover.State
+		cp.Unread = append([]byte(nil), cp.Unread...)
+		cp.Plain = append([]byte(nil), cp.Plain...)
+		c.app = &cp
+	}
+	return acc, err
+}
+
+// TestCommitAppStateOwnsItsCounters has the framing side claim, in the state it gives
+// Commit, counters, a rekey interval and decrypted data of its choosing. Of that state, only
+// the handshake-record key and counter (to seal the Verdict) and the raw bytes still to be
+// opened are used: the application phase starts at counter 0 both ways, with the server's
+// own rekey interval (DefaultRekeyAfter, §7.1) and no plaintext the framing side supplied.
+func TestCommitAppStateOwnsItsCounters(t *testing.T) {
+	for _, rekeyAfter := range []uint64{1, 1 << 62, ^uint64(0)} {
+		e := newEnv(t)
+		core, err := NewServerCore(e.srv, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := &stateCore{ServerCore: core, tamper: func(st *record.State) {
+			st.RekeyAfter, st.SendCount, st.RecvNonce = rekeyAfter, 12345, 7
+			st.Plain = []byte("forged plaintext")
+		}}
+		runRecorded(t, e, sc)
+		app := sc.app
+		if app == nil {
+			t.Fatal("no handover")
+		}
+		if app.RekeyAfter != record.DefaultRekeyAfter {
+			t.Errorf("framing side's rekey interval %d: the application phase rekeys after %d records, want %d",
+				rekeyAfter, app.RekeyAfter, record.DefaultRekeyAfter)
+		}
+		if app.SendNonce != 0 || app.RecvNonce != 0 || app.SendCount != 0 {
+			t.Errorf("application counters send %d recv %d count %d, want 0", app.SendNonce, app.RecvNonce, app.SendCount)
+		}
+		if len(app.Plain) != 0 {
+			t.Errorf("the application phase starts with %q of plaintext from the framing side", app.Plain)
+		}
+	}
+}

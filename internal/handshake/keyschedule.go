@@ -82,9 +82,11 @@ func (k *AppKeys) Zero() {
 // ServerState returns the server's transport state for the application phase of a connection
 // whose handshake phase stood at hs (the server's side, just before the Verdict): the
 // application keys from counter 0, and the bytes the client sent after its message 3 (already
-// application records), still unprocessed.
+// application records), still unprocessed. Nothing else of hs carries over: in netauthd hs is
+// the acceptor's word, so the application phase rekeys after the server's own interval
+// (DefaultRekeyAfter, §7.1), not one the acceptor chose, and starts with no plaintext.
 func (k *AppKeys) ServerState(hs *record.State) *record.State {
-	return &record.State{SendKey: k.ServerToClient, RecvKey: k.ClientToServer, RekeyAfter: hs.RekeyAfter,
+	return &record.State{SendKey: k.ServerToClient, RecvKey: k.ClientToServer, RekeyAfter: record.DefaultRekeyAfter,
 		Unread: append([]byte(nil), hs.Unread...)}
 }
 
