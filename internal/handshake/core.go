@@ -250,15 +250,16 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 		return nil
 	}
 	defer keys.Zero()
-	sec, err := deriveSecrets(&keys)
-	if err != nil {
-		return nil
-	}
 	res := &Result{Resumed: true, Offered: true, User: t.User, UserKey: userKey, HostKey: c.hostPub,
 		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), keys.HandshakeHash[:]...),
 		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client}
-	// A user who lost access falls back to a full handshake, which then refuses clearly.
+	// A user who lost access falls back to a full handshake, which then refuses clearly; the
+	// key schedule runs only for a resumption that goes ahead.
 	if c.cfg.Eligible(res) != nil {
+		return nil
+	}
+	sec, err := deriveSecrets(&keys)
+	if err != nil {
 		return nil
 	}
 	id, err := c.addSession(&coreSession{hash: res.HandshakeHash, client: req.Client, sec: sec,
