@@ -641,15 +641,7 @@ func TestWriteFailureRecovers(t *testing.T) {
 	if err := w.Write(refusedRecord(host.pub, "first")); err != nil {
 		t.Fatal(err)
 	}
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer full.Close()
-	w.mu.Lock()
-	real := w.f
-	w.f = full
-	w.mu.Unlock()
+	spaceBack := fillDisk(t, w)
 
 	want := "audit: writing " + path + ": no space left on device"
 	err = w.Write(refusedRecord(host.pub, "second"))
@@ -660,9 +652,7 @@ func TestWriteFailureRecovers(t *testing.T) {
 		t.Errorf("the failure was not logged:\n%s", logged.String())
 	}
 	// Space is back, but the file is not tried again before RetryInterval.
-	w.mu.Lock()
-	w.f = real
-	w.mu.Unlock()
+	spaceBack()
 	clock.Add(RetryInterval - time.Millisecond)
 	err = w.Write(refusedRecord(host.pub, "third"))
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "tried again") || !errors.Is(err, syscall.ENOSPC) {

@@ -220,3 +220,23 @@ func sshKeygen(t testing.TB, stdin []byte, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// fillDisk makes w write to /dev/full, as to a disk that has filled up, and returns the
+// function that gives w its file back, as when space is freed.
+func fillDisk(t *testing.T, w *Writer) (spaceBack func()) {
+	t.Helper()
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { full.Close() })
+	w.mu.Lock()
+	real := w.f
+	w.f = full
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		w.f = real
+		w.mu.Unlock()
+	}
+}

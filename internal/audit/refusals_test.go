@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -339,24 +338,14 @@ func TestRefusalSummaryBounded(t *testing.T) {
 func TestRefusalsCountedWhileFailed(t *testing.T) {
 	host := newHostKey(t)
 	w, clock, path := refusalWriter(t, host, RefusalLimits{})
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer full.Close()
-	w.mu.Lock()
-	real := w.f
-	w.f = full
-	w.mu.Unlock()
+	spaceBack := fillDisk(t, w)
 	for i := range 3 {
 		rec, err := w.WriteRefusal(&Refusal{Client: "192.0.2.1:1", Code: "internal_error"})
 		if err == nil || rec == nil {
 			t.Fatalf("refusal %d on a full disk: %v, %v; want the record and an error", i, rec, err)
 		}
 	}
-	w.mu.Lock()
-	w.f = real
-	w.mu.Unlock()
+	spaceBack()
 	clock.Add(RetryInterval / 2)
 	if err := w.Write(refusedRecord(host.pub, "x")); err == nil {
 		t.Fatal("written before RetryInterval passed")

@@ -84,21 +84,11 @@ func TestReopenSameFile(t *testing.T) {
 	if err := w.Reopen(); err != nil {
 		t.Fatal(err)
 	}
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer full.Close()
-	w.mu.Lock()
-	real := w.f
-	w.f = full
-	w.mu.Unlock()
+	spaceBack := fillDisk(t, w)
 	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
 		t.Fatal("Write to a full disk succeeded")
 	}
-	w.mu.Lock()
-	w.f = real
-	w.mu.Unlock()
+	spaceBack()
 	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
 		t.Fatal("Write before RetryInterval tried the file")
 	}
@@ -131,21 +121,11 @@ func TestRetryCutsPartialLine(t *testing.T) {
 	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
 		t.Fatal(err)
 	}
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer full.Close()
-	w.mu.Lock()
-	real := w.f
-	w.f = full
-	w.mu.Unlock()
+	spaceBack := fillDisk(t, w)
 	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
 		t.Fatal("Write to a full disk succeeded")
 	}
-	w.mu.Lock()
-	w.f = real
-	w.mu.Unlock()
+	spaceBack()
 	// As if the failed write had left part of its line that could not be removed then.
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -168,15 +148,11 @@ func TestRetryCutsPartialLine(t *testing.T) {
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
-	w.mu.Lock()
-	w.f = full
-	w.mu.Unlock()
+	spaceBack = fillDisk(t, w)
 	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil {
 		t.Fatal("Write to a full disk succeeded")
 	}
-	w.mu.Lock()
-	w.f = real
-	w.mu.Unlock()
+	spaceBack()
 	clock.Add(RetryInterval)
 	if err := w.Write(refusedRecord(host.pub, "lost")); err == nil || !strings.Contains(err.Error(), "shorter than") {
 		t.Fatalf("Write to a file cut short: %v, want an error", err)
