@@ -100,6 +100,25 @@ func refusedWith(reply []byte) error {
 	return &handshake.Refusal{Code: handshake.Code(reply[0]), Reason: "refused by the monitor"}
 }
 
+// wantDescriptorRefused has alice authenticate through the evil acceptor, which sends bad
+// instead of her connection's descriptor with message 3: the monitor refuses with
+// protocol_error, audits one refusal whose reason contains reason, accepts nothing, and still
+// serves a legitimate connection afterwards.
+func (e *evilAcceptor) wantDescriptorRefused(t *testing.T, alice *netauth.Config, bad *os.File, reason string) {
+	t.Helper()
+	before := e.auditCount(audit.Refused, reason)
+	accepted := e.auditCount(audit.Accepted, "")
+	clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{conn: func(*os.File) *os.File { return bad }})
+	wantRefused(t, reason, clientErr, netauth.CodeProtocolError)
+	if got := e.auditCount(audit.Refused, reason); got != before+1 {
+		t.Errorf("%d new refusals audited with %q, want 1", got-before, reason)
+	}
+	if e.auditCount(audit.Accepted, "") != accepted {
+		t.Error("the monitor accepted the authentication that came with a bad descriptor")
+	}
+	e.legit(t)
+}
+
 // auditCount counts the testbed's audit records with decision and a reason containing want.
 func (e *evilAcceptor) auditCount(decision, want string) int {
 	e.t.Helper()
@@ -283,20 +302,7 @@ func TestMonitorRefusesBadDescriptors(t *testing.T) {
 			return fileOf(t, accepted.(*net.TCPConn))
 		}, "none of the service's listening sockets"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			bad := tc.fd(t)
-			before := e.auditCount(audit.Refused, tc.reason)
-			accepted := e.auditCount(audit.Accepted, "")
-			clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{conn: func(*os.File) *os.File { return bad }})
-			wantRefused(t, tc.name, clientErr, netauth.CodeProtocolError)
-			if got := e.auditCount(audit.Refused, tc.reason); got != before+1 {
-				t.Errorf("%d new refusals audited with %q, want 1", got-before, tc.reason)
-			}
-			if e.auditCount(audit.Accepted, "") != accepted {
-				t.Error("the monitor accepted the authentication that came with a bad descriptor")
-			}
-			e.legit(t)
-		})
+		t.Run(tc.name, func(t *testing.T) { e.wantDescriptorRefused(t, alice, tc.fd(t), tc.reason) })
 	}
 
 	t.Run("no descriptor", func(t *testing.T) {

@@ -20,7 +20,6 @@ import (
 	"ubns.dev/netauth/internal/x25519"
 
 	"golang.org/x/sys/unix"
-	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
@@ -312,20 +311,7 @@ func TestMonitorRefusesOtherDescriptors(t *testing.T) {
 			return fileOf(t, client.(*net.TCPConn))
 		}, "none of the service's listening sockets"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			bad := tc.fd(t)
-			before := e.auditCount(audit.Refused, tc.reason)
-			accepted := e.auditCount(audit.Accepted, "")
-			clientErr, _, _ := e.connect("netauth-alice", alice, tamperCore{conn: func(*os.File) *os.File { return bad }})
-			wantRefused(t, tc.name, clientErr, netauth.CodeProtocolError)
-			if got := e.auditCount(audit.Refused, tc.reason); got != before+1 {
-				t.Errorf("%d new refusals audited with %q, want 1", got-before, tc.reason)
-			}
-			if e.auditCount(audit.Accepted, "") != accepted {
-				t.Error("the monitor accepted the authentication that came with a bad descriptor")
-			}
-			e.legit(t)
-		})
+		t.Run(tc.name, func(t *testing.T) { e.wantDescriptorRefused(t, alice, tc.fd(t), tc.reason) })
 	}
 }
 
