@@ -139,8 +139,6 @@ type Listener struct {
 	limiter *limits.Limiter
 	refused *limits.Throttle // of "refusing connection" log lines
 	wg      sync.WaitGroup
-	errMu   sync.Mutex
-	err     error // accept error that stopped the loop
 
 	worker *workerSource // set when the connections come from netauthd
 }
@@ -239,39 +237,26 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		l.wg.Add(1)
 		go func() { defer l.wg.Done(); tk.RetireLoop(l.done) }()
 	}
+	loop := &limits.AcceptLoop{Limiter: l.limiter, Refusals: l.refused, Service: l.service, Log: l.log,
+		Refuse: func(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) },
+		Handle: func(nc net.Conn, release func()) {
+			l.wg.Add(1)
+			go l.serve(nc, release)
+		},
+		Closed: func() bool {
+			select {
+			case <-l.done:
+				return true
+			default:
+				return false
+			}
+		}}
 	l.wg.Add(1)
-	go l.acceptLoop()
+	go func() {
+		defer l.wg.Done()
+		loop.Run(l.inner)
+	}()
 	return l, nil
-}
-
-func (l *Listener) acceptLoop() {
-	defer l.wg.Done()
-	for {
-		nc, err := l.inner.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			l.errMu.Lock()
-			l.err = err
-			l.errMu.Unlock()
-			l.Close()
-			return
-		}
-		release, err := l.limiter.Admit(nc.RemoteAddr())
-		if err != nil {
-			// Too many handshakes in progress, in all or from this source: refuse cheaply,
-			// without reading anything (and log at most once a second).
-			if ok, held := l.refused.Allow(time.Now()); ok {
-				l.log.Warn("netauth: refusing connection: "+err.Error(), "remote", nc.RemoteAddr().String(), "unlogged_refusals", held)
-			}
-			go handshake.Refuse(nc, handshake.CodeOverloaded)
-			continue
-		}
-		l.wg.Add(1)
-		go l.serve(nc, release)
-	}
 }
 
 // serve runs one handshake and hands the connection to Accept; release gives back the
@@ -374,6 +359,8 @@ func cutQuoted(s string, n int) string {
 }
 
 // Accept waits for the next authenticated connection. It returns net.ErrClosed after Close.
+// An accept error of the underlying listener other than its closing (out of descriptors, say)
+// does not end the Listener: it is logged and accepting goes on 100 ms later.
 func (l *Listener) Accept() (net.Conn, error) {
 	return l.AcceptNetauth()
 }
@@ -384,12 +371,6 @@ func (l *Listener) AcceptNetauth() (*Conn, error) {
 	case c := <-l.ready:
 		return c, nil
 	case <-l.done:
-		l.errMu.Lock()
-		err := l.err
-		l.errMu.Unlock()
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			return nil, fmt.Errorf("netauth: accept: %w", err)
-		}
 		return nil, net.ErrClosed
 	}
 }

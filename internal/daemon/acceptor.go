@@ -121,7 +121,11 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.acceptLoop(ctx, b.service, b.ln)
+			loop := &limits.AcceptLoop{Limiter: a.limiter, Refusals: a.refusals, Service: b.service, Log: a.log,
+				Refuse: refuseOverloaded,
+				Handle: func(nc net.Conn, release func()) { go a.handle(b.service, nc, release) },
+				Closed: func() bool { return ctx.Err() != nil }}
+			loop.Run(b.ln)
 		}()
 	}
 	<-ctx.Done()
@@ -245,31 +249,6 @@ func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse
 
 func (r remoteCore) Abort(session uint64) {
 	_, _ = r.a.call(handoff.TypeAbort, (&sessionRef{service: r.service, session: session}).marshal(), nil)
-}
-
-func (a *acceptorSide) acceptLoop(ctx context.Context, service string, ln net.Listener) {
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			a.log.Error("accept failed", "service", service, "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		release, err := a.limiter.Admit(nc.RemoteAddr())
-		if err != nil {
-			logRefusal(a.log, a.refusals, service, nc, err)
-			go handshake.Refuse(nc, handshake.CodeOverloaded)
-			continue
-		}
-		go a.handle(service, nc, release)
-	}
 }
 
 // handle runs one handshake's framing; message 3 goes to the monitor with the connection.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os/user"
 	"sync"
@@ -75,11 +74,37 @@ func (d *Daemon) startService(sc *policy.Service) (*service, error) {
 	if d.privsep() {
 		return s, nil // the acceptor accepts on these sockets
 	}
+	loop := &limits.AcceptLoop{Limiter: s.limiter, Refusals: s.refusals, Service: s.name, Log: d.log,
+		Refuse: refuseOverloaded,
+		Handle: func(nc net.Conn, release func()) {
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				s.handle(nc, release)
+			}()
+		},
+		Closed: func() bool { return isClosed(s.done) }}
 	for _, ln := range s.listeners {
 		d.wg.Add(1)
-		go s.acceptLoop(ln)
+		go func() {
+			defer d.wg.Done()
+			loop.Run(ln)
+		}()
 	}
 	return s, nil
+}
+
+// refuseOverloaded answers a connection refused a handshake slot.
+func refuseOverloaded(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) }
+
+// isClosed reports whether done is closed.
+func isClosed(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }
 
 // adoptInherited returns the socket-activation listener bound to addr, if any.
@@ -118,46 +143,6 @@ func (s *service) stop() {
 			ln.Close()
 		}
 	})
-}
-
-func (s *service) acceptLoop(ln net.Listener) {
-	defer s.d.wg.Done()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			select {
-			case <-s.done:
-				return
-			default:
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			s.d.log.Error("accept failed", "service", s.name, "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		release, err := s.limiter.Admit(nc.RemoteAddr())
-		if err != nil {
-			logRefusal(s.d.log, s.refusals, s.name, nc, err)
-			go handshake.Refuse(nc, handshake.CodeOverloaded)
-			continue
-		}
-		s.d.wg.Add(1)
-		go func() {
-			defer s.d.wg.Done()
-			s.handle(nc, release)
-		}()
-	}
-}
-
-// logRefusal logs a connection refused for lack of a handshake slot, at most once a second
-// (a flood would otherwise make one line per connection), with the number left unlogged.
-func logRefusal(log *slog.Logger, th *limits.Throttle, service string, nc net.Conn, why error) {
-	if ok, held := th.Allow(time.Now()); ok {
-		log.Warn("refusing connection: "+why.Error(), "service", service, "client", nc.RemoteAddr().String(), "unlogged_refusals", held)
-	}
 }
 
 // admission is what authorize decided for a connection about to be accepted.
