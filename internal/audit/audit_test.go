@@ -436,12 +436,7 @@ func TestVerifyUserSignatures(t *testing.T) {
 
 func TestWriteRejectsBadRecords(t *testing.T) {
 	host := newHostKey(t)
-	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := openTestLog(t, host)
 	bad := []*Record{
 		nil,
 		{Decision: "maybe"},

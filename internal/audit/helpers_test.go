@@ -240,3 +240,16 @@ func fillDisk(t *testing.T, w *Writer) (spaceBack func()) {
 		w.mu.Unlock()
 	}
 }
+
+// openTestLog opens a new audit log in a temporary directory, signed by host, and closes it when
+// the test ends.
+func openTestLog(t *testing.T, host hostKey) (path string, w *Writer) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(path, host.priv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return path, w
+}

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,12 +17,7 @@ import (
 // and that it writes again once the limit is lifted.
 func TestPartialWriteIsCutOff(t *testing.T) {
 	host := newHostKey(t)
-	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := openTestLog(t, host)
 	clock := useFakeClock(w)
 	if err := w.Write(refusedRecord(host.pub, "first")); err != nil {
 		t.Fatal(err)

@@ -71,12 +71,7 @@ func TestReopenAfterRotation(t *testing.T) {
 // failed Writer try the file at the next Write, without waiting for RetryInterval.
 func TestReopenSameFile(t *testing.T) {
 	host := newHostKey(t)
-	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := openTestLog(t, host)
 	useFakeClock(w)
 	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
 		t.Fatal(err)
@@ -111,12 +106,7 @@ func TestReopenSameFile(t *testing.T) {
 // the next record is written, so the chain goes on unbroken.
 func TestRetryCutsPartialLine(t *testing.T) {
 	host := newHostKey(t)
-	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := openTestLog(t, host)
 	clock := useFakeClock(w)
 	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
 		t.Fatal(err)
@@ -173,12 +163,7 @@ func TestRetryCutsPartialLine(t *testing.T) {
 // with the file it had open.
 func TestReopenUnopenable(t *testing.T) {
 	host := newHostKey(t)
-	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	path, w := openTestLog(t, host)
 	if err := w.Write(refusedRecord(host.pub, "one")); err != nil {
 		t.Fatal(err)
 	}
