@@ -4,12 +4,12 @@ package netauth
 
 import (
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // TestWorkerReportsDeadConnection: a connection netauthd hands over that the worker cannot
@@ -34,27 +34,14 @@ func TestWorkerReportsDeadConnection(t *testing.T) {
 	defer l.Close()
 
 	// A connection reset by its client: the worker's verdict cannot be sent on it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	client.(*net.TCPConn).SetLinger(0)
+	client, server := testutil.TCPPair(t)
+	client.SetLinger(0)
 	client.Close()
 	server.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := server.Read(make([]byte, 1)); err == nil {
 		t.Fatal("read from a reset connection succeeded")
 	}
-	sf, err := server.(*net.TCPConn).File()
+	sf, err := server.File()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/testutil"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -268,21 +269,8 @@ func TestMonitorRefusesBadDescriptors(t *testing.T) {
 			return r
 		}, "not a socket"},
 		{"TCP connection accepted on another socket", func(t *testing.T) *os.File {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			client, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			accepted, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { client.Close(); accepted.Close() })
-			return fileOf(t, accepted.(*net.TCPConn))
+			_, accepted := testutil.TCPPair(t)
+			return fileOf(t, accepted)
 		}, "none of the service's listening sockets"},
 		{"IPv6 TCP connection to an IPv4 service", func(t *testing.T) *os.File {
 			ln, err := net.Listen("tcp6", "[::1]:0")
