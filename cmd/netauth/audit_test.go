@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // auditLog is an audit log written for a test, with the files around it.
@@ -27,23 +28,31 @@ type auditLog struct {
 	lines   [][]byte
 }
 
+// auditHost makes a host key for an audit log and writes its public half to dir, where
+// netauth audit verify -host-key reads it.
+func auditHost(t *testing.T, dir string) (priv ed25519.PrivateKey, pub ssh.PublicKey, pubPath string) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub, err = ssh.NewPublicKey(priv.Public()); err != nil {
+		t.Fatal(err)
+	}
+	pubPath = filepath.Join(dir, "host_key.pub")
+	if err := os.WriteFile(pubPath, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub, pubPath
+}
+
 // writeAuditLog writes a log of four records: a full handshake by alice,
 // her resumed connection, a refusal, and a full handshake by bob.
 func writeAuditLog(t *testing.T) auditLog {
 	t.Helper()
 	dir := t.TempDir()
-	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, err := ssh.NewPublicKey(hostPriv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := auditLog{path: filepath.Join(dir, "audit.log"), hostPub: filepath.Join(dir, "host_key.pub")}
-	if err := os.WriteFile(l.hostPub, ssh.MarshalAuthorizedKey(host), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	hostPriv, host, hostPub := auditHost(t, dir)
+	l := auditLog{path: filepath.Join(dir, "audit.log"), hostPub: hostPub}
 	w, err := audit.Open(l.path, hostPriv, audit.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +60,7 @@ func writeAuditLog(t *testing.T) auditLog {
 	hash := byte(0)
 	full := func(name string) *audit.Record {
 		hash++ // each handshake has its own hash
-		_, userPriv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		user, err := ssh.NewSignerFromKey(userPriv)
-		if err != nil {
-			t.Fatal(err)
-		}
+		user := testutil.Signer(t)
 		st := keys.Statement{HandshakeHash: bytes.Repeat([]byte{hash}, 32), HostKey: host, Service: "imap", User: name, Time: time.Now()}
 		text, err := st.Marshal()
 		if err != nil {
@@ -144,26 +146,8 @@ func TestAuditVerify(t *testing.T) {
 // sets the skew.
 func TestAuditVerifyRelogged(t *testing.T) {
 	dir := t.TempDir()
-	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, err := ssh.NewPublicKey(hostPriv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostPub := filepath.Join(dir, "host_key.pub")
-	if err := os.WriteFile(hostPub, ssh.MarshalAuthorizedKey(host), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, userPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	user, err := ssh.NewSignerFromKey(userPriv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hostPriv, host, hostPub := auditHost(t, dir)
+	user := testutil.Signer(t)
 	hh := make([]byte, 32)
 	if _, err := rand.Read(hh); err != nil {
 		t.Fatal(err)
