@@ -40,9 +40,9 @@ type Core interface {
 	Abort(session uint64)
 }
 
-// MarshalVerdict returns the content of an accepting Verdict record, with the ticket of a
+// marshalVerdict returns the content of an accepting Verdict record, with the ticket of a
 // full handshake (none after a resumption).
-func MarshalVerdict(lifetime uint32, ticket []byte) []byte {
+func marshalVerdict(lifetime uint32, ticket []byte) []byte {
 	return (&verdict{Code: CodeOK, Lifetime: lifetime, Ticket: ticket}).marshal()
 }
 
@@ -122,7 +122,7 @@ type decision struct {
 	userKey   []byte
 	statement []byte
 	issued    time.Time
-	app       AppKeys
+	app       appKeys
 }
 
 // coreSession is a handshake waiting for message 3: a full handshake's authenticator, or a
@@ -337,7 +337,7 @@ func (c *ServerCore) confirm(req *CommitRequest) (*decision, error) {
 		return nil, c.refuse(r)
 	}
 	return &decision{userKey: res.UserKey.Marshal(), issued: res.Issued,
-		app: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
+		app: appKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
 }
 
 // asRefusal returns err as a *Refusal: its own if it is one, else a not_authorized refusal
@@ -454,12 +454,12 @@ func (c *ServerCore) Commit(req *CommitRequest, st *record.State) (*Accepted, er
 		return nil, err
 	}
 	defer d.app.Zero()
-	v, err := SealVerdict(st, MarshalVerdict(d.lifetime, d.ticket))
+	v, err := sealVerdict(st, marshalVerdict(d.lifetime, d.ticket))
 	if err != nil {
 		return nil, fmt.Errorf("netauth: sealing the Verdict: %w", err)
 	}
 	return &Accepted{UserKey: d.userKey, Statement: d.statement, Issued: d.issued,
-		Handover: &Handover{Verdict: v, State: d.app.ServerState(st)}}, nil
+		Handover: &Handover{Verdict: v, State: d.app.serverState(st)}}, nil
 }
 
 // authenticate decides a full handshake's message 3: the checks of docs/PROTOCOL.md §3.7, in
@@ -527,7 +527,7 @@ func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 		return nil, fail(asRefusal(err))
 	}
 	resp := &decision{userKey: userKey.Marshal(), statement: stmt, issued: t,
-		app: AppKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}
+		app: appKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}
 	if tk := c.cfg.Tickets; tk != nil {
 		// The ticket holds the resumption secret of the key schedule, which the client
 		// derives itself: it never travels.

@@ -68,31 +68,31 @@ func (s *secrets) zero() {
 	}
 }
 
-// AppKeys are a session's application traffic keys, each direction from record counter 0.
-type AppKeys struct {
+// appKeys are a session's application traffic keys, each direction from record counter 0.
+type appKeys struct {
 	ClientToServer, ServerToClient [32]byte
 }
 
 // Zero wipes the keys.
-func (k *AppKeys) Zero() {
+func (k *appKeys) Zero() {
 	clear(k.ClientToServer[:])
 	clear(k.ServerToClient[:])
 }
 
-// ServerState returns the server's transport state for the application phase of a connection
+// serverState returns the server's transport state for the application phase of a connection
 // whose handshake phase stood at hs (the server's side, just before the Verdict): the
 // application keys from counter 0, and the bytes the client sent after its message 3 (already
 // application records), still unprocessed. Nothing else of hs carries over: in netauthd hs is
 // the acceptor's word, so the application phase rekeys after the server's own interval
 // (DefaultRekeyAfter, §7.1), not one the acceptor chose, and starts with no plaintext.
-func (k *AppKeys) ServerState(hs *record.State) *record.State {
+func (k *appKeys) serverState(hs *record.State) *record.State {
 	return &record.State{SendKey: k.ServerToClient, RecvKey: k.ClientToServer, RekeyAfter: record.DefaultRekeyAfter,
 		Unread: append([]byte(nil), hs.Unread...)}
 }
 
-// SealVerdict returns the Verdict record frame, sealed under the server's handshake-record key
+// sealVerdict returns the Verdict record frame, sealed under the server's handshake-record key
 // as hs holds it: what goes on the wire before the first application record.
-func SealVerdict(hs *record.State, content []byte) ([]byte, error) {
+func sealVerdict(hs *record.State, content []byte) ([]byte, error) {
 	h := record.NewHalf(hs.SendKey, hs.SendNonce)
 	defer h.Zero()
 	return h.Seal(nil, record.TypeVerdict, content)
