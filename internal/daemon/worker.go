@@ -154,21 +154,7 @@ func (d *Daemon) dispatchFile(adm *admission, f *os.File, remote, local string, 
 // dispatchFileWith is dispatchFile for a connection whose verdict the worker sends first
 // (pending: the Verdict record's content).
 func (d *Daemon) dispatchFileWith(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) {
-	hc := &handoff.Conn{
-		Pending:       pending,
-		State:         st,
-		User:          res.User,
-		UserKey:       res.UserKey.Marshal(),
-		HostKey:       d.hostPub.Marshal(),
-		Service:       adm.svc.Name,
-		Resumed:       res.Resumed,
-		AuthTime:      res.Issued,
-		HandshakeHash: res.HandshakeHash,
-		Statement:     res.Statement,
-		Signature:     res.Signature,
-		RemoteAddr:    remote,
-		LocalAddr:     local,
-	}
+	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
 	payload := hc.Marshal()
 	hc.Zero()
 	defer clear(payload)
@@ -186,8 +172,8 @@ func (d *Daemon) dispatchFileWith(adm *admission, f *os.File, remote, local stri
 			continue
 		}
 		d.mu.Lock()
-		w.keysUsed[keys.Fingerprint(res.UserKey)] = res.UserKey
-		w.noteUserKeyLocked(res.User, res.UserKey)
+		w.keysUsed[res.KeyFingerprint] = res.Key
+		w.noteUserKeyLocked(res.User, res.Key)
 		d.mu.Unlock()
 		adm.reserve.done = true // now counted as the worker's connection
 		return
