@@ -166,13 +166,9 @@ func (h *hsBench) serverConfig(ephemeral func() (x25519.KeyPair, error), replay 
 		Service: "bench",
 		Tickets: h.tickets,
 		Eligible: func(res *handshake.Result) error {
-			ok, err := keys.Authorized(context.Background(), h.keys, res.User, res.UserKey)
-			if err != nil || !ok {
-				return errors.New("not authorized")
-			}
-			return nil
+			return handshake.FindKey(context.Background(), h.keys, res)
 		},
-		Authorize: func(*handshake.Result) error { return nil },
+		Authorize: func(*handshake.Result) (any, error) { return nil, nil },
 		Ephemeral: ephemeral,
 	}
 	if replay {
@@ -338,7 +334,7 @@ func BenchmarkServerHandshakeCPU(b *testing.B) {
 					if res.Resumed != (mode == "resumed") {
 						b.Fatalf("resumed=%v", res.Resumed)
 					}
-					_ = identityOf(res)
+					_ = res.Identity
 				}
 				cpu := processCPU() - cpu0
 				b.StopTimer()

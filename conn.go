@@ -10,62 +10,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handshake"
-	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/record"
 )
 
 // Identity is what a handshake established about a connection. On the server it names the
 // authenticated user; on the client it names the server's host key and the identity the
-// client authenticated as.
-type Identity struct {
-	// User is the authenticated user name.
-	User string
-	// Key is the user's public key; KeyType and KeyFingerprint describe it
-	// ("ssh-ed25519", "SHA256:...").
-	Key            ssh.PublicKey
-	KeyType        string
-	KeyFingerprint string
-	// HostKey is the server's Ed25519 host key and HostKeyFingerprint its fingerprint.
-	HostKey            ssh.PublicKey
-	HostKeyFingerprint string
-	// Service is the service name the server announced.
-	Service string
-	// Resumed reports whether the connection was authenticated with a ticket (no signature).
-	Resumed bool
-	// AuthTime is when the user last signed an authenticator: the time of this handshake, or
-	// for a resumed connection the time of the full handshake that issued the ticket.
-	AuthTime time.Time
-	// HandshakeHash is the Noise handshake hash, unique to this connection (channel binding).
-	HandshakeHash []byte
-	// Statement and Signature are the signed authenticator of a full handshake (SSHSIG in
-	// namespace "netauth-v1@ubns.dev"); anyone can check them with ssh-keygen -Y verify.
-	// Empty for resumed connections.
-	Statement []byte
-	Signature []byte
-}
-
-func identityOf(r *handshake.Result) Identity {
-	id := Identity{
-		User:          r.User,
-		Key:           r.UserKey,
-		HostKey:       r.HostKey,
-		Service:       r.Service,
-		Resumed:       r.Resumed,
-		AuthTime:      r.Issued,
-		HandshakeHash: r.HandshakeHash,
-		Statement:     r.Statement,
-		Signature:     r.Signature,
-	}
-	if r.UserKey != nil {
-		id.KeyType, id.KeyFingerprint = r.UserKey.Type(), keys.Fingerprint(r.UserKey)
-	}
-	if r.HostKey != nil {
-		id.HostKeyFingerprint = keys.Fingerprint(r.HostKey)
-	}
-	return id
-}
+// client authenticated as. It is the same value the server's authorization decided on, that
+// netauthd hands to its workers with the connection, writes to its audit log and puts in the
+// PROXY protocol header of its backend mode (see the fields of identity.Identity).
+type Identity = identity.Identity
 
 // Conn is an authenticated, encrypted netauth connection. It implements net.Conn.
 //
@@ -173,16 +128,3 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadlin
 // NetConn returns the underlying connection. Reading or writing it directly corrupts the
 // netauth stream.
 func (c *Conn) NetConn() net.Conn { return c.rc.NetConn() }
-
-// Authenticator returns the signed authenticator of a full handshake: the statement text and
-// the signature in the armored form ssh-keygen uses, so that
-//
-//	ssh-keygen -Y verify -f allowed_signers -I USER -n netauth-v1@ubns.dev -s SIGFILE < STATEMENTFILE
-//
-// checks it. It returns nil slices for resumed connections (no signature was made).
-func (id Identity) Authenticator() (statement, armoredSignature []byte) {
-	if len(id.Signature) == 0 {
-		return nil, nil
-	}
-	return id.Statement, keys.Armor(id.Signature)
-}

@@ -287,7 +287,7 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		d.cache.Delete(d.cacheID)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c := &Conn{rc: rc, client: hc, id: identityOf(&hc.Result)}
+	c := &Conn{rc: rc, client: hc, id: hc.Result.Identity}
 	c.onSession = func(s *handshake.Session) {
 		if !d.cfg.DisableResumption {
 			d.cache.Put(d.cacheID, s.Marshal(), s.Expiry)

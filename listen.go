@@ -275,9 +275,9 @@ func (l *Listener) serve(nc net.Conn, release func()) {
 		return
 	}
 	l.log.Debug("netauth: accepted", "remote", nc.RemoteAddr().String(), "user", res.User,
-		"key", keys.Fingerprint(res.UserKey), "resumed", res.Resumed, "ticket_declined", res.Offered && !res.Resumed)
+		"key", res.KeyFingerprint, "resumed", res.Resumed, "ticket_declined", res.Offered && !res.Resumed)
 	_ = nc.SetDeadline(time.Time{})
-	c := &Conn{rc: rc, id: identityOf(res)}
+	c := &Conn{rc: rc, id: res.Identity}
 	release()
 	select {
 	case l.ready <- c:
@@ -286,36 +286,27 @@ func (l *Listener) serve(nc net.Conn, release func()) {
 	}
 }
 
-// eligible checks that the key is one of the user's keys, before the client proves it holds
-// the key (or the ticket's secret): it has no side effects.
+// eligible finds the user's key, before the client proves it holds the key (or the ticket's
+// secret): it has no side effects.
 func (l *Listener) eligible(r *handshake.Result) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	defer cancel()
-	ok, err := keys.Authorized(ctx, l.cfg.Keys, r.User, r.UserKey)
-	if err != nil {
-		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
-	}
-	if !ok {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
-	}
-	return nil
+	return handshake.FindKey(ctx, l.cfg.Keys, r)
 }
 
 // authorize applies the application's policy callback to a client that proved its identity
 // (its key was found eligible before).
-func (l *Listener) authorize(r *handshake.Result) error {
+func (l *Listener) authorize(r *handshake.Result) (any, error) {
 	if l.cfg.Authorize == nil {
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	defer cancel()
-	key := r.UserKey
-	id := Identity{User: r.User, Key: key, KeyType: key.Type(), KeyFingerprint: keys.Fingerprint(key),
-		Service: l.service, Resumed: r.Resumed}
+	id := r.Identity
 	if err := l.cfg.Authorize(ctx, &id); err != nil {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "refused by policy", Err: err}
+		return nil, &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "refused by policy", Err: err}
 	}
-	return nil
+	return nil, nil
 }
 
 // maxRefusalLogLine bounds the line a refusal is logged as with slog's text handler. The

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"sync"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/record"
 )
@@ -121,15 +120,7 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 			return nil, fmt.Errorf("sending the verdict: %w", err)
 		}
 	}
-	c := &Conn{rc: rc}
-	c.id.User, c.id.Service, c.id.Resumed, c.id.AuthTime = hc.User, hc.Service, hc.Resumed, hc.AuthTime
-	c.id.HandshakeHash, c.id.Statement, c.id.Signature = hc.HandshakeHash, hc.Statement, hc.Signature
-	if k, err := ssh.ParsePublicKey(hc.UserKey); err == nil {
-		c.id.Key, c.id.KeyType, c.id.KeyFingerprint = k, k.Type(), ssh.FingerprintSHA256(k)
-	}
-	if k, err := ssh.ParsePublicKey(hc.HostKey); err == nil {
-		c.id.HostKey, c.id.HostKeyFingerprint = k, ssh.FingerprintSHA256(k)
-	}
+	c := &Conn{rc: rc, id: hc.Identity}
 	id := m.ID
 	c.cleanup = func() {
 		w.mu.Lock()

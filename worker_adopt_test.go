@@ -47,12 +47,13 @@ func TestWorkerReportsDeadConnection(t *testing.T) {
 	}
 	defer sf.Close()
 	hc := &handoff.Conn{
-		State:   &record.State{RekeyAfter: record.DefaultRekeyAfter},
-		Pending: []byte{0},
-		User:    "alice", UserKey: []byte("\x00\x00\x00\x0bssh-ed25519user-key"),
-		HostKey: []byte("\x00\x00\x00\x0bssh-ed25519host-key"), Service: "whoami",
+		State:      &record.State{RekeyAfter: record.DefaultRekeyAfter},
+		Pending:    []byte{0},
 		RemoteAddr: client.LocalAddr().String(), LocalAddr: server.LocalAddr().String(),
 	}
+	hc.User, hc.Service = "alice", "whoami"
+	hc.SetKey(testutil.Signer(t).PublicKey())
+	hc.SetHostKey(testutil.Signer(t).PublicKey())
 	if err := daemonEnd.Send(&handoff.Message{Type: handoff.TypeConn, ID: 42, Payload: hc.Marshal()}, sf); err != nil {
 		t.Fatal(err)
 	}

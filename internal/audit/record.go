@@ -66,6 +66,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"ubns.dev/netauth/internal/identity"
+	"ubns.dev/netauth/internal/keys"
 )
 
 // Namespace is the SSHSIG namespace of the host signatures on audit records.
@@ -164,6 +167,30 @@ type Record struct {
 	// namespace Namespace, over the line's canonical bytes: the JSON of the
 	// record with HostSig set to "". It must stay the last field.
 	HostSig string `json:"host_sig"`
+}
+
+// NewRecord is the record of a decision about identity id, from client (host:port), made
+// now: the identity's user, key, service and mode, and for a full handshake its statement and
+// signature, which make the record verifiable on its own.
+func NewRecord(id *identity.Identity, client, decision string) *Record {
+	rec := &Record{
+		Time:      time.Now(),
+		Client:    client,
+		Service:   id.Service,
+		User:      id.User,
+		KeyType:   id.KeyType,
+		KeyFP:     id.KeyFingerprint,
+		HostKeyFP: id.HostKeyFingerprint,
+		Mode:      ModeFull,
+		Decision:  decision,
+	}
+	if id.Resumed {
+		rec.Mode = ModeResumed
+	}
+	if len(id.Signature) > 0 {
+		rec.Statement, rec.Signature = string(id.Statement), string(keys.Armor(id.Signature))
+	}
+	return rec
 }
 
 // Summary counts the refusals from one source, over an interval, that were

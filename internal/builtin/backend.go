@@ -43,11 +43,7 @@ func backendHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error
 // c: command PROXY, the client's and the service's addresses, and the identity TLVs.
 func backendHeader(c *netauth.Conn) (*proxyproto.Header, error) {
 	id := c.Identity()
-	pid := &proxyproto.Identity{
-		User: id.User, KeyFingerprint: id.KeyFingerprint, KeyType: id.KeyType, Service: id.Service,
-		Resumed: id.Resumed, AuthTime: id.AuthTime, HandshakeHash: id.HandshakeHash,
-	}
-	h := &proxyproto.Header{Command: proxyproto.Proxy, TLVs: pid.TLVs()}
+	h := &proxyproto.Header{Command: proxyproto.Proxy, TLVs: proxyproto.TLVs(&id)}
 	switch src, dst := c.RemoteAddr(), c.LocalAddr(); {
 	case isTCP(src) && isTCP(dst):
 		s, d := src.(*net.TCPAddr).AddrPort(), dst.(*net.TCPAddr).AddrPort()

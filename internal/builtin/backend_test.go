@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/testutil"
 
 	"ubns.dev/netauth/internal/proxyproto"
@@ -23,7 +24,7 @@ type seen struct {
 	Family   string
 	Source   string
 	Dest     string
-	Identity *proxyproto.Identity
+	Identity *identity.Identity
 	Data     string
 }
 

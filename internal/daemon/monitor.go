@@ -286,13 +286,13 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 	h := acc.Handover
 	acc.Handover = nil
 	defer h.Zero()
-	adm := s.core.take(req.commit.Session)
+	adm, _ := acc.Result.Admission.(*admission)
 	if adm == nil {
 		d.log.Error("accepted session without an admission", "service", s.name)
 		return replyRefusal(handshake.CodeInternalError)
 	}
-	d.dispatchFileWith(adm, f, remote, local, h.State, adm.res, h.Verdict)
-	return marshalAccepted(acc) // what was verified; no key
+	d.dispatchFileWith(adm, f, remote, local, h.State, acc.Result, h.Verdict)
+	return acceptedReply
 }
 
 // answerAbort is Abort: a handshake failed after Begin.

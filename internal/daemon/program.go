@@ -141,8 +141,7 @@ func (d *Daemon) checkSharedRevocations(ctx context.Context, cfg *policy.Config,
 		w.kill()
 	}
 	for _, it := range items {
-		// revoked reads only the service and the user of the worker it is given.
-		reason := d.revoked(ctx, cfg, src, &worker{svc: it.w.svc, user: it.user}, it.keys)
+		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.user, it.keys)
 		if reason == "" {
 			continue
 		}

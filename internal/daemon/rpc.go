@@ -4,7 +4,6 @@ package daemon
 
 import (
 	"errors"
-	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	"ubns.dev/netauth/internal/handshake"
@@ -71,25 +70,7 @@ func marshalBeginResponse(r *handshake.BeginResponse) []byte {
 	addString(&b, r.HostSig)
 	addString(&b, []byte(r.Service))
 	addString(&b, []byte(r.User))
-	addString(&b, r.UserKey)
-	b.AddUint64(unixOrZero(r.Issued))
 	return b.BytesOrPanic()
-}
-
-// unixOrZero encodes a time as Unix seconds, the zero time (and anything before 1970) as 0.
-func unixOrZero(t time.Time) uint64 {
-	if t.Unix() <= 0 {
-		return 0
-	}
-	return uint64(t.Unix())
-}
-
-// timeOrZero decodes unixOrZero.
-func timeOrZero(sec uint64) time.Time {
-	if sec == 0 {
-		return time.Time{}
-	}
-	return time.Unix(int64(sec), 0)
 }
 
 func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
@@ -97,12 +78,10 @@ func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
 	r := &handshake.BeginResponse{}
 	var resumed uint8
 	var send, recv, svc, user []byte
-	var issued uint64
 	if !s.ReadUint64(&r.Session) || !s.ReadUint8(&resumed) || !readString(&s, &r.Noise, 128) ||
 		!s.ReadBytes(&send, 32) || !s.ReadBytes(&recv, 32) || !readString(&s, &r.HandshakeHash, 64) ||
 		!readString(&s, &r.HostKey, 1024) || !readString(&s, &r.HostSig, 1024) || !readString(&s, &svc, handshake.MaxNameLen) ||
-		!readString(&s, &user, handshake.MaxNameLen) || !readString(&s, &r.UserKey, 16<<10) || !s.ReadUint64(&issued) ||
-		!s.Empty() || issued > 1<<62 {
+		!readString(&s, &user, handshake.MaxNameLen) || !s.Empty() {
 		return nil, errBadRequest
 	}
 	r.Resumed = resumed == 1
@@ -110,31 +89,21 @@ func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
 	copy(r.Recv[:], recv)
 	clear(send)
 	clear(recv)
-	r.Service, r.User, r.Issued = string(svc), string(user), timeOrZero(issued)
+	r.Service, r.User = string(svc), string(user)
 	return r, nil
 }
 
-// marshalAccepted is the reply to a Commit the monitor accepted: what it verified, and no
-// key (the Handover went to the worker).
-func marshalAccepted(r *handshake.Accepted) []byte {
-	var b cryptobyte.Builder
-	b.AddUint8(0)
-	addString(&b, r.UserKey)
-	addString(&b, r.Statement)
-	b.AddUint64(unixOrZero(r.Issued))
-	return b.BytesOrPanic()
-}
+// acceptedReply is the reply to a Commit the monitor accepted: the status alone. What was
+// verified went to the worker with the connection and its keys; the acceptor learns nothing
+// it did not send.
+var acceptedReply = []byte{0}
 
+// parseAccepted reads the rest of an accepted Commit's reply (nothing).
 func parseAccepted(p []byte) (*handshake.Accepted, error) {
-	s := cryptobyte.String(p)
-	r := &handshake.Accepted{}
-	var issued uint64
-	if !readString(&s, &r.UserKey, 16<<10) || !readString(&s, &r.Statement, 4096) || !s.ReadUint64(&issued) ||
-		!s.Empty() || issued > 1<<62 {
+	if len(p) != 0 {
 		return nil, errBadRequest
 	}
-	r.Issued = timeOrZero(issued)
-	return r, nil
+	return &handshake.Accepted{}, nil
 }
 
 // sessionRef names a session of a service: TypeAbort.

@@ -48,7 +48,7 @@ type service struct {
 	refusals  *limits.Throttle // of "refusing connection" log lines
 	done      chan struct{}
 	stopOnce  sync.Once
-	core      *serviceCore
+	core      *handshake.ServerCore
 }
 
 // startService binds (or adopts from socket activation) the service's addresses.
@@ -153,7 +153,6 @@ type admission struct {
 	reserve *reservation
 	worker  *worker // chosen (and started) before the client is told it is accepted
 	id      uint64  // the connection's handoff id at that worker
-	res     *handshake.Result
 }
 
 // release gives back what an admission holds when its connection will not be handed over.
@@ -166,7 +165,7 @@ func (a *admission) release(d *Daemon) {
 
 // newCore returns the handshake core of the service: the decisions, made here with the
 // daemon's keys and policy, for handshakes whose bytes are parsed elsewhere.
-func (s *service) newCore() (*serviceCore, error) {
+func (s *service) newCore() (*handshake.ServerCore, error) {
 	d := s.d
 	hcfg := &handshake.ServerConfig{
 		HostKey:      d.hostKey,
@@ -177,45 +176,10 @@ func (s *service) newCore() (*serviceCore, error) {
 		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
 		Eligible:     s.eligible,
 		Authorize:    s.authorize,
+		Discard:      func(r *handshake.Result) { r.Admission.(*admission).release(d) },
 		Refused:      s.refused,
 	}
-	core, err := handshake.NewServerCore(hcfg, d.cfg.HandshakeTimeout)
-	if err != nil {
-		return nil, err
-	}
-	return &serviceCore{ServerCore: core, s: s, adms: make(map[uint64]*admission)}, nil
-}
-
-// serviceCore is a service's handshake core plus the admissions of its accepted sessions,
-// waiting to be handed over.
-type serviceCore struct {
-	*handshake.ServerCore
-	s    *service
-	mu   sync.Mutex
-	adms map[uint64]*admission
-}
-
-// Abort releases an accepted session whose handshake then failed.
-func (c *serviceCore) Abort(session uint64) {
-	c.ServerCore.Abort(session)
-	if adm := c.take(session); adm != nil {
-		adm.release(c.s.d)
-	}
-}
-
-func (c *serviceCore) put(session uint64, adm *admission) {
-	c.mu.Lock()
-	c.adms[session] = adm
-	c.mu.Unlock()
-}
-
-// take returns and forgets the admission of an accepted session.
-func (c *serviceCore) take(session uint64) *admission {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	adm := c.adms[session]
-	delete(c.adms, session)
-	return adm
+	return handshake.NewServerCore(hcfg, d.cfg.HandshakeTimeout)
 }
 
 // handle runs one handshake and hands the connection over. release gives back the
@@ -237,7 +201,7 @@ func (s *service) handle(nc net.Conn, release func()) {
 		nc.Close()
 		return
 	}
-	adm := s.core.take(res.Session)
+	adm, _ := res.Admission.(*admission)
 	if adm == nil {
 		d.log.Error("accepted handshake without an admission", "service", s.name)
 		nc.Close()
@@ -251,24 +215,25 @@ func (s *service) handle(nc net.Conn, release func()) {
 		nc.Close()
 		return
 	}
-	d.dispatch(adm, nc, st, adm.res)
+	d.dispatch(adm, nc, st, res)
 }
 
 // authorize admits a client whose key was found eligible and who then proved it holds it
 // (signature or binder), before the client is told it is accepted: capacity must remain, the
 // decision must be in the audit log, and a worker must be ready. eligible has already checked
 // the key and the grant; nothing before this point creates a process or writes a record.
-func (s *service) authorize(r *handshake.Result) error {
+func (s *service) authorize(r *handshake.Result) (any, error) {
 	d := s.d
 	sc := s.config()
-	acct, err := d.userAccount(sc, r.User)
-	if err != nil {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
+	acct, ok := r.Admission.(*policy.Account) // what eligible found
+	if !ok {
+		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "authorizing a client not found eligible"}
 	}
+	var err error
 	runAs := acct
 	if !sc.RunAsUser {
 		if runAs, err = d.accounts.lookup(sc.Account); err != nil {
-			return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "service account", Err: err}
+			return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "service account", Err: err}
 		}
 	}
 	// A worker as the acceptor's account would share its uid with the process that parses
@@ -281,30 +246,29 @@ func (s *service) authorize(r *handshake.Result) error {
 	if acceptorUID != 0 && runAs.UID == acceptorUID {
 		d.log.Error("refusing to start a worker as the acceptor's account: give the service (or user) an account of its own",
 			"service", sc.Name, "user", r.User, "account", runAs.Name, "uid", runAs.UID)
-		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "the worker would run as the acceptor's account"}
+		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "the worker would run as the acceptor's account"}
 	}
 	res, err := d.reserve(sc, r.User)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// r.Client is the address the monitor read from the Commit's descriptor (Begin's, from
 	// the acceptor, is only used for refusals before it).
-	rec := d.auditRecord(r.Client, r, "accepted", "")
+	rec := audit.NewRecord(&r.Identity, r.Client, audit.Accepted)
 	if err := d.audit.Write(rec); err != nil {
 		res.release()
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
-		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
+		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
-	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, res: r}
+	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res}
 	// Have a worker ready before accepting, so that a service that cannot start is a clear
 	// refusal rather than a connection dropped after it was accepted.
 	if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
 		res.release()
 		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
-		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
+		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
 	}
-	s.core.put(r.Session, adm)
-	return nil
+	return adm, nil
 }
 
 // userAccount returns the account of user name for service sc, from the system user
@@ -322,9 +286,9 @@ func (d *Daemon) userAccount(sc *policy.Service, name string) (*policy.Account, 
 }
 
 // eligible is the decision made before the client proves anything (before a full
-// handshake's signature is verified, and before a ticket is resumed): the key must be one of
-// the user's, the user must exist and be allowed to use the service. It has no side effects
-// and leaves nothing behind.
+// handshake's signature is verified, and before a ticket is resumed): allowed, with the
+// service's current configuration. It has no side effects and leaves nothing behind but the
+// user's account in r.Admission, for authorize.
 func (s *service) eligible(r *handshake.Result) error {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
@@ -332,22 +296,35 @@ func (s *service) eligible(r *handshake.Result) error {
 	d.mu.Lock()
 	src := d.keys
 	d.mu.Unlock()
-	ok, err := keys.Authorized(ctx, src, r.User, r.UserKey)
+	acct, err := d.allowed(ctx, s.config(), src, r)
 	if err != nil {
-		return &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "looking up the user's keys", Err: err}
+		return err
 	}
-	if !ok {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", keys.Fingerprint(r.UserKey), r.User)}
-	}
-	sc := s.config()
-	acct, err := d.userAccount(sc, r.User)
-	if err != nil {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
-	}
-	if !sc.Allowed(r.User, acct.GroupNames) {
-		return &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("user %q may not use service %q", r.User, sc.Name)}
-	}
+	r.Admission = acct
 	return nil
+}
+
+// allowed is netauthd's authorization: the user must have the key r.KeyHash names (allowed
+// sets r.Key to it), exist, and be granted service sc. It decides every handshake (full, and
+// resumed, twice) and every revocation check, and returns the user's account.
+func (d *Daemon) allowed(ctx context.Context, sc *policy.Service, src keys.Source, r *handshake.Result) (*policy.Account, error) {
+	if err := handshake.FindKey(ctx, src, r); err != nil {
+		return nil, err
+	}
+	return d.granted(sc, r.User)
+}
+
+// granted returns the account of user if it exists and may use service sc (the part of
+// allowed that does not depend on the key).
+func (d *Daemon) granted(sc *policy.Service, user string) (*policy.Account, error) {
+	acct, err := d.userAccount(sc, user)
+	if err != nil {
+		return nil, &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
+	}
+	if !sc.Allowed(user, acct.GroupNames) {
+		return nil, &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: fmt.Sprintf("user %q may not use service %q", user, sc.Name)}
+	}
+	return acct, nil
 }
 
 // refused audits and logs a refused handshake. Every field of r may be the client's choice
@@ -410,28 +387,4 @@ func codeName(c handshake.Code) string {
 		return "timeout"
 	}
 	return fmt.Sprintf("code_%d", uint8(c))
-}
-
-// auditRecord describes a decision.
-func (d *Daemon) auditRecord(client string, r *handshake.Result, decision, reason string) *audit.Record {
-	rec := &audit.Record{
-		Time:      time.Now(),
-		Client:    client,
-		Service:   r.Service,
-		User:      r.User,
-		HostKeyFP: d.hostFP,
-		Mode:      "full",
-		Decision:  decision,
-		Reason:    reason,
-	}
-	if r.Resumed {
-		rec.Mode = "resumed"
-	}
-	if r.UserKey != nil {
-		rec.KeyType, rec.KeyFP = r.UserKey.Type(), keys.Fingerprint(r.UserKey)
-	}
-	if len(r.Signature) > 0 {
-		rec.Statement, rec.Signature = string(r.Statement), string(keys.Armor(r.Signature))
-	}
-	return rec
 }

@@ -20,6 +20,7 @@ import (
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/record"
@@ -154,21 +155,7 @@ func (d *Daemon) dispatchFile(adm *admission, f *os.File, remote, local string, 
 // dispatchFileWith is dispatchFile for a connection whose verdict the worker sends first
 // (pending: the Verdict record's content).
 func (d *Daemon) dispatchFileWith(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) {
-	hc := &handoff.Conn{
-		Pending:       pending,
-		State:         st,
-		User:          res.User,
-		UserKey:       res.UserKey.Marshal(),
-		HostKey:       d.hostPub.Marshal(),
-		Service:       adm.svc.Name,
-		Resumed:       res.Resumed,
-		AuthTime:      res.Issued,
-		HandshakeHash: res.HandshakeHash,
-		Statement:     res.Statement,
-		Signature:     res.Signature,
-		RemoteAddr:    remote,
-		LocalAddr:     local,
-	}
+	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
 	payload := hc.Marshal()
 	hc.Zero()
 	defer clear(payload)
@@ -186,8 +173,8 @@ func (d *Daemon) dispatchFileWith(adm *admission, f *os.File, remote, local stri
 			continue
 		}
 		d.mu.Lock()
-		w.keysUsed[keys.Fingerprint(res.UserKey)] = res.UserKey
-		w.noteUserKeyLocked(res.User, res.UserKey)
+		w.keysUsed[res.KeyFingerprint] = res.Key
+		w.noteUserKeyLocked(res.User, res.Key)
 		d.mu.Unlock()
 		adm.reserve.done = true // now counted as the worker's connection
 		return
@@ -590,7 +577,7 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	d.mu.Unlock()
 	d.checkSharedRevocations(ctx, cfg, src)
 	for _, it := range items {
-		reason := d.revoked(ctx, cfg, src, it.w, it.keys)
+		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.w.user, it.keys)
 		if reason == "" {
 			continue
 		}
@@ -600,27 +587,38 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Source, w *worker, used []ssh.PublicKey) string {
-	sc := cfg.Lookup(w.svc.Name)
+// revoked says why user may no longer use service (empty: still allowed), by the
+// authorization every handshake passes (allowed) for each key the user's connections used.
+func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Source, service, user string, used []ssh.PublicKey) string {
+	sc := cfg.Lookup(service)
 	if sc == nil {
 		return "service removed from the configuration"
 	}
-	acct, err := d.userAccount(sc, w.user)
-	if err != nil {
-		return "user no longer exists"
-	}
-	if !sc.Allowed(w.user, acct.GroupNames) {
-		return "user no longer allowed to use the service"
+	if _, err := d.granted(sc, user); err != nil {
+		return refusalReason(err)
 	}
 	for _, k := range used {
-		ok, err := keys.Authorized(ctx, src, w.user, k)
-		if err != nil {
-			d.log.Warn("revocation check: key lookup failed", "user", w.user, "err", err)
-			continue
-		}
-		if !ok {
-			return "key " + keys.Fingerprint(k) + " removed"
+		r := &handshake.Result{KeyHash: identity.KeyHash(k)}
+		r.User = user
+		if _, err := d.allowed(ctx, sc, src, r); err != nil {
+			if r := asRefusal(err); r.Code == handshake.CodeInternalError {
+				d.log.Warn("revocation check: key lookup failed", "user", user, "err", err)
+				continue
+			}
+			return refusalReason(err)
 		}
 	}
 	return ""
 }
+
+// asRefusal returns err's *handshake.Refusal, or an internal-error one.
+func asRefusal(err error) *handshake.Refusal {
+	var r *handshake.Refusal
+	if !errors.As(err, &r) {
+		r = &handshake.Refusal{Code: handshake.CodeInternalError, Err: err}
+	}
+	return r
+}
+
+// refusalReason is the reason a refusal gives, for the log.
+func refusalReason(err error) string { return asRefusal(err).Reason }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/record"
 )
 
@@ -43,23 +45,9 @@ const _ = uint(64<<10 - maxIdentity)
 type Conn struct {
 	// State is the record layer's exported state (record.Conn.Export).
 	State *record.State
-	// User is the authenticated user name.
-	User string
-	// UserKey is the user's public key and HostKey the server's host key, in SSH wire form.
-	UserKey []byte
-	HostKey []byte
-	// Service is the service the connection is for.
-	Service string
-	// Resumed reports whether the connection was authenticated with a ticket.
-	Resumed bool
-	// AuthTime is when the user last signed an authenticator.
-	AuthTime time.Time
-	// HandshakeHash is the Noise handshake hash (channel binding).
-	HandshakeHash []byte
-	// Statement and Signature are the signed authenticator of a full handshake; empty for a
-	// resumed one.
-	Statement []byte
-	Signature []byte
+	// Identity is who the handshake authenticated, as the monitor verified it; its keys
+	// travel in SSH wire form, and must parse.
+	identity.Identity
 	// RemoteAddr and LocalAddr are the connection's addresses as the daemon saw them, for
 	// logs.
 	RemoteAddr string
@@ -79,15 +67,16 @@ func (c *Conn) Marshal() []byte {
 		st = c.State.Marshal()
 		defer clear(st)
 	}
-	size := connOverhead + len(st) + len(c.User) + len(c.UserKey) + len(c.HostKey) + len(c.Service) +
+	ukey, hkey := wire(c.Key), wire(c.HostKey)
+	size := connOverhead + len(st) + len(c.User) + len(ukey) + len(hkey) + len(c.Service) +
 		len(c.HandshakeHash) + len(c.Statement) + len(c.Signature) + len(c.RemoteAddr) + len(c.LocalAddr) + 4 + len(c.Pending)
 	// Sized exactly, so the builder never copies the secret bytes into a second buffer.
 	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	b.AddUint8(connVersion)
 	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(st) })
 	addField(b, []byte(c.User))
-	addField(b, c.UserKey)
-	addField(b, c.HostKey)
+	addField(b, ukey)
+	addField(b, hkey)
 	addField(b, []byte(c.Service))
 	var flags uint8
 	if c.Resumed {
@@ -160,21 +149,31 @@ func ParseConn(b []byte) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handoff: malformed conn: %w", err)
 	}
-	return &Conn{
-		State:         state,
-		User:          string(user),
-		UserKey:       clone(ukey),
-		HostKey:       clone(hkey),
-		Service:       string(svc),
-		Resumed:       flags&1 != 0,
-		AuthTime:      time.Unix(int64(sec), int64(nsec)).UTC(),
-		HandshakeHash: clone(hash),
-		Statement:     clone(stmt),
-		Signature:     clone(sig),
-		RemoteAddr:    string(raddr),
-		LocalAddr:     string(laddr),
-		Pending:       clone(pending),
-	}, nil
+	userKey, err := ssh.ParsePublicKey(ukey)
+	if err != nil {
+		state.Zero()
+		return nil, fmt.Errorf("handoff: malformed conn: user key: %w", err)
+	}
+	hostKey, err := ssh.ParsePublicKey(hkey)
+	if err != nil {
+		state.Zero()
+		return nil, fmt.Errorf("handoff: malformed conn: host key: %w", err)
+	}
+	c := &Conn{State: state, RemoteAddr: string(raddr), LocalAddr: string(laddr), Pending: clone(pending)}
+	c.User, c.Service, c.Resumed = string(user), string(svc), flags&1 != 0
+	c.SetKey(userKey)
+	c.SetHostKey(hostKey)
+	c.AuthTime = time.Unix(int64(sec), int64(nsec)).UTC()
+	c.HandshakeHash, c.Statement, c.Signature = clone(hash), clone(stmt), clone(sig)
+	return c, nil
+}
+
+// wire is k's SSH wire form (empty for no key).
+func wire(k ssh.PublicKey) []byte {
+	if k == nil {
+		return nil
+	}
+	return k.Marshal()
 }
 
 // clone copies b, keeping an empty field nil.

@@ -5,6 +5,8 @@ package handoff
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"golang.org/x/crypto/ssh"
 	"reflect"
 	"testing"
 	"time"
@@ -14,14 +16,12 @@ import (
 
 func TestConnRoundTrip(t *testing.T) {
 	full := testConn()
-	minimal := &Conn{State: &record.State{}} // nil fields come back nil
+	minimal := withKeys(&Conn{State: &record.State{}}) // nil fields come back nil
 	large := testConn()
 	large.State.Unread = bytes.Repeat([]byte{1}, 100<<10)
 	large.State.Plain = bytes.Repeat([]byte{2}, 28<<10) // a full read buffer
 	large.User = string(bytes.Repeat([]byte("u"), MaxNameLen))
 	large.Service = string(bytes.Repeat([]byte("s"), MaxNameLen))
-	large.UserKey = make([]byte, MaxUserKeyLen)
-	large.HostKey = make([]byte, MaxHostKeyLen)
 	large.HandshakeHash = make([]byte, MaxHashLen)
 	large.Statement = make([]byte, MaxStatementLen)
 	large.Signature = make([]byte, MaxSignatureLen)
@@ -54,12 +54,19 @@ func TestConnRoundTrip(t *testing.T) {
 		}
 	}
 	// The zero time survives the trip.
-	z := &Conn{State: &record.State{}}
+	z := withKeys(&Conn{State: &record.State{}})
 	got, err := ParseConn(z.Marshal())
 	if err != nil || !got.AuthTime.IsZero() {
 		t.Errorf("zero AuthTime came back as %v %v", got.AuthTime, err)
 	}
 }
+
+// junkKey is a public key whose wire form is b, whatever b is.
+type junkKey []byte
+
+func (k junkKey) Type() string                        { return "junk" }
+func (k junkKey) Marshal() []byte                     { return k }
+func (k junkKey) Verify([]byte, *ssh.Signature) error { return errors.New("junk") }
 
 func TestConnZero(t *testing.T) {
 	c := testConn()
@@ -102,7 +109,7 @@ func TestParseConnRejects(t *testing.T) {
 		"version":   mod(func(b []byte) []byte { b[0] = 2; return b }),
 		"truncated": good[:len(good)-1],
 		"trailing":  append(append([]byte(nil), good...), 0),
-		"no state":  (&Conn{User: "alice"}).Marshal(),
+		"no state":  withKeys(&Conn{}).Marshal(),
 		"bad state": mod(func(b []byte) []byte { b[4] = 9; return b }),
 		"flags":     mod(func(b []byte) []byte { b[flagsAt] = 2; return b }),
 		"nanoseconds": mod(func(b []byte) []byte {
@@ -118,8 +125,12 @@ func TestParseConnRejects(t *testing.T) {
 	over := map[string]func(c *Conn){
 		"long user":      func(c *Conn) { c.User = string(make([]byte, MaxNameLen+1)) },
 		"long service":   func(c *Conn) { c.Service = string(make([]byte, MaxNameLen+1)) },
-		"long user key":  func(c *Conn) { c.UserKey = make([]byte, MaxUserKeyLen+1) },
-		"long host key":  func(c *Conn) { c.HostKey = make([]byte, MaxHostKeyLen+1) },
+		"long user key":  func(c *Conn) { c.Key = junkKey(make([]byte, MaxUserKeyLen+1)) },
+		"long host key":  func(c *Conn) { c.HostKey = junkKey(make([]byte, MaxHostKeyLen+1)) },
+		"bad user key":   func(c *Conn) { c.Key = junkKey([]byte("\x00\x00\x00\x0bssh-ed25519user-key")) },
+		"bad host key":   func(c *Conn) { c.HostKey = junkKey([]byte("\x00\x00\x00\x0bssh-ed25519host-key")) },
+		"no user key":    func(c *Conn) { c.Key = nil },
+		"no host key":    func(c *Conn) { c.HostKey = nil },
 		"long hash":      func(c *Conn) { c.HandshakeHash = make([]byte, MaxHashLen+1) },
 		"long statement": func(c *Conn) { c.Statement = make([]byte, MaxStatementLen+1) },
 		"long signature": func(c *Conn) { c.Signature = make([]byte, MaxSignatureLen+1) },
@@ -143,8 +154,10 @@ func TestParseConnRejects(t *testing.T) {
 
 func FuzzParseConn(f *testing.F) {
 	f.Add(testConn().Marshal())
-	f.Add((&Conn{State: &record.State{}}).Marshal())
-	f.Add((&Conn{State: &record.State{Unread: []byte("u")}, User: "u", Resumed: true}).Marshal())
+	f.Add(withKeys(&Conn{State: &record.State{}}).Marshal())
+	resumed := withKeys(&Conn{State: &record.State{Unread: []byte("u")}})
+	resumed.User, resumed.Resumed = "u", true
+	f.Add(resumed.Marshal())
 	f.Add([]byte{connVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseConn(b)

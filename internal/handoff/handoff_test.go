@@ -4,8 +4,10 @@ package handoff
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"golang.org/x/crypto/ssh"
 	"io"
 	"net"
 	"os"
@@ -105,24 +107,36 @@ func pipeFDs(t testing.TB, n int) []int {
 
 // testConn returns a Conn with every field set.
 func testConn() *Conn {
-	return &Conn{
+	c := withKeys(&Conn{
 		State: &record.State{
 			SendKey: testKeys[0], SendNonce: 7, SendCount: 3,
 			RecvKey: testKeys[1], RecvNonce: 9, RekeyAfter: 1000,
 			Unread: []byte("raw bytes"), Plain: []byte("decrypted"),
 		},
-		User:          "alice",
-		UserKey:       []byte("\x00\x00\x00\x0bssh-ed25519user-key"),
-		HostKey:       []byte("\x00\x00\x00\x0bssh-ed25519host-key"),
-		Service:       "imap",
-		Resumed:       true,
-		AuthTime:      time.Date(2026, 11, 27, 12, 30, 45, 123456789, time.UTC),
-		HandshakeHash: bytes.Repeat([]byte{0x42}, 32),
-		Statement:     []byte("statement"),
-		Signature:     []byte("signature"),
-		RemoteAddr:    "192.0.2.1:40000",
-		LocalAddr:     "192.0.2.2:993",
+		RemoteAddr: "192.0.2.1:40000",
+		LocalAddr:  "192.0.2.2:993",
+	})
+	c.User, c.Service, c.Resumed = "alice", "imap", true
+	c.AuthTime = time.Date(2026, 11, 27, 12, 30, 45, 123456789, time.UTC)
+	c.HandshakeHash = bytes.Repeat([]byte{0x42}, 32)
+	c.Statement, c.Signature = []byte("statement"), []byte("signature")
+	return c
+}
+
+// withKeys gives c a user key and a host key (fixed Ed25519 keys), which every Conn needs.
+func withKeys(c *Conn) *Conn {
+	c.SetKey(testPublicKey(1))
+	c.SetHostKey(testPublicKey(2))
+	return c
+}
+
+// testPublicKey returns the Ed25519 public key of a seed of 32 bytes b.
+func testPublicKey(b byte) ssh.PublicKey {
+	k, err := ssh.NewPublicKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize)).Public())
+	if err != nil {
+		panic(err)
 	}
+	return k
 }
 
 // expectAck sends a TypeAck with ID id from one end and checks the other receives it: it follows a
@@ -356,7 +370,9 @@ func TestRetryAfterWorkerExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload := (&Conn{State: st, User: "bob"}).Marshal()
+	hc := withKeys(&Conn{State: st})
+	hc.User = "bob"
+	payload := hc.Marshal()
 	defer clear(payload)
 	f, err := serverTCP.File()
 	if err != nil {
@@ -387,7 +403,7 @@ func TestRetryAfterWorkerExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, err := ParseConn(m.Payload)
+	parsed, err := ParseConn(m.Payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +412,7 @@ func TestRetryAfterWorkerExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved, err := record.Import(nc, hc.State)
+	moved, err := record.Import(nc, parsed.State)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,7 +124,7 @@ func TestResumeChecks(t *testing.T) {
 	cw := newCheckWorld(t, true)
 	binder := resumptionBinder(cw.w.session.Secret, cw.hash)
 	refuseAuthorize := cw.w.serverConfig()
-	refuseAuthorize.Authorize = func(*Result) error { return errors.New("key removed") }
+	refuseAuthorize.Authorize = func(*Result) (any, error) { return nil, errors.New("key removed") }
 	const none = -1
 	cases := []struct {
 		name string

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"time"
+	"ubns.dev/netauth/internal/identity"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
@@ -43,23 +44,17 @@ type ClientConfig struct {
 	Ephemeral func() (x25519.KeyPair, error)
 }
 
-// Result describes a completed handshake, on either side.
+// Result describes a completed handshake, on either side: the identity it established, and
+// how the handshake went.
 type Result struct {
-	Resumed       bool
-	User          string
-	UserKey       ssh.PublicKey
-	HostKey       ssh.PublicKey
-	Service       string
-	HandshakeHash []byte
-	// Statement and Signature are the signed authenticator of a full handshake.
-	Statement []byte
-	Signature []byte
+	identity.Identity
+	// KeyHash is, on the server, the SHA-256 of the user's key's wire form: of the key the
+	// signature names (full handshake), or the one the ticket holds (resumption, where Key is
+	// nil until Eligible finds the key).
+	KeyHash [32]byte
 	// Offered is true when the client offered a ticket (the server declined it if Resumed
 	// is false).
 	Offered bool
-	// Issued is when the user last authenticated with a signature (a resumed session's
-	// original full handshake).
-	Issued time.Time
 	// Session is the server's handle of the handshake (server side), and Client the
 	// client's address as the server saw it.
 	Session uint64
@@ -67,6 +62,9 @@ type Result struct {
 	// HandedOff is true on the server when the core took the connection over with its
 	// decision (Commit returned no Handover): the verdict is sent by whoever received it.
 	HandedOff bool
+	// Admission is what the server's Authorize returned for this client: the server's own
+	// record of its decision, carried to whoever continues the connection (server side).
+	Admission any
 }
 
 // Client is the client side of a handshake that has sent its authentication and may
@@ -229,14 +227,17 @@ func (h *clientHandshake) schedule() error {
 // the ticket's secret in this very handshake. The identity is the cached session's.
 func (h *clientHandshake) sendBinder() error {
 	s, r := h.cfg.Session, &h.c.Result
-	r.User, r.Service, r.Issued = s.User, s.Service, s.Issued
-	var err error
-	if r.HostKey, err = ssh.ParsePublicKey(s.HostKey); err != nil {
+	r.User, r.Service, r.AuthTime = s.User, s.Service, s.Issued
+	hostKey, err := ssh.ParsePublicKey(s.HostKey)
+	if err != nil {
 		return fmt.Errorf("netauth: cached session: %w", err)
 	}
-	if r.UserKey, err = ssh.ParsePublicKey(s.UserKey); err != nil {
+	userKey, err := ssh.ParsePublicKey(s.UserKey)
+	if err != nil {
 		return fmt.Errorf("netauth: cached session: %w", err)
 	}
+	r.SetHostKey(hostKey)
+	r.SetKey(userKey)
 	return h.c.sendMessage3(record.TypeBinder, resumptionBinder(s.Secret, r.HandshakeHash))
 }
 
@@ -292,7 +293,8 @@ func (c *Client) authenticate(cfg *ClientConfig) error {
 	if cfg.Service != "" && cfg.Service != sa.Service {
 		return fmt.Errorf("netauth: server offers service %q, not the requested %q", sa.Service, cfg.Service)
 	}
-	c.Result.HostKey, c.Result.Service, c.Result.User = hostKey, sa.Service, cfg.User
+	c.Result.SetHostKey(hostKey)
+	c.Result.Service, c.Result.User = sa.Service, cfg.User
 
 	// Message 3: the user's authenticator.
 	now := time.Unix(cfg.now().Unix(), 0)
@@ -305,8 +307,8 @@ func (c *Client) authenticate(cfg *ClientConfig) error {
 	if err != nil {
 		return fmt.Errorf("netauth: signing the authenticator: %w", err)
 	}
-	c.Result.UserKey, c.Result.Statement, c.Result.Signature = cfg.Signer.PublicKey(), stmt, sshsig
-	c.Result.Issued = now
+	c.Result.SetKey(cfg.Signer.PublicKey())
+	c.Result.Statement, c.Result.Signature, c.Result.AuthTime = stmt, sshsig, now
 	ca := &clientAuth{User: cfg.User, Time: uint64(now.Unix()), SSHSIG: sshsig}
 	return c.sendMessage3(record.TypeClientAuth, ca.marshal())
 }
@@ -365,9 +367,9 @@ func (c *Client) verdict(typ byte, content []byte, err error, now time.Time) (*S
 		Ticket:  v.Ticket,
 		Secret:  append([]byte(nil), c.sec.resumption[:]...),
 		Expiry:  time.Unix(now.Unix()+int64(v.Lifetime), 0),
-		Issued:  c.Result.Issued,
+		Issued:  c.Result.AuthTime,
 		HostKey: c.Result.HostKey.Marshal(),
-		UserKey: c.Result.UserKey.Marshal(),
+		UserKey: c.Result.Key.Marshal(),
 		Service: c.Result.Service,
 		User:    c.Result.User,
 	}, nil

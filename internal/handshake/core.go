@@ -3,6 +3,7 @@
 package handshake
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
@@ -66,10 +68,9 @@ type BeginResponse struct {
 	HostKey       []byte // SSH wire form
 	HostSig       []byte // full handshakes: SSH signature of HostSigContext || HandshakeHash
 	Service       string
-	// For a resumed session, the identity from the ticket.
-	User    string
-	UserKey []byte
-	Issued  time.Time
+	// User is, for a resumed session, the user the ticket names (for the framing side's
+	// logs; the core keeps the identity).
+	User string
 }
 
 // CommitRequest is message 3 as the framing side parsed it: a full handshake's ClientAuth
@@ -90,9 +91,11 @@ type CommitRequest struct {
 // Accepted is a core's acceptance of a session: what it verified, and how the connection
 // goes on.
 type Accepted struct {
-	UserKey   []byte    // SSH wire form: from the verified signature, or the ticket
-	Statement []byte    // full handshakes: the statement as the core rebuilt and verified it
-	Issued    time.Time // when the user signed (a resumed session's full handshake)
+	// Result is the identity the core verified (for a full handshake, with the statement as
+	// the core rebuilt it) and the admission its Authorize returned. A core answering from
+	// another process (netauthd's monitor, to its acceptor) returns none: the identity went
+	// to the worker with the connection.
+	Result *Result
 	// Handover continues the connection; nil if the core gave it to another process.
 	Handover *Handover
 }
@@ -115,14 +118,12 @@ func (h *Handover) Zero() {
 }
 
 // decision is what authenticate or confirm decided: the ticket to send (full handshakes),
-// what was verified, and the application keys.
+// what was verified and admitted, and the application keys.
 type decision struct {
-	lifetime  uint32
-	ticket    []byte
-	userKey   []byte
-	statement []byte
-	issued    time.Time
-	app       appKeys
+	lifetime uint32
+	ticket   []byte
+	res      *Result
+	app      appKeys
 }
 
 // coreSession is a handshake waiting for message 3: a full handshake's authenticator, or a
@@ -229,10 +230,6 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	if t.Service != c.cfg.Service || t.HostKeyHash != hostKeyHash(c.hostWire) {
 		return nil
 	}
-	userKey, err := ssh.ParsePublicKey(t.Key)
-	if err != nil {
-		return nil
-	}
 	hs, err := noise.NewResponder(noise.NNpsk0, pro, eph, t.Secret[:])
 	if err != nil {
 		return nil
@@ -250,12 +247,13 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 		return nil
 	}
 	defer keys.Zero()
-	res := &Result{Resumed: true, Offered: true, User: t.User, UserKey: userKey, HostKey: c.hostPub,
-		Service: c.cfg.Service, HandshakeHash: append([]byte(nil), keys.HandshakeHash[:]...),
-		Issued: time.Unix(int64(t.Issued), 0), Client: req.Client}
+	res := c.newResult(req.Client, keys.HandshakeHash[:])
+	res.Resumed, res.Offered, res.User, res.KeyHash = true, true, t.User, t.KeyHash
+	res.KeyFingerprint = identity.HashFingerprint(t.KeyHash)
+	res.AuthTime = time.Unix(int64(t.Issued), 0)
 	// A user who lost access falls back to a full handshake, which then refuses clearly; the
 	// key schedule runs only for a resumption that goes ahead.
-	if c.cfg.Eligible(res) != nil {
+	if c.eligible(res) != nil {
 		return nil
 	}
 	sec, err := deriveSecrets(&keys)
@@ -270,8 +268,7 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	}
 	res.Session = id
 	resp := &BeginResponse{Session: id, Resumed: true, Noise: msg2, HandshakeHash: res.HandshakeHash,
-		HostKey: c.hostWire, Service: c.cfg.Service, User: t.User, UserKey: t.Key, Issued: res.Issued,
-		Recv: keys.K1, Send: keys.K2}
+		HostKey: c.hostWire, Service: c.cfg.Service, User: t.User, Recv: keys.K1, Send: keys.K2}
 	return resp
 }
 
@@ -322,22 +319,56 @@ func (c *ServerCore) confirm(req *CommitRequest) (*decision, error) {
 	res.Session = id
 	if !hmac.Equal(binder, resumptionBinder(sess.secret, sess.hash)) {
 		return nil, c.refuse(&Refusal{Code: CodeAuthFailed, Reason: "resumption binder does not verify", User: res.User,
-			KeyFP: keys.Fingerprint(res.UserKey), Resumed: true, Client: sess.client})
+			KeyFP: res.KeyFingerprint, Resumed: true, Client: sess.client})
 	}
 	// Begin checked the key and the grant, but the binder may come as late as the handshake
 	// timeout: check them again, now for a client that proved it holds the ticket, so that a
 	// key revoked in between is not admitted.
-	err := c.cfg.Eligible(res)
+	err := c.eligible(res)
 	if err == nil {
-		err = c.cfg.Authorize(res)
+		res.Admission, err = c.cfg.Authorize(res)
 	}
 	if err != nil {
 		r := asRefusal(err)
-		r.User, r.KeyFP, r.Resumed, r.Client = res.User, keys.Fingerprint(res.UserKey), true, sess.client
+		r.User, r.KeyFP, r.Resumed, r.Client = res.User, res.KeyFingerprint, true, sess.client
 		return nil, c.refuse(r)
 	}
-	return &decision{userKey: res.UserKey.Marshal(), issued: res.Issued,
-		app: appKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
+	return &decision{res: res, app: appKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}, nil
+}
+
+// FindKey is the part of an Eligible that finds the user's key: it sets res.Key to the key of
+// res.User in src whose hash is res.KeyHash, or refuses (not_authorized: the user has no such
+// key; internal_error: the lookup failed).
+func FindKey(ctx context.Context, src keys.Source, res *Result) error {
+	k, err := keys.Lookup(ctx, src, res.User, res.KeyHash)
+	if err != nil {
+		return &Refusal{Code: CodeInternalError, Reason: "looking up the user's keys", Err: err}
+	}
+	if k == nil {
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("key %s is not authorized for user %q", identity.HashFingerprint(res.KeyHash), res.User)}
+	}
+	res.SetKey(k)
+	return nil
+}
+
+// newResult starts the server's Result of a handshake with hash h from client.
+func (c *ServerCore) newResult(client string, h []byte) *Result {
+	res := &Result{Client: client}
+	res.Service, res.HandshakeHash = c.cfg.Service, append([]byte(nil), h...)
+	res.SetHostKey(c.hostPub)
+	return res
+}
+
+// eligible applies the configuration's Eligible, which finds the user's key by res.KeyHash,
+// and checks that it did.
+func (c *ServerCore) eligible(res *Result) error {
+	if err := c.cfg.Eligible(res); err != nil {
+		return err
+	}
+	if res.Key == nil || identity.KeyHash(res.Key) != res.KeyHash {
+		return &Refusal{Code: CodeInternalError, Reason: "the server's key lookup returned no key of the wanted hash"}
+	}
+	return nil
 }
 
 // asRefusal returns err as a *Refusal: its own if it is one, else a not_authorized refusal
@@ -456,9 +487,12 @@ func (c *ServerCore) Commit(req *CommitRequest, st *record.State) (*Accepted, er
 	defer d.app.Zero()
 	v, err := sealVerdict(st, marshalVerdict(d.lifetime, d.ticket))
 	if err != nil {
+		if c.cfg.Discard != nil {
+			c.cfg.Discard(d.res)
+		}
 		return nil, fmt.Errorf("netauth: sealing the Verdict: %w", err)
 	}
-	return &Accepted{UserKey: d.userKey, Statement: d.statement, Issued: d.issued,
+	return &Accepted{Result: d.res,
 		Handover: &Handover{Verdict: v, State: d.app.serverState(st)}}, nil
 }
 
@@ -474,13 +508,11 @@ func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "no such handshake (unknown, used or expired session)", User: req.User})
 	}
 	defer sess.zero()
-	res := &Result{User: req.User, HostKey: c.hostPub, Service: c.cfg.Service, HandshakeHash: sess.hash,
-		Client: sess.client, Session: req.Session}
+	res := c.newResult(sess.client, sess.hash)
+	res.User, res.Session = req.User, req.Session
 	fail := func(r *Refusal) error {
 		r.User, r.Client, r.Statement, r.Signature = res.User, res.Client, res.Statement, res.Signature
-		if res.UserKey != nil {
-			r.KeyFP = keys.Fingerprint(res.UserKey)
-		}
+		r.KeyFP = res.KeyFingerprint
 		return c.refuse(r)
 	}
 	if err := keys.ValidName(req.User); err != nil {
@@ -507,14 +539,14 @@ func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 	// The claimed key must be one the user may use here before any signature work and
 	// before the replay cache: a key of the client's own making costs one lookup and
 	// leaves nothing behind.
-	res.UserKey = sig.Key
-	if err := c.cfg.Eligible(res); err != nil {
+	res.SetKey(sig.Key)
+	res.KeyHash = identity.KeyHash(sig.Key)
+	if err := c.eligible(res); err != nil {
 		return nil, fail(asRefusal(err))
 	}
 	if err := sig.Verify(stmt); err != nil {
 		return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator does not verify", Err: err})
 	}
-	userKey := sig.Key
 	if c.cfg.Replay != nil {
 		if err := c.cfg.Replay.Add(req.User, req.SSHSIG, replayForget(t, now, skew), now); errors.Is(err, ErrReplayed) {
 			return nil, fail(&Refusal{Code: CodeAuthFailed, Reason: "authenticator replayed", Err: err})
@@ -522,11 +554,11 @@ func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 			return nil, fail(&Refusal{Code: CodeOverloaded, Reason: "replay cache full", Err: err})
 		}
 	}
-	res.Issued = t
-	if err := c.cfg.Authorize(res); err != nil {
+	res.AuthTime = t
+	if res.Admission, err = c.cfg.Authorize(res); err != nil {
 		return nil, fail(asRefusal(err))
 	}
-	resp := &decision{userKey: userKey.Marshal(), statement: stmt, issued: t,
+	resp := &decision{res: res,
 		app: appKeys{ClientToServer: sess.sec.appC2S, ServerToClient: sess.sec.appS2C}}
 	if tk := c.cfg.Tickets; tk != nil {
 		// The ticket holds the resumption secret of the key schedule, which the client
@@ -535,7 +567,7 @@ func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 			Issued:      uint64(now.Unix()),
 			Expiry:      uint64(now.Add(tk.Lifetime()).Unix()),
 			User:        req.User,
-			Key:         resp.userKey,
+			KeyHash:     res.KeyHash,
 			Service:     c.cfg.Service,
 			HostKeyHash: hostKeyHash(c.hostWire),
 			Secret:      sess.sec.resumption,

@@ -111,17 +111,17 @@ func (w *fzServerWorld) serverConfig() *ServerConfig {
 		HostKey: w.hostKey,
 		Service: "echo",
 		Tickets: w.tickets,
-		Authorize: func(r *Result) error {
-			if r.User == "alice" && bytes.Equal(r.UserKey.Marshal(), w.user.PublicKey().Marshal()) {
-				return nil
+		Eligible: eligibleKey(func(user string) ssh.PublicKey {
+			if user == "alice" {
+				return w.user.PublicKey()
 			}
-			return errors.New("key not listed")
-		},
+			return nil
+		}),
 		Replay:    NewReplayCache(0),
 		Now:       func() time.Time { return w.now },
 		Ephemeral: func() (x25519.KeyPair, error) { return w.serverEph, nil },
 	}
-	cfg.Eligible = cfg.Authorize
+	cfg.Authorize = admitting(cfg.Eligible)
 	return cfg
 }
 
@@ -475,7 +475,7 @@ func FuzzParseSession(f *testing.F) {
 }
 
 func FuzzTicketContents(f *testing.F) {
-	tc := &ticketContents{Issued: 1, Expiry: 2, User: "alice", Key: []byte("key"), Service: "echo"}
+	tc := &ticketContents{Issued: 1, Expiry: 2, User: "alice", KeyHash: [32]byte{1}, Service: "echo"}
 	valid := tc.marshal()
 	f.Add(valid)                       // valid contents
 	f.Add(fzCat(valid, []byte{0}))     // trailing byte
@@ -515,9 +515,9 @@ func FuzzTicketOpen(f *testing.F) {
 		}
 		return tkt
 	}
-	live := &ticketContents{Issued: uint64(now.Unix()), Expiry: uint64(now.Add(time.Hour).Unix()), User: "alice", Key: []byte("k"), Service: "echo"}
+	live := &ticketContents{Issued: uint64(now.Unix()), Expiry: uint64(now.Add(time.Hour).Unix()), User: "alice", KeyHash: [32]byte{1}, Service: "echo"}
 	live.Secret[0] = 1
-	dead := &ticketContents{Issued: uint64(now.Unix()) - 7200, Expiry: uint64(now.Unix()), User: "alice", Key: []byte("k"), Service: "echo"}
+	dead := &ticketContents{Issued: uint64(now.Unix()) - 7200, Expiry: uint64(now.Unix()), User: "alice", KeyHash: [32]byte{1}, Service: "echo"}
 	t1, t2 := seal(tk, live), seal(tk, dead)
 	sealed[string(t1)] = issued{live, false}
 	sealed[string(t2)] = issued{dead, true}
@@ -663,7 +663,7 @@ func FuzzServerHandshake(f *testing.F) {
 		}
 
 		// A valid result: alice, with her key, on this server.
-		if res == nil || res.User != "alice" || res.UserKey == nil || !bytes.Equal(res.UserKey.Marshal(), w.user.PublicKey().Marshal()) ||
+		if res == nil || res.User != "alice" || res.Key == nil || !bytes.Equal(res.Key.Marshal(), w.user.PublicKey().Marshal()) ||
 			res.Service != "echo" || !bytes.Equal(res.HostKey.Marshal(), w.hostPub.Marshal()) || len(res.HandshakeHash) != HashLen {
 			t.Fatalf("accepted with result %+v", res)
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/identity"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
@@ -46,24 +47,39 @@ type env struct {
 	allowed map[string]ssh.PublicKey
 }
 
+// eligibleKey is an Eligible that finds the user's key: the one keyOf returns, if its hash is
+// the one wanted.
+func eligibleKey(keyOf func(user string) ssh.PublicKey) func(*Result) error {
+	return func(r *Result) error {
+		if k := keyOf(r.User); k != nil && identity.KeyHash(k) == r.KeyHash {
+			r.SetKey(k)
+			return nil
+		}
+		return errors.New("key not listed")
+	}
+}
+
+// admitting is an Authorize that admits, with no admission, what check allows.
+func admitting(check func(*Result) error) func(*Result) (any, error) {
+	return func(r *Result) (any, error) { return nil, check(r) }
+}
+
+// admitAll is an Authorize that admits everyone, with no admission.
+func admitAll(*Result) (any, error) { return nil, nil }
+
 func newEnv(t testing.TB) *env {
 	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
 	user := newSigner(t)
 	e := &env{allowed: map[string]ssh.PublicKey{"alice": user.PublicKey()}}
 	e.srv = &ServerConfig{
-		HostKey: hostKey,
-		Service: "echo",
-		Tickets: NewTicketKeys(time.Hour, rand.Reader),
-		Authorize: func(r *Result) error {
-			if a, ok := e.allowed[r.User]; ok && bytes.Equal(a.Marshal(), r.UserKey.Marshal()) {
-				return nil
-			}
-			return errors.New("key not listed")
-		},
+		HostKey:   hostKey,
+		Service:   "echo",
+		Tickets:   NewTicketKeys(time.Hour, rand.Reader),
+		Eligible:  eligibleKey(func(user string) ssh.PublicKey { return e.allowed[user] }),
 		Replay:    NewReplayCache(0),
 		Ephemeral: randomEphemeral,
 	}
-	e.srv.Eligible = e.srv.Authorize
+	e.srv.Authorize = admitting(e.srv.Eligible)
 	hostPub, _ := ssh.NewPublicKey(hostKey.Public())
 	e.cli = &ClientConfig{
 		User:   "alice",

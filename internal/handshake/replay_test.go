@@ -169,7 +169,7 @@ func TestReplayedAuthenticator(t *testing.T) {
 	first, _ := rpCapture(t, e)
 	when := rpStatementTime(t, first.Statement)
 
-	e.cli.Signer = replaySigner{pub: first.UserKey, sig: first.Signature}
+	e.cli.Signer = replaySigner{pub: first.Key, sig: first.Signature}
 	e.cli.Now = func() time.Time { return when }
 	o := rpRun(t, e, nil)
 	var re *RefusedError
@@ -204,7 +204,7 @@ func TestReplayedAuthenticatorSameHash(t *testing.T) {
 	e.srv.Ephemeral, e.cli.Ephemeral = fixed("stuck server rng"), fixed("stuck client rng")
 	first, _ := rpCapture(t, e)
 	when := rpStatementTime(t, first.Statement)
-	e.cli.Signer = replaySigner{pub: first.UserKey, sig: first.Signature}
+	e.cli.Signer = replaySigner{pub: first.Key, sig: first.Signature}
 	e.cli.Now = func() time.Time { return when }
 
 	o := rpRun(t, e, nil)

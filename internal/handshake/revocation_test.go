@@ -3,8 +3,8 @@
 package handshake
 
 import (
-	"bytes"
 	"errors"
+	"golang.org/x/crypto/ssh"
 	"testing"
 	"time"
 )
@@ -17,16 +17,22 @@ import (
 // netauthd's do once the key was found eligible.
 func TestRevokedBetweenHelloAndBinder(t *testing.T) {
 	e := newEnv(t)
-	e.srv.Authorize = func(*Result) error { return nil }
+	e.srv.Authorize = admitAll
 	revoked := false
-	e.srv.Eligible = func(r *Result) error {
-		if a, ok := e.allowed[r.User]; !revoked && ok && bytes.Equal(a.Marshal(), r.UserKey.Marshal()) {
-			if r.Resumed {
-				revoked = true // the key goes while the client computes its binder
-			}
+	allowed := eligibleKey(func(user string) ssh.PublicKey {
+		if revoked {
 			return nil
 		}
-		return errors.New("key not listed")
+		return e.allowed[user]
+	})
+	e.srv.Eligible = func(r *Result) error {
+		if err := allowed(r); err != nil {
+			return err
+		}
+		if r.Resumed {
+			revoked = true // the key goes while the client computes its binder
+		}
+		return nil
 	}
 	o := e.run(t)
 	if o.cliErr != nil || o.srvErr != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
@@ -25,8 +24,12 @@ type ServerConfig struct {
 	Tickets *TicketKeys
 	// MaxClockSkew bounds |client time - server time| (DefaultMaxClockSkew if zero).
 	MaxClockSkew time.Duration
-	// Eligible decides whether the user may use this service with this key, before the
-	// client has proved anything: on a full handshake before the signature is verified (so a
+	// Eligible finds the user's key and decides whether the user may use this service with
+	// it, before the client has proved anything. The key is the one whose SHA-256 (of its
+	// wire form) is res.KeyHash: on a full handshake the key the signature names (res.Key
+	// holds it already), on a resumption the one the ticket names (a ticket holds only the
+	// hash; res.Key is nil). Eligible sets res.Key (SetKey) to that key, taken from the
+	// user's keys, or refuses. It is called: on a full handshake before the signature is verified (so a
 	// key of the client's own making costs a lookup, not a verification, and never reaches
 	// the replay cache), and before a ticket is resumed (a ticket whose user lost the key or
 	// the grant falls back to a full handshake, which then refuses clearly); and once more
@@ -40,8 +43,14 @@ type ServerConfig struct {
 	// (res holds the statement and signature), and on every resumption after its binder
 	// verified, before the verdict that accepts the client. It is the last step, so it may
 	// have side effects (reserving capacity, writing the audit record, starting a worker).
-	// An error refuses, with a *Refusal's code or CodeNotAuthorized. Required.
-	Authorize func(res *Result) error
+	// What it returns is the admission: it becomes res.Admission, carried with the identity
+	// in the Accepted result to whoever continues the connection. An error refuses, with a
+	// *Refusal's code or CodeNotAuthorized. Required.
+	Authorize func(res *Result) (admission any, err error)
+	// Discard, if set, is called with a client Authorize admitted whose acceptance the core
+	// then could not complete (the Verdict could not be sealed), so that what the admission
+	// holds is given back.
+	Discard func(res *Result)
 	// Refused, if set, is called with every refusal before its code is sent to the client,
 	// so the decision is logged (and audited) before the client learns it.
 	Refused func(r *Refusal)
@@ -116,9 +125,6 @@ func (s *server) run() (*Result, error) {
 	defer clear(begin.Recv[:])
 	s.session = begin.Session
 	s.res.Session, s.res.Service, s.res.HandshakeHash = begin.Session, begin.Service, begin.HandshakeHash
-	if s.res.HostKey, err = ssh.ParsePublicKey(begin.HostKey); err != nil {
-		return nil, err
-	}
 	mode := byte(ModeFull)
 	if begin.Resumed {
 		mode = ModeResume
@@ -126,10 +132,7 @@ func (s *server) run() (*Result, error) {
 	s.rc.QueueRaw((&serverHello{Mode: mode, Noise: begin.Noise}).marshal())
 	s.rc.SetKeys(record.NewHalf(begin.Send, 0), record.NewHalf(begin.Recv, 0))
 	if begin.Resumed {
-		s.res.Resumed, s.res.User, s.res.Issued = true, begin.User, begin.Issued
-		if s.res.UserKey, err = ssh.ParsePublicKey(begin.UserKey); err != nil {
-			return nil, err
-		}
+		s.res.Resumed, s.res.User = true, begin.User
 		if err := s.rc.Flush(); err != nil {
 			return nil, fmt.Errorf("netauth: sending ServerHello: %w", err)
 		}
@@ -259,10 +262,11 @@ func (s *server) commit(req *CommitRequest) error {
 		s.session = 0 // a refusal consumed the session and released what it held
 		return s.sendVerdict(err)
 	}
-	s.res.Statement, s.res.Issued = acc.Statement, acc.Issued
-	if s.res.UserKey, err = ssh.ParsePublicKey(acc.UserKey); err != nil {
-		acc.Handover.Zero()
-		return err
+	if acc.Result != nil {
+		// The identity as the core verified it, and its admission.
+		offered := s.res.Offered
+		s.res = *acc.Result
+		s.res.Offered = offered
 	}
 	h := acc.Handover
 	if h == nil {

@@ -19,7 +19,7 @@ import (
 const (
 	ticketKeyIDLen   = 8
 	ticketNonceLen   = 12
-	ticketVersion    = 1
+	ticketVersion    = 2
 	ticketAD         = "netauth-v1 ticket\x00"
 	minTicketLen     = ticketKeyIDLen + ticketNonceLen + 16
 	DefaultTicketTTL = time.Hour
@@ -37,7 +37,7 @@ var (
 type ticketContents struct {
 	Issued, Expiry uint64 // Unix seconds; Issued is the time of the full handshake
 	User           string
-	Key            []byte // user's public key, SSH wire form
+	KeyHash        [32]byte // SHA-256 of the user's public key's wire form (not the key)
 	Service        string
 	HostKeyHash    [32]byte // SHA-256 of the host key's wire form
 	Secret         [PSKLen]byte
@@ -49,7 +49,7 @@ func (t *ticketContents) marshal() []byte {
 	b.AddUint64(t.Issued)
 	b.AddUint64(t.Expiry)
 	addBytes16(&b, []byte(t.User))
-	addBytes16(&b, t.Key)
+	b.AddBytes(t.KeyHash[:])
 	addBytes16(&b, []byte(t.Service))
 	b.AddBytes(t.HostKeyHash[:])
 	b.AddBytes(t.Secret[:])
@@ -60,13 +60,14 @@ func parseTicketContents(p []byte) (*ticketContents, error) {
 	s := cryptobyte.String(p)
 	t := &ticketContents{}
 	var v uint8
-	var user, svc, hk, sec []byte
+	var user, kh, svc, hk, sec []byte
 	if !s.ReadUint8(&v) || v != ticketVersion || !s.ReadUint64(&t.Issued) || !s.ReadUint64(&t.Expiry) ||
-		!readBytes16(&s, &user, MaxNameLen) || !readBytes16(&s, &t.Key, MaxTicketSize) ||
+		!readBytes16(&s, &user, MaxNameLen) || !s.ReadBytes(&kh, 32) ||
 		!readBytes16(&s, &svc, MaxNameLen) || !s.ReadBytes(&hk, 32) || !s.ReadBytes(&sec, PSKLen) || !s.Empty() {
 		return nil, ErrTicketInvalid
 	}
 	t.User, t.Service = string(user), string(svc)
+	copy(t.KeyHash[:], kh)
 	copy(t.HostKeyHash[:], hk)
 	copy(t.Secret[:], sec)
 	return t, nil

@@ -10,7 +10,7 @@ import (
 )
 
 func testTicket() *ticketContents {
-	return &ticketContents{User: "alice", Key: []byte("key"), Service: "echo"}
+	return &ticketContents{User: "alice", KeyHash: [32]byte{1}, Service: "echo"}
 }
 
 // sealAt seals a ticket valid for one lifetime from now.

@@ -496,22 +496,21 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 	if err != nil {
 		t.Fatal(err)
 	}
-	userPub := e.user.PublicKey().Marshal()
 	scfg := &ServerConfig{
 		HostKey: e.hostKey,
 		Service: "echo",
 		Tickets: sc.tickets,
-		Authorize: func(r *Result) error {
-			if r.User == "alice" && bytes.Equal(r.UserKey.Marshal(), userPub) && !sc.revoked {
-				return nil
+		Eligible: eligibleKey(func(user string) ssh.PublicKey {
+			if user == "alice" && !sc.revoked {
+				return e.user.PublicKey()
 			}
-			return errors.New("key not listed")
-		},
+			return nil
+		}),
 		Replay:    NewReplayCache(0),
 		Now:       func() time.Time { return time.Unix(sc.serverTime, 0) },
 		Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
 	}
-	scfg.Eligible = scfg.Authorize
+	scfg.Authorize = admitting(scfg.Eligible)
 	ccfg := &ClientConfig{
 		User:   "alice",
 		Signer: e.user,
@@ -885,7 +884,7 @@ func (e *vectorEnv) describeFull(t *testing.T, f *vecFile, sc *hsScenario, o *hs
 		if err != nil {
 			t.Fatalf("ticket does not open independently: %v", err)
 		}
-		f.comment("Ticket plaintext (version || issued || expiry || user || user key || service ||")
+		f.comment("Ticket plaintext (version || issued || expiry || user || SHA-256(user key) || service ||")
 		f.comment("SHA-256(host key) || resumption secret); AD = \"netauth-v1 ticket\\0\" || key id.")
 		f.comment("The resumption secret in it is the key schedule's (resumption_secret above): it")
 		f.comment("never travels.")
@@ -1067,9 +1066,8 @@ func testVersionVector(t *testing.T) {
 	if _, err := cc.Write(hello); err != nil {
 		t.Fatal(err)
 	}
-	allow := func(*Result) error { return nil }
 	_, err := RunServer(record.NewConn(scn), &ServerConfig{HostKey: e.hostKey, Service: "echo",
-		Eligible: allow, Authorize: allow,
+		Eligible: func(*Result) error { return nil }, Authorize: admitAll,
 		Ephemeral: func() (x25519.KeyPair, error) { return x25519.KeyPair{}, errors.New("not reached") }})
 	var r *Refusal
 	if !errors.As(err, &r) || r.Code != CodeVersionUnsupported {
@@ -1190,19 +1188,13 @@ func TestTamperedTagFallsBack(t *testing.T) {
 
 	c2, s2 := memConnPair()
 	c2.Write(hello)
-	userPub := e.user.PublicKey().Marshal()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		RunServer(record.NewConn(s2), &ServerConfig{HostKey: e.hostKey, Service: "echo",
-			Tickets: storedTicketKeys(full["ticket_key_id"], full["ticket_key"], time.Unix(vectorTime+2, 0)),
-			Eligible: func(res *Result) error {
-				if bytes.Equal(res.UserKey.Marshal(), userPub) {
-					return nil
-				}
-				return errors.New("no")
-			},
-			Authorize: func(*Result) error { return nil },
+			Tickets:   storedTicketKeys(full["ticket_key_id"], full["ticket_key"], time.Unix(vectorTime+2, 0)),
+			Eligible:  eligibleKey(func(string) ssh.PublicKey { return e.user.PublicKey() }),
+			Authorize: admitAll,
 			Now:       func() time.Time { return time.Unix(vectorTime+60, 0) },
 			Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
 		})
@@ -1222,8 +1214,8 @@ func TestTamperedTagFallsBack(t *testing.T) {
 		defer close(done)
 		RunServer(record.NewConn(s3), &ServerConfig{HostKey: e.hostKey, Service: "echo",
 			Tickets:   storedTicketKeys(full["ticket_key_id"], full["ticket_key"], time.Unix(vectorTime+2, 0)),
-			Eligible:  func(*Result) error { return nil },
-			Authorize: func(*Result) error { return nil },
+			Eligible:  eligibleKey(func(string) ssh.PublicKey { return e.user.PublicKey() }),
+			Authorize: admitAll,
 			Now:       func() time.Time { return time.Unix(vectorTime+60, 0) },
 			Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
 		})

@@ -5,6 +5,7 @@ package keys
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -51,22 +52,31 @@ type Source interface {
 	Keys(ctx context.Context, user string) ([]ssh.PublicKey, error)
 }
 
-// Authorized reports whether key is among src's keys for user. Key blobs
-// are compared in constant time.
+// Authorized reports whether key is among src's keys for user.
 func Authorized(ctx context.Context, src Source, user string, key ssh.PublicKey) (bool, error) {
+	k, err := Lookup(ctx, src, user, sha256.Sum256(key.Marshal()))
+	return k != nil, err
+}
+
+// Lookup returns the key of user in src whose SHA-256 (of its SSH wire form, the hash a
+// SHA256 fingerprint shows) is hash, or nil if the user has none. Every key of the user is
+// hashed and compared, in constant time.
+func Lookup(ctx context.Context, src Source, user string, hash [sha256.Size]byte) (ssh.PublicKey, error) {
 	if err := ValidName(user); err != nil {
-		return false, err
+		return nil, err
 	}
 	keys, err := src.Keys(ctx, user)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	want := key.Marshal()
-	found := 0
+	var found ssh.PublicKey
 	for _, k := range keys {
-		found |= subtle.ConstantTimeCompare(k.Marshal(), want)
+		h := sha256.Sum256(k.Marshal())
+		if subtle.ConstantTimeCompare(h[:], hash[:]) == 1 {
+			found = k
+		}
 	}
-	return found == 1, nil
+	return found, nil
 }
 
 // ParseAuthorizedKeys parses data in authorized_keys format with the rules

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/identity"
 )
 
 // FuzzParse checks that Parse never panics, never reports more than its input, and that what
@@ -15,9 +16,9 @@ import (
 func FuzzParse(f *testing.F) {
 	b, _ := hex.DecodeString(vector)
 	f.Add(b)
-	id := &Identity{User: "alice", KeyFingerprint: "SHA256:abc", KeyType: "ssh-ed25519", Service: "imap", AuthTime: time.Unix(1e9, 0), HandshakeHash: make([]byte, 32)}
+	id := &identity.Identity{User: "alice", KeyFingerprint: "SHA256:abc", KeyType: "ssh-ed25519", Service: "imap", AuthTime: time.Unix(1e9, 0), HandshakeHash: make([]byte, 32)}
 	for _, h := range []*Header{
-		{Command: Proxy, Family: TCP6, Source: netip.MustParseAddrPort("[::1]:1"), Destination: netip.MustParseAddrPort("[::1]:2"), TLVs: id.TLVs()},
+		{Command: Proxy, Family: TCP6, Source: netip.MustParseAddrPort("[::1]:1"), Destination: netip.MustParseAddrPort("[::1]:2"), TLVs: TLVs(id)},
 		{Command: Proxy, Family: UnixStream, SourcePath: "/a", DestinationPath: "/b", TLVs: []TLV{{TypeCRC32C, make([]byte, 4)}}},
 		{Command: Local, Family: Unspec, TLVs: []TLV{{TypeNoop, nil}}},
 	} {

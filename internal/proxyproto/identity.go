@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"ubns.dev/netauth/internal/identity"
 )
 
 // The TLV types netauth uses for the identity of a forwarded connection, in the range the
@@ -33,20 +35,10 @@ const (
 // maxIdentityValue bounds each identity text value.
 const maxIdentityValue = 256
 
-// Identity is the authenticated identity a netauth backend header carries.
-type Identity struct {
-	User           string
-	KeyFingerprint string
-	KeyType        string
-	Service        string
-	Resumed        bool
-	AuthTime       time.Time
-	// HandshakeHash is the connection's unique handshake hash (UNIQUE_ID).
-	HandshakeHash []byte
-}
-
-// TLVs returns the identity as TLVs, in the order of their types, UNIQUE_ID first.
-func (id *Identity) TLVs() []TLV {
+// TLVs returns the identity TLVs of id, in the order of their types, UNIQUE_ID first: the
+// handshake hash, the user, the key's fingerprint and type, the service, whether the session
+// was resumed, and the authentication time.
+func TLVs(id *identity.Identity) []TLV {
 	resumed := "0"
 	if id.Resumed {
 		resumed = "1"
@@ -66,8 +58,9 @@ func (id *Identity) TLVs() []TLV {
 // must be present exactly once, with a non-empty UTF-8 value of at most 256 bytes without
 // control characters; the resumed flag must be "0" or "1", the time RFC 3339, and the
 // UNIQUE_ID present and non-empty. A header that fails these checks did not come from
-// netauthd and must be refused.
-func IdentityOf(h *Header) (*Identity, error) {
+// netauthd and must be refused. The identity has no keys (Key and HostKey are nil): the
+// header names the user's key by fingerprint and type only.
+func IdentityOf(h *Header) (*identity.Identity, error) {
 	if h.Command != Proxy {
 		return nil, errors.New("proxyproto: a LOCAL header carries no identity")
 	}
@@ -83,7 +76,7 @@ func IdentityOf(h *Header) (*Identity, error) {
 		}
 		vals[t.Type] = t.Value
 	}
-	id := &Identity{HandshakeHash: vals[TypeUniqueID]}
+	id := &identity.Identity{HandshakeHash: vals[TypeUniqueID]}
 	if len(id.HandshakeHash) == 0 {
 		return nil, errors.New("proxyproto: no UNIQUE_ID (handshake hash) TLV")
 	}

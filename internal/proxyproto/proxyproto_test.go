@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/identity"
 )
 
 // vector is a TCP4 header written by hand from the specification: PROXY, 192.0.2.1:56324 to
@@ -45,10 +46,10 @@ func TestParseVector(t *testing.T) {
 
 func TestRoundTrip(t *testing.T) {
 	auth := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	id := &Identity{User: "alice", KeyFingerprint: "SHA256:abc", KeyType: "ssh-ed25519", Service: "imap", Resumed: true, AuthTime: auth, HandshakeHash: bytes.Repeat([]byte{7}, 32)}
+	id := &identity.Identity{User: "alice", KeyFingerprint: "SHA256:abc", KeyType: "ssh-ed25519", Service: "imap", Resumed: true, AuthTime: auth, HandshakeHash: bytes.Repeat([]byte{7}, 32)}
 	for _, h := range []*Header{
-		{Command: Proxy, Family: TCP4, Source: netip.MustParseAddrPort("127.0.0.1:5000"), Destination: netip.MustParseAddrPort("127.0.0.1:143"), TLVs: id.TLVs()},
-		{Command: Proxy, Family: TCP6, Source: netip.MustParseAddrPort("[2001:db8::1]:5000"), Destination: netip.MustParseAddrPort("[::ffff:10.0.0.1]:143"), TLVs: id.TLVs()},
+		{Command: Proxy, Family: TCP4, Source: netip.MustParseAddrPort("127.0.0.1:5000"), Destination: netip.MustParseAddrPort("127.0.0.1:143"), TLVs: TLVs(id)},
+		{Command: Proxy, Family: TCP6, Source: netip.MustParseAddrPort("[2001:db8::1]:5000"), Destination: netip.MustParseAddrPort("[::ffff:10.0.0.1]:143"), TLVs: TLVs(id)},
 		{Command: Proxy, Family: UnixStream, SourcePath: "/run/client", DestinationPath: "\x00abstract", TLVs: []TLV{{TypeCRC32C, make([]byte, 4)}, {TypeUser, []byte("bob")}}},
 		{Command: Local, Family: Unspec},
 		{Command: Local, Family: TCP4, Source: netip.MustParseAddrPort("0.0.0.0:0"), Destination: netip.MustParseAddrPort("0.0.0.0:0")},
@@ -167,9 +168,9 @@ func TestMarshalRejects(t *testing.T) {
 }
 
 func TestIdentityOfRejects(t *testing.T) {
-	id := &Identity{User: "alice", KeyFingerprint: "SHA256:x", KeyType: "ssh-ed25519", Service: "imap", AuthTime: time.Unix(0, 0), HandshakeHash: []byte{1}}
+	id := &identity.Identity{User: "alice", KeyFingerprint: "SHA256:x", KeyType: "ssh-ed25519", Service: "imap", AuthTime: time.Unix(0, 0), HandshakeHash: []byte{1}}
 	base := func() *Header {
-		return &Header{Command: Proxy, Family: TCP4, TLVs: id.TLVs()}
+		return &Header{Command: Proxy, Family: TCP4, TLVs: TLVs(id)}
 	}
 	if got, err := IdentityOf(base()); err != nil || got.User != "alice" || got.Resumed || !got.AuthTime.Equal(time.Unix(0, 0)) {
 		t.Fatalf("IdentityOf = %+v, %v", got, err)
