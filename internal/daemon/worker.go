@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -127,22 +126,6 @@ func (d *Daemon) reserve(sc *policy.Service, user string) (*reservation, error) 
 	}
 	d.connsLocked(us, 1)
 	return &reservation{d: d, us: us}, nil
-}
-
-// dispatch hands an authenticated connection to a worker, starting one if needed and retrying
-// with a fresh worker if the chosen one exits before adopting it. Afterwards the daemon holds
-// neither the descriptor nor the keys.
-func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *handshake.Result) {
-	f, err := nc.(interface{ File() (*os.File, error) }).File()
-	remote, local := nc.RemoteAddr().String(), nc.LocalAddr().String()
-	nc.Close()
-	if err != nil {
-		adm.release(d)
-		d.log.Error("handoff: duplicating the connection", "err", err)
-		return
-	}
-	defer f.Close()
-	d.dispatchFile(adm, f, remote, local, st, res)
 }
 
 // dispatchFile is dispatch for a connection already held as a descriptor (the caller closes
