@@ -74,3 +74,14 @@ func idInUse(id uint32) bool {
 	}
 	return false
 }
+
+// BriefAcceptorAccount returns the account for the acceptor of a daemon that a program other
+// than netauthd runs briefly as root (the demonstration, the benchmark): the account called
+// name (netauthd's "netauth") if it exists and is not root, else a transient one
+// (TransientAcceptorAccount).
+func BriefAcceptorAccount(name string) (*policy.Account, error) {
+	if acct, err := policy.LookupAccount(name); err == nil && acct.UID != 0 {
+		return acct, nil
+	}
+	return TransientAcceptorAccount()
+}
