@@ -109,6 +109,10 @@ func TestBenchQuick(t *testing.T) {
 		if rep.Memory == nil || rep.Memory.IdleWorker.RSSKB == 0 {
 			t.Errorf("no worker memory as root: %+v", rep.Memory)
 		}
+		// netauthd runs as deployed: an acceptor process parses the connections.
+		if rep.Memory == nil || rep.Memory.Acceptor.RSSKB == 0 || !strings.Contains(table, "netauthd acceptor") {
+			t.Errorf("no acceptor memory as root: %+v", rep.Memory)
+		}
 		if rep.Scale == nil || rep.Scale.All.N != rep.Scale.Users*rep.Scale.Conns || rep.Scale.Workers == 0 {
 			t.Errorf("scale run: %+v", rep.Scale)
 		}

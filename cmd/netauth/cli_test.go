@@ -9,7 +9,10 @@ import (
 	"crypto/rand"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -18,12 +21,13 @@ import (
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/agent"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/policy"
 )
 
-// TestMain lets the test binary serve as the demo's worker program: the demo runs a copy of
-// its own executable as "netauth worker whoami".
+// TestMain lets the test binary serve as the demo's worker and acceptor programs: the demo
+// runs a copy of its own executable as "netauth worker whoami" and "netauth acceptor ...".
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "worker" {
+	if len(os.Args) > 1 && (os.Args[1] == "worker" || os.Args[1] == "acceptor") {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -125,11 +129,59 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	if os.Geteuid() == 0 {
-		for _, want := range []string{"started worker", "reused worker", "uid 65534"} {
+		for _, want := range []string{"started worker", "reused worker", "uid 65534", "with its privilege split"} {
 			if !strings.Contains(text, want) {
 				t.Errorf("demo as root lacks %q:\n%s", want, text)
 			}
 		}
+		uid, who := demoAcceptorLine(t, text)
+		acct, err := policy.LookupAccount("netauth")
+		switch {
+		case err == nil && (uid != int(acct.UID) || who != "account netauth"):
+			t.Errorf("the acceptor ran as uid %d (%s), want the account netauth (uid %d)", uid, who, acct.UID)
+		case err != nil && who != "a transient uid, no account":
+			t.Errorf("the acceptor ran as %s, want a transient uid (no account netauth here)", who)
+		}
+	}
+}
+
+// demoAcceptorLine finds the demo's line about its acceptor and returns the acceptor's uid and
+// account; it checks that the acceptor ran (a pid) and neither as root nor as the demo's
+// second user, and that the line says how it is confined.
+func demoAcceptorLine(t *testing.T, text string) (int, string) {
+	t.Helper()
+	m := regexp.MustCompile(`acceptor: pid (\d+), uid (\d+) \(([^)]*)\), parses every network byte: (confined|NOT fully confined) \(.+\)`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("the demo as root shows no acceptor with its confinement:\n%s", text)
+	}
+	uid, _ := strconv.Atoi(m[2])
+	if m[1] == "0" || uid == 0 || uid == 65534 {
+		t.Errorf("acceptor pid %s, uid %d: want a running acceptor, neither root nor nobody", m[1], uid)
+	}
+	return uid, m[3]
+}
+
+// TestDemoTransientAcceptor: as root on a system without the account netauth, the demo's
+// acceptor runs as a transient uid (systemd's dynamic range) that no account has.
+func TestDemoTransientAcceptor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the demo runs netauthd's daemon only as root (CI runs as root)")
+	}
+	defer func(name string) { demoAcceptorUser = name }(demoAcceptorUser)
+	demoAcceptorUser = "netauth-no-such-acceptor"
+	var out, errb bytes.Buffer
+	if code := run([]string{"demo", "-n", "1"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("demo: exit %d: %s", code, errb.String())
+	}
+	uid, who := demoAcceptorLine(t, out.String())
+	if who != "a transient uid, no account" || uid < 61184 || uid > 65519 {
+		t.Fatalf("the acceptor ran as uid %d (%s), want a transient uid in 61184-65519", uid, who)
+	}
+	if _, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		t.Errorf("uid %d has an account", uid)
+	}
+	if !strings.Contains(out.String(), "uid 65534") {
+		t.Errorf("the demo's second user was not served:\n%s", out.String())
 	}
 }
 

@@ -33,10 +33,12 @@ resumed with a ticket, and how long each took.
 Run as root, it goes on to run netauthd's daemon the same way, with the
 built-in whoami service: the first connection starts a worker running as the
 user, the second reuses it (same pid), and a second user (nobody) gets a
-separate worker with their own uid. The daemon runs inside this process,
-without netauthd's privilege split (no netauthd-acceptor, so no "netauth"
-account is needed): handshakes are parsed by the demonstration itself, as root.
-Everything is removed on exit.
+separate worker with their own uid. The daemon runs as an installed netauthd
+does, with its privilege split: this process is the monitor, and an acceptor
+process parses every network byte (netauthd-acceptor if it is installed next to
+this program, else this program itself), as the account "netauth" if it exists,
+else as a transient uid that no account has; the demo says whether the acceptor
+could confine itself. Everything is removed on exit.
 
 Flags:
 `

@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -26,10 +28,16 @@ import (
 // has.
 const demoSecondUser = "nobody"
 
+// demoAcceptorUser is the account the demonstration's acceptor runs as if it exists
+// (netauthd's); otherwise it gets a transient uid. A variable for tests.
+var demoAcceptorUser = "netauth"
+
 // runUBNSDemo runs netauthd's daemon in this process with the built-in whoami as its worker
 // program, and shows per-user workers being started and reused. It needs root. The daemon
-// runs without the privilege split (no acceptor process, hence no "netauth" account to
-// create): this process parses the handshakes itself, and says so.
+// runs as an installed netauthd does, with its privilege split: this process is the monitor,
+// and an acceptor process (netauthd-acceptor if it is installed next to this program, else
+// this program's hidden acceptor command) parses every network byte, as the account
+// "netauth" if it exists, else as a transient uid that no account has.
 func runUBNSDemo(out io.Writer, agentSock string, agentUser string, agentKey ssh.PublicKey) error {
 	tmp, err := os.MkdirTemp("", "netauthd-demo-")
 	if err != nil {
@@ -50,6 +58,14 @@ func runUBNSDemo(out io.Writer, agentSock string, agentUser string, agentKey ssh
 	}
 	worker := filepath.Join(tmp, "netauth")
 	if err := os.WriteFile(worker, data, 0o755); err != nil {
+		return err
+	}
+	acceptor, err := demoAcceptor(self, tmp, worker)
+	if err != nil {
+		return err
+	}
+	acceptorAcct, err := daemon.BriefAcceptorAccount(demoAcceptorUser)
+	if err != nil {
 		return err
 	}
 	keyDir := filepath.Join(tmp, "authorized_keys")
@@ -85,7 +101,8 @@ service whoami {
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	watch := newAcceptorWatch()
+	d, err := daemon.New(daemon.Options{Config: cfg, Logger: slog.New(watch), Acceptor: acceptor, AcceptorAccount: acceptorAcct})
 	if err != nil {
 		return err
 	}
@@ -101,7 +118,17 @@ service whoami {
 		return err
 	}
 
-	fmt.Fprintf(out, "\nnetauthd in this process (root, without the acceptor split): per-user workers, User-Based Network Services\n")
+	fmt.Fprintf(out, "\nnetauthd in this process (root), with its privilege split: per-user workers, User-Based Network Services\n")
+	fmt.Fprintf(out, "  this process is the monitor (keys, decisions, workers); it never reads from a client socket\n")
+	who := "account " + acceptorAcct.Name
+	if acceptorAcct.Name == "" {
+		who = "a transient uid, no account"
+	}
+	confinement := watch.report(3 * time.Second)
+	fmt.Fprintf(out, "  acceptor: pid %d, uid %d (%s), parses every network byte: %s\n", d.AcceptorPid(), acceptorAcct.UID, who, confinement)
+	if !strings.HasPrefix(confinement, "confined") {
+		fmt.Fprintf(out, "  (an installed netauthd's acceptor is confined: install netauthd-acceptor, built with CGO_ENABLED=0,\n   next to this program, or build this program with CGO_ENABLED=0)\n")
+	}
 	fmt.Fprintf(out, "  service whoami on %s; each user's connections go to a worker running as that user\n\n", addr)
 	conns := []struct {
 		user string
@@ -131,6 +158,87 @@ service whoami {
 		fmt.Fprintf(out, "connection %d  %-8s %-15s %s pid %-7s uid %-6s %8s\n", i+1, c.user, mode, worker, fields["pid"], fields["uid"], took.Round(time.Microsecond))
 	}
 	return nil
+}
+
+// demoAcceptor returns the command line of the demonstration's acceptor: netauthd-acceptor if
+// it is installed next to self (built without cgo, it can confine all its threads), else the
+// copy of this program at worker with its hidden acceptor command; either from dir, where the
+// acceptor's account may run it.
+func demoAcceptor(self, dir, worker string) ([]string, error) {
+	installed := filepath.Join(filepath.Dir(self), "netauthd-acceptor")
+	data, err := os.ReadFile(installed)
+	if err != nil {
+		return []string{worker, "acceptor"}, nil
+	}
+	path := filepath.Join(dir, "netauthd-acceptor")
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		return nil, err
+	}
+	return []string{path}, nil
+}
+
+// acceptorWatch is the demonstration daemon's log handler: it keeps the acceptor's own line
+// about its confinement (which the daemon logs as the acceptor's output) and discards
+// everything else.
+type acceptorWatch struct {
+	once   sync.Once
+	seen   chan struct{} // closed once status is set
+	status string
+}
+
+func newAcceptorWatch() *acceptorWatch { return &acceptorWatch{seen: make(chan struct{})} }
+
+func (w *acceptorWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (w *acceptorWatch) WithAttrs([]slog.Attr) slog.Handler       { return w }
+func (w *acceptorWatch) WithGroup(string) slog.Handler            { return w }
+
+func (w *acceptorWatch) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "acceptor output" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "line" {
+			return true
+		}
+		line := a.Value.String()
+		var status string
+		switch {
+		case strings.Contains(line, `msg="acceptor confined"`):
+			status = "confined (" + logField(line, "sandbox") + ")"
+		case strings.Contains(line, `msg="acceptor not fully confined"`):
+			status = "NOT fully confined (" + logField(line, "sandbox") + ")"
+		default:
+			return false
+		}
+		w.once.Do(func() { w.status = status; close(w.seen) })
+		return false
+	})
+	return nil
+}
+
+// report returns what the acceptor said of its confinement, waiting for it at most limit.
+func (w *acceptorWatch) report(limit time.Duration) string {
+	select {
+	case <-w.seen:
+		return w.status
+	case <-time.After(limit):
+		return "it has not reported how it is confined"
+	}
+}
+
+// logField returns the value of key in a log line of slog's text format.
+func logField(line, key string) string {
+	_, v, ok := strings.Cut(line, " "+key+"=")
+	if !ok {
+		return "?"
+	}
+	if q, err := strconv.QuotedPrefix(v); err == nil {
+		if s, err := strconv.Unquote(q); err == nil {
+			return s
+		}
+	}
+	v, _, _ = strings.Cut(v, " ")
+	return v
 }
 
 // askWhoami connects to a whoami service and parses its answer.

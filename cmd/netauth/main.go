@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"ubns.dev/netauth/internal/builtin"
+	"ubns.dev/netauth/internal/daemon"
 )
 
 const usage = `usage: netauth <command> [flags] [arguments]
@@ -60,6 +61,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "usage: netauth worker SERVICE [ARG...] (started by netauthd)")
 		return 2
+	case "acceptor":
+		// Hidden: netauthd's acceptor, for the daemon the demo and the benchmark run when
+		// netauthd-acceptor is not installed next to this program.
+		return daemon.RunAcceptor(args[1:], stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

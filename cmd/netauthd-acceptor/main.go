@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Command netauthd-acceptor is netauthd's unprivileged half: netauthd (the monitor, root)
-// starts it as an unprivileged account with its listening sockets and a control channel; it
-// accepts connections, parses every network byte, runs the record layer, and asks the monitor
-// for every decision. netauthd also runs it, as the user, for its built-in workers
+// Command netauthd-acceptor is netauthd's unprivileged half: netauthd (the monitor) starts it
+// with its listening sockets and a control channel, as the account "netauth" when netauthd is
+// root and as netauthd's own user otherwise; it accepts connections, parses every network
+// byte, runs the record layer, and asks the monitor for every decision. netauthd also runs it, as the user, for its built-in workers
 // ("-worker NAME": whoami, echo, exec, backend), because it starts faster than netauthd. It is
 // not meant to be run by hand.
 //

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,8 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/daemon"
 	"ubns.dev/netauth/internal/keys"
@@ -37,20 +34,26 @@ which service), logs each decision to a signed audit log, and hands the
 connection, already encrypted, to a worker process running as that user:
 started on the user's first connection, reused for the next ones.
 
-Without -config, netauthd runs its embedded default: as root, the built-in
-whoami service on 127.0.0.1:4000 for every user with a key in
-/etc/netauth/authorized_keys/<user> or ~/.ssh/authorized_keys, with a host key
-generated in /var/lib/netauth; as another user, the same service in-process
-for that user alone.
+Without -config, netauthd runs its embedded default, the built-in whoami service
+on 127.0.0.1:4000 (-listen moves it). As root: for every user with a key in
+/etc/netauth/authorized_keys/<user> or ~/.ssh/authorized_keys, each served by a
+worker running as them, with a host key generated in /var/lib/netauth and the
+audit log in /var/log/netauth. As another user: for that user alone, with the
+keys in their ~/.ssh/authorized_keys, the host key
+~/.config/netauth/host_ed25519_key and the audit log
+~/.local/state/netauth/audit.log.
 
-Run as root, netauthd (the monitor) keeps the keys and makes every decision, and
-never reads from a client socket: network bytes are parsed by its unprivileged
-half, netauthd-acceptor, which must be installed next to it (build it with
-CGO_ENABLED=0) and runs as the system account "netauth", confined with
-no_new_privs and Landlock. That account must exist, and serve nothing else;
-netauthd refuses to start as root without it. Create it with:
+netauthd runs as two processes. netauthd itself, the monitor, keeps the keys and
+makes every decision, and never reads from a client socket: network bytes are
+parsed by its other half, netauthd-acceptor, which must be installed next to it
+(build it with CGO_ENABLED=0) and confines itself with no_new_privs, Landlock and
+seccomp. Both processes are non-dumpable. As root, netauthd runs the acceptor as
+the system account "netauth", which must exist and serve nothing else; netauthd
+refuses to start as root without it. Create it with:
   useradd --system --no-create-home --shell /usr/sbin/nologin netauth
-Both processes are non-dumpable. See docs/SECURITY.md.
+As another user, netauthd cannot change uids: the acceptor and the workers run
+as that user, so it serves only that user, and the acceptor is kept from the
+user's files and processes only by its sandbox. See docs/SECURITY.md.
 
 Signals: SIGHUP reopens the audit log (after rotation by rename, and to retry
 one that could not be written) and reloads the configuration (a broken file is
@@ -91,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
-	cfg, err := loadConfig(*configPath, *addr)
+	cfg, note, err := loadConfig(*configPath, *addr)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -108,10 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (%d services)\n", nameOf(cfg), len(cfg.Services))
 		return 0
 	}
-	if os.Geteuid() != 0 && *configPath == "" {
-		return runUnprivileged(*addr, log, stdout, stderr)
-	}
-	return serve(cfg, log, stderr)
+	return serve(cfg, note, log, stdout, stderr)
 }
 
 func nameOf(cfg *policy.Config) string {
@@ -121,23 +121,62 @@ func nameOf(cfg *policy.Config) string {
 	return cfg.Path
 }
 
-// loadConfig reads the file, or builds the embedded default around the built-in whoami.
-func loadConfig(path, addr string) (*policy.Config, error) {
+// loadConfig reads the file, or builds the embedded default around the built-in whoami: as
+// root, policy.Default; as another user, userDefault, with note to tell the user about it.
+func loadConfig(path, addr string) (cfg *policy.Config, note string, err error) {
 	if path != "" {
-		return policy.Load(path)
+		cfg, err = policy.Load(path)
+		return cfg, "", err
 	}
 	worker, err := builtinWorker()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	cfg := policy.Default(worker[0])
+	if os.Geteuid() != 0 {
+		return userDefault(worker, addr)
+	}
+	cfg = policy.Default(worker[0])
 	cfg.Services[0].Args = append(worker[1:], "whoami")
 	cfg.Services[0].Listen = []string{addr}
-	return cfg, nil
+	return cfg, "", nil
 }
 
-// serve runs the daemon until SIGTERM or SIGINT.
-func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
+// userDefault is the embedded default for a user other than root: netauthd cannot start
+// processes as other users, so it serves whoami to this user alone, with the user's own keys,
+// and keeps its host key and audit log in the user's home directory. It runs the same two
+// processes as root's, both as the user.
+func userDefault(worker []string, addr string) (*policy.Config, string, error) {
+	u, err := user.Current()
+	if err != nil {
+		return nil, "", fmt.Errorf("netauthd: %w", err)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return nil, "", fmt.Errorf("netauthd: %w", err)
+	}
+	cfg := policy.Default(worker[0])
+	cfg.HostKey = filepath.Join(home, ".config/netauth/host_ed25519_key")
+	cfg.AuditLog = filepath.Join(home, ".local/state/netauth/audit.log")
+	cfg.AuthorizedKeysDir = "" // only the user's own ~/.ssh/authorized_keys
+	sc := cfg.Services[0]
+	sc.Args = append(worker[1:], "whoami")
+	sc.Listen = []string{addr}
+	sc.Users = []string{u.Username}
+	// keys.HomeAuthorizedKeys finds the file through the user database, not $HOME.
+	note := fmt.Sprintf(`netauthd: not running as root, so:
+  - it cannot start worker processes as other users (User-Based Network Services need root):
+    it serves the built-in whoami on %s to you (%s) alone, in workers running as you;
+  - its acceptor, which parses every network byte, runs as you too: it confines itself (the
+    log says how), but has no account of its own (see docs/SECURITY.md);
+  - your keys come from %s;
+  - the host key is %s;
+  - the audit log is %s.
+`, addr, u.Username, filepath.Join(u.HomeDir, ".ssh/authorized_keys"), cfg.HostKey, cfg.AuditLog)
+	return cfg, note, nil
+}
+
+// serve runs the daemon until SIGTERM or SIGINT; once it runs, it prints note.
+func serve(cfg *policy.Config, note string, log *slog.Logger, stdout, stderr io.Writer) int {
 	inherited, err := activationListeners()
 	if err != nil {
 		fmt.Fprintln(stderr, "netauthd:", err)
@@ -153,20 +192,19 @@ func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	// Privilege separation: network bytes are parsed only by the acceptor, running as an
+	// account of its own when netauthd is root, as netauthd's user otherwise.
 	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, Self: worker}
 	if os.Geteuid() == 0 {
-		// Privilege separation: network bytes are parsed only by the unprivileged acceptor,
-		// running as an account of its own.
-		if err := checkAcceptorAccount(acceptorUser); err != nil {
+		if opts.AcceptorAccount, err = acceptorAccount(acceptorUser); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		opts.AcceptorUser = acceptorUser
-		opts.Acceptor = []string{filepath.Join(filepath.Dir(self), "netauthd-acceptor")}
-		if _, err := os.Stat(opts.Acceptor[0]); err != nil {
-			fmt.Fprintf(stderr, "netauthd: %s is missing: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
-			return 1
-		}
+	}
+	opts.Acceptor = []string{filepath.Join(filepath.Dir(self), "netauthd-acceptor")}
+	if _, err := os.Stat(opts.Acceptor[0]); err != nil {
+		fmt.Fprintf(stderr, "netauthd: %s is missing: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
+		return 1
 	}
 	d, err := daemon.New(opts)
 	if err != nil {
@@ -180,6 +218,7 @@ func serve(cfg *policy.Config, log *slog.Logger, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("netauthd running", "host_key", keys.Fingerprint(d.HostKey()), "config", nameOf(cfg))
+	fmt.Fprint(stdout, note)
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	for s := range sig {
@@ -219,15 +258,16 @@ func isExecutable(path string) bool {
 // acceptorUser is the account the acceptor runs as (a variable for tests).
 var acceptorUser = "netauth"
 
-// checkAcceptorAccount checks that the acceptor's account exists. There is no fallback (such
-// as "nobody"): on an account other programs also run as, those programs could signal the
-// acceptor, which holds clients' handshakes in progress, and a compromised acceptor could
+// acceptorAccount returns the acceptor's account, which must exist. There is no fallback
+// (such as "nobody"): on an account other programs also run as, those programs could signal
+// the acceptor, which holds clients' handshakes in progress, and a compromised acceptor could
 // signal or trace them; the split needs an account of its own.
-func checkAcceptorAccount(name string) error {
-	if _, err := policy.LookupAccount(name); err != nil {
-		return fmt.Errorf("netauthd: no account %q for netauthd-acceptor (%v): running as root, netauthd parses network bytes only in its unprivileged half, which needs an account of its own; create it with\n  useradd --system --no-create-home --shell /usr/sbin/nologin %s", name, err, name)
+func acceptorAccount(name string) (*policy.Account, error) {
+	acct, err := policy.LookupAccount(name)
+	if err != nil {
+		return nil, fmt.Errorf("netauthd: no account %q for netauthd-acceptor (%v): running as root, netauthd parses network bytes only in its unprivileged half, which needs an account of its own; create it with\n  useradd --system --no-create-home --shell /usr/sbin/nologin %s", name, err, name)
 	}
-	return nil
+	return acct, nil
 }
 
 // activationListeners returns the sockets systemd passed (LISTEN_FDS, LISTEN_PID).
@@ -254,66 +294,4 @@ func activationListeners() ([]net.Listener, error) {
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")
 	return out, nil
-}
-
-// runUnprivileged is the embedded default for a user other than root: netauthd cannot start
-// processes as other users, so it serves whoami in-process, for this user only.
-func runUnprivileged(addr string, log *slog.Logger, stdout, stderr io.Writer) int {
-	home, err := os.UserHomeDir()
-	if err != nil {
-		fmt.Fprintln(stderr, "netauthd:", err)
-		return 1
-	}
-	u, err := user.Current()
-	if err != nil {
-		fmt.Fprintln(stderr, "netauthd:", err)
-		return 1
-	}
-	me := u.Username
-	fmt.Fprintf(stdout, `netauthd: not running as root, so:
-  - it cannot start worker processes as other users (User-Based Network Services need root);
-  - it serves the built-in whoami in this process, for you (%s) alone, on %s;
-  - your keys come from %s/.ssh/authorized_keys; the host key is %s.
-`, me, addr, home, filepath.Join(home, ".config/netauth/host_ed25519_key"))
-	hostKey, created, err := netauth.LoadOrCreateHostKey(filepath.Join(home, ".config/netauth/host_ed25519_key"))
-	if err != nil {
-		fmt.Fprintln(stderr, "netauthd:", err)
-		return 1
-	}
-	if created {
-		log.Info("generated a new host key")
-	}
-	ln, err := netauth.Listen("tcp", addr, &netauth.ServerConfig{
-		HostKey: hostKey,
-		Service: "whoami",
-		Keys:    netauth.HomeAuthorizedKeys(),
-		Logger:  log,
-		Authorize: func(_ context.Context, id *netauth.Identity) error {
-			if id.User != me {
-				return errors.New("this unprivileged netauthd serves only " + me)
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		fmt.Fprintln(stderr, "netauthd:", err)
-		return 1
-	}
-	pub, err := ssh.NewPublicKey(hostKey.Public())
-	if err != nil {
-		fmt.Fprintln(stderr, "netauthd:", err)
-		return 1
-	}
-	log.Info("netauthd running in-process", "addr", ln.Addr().String(), "host_key", keys.Fingerprint(pub))
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-		<-sig
-		ln.Close()
-	}()
-	if err := ln.Serve(builtin.Whoami); err != nil {
-		fmt.Fprintln(stderr, "netauthd:", err)
-		return 1
-	}
-	return 0
 }

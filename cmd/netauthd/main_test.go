@@ -296,31 +296,176 @@ func TestDaemonBinary(t *testing.T) {
 	}
 }
 
-// TestEmbeddedDefaultUnprivileged: without root, netauthd says what it cannot do and serves
-// whoami in-process for its own user.
-func TestEmbeddedDefaultUnprivileged(t *testing.T) {
-	e := setup(t)
-	home := filepath.Join(e.dir, "home")
-	os.Mkdir(home, 0o755)
-	os.Chown(home, 65534, 65534)
-	port := freePort(t)
-	cmd := exec.Command(e.bin, "-listen", port)
+// startAs starts netauthd as acct (not root) with args, HOME set to home, and returns it with
+// its log and its standard output; it is killed at the end of the test.
+func startAs(t *testing.T, e *e2e, acct *policy.Account, home string, args ...string) (*exec.Cmd, *logWatcher, *testutil.Buffer) {
+	t.Helper()
+	cmd := exec.Command(e.bin, args...)
 	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	var out testutil.Buffer
-	cmd.Stdout = &out
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: acct.Groups}}
+	out := &testutil.Buffer{}
+	cmd.Stdout = out
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	logs := watch(stderr)
-	logs.wait(t, `netauthd running in-process`, 10*time.Second)
-	if !strings.Contains(out.String(), "not running as root") || !strings.Contains(out.String(), "cannot start worker processes") {
-		t.Fatalf("unprivileged explanation missing: %q", out.String())
+	return cmd, watch(stderr), out
+}
+
+// userHome makes a directory for acct, of its own, to be its $HOME.
+func userHome(t *testing.T, e *e2e, acct *policy.Account) string {
+	t.Helper()
+	home := filepath.Join(e.dir, "home-"+acct.Name)
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	if _, _, err := netauth.FetchHostKey(t.Context(), "tcp", port); err != nil {
-		t.Fatalf("in-process whoami not serving: %v", err)
+	if err := os.Chown(home, int(acct.UID), int(acct.GID)); err != nil {
+		t.Fatal(err)
+	}
+	return home
+}
+
+// checkSameUIDSplit checks that netauthd, run as acct, runs its acceptor as its own child with
+// acct's uid and gid (confined and non-dumpable, which checkBoundary checks with the rest),
+// and that netauthd itself is non-dumpable.
+func checkSameUIDSplit(t *testing.T, logs *logWatcher, monitorPid int, acct *policy.Account) {
+	t.Helper()
+	m := logs.seen(t, `acceptor started" pid=(\d+) user=(\S+) uid=(\d+)`)
+	if m[2] != acct.Name || m[3] != strconv.Itoa(int(acct.UID)) {
+		t.Errorf("the acceptor runs as %s (uid %s), want netauthd's own %s (uid %d)", m[2], m[3], acct.Name, acct.UID)
+	}
+	status, err := os.ReadFile("/proc/" + m[1] + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"PPid:": strconv.Itoa(monitorPid), "Uid:": strconv.Itoa(int(acct.UID)), "Gid:": strconv.Itoa(int(acct.GID))}
+	for _, line := range strings.Split(string(status), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || want[f[0]] == "" {
+			continue
+		}
+		for _, v := range f[1:] {
+			if v != want[f[0]] {
+				t.Errorf("the acceptor %s: %q, want %s", m[1], line, want[f[0]])
+				break
+			}
+		}
+		delete(want, f[0])
+	}
+	if len(want) != 0 {
+		t.Errorf("the acceptor's status lacks %v", want)
+	}
+	checkBoundary(t, monitorPid, m[1])
+	var st syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/status", monitorPid), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 {
+		t.Errorf("netauthd (uid %d) is dumpable: its /proc files belong to uid %d", acct.UID, st.Uid)
+	}
+}
+
+// TestConfigUnprivileged: netauthd run by a user other than root with a configuration file
+// runs its privilege split under its own uid: its acceptor, a process of that uid, confined,
+// parses the connections, and whoami is served by a worker of that uid.
+func TestConfigUnprivileged(t *testing.T) {
+	e := setup(t)
+	acct, err := policy.LookupAccount("netauth-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := userHome(t, e, acct)
+	keysDir := filepath.Join(e.dir, "keys")
+	os.Mkdir(keysDir, 0o755)
+	alice := testutil.Signer(t)
+	os.WriteFile(filepath.Join(keysDir, acct.Name), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	addr := freePort(t)
+	confPath := filepath.Join(e.dir, "netauthd.conf")
+	os.WriteFile(confPath, []byte(fmt.Sprintf("host-key %[1]s/host_key\naudit-log %[1]s/audit.log\nauthorized-keys-dir %[2]s\n\n"+
+		"service whoami {\n  listen %[3]s\n  program %[4]s\n  args -worker whoami\n  users %[5]s\n}\n", home, keysDir, addr, e.bin, acct.Name)), 0o644)
+
+	cmd, logs, _ := startAs(t, e, acct, home, "-config", confPath)
+	logs.wait(t, `netauthd running`, 10*time.Second)
+	key, _, err := netauth.FetchHostKey(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := filepath.Join(e.dir, "known_hosts")
+	netauth.Trust(known, addr, key)
+	cfg := &netauth.Config{User: acct.Name, Signer: alice, KnownHostsFile: known, TicketCache: netauth.NewMemoryTicketCache(2)}
+	for _, want := range []string{"resumed=false", "resumed=true"} {
+		line, err := whoami(addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(line, "user="+acct.Name+" ") || !strings.Contains(line, fmt.Sprintf("uid=%d ", acct.UID)) || !strings.Contains(line, want) {
+			t.Fatalf("whoami: %q", line)
+		}
+	}
+	checkSameUIDSplit(t, logs, cmd.Process.Pid, acct)
+}
+
+// TestEmbeddedDefaultUnprivileged: without root and without a configuration file, netauthd
+// says what it cannot do and serves whoami to its own user alone, through the same daemon and
+// acceptor as root's, both running as the user: keys from the user's ~/.ssh/authorized_keys,
+// host key and audit log in the user's home directory.
+func TestEmbeddedDefaultUnprivileged(t *testing.T) {
+	e := setup(t)
+	acct, err := policy.LookupAccount("netauth-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := userHome(t, e, acct)
+	// The keys, as for sshd, in ~/.ssh/authorized_keys of the home the user database names.
+	alice := testutil.Signer(t)
+	sshDir := filepath.Join(acct.Home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	os.Chown(sshDir, int(acct.UID), int(acct.GID))
+	ak := filepath.Join(sshDir, "authorized_keys")
+	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(ak, int(acct.UID), int(acct.GID))
+	t.Cleanup(func() { os.Remove(ak) })
+
+	port := freePort(t)
+	cmd, logs, out := startAs(t, e, acct, home, "-listen", port)
+	logs.wait(t, `netauthd running`, 10*time.Second)
+	hostKey := filepath.Join(home, ".config/netauth/host_ed25519_key")
+	auditLog := filepath.Join(home, ".local/state/netauth/audit.log")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), auditLog) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range []string{"not running as root", "cannot start worker processes", "to you (" + acct.Name + ") alone",
+		"its acceptor", "runs as you too", ak, hostKey, auditLog} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("netauthd's explanation lacks %q:\n%s", want, out.String())
+		}
+	}
+	key, service, err := netauth.FetchHostKey(t.Context(), "tcp", port)
+	if err != nil || service != "whoami" {
+		t.Fatalf("the embedded default's whoami: %q %v", service, err)
+	}
+	known := filepath.Join(e.dir, "known_hosts")
+	netauth.Trust(known, port, key)
+	cfg := &netauth.Config{User: acct.Name, Signer: alice, KnownHostsFile: known, TicketCache: netauth.NewMemoryTicketCache(2)}
+	line, err := whoami(port, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(line, "user="+acct.Name+" ") || !strings.Contains(line, fmt.Sprintf("uid=%d ", acct.UID)) {
+		t.Fatalf("whoami from the embedded default: %q", line)
+	}
+	checkSameUIDSplit(t, logs, cmd.Process.Pid, acct)
+	if _, err := os.Stat(hostKey); err != nil {
+		t.Errorf("no host key: %v", err)
+	}
+	data, err := os.ReadFile(auditLog)
+	if err != nil || !bytes.Contains(data, []byte(`"decision":"accepted"`)) || !bytes.Contains(data, []byte(`"user":"`+acct.Name+`"`)) {
+		t.Errorf("the audit log does not record the accepted connection: %v\n%s", err, data)
 	}
 }
 

@@ -136,8 +136,11 @@ type run struct {
 	srv   *serverProc // the Go servers
 	d     *serverProc // netauthd (root only)
 	conf  string      // netauthd's configuration
-	rep   *Report
-	prog  *progress
+	// acceptor is the command line of netauthd's acceptor: netauthd-acceptor, when it is
+	// installed next to this program, else this program's hidden acceptor command.
+	acceptor []string
+	rep      *Report
+	prog     *progress
 
 	// scaleUsers are the users the scale run may use, with their keys: accounts that
 	// exist only in key files (virtualScale true) or, as a fallback, real accounts.
@@ -249,7 +252,8 @@ func (r *run) clientConfig(resume bool) *netauth.Config {
 }
 
 // writeDaemonConfig writes netauthd's configuration for the run, with a copy of this program
-// as the worker program and key files for the run's users, and returns its path. Services:
+// as the worker program (and the acceptor's, r.acceptor) and key files for the run's users,
+// and returns its path. Services:
 // "first" (per-connection: every connection starts a worker), "echo" (per-user, reused),
 // "idle" (per-user, used once, for the worker's memory) and "scale" (per-user workers for
 // many users, all running as nobody).
@@ -261,6 +265,14 @@ func (r *run) writeDaemonConfig() (string, error) {
 	worker := filepath.Join(r.dir, "netauth")
 	if err := os.WriteFile(worker, self, 0o755); err != nil {
 		return "", err
+	}
+	r.acceptor = append(append([]string{worker}, r.opts.Self[1:]...), "acceptor")
+	if data, err := os.ReadFile(filepath.Join(filepath.Dir(r.opts.Self[0]), "netauthd-acceptor")); err == nil {
+		acc := filepath.Join(r.dir, "netauthd-acceptor")
+		if err := os.WriteFile(acc, data, 0o755); err != nil {
+			return "", err
+		}
+		r.acceptor = []string{acc}
 	}
 	keyDir := filepath.Join(r.dir, "authorized_keys")
 	if err := os.Mkdir(keyDir, 0o755); err != nil {

@@ -108,7 +108,8 @@ type ProcMemory struct {
 type MemoryResult struct {
 	IdleWorker ProcMemory `json:"idle_worker"`           // a per-user worker after one connection
 	EchoWorker ProcMemory `json:"echo_worker,omitempty"` // the per-user worker of the latency part
-	Daemon     ProcMemory `json:"daemon"`
+	Daemon     ProcMemory `json:"daemon"`                // the monitor
+	Acceptor   ProcMemory `json:"acceptor"`              // its acceptor
 }
 
 // ScaleResult is the scale run.
@@ -401,7 +402,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if mem.EchoWorker.RSSKB > 0 {
 			row("per-user worker after the latency part", mib(mem.EchoWorker.RSSKB), mib(mem.EchoWorker.AnonKB), mib(mem.EchoWorker.PssKB), "")
 		}
-		row("netauthd (daemon process)", mib(mem.Daemon.RSSKB), mib(mem.Daemon.AnonKB), mib(mem.Daemon.PssKB), "")
+		row("netauthd monitor (daemon process)", mib(mem.Daemon.RSSKB), mib(mem.Daemon.AnonKB), mib(mem.Daemon.PssKB), "")
+		row("netauthd acceptor", mib(mem.Acceptor.RSSKB), mib(mem.Acceptor.AnonKB), mib(mem.Acceptor.PssKB), "")
 		flush()
 	}
 	if s := rep.Scale; s != nil {
@@ -418,7 +420,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			row(x.label, fmt.Sprint(x.st.N), num(x.st.Median, "%.0f"), num(x.st.P90, "%.0f"), num(x.st.P99, "%.0f"))
 		}
 		flush()
-		fmt.Fprintf(w, "netauthd VmRSS %s before, %s with every connection open (peak %s); %d workers, median VmRSS %s, Pss of all workers %s\n",
+		fmt.Fprintf(w, "netauthd monitor VmRSS %s before, %s with every connection open (peak %s); %d workers, median VmRSS %s, Pss of all workers %s\n",
 			mib(s.DaemonBefore.RSSKB), mib(s.DaemonPeak.RSSKB), mib(s.DaemonPeak.HWMKB), s.Workers, mib(s.WorkerRSSMedianKB), mib(s.WorkersPssKB))
 		fmt.Fprintf(w, "target: %s\n", rep.targetFor("scale"))
 	}

@@ -51,6 +51,7 @@ type serverSpec struct {
 	TLSKey      []byte   // its PKCS #8 private key (DER)
 	TLSCA       []byte   // the CA of client certificates (DER)
 	Daemon      string   // path of a netauthd configuration to run instead of the other servers
+	Acceptor    []string // the command line of netauthd's acceptor
 	SinkSize    int      // bytes a sink reads before acknowledging with one byte
 }
 
@@ -59,13 +60,15 @@ type serverAddrs struct {
 	TCP, TLS, Netauth             string            // 128-byte echo servers
 	TCPSink, TLSSink, NetauthSink string            // bulk sinks
 	Daemon                        map[string]string // netauthd's services
+	AcceptorPid                   int               // netauthd's acceptor
 	Err                           string
 }
 
 // Serve is the server process: it reads a serverSpec line from in, starts a plain TCP echo
 // server, a TLS 1.3 echo server, an in-process netauth echo server and a sink of each kind
 // for the bulk test, or (when the spec names a configuration) netauthd's daemon in this
-// process, then writes their addresses as one JSON line to out. Afterwards each line "cpu"
+// process with its acceptor (as the account "netauth" if it exists, else as a transient uid),
+// as deployed, then writes their addresses as one JSON line to out. Afterwards each line "cpu"
 // on in is answered with "cpu NANOSECONDS", this process's user+system CPU time so far
 // (getrusage RUSAGE_SELF: all threads, garbage collection and system calls included). At
 // the end of in it stops the daemon (and its workers) and returns.
@@ -153,7 +156,12 @@ func startServers(spec *serverSpec) (*serverAddrs, func(), error) {
 		if err != nil {
 			return fail(fmt.Errorf("netauthd configuration: %w", err))
 		}
-		d, err := daemon.New(daemon.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		acct, err := daemon.BriefAcceptorAccount("netauth")
+		if err != nil {
+			return fail(err)
+		}
+		d, err := daemon.New(daemon.Options{Config: cfg, Acceptor: spec.Acceptor, AcceptorAccount: acct,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
 			return fail(err)
 		}
@@ -163,6 +171,7 @@ func startServers(spec *serverSpec) (*serverAddrs, func(), error) {
 			return fail(err)
 		}
 		closers = append(closers, func() { cancel(); d.Shutdown(2 * time.Second) })
+		addrs.AcceptorPid = d.AcceptorPid()
 		addrs.Daemon = make(map[string]string)
 		for _, sc := range cfg.Services {
 			if a := d.Addrs(sc.Name); len(a) > 0 {

@@ -31,7 +31,7 @@ const probeUser = "bench-probe"
 // startDaemon starts a server process running netauthd with the run's configuration, and
 // pins its host key for every service.
 func (r *run) startDaemon() (*serverProc, error) {
-	p, err := startServerProc(r.opts.Self, &serverSpec{Daemon: r.conf})
+	p, err := startServerProc(r.opts.Self, &serverSpec{Daemon: r.conf, Acceptor: r.acceptor})
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +132,9 @@ func (r *run) memory() error {
 		return err
 	}
 	mem.Daemon = d
+	if mem.Acceptor, err = procMemory(r.d.addrs.AcceptorPid); err != nil {
+		return fmt.Errorf("netauthd's acceptor: %w", err)
+	}
 	r.rep.Memory = mem
 	return nil
 }

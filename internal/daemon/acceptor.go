@@ -24,8 +24,10 @@ import (
 
 // Acceptor limits.
 const (
-	acceptorMaxPending = 1024             // handshakes in progress, all services
-	monitorTimeout     = 30 * time.Second // a monitor request not answered by then fails
+	acceptorMaxPending  = 1024             // handshakes in progress, all services
+	maxPendingPerSource = 10               // from one IPv4 address or IPv6 /64, all services
+	earlyDropRate       = 30               // percent refused at the start of random early drop
+	monitorTimeout      = 30 * time.Second // a monitor request not answered by then fails
 	// connLogEvery spaces the acceptor's log lines about single connections (a refused or an
 	// abandoned handshake): a client chooses how many connections it makes, and each would
 	// otherwise be a line in the daemon's log.
@@ -42,8 +44,12 @@ var acceptorLimits = limits.Config{
 	EarlyDropRate:  earlyDropRate,
 }
 
+// refuseOverloaded answers a connection refused a handshake slot.
+func refuseOverloaded(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) }
+
 // RunAcceptor is the main function of netauthd's unprivileged acceptor process. The monitor
-// starts it as an unprivileged account with the control channel as descriptor 3 and the
+// starts it (as an account of its own when the monitor is root, as the monitor's own uid
+// otherwise; never as root) with the control channel as descriptor 3 and the
 // services' listening sockets after it; args are "-handshake-timeout D" and a list
 // "service=count,..." naming the sockets in order. It accepts connections, parses every
 // network byte, runs the record layer, and asks the monitor to decide: message 3 goes to the

@@ -164,7 +164,7 @@ func TestAuditRefusalFlood(t *testing.T) {
 // audit record is at most audit.MaxRefusalLine bytes, holds no unverified signature and no
 // invalid user name, and verifies.
 func TestRefusalRecordBounded(t *testing.T) {
-	tb := newTestbedOpts(t, whoamiService, testbedOpts{inProcess: true})
+	tb := newTestbed(t, whoamiService)
 	tb.d.mu.Lock()
 	s := tb.d.services["whoami"]
 	tb.d.mu.Unlock()

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package daemon is netauthd: it listens for each configured service, runs the handshakes,
-// applies the administrator's policy, writes the audit log, and hands every authenticated
-// connection (socket and live session keys) to a worker process running as the user — started
-// on the user's first connection and reused for the next ones (User-Based Network Services).
+// Package daemon is netauthd: it listens for each configured service, has its acceptor
+// process run the handshakes' bytes, decides (keys, policy, audit log), and hands every
+// authenticated connection (socket and session keys) to a worker process running as the user —
+// started on the user's first connection and reused for the next ones (User-Based Network
+// Services). This process, the monitor, never reads from a client socket.
 package daemon
 
 import (
@@ -39,12 +40,16 @@ type Options struct {
 	Inherited []net.Listener
 	// Load re-reads the configuration on Reload; nil means policy.Load(Config.Path).
 	Load func() (*policy.Config, error)
-	// Acceptor is the command line that starts the unprivileged acceptor process (netauthd
-	// passes {its own program, "-acceptor"}); AcceptorUser is the account it runs as. With
-	// no Acceptor, handshakes run inside this process (the library mode the demonstration
-	// uses), and this process parses network bytes itself.
-	Acceptor     []string
-	AcceptorUser string
+	// Acceptor is the command line that starts the acceptor, the process that accepts the
+	// services' connections and parses every network byte (netauthd passes
+	// {netauthd-acceptor}). It is required: the daemon always runs one, and never parses a
+	// network byte itself.
+	Acceptor []string
+	// AcceptorAccount is the account the acceptor runs as when this process is root: it
+	// must not be root, and should be the acceptor's alone (no worker is ever started with
+	// its uid). A daemon that is not root cannot change uids: its acceptor runs, like its
+	// workers, as this process's uid, and AcceptorAccount must be nil (or that uid).
+	AcceptorAccount *policy.Account
 	// Self is the command line prefix that runs one of netauthd's built-in workers (netauthd
 	// passes {its own program, "-worker"}); the exec and backend modes need it.
 	Self []string
@@ -71,8 +76,9 @@ type Daemon struct {
 	conns     map[userService]int // connections per user and service, reserved or live
 	inherited []net.Listener
 	acceptor  *acceptor
-	// acceptorUID is the acceptor's account's uid, once it started (0: none runs; the
-	// acceptor never runs as root). No worker runs as it.
+	// acceptorUID is the acceptor's uid when this process is root (the acceptor never runs
+	// as root): no worker runs as it. 0 when this process is not root: then the acceptor,
+	// the workers and this process all have its uid, and no worker can be kept from it.
 	acceptorUID uint32
 	nextID      uint64
 	closed      bool
@@ -87,6 +93,10 @@ func New(opts Options) (*Daemon, error) {
 	if cfg == nil {
 		return nil, errors.New("netauthd: no configuration")
 	}
+	acceptorUID, err := checkAcceptor(&opts)
+	if err != nil {
+		return nil, err
+	}
 	d := &Daemon{
 		log:       opts.Logger,
 		opts:      opts,
@@ -95,6 +105,8 @@ func New(opts Options) (*Daemon, error) {
 		services:  make(map[string]*service),
 		workers:   make(map[workerKey]*worker),
 		inherited: opts.Inherited,
+
+		acceptorUID: acceptorUID,
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -124,8 +136,27 @@ func New(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// privsep reports whether an unprivileged acceptor runs the handshakes.
-func (d *Daemon) privsep() bool { return len(d.opts.Acceptor) > 0 }
+// checkAcceptor checks the acceptor's program and account in opts, and returns the uid no
+// worker may run as (0: none, when this process is not root).
+func checkAcceptor(opts *Options) (uint32, error) {
+	if len(opts.Acceptor) == 0 || opts.Acceptor[0] == "" {
+		return 0, errors.New("netauthd: no acceptor program (Options.Acceptor): the daemon never parses network bytes itself; its acceptor process does")
+	}
+	acct := opts.AcceptorAccount
+	if !isRoot() {
+		if acct != nil && acct.UID != uint32(os.Geteuid()) {
+			return 0, fmt.Errorf("netauthd: running as uid %d, not root, it cannot start its acceptor as %s (uid %d): the acceptor runs as this process's uid", os.Geteuid(), acct.Name, acct.UID)
+		}
+		return 0, nil
+	}
+	switch {
+	case acct == nil:
+		return 0, errors.New("netauthd: running as root, the acceptor needs an account of its own (Options.AcceptorAccount)")
+	case acct.UID == 0:
+		return 0, errors.New("netauthd: the acceptor must not run as root")
+	}
+	return acct.UID, nil
+}
 
 // AcceptorPid returns the pid of the acceptor process (0 if none runs).
 func (d *Daemon) AcceptorPid() int {
@@ -172,11 +203,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 		}
 		d.services[sc.Name] = s
 	}
-	if d.privsep() {
-		if err := d.startAcceptorLocked(); err != nil {
-			d.stopServicesLocked()
-			return err
-		}
+	if err := d.startAcceptorLocked(); err != nil {
+		d.stopServicesLocked()
+		return err
 	}
 	d.wg.Add(1)
 	go d.revocationLoop(ctx)
@@ -264,7 +293,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		}
 	}
 	d.cfg = cfg
-	if changed && d.privsep() && !d.closed {
+	if changed && !d.closed {
 		d.restartAcceptorLocked()
 	}
 	d.keys = keySource(cfg)

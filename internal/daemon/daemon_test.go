@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	if netauth.IsWorker() && len(os.Args) == 2 {
 		os.Exit(runTestWorker(os.Args[1]))
 	}
+	if spec := os.Getenv(unprivilegedEnv); spec != "" {
+		os.Exit(runUnprivilegedDaemon(spec))
+	}
 	code := m.Run()
 	if acceptorDir != "" {
 		os.RemoveAll(acceptorDir)
@@ -154,10 +157,9 @@ func newTestbed(t testing.TB, services string) *testbed {
 
 // testbedOpts adjust a testbed.
 type testbedOpts struct {
-	inProcess bool              // run handshakes in the test process instead of an unprivileged acceptor
-	auditLog  string            // audit log path (default: in the testbed's directory)
-	files     map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
-	log       io.Writer         // also receives the daemon's log (text lines), if set
+	auditLog string            // audit log path (default: in the testbed's directory)
+	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
+	log      io.Writer         // also receives the daemon's log (text lines), if set
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -224,11 +226,11 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 		logTo = io.MultiWriter(logTo, opts.log)
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	dopts := Options{Config: tb.cfg, Logger: log}
-	if !opts.inProcess {
-		dopts.Acceptor, dopts.AcceptorUser = []string{buildAcceptor(t)}, acceptorAccount
+	acct, err := policy.LookupAccount(acceptorAccount)
+	if err != nil {
+		t.Fatal(err)
 	}
-	tb.d, err = New(dopts)
+	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,65 +56,56 @@ func bogusFlood(addr string, src net.IP, stop <-chan struct{}) int {
 }
 
 // TestFloodFromOneSource: 500 stalled connections from 127.0.0.2 take at most
-// maxPendingPerSource handshake slots (every other one is refused as overloaded at once),
-// and alice and bob, connecting from 127.0.0.1 while 127.0.0.2 also keeps sending bogus
-// handshakes, are served every time and by their own workers: with the unprivileged acceptor
-// (its accept loop) and with handshakes in the daemon's process (the service's accept loop,
-// whose 256 slots the flood would otherwise fill).
+// maxPendingPerSource of the acceptor's handshake slots (every other one is refused as
+// overloaded at once), and alice and bob, connecting from 127.0.0.1 while 127.0.0.2 also keeps
+// sending bogus handshakes, are served every time and by their own workers.
 func TestFloodFromOneSource(t *testing.T) {
-	for _, mode := range []struct {
-		name      string
-		inProcess bool
-	}{{"acceptor", false}, {"in-process", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			start := time.Now()
-			tb := newTestbedOpts(t, whoamiService, testbedOpts{inProcess: mode.inProcess})
-			addr := tb.addr("whoami")
-			const floodN = 500
-			stalled := testutil.StartFlood(t, addr, flooderIP, floodN, 10*time.Second, overloadedAlert, nil)
-			stalled.WaitRefused(t, floodN-maxPendingPerSource)
+	start := time.Now()
+	tb := newTestbed(t, whoamiService)
+	addr := tb.addr("whoami")
+	const floodN = 500
+	stalled := testutil.StartFlood(t, addr, flooderIP, floodN, 10*time.Second, overloadedAlert, nil)
+	stalled.WaitRefused(t, floodN-maxPendingPerSource)
 
-			stop := make(chan struct{})
-			sent := make(chan int, 1)
-			go func() { sent <- bogusFlood(addr, flooderIP, stop) }()
-			defer func() {
-				select {
-				case <-stop:
-				default:
-					close(stop)
-				}
-			}()
-			pids := map[string]string{}
-			for i := range 20 {
-				user := testAccounts[i%2]
-				cfg := tb.config(user)
-				cfg.DisableResumption = i%4 < 2
-				t0 := time.Now()
-				r, err := tb.whoami("whoami", user, cfg)
-				if err != nil {
-					t.Fatalf("%s's connection %d during the flood: %v", user, i, err)
-				}
-				if d := time.Since(t0); d > 3*time.Second {
-					t.Fatalf("%s's connection %d took %v during the flood", user, i, d)
-				}
-				if r["user"] != user || r["uid"] != uidOf(t, user) {
-					t.Fatalf("%s's connection %d: %v", user, i, r)
-				}
-				if p, ok := pids[user]; ok && p != r["pid"] {
-					t.Fatalf("%s served by workers %s and %s", user, p, r["pid"])
-				}
-				pids[user] = r["pid"]
-			}
+	stop := make(chan struct{})
+	sent := make(chan int, 1)
+	go func() { sent <- bogusFlood(addr, flooderIP, stop) }()
+	defer func() {
+		select {
+		case <-stop:
+		default:
 			close(stop)
-			n := <-sent
-			if n < 20 {
-				t.Fatalf("only %d bogus handshakes sent: the flood did not run", n)
-			}
-			if pids[testAccounts[0]] == pids[testAccounts[1]] {
-				t.Fatalf("alice and bob share worker %s", pids[testAccounts[0]])
-			}
-			t.Logf("%d stalled connections (%d refused at once), %d bogus handshakes; alice and bob served 20 times; %v",
-				floodN, stalled.Refused.Load(), n, time.Since(start).Round(time.Millisecond))
-		})
+		}
+	}()
+	pids := map[string]string{}
+	for i := range 20 {
+		user := testAccounts[i%2]
+		cfg := tb.config(user)
+		cfg.DisableResumption = i%4 < 2
+		t0 := time.Now()
+		r, err := tb.whoami("whoami", user, cfg)
+		if err != nil {
+			t.Fatalf("%s's connection %d during the flood: %v", user, i, err)
+		}
+		if d := time.Since(t0); d > 3*time.Second {
+			t.Fatalf("%s's connection %d took %v during the flood", user, i, d)
+		}
+		if r["user"] != user || r["uid"] != uidOf(t, user) {
+			t.Fatalf("%s's connection %d: %v", user, i, r)
+		}
+		if p, ok := pids[user]; ok && p != r["pid"] {
+			t.Fatalf("%s served by workers %s and %s", user, p, r["pid"])
+		}
+		pids[user] = r["pid"]
 	}
+	close(stop)
+	n := <-sent
+	if n < 20 {
+		t.Fatalf("only %d bogus handshakes sent: the flood did not run", n)
+	}
+	if pids[testAccounts[0]] == pids[testAccounts[1]] {
+		t.Fatalf("alice and bob share worker %s", pids[testAccounts[0]])
+	}
+	t.Logf("%d stalled connections (%d refused at once), %d bogus handshakes; alice and bob served 20 times; %v",
+		floodN, stalled.Refused.Load(), n, time.Since(start).Round(time.Millisecond))
 }

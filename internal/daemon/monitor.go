@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -32,16 +33,10 @@ type acceptor struct {
 }
 
 // startAcceptorLocked starts the acceptor with the listening sockets of every service; it is
-// restarted whenever it exits, until the daemon shuts down. Callers hold d.mu.
+// restarted whenever it exits, until the daemon shuts down. As root, it runs as
+// Options.AcceptorAccount; otherwise as this process's uid (the same program, sandbox and
+// requests). Callers hold d.mu.
 func (d *Daemon) startAcceptorLocked() error {
-	acct, err := policy.LookupAccount(d.opts.AcceptorUser)
-	if err != nil {
-		return fmt.Errorf("netauthd: acceptor account: %w", err)
-	}
-	if acct.UID == 0 {
-		return errors.New("netauthd: the acceptor must not run as root")
-	}
-	d.acceptorUID = acct.UID
 	ch, chFile, err := handoff.Pair()
 	if err != nil {
 		return err
@@ -68,10 +63,12 @@ func (d *Daemon) startAcceptorLocked() error {
 	cmd.Env = []string{"PATH=/usr/bin:/bin", handoff.Env + "=3"}
 	cmd.ExtraFiles = files
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setsid:     true,
-		Pdeathsig:  syscall.SIGKILL,
-		Credential: &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: []uint32{}},
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	who, uid := acceptorName(d.opts.AcceptorAccount), uint32(os.Geteuid())
+	if isRoot() {
+		acct := d.opts.AcceptorAccount
+		uid = acct.UID
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: []uint32{}}
 	}
 	stderr, _ := cmd.StderrPipe()
 	err = cmd.Start()
@@ -82,7 +79,7 @@ func (d *Daemon) startAcceptorLocked() error {
 	}
 	a := &acceptor{cmd: cmd, ch: ch, exited: make(chan struct{})}
 	d.acceptor = a
-	d.log.Info("acceptor started", "pid", cmd.Process.Pid, "user", acct.Name, "uid", acct.UID)
+	d.log.Info("acceptor started", "pid", cmd.Process.Pid, "user", who, "uid", uid)
 	go d.logLines(stderr, "acceptor", cmd.Process.Pid)
 	go d.serveAcceptor(a)
 	go func() {
@@ -111,6 +108,22 @@ func (d *Daemon) startAcceptorLocked() error {
 		})
 	}()
 	return nil
+}
+
+// acceptorName names the acceptor's account in the log: acct's name as root, this process's
+// user's otherwise, "-" if it has none.
+func acceptorName(acct *policy.Account) string {
+	switch {
+	case isRoot():
+		if acct.Name != "" {
+			return acct.Name
+		}
+	default:
+		if u, err := user.Current(); err == nil && u.Username != "" {
+			return u.Username
+		}
+	}
+	return "-"
 }
 
 func closeFiles(files []*os.File) {
@@ -291,7 +304,7 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 		d.log.Error("accepted session without an admission", "service", s.name)
 		return replyRefusal(handshake.CodeInternalError)
 	}
-	d.dispatchFileWith(adm, f, remote, local, h.State, acc.Result, h.Verdict)
+	d.dispatch(adm, f, remote, local, h.State, acc.Result, h.Verdict)
 	return acceptedReply
 }
 

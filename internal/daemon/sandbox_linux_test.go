@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +24,10 @@ import (
 // sandboxProbeEnv makes a test binary, built without cgo, confine itself as the acceptor does
 // and report what it can still do (sandboxProbe), instead of running tests.
 const sandboxProbeEnv = "NETAUTH_TEST_SANDBOX_PROBE"
+
+// sandboxSiblingEnv gives the probe the pid of a process of its own uid, not confined and
+// dumpable: what a worker is to the acceptor of a netauthd that does not run as root.
+const sandboxSiblingEnv = "NETAUTH_TEST_SANDBOX_SIBLING"
 
 func init() {
 	if os.Getenv(sandboxProbeEnv) == "1" {
@@ -89,6 +95,30 @@ func sandboxProbe() int {
 		_, _, errno := unix.RawSyscall6(unix.SYS_CLONE, unix.CLONE_NEWUSER|unix.CLONE_THREAD, 0, 0, 0, 0, 0)
 		return errno
 	}())
+	// A process of the same uid, outside the sandbox: without Landlock, ptrace and
+	// process_vm_readv would be allowed (it is dumpable), and so would signals.
+	sibling, _ := strconv.Atoi(os.Getenv(sandboxSiblingEnv))
+	try("ptrace sibling", func() error {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := unix.PtraceAttach(sibling); err != nil {
+			return err
+		}
+		return unix.PtraceDetach(sibling)
+	}())
+	try("read sibling memory", func() error {
+		buf := make([]byte, 8)
+		_, err := unix.ProcessVMReadv(sibling, []unix.Iovec{{Base: &buf[0], Len: 8}}, []unix.RemoteIovec{{Base: 0x400000, Len: 8}}, 0)
+		return err
+	}())
+	try("open sibling mem", func() error {
+		f, err := os.Open("/proc/" + strconv.Itoa(sibling) + "/mem")
+		if err == nil {
+			f.Close()
+		}
+		return err
+	}())
+	try("signal sibling", unix.Kill(sibling, 0))
 	try("accept", func() error {
 		c, err := ln.Accept()
 		if err != nil {
@@ -107,7 +137,9 @@ func sandboxProbe() int {
 // and no namespace. Landlock stops TCP bind and connect and file access, but an acceptor taken
 // over could create UDP, Unix and netlink sockets: reach every local service listening on a
 // Unix socket it may connect to (the system D-Bus, a resolver, syslog, an abstract socket) and
-// send datagrams anywhere, and make a user namespace.
+// send datagrams anywhere, and make a user namespace. And it cannot trace, read the memory of,
+// or (from Landlock ABI 6) signal a process of its own uid outside its sandbox, as the workers
+// of a netauthd that does not run as root are.
 func TestAcceptorSandbox(t *testing.T) {
 	requireRoot(t)
 	acct, err := policy.LookupAccount(acceptorAccount)
@@ -141,11 +173,18 @@ func TestAcceptorSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lf.Close()
+	cred := &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: []uint32{}}
+	sibling := exec.Command("/bin/sleep", "60")
+	sibling.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := sibling.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sibling.Process.Kill(); sibling.Wait() }()
 	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = []string{sandboxProbeEnv + "=1"}
+	cmd.Env = []string{sandboxProbeEnv + "=1", sandboxSiblingEnv + "=" + strconv.Itoa(sibling.Process.Pid)}
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: []uint32{}}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +231,25 @@ func TestAcceptorSandbox(t *testing.T) {
 	for name, errno := range want {
 		if got := results[name]; got != errno.Error() {
 			t.Errorf("%s: %q, want %q", name, got, errno.Error())
+		}
+	}
+	// What keeps the acceptor from a process of its own uid is Landlock's: a sandboxed
+	// process may trace only processes in its own domain, and (ABI 6) signal only those.
+	if strings.Contains(results["sandbox"], "Landlock ABI") {
+		for _, name := range []string{"ptrace sibling", "read sibling memory"} {
+			if got := results[name]; got != unix.EPERM.Error() {
+				t.Errorf("%s: %q, want %q", name, got, unix.EPERM.Error())
+			}
+		}
+		if got := results["open sibling mem"]; got == "ok" {
+			t.Errorf("open sibling mem: ok, want refused")
+		}
+	} else {
+		t.Logf("no Landlock on this kernel: a process of the acceptor's uid is not kept from it (%s)", results["ptrace sibling"])
+	}
+	if strings.Contains(results["sandbox"], "signals outside") {
+		if got := results["signal sibling"]; got != unix.EPERM.Error() {
+			t.Errorf("signal sibling: %q, want %q", got, unix.EPERM.Error())
 		}
 	}
 	if results["accept"] != "ok" {

@@ -9,53 +9,30 @@ import (
 	"net"
 	"os/user"
 	"sync"
-	"time"
 
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
-	"ubns.dev/netauth/internal/limits"
 	"ubns.dev/netauth/internal/policy"
-	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
 
-// Bounds on unauthenticated connections (handshakes in progress) when handshakes run in this
-// process; the acceptor has its own (acceptorLimits).
-const (
-	maxPendingHandshakes = 256 // per service
-	maxPendingPerSource  = 10  // from one IPv4 address or IPv6 /64, per service (acceptor: in all)
-	earlyDropRate        = 30  // percent refused at the start of random early drop
-)
-
-// serviceLimits bound a service's handshakes in progress: maxPendingHandshakes in total,
-// maxPendingPerSource from one source, and random early drop from half the total on.
-var serviceLimits = limits.Config{
-	MaxPending:     maxPendingHandshakes,
-	PerSource:      maxPendingPerSource,
-	EarlyDropStart: maxPendingHandshakes / 2,
-	EarlyDropRate:  earlyDropRate,
-}
-
-// service is one configured service: its listening sockets and accept loops.
+// service is one configured service: its listening sockets (on which the acceptor accepts)
+// and its handshake core.
 type service struct {
 	d         *Daemon
 	name      string
 	mu        sync.Mutex
 	cfg       *policy.Service
 	listeners []net.Listener
-	limiter   *limits.Limiter
-	refusals  *limits.Throttle // of "refusing connection" log lines
-	done      chan struct{}
 	stopOnce  sync.Once
 	core      *handshake.ServerCore
 }
 
-// startService binds (or adopts from socket activation) the service's addresses.
-// Callers hold d.mu.
+// startService binds (or adopts from socket activation) the service's addresses; the
+// acceptor accepts on them. Callers hold d.mu.
 func (d *Daemon) startService(sc *policy.Service) (*service, error) {
-	s := &service{d: d, name: sc.Name, cfg: sc, limiter: limits.New(serviceLimits),
-		refusals: &limits.Throttle{Every: time.Second}, done: make(chan struct{})}
+	s := &service{d: d, name: sc.Name, cfg: sc}
 	var err error
 	if s.core, err = s.newCore(); err != nil {
 		return nil, fmt.Errorf("netauthd: service %q: %w", sc.Name, err)
@@ -71,40 +48,7 @@ func (d *Daemon) startService(sc *policy.Service) (*service, error) {
 		s.listeners = append(s.listeners, ln)
 		d.log.Info("listening", "service", sc.Name, "addr", ln.Addr().String(), "mode", sc.Mode.String())
 	}
-	if d.privsep() {
-		return s, nil // the acceptor accepts on these sockets
-	}
-	loop := &limits.AcceptLoop{Limiter: s.limiter, Refusals: s.refusals, Service: s.name, Log: d.log,
-		Refuse: refuseOverloaded,
-		Handle: func(nc net.Conn, release func()) {
-			d.wg.Add(1)
-			go func() {
-				defer d.wg.Done()
-				s.handle(nc, release)
-			}()
-		},
-		Closed: func() bool { return isClosed(s.done) }}
-	for _, ln := range s.listeners {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			loop.Run(ln)
-		}()
-	}
 	return s, nil
-}
-
-// refuseOverloaded answers a connection refused a handshake slot.
-func refuseOverloaded(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) }
-
-// isClosed reports whether done is closed.
-func isClosed(done <-chan struct{}) bool {
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
 }
 
 // adoptInherited returns the socket-activation listener bound to addr, if any.
@@ -138,7 +82,6 @@ func (s *service) setConfig(sc *policy.Service) {
 // stop closes the listening sockets; live sessions are not affected.
 func (s *service) stop() {
 	s.stopOnce.Do(func() {
-		close(s.done)
 		for _, ln := range s.listeners {
 			ln.Close()
 		}
@@ -180,42 +123,6 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 		Refused:      s.refused,
 	}
 	return handshake.NewServerCore(hcfg, d.cfg.HandshakeTimeout)
-}
-
-// handle runs one handshake and hands the connection over. release gives back the
-// connection's handshake slot, as soon as the handshake is over.
-func (s *service) handle(nc net.Conn, release func()) {
-	defer release()
-	d := s.d
-	d.mu.Lock()
-	timeout := d.cfg.HandshakeTimeout
-	d.mu.Unlock()
-	_ = nc.SetDeadline(time.Now().Add(timeout))
-	rc := record.NewConn(nc)
-	res, err := handshake.Serve(rc, s.core, nc.RemoteAddr().String(), s.refused)
-	release()
-	if err != nil {
-		if !errors.As(err, new(*handshake.Refusal)) {
-			d.log.Debug("handshake abandoned", "service", s.name, "client", nc.RemoteAddr().String(), "err", err)
-		}
-		nc.Close()
-		return
-	}
-	adm, _ := res.Admission.(*admission)
-	if adm == nil {
-		d.log.Error("accepted handshake without an admission", "service", s.name)
-		nc.Close()
-		return
-	}
-	_ = nc.SetDeadline(time.Time{})
-	st, err := rc.Export()
-	if err != nil {
-		adm.release(d)
-		d.log.Error("exporting the session", "service", s.name, "err", err)
-		nc.Close()
-		return
-	}
-	d.dispatch(adm, nc, st, res)
 }
 
 // authorize admits a client whose key was found eligible and who then proved it holds it

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -130,31 +129,11 @@ func (d *Daemon) reserve(sc *policy.Service, user string) (*reservation, error) 
 	return &reservation{d: d, us: us}, nil
 }
 
-// dispatch hands an authenticated connection to a worker, starting one if needed and retrying
-// with a fresh worker if the chosen one exits before adopting it. Afterwards the daemon holds
-// neither the descriptor nor the keys.
-func (d *Daemon) dispatch(adm *admission, nc net.Conn, st *record.State, res *handshake.Result) {
-	f, err := nc.(interface{ File() (*os.File, error) }).File()
-	remote, local := nc.RemoteAddr().String(), nc.LocalAddr().String()
-	nc.Close()
-	if err != nil {
-		adm.release(d)
-		d.log.Error("handoff: duplicating the connection", "err", err)
-		return
-	}
-	defer f.Close()
-	d.dispatchFile(adm, f, remote, local, st, res)
-}
-
-// dispatchFile is dispatch for a connection already held as a descriptor (the caller closes
-// f afterwards).
-func (d *Daemon) dispatchFile(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result) {
-	d.dispatchFileWith(adm, f, remote, local, st, res, nil)
-}
-
-// dispatchFileWith is dispatchFile for a connection whose verdict the worker sends first
-// (pending: the Verdict record's content).
-func (d *Daemon) dispatchFileWith(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) {
+// dispatch hands an accepted connection (descriptor f, which the caller closes afterwards) to
+// the worker its admission chose, starting another if that one exits before adopting it. The
+// worker gets the identity, the sealed Verdict to send first (pending) and the application
+// keys; afterwards the monitor holds neither the keys nor the descriptor.
+func (d *Daemon) dispatch(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) {
 	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
 	payload := hc.Marshal()
 	hc.Zero()
