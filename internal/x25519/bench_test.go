@@ -6,8 +6,6 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"testing"
-
-	"github.com/flynn/noise"
 )
 
 // BenchmarkGenerate measures key generation by fixed-base Edwards
@@ -81,38 +79,6 @@ func BenchmarkPoolGetDrained(b *testing.B) {
 	}
 }
 
-// BenchmarkDHFuncGenerate measures GenerateKeypair of DHFunc(nil), comparable
-// to BenchmarkNoiseDH25519Generate.
-func BenchmarkDHFuncGenerate(b *testing.B) {
-	dh := DHFunc(nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := dh.GenerateKeypair(rand.Reader); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkDHFuncDH measures DH of DHFunc, comparable to
-// BenchmarkNoiseDH25519DH.
-func BenchmarkDHFuncDH(b *testing.B) {
-	dh := DHFunc(nil)
-	a, err := dh.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := dh.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := dh.DH(a.Private, peer.Public); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkEcdhGenerateKey is the crypto/ecdh baseline for BenchmarkGenerate.
 func BenchmarkEcdhGenerateKey(b *testing.B) {
 	curve := ecdh.X25519()
@@ -170,35 +136,6 @@ func BenchmarkEcdhECDHFromBytes(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := priv.ECDH(pub); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkNoiseDH25519Generate is the noise.DH25519 baseline for
-// BenchmarkDHFuncGenerate.
-func BenchmarkNoiseDH25519Generate(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := noise.DH25519.GenerateKeypair(rand.Reader); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkNoiseDH25519DH is the noise.DH25519 baseline for BenchmarkDHFuncDH.
-func BenchmarkNoiseDH25519DH(b *testing.B) {
-	a, err := noise.DH25519.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := noise.DH25519.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := noise.DH25519.DH(a.Private, peer.Public); err != nil {
 			b.Fatal(err)
 		}
 	}

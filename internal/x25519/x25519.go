@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package x25519 provides the X25519 operations of netauth's handshakes: fast ephemeral key generation, Diffie-Hellman, a pool of pre-generated ephemeral keys, and a noise.DHFunc built on them.
+// Package x25519 provides the X25519 operations of netauth's handshakes: fast ephemeral key generation, Diffie-Hellman, and a pool of pre-generated ephemeral keys.
 package x25519
 
 import (
