@@ -174,7 +174,7 @@ func (s *service) newCore() (*serviceCore, error) {
 		Tickets:      d.tickets,
 		MaxClockSkew: d.cfg.MaxClockSkew,
 		Replay:       d.replay,
-		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
+		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get() },
 		Eligible:     s.eligible,
 		Authorize:    s.authorize,
 		Refused:      s.refused,
