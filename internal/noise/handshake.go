@@ -146,7 +146,7 @@ func (hs *handshakeState) initialize(p Pattern, prologue []byte, e *x25519.KeyPa
 	switch {
 	case p != NN && p != NNpsk0:
 		return fmt.Errorf("noise: unknown pattern %v", p)
-	case e == nil:
+	case e == nil || e.PrivateKey() == nil:
 		return errors.New("noise: no ephemeral key")
 	case p == NN && psk != nil:
 		return errors.New("noise: NN takes no pre-shared key")
