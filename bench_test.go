@@ -262,8 +262,8 @@ func (h *hsBench) recordMany(b *testing.B, n int, resume bool) []transcript {
 // code runs, so the process's CPU time (getrusage RUSAGE_SELF: all threads, garbage collector
 // included) divided by b.N is the server's CPU per handshake.
 //
-// "keygen-inline" derives the server's ephemeral key on the critical path (the same
-// fixed-base multiplication the key pool runs in the background), so its CPU is counted;
+// "keygen-inline" derives the server's ephemeral key on the critical path (the same key
+// generation the key pool runs in the background), so its CPU is counted;
 // "keygen-pooled" hands over a key generated before the timer, the critical path when the
 // pool keeps up. Each op includes record.NewConn, the key lookup (StaticKeys), the replay
 // cache, the ticket (sealed on a full handshake, opened on a resumed one) and the result.
@@ -287,7 +287,7 @@ func BenchmarkServerHandshakeCPU(b *testing.B) {
 			cpu0 := processCPU()
 			for i := 0; i < b.N; i++ {
 				kp, _ := x25519.Generate(rand.Reader)
-				if _, err := x25519.DH(kp.Private, peer.Public); err != nil {
+				if _, err := kp.DH(peer.Public); err != nil {
 					b.Fatal(err)
 				}
 				if mode == "full" {

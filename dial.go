@@ -270,7 +270,7 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		CheckHostKey: func(k ssh.PublicKey, _ string) error { return d.checkHostKey(k) },
 		Service:      d.cfg.Service,
 		Session:      sess,
-		Ephemeral:    func() (x25519.KeyPair, error) { return clientKeys().Get(), nil },
+		Ephemeral:    clientKeys().Get,
 	}
 	hc, err := handshake.RunClient(rc, hcfg)
 	if sess != nil {

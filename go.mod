@@ -3,7 +3,6 @@ module ubns.dev/netauth
 go 1.26.8
 
 require (
-	filippo.io/edwards25519 v1.2.0
 	github.com/flynn/noise v1.1.0
 	golang.org/x/crypto v0.59.0
 	golang.org/x/net v0.62.0

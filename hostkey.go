@@ -14,7 +14,6 @@ import (
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
-	"ubns.dev/netauth/internal/x25519"
 )
 
 // LoadOrCreateHostKey loads the OpenSSH-format Ed25519 host key at path, generating and
@@ -64,7 +63,7 @@ func FetchHostKey(ctx context.Context, network, hostport string) (ssh.PublicKey,
 			got, service = k, svc
 			return errGotHostKey
 		},
-		Ephemeral: func() (x25519.KeyPair, error) { return clientKeys().Get(), nil },
+		Ephemeral: clientKeys().Get,
 	}
 	_, err = handshake.RunClient(record.NewConn(nc), cfg)
 	if !errors.Is(err, errGotHostKey) {

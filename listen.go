@@ -220,7 +220,7 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		Service:      service,
 		MaxClockSkew: cfg.MaxClockSkew,
 		Replay:       handshake.NewReplayCache(0),
-		Ephemeral:    func() (x25519.KeyPair, error) { return l.pool.Get(), nil },
+		Ephemeral:    l.pool.Get,
 		Eligible:     l.eligible,
 		Authorize:    l.authorize,
 		Refused:      l.logRefusal,

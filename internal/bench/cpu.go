@@ -131,7 +131,7 @@ func (r *run) floor() ([]CPURow, error) {
 			if err != nil {
 				return nil, err
 			}
-			if _, err := x25519.DH(kp.Private, peer.Public); err != nil {
+			if _, err := kp.DH(peer.Public); err != nil {
 				return nil, err
 			}
 			if full {

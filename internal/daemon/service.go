@@ -116,7 +116,7 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 		Tickets:      d.tickets,
 		MaxClockSkew: d.cfg.MaxClockSkew,
 		Replay:       d.replay,
-		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get(), nil },
+		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get() },
 		Eligible:     s.eligible,
 		Authorize:    s.authorize,
 		Discard:      func(r *handshake.Result) { r.Admission.(*admission).release(d) },

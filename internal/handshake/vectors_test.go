@@ -396,7 +396,7 @@ func vectorChainingKey(t *testing.T, resumed bool, psk []byte, ce, se x25519.Key
 		ck, _ = noiseHKDF(t, ck, ce.Public[:])
 		ck, _ = noiseHKDF(t, ck, se.Public[:])
 	}
-	priv, err := ecdh.X25519().NewPrivateKey(ce.Private[:])
+	priv, err := ecdh.X25519().NewPrivateKey(ce.PrivateKey().Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -730,10 +730,10 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	}
 	f.comment("Ephemeral X25519 keys: the 32 random bytes drawn, the clamped private key, the public key.")
 	f.hex("client_ephemeral_random", cSeed)
-	f.hex("client_ephemeral_private", ce.Private[:])
+	f.hex("client_ephemeral_private", ce.PrivateKey().Bytes())
 	f.hex("client_ephemeral_public", ce.Public[:])
 	f.hex("server_ephemeral_random", sSeed)
-	f.hex("server_ephemeral_private", se.Private[:])
+	f.hex("server_ephemeral_private", se.PrivateKey().Bytes())
 	f.hex("server_ephemeral_public", se.Public[:])
 	if sc.session != nil {
 		f.comment("The client offers the session stored by full.txt (its field \"session\").")

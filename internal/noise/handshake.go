@@ -146,7 +146,7 @@ func (hs *handshakeState) initialize(p Pattern, prologue []byte, e *x25519.KeyPa
 	switch {
 	case p != NN && p != NNpsk0:
 		return fmt.Errorf("noise: unknown pattern %v", p)
-	case e == nil:
+	case e == nil || e.PrivateKey() == nil:
 		return errors.New("noise: no ephemeral key")
 	case p == NN && psk != nil:
 		return errors.New("noise: NN takes no pre-shared key")
@@ -178,7 +178,8 @@ func (hs *handshakeState) fail(err error) error {
 	return err
 }
 
-// zero wipes every secret and returns to StateZeroed.
+// zero wipes every secret and returns to StateZeroed. The ephemeral private key, which
+// crypto/ecdh does not let us wipe, is dropped (x25519.KeyPair.Zero).
 func (hs *handshakeState) zero() {
 	hs.ss.Zero()
 	hs.e.Zero()
@@ -227,7 +228,7 @@ func (hs *handshakeState) readE(msg []byte) []byte {
 // tokenEE processes "ee": MixKey(DH(e, re)). A low-order re (an all-zero shared secret) is
 // an error wrapping x25519.ErrLowOrder.
 func (hs *handshakeState) tokenEE(message int) error {
-	dh, err := x25519.DH(hs.e.Private, hs.re)
+	dh, err := hs.e.DH(hs.re)
 	if err != nil {
 		return hs.fail(fmt.Errorf("noise: %v message %d: ee: %w", hs.pattern, message, err))
 	}

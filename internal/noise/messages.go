@@ -27,9 +27,9 @@ type Responder struct {
 }
 
 // NewInitiator starts the initiator of pattern p (Initialize, §5.3) with the prologue, the
-// ephemeral key pair e (which it copies: the caller still owns and wipes e; one e may start
-// several handshakes, as a client offering NN and NNpsk0 at once does) and, for NNpsk0 only,
-// the 32-byte pre-shared key (nil for NN).
+// ephemeral key pair e (which it copies, sharing e's private key: the caller still owns e and
+// drops it with Zero; one e may start several handshakes, as a client offering NN and NNpsk0
+// at once does) and, for NNpsk0 only, the 32-byte pre-shared key (nil for NN).
 func NewInitiator(p Pattern, prologue []byte, e *x25519.KeyPair, psk []byte) (*Initiator, error) {
 	i := new(Initiator)
 	if err := i.hs.initialize(p, prologue, e, psk); err != nil {

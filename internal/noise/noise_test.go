@@ -428,6 +428,8 @@ func TestStepOrder(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	k := newPair(t, NN, 10)
 	psk := make([]byte, KeyLen)
+	wiped := k.er
+	wiped.Zero()
 	cases := []struct {
 		name string
 		p    Pattern
@@ -437,6 +439,8 @@ func TestNewErrors(t *testing.T) {
 		{"zero pattern", 0, &k.ei, nil},
 		{"unknown pattern", NNpsk0 + 1, &k.ei, nil},
 		{"no ephemeral", NN, nil, nil},
+		{"zero ephemeral", NN, &x25519.KeyPair{}, nil},
+		{"wiped ephemeral", NN, &wiped, nil},
 		{"NN with psk", NN, &k.ei, psk},
 		{"NNpsk0 without psk", NNpsk0, &k.ei, nil},
 		{"NNpsk0 short psk", NNpsk0, &k.ei, psk[:31]},

@@ -21,14 +21,16 @@ import (
 type fixedDH struct{ kp *x25519.KeyPair }
 
 func (f fixedDH) GenerateKeypair(io.Reader) (flynn.DHKey, error) {
-	return flynn.DHKey{Private: bytes.Clone(f.kp.Private[:]), Public: bytes.Clone(f.kp.Public[:])}, nil
+	return flynn.DHKey{Private: f.kp.PrivateKey().Bytes(), Public: bytes.Clone(f.kp.Public[:])}, nil
 }
 
-func (fixedDH) DH(priv, pub []byte) ([]byte, error) {
-	if len(priv) != DHLen || len(pub) != DHLen {
-		return nil, errors.New("bad X25519 key length")
+// DH computes with the key pair itself (the only private key flynn/noise gets from
+// GenerateKeypair), so that both implementations run the same X25519 code.
+func (f fixedDH) DH(priv, pub []byte) ([]byte, error) {
+	if !bytes.Equal(priv, f.kp.PrivateKey().Bytes()) || len(pub) != DHLen {
+		return nil, errors.New("not the fixed key pair, or a bad X25519 key length")
 	}
-	out, err := x25519.DH([DHLen]byte(priv), [DHLen]byte(pub))
+	out, err := f.kp.DH([DHLen]byte(pub))
 	if err != nil {
 		return nil, err
 	}

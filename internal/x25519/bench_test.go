@@ -6,12 +6,10 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"testing"
-
-	"github.com/flynn/noise"
 )
 
-// BenchmarkGenerate measures key generation by fixed-base Edwards
-// multiplication.
+// BenchmarkGenerate measures key generation: 32 bytes from crypto/rand and
+// crypto/ecdh's NewPrivateKey, which computes the public key.
 func BenchmarkGenerate(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
@@ -21,7 +19,8 @@ func BenchmarkGenerate(b *testing.B) {
 	}
 }
 
-// BenchmarkDH measures the Montgomery ladder.
+// BenchmarkDH measures DH with a generated key pair: parsing the peer's key and
+// crypto/ecdh's ECDH.
 func BenchmarkDH(b *testing.B) {
 	a, err := Generate(rand.Reader)
 	if err != nil {
@@ -33,7 +32,7 @@ func BenchmarkDH(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := DH(a.Private, peer.Public); err != nil {
+		if _, err := a.DH(peer.Public); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -77,79 +76,16 @@ func BenchmarkPoolGetDrained(b *testing.B) {
 	defer p.Close()
 	b.ReportAllocs()
 	for b.Loop() {
-		p.Get()
-	}
-}
-
-// BenchmarkDHFuncGenerate measures GenerateKeypair of DHFunc(nil), comparable
-// to BenchmarkNoiseDH25519Generate.
-func BenchmarkDHFuncGenerate(b *testing.B) {
-	dh := DHFunc(nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := dh.GenerateKeypair(rand.Reader); err != nil {
+		if _, err := p.Get(); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// BenchmarkDHFuncDH measures DH of DHFunc, comparable to
-// BenchmarkNoiseDH25519DH.
-func BenchmarkDHFuncDH(b *testing.B) {
-	dh := DHFunc(nil)
-	a, err := dh.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := dh.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := dh.DH(a.Private, peer.Public); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkEcdhGenerateKey is the crypto/ecdh baseline for BenchmarkGenerate.
-func BenchmarkEcdhGenerateKey(b *testing.B) {
-	curve := ecdh.X25519()
-	b.ReportAllocs()
-	for b.Loop() {
-		k, err := curve.GenerateKey(rand.Reader)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = k.PublicKey()
-	}
-}
-
-// BenchmarkEcdhECDH is the crypto/ecdh baseline for BenchmarkDH, with both
-// keys already parsed.
-func BenchmarkEcdhECDH(b *testing.B) {
-	curve := ecdh.X25519()
-	a, err := curve.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := curve.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := a.ECDH(peer.PublicKey()); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkEcdhECDHFromBytes is the crypto/ecdh cost of a DH starting from
-// raw 32-byte keys, as a noise.DHFunc must: NewPrivateKey computes the public
-// key before ECDH runs.
-func BenchmarkEcdhECDHFromBytes(b *testing.B) {
+// BenchmarkDHReparse is what DH would cost if it took the private key as
+// bytes, as a noise.DHFunc must: crypto/ecdh's NewPrivateKey computes the public
+// key again before ECDH runs. KeyPair keeps the parsed key to avoid this.
+func BenchmarkDHReparse(b *testing.B) {
 	curve := ecdh.X25519()
 	a, err := Generate(rand.Reader)
 	if err != nil {
@@ -159,9 +95,10 @@ func BenchmarkEcdhECDHFromBytes(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	raw := a.PrivateKey().Bytes()
 	b.ReportAllocs()
 	for b.Loop() {
-		priv, err := curve.NewPrivateKey(a.Private[:])
+		priv, err := curve.NewPrivateKey(raw)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -170,35 +107,6 @@ func BenchmarkEcdhECDHFromBytes(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := priv.ECDH(pub); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkNoiseDH25519Generate is the noise.DH25519 baseline for
-// BenchmarkDHFuncGenerate.
-func BenchmarkNoiseDH25519Generate(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := noise.DH25519.GenerateKeypair(rand.Reader); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkNoiseDH25519DH is the noise.DH25519 baseline for BenchmarkDHFuncDH.
-func BenchmarkNoiseDH25519DH(b *testing.B) {
-	a, err := noise.DH25519.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	peer, err := noise.DH25519.GenerateKeypair(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := noise.DH25519.DH(a.Private, peer.Public); err != nil {
 			b.Fatal(err)
 		}
 	}

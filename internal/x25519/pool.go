@@ -66,12 +66,15 @@ func (p *Pool) fill() {
 				return
 			}
 		}
-		k := generate()
+		k, err := Generate(rand.Reader)
+		if err != nil {
+			// Only a process that forbids X25519 (GODEBUG=fips140=only) gets here,
+			// and then every key fails: Get generates inline and reports the error.
+			return
+		}
 		select {
 		case p.keys <- k:
-			k.Zero()
 		case <-p.stop:
-			k.Zero()
 			return
 		}
 	}
@@ -79,20 +82,23 @@ func (p *Pool) fill() {
 
 // Get returns a key pair taken from the pool, or generates one inline from
 // crypto/rand if the pool is empty. It never blocks waiting for the refilling
-// goroutine, and it keeps working after Close.
-func (p *Pool) Get() KeyPair {
+// goroutine, and it keeps working after Close. Its signature is that of the
+// handshake's Ephemeral callback. It fails only when generation fails, that is
+// when the process forbids X25519 (GODEBUG=fips140=only).
+func (p *Pool) Get() (KeyPair, error) {
 	if p != nil {
 		select {
 		case k := <-p.keys:
-			return k
+			return k, nil
 		default:
 		}
 	}
-	return generate()
+	return Generate(rand.Reader)
 }
 
-// Close stops the refilling goroutine, waits for it to exit, and wipes the key
-// pairs still held by the pool. It is safe to call Close more than once.
+// Close stops the refilling goroutine, waits for it to exit, and drops the key
+// pairs still held by the pool (their private keys cannot be wiped; see
+// KeyPair). It is safe to call Close more than once.
 func (p *Pool) Close() {
 	if p == nil {
 		return
@@ -101,22 +107,9 @@ func (p *Pool) Close() {
 	<-p.done
 	for {
 		select {
-		case k := <-p.keys:
-			k.Zero()
+		case <-p.keys:
 		default:
 			return
 		}
 	}
-}
-
-// generate makes a key pair from crypto/rand.
-func generate() KeyPair {
-	var seed [Size]byte
-	defer clear(seed[:])
-	if _, err := rand.Read(seed[:]); err != nil {
-		// crypto/rand.Read never returns an error; it crashes the program
-		// instead when the operating system fails to provide randomness.
-		panic("x25519: crypto/rand failed: " + err.Error())
-	}
-	return fromSeed(&seed)
 }

@@ -5,6 +5,9 @@ package x25519
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/rand"
+	"os"
+	"os/exec"
 	"runtime"
 	"sync"
 	"testing"
@@ -12,16 +15,30 @@ import (
 )
 
 // checkKeyPair fails the test if kp's public key does not match its private
-// key according to crypto/ecdh.
+// key according to crypto/ecdh, parsing the private key's bytes again.
 func checkKeyPair(t testing.TB, kp KeyPair) {
 	t.Helper()
-	priv, err := ecdh.X25519().NewPrivateKey(kp.Private[:])
+	if kp.PrivateKey() == nil {
+		t.Fatal("key pair without a private key")
+	}
+	priv, err := ecdh.X25519().NewPrivateKey(kp.PrivateKey().Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if [Size]byte(priv.PublicKey().Bytes()) != kp.Public {
 		t.Fatalf("key pair public key %x does not match its private key", kp.Public)
 	}
+}
+
+// get returns p.Get's key pair, checked with checkKeyPair.
+func get(t testing.TB, p *Pool) KeyPair {
+	t.Helper()
+	kp, err := p.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKeyPair(t, kp)
+	return kp
 }
 
 // waitFull waits until p holds cap(p.keys) key pairs.
@@ -46,12 +63,11 @@ func TestPoolDistinct(t *testing.T) {
 
 	seen := make(map[[Size]byte]bool)
 	for i := range 4 * size {
-		kp := p.Get()
-		checkKeyPair(t, kp)
-		if seen[kp.Private] {
-			t.Fatalf("Get %d returned a private key already handed out", i)
+		kp := get(t, p)
+		if seen[kp.Public] {
+			t.Fatalf("Get %d returned a key pair already handed out", i)
 		}
-		seen[kp.Private] = true
+		seen[kp.Public] = true
 	}
 }
 
@@ -75,8 +91,12 @@ func TestPoolConcurrent(t *testing.T) {
 				if w == 0 && i == perW/2 {
 					p.Close()
 				}
-				kp := p.Get()
-				keys <- kp.Private
+				kp, err := p.Get()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				keys <- kp.Public
 			}
 		}()
 	}
@@ -87,7 +107,7 @@ func TestPoolConcurrent(t *testing.T) {
 	seen := make(map[[Size]byte]bool)
 	for k := range keys {
 		if seen[k] {
-			t.Fatalf("private key %x handed out twice", k)
+			t.Fatalf("key pair %x handed out twice", k)
 		}
 		seen[k] = true
 	}
@@ -106,22 +126,20 @@ func TestPoolAfterClose(t *testing.T) {
 		t.Errorf("pool holds %d keys after Close, want 0", n)
 	}
 	p.Close()
-	a, b := p.Get(), p.Get()
-	checkKeyPair(t, a)
-	checkKeyPair(t, b)
-	if a == b {
+	a, b := get(t, p), get(t, p)
+	if a.Public == b.Public {
 		t.Error("Get after Close returned the same key pair twice")
 	}
 
 	for _, size := range []int{0, -1} {
 		p := NewPool(size)
-		checkKeyPair(t, p.Get())
+		get(t, p)
 		p.Close()
-		checkKeyPair(t, p.Get())
+		get(t, p)
 	}
 
 	var nilPool *Pool
-	checkKeyPair(t, nilPool.Get())
+	get(t, nilPool)
 	nilPool.Close()
 }
 
@@ -166,7 +184,7 @@ func TestPoolNoGoroutineLeak(t *testing.T) {
 	waitFull(t, pools[0])
 	waitFull(t, pools[2])
 	for range 8 {
-		pools[2].Get()
+		get(t, pools[2])
 	}
 	// Counted by their stacks: runtime.NumGoroutine also counts goroutines of the runtime
 	// and the testing package that come and go.
@@ -175,4 +193,28 @@ func TestPoolNoGoroutineLeak(t *testing.T) {
 	}
 	closeAll()
 	waitGoroutines(t, "after Close", func() bool { return fillGoroutines() == 0 })
+}
+
+// TestFIPSOnly checks that a process that forbids X25519 (GODEBUG=fips140=only)
+// gets crypto/ecdh's error from Generate and Pool.Get rather than keys, and
+// that the pool's goroutine then exits. The test runs itself again in a child
+// process with that setting.
+func TestFIPSOnly(t *testing.T) {
+	if os.Getenv("NETAUTH_X25519_FIPS_CHILD") == "1" {
+		if _, err := Generate(rand.Reader); err == nil {
+			t.Fatal("Generate made a key pair in FIPS 140-only mode")
+		}
+		p := NewPool(4)
+		if _, err := p.Get(); err == nil {
+			t.Fatal("Pool.Get returned a key pair in FIPS 140-only mode")
+		}
+		p.Close() // waits for the refilling goroutine
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFIPSOnly$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "NETAUTH_X25519_FIPS_CHILD=1", "GODEBUG=fips140=only")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestFIPSOnly")) {
+		t.Fatalf("child process: %v\n%s", err, out)
+	}
 }

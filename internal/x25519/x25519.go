@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package x25519 provides the X25519 operations of netauth's handshakes: fast ephemeral key generation, Diffie-Hellman, a pool of pre-generated ephemeral keys, and a noise.DHFunc built on them.
+// Package x25519 provides the X25519 operations of netauth's handshakes on crypto/ecdh:
+// ephemeral key pairs, Diffie-Hellman with the low-order check Noise needs, and a pool of
+// pre-generated ephemeral keys.
 package x25519
 
 import (
-	"crypto/subtle"
+	"crypto/ecdh"
+	"fmt"
 	"io"
-
-	"filippo.io/edwards25519"
-	"filippo.io/edwards25519/field"
 )
 
 // Size is the length in bytes of X25519 private keys, public keys and shared
@@ -25,50 +25,59 @@ func (e Error) Error() string { return string(e) }
 // point, which makes the shared secret all zero.
 const ErrLowOrder = Error("x25519: low-order public key produces an all-zero shared secret")
 
-// KeyPair is an X25519 key pair. Private holds the clamped scalar and Public
-// holds the matching Montgomery u-coordinate.
-type KeyPair struct {
-	Private, Public [Size]byte
-}
+// ErrNoKey is returned by DH for a key pair without a private key: the zero
+// KeyPair, or one wiped by Zero.
+const ErrNoKey = Error("x25519: key pair has no private key")
 
-// Zero wipes a key pair.
-func (k *KeyPair) Zero() {
-	clear(k.Private[:])
-	clear(k.Public[:])
+// KeyPair is an ephemeral X25519 key pair.
+//
+// The private key is parsed once, when the pair is made, into a crypto/ecdh key that
+// keeps its public key: DH then costs one scalar multiplication. (Parsing the key for
+// every DH, as a function of raw bytes must, recomputes the public key and doubles the
+// cost.) crypto/ecdh keeps its copy of the private scalar in memory it does not let a
+// caller wipe; Zero drops the reference, and the scalar stays in memory until the
+// garbage collector frees it and the memory is allocated again (docs/SECURITY.md, "Keys
+// and secrets").
+//
+// A KeyPair may be copied; the copies share the immutable private key.
+type KeyPair struct {
+	// Public is the public key, the Montgomery u-coordinate sent as Noise's "e". It is
+	// the public key of the private key unless a caller overwrites it (tests do, to send
+	// a low-order key).
+	Public [Size]byte
+	priv   *ecdh.PrivateKey
 }
 
 // Generate makes a key pair from 32 bytes of rand. It reads exactly 32 bytes,
-// the same amount that noise.DH25519 reads, so that both produce the same
-// public key from the same random stream. The stored private key is the clamped
-// form of those bytes; X25519 clamps its scalar anyway, so both private key
-// forms give the same public key and the same shared secrets.
+// as noise.DH25519 does, so that a fixed random stream gives fixed keys (the test
+// vectors derive their ephemeral keys this way). The private key is the
+// clamped form of those bytes; X25519 clamps its scalar anyway, so both forms
+// give the same public key and the same shared secrets.
+//
+// crypto/ecdh's GenerateKey is not used: since Go 1.26 it ignores a random
+// reader other than crypto/rand's.
 func Generate(rand io.Reader) (KeyPair, error) {
 	var seed [Size]byte
 	defer clear(seed[:])
 	if _, err := io.ReadFull(rand, seed[:]); err != nil {
 		return KeyPair{}, err
 	}
-	return fromSeed(&seed), nil
+	return fromSeed(&seed)
 }
 
-// fromSeed derives a key pair from 32 secret bytes by a fixed-base scalar
-// multiplication on the Edwards curve, mapped to the Montgomery u-coordinate.
-// It is much cheaper than a variable-base Montgomery ladder from the base
-// point, and yields the same public key.
-func fromSeed(seed *[Size]byte) KeyPair {
-	var kp KeyPair
-	kp.Private = *seed
-	clamp(&kp.Private)
-
-	s, err := edwards25519.NewScalar().SetBytesWithClamping(kp.Private[:])
+// fromSeed makes the key pair of 32 secret bytes, clamping seed in place (the
+// caller wipes it). crypto/ecdh copies the bytes and computes the public key, a
+// scalar multiplication of the base point. The bytes are clamped first so that
+// PrivateKey().Bytes() is the scalar X25519 uses, the private key the test
+// vectors list.
+func fromSeed(seed *[Size]byte) (KeyPair, error) {
+	clamp(seed)
+	priv, err := ecdh.X25519().NewPrivateKey(seed[:])
 	if err != nil {
-		// SetBytesWithClamping fails only for inputs that are not 32 bytes long.
-		panic("x25519: unreachable: " + err.Error())
+		// Only when the process forbids X25519 (GODEBUG=fips140=only).
+		return KeyPair{}, fmt.Errorf("x25519: %w", err)
 	}
-	p := new(edwards25519.Point).ScalarBaseMult(s)
-	copy(kp.Public[:], p.BytesMontgomery())
-	s.Set(edwards25519.NewScalar())
-	return kp
+	return KeyPair{Public: [Size]byte(priv.PublicKey().Bytes()), priv: priv}, nil
 }
 
 // clamp applies the RFC 7748 §5 scalar decoding to k in place.
@@ -78,70 +87,34 @@ func clamp(k *[Size]byte) {
 	k[31] |= 64
 }
 
-// DH returns X25519(priv, pub); error if the result is all zero. The scalar is
-// clamped as RFC 7748 §5 requires, so both raw and clamped private keys are
-// accepted, and the most significant bit of pub is ignored.
-func DH(priv, pub [Size]byte) ([Size]byte, error) {
-	var out [Size]byte
-	clamp(&priv)
-	ladder(&out, &priv, &pub)
-	clear(priv[:])
+// PrivateKey returns the private key, nil for the zero KeyPair or after Zero.
+// Its Bytes are the clamped scalar.
+func (k *KeyPair) PrivateKey() *ecdh.PrivateKey { return k.priv }
 
-	var zero [Size]byte
-	if subtle.ConstantTimeCompare(out[:], zero[:]) == 1 {
-		return zero, ErrLowOrder
+// DH returns X25519(k's private key, peer), computed by crypto/ecdh's ECDH. As
+// RFC 7748 §5 specifies, the most significant bit of peer is ignored and
+// non-canonical encodings are accepted. A low-order peer key, which makes the
+// shared secret all zero, is ErrLowOrder. The caller wipes the result.
+func (k *KeyPair) DH(peer [Size]byte) ([Size]byte, error) {
+	var out [Size]byte
+	if k.priv == nil {
+		return out, ErrNoKey
 	}
+	pub, err := ecdh.X25519().NewPublicKey(peer[:])
+	if err != nil {
+		return out, fmt.Errorf("x25519: peer key: %w", err)
+	}
+	shared, err := k.priv.ECDH(pub)
+	if err != nil {
+		// For two X25519 keys, ECDH fails only when the shared secret is all zero.
+		return out, ErrLowOrder
+	}
+	copy(out[:], shared)
+	clear(shared)
 	return out, nil
 }
 
-// ladder sets out to the u-coordinate of scalar·u computed with the constant
-// time Montgomery ladder of RFC 7748 §5. The scalar must already be clamped.
-func ladder(out, scalar, u *[Size]byte) {
-	var x1, x2, z2, x3, z3 field.Element
-	var a, aa, b, bb, e, c, d, da, cb field.Element
-
-	if _, err := x1.SetBytes(u[:]); err != nil {
-		// SetBytes fails only for inputs that are not 32 bytes long.
-		panic("x25519: unreachable: " + err.Error())
-	}
-	x2.One()
-	z2.Zero()
-	x3.Set(&x1)
-	z3.One()
-
-	swap := 0
-	for t := 254; t >= 0; t-- {
-		kt := int(scalar[t>>3]>>(t&7)) & 1
-		swap ^= kt
-		x2.Swap(&x3, swap)
-		z2.Swap(&z3, swap)
-		swap = kt
-
-		a.Add(&x2, &z2)
-		aa.Square(&a)
-		b.Subtract(&x2, &z2)
-		bb.Square(&b)
-		e.Subtract(&aa, &bb)
-		c.Add(&x3, &z3)
-		d.Subtract(&x3, &z3)
-		da.Multiply(&d, &a)
-		cb.Multiply(&c, &b)
-
-		x3.Add(&da, &cb)
-		x3.Square(&x3)
-		z3.Subtract(&da, &cb)
-		z3.Square(&z3)
-		z3.Multiply(&z3, &x1)
-		x2.Multiply(&aa, &bb)
-		z2.Mult32(&e, 121665)
-		z2.Add(&z2, &aa)
-		z2.Multiply(&z2, &e)
-	}
-	x2.Swap(&x3, swap)
-	z2.Swap(&z3, swap)
-
-	// Invert computes z2^(p-2), which maps zero to zero as RFC 7748 specifies.
-	z2.Invert(&z2)
-	x2.Multiply(&x2, &z2)
-	copy(out[:], x2.Bytes())
-}
+// Zero clears the public key and drops the reference to the private key, which
+// crypto/ecdh does not let us wipe (see KeyPair). DH on a zeroed key pair is
+// ErrNoKey.
+func (k *KeyPair) Zero() { *k = KeyPair{} }

@@ -44,6 +44,16 @@ func ecdhX25519(t testing.TB, scalar, u [Size]byte) []byte {
 	return out
 }
 
+// dh computes X25519(scalar, u) through a key pair made from scalar.
+func dh(t testing.TB, scalar, u [Size]byte) ([Size]byte, error) {
+	t.Helper()
+	kp, err := Generate(bytes.NewReader(scalar[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp.DH(u)
+}
+
 // TestRFC7748Vectors checks the two X25519 test vectors of RFC 7748 §5.2.
 func TestRFC7748Vectors(t *testing.T) {
 	vectors := []struct{ scalar, u, out string }{
@@ -60,7 +70,7 @@ func TestRFC7748Vectors(t *testing.T) {
 	}
 	for i, v := range vectors {
 		scalar, u, want := mustHex(t, v.scalar), mustHex(t, v.u), mustHex(t, v.out)
-		got, err := DH(scalar, u)
+		got, err := dh(t, scalar, u)
 		if err != nil {
 			t.Fatalf("vector %d: DH returned error: %v", i, err)
 		}
@@ -82,7 +92,7 @@ func TestRFC7748Iterated(t *testing.T) {
 	var k, u [Size]byte
 	k[0], u[0] = 9, 9
 	for i := 1; i <= 1000; i++ {
-		out, err := DH(k, u)
+		out, err := dh(t, k, u)
 		if err != nil {
 			t.Fatalf("iteration %d: %v", i, err)
 		}
@@ -124,28 +134,17 @@ func TestRFC7748AliceBob(t *testing.T) {
 		t.Errorf("Bob public key = %x, want %x", bob.Public, bobPub)
 	}
 
-	// Both the generated (clamped) and the raw private keys must work.
-	for name, priv := range map[string][Size]byte{"generated": alice.Private, "raw": alicePriv} {
-		got, err := DH(priv, bobPub)
-		if err != nil {
-			t.Fatalf("Alice %s: %v", name, err)
-		}
-		if got != shared {
-			t.Errorf("Alice %s: shared secret = %x, want %x", name, got, shared)
-		}
+	if got, err := alice.DH(bobPub); err != nil || got != shared {
+		t.Errorf("Alice: shared secret = %x, %v, want %x", got, err, shared)
 	}
-	for name, priv := range map[string][Size]byte{"generated": bob.Private, "raw": bobPriv} {
-		got, err := DH(priv, alicePub)
-		if err != nil {
-			t.Fatalf("Bob %s: %v", name, err)
-		}
-		if got != shared {
-			t.Errorf("Bob %s: shared secret = %x, want %x", name, got, shared)
-		}
+	if got, err := bob.DH(alicePub); err != nil || got != shared {
+		t.Errorf("Bob: shared secret = %x, %v, want %x", got, err, shared)
 	}
 }
 
-// TestAgainstEcdh compares Generate and DH with crypto/ecdh on random inputs.
+// TestAgainstEcdh compares Generate and DH with crypto/ecdh used directly on
+// random inputs, and checks that the private key is the clamped seed and that a
+// key pair made from it is the same.
 func TestAgainstEcdh(t *testing.T) {
 	curve := ecdh.X25519()
 	for i := range 1000 {
@@ -164,13 +163,16 @@ func TestAgainstEcdh(t *testing.T) {
 		if !bytes.Equal(kp.Public[:], ref.PublicKey().Bytes()) {
 			t.Fatalf("iteration %d: public key of %x = %x, crypto/ecdh gives %x", i, seed, kp.Public, ref.PublicKey().Bytes())
 		}
-		// The clamped private key must give the same public key as the raw one.
-		refClamped, err := curve.NewPrivateKey(kp.Private[:])
+		priv := [Size]byte(kp.PrivateKey().Bytes())
+		if want := clampedCopy(seed); priv != want {
+			t.Fatalf("iteration %d: private key %x, want the clamped seed %x", i, priv, want)
+		}
+		again, err := Generate(bytes.NewReader(priv[:]))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(kp.Public[:], refClamped.PublicKey().Bytes()) {
-			t.Fatalf("iteration %d: clamped private key gives a different public key", i)
+		if again.Public != kp.Public {
+			t.Fatalf("iteration %d: the clamped private key gives another public key", i)
 		}
 
 		// A random peer u-coordinate, which may lie on the twist.
@@ -182,16 +184,24 @@ func TestAgainstEcdh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for name, priv := range map[string][Size]byte{"raw": seed, "clamped": kp.Private} {
-			got, err := DH(priv, peerSeed)
+		for name, k := range map[string]*KeyPair{"generated": &kp, "from the clamped key": &again} {
+			got, err := k.DH(peerSeed)
 			if err != nil {
 				t.Fatalf("iteration %d %s: %v", i, name, err)
 			}
 			if !bytes.Equal(got[:], want) {
-				t.Fatalf("iteration %d %s: DH(%x, %x) = %x, crypto/ecdh gives %x", i, name, priv, peerSeed, got, want)
+				t.Fatalf("iteration %d %s: DH(%x) = %x, crypto/ecdh gives %x", i, name, peerSeed, got, want)
 			}
 		}
 	}
+}
+
+// clampedCopy returns k clamped as RFC 7748 §5 decodes scalars.
+func clampedCopy(k [Size]byte) [Size]byte {
+	k[0] &= 248
+	k[31] &= 127
+	k[31] |= 64
+	return k
 }
 
 // TestLowOrder checks that DH rejects low-order points, whose shared secret
@@ -216,9 +226,11 @@ func TestLowOrder(t *testing.T) {
 			u := mustHex(t, s)
 			u[31] |= highBit
 			for range 8 {
-				var priv [Size]byte
-				rand.Read(priv[:])
-				out, err := DH(priv, u)
+				kp, err := Generate(rand.Reader)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out, err := kp.DH(u)
 				if !errors.Is(err, ErrLowOrder) {
 					t.Fatalf("DH(_, %x) error = %v, want ErrLowOrder", u, err)
 				}
@@ -261,8 +273,8 @@ func TestGenerateReads32(t *testing.T) {
 	if r.n != Size {
 		t.Errorf("Generate read %d bytes, want %d", r.n, Size)
 	}
-	if kp.Private[0]&7 != 0 || kp.Private[31]&0x80 != 0 || kp.Private[31]&0x40 == 0 {
-		t.Errorf("private key %x is not clamped", kp.Private)
+	if priv := kp.PrivateKey().Bytes(); priv[0]&7 != 0 || priv[31]&0x80 != 0 || priv[31]&0x40 == 0 {
+		t.Errorf("private key %x is not clamped", priv)
 	}
 
 	if _, err := Generate(bytes.NewReader(make([]byte, Size-1))); !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -273,14 +285,59 @@ func TestGenerateReads32(t *testing.T) {
 	}
 }
 
-// TestZero checks that Zero wipes both halves of a key pair.
+// TestZero checks that Zero clears the public key and drops the private key,
+// and that DH on a zeroed or zero key pair fails instead of using some key.
 func TestZero(t *testing.T) {
 	kp, err := Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	peer, err := Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kp.DH(peer.Public); err != nil {
+		t.Fatal(err)
+	}
 	kp.Zero()
-	if kp != (KeyPair{}) {
-		t.Errorf("after Zero key pair = %x, want all zero", kp)
+	if kp != (KeyPair{}) || kp.PrivateKey() != nil {
+		t.Errorf("after Zero key pair = %+v, want the zero KeyPair", kp)
+	}
+	for name, k := range map[string]*KeyPair{"zeroed": &kp, "zero": {}} {
+		if out, err := k.DH(peer.Public); !errors.Is(err, ErrNoKey) || out != ([Size]byte{}) {
+			t.Errorf("DH on a %s key pair = %x, %v, want ErrNoKey", name, out, err)
+		}
+	}
+}
+
+// TestDHParsesOnlyThePeerKey checks that DH does not parse the private key
+// again, which would recompute the public key and double its cost: it allocates
+// no more than parsing the peer key and one crypto/ecdh ECDH with a parsed key.
+func TestDHParsesOnlyThePeerKey(t *testing.T) {
+	kp, err := Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := kp.PrivateKey()
+	ref := testing.AllocsPerRun(100, func() {
+		pub, err := ecdh.X25519().NewPublicKey(peer.Public[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := priv.ECDH(pub); err != nil {
+			t.Fatal(err)
+		}
+	})
+	got := testing.AllocsPerRun(100, func() {
+		if _, err := kp.DH(peer.Public); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if got > ref {
+		t.Errorf("DH allocates %v times, parsing the peer key and ECDH %v", got, ref)
 	}
 }
