@@ -420,15 +420,7 @@ func TestEmbeddedDefaultUnprivileged(t *testing.T) {
 	home := userHome(t, e, acct)
 	// The keys, as for sshd, in ~/.ssh/authorized_keys of the home the user database names.
 	alice := testutil.Signer(t)
-	sshDir := filepath.Join(acct.Home, ".ssh")
-	os.MkdirAll(sshDir, 0o700)
-	os.Chown(sshDir, int(acct.UID), int(acct.GID))
-	ak := filepath.Join(sshDir, "authorized_keys")
-	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(ak, int(acct.UID), int(acct.GID))
-	t.Cleanup(func() { os.Remove(ak) })
+	ak := writeHomeKey(t, acct, alice.PublicKey())
 
 	port := freePort(t)
 	cmd, logs, out := startAs(t, e, acct, home, "-listen", port)
@@ -571,15 +563,7 @@ func TestEmbeddedDefaultRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sshDir := filepath.Join(acct.Home, ".ssh")
-	os.MkdirAll(sshDir, 0o700)
-	os.Chown(sshDir, int(acct.UID), int(acct.GID))
-	ak := filepath.Join(sshDir, "authorized_keys")
-	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(ak, int(acct.UID), int(acct.GID))
-	t.Cleanup(func() { os.Remove(ak) })
+	writeHomeKey(t, acct, alice.PublicKey())
 
 	addr := freePort(t)
 	cmd := exec.Command(e.bin, "-listen", addr)
@@ -639,4 +623,21 @@ func TestAcceptorAccountRequired(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("netauthd created files before refusing: %v", ents)
 	}
+}
+
+// writeHomeKey makes key the only one in acct's ~/.ssh/authorized_keys (in the home the user
+// database names, as sshd reads it), owned by acct, until the test ends, and returns the
+// file's path.
+func writeHomeKey(t *testing.T, acct *policy.Account, key ssh.PublicKey) string {
+	t.Helper()
+	sshDir := filepath.Join(acct.Home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	os.Chown(sshDir, int(acct.UID), int(acct.GID))
+	ak := filepath.Join(sshDir, "authorized_keys")
+	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(ak, int(acct.UID), int(acct.GID))
+	t.Cleanup(func() { os.Remove(ak) })
+	return ak
 }
