@@ -338,3 +338,44 @@ func TestFindKeyOnlyAmongTheUsersKeys(t *testing.T) {
 		t.Fatalf("reason %q quotes the source's error", ref.Reason)
 	}
 }
+
+// TestEligibleCannotSubstituteTheKey: an Eligible that approves the user but sets another of
+// their keys than the one wanted (a server bug: say it returns the user's first key) never
+// makes a result carry a key that was not the one verified: the core refuses the full
+// handshake internal_error before Authorize, and declines the ticket (its full handshake is
+// refused the same way). Whatever reaches the audit record, the worker or the application is
+// the key the signature or the ticket named.
+func TestEligibleCannotSubstituteTheKey(t *testing.T) {
+	e, src, authorized := newKeyTableEnv(t)
+	signed := e.cli.Signer.PublicKey()
+	first := newSigner(t).PublicKey()
+	src.set("alice", first, signed)
+	sess := ticketFor(t, e)
+	admitted := *authorized
+	e.srv.Eligible = func(r *Result) error {
+		ks, _ := src.Keys(context.Background(), r.User)
+		if len(ks) == 0 {
+			return errors.New("no keys")
+		}
+		r.SetKey(ks[0])
+		return nil
+	}
+	for _, s := range []*Session{nil, sess} {
+		e.cli.Session = s
+		o := e.run(t)
+		if o.cliErr != nil {
+			t.Fatalf("client: %v", o.cliErr)
+		}
+		var r *Refusal
+		if o.srv != nil {
+			t.Fatalf("ticket offered %v: accepted %s with key %s; want refused", s != nil, o.srv.User, o.srv.KeyFingerprint)
+		}
+		if o.cli.Result.Resumed || !errors.As(o.srvErr, &r) || r.Code != CodeInternalError {
+			t.Fatalf("ticket offered %v: resumed %v, server %v; want a full handshake refused internal_error",
+				s != nil, o.cli.Result.Resumed, o.srvErr)
+		}
+	}
+	if *authorized != admitted {
+		t.Fatal("Authorize ran with a key other than the one verified")
+	}
+}
