@@ -54,6 +54,10 @@ type Options struct {
 	// Self is the command line prefix that runs one of netauthd's built-in workers (netauthd
 	// passes {its own program, "-worker"}); the exec and backend modes need it.
 	Self []string
+	// Trace, if not empty, is a file to append trace lines to: when each step of every
+	// connection happened, in the acceptor, the monitor and the worker (package trace).
+	// Off (empty) by default.
+	Trace string
 }
 
 // Daemon is a running netauthd.
@@ -68,6 +72,7 @@ type Daemon struct {
 	pool    *x25519.Pool
 	audit   *audit.Writer
 	caches  caches
+	tracer  *tracer // nil unless Options.Trace
 
 	mu   sync.Mutex
 	cfg  *policy.Config
@@ -135,6 +140,12 @@ func New(opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("netauthd: audit log: %w", err)
 	}
 	d.keys, d.keysDirect = d.keySource(cfg), keySource(cfg)
+	if opts.Trace != "" {
+		if d.tracer, err = openTracer(opts.Trace); err != nil {
+			d.audit.Close()
+			return nil, err
+		}
+	}
 	d.pool = x25519.NewPool(64)
 	return d, nil
 }
@@ -351,6 +362,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		}
 	}
 	d.pool.Close()
+	d.tracer.close()
 	if err := d.audit.Close(); err != nil {
 		d.log.Error("closing the audit log", "err", err)
 	}

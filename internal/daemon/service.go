@@ -14,6 +14,7 @@ import (
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/trace"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -94,8 +95,9 @@ type admission struct {
 	user    *policy.Account // the authenticated user
 	runAs   *policy.Account // the account the worker runs as
 	reserve *reservation
-	worker  *worker // chosen (and started) before the client is told it is accepted
-	id      uint64  // the connection's handoff id at that worker
+	worker  *worker       // chosen (and started) before the client is told it is accepted
+	id      uint64        // the connection's handoff id at that worker
+	trace   *trace.Record // the monitor's steps of the connection, when tracing
 }
 
 // release gives back what an admission holds when its connection will not be handed over.
@@ -131,6 +133,12 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 // the key and the grant; nothing before this point creates a process or writes a record.
 func (s *service) authorize(r *handshake.Result) (any, error) {
 	d := s.d
+	tr := d.tracer.record()
+	if tr != nil {
+		tr.Mark(trace.Decided)
+		tr.SetKey(r.HandshakeHash)
+		tr.SetKind(r.Resumed)
+	}
 	sc := s.config()
 	acct, ok := r.Admission.(*policy.Account) // what eligible found
 	if !ok {
@@ -167,7 +175,8 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
-	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res}
+	tr.Mark(trace.Audited)
+	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, trace: tr}
 	// Have a worker ready before accepting, so that a service that cannot start is a clear
 	// refusal rather than a connection dropped after it was accepted.
 	if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
@@ -175,6 +184,7 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
 	}
+	tr.Mark(trace.WorkerReady)
 	return adm, nil
 }
 
