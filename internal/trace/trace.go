@@ -250,10 +250,16 @@ func NewWriter(out io.Writer) *Writer {
 	return w
 }
 
-// FromEnv returns a Writer to the descriptor Env names (marked close-on-exec), or nil when
+// FromEnv returns a Writer to the descriptor Env names (marked close-on-exec, and Env
+// removed from the environment, so that programs this one starts get neither), or nil when
 // Env is not set (tracing is off).
 func FromEnv() *Writer {
-	fd, err := strconv.Atoi(os.Getenv(Env))
+	v, ok := os.LookupEnv(Env)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(Env)
+	fd, err := strconv.Atoi(v)
 	if err != nil || fd < 3 {
 		return nil
 	}

@@ -4,6 +4,9 @@ package trace
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -224,4 +227,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestFromEnv: a worker finds its trace descriptor in Env, takes it out of the environment
+// and marks it close-on-exec, so that programs it starts get neither; without Env, nothing.
+func TestFromEnv(t *testing.T) {
+	os.Unsetenv(Env)
+	if w := FromEnv(); w != nil {
+		t.Fatal("a Writer without Env")
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close() // the Writer's file shares the descriptor and never closes it
+	fd := pw.Fd()
+	t.Setenv(Env, strconv.Itoa(int(fd)))
+	w := FromEnv()
+	if w == nil {
+		t.Fatal("no Writer with Env set")
+	}
+	if _, ok := os.LookupEnv(Env); ok {
+		t.Error("Env still set")
+	}
+	flags, err := unix.FcntlInt(fd, unix.F_GETFD, 0)
+	if err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("descriptor flags %#x, %v; want close-on-exec", flags, err)
+	}
+	w.Line([]byte("x\n"))
+	w.Close()
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(pr, buf); err != nil || string(buf) != "x\n" {
+		t.Errorf("read %q, %v", buf, err)
+	}
 }
