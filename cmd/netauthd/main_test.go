@@ -641,3 +641,32 @@ func writeHomeKey(t *testing.T, acct *policy.Account, key ssh.PublicKey) string 
 	t.Cleanup(func() { os.Remove(ak) })
 	return ak
 }
+
+// TestTraceReport: -trace-report joins a trace file's lines from the three processes and
+// prints each step's median, as docs/BENCHMARKS.md shows it.
+func TestTraceReport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace")
+	lines := []string{
+		"00000000000000aa acceptor resumed accept=1000 msg1=2000 begin_reply=5000 msg2_sent=6000 msg3=7000 commit_reply=19000",
+		"00000000000000aa monitor resumed begin_recv=3000 begin_done=4000",
+		"00000000000000aa monitor resumed commit_recv=8000 decided=9000 audited=10000 worker_ready=11000 sealed=12000 handoff=13000 worker_ack=16000 commit_done=17000",
+		"00000000000000aa worker resumed received=14000 verdict_sent=15000 first_data=18000",
+		"not a trace line",
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"-trace-report", path}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"resumed connections (1 complete)", "| msg1 | acceptor | 1.0 | 1.0 |",
+		"| first_data | worker | 17.0 | 1.0 |", "| commit_reply | acceptor | 18.0 | 1.0 |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code := run([]string{"-trace-report", path + ".missing"}, &out, &errb); code != 1 {
+		t.Errorf("missing trace file: exit %d", code)
+	}
+}

@@ -161,6 +161,7 @@ type testbedOpts struct {
 	auditLog string            // audit log path (default: in the testbed's directory)
 	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
 	log      io.Writer         // also receives the daemon's log (text lines), if set
+	trace    string            // Options.Trace
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -213,7 +214,7 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct})
+	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace})
 	if err != nil {
 		t.Fatal(err)
 	}
