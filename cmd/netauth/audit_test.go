@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,7 +48,8 @@ func auditHost(t *testing.T, dir string) (priv ed25519.PrivateKey, pub ssh.Publi
 }
 
 // writeAuditLog writes a log of four records: a full handshake by alice,
-// her resumed connection, a refusal, and a full handshake by bob.
+// her resumed connection, a refusal, and a full handshake by bob; closing it
+// adds the closing checkpoint, line 5, which covers them.
 func writeAuditLog(t *testing.T) auditLog {
 	t.Helper()
 	dir := t.TempDir()
@@ -97,7 +99,7 @@ func writeAuditLog(t *testing.T) auditLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.lines = bytes.SplitAfter(data, []byte("\n"))[:4]
+	l.lines = bytes.SplitAfter(data, []byte("\n"))[:5]
 	return l
 }
 
@@ -111,32 +113,75 @@ func runAudit(args ...string) (code int, stdout, stderr string) {
 func TestAuditVerify(t *testing.T) {
 	l := writeAuditLog(t)
 	code, out, errOut := runAudit("verify", "-host-key", l.hostPub, l.path)
-	if code != 0 || !strings.HasPrefix(out, "4 records: 2 full, 1 resumed, 1 refused; all signatures and the chain verify\nlast good record: seq 4 at ") {
+	if code != 0 || !strings.HasPrefix(out, "4 records: 2 full, 1 resumed, 1 refused; 1 checkpoint; all signatures and the chain verify\nlast good record: seq 4 at ") ||
+		!strings.HasSuffix(out, "; the log ends with netauthd's closing checkpoint\n") {
 		t.Fatalf("verify of a good log: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 
-	// Change the client address in line 3: only that line is named.
+	// Change the client address in line 3: the chain breaks after it, and no checkpoint
+	// covers it or the records before it any more.
 	bad := filepath.Join(t.TempDir(), "audit.log")
 	tampered := bytes.Replace(l.lines[2], []byte("192.0.2.2:1"), []byte("192.0.2.3:1"), 1)
 	if bytes.Equal(tampered, l.lines[2]) {
 		t.Fatal("the test did not change line 3")
 	}
-	if err := os.WriteFile(bad, bytes.Join([][]byte{l.lines[0], l.lines[1], tampered, l.lines[3]}, nil), 0o644); err != nil {
+	if err := os.WriteFile(bad, bytes.Join([][]byte{l.lines[0], l.lines[1], tampered, l.lines[3], l.lines[4]}, nil), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errOut = runAudit("verify", "-host-key", l.hostPub, bad)
-	want := "line 3 (seq 3): host signature does not verify"
-	if code != 1 || !strings.HasPrefix(out, want) || strings.Count(out, "\nline ") != 0 || !strings.Contains(out, "4 records: 2 full, 1 resumed, 0 refused; 1 bad (listed above)\n") {
-		t.Fatalf("verify of a tampered log: exit %d, want 1 and %q alone\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
+	want := "line 1 (seq 1): no host signature covers this record: the chain breaks at line 4 (see line 3)\n" +
+		"line 2 (seq 2): no host signature covers this record: the chain breaks at line 4 (see line 3)\n" +
+		"line 3 (seq 3): the chain breaks after this record, at line 4: prev does not match the hash of seq 3 (line 3): that line or this one was replaced: no host signature covers this record\n" +
+		"4 records: 1 full, 0 resumed, 0 refused; 1 checkpoint; 3 bad (listed above)\n"
+	if code != 1 || !strings.HasPrefix(out, want) {
+		t.Fatalf("verify of a tampered log: exit %d, want 1 and\n%s\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
 	}
 
 	// A removed line.
-	if err := os.WriteFile(bad, bytes.Join([][]byte{l.lines[0], l.lines[2], l.lines[3]}, nil), 0o644); err != nil {
+	if err := os.WriteFile(bad, bytes.Join([][]byte{l.lines[0], l.lines[2], l.lines[3], l.lines[4]}, nil), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ = runAudit("verify", "-host-key", l.hostPub, bad)
-	if code != 1 || !strings.HasPrefix(out, "line 2 (seq 3): chain broken: seq 3 comes after seq 1 (line 1)") {
+	if code != 1 || !strings.HasPrefix(out, "line 1 (seq 1): the chain breaks after this record, at line 2: seq 3 comes after seq 1 (line 1): records missing or out of order") ||
+		strings.Count(out, "\nline ") != 0 {
 		t.Fatalf("verify of a log with a line removed: exit %d\n%s", code, out)
+	}
+}
+
+// TestAuditVerifyUncovered: records no checkpoint covers yet (a log still being written) are
+// listed apart and give exit status 3, not 1; with -require-signed, or in a file given before
+// another (rotated, so closed), they are bad lines.
+func TestAuditVerifyUncovered(t *testing.T) {
+	dir := t.TempDir()
+	hostPriv, host, hostPub := auditHost(t, dir)
+	path := filepath.Join(dir, "audit.log")
+	w, err := audit.Open(path, hostPriv, audit.Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, reason := range []string{"one", "two"} {
+		if err := w.Write(&audit.Record{Client: "192.0.2.2:1", Service: "imap", HostKeyFP: keys.Fingerprint(host), Decision: audit.Refused, Reason: reason}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := runAudit("verify", "-host-key", hostPub, path)
+	want := "lines 1-2 (seq 1-2): 2 records not yet covered by a host signature: the log is still being written"
+	if code != 3 || !strings.HasPrefix(out, want) ||
+		!strings.Contains(out, "\n2 records: 0 full, 0 resumed, 2 refused; the chain and the signatures verify, but 2 records are not covered by a host signature (listed above)\n") {
+		t.Fatalf("verify of a log being written: exit %d, want 3 and %q\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, "-require-signed", path)
+	if code != 1 || !strings.HasPrefix(out, "line 1 (seq 1): not yet covered by a host signature: the log is still being written") || !strings.Contains(out, "; 2 bad (listed above)\n") {
+		t.Fatalf("verify -require-signed of a log being written: exit %d\n%s", code, out)
+	}
+	closed := writeAuditLog(t)
+	if code, out, _ := runAudit("verify", "-host-key", hostPub, path, closed.path); code != 1 || !strings.HasPrefix(out, path+": line 1 (seq 1): not yet covered") {
+		t.Fatalf("verify of a log being written, given before another: exit %d\n%s", code, out)
+	}
+	// The other file is signed by its own host key: give each its own.
+	if code, out, _ := runAudit("verify", "-host-key", closed.hostPub, closed.path); code != 0 {
+		t.Fatalf("verify of a closed log: exit %d\n%s", code, out)
 	}
 }
 
@@ -209,7 +254,7 @@ func TestAuditVerifyRelogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, _ = runAudit("verify", "-host-key", hostPub, refusals)
-	want = "2 records: 0 full, 0 resumed, 1 refused (and 2 more counted in 1 summary records); all signatures and the chain verify\n"
+	want = "2 records: 0 full, 0 resumed, 1 refused (and 2 more counted in 1 summary records); 1 checkpoint; all signatures and the chain verify\n"
 	if code != 0 || !strings.HasPrefix(out, want) {
 		t.Fatalf("verify of a log with a summary: exit %d, want 0 and %q\n%s", code, want, out)
 	}
@@ -225,7 +270,7 @@ func TestAuditVerifyRelogged(t *testing.T) {
 	}
 	code, out, _ = runAudit("verify", "-host-key", hostPub, first, second)
 	want = second + `: line 1 (seq 1): handshake hash already logged in "` + first + `" on line 1 (seq 1), with the same user signature`
-	if code != 1 || !strings.HasPrefix(out, first+": 1 records: 1 full, 0 resumed, 0 refused; all signatures and the chain verify\n") || !strings.Contains(out, "\n"+want) {
+	if code != 1 || !strings.HasPrefix(out, first+": 1 records: 1 full, 0 resumed, 0 refused; 1 checkpoint; all signatures and the chain verify\n") || !strings.Contains(out, "\n"+want) {
 		t.Fatalf("verify of two files with the same signature: exit %d, want 1 and %q\n%s", code, want, out)
 	}
 
@@ -251,7 +296,7 @@ func TestAuditVerifyErrors(t *testing.T) {
 		code int
 		want string // in stderr
 	}{
-		{[]string{"verify", l.path}, 2, "usage: netauth audit verify -host-key FILE.pub [-skew DURATION] LOGFILE"},
+		{[]string{"verify", l.path}, 2, "usage: netauth audit verify -host-key FILE.pub [-skew DURATION] [-require-signed] LOGFILE"},
 		{[]string{"verify", "-host-key", l.hostPub, "-skew", "0s", l.path}, 2, "usage: netauth audit verify"},
 		{[]string{"verify", "-host-key", l.hostPub, "-skew", "-1m", l.path}, 2, "usage: netauth audit verify"},
 		{[]string{"verify", "-host-key", l.hostPub, "-skew", "soon", l.path}, 2, `invalid value "soon" for flag -skew`},
@@ -291,7 +336,7 @@ func TestAuditExport(t *testing.T) {
 	if cmd != want {
 		t.Fatalf("export printed the command\n%s\nwant\n%s", cmd, want)
 	}
-	if !strings.HasPrefix(out, "record seq 4: accepted user bob, service imap, key SHA256:") {
+	if !strings.HasPrefix(out, "record seq 4: accepted user bob, service imap, key SHA256:") || lines[1] != "covered by the host's signature of checkpoint seq 5 (export it with -seq 5)" {
 		t.Errorf("export output:\n%s", out)
 	}
 	// Run the printed command, as an administrator would paste it.
@@ -320,6 +365,60 @@ func TestAuditExport(t *testing.T) {
 	}
 }
 
+// TestAuditExportCheckpoint: a checkpoint exported checks with the printed ssh-keygen command,
+// and the printed sha256sum command shows that the line before it is the head it signed; a
+// changed checkpoint fails the same command.
+func TestAuditExportCheckpoint(t *testing.T) {
+	l := writeAuditLog(t)
+	dir := filepath.Join(t.TempDir(), "seq 5")
+	code, out, errOut := runAudit("export", "-seq", "5", "-dir", dir, "-host-key", l.hostPub, l.path)
+	if code != 0 {
+		t.Fatalf("export: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("export printed %d lines, want 5:\n%s", len(lines), out)
+	}
+	head := sha256.Sum256(bytes.TrimSuffix(l.lines[3], []byte("\n")))
+	if want := fmt.Sprintf("checkpoint seq 5: head seq 4 (SHA-256 %x), vouching for seq 1 to 4, signed at ", head); !strings.HasPrefix(lines[0], want) ||
+		!strings.HasSuffix(lines[0], ", closing the log") {
+		t.Fatalf("export output:\n%s\nwant it to start %q", out, want)
+	}
+	q := shellQuote
+	want := "ssh-keygen -Y verify -f " + q(filepath.Join(dir, "allowed_signers")) + " -I netauthd -n netauth-audit-v1@ubns.dev -s " +
+		q(filepath.Join(dir, "checkpoint.sig")) + " < " + q(filepath.Join(dir, "checkpoint"))
+	if lines[2] != want {
+		t.Fatalf("export printed the command\n%s\nwant\n%s", lines[2], want)
+	}
+	res, err := exec.Command("/bin/sh", "-c", lines[2]).CombinedOutput()
+	if err != nil || !strings.Contains(string(res), `Good "netauth-audit-v1@ubns.dev" signature for netauthd`) {
+		t.Fatalf("the printed command failed: %v\n%s", err, res)
+	}
+	if want := fmt.Sprintf("and the head's line, line 4 of the log, whose SHA-256 is %x (the head the checkpoint signed), with:", head); lines[3] != want {
+		t.Fatalf("export printed\n%s\nwant\n%s", lines[3], want)
+	}
+	res, err = exec.Command("/bin/sh", "-c", lines[4]).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(res), fmt.Sprintf("%x ", head)) {
+		t.Fatalf("the printed sha256sum command (%s): %v\n%s", lines[4], err, res)
+	}
+
+	ckFile := filepath.Join(dir, "checkpoint")
+	data, err := os.ReadFile(ckFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Replace(data, []byte(`"from":1`), []byte(`"from":2`), 1)
+	if bytes.Equal(forged, data) {
+		t.Fatal("the test did not change the checkpoint")
+	}
+	if err := os.WriteFile(ckFile, forged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := exec.Command("/bin/sh", "-c", lines[2]).CombinedOutput(); err == nil {
+		t.Fatalf("ssh-keygen accepted a changed checkpoint:\n%s", res)
+	}
+}
+
 func TestAuditExportErrors(t *testing.T) {
 	l := writeAuditLog(t)
 	otherPub := filepath.Join(t.TempDir(), "other.pub")
@@ -342,7 +441,9 @@ func TestAuditExportErrors(t *testing.T) {
 		{[]string{"-seq", "2"}, `record seq 2 is not a full handshake (mode "resumed")`},
 		{[]string{"-seq", "3"}, `record seq 3 is not a full handshake (mode "")`},
 		{[]string{"-seq", "99"}, "no record with seq 99"},
-		{[]string{"-seq", "1", "-host-key", otherPub}, "line 1 (seq 1): host signature does not verify"},
+		{[]string{"-seq", "1", "-host-key", otherPub}, "line 1 (seq 1): no host signature covers this record: the chain breaks at line 5, which is bad, before a checkpoint covers it"},
+		{[]string{"-seq", "1", "-host-key", otherPub}, "(line 5: checkpoint: host signature does not verify: it is by key "},
+		{[]string{"-seq", "5", "-host-key", otherPub}, "line 5 (seq 5): checkpoint: host signature does not verify"},
 	} {
 		args := append(append([]string{"export", "-dir", dir}, tt.args...), l.path)
 		code, _, errOut := runAudit(args...)

@@ -59,8 +59,8 @@ func TestWriteAndVerify(t *testing.T) {
 		if r.Seq != uint64(i+1) {
 			t.Errorf("record %d: Seq = %d, want %d", i, r.Seq, i+1)
 		}
-		if r.HostSig == "" || r.Time.Location() != time.UTC {
-			t.Errorf("record %d: HostSig %q, Time %v: want a signature and UTC", i, r.HostSig, r.Time)
+		if r.HostSig != "" || r.Time.Location() != time.UTC {
+			t.Errorf("record %d: HostSig %q, Time %v: want no signature of its own and UTC", i, r.HostSig, r.Time)
 		}
 	}
 	if err := w.Close(); err != nil {
@@ -83,9 +83,10 @@ func TestWriteAndVerify(t *testing.T) {
 		}
 	}
 
+	// The records, then the closing checkpoint, which covers them all.
 	lines := readLines(t, path)
-	if len(lines) != len(records) {
-		t.Fatalf("log has %d lines, want %d", len(lines), len(records))
+	if len(lines) != len(records)+1 {
+		t.Fatalf("log has %d lines, want %d", len(lines), len(records)+1)
 	}
 	prev := strings.Repeat("0", 64)
 	for i, l := range lines {
@@ -93,28 +94,36 @@ func TestWriteAndVerify(t *testing.T) {
 		if err := json.Unmarshal(l, &r); err != nil {
 			t.Fatalf("line %d: %v", i+1, err)
 		}
-		if r.Prev != prev {
-			t.Errorf("line %d: prev %s, want %s", i+1, r.Prev, prev)
+		if r.Prev != prev || r.Seq != uint64(i+1) {
+			t.Errorf("line %d: seq %d prev %s, want %d and %s", i+1, r.Seq, r.Prev, i+1, prev)
+		}
+		if i < len(records) && (r.HostSig != "" || r.Checkpoint != nil || r.Statement != records[i].Statement || r.Signature != records[i].Signature) {
+			t.Errorf("line %d does not hold the record written", i+1)
+		}
+		if i == len(records) {
+			ck := r.Checkpoint
+			if ck == nil || r.HostSig == "" || ck.Kind != CheckpointKind || ck.Seq != uint64(i) || ck.Head != prev || ck.From != 1 ||
+				ck.Event != EventClose || ck.HostKeyFP != keys.Fingerprint(host.pub) || !r.Time.Equal(ck.Time) {
+				t.Errorf("the last line is not a closing checkpoint of the records:\n%s", l)
+			}
 		}
 		h := sha256.Sum256(l)
 		prev = hex.EncodeToString(h[:])
-		if r.HostSig != records[i].HostSig || r.Statement != records[i].Statement || r.Signature != records[i].Signature {
-			t.Errorf("line %d does not hold the record written", i+1)
-		}
 	}
 	if !bytes.Contains(lines[0], []byte(`"time":"2026-05-01T10:30:15.123456789Z"`)) {
 		t.Errorf("line 1 does not hold the time in UTC with nanoseconds:\n%s", lines[0])
 	}
-	if !bytes.HasSuffix(lines[0], []byte(`"host_sig":"`+records[0].HostSig+`"}`)) {
-		t.Errorf("line 1 does not end with its host signature:\n%s", lines[0])
+	if bytes.Contains(lines[0], []byte("host_sig")) || !bytes.HasSuffix(lines[0], []byte(`"prev":"`+strings.Repeat("0", 64)+`"}`)) {
+		t.Errorf("line 1 does not end with its prev:\n%s", lines[0])
 	}
 
 	rep := verifyBytes(t, joinLines(lines), host.pub)
-	if !rep.OK() {
-		t.Fatalf("Verify found problems in a good log: %v", rep.Problems)
+	if !rep.Signed() || !rep.Closed {
+		t.Fatalf("Verify found problems in a good log: %v, uncovered %v, closed %v", rep.Problems, rep.UncoveredRuns, rep.Closed)
 	}
-	if rep.Records != 5 || rep.Full != 2 || rep.Resumed != 1 || rep.Refused != 2 {
-		t.Errorf("report counts %d records: %d full, %d resumed, %d refused; want 5: 2, 1, 2", rep.Records, rep.Full, rep.Resumed, rep.Refused)
+	if rep.Records != 5 || rep.Checkpoints != 1 || rep.Lines != 6 || rep.Full != 2 || rep.Resumed != 1 || rep.Refused != 2 {
+		t.Errorf("report counts %d lines, %d records: %d full, %d resumed, %d refused, and %d checkpoints; want 6, 5: 2, 1, 2, and 1",
+			rep.Lines, rep.Records, rep.Full, rep.Resumed, rep.Refused, rep.Checkpoints)
 	}
 	if rep.LastSeq != 5 || !rep.LastTime.Equal(records[4].Time) {
 		t.Errorf("report's last record is seq %d at %v, want 5 at %v", rep.LastSeq, rep.LastTime, records[4].Time)
@@ -131,11 +140,12 @@ func TestVerifyEmpty(t *testing.T) {
 	}
 }
 
-// TestVerifyTampering changes a good log in the ways an attacker or an
+// TestVerifyTamperingSignedLines changes a good log of the format before
+// checkpoints, each record signed alone, in the ways an attacker or an
 // accident could, and checks that Verify names exactly the lines involved.
-func TestVerifyTampering(t *testing.T) {
+func TestVerifyTamperingSignedLines(t *testing.T) {
 	host := newHostKey(t)
-	_, good := sampleLog(t, host, 8)
+	_, good := legacyLog(t, host, 8)
 	clone := func() [][]byte {
 		c := make([][]byte, len(good))
 		for i, l := range good {
@@ -158,7 +168,7 @@ func TestVerifyTampering(t *testing.T) {
 		lines[i-1] = b
 	}
 
-	_, otherLog := sampleLog(t, host, 8) // another log by the same host
+	_, otherLog := legacyLog(t, host, 8) // another log by the same host
 
 	tests := []struct {
 		name    string
@@ -190,7 +200,7 @@ func TestVerifyTampering(t *testing.T) {
 			return joinLines(append(l[:2], append([][]byte{[]byte("{}")}, l[4:]...)...))
 		},
 		lines:   []int{3, 4},
-		reasons: []string{"the line does not end with the \"host_sig\" field", "chain broken: seq 5 comes after seq 2 (line 2): records missing or out of order"},
+		reasons: []string{"seq is 0", "chain broken: seq 5 comes after seq 2 (line 2): records missing or out of order"},
 	}, {
 		name: "garbage line and a record moved back",
 		log: func() []byte {
@@ -198,7 +208,7 @@ func TestVerifyTampering(t *testing.T) {
 			return joinLines(append(l[:3], []byte("{}"), l[1]))
 		},
 		lines:   []int{4, 5},
-		reasons: []string{"host_sig", "chain broken: seq 2 comes after seq 3 (line 3): records out of order or repeated"},
+		reasons: []string{"seq is 0", "chain broken: seq 2 comes after seq 3 (line 3): records out of order or repeated"},
 	}, {
 		name: "one field changed",
 		log: func() []byte {
@@ -307,7 +317,7 @@ func TestVerifyTampering(t *testing.T) {
 			return joinLines(l)
 		},
 		lines:   []int{2},
-		reasons: []string{"no host signature"},
+		reasons: []string{"a line written after records signed one by one (line 1, the format before checkpoints) but before any opening checkpoint"},
 	}, {
 		name: "host signature moved to another line",
 		log: func() []byte {
@@ -358,7 +368,7 @@ func TestVerifyTampering(t *testing.T) {
 
 	t.Run("good log", func(t *testing.T) {
 		rep := verifyBytes(t, joinLines(good), host.pub)
-		if !rep.OK() || rep.Records != 8 || rep.Full != 4 || rep.Resumed != 2 || rep.Refused != 2 {
+		if !rep.Signed() || rep.Records != 8 || rep.Checkpoints != 0 || rep.Full != 4 || rep.Resumed != 2 || rep.Refused != 2 || rep.Closed {
 			t.Fatalf("report on the good log: %+v", rep)
 		}
 	})
@@ -476,9 +486,22 @@ func TestReopenContinuesChain(t *testing.T) {
 	if err := w.Write(r); err != nil {
 		t.Fatal(err)
 	}
-	h := sha256.Sum256(lines[2])
-	if r.Seq != 4 || r.Prev != hex.EncodeToString(h[:]) {
-		t.Errorf("first record after reopening: seq %d prev %s, want 4 and the hash of line 3", r.Seq, r.Prev)
+	// Line 4 closed the file; opening it again added an opening checkpoint,
+	// line 5, sealing the chain as found.
+	after := readLines(t, path)
+	if len(after) != 6 {
+		t.Fatalf("log after reopening has %d lines, want 6", len(after))
+	}
+	var open Record
+	if err := json.Unmarshal(after[4], &open); err != nil {
+		t.Fatal(err)
+	}
+	h4, h5 := sha256.Sum256(lines[3]), sha256.Sum256(after[4])
+	if ck := open.Checkpoint; ck == nil || ck.Event != EventOpen || ck.Seq != 4 || ck.Head != hex.EncodeToString(h4[:]) || ck.From != 5 {
+		t.Fatalf("line 5 is not an opening checkpoint of line 4:\n%s", after[4])
+	}
+	if r.Seq != 6 || r.Prev != hex.EncodeToString(h5[:]) {
+		t.Errorf("first record after reopening: seq %d prev %s, want 6 and the hash of line 5", r.Seq, r.Prev)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -487,8 +510,27 @@ func TestReopenContinuesChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep := verifyBytes(t, data, host.pub); !rep.OK() || rep.Records != 4 {
+	if rep := verifyBytes(t, data, host.pub); !rep.Signed() || rep.Records != 4 || rep.Checkpoints != 3 || !rep.Closed {
 		t.Fatalf("reopened log: %+v", rep)
+	}
+
+	// A log of the format before checkpoints goes on in the format with them.
+	path, lines = legacyLog(t, host, 3)
+	if w, err = Open(path, host.priv, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(refusedRecord(host.pub, "after the upgrade")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after = readLines(t, path)
+	if len(after) != 6 || !bytes.Equal(after[2], lines[2]) || !bytes.Contains(after[3], []byte(`"event":"open"`)) || !bytes.Contains(after[5], []byte(`"event":"close"`)) {
+		t.Fatalf("log of the old format after reopening:\n%s", joinLines(after))
+	}
+	if rep := verifyBytes(t, joinLines(after), host.pub); !rep.Signed() || rep.Records != 4 || rep.Refused != 2 {
+		t.Fatalf("log of the old format continued: %+v", rep)
 	}
 }
 
@@ -496,16 +538,19 @@ func TestOpenRefusesDamagedLog(t *testing.T) {
 	host := newHostKey(t)
 	path, lines := sampleLog(t, host, 3)
 	good := joinLines(lines)
+	_, legacy := legacyLog(t, host, 3)
 	tests := []struct {
 		name   string
 		data   []byte
 		priv   []byte
 		reason string
 	}{
-		{"last line cut", good[:len(good)-20], nil, "line 3, the last, is not a valid record: incomplete line"},
-		{"last line damaged", append(bytes.Clone(good), "{\"seq\":4}\n"...), nil, `line 4, the last, is not a valid record: the line does not end with the "host_sig" field`},
+		{"last line cut", good[:len(good)-20], nil, "line 4, the last, is not a valid record: incomplete line"},
+		{"last line damaged", append(bytes.Clone(good), "{\"seq\":5}\n"...), nil, `line 5, the last, is not a valid record: decision "" is not "accepted" or "refused"`},
+		{"last line without prev", append(bytes.Clone(good), `{"seq":5,"decision":"refused","prev":"x"}`+"\n"...), nil, `line 5, the last, is not a valid record: its prev is not a hex SHA-256`},
 		{"garbage", []byte("\x00\x00\n"), nil, "line 1, the last, is not a valid record: not a JSON record"},
-		{"other host key", good, newHostKey(t).priv, "line 3, the last, is not a valid record: host signature does not verify"},
+		{"other host key", good, newHostKey(t).priv, "line 4, the last, is not a valid record: checkpoint: host signature does not verify"},
+		{"other host key, signed lines", joinLines(legacy), newHostKey(t).priv, "line 3, the last, is not a valid record: host signature does not verify"},
 		{"long last line", append(bytes.Repeat([]byte("y"), MaxLineSize+1), '\n'), nil, "line 1, the last, is not a valid record: line is longer than"},
 	}
 	for _, tt := range tests {
@@ -715,12 +760,12 @@ func TestConcurrentWrites(t *testing.T) {
 	}
 }
 
-// TestHostSignatureWithSSHKeygen checks a line's host signature with
-// OpenSSH: the canonical bytes (the line with host_sig emptied) and the
-// signature, armored, verify with ssh-keygen -Y.
+// TestHostSignatureWithSSHKeygen checks the host signature of a line of the
+// format before checkpoints with OpenSSH: the canonical bytes (the line with
+// host_sig emptied) and the signature, armored, verify with ssh-keygen -Y.
 func TestHostSignatureWithSSHKeygen(t *testing.T) {
 	host := newHostKey(t)
-	_, lines := sampleLog(t, host, 2)
+	_, lines := legacyLog(t, host, 2)
 	dir := t.TempDir()
 	for i, l := range lines {
 		canonical, sig, err := splitHostSig(l)
@@ -736,6 +781,8 @@ func TestHostSignatureWithSSHKeygen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// host_sig, empty, as the last field.
+		want = append(bytes.TrimSuffix(want, []byte("}")), `,"host_sig":""}`...)
 		if !bytes.Equal(canonical, want) {
 			t.Fatalf("line %d: canonical bytes are not the record's JSON with host_sig empty:\n%s\n%s", i+1, canonical, want)
 		}
@@ -813,19 +860,19 @@ func TestExportWithSSHKeygen(t *testing.T) {
 
 func TestFind(t *testing.T) {
 	host := newHostKey(t)
-	_, lines := sampleLog(t, host, 6)
+	_, lines := legacyLog(t, host, 6)
 	data := joinLines(append([][]byte{[]byte("not a record")}, lines...))
-	r, n, err := Find(bytes.NewReader(data), 4, host.pub)
-	if err != nil || r.Seq != 4 || n != 5 || r.User != "bob@example.org" || r.Mode != ModeFull {
-		t.Fatalf("Find(4) = %+v, line %d, %v; want bob's full handshake on line 5", r, n, err)
+	f, err := Find(bytes.NewReader(data), 4, host.pub)
+	if err != nil || f.Record.Seq != 4 || f.Line != 5 || f.Record.User != "bob@example.org" || f.Record.Mode != ModeFull || f.CoveredBy != 0 {
+		t.Fatalf("Find(4) = %+v, %v; want bob's full handshake on line 5", f, err)
 	}
-	if r, n, err = Find(bytes.NewReader(data), 2, nil); err != nil || r.Seq != 2 || n != 3 || r.Mode != ModeResumed {
-		t.Fatalf("Find(2) without a host key = %+v, line %d, %v", r, n, err)
+	if f, err = Find(bytes.NewReader(data), 2, nil); err != nil || f.Record.Seq != 2 || f.Line != 3 || f.Record.Mode != ModeResumed {
+		t.Fatalf("Find(2) without a host key = %+v, %v", f, err)
 	}
-	if _, _, err := Find(bytes.NewReader(data), 7, host.pub); err == nil || err.Error() != "audit: no record with seq 7 in the log" {
+	if _, err := Find(bytes.NewReader(data), 7, host.pub); err == nil || err.Error() != "audit: no record with seq 7 in the log" {
 		t.Fatalf("Find(7) = %v", err)
 	}
-	if _, _, err := Find(bytes.NewReader(data), 1, newHostKey(t).pub); err == nil || !strings.HasPrefix(err.Error(), "audit: line 2 (seq 1): host signature does not verify") {
+	if _, err := Find(bytes.NewReader(data), 1, newHostKey(t).pub); err == nil || !strings.HasPrefix(err.Error(), "audit: line 2 (seq 1): host signature does not verify") {
 		t.Fatalf("Find with another host key = %v", err)
 	}
 }
@@ -846,8 +893,8 @@ func TestVerifyReadError(t *testing.T) {
 	host := newHostKey(t)
 	_, lines := sampleLog(t, host, 3)
 	_, err := Verify(&failingReader{data: joinLines(lines)}, host.pub)
-	if !errors.Is(err, syscall.EIO) || !strings.HasPrefix(err.Error(), "audit: reading line 4: ") {
-		t.Fatalf("Verify with a failing reader = %v, want EIO at line 4", err)
+	if !errors.Is(err, syscall.EIO) || !strings.HasPrefix(err.Error(), "audit: reading line 5: ") {
+		t.Fatalf("Verify with a failing reader = %v, want EIO at line 5", err)
 	}
 	if got := (Problem{Line: 3, Reason: "empty line"}).String(); got != "line 3: empty line" {
 		t.Errorf("Problem without seq prints as %q", got)

@@ -127,11 +127,25 @@ func refusedRecord(host ssh.PublicKey, reason string) *Record {
 }
 
 // sampleLog writes a log of n records (cycling through full, resumed and
-// refused ones) to a new file and returns its path and lines.
+// refused ones) to a new file, closes it (which adds a closing checkpoint,
+// line n+1) and returns its path and lines.
 func sampleLog(t testing.TB, host hostKey, n int) (string, [][]byte) {
 	t.Helper()
+	return sampleLogOpts(t, host, n, Options{})
+}
+
+// legacyLog is sampleLog in the format before checkpoints: every record signed
+// alone, no checkpoint.
+func legacyLog(t testing.TB, host hostKey, n int) (string, [][]byte) {
+	t.Helper()
+	return sampleLogOpts(t, host, n, Options{signEach: true})
+}
+
+// sampleLogOpts is sampleLog with a Writer opened with opts.
+func sampleLogOpts(t testing.TB, host hostKey, n int, opts Options) (string, [][]byte) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "log", "audit.log")
-	w, err := Open(path, host.priv, Options{})
+	w, err := Open(path, host.priv, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,4 +266,47 @@ func openTestLog(t *testing.T, host hostKey) (path string, w *Writer) {
 	}
 	t.Cleanup(func() { w.Close() })
 	return path, w
+}
+
+// waitCovered waits until w has no record that a checkpoint does not cover,
+// and no checkpoint being signed.
+func waitCovered(t testing.TB, w *Writer) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.mu.Lock()
+		done := w.uncovered == 0 && !w.signing
+		w.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint covered the records within 10 seconds")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// crash stops w as a crash of netauthd would: its file is closed without the
+// closing checkpoint, and records not yet covered stay so.
+func crash(t testing.TB, w *Writer) {
+	t.Helper()
+	w.mu.Lock()
+	if w.ckTimer != nil {
+		w.ckTimer.Stop()
+		w.ckTimer = nil
+	}
+	if w.refusals.timer != nil {
+		w.refusals.timer.Stop()
+		w.refusals.timer = nil
+	}
+	f := w.f
+	w.f = nil
+	w.mu.Unlock()
+	w.bg.Wait()
+	if f != nil {
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -7,23 +7,47 @@
 // # Tamper evidence
 //
 // Each line carries the hex SHA-256 of the line before it (Record.Prev; 64
-// zeros for the first record of a file), a sequence number counting 1, 2, 3
-// within the file (Record.Seq), and a signature by the host key
-// (Record.HostSig): a binary SSHSIG in namespace Namespace, base64-encoded,
-// over the line's canonical bytes. The canonical bytes are the line itself
-// with the value of "host_sig" emptied, that is the JSON encoding of the
-// record with HostSig set to "". A changed record no longer matches its host
-// signature; a removed, inserted or reordered record breaks the sequence and
-// the hash chain. Verify reports each such line.
+// zeros for the first line of a file) and a sequence number counting 1, 2, 3
+// within the file (Record.Seq). Records are not signed one by one: every
+// CheckpointRecords records, or CheckpointInterval after the first record not
+// yet covered, the Writer appends a checkpoint line (Record.Checkpoint), which
+// is chained like a record and carries a signature by the host key
+// (Record.HostSig: a binary SSHSIG in namespace Namespace, base64-encoded)
+// over the checkpoint's own JSON as the line holds it. A checkpoint names the
+// chain head it covers (the seq and the hash of a line before it) and the
+// first seq it vouches for: through the hash chain, that signature covers
+// every line from there to the head. The checkpoint is signed in the
+// background, so no record waits for a signature; the record is written (and,
+// with Options.Sync, flushed) before Write returns, as always.
+//
+// A changed, removed, inserted or reordered record breaks the chain that leads
+// from a checkpoint back to it, and Verify reports it, together with the
+// records before it that the break leaves without a checkpoint. Records after
+// the last checkpoint are not yet covered by a host signature: Verify reports
+// them apart (Report.Uncovered), as a log still being written has them for up
+// to CheckpointInterval; anyone who can write the file could have changed or
+// added them. Close and a rotation (Reopen) end the file with a closing
+// checkpoint, so a cleanly closed file is covered to its last record, and a
+// Writer that opens a file already holding lines first appends an opening
+// checkpoint: records after a closing checkpoint that no opening one follows
+// were not written by netauthd. Records a Writer wrote but had not yet covered
+// when it stopped (a crash) are sealed by the next Writer's opening
+// checkpoint, which does not vouch for them; Verify reports them as not
+// covered as well.
+//
+// Logs written before checkpoints, in which every line carries its own host
+// signature over the line's canonical bytes (the line with the value of
+// "host_sig" emptied), verify as they always did, and a Writer continues
+// such a file in the format with checkpoints.
 //
 // The host signature proves that a line was written by a holder of the host
 // key, not that the line is true: the administrator of the server holds that
 // key. For full handshakes the record also carries the statement the user's
 // own key signed and the user's SSHSIG signature over it, so whether a user
 // authenticated can be proved even against the administrator (Verify checks
-// them, and Export writes the files `ssh-keygen -Y verify` needs). Resumed
-// connections carry no user signature; they are vouched for by the host
-// alone.
+// them, and Export writes the files `ssh-keygen -Y verify` needs, as it does
+// for a checkpoint's host signature). Resumed connections carry no user
+// signature; they are vouched for by the host alone.
 //
 // Records cut from the end of the log leave no trace in what remains. Keep a
 // copy of recent records elsewhere (for example the system journal), or
@@ -45,7 +69,8 @@
 // from one source (an IPv4 address or an IPv6 /64) in an interval, further
 // ones are counted rather than logged, and one summary record per source
 // (Record.Summary) gives their number by refusal code when the interval
-// ends. Accepted connections are always logged in full.
+// ends. Accepted connections are always logged in full. Refusals and
+// summaries are chained and covered by checkpoints like any record.
 //
 // # Writing
 //
@@ -59,7 +84,7 @@
 // a new Writer: the new file starts again at seq 1. Never copy and truncate
 // the log in place: the Writer notices at its next write, logs it and goes on
 // from the end of what the file holds, but the chain is broken there (Verify
-// reports the first record after the cut).
+// reports the records before the cut).
 package audit
 
 import (
@@ -71,8 +96,34 @@ import (
 	"ubns.dev/netauth/internal/keys"
 )
 
-// Namespace is the SSHSIG namespace of the host signatures on audit records.
+// Namespace is the SSHSIG namespace of the host signatures in the audit log:
+// on checkpoints, and on each record of logs written before checkpoints.
 const Namespace = "netauth-audit-v1@ubns.dev"
+
+// CheckpointKind is the value of Checkpoint.Kind: the first field of the JSON
+// a checkpoint's host signature covers, which says what those bytes are.
+const CheckpointKind = "netauth-audit-checkpoint-v1"
+
+// Defaults of Options.CheckpointRecords and Options.CheckpointInterval.
+const (
+	DefaultCheckpointRecords  = 64
+	DefaultCheckpointInterval = time.Second
+)
+
+// MaxCheckpointLag bounds how far before its own line a checkpoint's head
+// may be: less than MaxCheckpointLag lines (the records written while it was
+// being signed). Verify keeps the hashes of that many lines.
+const MaxCheckpointLag = 1024
+
+// Values of Checkpoint.Event.
+const (
+	// EventOpen marks the checkpoint a Writer appends when it opens a file
+	// that already holds lines: it seals them, vouching for none.
+	EventOpen = "open"
+	// EventClose marks the last line a Writer appends to a file (Close, or
+	// Reopen after a rotation): its head is the line just before it.
+	EventClose = "close"
+)
 
 // UserNamespace is the SSHSIG namespace of the user signatures that full
 // handshakes carry (the statement a user's key signs). It is the namespace
@@ -105,9 +156,9 @@ const (
 	Refused = "refused"
 )
 
-// Record is one line of the audit log: one decision about one connection.
-// The Writer sets Seq, Prev and HostSig, and Time if it is zero; the caller
-// fills in the rest.
+// Record is one line of the audit log: one decision about one connection, or
+// a checkpoint (Checkpoint set, and no decision). The Writer sets Seq and
+// Prev, and Time if it is zero; the caller fills in the rest.
 type Record struct {
 	// Seq numbers the records of a file 1, 2, 3 and so on.
 	Seq uint64 `json:"seq"`
@@ -160,13 +211,45 @@ type Record struct {
 	// were not logged one by one. A summary record is a refusal with an
 	// empty Client, Service and Mode.
 	Summary *Summary `json:"summary,omitempty"`
+	// Checkpoint is set on a checkpoint line, which holds only Seq, Time,
+	// Checkpoint, Prev and HostSig.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 	// Prev is the hex SHA-256 of the previous line of the file, without its
-	// newline; 64 zeros for the first record.
+	// newline; 64 zeros for the first line.
 	Prev string `json:"prev"`
-	// HostSig is the base64 binary SSHSIG signature, by the host key in
-	// namespace Namespace, over the line's canonical bytes: the JSON of the
-	// record with HostSig set to "". It must stay the last field.
-	HostSig string `json:"host_sig"`
+	// HostSig is the base64 binary SSHSIG signature by the host key, in
+	// namespace Namespace. On a checkpoint line it is over the checkpoint's
+	// JSON as the line holds it. Records carry none, except in logs written
+	// before checkpoints: there every record carries one, over the line's
+	// canonical bytes (the JSON of the record with HostSig set to ""), and it
+	// is the last field.
+	HostSig string `json:"host_sig,omitempty"`
+}
+
+// Checkpoint is what a checkpoint line's host signature covers: the chain
+// head, the line with seq Seq, whose hex SHA-256 is Head, and with it every
+// line before it back to From. Its JSON, as the line holds it, is the
+// message signed (`netauth audit export` writes it for ssh-keygen -Y verify).
+type Checkpoint struct {
+	// Kind is CheckpointKind.
+	Kind string `json:"kind"`
+	// Seq and Head are the seq and the hex SHA-256 (of the line without its
+	// newline) of the last line covered.
+	Seq  uint64 `json:"seq"`
+	Head string `json:"head"`
+	// From is the first seq the Writer vouches for: the first it wrote
+	// since its last checkpoint. Lines before From that no earlier
+	// checkpoint covers are sealed (they cannot be changed without breaking
+	// the chain to Head) but not vouched for: another Writer, which stopped
+	// before it covered them, wrote them, or something else did. From is
+	// Seq+1 when the checkpoint vouches for nothing.
+	From uint64 `json:"from"`
+	// Time is when the checkpoint was signed, in UTC.
+	Time time.Time `json:"time"`
+	// HostKeyFP is the SHA256 fingerprint of the host key that signed it.
+	HostKeyFP string `json:"host_key_fp"`
+	// Event is EventOpen, EventClose, or empty.
+	Event string `json:"event,omitempty"`
 }
 
 // NewRecord is the record of a decision about identity id, from client (host:port), made
@@ -215,6 +298,9 @@ const SourceOther = "other"
 // check reports an error unless r's Mode and Decision have values the log
 // knows.
 func (r *Record) check() error {
+	if r.Checkpoint != nil {
+		return errors.New("a record cannot carry a checkpoint: the Writer writes those")
+	}
 	if r.Summary != nil {
 		if r.Decision != Refused || r.Mode != "" {
 			return errors.New("a summary of refusals must be a refusal without a mode")

@@ -186,11 +186,16 @@ func (w *Writer) refusalRecord(r *Refusal, code string, now time.Time) *Record {
 	if len(r.Signature) > 0 {
 		rec.SigSHA256, rec.SigLen = digest(r.Signature), len(r.Signature)
 	}
-	// The line is the record's JSON with the host signature, whose length
-	// is fixed; what is left goes to the reason.
-	rec.Seq, rec.Prev = w.seq+1, w.prev
+	// The line is the record's JSON (in the format before checkpoints, with
+	// a host signature, whose length is fixed); what is left goes to the
+	// reason.
+	seq, prev := w.headLocked()
+	rec.Seq, rec.Prev = seq+1, prev
 	if base, err := json.Marshal(rec); err == nil {
-		room := MaxRefusalLine - len(base) - w.sigLen - len(`,"reason":""`)
+		room := MaxRefusalLine - len(base) - len(`,"reason":""`)
+		if w.signEach {
+			room -= len(`,"host_sig":""`) + w.sigLen
+		}
 		rec.Reason = clip(r.Reason, min(maxReasonLen, room))
 	}
 	return rec

@@ -3,6 +3,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -61,8 +62,14 @@ func TestClip(t *testing.T) {
 // refusalWriter opens a log with the given limits and a fake clock.
 func refusalWriter(t *testing.T, host hostKey, limits RefusalLimits) (*Writer, *fakeClock, string) {
 	t.Helper()
+	return refusalWriterOpts(t, host, Options{Refusals: limits})
+}
+
+// refusalWriterOpts opens a log with opts and a fake clock.
+func refusalWriterOpts(t *testing.T, host hostKey, opts Options) (*Writer, *fakeClock, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(path, host.priv, Options{Refusals: limits})
+	w, err := Open(path, host.priv, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +78,20 @@ func refusalWriter(t *testing.T, host hostKey, limits RefusalLimits) (*Writer, *
 }
 
 // TestRefusalBounded: whatever a refusal carries, its line is at most MaxRefusalLine bytes,
-// with the signature and an invalid user name by their hash and length, and it verifies.
+// with the signature and an invalid user name by their hash and length, and it verifies; in
+// the format with checkpoints and in the one before, whose lines carry a host signature.
 func TestRefusalBounded(t *testing.T) {
+	for _, f := range []struct {
+		name string
+		opts Options
+	}{{"checkpoints", Options{}}, {"signed lines", Options{signEach: true}}} {
+		t.Run(f.name, func(t *testing.T) { testRefusalBounded(t, f.opts) })
+	}
+}
+
+func testRefusalBounded(t *testing.T, opts Options) {
 	host := newHostKey(t)
-	w, _, path := refusalWriter(t, host, RefusalLimits{})
+	w, _, path := refusalWriterOpts(t, host, opts)
 	big := worstText(1 << 20)
 	sig := make([]byte, 16<<10)
 	if _, err := rand.Read(sig); err != nil {
@@ -108,6 +125,9 @@ func TestRefusalBounded(t *testing.T) {
 		t.Logf("line %d: %d bytes", i+1, len(l))
 		if len(l) > MaxRefusalLine {
 			t.Errorf("line %d is %d bytes, more than %d:\n%s", i+1, len(l), MaxRefusalLine, l)
+		}
+		if signed := bytes.Contains(l, []byte(`"host_sig":"`)); signed != opts.signEach {
+			t.Errorf("line %d has a host signature: %v", i+1, signed)
 		}
 	}
 	var first, third Record

@@ -59,10 +59,11 @@ func TestReopenAfterRotation(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if rep := verifyFile(t, rotated, host); !rep.OK() || rep.Records != 2 {
+	// The rotated file ends with the closing checkpoint Reopen wrote.
+	if rep := verifyFile(t, rotated, host); !rep.Signed() || !rep.Closed || rep.Records != 2 {
 		t.Fatalf("rotated log: %+v", rep)
 	}
-	if rep := verifyFile(t, path, host); !rep.OK() || rep.Records != 1 {
+	if rep := verifyFile(t, path, host); !rep.Signed() || !rep.Closed || rep.Records != 1 {
 		t.Fatalf("new log: %+v", rep)
 	}
 }
@@ -94,8 +95,8 @@ func TestReopenSameFile(t *testing.T) {
 	if err := w.Write(r); err != nil {
 		t.Fatalf("Write after Reopen: %v", err)
 	}
-	if r.Seq != 2 {
-		t.Errorf("seq %d after Reopen, want 2", r.Seq)
+	if r.Seq != 3 {
+		t.Errorf("seq %d after Reopen, want 3 (after the checkpoint the first Reopen wrote)", r.Seq)
 	}
 	if rep := verifyFile(t, path, host); !rep.OK() || rep.Records != 2 {
 		t.Fatalf("log: %+v", rep)

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -22,10 +21,11 @@ import (
 	"ubns.dev/netauth/internal/keys"
 )
 
-// zeroPrev is the Prev of the first record of a file.
+// zeroPrev is the Prev of the first line of a file.
 var zeroPrev = strings.Repeat("0", 2*sha256.Size)
 
-// hostSigField starts the last field of every line.
+// hostSigField starts the last field of every line signed alone (the format
+// before checkpoints).
 const hostSigField = `"host_sig":"`
 
 // Problem is one bad line found by Verify.
@@ -50,32 +50,94 @@ func (p Problem) String() string {
 	return fmt.Sprintf("line %d (seq %d): %s", p.Line, p.Seq, p.Reason)
 }
 
+// Uncovered is a run of records, one after the other, that Verify found
+// intact (the chain holds) but that no host signature covers: not evidence of
+// tampering, but not evidence of the host's hand either, since anyone who can
+// write the file could have added or changed them.
+type Uncovered struct {
+	// FirstLine and LastLine are the line numbers of the run's first and
+	// last lines, FirstSeq and LastSeq their sequence numbers.
+	FirstLine, LastLine int
+	FirstSeq, LastSeq   uint64
+	// Records is the number of records in the run (checkpoint lines among
+	// them are not counted).
+	Records int
+	// AtEnd is set for a run that ends the file: the log is still being
+	// written (netauthd covers each record within CheckpointInterval), or
+	// netauthd stopped before it signed them. A run that is not at the end
+	// was sealed by the opening checkpoint of a later start of netauthd
+	// (SealedBy): they cannot have been changed since, but nothing vouches
+	// that netauthd wrote them.
+	AtEnd bool
+	// SealedBy is the line number of the checkpoint that sealed a run that
+	// is not at the end.
+	SealedBy int
+}
+
+// String describes the run, as "lines 9-12 (seq 9-12): 4 records not yet
+// covered by a host signature: ...".
+func (u Uncovered) String() string {
+	where := fmt.Sprintf("line %d (seq %d)", u.FirstLine, u.FirstSeq)
+	if u.LastLine != u.FirstLine {
+		where = fmt.Sprintf("lines %d-%d (seq %d-%d)", u.FirstLine, u.LastLine, u.FirstSeq, u.LastSeq)
+	}
+	what := "1 record"
+	if u.Records != 1 {
+		what = fmt.Sprintf("%d records", u.Records)
+	}
+	return fmt.Sprintf("%s: %s %s", where, what, u.reason())
+}
+
+// reason says why the records of the run are not covered.
+func (u Uncovered) reason() string {
+	if u.AtEnd {
+		return "not yet covered by a host signature: the log is still being written (netauthd covers each record within a few seconds at most), or netauthd stopped before it signed them"
+	}
+	return fmt.Sprintf("not covered by a host signature: written before netauthd opened the log again (line %d), which sealed them as it found them, and not signed: netauthd stopped before it signed them (a crash?), or something else wrote them", u.SealedBy)
+}
+
 // Report is the result of Verify.
 type Report struct {
-	// Records is the number of lines read, good or bad.
-	Records int
-	// Full, Resumed and Refused count the records whose host signature
-	// verifies: accepted full handshakes, accepted resumed connections, and
-	// refusals logged one by one.
+	// Lines is the number of lines read, good or bad: Records of them are
+	// records, and Checkpoints checkpoint lines (whether or not they
+	// verify).
+	Lines, Records, Checkpoints int
+	// Full, Resumed and Refused count the records found good (intact, and
+	// covered by a host signature or in Uncovered): accepted full
+	// handshakes, accepted resumed connections, and refusals logged one by
+	// one.
 	Full, Resumed, Refused int
-	// Summaries counts the summary records whose host signature verifies,
-	// and Summarized the refusals they count.
+	// Summaries counts the summary records found good, and Summarized the
+	// refusals they count.
 	Summaries  int
 	Summarized uint64
 	// LastSeq and LastTime are the sequence number and time of the last
-	// record whose host signature verifies. Compare LastSeq with a value
-	// noted earlier to find records cut from the end of the log, which
-	// leaves no other trace.
+	// record found good. Compare LastSeq with a value noted earlier to find
+	// records cut from the end of the log, which leaves no other trace.
 	LastSeq  uint64
 	LastTime time.Time
+	// Uncovered is the number of records found intact that no host
+	// signature covers (see Uncovered), and UncoveredRuns lists the first
+	// MaxProblems runs of them. With VerifyOptions.RequireSigned they are
+	// bad lines instead.
+	Uncovered     int
+	UncoveredRuns []Uncovered
+	// Closed reports that the file ends with the checkpoint a Writer writes
+	// when it closes the file (Close, or Reopen after a rotation).
+	Closed bool
 	// Bad is the number of bad lines, and Problems lists the first
 	// MaxProblems of them, in file order, one entry per line.
 	Bad      int
 	Problems []Problem
 }
 
-// OK reports whether every record verified.
+// OK reports whether no line was found bad: every record is intact, and
+// covered by a host signature or listed in UncoveredRuns.
 func (r *Report) OK() bool { return r.Bad == 0 }
+
+// Signed reports whether every record verified and is covered by a host
+// signature: OK, and nothing Uncovered.
+func (r *Report) Signed() bool { return r.Bad == 0 && r.Uncovered == 0 }
 
 // MaxProblems is how many bad lines a Report lists; the others are only
 // counted (Report.Bad). A problem's reason is at most maxProblemReason
@@ -107,6 +169,11 @@ type VerifyOptions struct {
 	// MaxClockSkew plus DecisionDelay after it.
 	MaxClockSkew time.Duration
 
+	// RequireSigned makes records that no host signature covers bad lines
+	// rather than Report.Uncovered: for a log known to be closed, such as
+	// a file rotated away, whose records must all be covered.
+	RequireSigned bool
+
 	// Handshakes, if not nil, holds the accepted full handshakes of the
 	// logs verified before with it, and receives those of this one: a
 	// handshake logged in one of them and again in this log is reported.
@@ -132,9 +199,12 @@ func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
 }
 
 // VerifyWith reads an audit log from r and checks every line: that it is a
-// well-formed record no longer than MaxLineSize, ends in a newline, carries
-// a host signature by hostKey over its canonical bytes, and continues the
-// sequence and hash chain of the record before it; and, for accepted full
+// well-formed record or checkpoint no longer than MaxLineSize and ends in a
+// newline; that it continues the sequence and hash chain of the line before
+// it; that every checkpoint carries a host signature by hostKey and that the
+// chain head it names is the line it signed, and so every line it covers;
+// that every record is covered by a later checkpoint (or, in the format
+// before checkpoints, carries its own host signature); and, for accepted full
 // handshakes, that the user's signature verifies over the statement in
 // UserNamespace, that the statement's user, service and host key and the
 // signing key match the record, that the statement was made for hostKey (a
@@ -145,17 +215,46 @@ func Verify(r io.Reader, hostKey ssh.PublicKey) (*Report, error) {
 // stop at the first bad line: the report counts each one and lists the
 // first MaxProblems.
 //
-// VerifyWith keeps the handshake hash of every accepted full handshake in
-// memory (in opts.Handshakes if set): about a hundred bytes for each.
+// Records after the last checkpoint, and records a Writer had not covered
+// when it stopped, are reported apart, in Report.Uncovered, unless
+// opts.RequireSigned makes them bad lines.
 //
-// A line whose own content is bad (unreadable, or its host signature fails)
-// is reported alone: the break it causes in the chain at the next line is
-// attributed to it, not reported again. A line that is authentic but does
-// not follow the last authentic record before it (a record removed,
-// inserted from elsewhere or moved) is reported as a chain break.
+// VerifyWith keeps the handshake hash of every accepted full handshake in
+// memory (in opts.Handshakes if set): about a hundred bytes for each, and
+// the hashes of the last MaxCheckpointLag lines.
+//
+// A line whose own content is bad (unreadable, or a host signature that
+// fails) is reported alone, and the records before it that no checkpoint
+// covers yet with it: the break it causes in the chain at the next line is
+// attributed to it, not reported again. Where the chain breaks between two
+// readable lines (a record changed, removed, inserted or moved), the last
+// record before the break is reported with the reason, and the other records
+// before it that no checkpoint covers, since none can now; when no such
+// record is left, the line after the break is reported.
 //
 // The error is non-nil only if reading r fails or hostKey is nil.
 func VerifyWith(r io.Reader, hostKey ssh.PublicKey, opts VerifyOptions) (*Report, error) {
+	v, err := newVerifier(hostKey, opts)
+	if err != nil {
+		return nil, err
+	}
+	lr := newLineReader(r)
+	for {
+		line, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("audit: reading line %d: %w", lr.n+1, err)
+		}
+		v.check(lr.n, line)
+	}
+	v.finish()
+	return &v.report, nil
+}
+
+// newVerifier returns a verifier of a log signed with hostKey.
+func newVerifier(hostKey ssh.PublicKey, opts VerifyOptions) (*verifier, error) {
 	if hostKey == nil {
 		return nil, errors.New("audit: verifying needs the host's public key")
 	}
@@ -173,96 +272,152 @@ func VerifyWith(r io.Reader, hostKey ssh.PublicKey, opts VerifyOptions) (*Report
 		hs.m = make(map[[keys.HandshakeHashSize]byte]seen)
 	}
 	hs.logs++
-	v := verifier{hostKey: hostKey.Marshal(), hostFP: keys.Fingerprint(hostKey), skew: opts.MaxClockSkew,
-		handshakes: hs, log: hs.logs, name: opts.Name}
-	lr := newLineReader(r)
-	for {
-		line, err := lr.next()
-		if err == io.EOF {
-			break
-		}
+	return &verifier{hostKey: hostKey.Marshal(), hostFP: keys.Fingerprint(hostKey), skew: opts.MaxClockSkew,
+		requireSigned: opts.RequireSigned, handshakes: hs, log: hs.logs, name: opts.Name,
+		win: make([]entry, MaxCheckpointLag)}, nil
+}
+
+// Kinds of lines.
+const (
+	lineUnsigned   = iota // a record, covered by a checkpoint
+	lineSigned            // a record with its own host signature (the format before checkpoints)
+	lineCheckpoint        // a checkpoint
+)
+
+// parsed is a line parsed by parseLine.
+type parsed struct {
+	rec  *Record
+	kind int
+	ck   *Checkpoint // for a checkpoint
+	// ckJSON and sig are, for a checkpoint, the bytes its host signature
+	// covers and that signature (binary SSHSIG).
+	ckJSON []byte
+	sig    []byte
+}
+
+// checkpointFields are the fields of a checkpoint line.
+type checkpointFields struct {
+	Seq        uint64          `json:"seq"`
+	Time       time.Time       `json:"time"`
+	Checkpoint json.RawMessage `json:"checkpoint"`
+	Prev       string          `json:"prev"`
+	HostSig    string          `json:"host_sig"`
+}
+
+// parseLine parses one line of the log (without its newline), checks the
+// host signature it carries, if any, against the host key hostKey (in wire
+// format) whose fingerprint is hostFP, and checks a checkpoint's fields. It
+// returns the line parsed if it parsed as JSON, even when something else is
+// wrong with it.
+func parseLine(data, hostKey []byte, hostFP string) (*parsed, error) {
+	var rec Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("not a JSON record: %v", err)
+	}
+	p := &parsed{rec: &rec}
+	var raw struct {
+		Checkpoint json.RawMessage `json:"checkpoint"`
+		HostSig    *string         `json:"host_sig"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("not a JSON record: %v", err)
+	}
+	switch {
+	case raw.Checkpoint != nil:
+		p.kind = lineCheckpoint
+		return p, p.checkCheckpoint(data, raw.Checkpoint, hostKey, hostFP)
+	case raw.HostSig != nil:
+		p.kind = lineSigned
+		canonical, sig, err := splitHostSig(data)
 		if err != nil {
-			return nil, fmt.Errorf("audit: reading line %d: %w", lr.n+1, err)
+			return p, err
 		}
-		v.check(lr.n, line)
+		if err := verifyHostSig(sig, canonical, hostKey, hostFP); err != nil {
+			return p, err
+		}
 	}
-	return &v.report, nil
-}
-
-// verifier holds the state of Verify between lines.
-type verifier struct {
-	hostKey []byte
-	hostFP  string
-	skew    time.Duration
-	report  Report
-
-	// handshakes maps the handshake hash of each accepted full handshake
-	// seen so far, in this log or in those verified before with the same
-	// Handshakes, to where it was seen. A user signature verifies over one
-	// statement only, which names the handshake hash: a signature logged
-	// twice is a handshake hash logged twice, so this map finds both. log
-	// numbers this log among those, and name names it.
-	handshakes *Handshakes
-	log        int
-	name       string
-
-	// anchor is the last line whose own content is authentic, and badSince
-	// the number of lines after it whose content is not.
-	haveAnchor bool
-	anchorLine int
-	anchorSeq  uint64
-	anchorHash string
-	badSince   int
-}
-
-// seen is where an accepted full handshake was logged, and the SHA-256 of its
-// user signature.
-type seen struct {
-	log  int    // the log's number in its Handshakes
-	name string // and its name
-	line int
-	seq  uint64
-	sig  [sha256.Size]byte
-}
-
-// check checks one line and updates the report.
-func (v *verifier) check(n int, l line) {
-	v.report.Records++
-	var reasons []string
-	if !l.complete {
-		reasons = append(reasons, "incomplete line (no newline at the end of the file): the log was cut or a write was interrupted")
+	if rec.Seq == 0 {
+		return p, errors.New("seq is 0")
 	}
-	rec, err := v.authenticate(l)
+	return p, nil
+}
+
+// checkCheckpoint checks the checkpoint line data, whose checkpoint is ckJSON.
+func (p *parsed) checkCheckpoint(data, ckJSON, hostKey []byte, hostFP string) error {
+	var cl checkpointFields
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&cl); err != nil {
+		return fmt.Errorf("not a checkpoint line (seq, time, checkpoint, prev and host_sig only): %v", err)
+	}
+	var ck Checkpoint
+	d = json.NewDecoder(bytes.NewReader(ckJSON))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&ck); err != nil {
+		return fmt.Errorf("checkpoint: %v", err)
+	}
+	p.ck, p.ckJSON = &ck, ckJSON
+	if cl.HostSig == "" {
+		return errors.New("checkpoint without a host signature")
+	}
+	if err := verifyHostSig(cl.HostSig, ckJSON, hostKey, hostFP); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	p.sig, _ = base64.StdEncoding.Strict().DecodeString(cl.HostSig)
+	seq := p.rec.Seq
+	switch {
+	case seq == 0:
+		return errors.New("seq is 0")
+	case ck.Kind != CheckpointKind:
+		return fmt.Errorf("checkpoint of kind %q, not %q", ck.Kind, CheckpointKind)
+	case ck.HostKeyFP != hostFP:
+		return fmt.Errorf("checkpoint names host key %s, not the host key %s", ck.HostKeyFP, hostFP)
+	case len(ck.Head) != 2*sha256.Size || strings.ToLower(ck.Head) != ck.Head || !isHex(ck.Head):
+		return errors.New("checkpoint head is not a hex SHA-256")
+	case ck.Seq == 0 || ck.Seq >= seq:
+		return fmt.Errorf("checkpoint head seq %d is not a line before it", ck.Seq)
+	case seq-ck.Seq >= MaxCheckpointLag:
+		return fmt.Errorf("checkpoint head seq %d is %d lines or more before it", ck.Seq, MaxCheckpointLag)
+	case ck.From == 0 || ck.From > ck.Seq+1:
+		return fmt.Errorf("checkpoint vouches from seq %d, after its head seq %d", ck.From, ck.Seq)
+	case ck.Time.IsZero():
+		return errors.New("checkpoint without a time")
+	}
+	switch ck.Event {
+	case "":
+	case EventOpen, EventClose:
+		if ck.Seq != seq-1 {
+			return fmt.Errorf("%s checkpoint whose head, seq %d, is not the line before it", ck.Event, ck.Seq)
+		}
+		if ck.Event == EventOpen && ck.From != ck.Seq+1 {
+			return errors.New("open checkpoint that vouches for lines")
+		}
+	default:
+		return fmt.Errorf("checkpoint event %q is not %q or %q", ck.Event, EventOpen, EventClose)
+	}
+	return nil
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// verifyHostSig checks that sig, a base64 binary SSHSIG, is the host key's
+// signature over message in Namespace.
+func verifyHostSig(sig string, message, hostKey []byte, hostFP string) error {
+	blob, err := base64.StdEncoding.Strict().DecodeString(sig)
 	if err != nil {
-		reasons = append(reasons, err.Error())
-		var seq uint64
-		if rec != nil {
-			seq = rec.Seq
-		}
-		v.problem(n, seq, reasons)
-		v.badSince++
-		return
+		return fmt.Errorf("host signature is not base64: %v", err)
 	}
-	v.count(rec)
-	if r := v.chain(rec); r != "" {
-		reasons = append(reasons, r)
+	signer, err := keys.Verify(blob, Namespace, message)
+	if err != nil {
+		return fmt.Errorf("host signature does not verify: %v", err)
 	}
-	hash := sha256.Sum256(l.data)
-	v.haveAnchor, v.anchorLine, v.anchorSeq, v.anchorHash, v.badSince = true, n, rec.Seq, hex.EncodeToString(hash[:]), 0
-	v.report.LastSeq, v.report.LastTime = rec.Seq, rec.Time
-	reasons = append(reasons, v.checkContent(n, rec)...)
-	if len(reasons) > 0 {
-		v.problem(n, rec.Seq, reasons)
+	if !bytes.Equal(signer.Marshal(), hostKey) {
+		return fmt.Errorf("host signature does not verify: it is by key %s, not by the host key %s", keys.Fingerprint(signer), hostFP)
 	}
-}
-
-// problem reports line n (with sequence number seq, 0 if unknown) as bad for
-// reasons: counted, and listed if fewer than MaxProblems are.
-func (v *verifier) problem(n int, seq uint64, reasons []string) {
-	v.report.Bad++
-	if len(v.report.Problems) < MaxProblems {
-		v.report.Problems = append(v.report.Problems, Problem{Line: n, Seq: seq, Reason: cutReason(Printable(strings.Join(reasons, "; ")))})
-	}
+	return nil
 }
 
 // Printable returns s with every character that is not printable (a control character, DEL,
@@ -302,48 +457,6 @@ func cutReason(s string) string {
 	return s[:cut] + ellipsis
 }
 
-// authenticate parses a line and checks its host signature. It returns the
-// record if the line parsed, even when the signature fails.
-func (v *verifier) authenticate(l line) (*Record, error) {
-	if l.tooLong {
-		return nil, fmt.Errorf("line is longer than %d bytes", MaxLineSize)
-	}
-	if len(l.data) == 0 {
-		return nil, errors.New("empty line")
-	}
-	return parseLine(l.data, v.hostKey, v.hostFP)
-}
-
-// parseLine parses one line of the log (without its newline) and checks its
-// host signature against the host key hostKey (in wire format) whose
-// fingerprint is hostFP. It returns the record if the line parsed, even when
-// the signature fails.
-func parseLine(data, hostKey []byte, hostFP string) (*Record, error) {
-	var rec Record
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("not a JSON record: %v", err)
-	}
-	canonical, sig, err := splitHostSig(data)
-	if err != nil {
-		return &rec, err
-	}
-	blob, err := base64.StdEncoding.Strict().DecodeString(sig)
-	if err != nil {
-		return &rec, fmt.Errorf("host signature is not base64: %v", err)
-	}
-	signer, err := keys.Verify(blob, Namespace, canonical)
-	if err != nil {
-		return &rec, fmt.Errorf("host signature does not verify: %v", err)
-	}
-	if !bytes.Equal(signer.Marshal(), hostKey) {
-		return &rec, fmt.Errorf("host signature does not verify: it is by key %s, not by the host key %s", keys.Fingerprint(signer), hostFP)
-	}
-	if rec.Seq == 0 {
-		return &rec, errors.New("seq is 0")
-	}
-	return &rec, nil
-}
-
 // splitHostSig returns the canonical bytes of a line (the line with the
 // value of its last field, "host_sig", emptied) and that value.
 func splitHostSig(data []byte) (canonical []byte, sig string, err error) {
@@ -369,51 +482,6 @@ func splitHostSig(data []byte) (canonical []byte, sig string, err error) {
 
 func base64Char(c byte) bool {
 	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '='
-}
-
-// count adds an authentic record to the report's totals.
-func (v *verifier) count(rec *Record) {
-	switch {
-	case rec.Decision == Refused && rec.Summary != nil:
-		v.report.Summaries++
-		for _, c := range rec.Summary.Counts {
-			if v.report.Summarized += c; v.report.Summarized < c {
-				v.report.Summarized = math.MaxUint64
-			}
-		}
-	case rec.Decision == Refused:
-		v.report.Refused++
-	case rec.Decision == Accepted && rec.Mode == ModeFull:
-		v.report.Full++
-	case rec.Decision == Accepted && rec.Mode == ModeResumed:
-		v.report.Resumed++
-	}
-}
-
-// chain checks that an authentic record follows the last authentic one
-// (the anchor). It returns "" if it does, else why not. Lines in between
-// whose own content is bad (v.badSince of them) may have been records: the
-// sequence may then advance by up to that many more, and the hash chain
-// can be checked only if it did not advance further than 1.
-func (v *verifier) chain(rec *Record) string {
-	wantSeq, wantPrev, after := uint64(1), zeroPrev, "the start of the file"
-	if v.haveAnchor {
-		wantSeq, wantPrev = v.anchorSeq+1, v.anchorHash
-		after = fmt.Sprintf("seq %d (line %d)", v.anchorSeq, v.anchorLine)
-	}
-	slack := uint64(v.badSince)
-	switch {
-	case rec.Seq < wantSeq:
-		return fmt.Sprintf("chain broken: seq %d comes after %s: records out of order or repeated", rec.Seq, after)
-	case rec.Seq > wantSeq+slack:
-		return fmt.Sprintf("chain broken: seq %d comes after %s: records missing or out of order", rec.Seq, after)
-	case rec.Seq == wantSeq && rec.Prev != wantPrev:
-		if !v.haveAnchor {
-			return "chain broken: the first record's prev is not 64 zeros"
-		}
-		return fmt.Sprintf("chain broken: prev does not match the hash of %s: that record or this one was replaced", after)
-	}
-	return ""
 }
 
 // checkContent checks what an authentic record, on line n, says: known mode

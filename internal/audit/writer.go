@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -44,6 +45,20 @@ type Options struct {
 
 	// Refusals bounds how many refusals WriteRefusal logs one by one.
 	Refusals RefusalLimits
+
+	// CheckpointRecords and CheckpointInterval say how often a checkpoint
+	// covers the records written: once CheckpointRecords records are not
+	// yet covered (DefaultCheckpointRecords), or CheckpointInterval after
+	// the first of them was written (DefaultCheckpointInterval), whichever
+	// comes first. A checkpoint is signed in the background: records are
+	// written meanwhile, without waiting for it.
+	CheckpointRecords  int
+	CheckpointInterval time.Duration
+
+	// signEach makes the Writer sign every record and write no
+	// checkpoints: the format before checkpoints, for tests and for
+	// measuring what checkpoints save.
+	signEach bool
 }
 
 // RetryInterval is how long a Writer whose last write failed waits before it
@@ -60,20 +75,41 @@ const RetryInterval = 500 * time.Millisecond
 // that tries again, and the log is written from then on if it succeeds. The
 // chain goes on from the last record written.
 type Writer struct {
-	path   string
-	signer ssh.Signer
-	hostFP string // fingerprint of the host key
-	sigLen int    // length of a host signature, base64
-	sync   bool
-	log    *slog.Logger
-	limits RefusalLimits
-	now    func() time.Time
+	path       string
+	signer     ssh.Signer
+	hostFP     string // fingerprint of the host key
+	sigLen     int    // length of a host signature, base64
+	sync       bool
+	log        *slog.Logger
+	limits     RefusalLimits
+	now        func() time.Time
+	ckRecords  int
+	ckInterval time.Duration
+	signEach   bool
+	bg         sync.WaitGroup // the goroutine signing a checkpoint
 
 	mu   sync.Mutex // guards the fields below
 	f    *os.File   // nil once closed
-	seq  uint64     // seq of the last record in the file, 0 if none
+	seq  uint64     // seq of the last line in the file, 0 if none
 	prev string     // hex SHA-256 of the last line
 	size int64      // size of the file as this Writer left it
+
+	// Checkpoints: the first seq the next one vouches for, the number of
+	// records written since the last one, whether one is being signed, the
+	// timer that starts one CheckpointInterval after the first record not
+	// covered, and a number that changes whenever the file or where its
+	// chain ends changes under the Writer (Reopen), so that a checkpoint
+	// signed before is not written after.
+	from      uint64
+	uncovered int
+	signing   bool
+	ckTimer   *time.Timer
+	gen       uint64
+	// opening is the opening checkpoint line (with its newline) of a file
+	// that already held lines, if it could not be written yet: it is
+	// written before the next line. openHash is its hex SHA-256.
+	opening  []byte
+	openHash string
 
 	// The state of a failed log: why the last write failed (nil while the
 	// log is writable), when the failure began, when the file was last
@@ -89,14 +125,20 @@ type Writer struct {
 }
 
 // Open opens the audit log at path for appending, creating its directory
-// (mode 0750) and the file (mode 0640) if they do not exist. Records are
-// signed with hostKey. If the file already holds records, the chain
-// continues from its last line.
+// (mode 0750) and the file (mode 0640) if they do not exist. Checkpoints are
+// signed with hostKey. If the file already holds lines, the chain continues
+// from its last line, after an opening checkpoint that seals them (if that
+// cannot be written, a full disk, the Writer starts as after a failed write,
+// and writes it before the next record).
 //
-// Open refuses a log whose last line is not a complete record signed by
-// hostKey (cut short by a crash or a full disk, damaged, or written with
+// Open refuses a log whose last line is not a complete record or checkpoint
+// (cut short by a crash or a full disk, or damaged), or whose last line
+// carries a host signature that does not verify with hostKey (written with
 // another host key), with an error naming the line: the daemon fails closed
-// rather than hide the damage behind a fresh start. Check the log with
+// rather than hide the damage behind a fresh start. A last line that is a
+// record not yet covered by a checkpoint (the Writer before stopped before it
+// signed one) is accepted and logged: the opening checkpoint seals such
+// records without vouching for them, and Verify reports them as not covered. Check the log with
 // `netauth audit verify`, then move it aside to start a new one. It also
 // refuses a file that another Writer holds open, a symbolic link at path, a
 // file owned by another user than root or this process's, and a directory
@@ -117,23 +159,60 @@ func Open(path string, hostKey ed25519.PrivateKey, opts Options) (*Writer, error
 	}
 	w := &Writer{path: path, signer: signer, hostFP: keys.Fingerprint(signer.PublicKey()),
 		sigLen: base64.StdEncoding.EncodedLen(len(sample)), sync: opts.Sync, log: opts.Logger,
-		limits: opts.Refusals.withDefaults(), now: time.Now}
+		limits: opts.Refusals.withDefaults(), now: time.Now,
+		ckRecords: opts.CheckpointRecords, ckInterval: opts.CheckpointInterval, signEach: opts.signEach}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
+	}
+	if w.ckRecords <= 0 {
+		w.ckRecords = DefaultCheckpointRecords
+	}
+	if w.ckInterval <= 0 {
+		w.ckInterval = DefaultCheckpointInterval
 	}
 	f, end, err := openLog(path, signer, opts.Sync)
 	if err != nil {
 		return nil, err
 	}
-	w.f, w.seq, w.prev, w.size = f, end.seq, end.prev, end.size
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.startFileLocked(f, end)
 	return w, nil
+}
+
+// startFileLocked makes f, whose chain ends at end, the file the Writer
+// writes to, and writes its opening checkpoint if it holds lines. Callers
+// hold w.mu.
+func (w *Writer) startFileLocked(f *os.File, end chainEnd) {
+	w.f, w.seq, w.prev, w.size, w.dirty, w.triedAt = f, end.seq, end.prev, end.size, false, time.Time{}
+	w.from, w.uncovered, w.opening, w.openHash = end.seq+1, 0, nil, ""
+	w.gen++
+	if end.uncovered {
+		w.log.Warn("the audit log ends in records no checkpoint covers: netauthd stopped before it signed them; sealing them as found ('netauth audit verify' reports them as not covered)",
+			"path", w.path, "last_seq", end.seq)
+	}
+	if end.seq == 0 || w.signEach {
+		return
+	}
+	now := w.now()
+	line, err := w.sealLine(&Checkpoint{Seq: end.seq, Head: end.prev, From: end.seq + 1, Event: EventOpen}, end.seq+1, end.prev, now)
+	if err != nil {
+		w.failLocked(err, false, now)
+		return
+	}
+	if err := w.appendLocked(line, end.seq+1, now); err != nil {
+		// Written before the next line, once the file can be written.
+		h := sha256.Sum256(line[:len(line)-1])
+		w.opening, w.openHash = line, hex.EncodeToString(h[:])
+	}
 }
 
 // chainEnd is where the chain of a log file ends.
 type chainEnd struct {
-	seq  uint64 // seq of the last record, 0 if none
-	prev string // hex SHA-256 of the last line, zeroPrev if none
-	size int64  // size of the file
+	seq       uint64 // seq of the last line, 0 if none
+	prev      string // hex SHA-256 of the last line, zeroPrev if none
+	size      int64  // size of the file
+	uncovered bool   // the last line is a record no checkpoint covers
 }
 
 // openLog opens (creating it and its directory if needed) and locks the log
@@ -192,7 +271,8 @@ func start(f *os.File, path string, signer ssh.Signer) (chainEnd, error) {
 }
 
 // readEnd reads where the chain of the log file f, size bytes long, ends: its
-// last line must be a complete record signed by signer.
+// last line must be a complete record or checkpoint, and a host signature it
+// carries must be signer's.
 func readEnd(f *os.File, size int64, path string, signer ssh.Signer) (chainEnd, error) {
 	if size == 0 {
 		return chainEnd{prev: zeroPrev}, nil
@@ -200,10 +280,18 @@ func readEnd(f *os.File, size int64, path string, signer ssh.Signer) (chainEnd, 
 	last, err := lastLine(f, size)
 	if err == nil {
 		pub := signer.PublicKey()
-		var rec *Record
-		if rec, err = parseLine(last, pub.Marshal(), keys.Fingerprint(pub)); err == nil {
+		var p *parsed
+		if p, err = parseLine(last, pub.Marshal(), keys.Fingerprint(pub)); err == nil && p.kind == lineUnsigned {
+			// Nothing vouches for it: it must at least be a record the
+			// Writer could have written.
+			err = p.rec.check()
+			if err == nil && (len(p.rec.Prev) != len(zeroPrev) || !isHex(p.rec.Prev)) {
+				err = errors.New("its prev is not a hex SHA-256")
+			}
+		}
+		if err == nil {
 			h := sha256.Sum256(last)
-			return chainEnd{seq: rec.Seq, prev: hex.EncodeToString(h[:]), size: size}, nil
+			return chainEnd{seq: p.rec.Seq, prev: hex.EncodeToString(h[:]), size: size, uncovered: p.kind == lineUnsigned}, nil
 		}
 	}
 	n, cerr := countLines(f, size)
@@ -283,10 +371,11 @@ func countLines(f *os.File, size int64) (int, error) {
 	return n, nil
 }
 
-// Write appends r to the log. It sets r.Seq, r.Prev and r.HostSig, converts
-// r.Time to UTC and sets it to the current time if it is zero. The line is
-// written with a single write(2) call (and, with Options.Sync, flushed to
-// disk) before Write returns.
+// Write appends r to the log. It sets r.Seq and r.Prev, converts r.Time to
+// UTC and sets it to the current time if it is zero. The line is written
+// with a single write(2) call (and, with Options.Sync, flushed to disk)
+// before Write returns; a checkpoint covers it later (see Options), without
+// Write waiting for it.
 //
 // A nil error means the record is logged. Any error means it is not, and
 // the caller must act as if the decision could not be recorded (netauthd
@@ -314,8 +403,8 @@ func (w *Writer) Write(r *Record) error {
 	return w.writeLocked(r, MaxLineSize, now)
 }
 
-// writeLocked signs r and appends it to the file, if its line is at most
-// limit bytes. Callers hold w.mu.
+// writeLocked appends r to the file, if its line is at most limit bytes.
+// Callers hold w.mu.
 func (w *Writer) writeLocked(r *Record, limit int, now time.Time) error {
 	if w.f == nil {
 		return fmt.Errorf("audit: writing %s: %w", w.path, fs.ErrClosed)
@@ -325,18 +414,44 @@ func (w *Writer) writeLocked(r *Record, limit int, now time.Time) error {
 			return err
 		}
 	}
-	r.Seq, r.Prev, r.HostSig = w.seq+1, w.prev, ""
-	line, err := w.sign(r)
+	seq, prev := w.headLocked()
+	r.Seq, r.Prev, r.HostSig = seq+1, prev, ""
+	line, err := w.encode(r)
 	if err != nil {
 		return err
 	}
 	if len(line)-1 > limit {
 		return fmt.Errorf("audit: record not logged: its line is %d bytes, more than %d", len(line)-1, limit)
 	}
-	n, err := w.f.Write(line)
+	if err := w.appendLocked(line, r.Seq, now); err != nil {
+		return err
+	}
+	w.noteRecordLocked()
+	return nil
+}
+
+// headLocked returns the seq and hash of the last line of the file, as it
+// will be once the opening checkpoint is written. Callers hold w.mu.
+func (w *Writer) headLocked() (uint64, string) {
+	if w.opening != nil {
+		return w.seq + 1, w.openHash
+	}
+	return w.seq, w.prev
+}
+
+// appendLocked appends line (with its newline), the line with seq seq, to the
+// file with one write(2) call, after the opening checkpoint if that is still
+// to be written. If the write fails, it cuts off what it wrote and fails the
+// log. Callers hold w.mu and have checked that the log may be written.
+func (w *Writer) appendLocked(line []byte, seq uint64, now time.Time) error {
+	buf := line
+	if w.opening != nil {
+		buf = append(append(make([]byte, 0, len(w.opening)+len(line)), w.opening...), line...)
+	}
+	n, err := w.f.Write(buf)
 	if err == nil && w.sync {
 		if err = w.f.Sync(); err != nil {
-			n = len(line)
+			n = len(buf)
 			err = fmt.Errorf("syncing: %w", unwrapPath(err))
 		}
 	} else if err != nil {
@@ -363,7 +478,7 @@ func (w *Writer) writeLocked(r *Record, limit int, now time.Time) error {
 		return w.failed
 	}
 	h := sha256.Sum256(line[:len(line)-1])
-	w.seq, w.prev, w.size = r.Seq, hex.EncodeToString(h[:]), start+int64(len(line))
+	w.seq, w.prev, w.size, w.opening, w.openHash = seq, hex.EncodeToString(h[:]), start+int64(len(buf)), nil, ""
 	if w.failed != nil {
 		w.log.Info("audit log writable again", "path", w.path,
 			"failed_for", now.Sub(w.failedSince).Round(time.Millisecond), "failed_writes", w.failures)
@@ -445,6 +560,7 @@ func (w *Writer) Reopen() error {
 	if err != nil {
 		return fmt.Errorf("audit: reopening %s: %w", w.path, unwrapPath(err))
 	}
+	now := w.now()
 	if fi, err := os.Stat(w.path); err == nil && os.SameFile(cur, fi) {
 		size := cur.Size()
 		if size > w.size && (w.dirty || w.failed != nil) {
@@ -453,36 +569,56 @@ func (w *Writer) Reopen() error {
 			}
 			size = w.size
 		}
+		if size == w.size && w.failed == nil && w.uncovered > 0 {
+			// Cover what this Writer wrote while the file is as it left it.
+			if err := w.checkpointLocked("", now); err != nil {
+				w.log.Warn("writing a checkpoint of the audit log", "path", w.path, "err", err)
+			}
+			size = w.size
+		}
 		end, err := readEnd(w.f, size, w.path, w.signer)
 		if err != nil {
 			return err
 		}
+		if end.seq != w.seq || end.prev != w.prev {
+			// Something else changed the file: what this Writer wrote and
+			// did not cover may be gone, and lines it did not write may be
+			// there.
+			w.from, w.uncovered = end.seq+1, 0
+		}
 		w.seq, w.prev, w.size, w.dirty, w.triedAt = end.seq, end.prev, end.size, false, time.Time{}
+		w.gen++
 		return nil
 	}
 	f, end, err := openLog(w.path, w.signer, w.sync)
 	if err != nil {
 		return fmt.Errorf("%w (still writing to the file open before)", err)
 	}
-	if err := w.f.Close(); err != nil {
-		w.log.Warn("closing the audit log file before", "path", w.path, "err", unwrapPath(err))
+	// The file rotated away ends with a closing checkpoint.
+	if err := w.closeFileLocked(now); err != nil {
+		w.log.Warn("closing the audit log file before", "path", w.path, "err", err)
 	}
-	w.f, w.seq, w.prev, w.size, w.dirty, w.triedAt = f, end.seq, end.prev, end.size, false, time.Time{}
+	w.startFileLocked(f, end)
 	w.log.Info("audit log reopened", "path", w.path, "next_seq", end.seq+1)
 	return nil
 }
 
-// sign encodes r (whose HostSig is empty) as a line with its host signature
-// and newline, and sets r.HostSig.
-func (w *Writer) sign(r *Record) ([]byte, error) {
-	canonical, err := json.Marshal(r)
+// encode encodes r (whose HostSig is empty) as a line with its newline. With
+// signEach, the line carries a host signature over its canonical bytes, and
+// r.HostSig is set, as in the format before checkpoints.
+func (w *Writer) encode(r *Record) ([]byte, error) {
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("audit: record not logged: encoding it: %w", err)
 	}
-	head, ok := bytes.CutSuffix(canonical, []byte(hostSigField+`"}`))
-	if !ok {
-		return nil, errors.New(`audit: record not logged: its encoding does not end with the empty "host_sig" field`)
+	if !w.signEach {
+		return append(b, '\n'), nil
 	}
+	head, ok := bytes.CutSuffix(b, []byte("}"))
+	if !ok {
+		return nil, errors.New("audit: record not logged: its encoding is not a JSON object")
+	}
+	canonical := append(bytes.Clone(head), `,"host_sig":""}`...)
 	blob, err := keys.Sign(w.signer, Namespace, canonical)
 	if err != nil {
 		return nil, fmt.Errorf("audit: record not logged: signing it with the host key: %w", err)
@@ -490,29 +626,207 @@ func (w *Writer) sign(r *Record) ([]byte, error) {
 	r.HostSig = base64.StdEncoding.EncodeToString(blob)
 	line := make([]byte, 0, len(canonical)+len(r.HostSig)+1)
 	line = append(line, head...)
-	line = append(line, hostSigField...)
+	line = append(line, ","+hostSigField...)
 	line = append(line, r.HostSig...)
 	line = append(line, "\"}\n"...)
 	return line, nil
 }
 
-// Close writes the summaries of refusals counted so far and closes the log
-// file. Closing a closed Writer does nothing.
-func (w *Writer) Close() error {
+// signCheckpoint sets ck's Kind, Time and HostKeyFP, and returns its JSON
+// and the host key's signature over it. It uses no state under w.mu.
+func (w *Writer) signCheckpoint(ck *Checkpoint, now time.Time) (body, sig []byte, err error) {
+	ck.Kind, ck.Time, ck.HostKeyFP = CheckpointKind, now.UTC(), w.hostFP
+	if body, err = json.Marshal(ck); err != nil {
+		return nil, nil, fmt.Errorf("audit: encoding a checkpoint: %w", err)
+	}
+	if sig, err = keys.Sign(w.signer, Namespace, body); err != nil {
+		return nil, nil, fmt.Errorf("audit: signing a checkpoint with the host key: %w", err)
+	}
+	return body, sig, nil
+}
+
+// checkpointLine returns the line, with its newline, of the checkpoint ck
+// whose JSON is body and signature sig, at seq seq after the line whose hash
+// is prev.
+func checkpointLine(ck *Checkpoint, body, sig []byte, seq uint64, prev string) []byte {
+	line := make([]byte, 0, 128+len(body)+len(prev)+base64.StdEncoding.EncodedLen(len(sig)))
+	line = append(line, `{"seq":`...)
+	line = strconv.AppendUint(line, seq, 10)
+	line = append(line, `,"time":"`...)
+	line = ck.Time.AppendFormat(line, time.RFC3339Nano)
+	line = append(line, `","checkpoint":`...)
+	line = append(line, body...)
+	line = append(line, `,"prev":"`...)
+	line = append(line, prev...)
+	line = append(line, `",`+hostSigField...)
+	line = base64.StdEncoding.AppendEncode(line, sig)
+	line = append(line, "\"}\n"...)
+	return line
+}
+
+// sealLine signs ck and returns its line at seq seq after the line whose hash
+// is prev.
+func (w *Writer) sealLine(ck *Checkpoint, seq uint64, prev string, now time.Time) ([]byte, error) {
+	body, sig, err := w.signCheckpoint(ck, now)
+	if err != nil {
+		return nil, err
+	}
+	return checkpointLine(ck, body, sig, seq, prev), nil
+}
+
+// noteRecordLocked counts a record written, and starts a checkpoint when one
+// is due, or the timer that will. Callers hold w.mu.
+func (w *Writer) noteRecordLocked() {
+	if w.signEach {
+		return
+	}
+	w.uncovered++
+	if w.uncovered >= w.ckRecords {
+		w.startCheckpointLocked()
+	} else if w.ckTimer == nil && !w.signing {
+		w.ckTimer = time.AfterFunc(w.ckInterval, w.checkpointDue)
+	}
+}
+
+// checkpointDue runs CheckpointInterval after a record was written that no
+// checkpoint covers.
+func (w *Writer) checkpointDue() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.ckTimer = nil
+	if w.f != nil && w.uncovered > 0 {
+		w.startCheckpointLocked()
+	}
+}
+
+// startCheckpointLocked starts signing a checkpoint in the background, unless
+// one is being signed. Callers hold w.mu.
+func (w *Writer) startCheckpointLocked() {
+	if w.signing || w.f == nil {
+		return
+	}
+	if w.ckTimer != nil {
+		w.ckTimer.Stop()
+		w.ckTimer = nil
+	}
+	w.signing = true
+	w.bg.Add(1)
+	go w.checkpoint()
+}
+
+// checkpoint signs a checkpoint of the chain head without holding w.mu, and
+// appends it: records written meanwhile follow the head, and wait for the
+// next checkpoint. It writes nothing while the log has failed; the first
+// record written after that starts the timer again.
+func (w *Writer) checkpoint() {
+	defer w.bg.Done()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer func() {
+		w.signing = false
+		if w.f != nil && w.failed == nil && w.uncovered > 0 && w.ckTimer == nil {
+			w.ckTimer = time.AfterFunc(w.ckInterval, w.checkpointDue)
+		}
+	}()
+	for range 8 {
+		if w.f == nil || w.failed != nil || w.uncovered == 0 {
+			return
+		}
+		head, hash := w.headLocked()
+		ck := &Checkpoint{Seq: head, Head: hash, From: w.from}
+		gen, n, now := w.gen, w.uncovered, w.now()
+		w.mu.Unlock()
+		body, sig, err := w.signCheckpoint(ck, now)
+		w.mu.Lock()
+		if err != nil {
+			w.log.Error("audit log checkpoint", "path", w.path, "err", err)
+			return
+		}
+		if w.f == nil || w.failed != nil {
+			return
+		}
+		seq, prev := w.headLocked()
+		if w.gen != gen || seq+1-head >= MaxCheckpointLag {
+			continue
+		}
+		// The line's own seq and prev are not signed.
+		if err := w.appendLocked(checkpointLine(ck, body, sig, seq+1, prev), seq+1, now); err != nil {
+			return
+		}
+		w.from, w.uncovered = head+1, w.uncovered-n
+		if w.uncovered < w.ckRecords {
+			return
+		}
+	}
+}
+
+// checkpointLocked signs and appends a checkpoint whose head is the line
+// before it, with event (EventClose or ""), holding w.mu as it signs: for
+// Close and Reopen. It tries the file even if the log has failed, at once.
+// Callers hold w.mu.
+func (w *Writer) checkpointLocked(event string, now time.Time) error {
+	head, hash := w.headLocked()
+	line, err := w.sealLine(&Checkpoint{Seq: head, Head: hash, From: w.from, Event: event}, head+1, hash, now)
+	if err != nil {
+		return err
+	}
+	if w.failed != nil {
+		w.triedAt = time.Time{}
+		if err := w.retryLocked(now); err != nil {
+			return err
+		}
+	}
+	if err := w.appendLocked(line, head+1, now); err != nil {
+		return err
+	}
+	w.from, w.uncovered = head+1, 0
+	if w.ckTimer != nil {
+		w.ckTimer.Stop()
+		w.ckTimer = nil
+	}
+	return nil
+}
+
+// closeFileLocked ends the file with a closing checkpoint, if it holds lines,
+// and closes it. Callers hold w.mu.
+func (w *Writer) closeFileLocked(now time.Time) error {
+	var errs []error
+	if seq, _ := w.headLocked(); seq > 0 && !w.signEach {
+		if err := w.checkpointLocked(EventClose, now); err != nil {
+			errs = append(errs, fmt.Errorf("writing the closing checkpoint: %w", err))
+		}
+	}
+	if w.ckTimer != nil {
+		w.ckTimer.Stop()
+		w.ckTimer = nil
+	}
+	if err := w.f.Close(); err != nil {
+		errs = append(errs, unwrapPath(err))
+	}
+	w.f = nil
+	return errors.Join(errs...)
+}
+
+// Close writes the summaries of refusals counted so far and a closing
+// checkpoint, which covers every record written, and closes the log file.
+// Closing a closed Writer does nothing.
+func (w *Writer) Close() error {
+	w.mu.Lock()
 	if w.f == nil {
+		w.mu.Unlock()
 		return nil
 	}
-	w.rollLocked(w.now(), true)
+	now := w.now()
+	w.rollLocked(now, true)
 	if t := w.refusals.timer; t != nil {
 		t.Stop()
 		w.refusals.timer = nil
 	}
-	err := w.f.Close()
-	w.f = nil
+	err := w.closeFileLocked(now)
+	w.mu.Unlock()
+	w.bg.Wait()
 	if err != nil {
-		return fmt.Errorf("audit: closing %s: %w", w.path, unwrapPath(err))
+		return fmt.Errorf("audit: closing %s: %w", w.path, err)
 	}
 	return nil
 }
