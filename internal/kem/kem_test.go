@@ -198,3 +198,18 @@ func TestPoolClosedAndNil(t *testing.T) {
 		q.Close()
 	}
 }
+
+// TestModulusBoundary checks the modulus check at its edge: coefficients of q - 1 = 3328
+// pass, q = 3329 fails.
+func TestModulusBoundary(t *testing.T) {
+	rho := make([]byte, 32)
+	for _, c := range []struct {
+		triple []byte // two 12-bit coefficients, little-endian
+		ok     bool
+	}{{[]byte{0x00, 0x0d, 0xd0}, true}, {[]byte{0x01, 0x1d, 0xd0}, false}} { // 3328, 3328 / 3329, 3329
+		b := append(bytes.Repeat(c.triple, 384), rho...)
+		if _, err := ParseEncapsulationKey(b); (err == nil) != c.ok {
+			t.Fatalf("coefficients %x: err = %v", c.triple, err)
+		}
+	}
+}
