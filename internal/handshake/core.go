@@ -416,7 +416,7 @@ func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*
 	if _, err := hs.ReadMessage1(req.Noise[:NoiseMessage1Full]); err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "bad Noise message 1", Err: err, Client: req.Client})
 	}
-	msg2, err := hs.WriteMessage2(nil, nil)
+	msg2, err := hs.WriteMessage2(make([]byte, 0, NoiseMessage2Full), nil)
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "Noise message 2", Err: err, Client: req.Client})
 	}

@@ -157,7 +157,10 @@ type serverHello struct {
 }
 
 func (m *serverHello) marshal() []byte {
-	return frame(record.FrameServerHello, append([]byte{m.Mode}, m.Noise...))
+	n := 1 + len(m.Noise)
+	f := make([]byte, 0, record.HeaderLen+n)
+	f = append(f, record.FrameServerHello, byte(n>>8), byte(n), m.Mode)
+	return append(f, m.Noise...)
 }
 
 // parseServerHello parses a ServerHello body: its size is exact for its mode, so a ciphertext

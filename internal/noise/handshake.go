@@ -326,9 +326,17 @@ func (hs *handshakeState) readE1(msg []byte) ([]byte, error) {
 	if len(msg) < n {
 		return nil, hs.fail(fmt.Errorf("noise: %v message 1: e1: %w", hs.pattern, ErrMessageSize))
 	}
-	ekb, err := hs.ss.DecryptAndHash(nil, msg[:n])
-	if err != nil {
-		return nil, hs.fail(fmt.Errorf("noise: %v message 1: e1: %w", hs.pattern, err))
+	var ekb []byte
+	if hs.ss.HasKey() {
+		var err error
+		if ekb, err = hs.ss.DecryptAndHash(nil, msg[:n]); err != nil {
+			return nil, hs.fail(fmt.Errorf("noise: %v message 1: e1: %w", hs.pattern, err))
+		}
+	} else {
+		// DecryptAndHash without a key is MixHash of the bytes, which are the plaintext:
+		// parse them where they are rather than copy them.
+		hs.ss.MixHash(msg[:n])
+		ekb = msg[:n]
 	}
 	ek, err := kem.ParseEncapsulationKey(ekb)
 	if err != nil {
