@@ -37,7 +37,7 @@ func newCheckWorld(t *testing.T, resume bool) *checkWorld {
 		t.Fatal(err)
 	}
 	eph := w.clientEph
-	pro := prologue(ch.body(), len(ch.Noise))
+	pro := prologue(ch, len(ch.Noise))
 	var hs *noise.Initiator
 	if resume {
 		hs, err = noise.NewInitiator(noise.NNpsk0, pro, &eph, psk)

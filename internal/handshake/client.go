@@ -168,10 +168,8 @@ func (h *clientHandshake) sendHello() error {
 		hello.Mode, hello.Ticket, noiseLen = ModeResume, s.Ticket, NoiseMessage1Resume
 	}
 	h.c.Result.Offered = hello.Mode == ModeResume
-	// The prologue covers the frame up to the Noise message, so build the body with a
-	// placeholder of the right length first.
-	hello.Noise = make([]byte, noiseLen)
-	pro := prologue(hello.body(), noiseLen)
+	// The prologue covers the frame up to the Noise message, whose length it includes.
+	pro := prologue(hello, noiseLen)
 	if h.hfs, err = noise.NewInitiatorHFS(pro, &h.eph, h.dk); err != nil {
 		return err
 	}

@@ -204,7 +204,7 @@ func (c *ServerCore) Begin(req *BeginRequest) (*BeginResponse, error) {
 	}
 	// The prologue is rebuilt from the fields, so it covers exactly what the framing side
 	// claims it received; any difference from the client's makes the handshake fail.
-	pro := prologue(hello.body(), len(hello.Noise))
+	pro := prologue(hello, len(hello.Noise))
 	eph, err := c.cfg.Ephemeral()
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "ephemeral key", Err: err, Client: req.Client})

@@ -30,11 +30,13 @@ func psk0Message1(msg []byte) []byte {
 	return append(m, msg[NoiseMessage1Full:]...)
 }
 
-// prologue returns the Noise prologue for a ClientHello frame: every byte of the frame before
-// the Noise message, header included.
-func prologue(body []byte, noiseLen int) []byte {
-	n := len(body)
-	p := make([]byte, 0, record.HeaderLen+n-noiseLen)
+// prologue returns the Noise prologue of the ClientHello m whose Noise message has noiseLen
+// bytes: every byte of the frame before the Noise message, header included (the header's
+// length counts the Noise message). m.Noise is not read.
+func prologue(m *clientHello, noiseLen int) []byte {
+	head := (&clientHello{Version: m.Version, Mode: m.Mode, Ticket: m.Ticket}).body()
+	n := len(head) + noiseLen
+	p := make([]byte, 0, record.HeaderLen+len(head))
 	p = append(p, record.FrameClientHello, byte(n>>8), byte(n))
-	return append(p, body[:n-noiseLen]...)
+	return append(p, head...)
 }
