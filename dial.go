@@ -18,6 +18,7 @@ import (
 	sshagent "golang.org/x/crypto/ssh/agent"
 	"ubns.dev/netauth/agent"
 	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
@@ -78,6 +79,16 @@ type Config struct {
 
 // clientKeys pre-generates client ephemeral keys; started on first use.
 var clientKeys = sync.OnceValue(func() *x25519.Pool { return x25519.NewPool(16) })
+
+// clientKEMKeys pre-generates the clients' ML-KEM-768 decapsulation keys, one per full
+// handshake offered (every ClientHello carries one); started on first use. It is smaller than
+// the X25519 pool: a decapsulation key is larger (about 8 KiB in memory) and cannot be wiped,
+// and a few keep key generation off the critical path of a process's dials
+// (docs/BENCHMARKS.md, "Hybrid full handshake").
+var clientKEMKeys = sync.OnceValue(func() *kem.Pool { return kem.NewPool(clientKEMPoolSize) })
+
+// clientKEMPoolSize is how many decapsulation keys a client process keeps ready.
+const clientKEMPoolSize = 4
 
 // defaultCache is the process-wide ticket cache used when the agent has none.
 var defaultCache = sync.OnceValue(func() TicketCache { return NewMemoryTicketCache(1024) })
@@ -271,6 +282,7 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		Service:      d.cfg.Service,
 		Session:      sess,
 		Ephemeral:    clientKeys().Get,
+		KEM:          clientKEMKeys().Get,
 	}
 	hc, err := handshake.RunClient(rc, hcfg)
 	if sess != nil {

@@ -7,9 +7,11 @@
 // A client calls [Dial]. Its user's agent signs an authenticator (an SSHSIG signature over a
 // statement naming this connection's handshake hash, the server's host key, the service, the
 // user and the time); the server proves itself with its Ed25519 host key, which the client
-// checks against netauth's known_hosts file. Traffic is encrypted with keys from a Noise NN
-// handshake. After a full handshake the server issues a ticket that the agent caches, and the
-// user's next connections resume with it (Noise NNpsk0: a fresh key exchange, no signature).
+// checks against netauth's known_hosts file. Traffic is encrypted with keys from a hybrid
+// post-quantum Noise handshake (NNhfs: X25519 and ML-KEM-768, protocol version 3). After a
+// full handshake the server issues a ticket that the agent caches, and the user's next
+// connections resume with it (Noise NNpsk0: a fresh X25519 exchange keyed by the full
+// handshake's resumption secret, no signature).
 //
 // A server calls [Listen] with its host key and a [KeySource] saying which keys may act as
 // each user, and gets [Conn]s whose [Conn.Identity] names the authenticated user:

@@ -64,6 +64,7 @@ func FetchHostKey(ctx context.Context, network, hostport string) (ssh.PublicKey,
 			return errGotHostKey
 		},
 		Ephemeral: clientKeys().Get,
+		KEM:       clientKEMKeys().Get,
 	}
 	_, err = handshake.RunClient(record.NewConn(nc), cfg)
 	if !errors.Is(err, errGotHostKey) {

@@ -4,6 +4,7 @@ package netauth
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/testutil"
 )
@@ -33,7 +35,7 @@ func bogus(i int) []byte {
 	case 1:
 		return []byte{record.FrameClientHello, 0xff, 0xff}
 	case 2:
-		return append([]byte{record.FrameClientHello, 0x08, 0x3e}, make([]byte, 100)...) // 2110 announced
+		return append(binary.BigEndian.AppendUint16([]byte{record.FrameClientHello}, uint16(handshake.MaxClientHello+3)), make([]byte, 100)...) // over the limit
 	default:
 		return alertBytes(CodeOverloaded)
 	}

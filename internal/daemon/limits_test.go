@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"net"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func bogusFlood(addr string, src net.IP, stop <-chan struct{}) int {
 		case 1:
 			p = []byte{record.FrameClientHello, 0xff, 0xff}
 		case 2:
-			p = append([]byte{record.FrameClientHello, 0x08, 0x3e}, make([]byte, 100)...) // 2110 announced
+			p = append(binary.BigEndian.AppendUint16([]byte{record.FrameClientHello}, uint16(handshake.MaxClientHello+3)), make([]byte, 100)...) // over the limit
 		default:
 			p = overloadedAlert
 		}

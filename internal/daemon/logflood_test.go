@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/mlkem"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -213,12 +214,17 @@ func TestForgedClientAddressesBounded(t *testing.T) {
 	}
 }
 
-// testNoise1 returns a full handshake's Noise message 1: a fresh ephemeral public key.
+// testNoise1 returns a full handshake's Noise message 1: a fresh ephemeral public key and
+// ML-KEM-768 encapsulation key.
 func testNoise1(t *testing.T) []byte {
 	t.Helper()
 	kp, err := x25519.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kp.Public[:]
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(kp.Public[:], dk.EncapsulationKey().Bytes()...)
 }

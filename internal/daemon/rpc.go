@@ -16,6 +16,14 @@ import (
 
 var errBadRequest = errors.New("malformed monitor request")
 
+// The largest Noise messages a Begin carries: the client's message 1 of a resume-mode
+// ClientHello (e || ML-KEM-768 encapsulation key || tag), and the server's message 2 of a
+// hybrid full handshake (e || encrypted ML-KEM-768 ciphertext || tag).
+const (
+	maxNoiseMessage1 = handshake.NoiseMessage1Resume // 1232
+	maxNoiseMessage2 = handshake.NoiseMessage2Full   // 1152
+)
+
 func addString(b *cryptobyte.Builder, v []byte) {
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(v) })
 }
@@ -50,7 +58,7 @@ func parseBeginRequest(p []byte) (*beginRequest, error) {
 	var svc, client []byte
 	m := &beginRequest{}
 	if !readString(&s, &svc, handshake.MaxNameLen) || !readString(&s, &client, 256) || !s.ReadUint8(&m.req.Mode) ||
-		!readString(&s, &m.req.Ticket, handshake.MaxTicketSize) || !readString(&s, &m.req.Noise, 64) || !s.Empty() {
+		!readString(&s, &m.req.Ticket, handshake.MaxTicketSize) || !readString(&s, &m.req.Noise, maxNoiseMessage1) || !s.Empty() {
 		return nil, errBadRequest
 	}
 	m.service, m.req.Client = string(svc), string(client)
@@ -78,7 +86,7 @@ func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
 	r := &handshake.BeginResponse{}
 	var resumed uint8
 	var send, recv, svc, user []byte
-	if !s.ReadUint64(&r.Session) || !s.ReadUint8(&resumed) || !readString(&s, &r.Noise, 128) ||
+	if !s.ReadUint64(&r.Session) || !s.ReadUint8(&resumed) || !readString(&s, &r.Noise, maxNoiseMessage2) ||
 		!s.ReadBytes(&send, 32) || !s.ReadBytes(&recv, 32) || !readString(&s, &r.HandshakeHash, 64) ||
 		!readString(&s, &r.HostKey, 1024) || !readString(&s, &r.HostSig, 1024) || !readString(&s, &svc, handshake.MaxNameLen) ||
 		!readString(&s, &user, handshake.MaxNameLen) || !s.Empty() {

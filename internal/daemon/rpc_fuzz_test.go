@@ -17,12 +17,17 @@ func monitorSeeds() [][]byte {
 	st := &record.State{SendKey: [32]byte{1}, SendNonce: 7, SendCount: 3, RecvKey: [32]byte{2}, RecvNonce: 9,
 		RekeyAfter: record.DefaultRekeyAfter, Unread: []byte("raw"), Plain: []byte("plain")}
 	b32, b64 := bytes.Repeat([]byte{0xaa}, 32), bytes.Repeat([]byte{0xbb}, 64)
+	full1 := bytes.Repeat([]byte{0xcc}, handshake.NoiseMessage1Full)
+	resume1 := bytes.Repeat([]byte{0xdd}, handshake.NoiseMessage1Resume)
+	full2 := bytes.Repeat([]byte{0xee}, handshake.NoiseMessage2Full)
+	resume2 := bytes.Repeat([]byte{0xef}, handshake.NoiseMessage2Resume)
 	return [][]byte{
-		(&beginRequest{service: "whoami", req: handshake.BeginRequest{Client: "127.0.0.1:4242", Mode: 1, Noise: b32}}).marshal(),
-		(&beginRequest{service: "whoami", req: handshake.BeginRequest{Client: "[::1]:1", Mode: 2, Ticket: bytes.Repeat([]byte{1}, 200), Noise: b64}}).marshal(),
-		marshalBeginResponse(&handshake.BeginResponse{Session: 42, Noise: b64, HandshakeHash: b32, HostKey: b64, HostSig: b64,
+		(&beginRequest{service: "whoami", req: handshake.BeginRequest{Client: "127.0.0.1:4242", Mode: handshake.ModeFull, Noise: full1}}).marshal(),
+		(&beginRequest{service: "whoami", req: handshake.BeginRequest{Client: "[::1]:1", Mode: handshake.ModeResume,
+			Ticket: bytes.Repeat([]byte{1}, handshake.MaxTicketSize), Noise: resume1}}).marshal(),
+		marshalBeginResponse(&handshake.BeginResponse{Session: 42, Noise: full2, HandshakeHash: b32, HostKey: b64, HostSig: b64,
 			Service: "whoami"})[1:],
-		marshalBeginResponse(&handshake.BeginResponse{Session: 43, Resumed: true, Noise: b32, HandshakeHash: b32,
+		marshalBeginResponse(&handshake.BeginResponse{Session: 43, Resumed: true, Noise: resume2, HandshakeHash: b32,
 			Service: "whoami", User: "alice"})[1:],
 		acceptedReply[1:],
 		(&sessionRef{service: "whoami", session: 44}).marshal(),
@@ -30,6 +35,8 @@ func monitorSeeds() [][]byte {
 		(&commitRequest{service: "whoami", commit: handshake.CommitRequest{Session: 47, Resumed: true, Binder: b32}, state: st}).marshal(),
 		{},
 		{0xff, 0xff},
+		(&beginRequest{service: "whoami", req: handshake.BeginRequest{Mode: 2, Noise: append(resume1, 0)}}).marshal(), // one byte over
+		marshalBeginResponse(&handshake.BeginResponse{Session: 48, Noise: append(full2, 0)})[1:],                      // one byte over
 	}
 }
 
@@ -94,6 +101,28 @@ func TestMonitorSeedsParse(t *testing.T) {
 	for i, parse := range parsers {
 		if err := parse(append([]byte(nil), seeds[i]...)); err != nil {
 			t.Errorf("seed %d does not parse: %v", i, err)
+		}
+	}
+}
+
+// TestMonitorNoiseLimits checks the monitor protocol's limits on Noise messages: the largest of
+// protocol version 3 pass (a resume-mode ClientHello's message 1 with the largest ticket, a
+// hybrid full handshake's message 2), one byte more is refused.
+func TestMonitorNoiseLimits(t *testing.T) {
+	for _, n := range []int{handshake.NoiseMessage1Full, handshake.NoiseMessage1Resume, handshake.NoiseMessage1Resume + 1} {
+		p := (&beginRequest{service: "whoami", req: handshake.BeginRequest{Client: "192.0.2.1:1", Mode: handshake.ModeResume,
+			Ticket: make([]byte, handshake.MaxTicketSize), Noise: make([]byte, n)}}).marshal()
+		m, err := parseBeginRequest(p)
+		if ok := n <= handshake.NoiseMessage1Resume; ok != (err == nil) || (ok && len(m.req.Noise) != n) {
+			t.Errorf("begin request with a %d-byte Noise message: %v", n, err)
+		}
+	}
+	for _, n := range []int{handshake.NoiseMessage2Resume, handshake.NoiseMessage2Full, handshake.NoiseMessage2Full + 1} {
+		p := marshalBeginResponse(&handshake.BeginResponse{Session: 1, Noise: make([]byte, n), HandshakeHash: make([]byte, 32),
+			HostKey: make([]byte, handshake.MaxHostKeyLen), HostSig: make([]byte, handshake.MaxHostSigLen), Service: "whoami"})[1:]
+		r, err := parseBeginResponse(p)
+		if ok := n <= handshake.NoiseMessage2Full; ok != (err == nil) || (ok && len(r.Noise) != n) {
+			t.Errorf("begin response with a %d-byte Noise message: %v", n, err)
 		}
 	}
 }

@@ -15,11 +15,10 @@ import (
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/testutil"
-	"ubns.dev/netauth/internal/x25519"
 )
 
 // coreClient drives a ServerCore directly, as a client whose framing is perfect: message 1
-// is a fresh ephemeral key, message 3 an authenticator made with any key, for any user, at
+// is a fresh ephemeral key and encapsulation key, message 3 an authenticator made with any key, for any user, at
 // any time.
 type coreClient struct {
 	t    *testing.T
@@ -29,11 +28,7 @@ type coreClient struct {
 // begin runs message 1 of a full handshake and returns the core's answer.
 func (c coreClient) begin() *BeginResponse {
 	c.t.Helper()
-	kp, err := x25519.Generate(rand.Reader)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	resp, err := c.core.Begin(&BeginRequest{Client: "192.0.2.7:4000", Mode: ModeFull, Noise: kp.Public[:]})
+	resp, err := c.core.Begin(&BeginRequest{Client: "192.0.2.7:4000", Mode: ModeFull, Noise: fullMessage1(c.t)})
 	if err != nil {
 		c.t.Fatalf("Begin: %v", err)
 	}

@@ -37,7 +37,13 @@ func newCheckWorld(t *testing.T, resume bool) *checkWorld {
 		t.Fatal(err)
 	}
 	eph := w.clientEph
-	hs, err := noise.NewInitiator(pattern(psk), prologue(ch.body(), len(ch.Noise)), &eph, psk)
+	pro := prologue(ch, len(ch.Noise))
+	var hs *noise.Initiator
+	if resume {
+		hs, err = noise.NewInitiator(noise.NNpsk0, pro, &eph, psk)
+	} else {
+		hs, err = noise.NewInitiatorHFS(pro, &eph, w.clientKEM)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

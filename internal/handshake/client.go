@@ -4,6 +4,7 @@ package handshake
 
 import (
 	"crypto/ed25519"
+	"crypto/mlkem"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,10 @@ type ClientConfig struct {
 	Now func() time.Time
 	// Ephemeral returns the ephemeral X25519 key for this handshake.
 	Ephemeral func() (x25519.KeyPair, error)
+	// KEM returns the ML-KEM-768 decapsulation key for this handshake, whose encapsulation
+	// key the ClientHello carries (a kem.Pool's Get); nil generates one inline
+	// (mlkem.GenerateKey768). A key is used for one handshake only.
+	KEM func() (*mlkem.DecapsulationKey768, error)
 }
 
 // Result describes a completed handshake, on either side: the identity it established, and
@@ -117,54 +122,70 @@ func RunClient(rc *record.Conn, cfg *ClientConfig) (*Client, error) {
 
 // clientHandshake is the transient state of one client handshake, up to message 3.
 type clientHandshake struct {
-	c       *Client
-	cfg     *ClientConfig
-	eph     x25519.KeyPair
-	nn, psk *noise.Initiator // psk only when a ticket is offered
-	hs      *noise.Initiator // the one the server chose
+	c   *Client
+	cfg *ClientConfig
+	eph x25519.KeyPair
+	dk  *mlkem.DecapsulationKey768 // dropped once the ServerHello is processed
+	hfs *noise.Initiator           // the full handshake, always offered
+	psk *noise.Initiator           // the resumption, only when a ticket is offered
+	hs  *noise.Initiator           // the one the server chose
 }
 
 func (h *clientHandshake) zero() {
 	h.eph.Zero()
-	for _, s := range []*noise.Initiator{h.nn, h.psk} {
+	h.dk = nil
+	for _, s := range []*noise.Initiator{h.hfs, h.psk} {
 		if s != nil {
 			s.Zero()
 		}
 	}
 }
 
-// sendHello sends message 1 (§3.1, §4): the ClientHello with the client's ephemeral key,
-// offering the ticket if there is one. The same ephemeral goes to a full handshake (NN) and,
-// with a ticket, to a resumption (NNpsk0): NNpsk0's message 1 starts with NN's, so the server
-// can pick either.
+// sendHello sends message 1 (§3.1, §4): the ClientHello with the client's ephemeral key and
+// ML-KEM-768 encapsulation key, offering the ticket if there is one. The same ephemeral goes
+// to a full handshake (NNhfs) and, with a ticket, to a resumption (NNpsk0); a resume-mode
+// ClientHello carries the whole NNhfs message 1 followed by the tag of NNpsk0's, so the server
+// can pick either, and a fallback is hybrid too.
 func (h *clientHandshake) sendHello() error {
 	var err error
 	if h.eph, err = h.cfg.Ephemeral(); err != nil {
 		return fmt.Errorf("netauth: ephemeral key: %w", err)
 	}
+	if h.cfg.KEM != nil {
+		h.dk, err = h.cfg.KEM()
+	} else {
+		h.dk, err = mlkem.GenerateKey768()
+	}
+	if err == nil && h.dk == nil {
+		err = errors.New("none given")
+	}
+	if err != nil {
+		return fmt.Errorf("netauth: ML-KEM-768 key: %w", err)
+	}
 	hello := &clientHello{Version: Version, Mode: ModeFull}
-	noiseLen := noise.NNMessage1Size
+	noiseLen := NoiseMessage1Full
 	if s := h.cfg.Session; s != nil {
-		hello.Mode, hello.Ticket, noiseLen = ModeResume, s.Ticket, noise.NNpsk0Message1Size
+		hello.Mode, hello.Ticket, noiseLen = ModeResume, s.Ticket, NoiseMessage1Resume
 	}
 	h.c.Result.Offered = hello.Mode == ModeResume
-	// The prologue covers the frame up to the Noise message, so build the body with a
-	// placeholder of the right length first.
-	hello.Noise = make([]byte, noiseLen)
-	pro := prologue(hello.body(), noiseLen)
-	if h.nn, err = noise.NewInitiator(noise.NN, pro, &h.eph, nil); err != nil {
+	// The prologue covers the frame up to the Noise message, whose length it includes.
+	pro := prologue(hello, noiseLen)
+	if h.hfs, err = noise.NewInitiatorHFS(pro, &h.eph, h.dk); err != nil {
 		return err
 	}
-	if hello.Noise, err = h.nn.WriteMessage1(nil, nil); err != nil {
+	if hello.Noise, err = h.hfs.WriteMessage1(make([]byte, 0, noiseLen), nil); err != nil {
 		return err
 	}
 	if hello.Mode == ModeResume {
 		if h.psk, err = noise.NewInitiator(noise.NNpsk0, pro, &h.eph, h.cfg.Session.Secret); err != nil {
 			return err
 		}
-		if hello.Noise, err = h.psk.WriteMessage1(nil, nil); err != nil {
+		m1, err := h.psk.WriteMessage1(nil, nil)
+		if err != nil {
 			return err
 		}
+		// e || ek || tag: NNpsk0's e is the same as NNhfs's.
+		hello.Noise = append(hello.Noise, m1[noise.DHLen:]...)
 	}
 	h.c.rc.QueueRaw(frame(record.FrameClientHello, hello.body()))
 	if err := h.c.rc.Flush(); err != nil {
@@ -193,14 +214,22 @@ func (h *clientHandshake) readServerHello() error {
 	if err != nil {
 		return fmt.Errorf("netauth: %w", err)
 	}
-	h.hs = h.nn
+	h.hs = h.hfs
 	if sh.Mode == ModeResume {
 		if h.psk == nil {
 			return fmt.Errorf("%w: server resumed a session the client did not offer", record.ErrUnexpectedFrame)
 		}
 		h.hs, h.c.Result.Resumed = h.psk, true
 	}
-	if _, err := h.hs.ReadMessage2(sh.Noise); err != nil {
+	_, err = h.hs.ReadMessage2(sh.Noise)
+	// The decapsulation key is needed no longer, nor the state the server did not choose.
+	h.dk = nil
+	for _, s := range []*noise.Initiator{h.hfs, h.psk} {
+		if s != nil && s != h.hs {
+			s.Zero()
+		}
+	}
+	if err != nil {
 		return errors.New("netauth: ServerHello failed authentication (tampered, or the server lost the session)")
 	}
 	return nil

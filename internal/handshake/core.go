@@ -193,19 +193,21 @@ func (c *ServerCore) refuse(r *Refusal) error {
 	return r
 }
 
-// Begin implements Core: it tries the ticket (NNpsk0) and otherwise runs the NN exchange,
-// with a fresh ephemeral key of its own.
+// Begin implements Core: it tries the ticket (NNpsk0) and otherwise runs the hybrid NNhfs
+// exchange, with a fresh ephemeral key of its own and an ML-KEM-768 encapsulation to the
+// client's key. The sizes are checked first: a Noise message of the wrong size (and so an
+// encapsulation key of the wrong size) is refused before any key is drawn or parsed.
 func (c *ServerCore) Begin(req *BeginRequest) (*BeginResponse, error) {
 	hello := &clientHello{Version: Version, Mode: req.Mode, Ticket: req.Ticket, Noise: req.Noise}
 	switch {
-	case req.Mode == ModeFull && len(req.Ticket) == 0 && len(req.Noise) == noiseMsg1Full:
-	case req.Mode == ModeResume && len(req.Ticket) > 0 && len(req.Ticket) <= MaxTicketSize && len(req.Noise) == noiseMsg1PSK:
+	case req.Mode == ModeFull && len(req.Ticket) == 0 && len(req.Noise) == NoiseMessage1Full:
+	case req.Mode == ModeResume && len(req.Ticket) > 0 && len(req.Ticket) <= MaxTicketSize && len(req.Noise) == NoiseMessage1Resume:
 	default:
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "malformed message 1", Client: req.Client})
 	}
 	// The prologue is rebuilt from the fields, so it covers exactly what the framing side
 	// claims it received; any difference from the client's makes the handshake fail.
-	pro := prologue(hello.body(), len(hello.Noise))
+	pro := prologue(hello, len(hello.Noise))
 	eph, err := c.cfg.Ephemeral()
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "ephemeral key", Err: err, Client: req.Client})
@@ -238,7 +240,9 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 		return nil
 	}
 	defer hs.Zero()
-	if _, err := hs.ReadMessage1(req.Noise); err != nil {
+	// NNpsk0 message 1 is e || tag: the encapsulation key between them is for a fallback,
+	// and a resumption ignores it.
+	if _, err := hs.ReadMessage1(psk0Message1(req.Noise)); err != nil {
 		return nil // the client does not hold the ticket's secret
 	}
 	msg2, err := hs.WriteMessage2(nil, nil)
@@ -404,17 +408,18 @@ func replayForget(t, now time.Time, skew time.Duration) time.Time {
 	return forget
 }
 
-// full runs the NN exchange and signs the handshake hash with the host key.
+// full runs the NNhfs exchange and signs the handshake hash with the host key. A malformed
+// encapsulation key is refused by ReadMessage1, before any KEM or DH operation.
 func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*BeginResponse, error) {
-	hs, err := noise.NewResponder(noise.NN, pro, eph, nil)
+	hs, err := noise.NewResponderHFS(pro, eph, c.cfg.Encapsulate)
 	if err != nil {
 		return nil, err
 	}
 	defer hs.Zero()
-	if _, err := hs.ReadMessage1(req.Noise[:noise.NNMessage1Size]); err != nil {
+	if _, err := hs.ReadMessage1(req.Noise[:NoiseMessage1Full]); err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "bad Noise message 1", Err: err, Client: req.Client})
 	}
-	msg2, err := hs.WriteMessage2(nil, nil)
+	msg2, err := hs.WriteMessage2(make([]byte, 0, NoiseMessage2Full), nil)
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeProtocolError, Reason: "Noise message 2", Err: err, Client: req.Client})
 	}

@@ -5,6 +5,8 @@ package handshake
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
@@ -28,9 +31,9 @@ func fzRand(label string) io.Reader {
 	return mrand.NewChaCha8(seed)
 }
 
-// fzServerWorld is a deterministic server and client: fixed host, user and ephemeral keys,
-// ticket keys and clock, so a recorded client transcript replays exactly against a fresh
-// server.
+// fzServerWorld is a deterministic server and client: fixed host, user, ephemeral and
+// ML-KEM keys, encapsulation randomness, ticket keys and clock, so a recorded client
+// transcript replays exactly against a fresh server.
 type fzServerWorld struct {
 	hostKey   ed25519.PrivateKey
 	hostPub   ssh.PublicKey
@@ -39,6 +42,8 @@ type fzServerWorld struct {
 	now       time.Time
 	serverEph x25519.KeyPair
 	clientEph x25519.KeyPair
+	clientKEM *mlkem.DecapsulationKey768
+	encRand   []byte // the server's encapsulation randomness
 
 	full    []byte   // client bytes of an accepted full handshake
 	resume  []byte   // client bytes of an accepted resumed handshake
@@ -78,6 +83,13 @@ func fzNewWorld() (*fzServerWorld, error) {
 		return nil, err
 	}
 	if w.clientEph, err = x25519.Generate(fzRand("client ephemeral")); err != nil {
+		return nil, err
+	}
+	if w.clientKEM, err = kem.Generate(fzRand("client KEM key")); err != nil {
+		return nil, err
+	}
+	w.encRand = make([]byte, 32)
+	if _, err := io.ReadFull(fzRand("server encapsulation"), w.encRand); err != nil {
 		return nil, err
 	}
 
@@ -120,6 +132,9 @@ func (w *fzServerWorld) serverConfig() *ServerConfig {
 		Replay:    NewReplayCache(0),
 		Now:       func() time.Time { return w.now },
 		Ephemeral: func() (x25519.KeyPair, error) { return w.serverEph, nil },
+		Encapsulate: func(ek *mlkem.EncapsulationKey768) ([]byte, []byte, error) {
+			return mlkemtest.Encapsulate768(ek, w.encRand)
+		},
 	}
 	cfg.Authorize = admitting(cfg.Eligible)
 	return cfg
@@ -138,7 +153,22 @@ func (w *fzServerWorld) clientConfig(sess *Session) *ClientConfig {
 		Session:   sess,
 		Now:       func() time.Time { return w.now },
 		Ephemeral: func() (x25519.KeyPair, error) { return w.clientEph, nil },
+		KEM:       func() (*mlkem.DecapsulationKey768, error) { return w.clientKEM, nil },
 	}
+}
+
+// fzMalformedKey returns a copy of a ClientHello frame (full or resume mode) whose
+// encapsulation key has a first coefficient of 4095, not reduced modulo q = 3329: the right
+// size, refused by FIPS 203's modulus check.
+func fzMalformedKey(hello []byte) []byte {
+	b := append([]byte(nil), hello...)
+	at := len(b) - NoiseMessage1Full + DHLen // a full-mode hello ends with e || ek
+	if b[record.HeaderLen+len(Magic)+1] == ModeResume {
+		at -= 16 // e || ek || tag
+	}
+	b[at] = 0xff
+	b[at+1] |= 0x0f
+	return b
 }
 
 // fzRecConn records what is written to it.
@@ -259,29 +289,35 @@ func FuzzParseClientHello(f *testing.F) {
 	w := fzGetWorld(f)
 	full := fzBody(fzFrames(w.full)[0])
 	resume := fzBody(fzFrames(w.resume)[0])
-	noise48 := make([]byte, noiseMsg1PSK)
+	noiseResume := make([]byte, NoiseMessage1Resume)
 	hello := func(ver, mode byte, ticket, noise []byte) []byte {
 		return fzCat([]byte(Magic), []byte{ver, mode}, fzU16(ticket), noise)
 	}
-	f.Add(full)                                                               // valid full-mode ClientHello
-	f.Add(resume)                                                             // valid resume-mode ClientHello with a real ticket
-	f.Add(hello(Version, ModeResume, make([]byte, MaxTicketSize), noise48))   // max frame: largest ticket, MaxClientHello bytes
-	f.Add(hello(Version, ModeResume, make([]byte, MaxTicketSize+1), noise48)) // frame+1: ticket one byte too long
-	f.Add([]byte{})                                                           // empty
-	f.Add([]byte("netauth"))                                                  // truncated after the magic
-	f.Add([]byte("netauth\x02"))                                              // truncated after the version
-	f.Add([]byte("netauth\x02\x00"))                                          // truncated after the mode
-	f.Add([]byte("netauth\x02\x00\x00"))                                      // truncated inside the ticket length
-	f.Add(full[:len(full)-1])                                                 // truncated inside the Noise message
-	f.Add(fzCat(full, []byte{0}))                                             // one trailing byte
-	f.Add(resume[:len(resume)-noiseMsg1PSK-3])                                // truncated inside the ticket
-	f.Add(hello(Version+1, ModeFull, nil, make([]byte, noiseMsg1Full)))       // wrong version byte
-	f.Add(hello(Version, 2, nil, make([]byte, noiseMsg1Full)))                // unknown mode byte
-	f.Add(hello(Version, ModeFull, []byte{1}, make([]byte, noiseMsg1Full)))   // ticket in a full hello
-	f.Add(hello(Version, ModeResume, nil, noise48))                           // resume without a ticket
-	f.Add(hello(Version, ModeResume, []byte{1}, make([]byte, noiseMsg1Full))) // resume with a full-mode Noise message
-	f.Add(fzCat([]byte("NETAUTH"), full[len(Magic):]))                        // wrong magic
-	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))                                   // not netauth at all
+	f.Add(full)                                                                     // valid full-mode ClientHello
+	f.Add(resume)                                                                   // valid resume-mode ClientHello with a real ticket
+	f.Add(hello(Version, ModeResume, make([]byte, MaxTicketSize), noiseResume))     // max frame: largest ticket, MaxClientHello bytes
+	f.Add(hello(Version, ModeResume, make([]byte, MaxTicketSize+1), noiseResume))   // frame+1: ticket one byte too long
+	f.Add([]byte{})                                                                 // empty
+	f.Add([]byte("netauth"))                                                        // truncated after the magic
+	f.Add([]byte("netauth\x03"))                                                    // truncated after the version
+	f.Add([]byte("netauth\x03\x00"))                                                // truncated after the mode
+	f.Add([]byte("netauth\x03\x00\x00"))                                            // truncated inside the ticket length
+	f.Add(full[:len(full)-1])                                                       // truncated inside the encapsulation key
+	f.Add(full[:len(full)-KEMKeyLen])                                               // ephemeral key only, as version 2 sent it
+	f.Add(fzCat(full, []byte{0}))                                                   // one trailing byte
+	f.Add(resume[:len(resume)-1])                                                   // truncated inside the NNpsk0 tag
+	f.Add(fzCat(resume[:len(resume)-NoiseMessage1Resume], resume[len(resume)-48:])) // resume-mode Noise message without the encapsulation key
+	f.Add(resume[:len(resume)-NoiseMessage1Resume-3])                               // truncated inside the ticket
+	f.Add(fzBody(fzMalformedKey(fzFrames(w.full)[0])))                              // malformed encapsulation key: the parser does not look inside
+	f.Add(hello(Version+1, ModeFull, nil, make([]byte, NoiseMessage1Full)))         // wrong version byte
+	f.Add(hello(2, ModeFull, nil, make([]byte, 32)))                                // a version-2 ClientHello
+	f.Add(hello(Version, 2, nil, make([]byte, NoiseMessage1Full)))                  // unknown mode byte
+	f.Add(hello(Version, ModeFull, []byte{1}, make([]byte, NoiseMessage1Full)))     // ticket in a full hello
+	f.Add(hello(Version, ModeResume, nil, noiseResume))                             // resume without a ticket
+	f.Add(hello(Version, ModeResume, []byte{1}, make([]byte, NoiseMessage1Full)))   // resume with a full-mode Noise message
+	f.Add(hello(Version, ModeFull, nil, make([]byte, NoiseMessage1Resume)))         // full with a resume-mode Noise message
+	f.Add(fzCat([]byte("NETAUTH"), full[len(Magic):]))                              // wrong magic
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))                                         // not netauth at all
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := parseClientHello(body)
 		if err != nil {
@@ -296,11 +332,11 @@ func FuzzParseClientHello(f *testing.F) {
 		}
 		switch m.Mode {
 		case ModeFull:
-			if len(m.Ticket) != 0 || len(m.Noise) != noiseMsg1Full {
+			if len(m.Ticket) != 0 || len(m.Noise) != NoiseMessage1Full {
 				t.Fatalf("full hello with %d-byte ticket, %d-byte Noise message", len(m.Ticket), len(m.Noise))
 			}
 		case ModeResume:
-			if len(m.Ticket) == 0 || len(m.Ticket) > MaxTicketSize || len(m.Noise) != noiseMsg1PSK {
+			if len(m.Ticket) == 0 || len(m.Ticket) > MaxTicketSize || len(m.Noise) != NoiseMessage1Resume {
 				t.Fatalf("resume hello with %d-byte ticket, %d-byte Noise message", len(m.Ticket), len(m.Noise))
 			}
 		default:
@@ -313,14 +349,17 @@ func FuzzParseClientHello(f *testing.F) {
 }
 
 func FuzzParseServerHello(f *testing.F) {
-	f.Add(fzCat([]byte{ModeFull}, make([]byte, noiseMsg2)))   // valid full-mode ServerHello
-	f.Add(fzCat([]byte{ModeResume}, make([]byte, noiseMsg2))) // valid resume-mode ServerHello
-	f.Add(fzCat([]byte{2}, make([]byte, noiseMsg2)))          // wrong mode byte
-	f.Add(fzCat([]byte{ModeFull}, make([]byte, noiseMsg2+1))) // max+1: one byte too long
-	f.Add(fzCat([]byte{ModeFull}, make([]byte, noiseMsg2-1))) // short Noise message (short tag)
-	f.Add([]byte{ModeFull})                                   // truncated after the mode
-	f.Add([]byte{})                                           // empty
-	f.Add(make([]byte, MaxServerHello))                       // max frame
+	f.Add(fzCat([]byte{ModeFull}, make([]byte, NoiseMessage2Full)))       // valid full-mode ServerHello (max frame)
+	f.Add(fzCat([]byte{ModeResume}, make([]byte, NoiseMessage2Resume)))   // valid resume-mode ServerHello
+	f.Add(fzCat([]byte{ModeResume}, make([]byte, NoiseMessage2Full)))     // resume mode with a full-mode message
+	f.Add(fzCat([]byte{ModeFull}, make([]byte, NoiseMessage2Resume)))     // full mode without a ciphertext, as version 2 sent it
+	f.Add(fzCat([]byte{2}, make([]byte, NoiseMessage2Full)))              // wrong mode byte
+	f.Add(fzCat([]byte{ModeFull}, make([]byte, NoiseMessage2Full+1)))     // max+1: one byte too long
+	f.Add(fzCat([]byte{ModeFull}, make([]byte, NoiseMessage2Full-1)))     // short Noise message (short tag)
+	f.Add(fzCat([]byte{ModeFull}, make([]byte, NoiseMessage2Full-16-1)))  // ciphertext one byte short, no payload tag
+	f.Add(fzCat([]byte{ModeResume}, make([]byte, NoiseMessage2Resume+1))) // resume mode, one byte too long
+	f.Add([]byte{ModeFull})                                               // truncated after the mode
+	f.Add([]byte{})                                                       // empty
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := parseServerHello(body)
 		if err != nil {
@@ -330,7 +369,8 @@ func FuzzParseServerHello(f *testing.F) {
 		if got := m.marshal(); !bytes.Equal(got, fzCat(fzHeader(record.FrameServerHello, len(body)), body)) {
 			t.Fatal("parse then marshal changed the ServerHello")
 		}
-		if len(body) != MaxServerHello || m.Mode > ModeResume {
+		if len(body) > MaxServerHello || (m.Mode == ModeFull) != (len(body) == 1+NoiseMessage2Full) ||
+			(m.Mode == ModeResume) != (len(body) == 1+NoiseMessage2Resume) {
 			t.Fatalf("accepted a %d-byte ServerHello with mode %d", len(body), m.Mode)
 		}
 	})
@@ -570,32 +610,37 @@ func FuzzServerHandshake(f *testing.F) {
 	hello, auth := frames[0], frames[1]
 	resumeHello := fzFrames(w.resume)[0]
 	flip := func(b []byte, i int) []byte { b = append([]byte(nil), b...); b[i] ^= 1; return b }
-	f.Add(w.full)                                                                                                 // accepted full handshake
-	f.Add(w.resume)                                                                                               // accepted resumed handshake
-	f.Add(hello)                                                                                                  // ClientHello, then the stream ends
-	f.Add(fzCat(hello, auth[:len(auth)-1]))                                                                       // truncated inside the ClientAuth tag
-	f.Add(fzCat(hello, auth[:record.HeaderLen]))                                                                  // truncated after the ClientAuth header
-	f.Add(fzCat(hello, flip(auth, len(auth)-1)))                                                                  // ClientAuth with a flipped tag bit
-	f.Add(fzCat(hello, flip(auth, record.HeaderLen)))                                                             // ClientAuth with a flipped body bit
-	f.Add(fzCat(flip(hello, len(hello)-1), auth))                                                                 // Noise message 1 altered
-	f.Add(fzCat(hello, fzHeader(record.FrameRecord, 0)))                                                          // empty record: short tag
-	f.Add(fzCat(hello, fzHeader(record.FrameAlert, 2), []byte{1, 1}))                                             // wrong frame type instead of ClientAuth
-	f.Add(flip(resumeHello, record.HeaderLen+len(Magic)+4))                                                       // resume with a corrupted ticket: full fallback
-	f.Add(flip(resumeHello, len(resumeHello)-1))                                                                  // resume with a wrong PSK tag: full fallback
-	f.Add([]byte{})                                                                                               // empty
-	f.Add(hello[:1])                                                                                              // truncated inside the header
-	f.Add(hello[:record.HeaderLen])                                                                               // header only
-	f.Add(hello[:record.HeaderLen+len(Magic)])                                                                    // truncated after the magic
-	f.Add(hello[:len(hello)-1])                                                                                   // truncated inside the Noise message
-	f.Add(fzHeader(record.FrameClientHello, record.MaxBody))                                                      // max frame length claimed
-	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1), make([]byte, MaxClientHello+1)))             // frame+1 over the limit
-	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello), make([]byte, MaxClientHello)))                 // exactly the limit, garbage
-	f.Add(fzCat(fzHeader(record.FrameRecord, 5), []byte("hello")))                                                // wrong frame type byte
-	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)], []byte{Version + 1}, hello[record.HeaderLen+len(Magic)+1:])) // a later version
-	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)+1], []byte{7}, hello[record.HeaderLen+len(Magic)+2:]))         // unknown mode
-	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))                                                            // HTTP
-	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"))                                                                      // SSH banner
-	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})                                                    // TLS record header
+	f.Add(w.full)                                                                                                   // accepted full handshake
+	f.Add(w.resume)                                                                                                 // accepted resumed handshake
+	f.Add(hello)                                                                                                    // ClientHello, then the stream ends
+	f.Add(fzCat(hello, auth[:len(auth)-1]))                                                                         // truncated inside the ClientAuth tag
+	f.Add(fzCat(hello, auth[:record.HeaderLen]))                                                                    // truncated after the ClientAuth header
+	f.Add(fzCat(hello, flip(auth, len(auth)-1)))                                                                    // ClientAuth with a flipped tag bit
+	f.Add(fzCat(hello, flip(auth, record.HeaderLen)))                                                               // ClientAuth with a flipped body bit
+	f.Add(fzCat(flip(hello, len(hello)-1), auth))                                                                   // Noise message 1 altered
+	f.Add(fzCat(hello, fzHeader(record.FrameRecord, 0)))                                                            // empty record: short tag
+	f.Add(fzCat(hello, fzHeader(record.FrameAlert, 2), []byte{1, 1}))                                               // wrong frame type instead of ClientAuth
+	f.Add(flip(resumeHello, record.HeaderLen+len(Magic)+4))                                                         // resume with a corrupted ticket: full fallback
+	f.Add(flip(resumeHello, len(resumeHello)-1))                                                                    // resume with a wrong PSK tag: full fallback
+	f.Add(fzCat(fzMalformedKey(hello), auth))                                                                       // malformed encapsulation key
+	f.Add(fzCat(flip(hello, len(hello)-100), auth))                                                                 // encapsulation key altered (still well formed)
+	f.Add(fzCat(fzMalformedKey(resumeHello), w.resume[len(resumeHello):]))                                          // resume with a malformed encapsulation key: ignored
+	f.Add(fzMalformedKey(flip(resumeHello, len(resumeHello)-1)))                                                    // malformed encapsulation key, and a fallback
+	f.Add(fzCat(fzHeader(record.FrameClientHello, 43), []byte(Magic), []byte{2, ModeFull, 0, 0}, make([]byte, 32))) // a version-2 ClientHello
+	f.Add([]byte{})                                                                                                 // empty
+	f.Add(hello[:1])                                                                                                // truncated inside the header
+	f.Add(hello[:record.HeaderLen])                                                                                 // header only
+	f.Add(hello[:record.HeaderLen+len(Magic)])                                                                      // truncated after the magic
+	f.Add(hello[:len(hello)-1])                                                                                     // truncated inside the Noise message
+	f.Add(fzHeader(record.FrameClientHello, record.MaxBody))                                                        // max frame length claimed
+	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1), make([]byte, MaxClientHello+1)))               // frame+1 over the limit
+	f.Add(fzCat(fzHeader(record.FrameClientHello, MaxClientHello), make([]byte, MaxClientHello)))                   // exactly the limit, garbage
+	f.Add(fzCat(fzHeader(record.FrameRecord, 5), []byte("hello")))                                                  // wrong frame type byte
+	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)], []byte{Version + 1}, hello[record.HeaderLen+len(Magic)+1:]))   // a later version
+	f.Add(fzCat(hello[:record.HeaderLen+len(Magic)+1], []byte{7}, hello[record.HeaderLen+len(Magic)+2:]))           // unknown mode
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))                                                              // HTTP
+	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"))                                                                        // SSH banner
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})                                                      // TLS record header
 
 	refusalBody := len((&verdict{Code: CodeProtocolError}).marshal()) + 1 + record.TagLen
 	serverAuthBody := len(w.sa) + 1 + record.TagLen
@@ -628,7 +673,8 @@ func FuzzServerHandshake(f *testing.F) {
 		}
 		fr := fzFrames(out)
 		sh := fr[0]
-		if len(sh) != record.HeaderLen+MaxServerHello || sh[0] != record.FrameServerHello {
+		if sh[0] != record.FrameServerHello || len(sh) <= record.HeaderLen || len(sh) != record.HeaderLen+1+
+			map[byte]int{ModeFull: NoiseMessage2Full, ModeResume: NoiseMessage2Resume}[sh[record.HeaderLen]] {
 			t.Fatalf("first frame % x is neither an alert nor a ServerHello", sh[:min(len(sh), 8)])
 		}
 		if sh[record.HeaderLen] == ModeResume {
@@ -686,6 +732,7 @@ func TestFuzzSeedOutcomes(t *testing.T) {
 	w := fzGetWorld(t)
 	frames := fzFrames(w.full)
 	hello, auth := frames[0], frames[1]
+	resumeHello := fzFrames(w.resume)[0]
 	flip := func(b []byte, i int) []byte { b = append([]byte(nil), b...); b[i] ^= 1; return b }
 	const ok = Code(255) // accepted
 	const ioErr = Code(254)
@@ -702,6 +749,11 @@ func TestFuzzSeedOutcomes(t *testing.T) {
 		{"max frame length", fzHeader(record.FrameClientHello, record.MaxBody), CodeProtocolError, false},
 		{"frame+1", fzHeader(record.FrameClientHello, MaxClientHello+1), CodeProtocolError, false},
 		{"version 1", fzCat(hello[:record.HeaderLen+len(Magic)], []byte{1}, hello[record.HeaderLen+len(Magic)+1:]), CodeVersionUnsupported, false},
+		{"version 2", fzCat(fzHeader(record.FrameClientHello, 43), []byte(Magic), []byte{2, ModeFull, 0, 0}, make([]byte, 32)), CodeVersionUnsupported, false},
+		{"malformed encapsulation key", fzCat(fzMalformedKey(hello), auth), CodeProtocolError, false},
+		{"encapsulation key altered", fzCat(flip(hello, len(hello)-100), auth), CodeProtocolError, false},
+		{"resume, malformed encapsulation key ignored", fzCat(fzMalformedKey(resumeHello), w.resume[len(resumeHello):]), ok, true},
+		{"resume falls back, malformed encapsulation key", fzMalformedKey(flip(resumeHello, len(resumeHello)-1)), CodeProtocolError, false},
 		{"a later version", fzCat(hello[:record.HeaderLen+len(Magic)], []byte{Version + 1}, hello[record.HeaderLen+len(Magic)+1:]), CodeVersionUnsupported, false},
 		{"a later version, longer than this version allows", fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1200), []byte(Magic), []byte{Version + 1}, make([]byte, MaxClientHello+1200-len(Magic)-1)), CodeVersionUnsupported, false},
 		{"this version, longer than it allows", fzCat(fzHeader(record.FrameClientHello, MaxClientHello+1), []byte(Magic), []byte{Version}, make([]byte, MaxClientHello-len(Magic))), CodeProtocolError, false},

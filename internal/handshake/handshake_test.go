@@ -5,6 +5,7 @@ package handshake
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/mlkem"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -39,6 +40,21 @@ func newSigner(t testing.TB) keySigner {
 }
 
 func randomEphemeral() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) }
+
+// fullMessage1 returns a well-formed full-mode Noise message 1 (NNhfs: e || ek) with fresh
+// keys, as a client that is gone after sending it would leave.
+func fullMessage1(t testing.TB) []byte {
+	t.Helper()
+	kp, err := x25519.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(kp.Public[:], dk.EncapsulationKey().Bytes()...)
+}
 
 // env is a server and client configuration pair for tests.
 type env struct {

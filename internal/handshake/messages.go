@@ -18,14 +18,17 @@ import (
 
 // Protocol constants (docs/PROTOCOL.md §1-§5).
 const (
-	Magic   = "netauth" // first bytes of every ClientHello body
-	Version = 2         // the only protocol version this implementation speaks
+	Magic = "netauth" // first bytes of every ClientHello body
+	// Version is the only protocol version this implementation speaks: 3, whose every full
+	// handshake is hybrid (X25519 and ML-KEM-768). There is no negotiation: a ClientHello of
+	// any other version is refused with version_unsupported.
+	Version = 3
 
-	ModeFull   = 0 // Noise NN followed by server and client authentication
+	ModeFull   = 0 // Noise NNhfs (X25519 + ML-KEM-768) followed by server and client authentication
 	ModeResume = 1 // Noise NNpsk0 keyed by a ticket's resumption secret
 
-	NoiseFull   = "Noise_NN_25519_AESGCM_SHA256"
-	NoiseResume = "Noise_NNpsk0_25519_AESGCM_SHA256"
+	NoiseFull   = noise.ProtocolNNhfs  // "Noise_NNhfs_25519+MLKEM768_AESGCM_SHA256"
+	NoiseResume = noise.ProtocolNNpsk0 // "Noise_NNpsk0_25519_AESGCM_SHA256"
 
 	// Namespace is the SSHSIG namespace of user authenticators.
 	Namespace = "netauth-v1@ubns.dev"
@@ -39,19 +42,31 @@ const (
 	DHLen         = 32
 	HashLen       = 32
 	PSKLen        = 32
-	noiseMsg1Full = noise.NNMessage1Size     // e
-	noiseMsg1PSK  = noise.NNpsk0Message1Size // e, encrypted empty payload
-	noiseMsg2     = noise.NNMessage2Size     // e, ee, encrypted empty payload
-	MaxTicketSize = 2048                     // opaque ticket as the server issues it
-	MaxNameLen    = 64                       // user and service names
-	MaxHostKeyLen = 51                       // ssh-ed25519 wire blob: 4+11+4+32
-	MaxHostSigLen = 83                       // ssh-ed25519 signature blob: 4+11+4+64
-	MaxSSHSIGLen  = keys.MaxSignatureSize    // user authenticator
+	KEMKeyLen     = noise.KEMPublicKeyLen  // ML-KEM-768 encapsulation key, 1184
+	KEMCtLen      = noise.KEMCiphertextLen // ML-KEM-768 ciphertext, 1088
+	MaxTicketSize = 2048                   // opaque ticket as the server issues it
+	MaxNameLen    = 64                     // user and service names
+	MaxHostKeyLen = 51                     // ssh-ed25519 wire blob: 4+11+4+32
+	MaxHostSigLen = 83                     // ssh-ed25519 signature blob: 4+11+4+64
+	MaxSSHSIGLen  = keys.MaxSignatureSize  // user authenticator
+
+	// The Noise messages of each mode (§3.1, §3.2, §4), with empty payloads.
+	//
+	// NoiseMessage1Full is NNhfs message 1: e || ek (the encapsulation key, in clear).
+	NoiseMessage1Full = noise.NNhfsMessage1Size // 1216
+	// NoiseMessage1Resume is NNhfs message 1 followed by the 16-byte tag of NNpsk0 message
+	// 1: e || ek || tag. NNpsk0 message 1 is its first 32 and last 16 bytes (e || tag), NNhfs
+	// message 1, for a fallback, its first 1216.
+	NoiseMessage1Resume = noise.NNhfsMessage1Size + noise.TagLen // 1232
+	// NoiseMessage2Full is NNhfs message 2: e || encrypted ciphertext || tag.
+	NoiseMessage2Full = noise.NNhfsMessage2Size // 1152
+	// NoiseMessage2Resume is NNpsk0 message 2: e || tag.
+	NoiseMessage2Resume = noise.NNpsk0Message2Size // 48
 
 	// MaxClientHello bounds the ClientHello body: magic, version, mode, ticket, Noise message.
-	MaxClientHello = len(Magic) + 2 + 2 + MaxTicketSize + noiseMsg1PSK
-	// MaxServerHello bounds the ServerHello body.
-	MaxServerHello = 1 + noiseMsg2
+	MaxClientHello = len(Magic) + 2 + 2 + MaxTicketSize + NoiseMessage1Resume // 3291
+	// MaxServerHello bounds the ServerHello body: the mode and the larger Noise message 2.
+	MaxServerHello = 1 + NoiseMessage2Full // 1153
 	// AlertLen is the size of an alert body: code and the sender's highest version.
 	AlertLen = 2
 )
@@ -114,13 +129,15 @@ func parseClientHello(body []byte) (*clientHello, error) {
 	if !s.ReadUint8(&m.Mode) || !s.ReadUint16LengthPrefixed(&ticket) {
 		return nil, errMalformed
 	}
+	// Exact sizes: an encapsulation key of the wrong size is refused here, before anything
+	// parses it.
 	switch m.Mode {
 	case ModeFull:
-		if len(ticket) != 0 || len(s) != noiseMsg1Full {
+		if len(ticket) != 0 || len(s) != NoiseMessage1Full {
 			return nil, fmt.Errorf("%w: bad full-mode ClientHello", errMalformed)
 		}
 	case ModeResume:
-		if len(ticket) == 0 || len(ticket) > MaxTicketSize || len(s) != noiseMsg1PSK {
+		if len(ticket) == 0 || len(ticket) > MaxTicketSize || len(s) != NoiseMessage1Resume {
 			return nil, fmt.Errorf("%w: bad resume-mode ClientHello", errMalformed)
 		}
 	default:
@@ -140,11 +157,19 @@ type serverHello struct {
 }
 
 func (m *serverHello) marshal() []byte {
-	return frame(record.FrameServerHello, append([]byte{m.Mode}, m.Noise...))
+	n := 1 + len(m.Noise)
+	f := make([]byte, 0, record.HeaderLen+n)
+	f = append(f, record.FrameServerHello, byte(n>>8), byte(n), m.Mode)
+	return append(f, m.Noise...)
 }
 
+// parseServerHello parses a ServerHello body: its size is exact for its mode, so a ciphertext
+// of the wrong size fails here.
 func parseServerHello(body []byte) (*serverHello, error) {
-	if len(body) != 1+noiseMsg2 || body[0] > ModeResume {
+	switch {
+	case len(body) == 1+NoiseMessage2Full && body[0] == ModeFull:
+	case len(body) == 1+NoiseMessage2Resume && body[0] == ModeResume:
+	default:
 		return nil, fmt.Errorf("%w: bad ServerHello", errMalformed)
 	}
 	return &serverHello{Mode: body[0], Noise: body[1:]}, nil

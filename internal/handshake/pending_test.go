@@ -3,14 +3,12 @@
 package handshake
 
 import (
-	"crypto/rand"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"ubns.dev/netauth/internal/record"
-	"ubns.dev/netauth/internal/x25519"
 )
 
 // TestAbandonedHandshakesLeaveNoSession opens full handshakes that stop after message 1 (the
@@ -36,11 +34,7 @@ func TestAbandonedHandshakesLeaveNoSession(t *testing.T) {
 			_ = srv.SetDeadline(time.Now().Add(5 * time.Second))
 			_, _ = Serve(record.NewConn(srv), core, "192.0.2.9:1", nil)
 		}()
-		kp, err := x25519.Generate(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hello := frame(record.FrameClientHello, (&clientHello{Version: Version, Mode: ModeFull, Noise: kp.Public[:]}).body())
+		hello := frame(record.FrameClientHello, (&clientHello{Version: Version, Mode: ModeFull, Noise: fullMessage1(t)}).body())
 		_ = cli.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := cli.Write(hello); err != nil {
 			t.Fatal(err)
@@ -77,11 +71,7 @@ func TestExpiredSessionsForgotten(t *testing.T) {
 		t.Fatal(err)
 	}
 	begin := func() *coreSession {
-		kp, err := x25519.Generate(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := core.Begin(&BeginRequest{Mode: ModeFull, Noise: kp.Public[:]})
+		resp, err := core.Begin(&BeginRequest{Mode: ModeFull, Noise: fullMessage1(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

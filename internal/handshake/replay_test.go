@@ -4,6 +4,8 @@ package handshake
 
 import (
 	"bytes"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
@@ -191,10 +194,10 @@ func TestReplayedAuthenticator(t *testing.T) {
 	rpCheckRefusalBytes(t, e, o.fromServer)
 }
 
-// TestReplayedAuthenticatorSameHash simulates a server whose ephemeral keys repeat (a broken
-// random generator) and a client replaying the exact message 3 of an earlier connection:
-// the handshake hash is the same, so the signature verifies, and the replay cache is what
-// refuses it.
+// TestReplayedAuthenticatorSameHash simulates a server whose ephemeral keys and
+// encapsulations repeat (a broken random generator) and a client replaying the exact message 3
+// of an earlier connection: the handshake hash is the same, so the signature verifies, and the
+// replay cache is what refuses it.
 func TestReplayedAuthenticatorSameHash(t *testing.T) {
 	fixed := func(label string) func() (x25519.KeyPair, error) {
 		kp, err := x25519.Generate(fzRand(label))
@@ -202,6 +205,14 @@ func TestReplayedAuthenticatorSameHash(t *testing.T) {
 	}
 	e := newEnv(t)
 	e.srv.Ephemeral, e.cli.Ephemeral = fixed("stuck server rng"), fixed("stuck client rng")
+	dk, err := kem.Generate(fzRand("stuck client KEM rng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cli.KEM = func() (*mlkem.DecapsulationKey768, error) { return dk, nil }
+	e.srv.Encapsulate = func(ek *mlkem.EncapsulationKey768) ([]byte, []byte, error) {
+		return mlkemtest.Encapsulate768(ek, make([]byte, 32))
+	}
 	first, _ := rpCapture(t, e)
 	when := rpStatementTime(t, first.Statement)
 	e.cli.Signer = replaySigner{pub: first.Key, sig: first.Signature}

@@ -4,6 +4,7 @@ package handshake
 
 import (
 	"crypto/ed25519"
+	"crypto/mlkem"
 	"errors"
 	"fmt"
 	"time"
@@ -61,6 +62,11 @@ type ServerConfig struct {
 	Now    func() time.Time
 	// Ephemeral returns the server's ephemeral X25519 key for a handshake.
 	Ephemeral func() (x25519.KeyPair, error)
+	// Encapsulate, if set, replaces the ML-KEM-768 encapsulation of a full handshake
+	// (kem.Encapsulate, randomness from crypto/rand). Tests set it to derandomized
+	// encapsulation (crypto/mlkem/mlkemtest) to make reproducible handshakes, or to count
+	// encapsulations; a server has no reason to.
+	Encapsulate func(ek *mlkem.EncapsulationKey768) (sharedKey, ciphertext []byte, err error)
 }
 
 func (cfg *ServerConfig) now() time.Time {

@@ -19,7 +19,7 @@ import (
 const (
 	ticketKeyIDLen   = 8
 	ticketNonceLen   = 12
-	ticketVersion    = 2
+	ticketVersion    = 3 // 3: the secret is from a hybrid full handshake (protocol version 3)
 	ticketAD         = "netauth-v1 ticket\x00"
 	minTicketLen     = ticketKeyIDLen + ticketNonceLen + 16
 	DefaultTicketTTL = time.Hour

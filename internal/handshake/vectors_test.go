@@ -4,10 +4,13 @@ package handshake
 
 // Deterministic test vectors (docs/PROTOCOL.md §11). Each scenario runs the real client and
 // server over an in-memory connection that records every byte, then recomputes the
-// handshake independently with github.com/flynn/noise (its own DH25519, not our x25519
-// package), decrypts every record with the split keys, and writes what it saw to a file in
-// testdata/vectors. The test fails if a file differs from what the code produces now;
-// go test ./internal/handshake -run TestVectors -update rewrites the files.
+// handshake independently: the hybrid full handshake (NNhfs, which flynn/noise does not have)
+// from the specification with the standard library alone (crypto/sha256, crypto/hkdf,
+// AES-GCM, crypto/ecdh, crypto/mlkem), the resumption (NNpsk0) with github.com/flynn/noise
+// (its own DH25519, not our x25519 package); decrypts every record with the split keys, and
+// writes what it saw to a file in testdata/vectors. The test fails if a file differs from what
+// the code produces now; go test ./internal/handshake -run TestVectors -update rewrites the
+// files.
 
 import (
 	"bytes"
@@ -17,6 +20,8 @@ import (
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -37,6 +42,7 @@ import (
 
 	"github.com/flynn/noise"
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
@@ -380,36 +386,117 @@ func noiseHKDF(t *testing.T, ck, ikm []byte) (out1, out2 []byte) {
 	return okm[:32], okm[32:]
 }
 
-// vectorChainingKey recomputes, from the spec alone, the Noise chaining key after message 2
-// (§3.2, §4): the protocol name, MixKeyAndHash(psk) and MixKey(e) for each ephemeral when
-// resuming, and MixKey(ee).
-func vectorChainingKey(t *testing.T, resumed bool, psk []byte, ce, se x25519.KeyPair) []byte {
+// vectorChainingKey recomputes, from the spec alone, the chaining key of a resumption after
+// message 2 (§4): the protocol name, MixKeyAndHash(psk), MixKey(e) for each ephemeral, and
+// MixKey(ee).
+func vectorChainingKey(t *testing.T, psk []byte, ce, se x25519.KeyPair) []byte {
 	t.Helper()
-	name := NoiseFull
-	if resumed {
-		name = NoiseResume
-	}
 	ck := make([]byte, 32)
-	copy(ck, name)
-	if resumed {
-		ck, _ = noiseHKDF(t, ck, psk)
-		ck, _ = noiseHKDF(t, ck, ce.Public[:])
-		ck, _ = noiseHKDF(t, ck, se.Public[:])
-	}
+	copy(ck, "Noise_NNpsk0_25519_AESGCM_SHA256")
+	ck, _ = noiseHKDF(t, ck, psk)
+	ck, _ = noiseHKDF(t, ck, ce.Public[:])
+	ck, _ = noiseHKDF(t, ck, se.Public[:])
+	ee, _ := vectorX25519(t, ce, se)
+	ck, _ = noiseHKDF(t, ck, ee)
+	return ck
+}
+
+// vectorX25519 computes X25519(client ephemeral, server ephemeral) with crypto/ecdh from the
+// private key's bytes, and checks both public keys against crypto/ecdh's.
+func vectorX25519(t *testing.T, ce, se x25519.KeyPair) (ee []byte, err error) {
+	t.Helper()
 	priv, err := ecdh.X25519().NewPrivateKey(ce.PrivateKey().Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := ecdh.X25519().NewPublicKey(se.Public[:])
+	spriv, err := ecdh.X25519().NewPrivateKey(se.PrivateKey().Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ee, err := priv.ECDH(pub)
-	if err != nil {
+	if !bytes.Equal(priv.PublicKey().Bytes(), ce.Public[:]) || !bytes.Equal(spriv.PublicKey().Bytes(), se.Public[:]) {
+		t.Fatal("an ephemeral public key is not its private key's")
+	}
+	if ee, err = priv.ECDH(spriv.PublicKey()); err != nil {
 		t.Fatal(err)
 	}
-	ck, _ = noiseHKDF(t, ck, ee)
-	return ck
+	return ee, nil
+}
+
+// hfsVector is the full handshake, Noise_NNhfs_25519+MLKEM768_AESGCM_SHA256 (§3.2),
+// recomputed step by step from the specification with the standard library alone: none of
+// internal/noise, internal/kem or internal/x25519 takes part.
+type hfsVector struct {
+	h0         []byte // initial h and ck: SHA-256 of the protocol name
+	msg1, msg2 []byte // NNhfs messages 1 (e || ek) and 2 (e || ENCRYPT(ct) || tag)
+	ek, ct     []byte // the client's encapsulation key and the server's ciphertext
+	shared     []byte // the ML-KEM-768 shared secret
+	ckEE       []byte // ck after MixKey(ee), before MixKey(shared)
+	encCT      []byte // the ciphertext as sent: encrypted under the key of ee
+	ck, h      []byte // final chaining key and handshake hash
+	k1, k2     []byte // Split()
+	dk         *mlkem.DecapsulationKey768
+	hAfterPro  []byte
+	hAfterMsg1 []byte
+}
+
+func vectorHFS(t *testing.T, pro []byte, ce, se x25519.KeyPair, kemSeed, kemRand []byte) *hfsVector {
+	t.Helper()
+	v := &hfsVector{}
+	name := sha256.Sum256([]byte("Noise_NNhfs_25519+MLKEM768_AESGCM_SHA256")) // 40 bytes: hashed (Noise §5.2)
+	h, ck := name[:], name[:]
+	v.h0 = h
+	mixHash := func(d []byte) {
+		s := sha256.New()
+		s.Write(h)
+		s.Write(d)
+		h = s.Sum(nil)
+	}
+	var k []byte
+	var n uint64
+	mixKey := func(ikm []byte) { ck, k = noiseHKDF(t, ck, ikm); n = 0 }
+	encryptAndHash := func(pt []byte) []byte {
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gcm, err := cipher.NewGCM(block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := gcm.Seal(nil, binary.BigEndian.AppendUint64(make([]byte, 4), n), pt, h)
+		n++
+		mixHash(out)
+		return out
+	}
+	mixHash(pro)
+	v.hAfterPro = h
+	var err error
+	if v.dk, err = mlkem.NewDecapsulationKey768(kemSeed); err != nil {
+		t.Fatal(err)
+	}
+	v.ek = v.dk.EncapsulationKey().Bytes()
+	// -> e, e1: no key yet, so both travel in clear and EncryptAndHash is MixHash, as it is for
+	// the empty payload.
+	mixHash(ce.Public[:])
+	mixHash(v.ek)
+	mixHash(nil)
+	v.msg1 = append(append([]byte(nil), ce.Public[:]...), v.ek...)
+	v.hAfterMsg1 = h
+	// <- e, ee, ekem1
+	mixHash(se.Public[:])
+	ee, _ := vectorX25519(t, ce, se)
+	mixKey(ee)
+	v.ckEE = ck
+	if v.shared, v.ct, err = mlkemtest.Encapsulate768(v.dk.EncapsulationKey(), kemRand); err != nil {
+		t.Fatal(err)
+	}
+	v.encCT = encryptAndHash(v.ct)
+	mixKey(v.shared)
+	tag := encryptAndHash(nil)
+	v.msg2 = append(append(append([]byte(nil), se.Public[:]...), v.encCT...), tag...)
+	v.ck, v.h = ck, h
+	v.k1, v.k2 = noiseHKDF(t, ck, nil)
+	return v
 }
 
 // vectorSecrets runs the key schedule of §3.9 with crypto/hkdf: application keys and the
@@ -465,7 +552,7 @@ type hsScenario struct {
 	notes       string
 	clientTime  int64
 	serverTime  int64
-	ephLabel    string // client and server ephemeral seeds are derived from it
+	ephLabel    string // client and server ephemeral seeds, and the ML-KEM inputs, are derived from it
 	session     *Session
 	// tickets is the server's ticket key set; ticketInputs lists the randomness it will
 	// draw (key id, key, nonce) or the stored key it already holds, for the file.
@@ -486,6 +573,14 @@ type hsOutcome struct {
 	srvErr     error
 }
 
+// vectorKEMSeed is the client's ML-KEM-768 seed d || z for a scenario, and vectorKEMRand
+// the server's encapsulation randomness m.
+func vectorKEMSeed(label string) []byte {
+	return append(vectorInput(label+": client ML-KEM seed d"), vectorInput(label+": client ML-KEM seed z")...)
+}
+
+func vectorKEMRand(label string) []byte { return vectorInput(label + ": server ML-KEM encapsulation") }
+
 func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 	t.Helper()
 	ce, err := x25519.Generate(bytes.NewReader(vectorInput(sc.ephLabel + ": client ephemeral")))
@@ -496,6 +591,11 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dk, err := kem.Generate(bytes.NewReader(vectorKEMSeed(sc.ephLabel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kemRand := vectorKEMRand(sc.ephLabel)
 	scfg := &ServerConfig{
 		HostKey: e.hostKey,
 		Service: "echo",
@@ -509,6 +609,9 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 		Replay:    NewReplayCache(0),
 		Now:       func() time.Time { return time.Unix(sc.serverTime, 0) },
 		Ephemeral: func() (x25519.KeyPair, error) { return se, nil },
+		Encapsulate: func(ek *mlkem.EncapsulationKey768) ([]byte, []byte, error) {
+			return mlkemtest.Encapsulate768(ek, kemRand)
+		},
 	}
 	scfg.Authorize = admitting(scfg.Eligible)
 	ccfg := &ClientConfig{
@@ -524,6 +627,7 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 		Session:   sc.session,
 		Now:       func() time.Time { return time.Unix(sc.clientTime, 0) },
 		Ephemeral: func() (x25519.KeyPair, error) { return ce, nil },
+		KEM:       func() (*mlkem.DecapsulationKey768, error) { return dk, nil },
 	}
 
 	cc, scn := memConnPair()
@@ -610,74 +714,77 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	sh := s2c[0][record.HeaderLen:]
 	resumed := sh[0] == ModeResume
 
-	// The client side, recomputed: NN always, NNpsk0 too when a ticket is offered, from the
-	// same 32 random bytes.
+	// The client's message 1, recomputed: NNhfs always (from the specification, with the
+	// standard library), NNpsk0 too when a ticket is offered (with flynn/noise, from the same
+	// 32 random bytes), and the server's message 2 of the mode it chose, likewise.
+	if NoiseFull != "Noise_NNhfs_25519+MLKEM768_AESGCM_SHA256" || NoiseResume != "Noise_NNpsk0_25519_AESGCM_SHA256" {
+		t.Fatal("protocol names differ from docs/PROTOCOL.md")
+	}
 	cSeed := vectorInput(sc.ephLabel + ": client ephemeral")
 	sSeed := vectorInput(sc.ephLabel + ": server ephemeral")
-	nnCli, err := noise.NewHandshakeState(noise.Config{CipherSuite: vectorSuite, Random: bytes.NewReader(cSeed),
-		Pattern: noise.HandshakeNN, Initiator: true, Prologue: pro})
-	if err != nil {
-		t.Fatal(err)
+	kemSeed, kemRand := vectorKEMSeed(sc.ephLabel), vectorKEMRand(sc.ephLabel)
+	hfs := vectorHFS(t, pro, ce, se, kemSeed, kemRand)
+	wantLen := NoiseMessage1Full
+	if ch.Mode == ModeResume {
+		wantLen += 16
 	}
-	nnMsg1, _, _, err := nnCli.WriteMessage(nil, nil)
-	if err != nil {
-		t.Fatal(err)
+	if len(ch.Noise) != wantLen || !bytes.Equal(hfs.msg1, ch.Noise[:len(hfs.msg1)]) {
+		t.Fatalf("NNhfs message 1 (e || ek) differs from the ClientHello's Noise message")
 	}
-	if !bytes.Equal(nnMsg1, ce.Public[:]) || !bytes.Equal(nnMsg1, ch.Noise[:DHLen]) {
-		t.Fatalf("NN message 1 is not the client's ephemeral public key")
-	}
-	cliHS := nnCli
-	var psk []byte
+	var psk, pskMsg1 []byte
+	var pskCli *noise.HandshakeState
 	if ch.Mode == ModeResume {
 		psk = sc.session.Secret
-		pskCli, err := noise.NewHandshakeState(noise.Config{CipherSuite: vectorSuite, Random: bytes.NewReader(cSeed),
+		pskCli, err = noise.NewHandshakeState(noise.Config{CipherSuite: vectorSuite, Random: bytes.NewReader(cSeed),
 			Pattern: noise.HandshakeNN, Initiator: true, Prologue: pro, PresharedKey: psk})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m1, _, _, err := pskCli.WriteMessage(nil, nil)
+		if pskMsg1, _, _, err = pskCli.WriteMessage(nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(pskMsg1) != 48 || !bytes.Equal(pskMsg1[:DHLen], ch.Noise[:DHLen]) || !bytes.Equal(pskMsg1[DHLen:], ch.Noise[NoiseMessage1Full:]) {
+			t.Fatalf("the resume-mode Noise message is not e || ek || the tag of NNpsk0 message 1")
+		}
+	}
+
+	var h, kc2s, ks2c, ck, msg2 []byte
+	if resumed {
+		srvHS, err := noise.NewHandshakeState(noise.Config{CipherSuite: vectorSuite, Random: bytes.NewReader(sSeed),
+			Pattern: noise.HandshakeNN, Prologue: pro, PresharedKey: psk})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(m1, ch.Noise) {
-			t.Fatalf("NNpsk0 message 1 differs from the ClientHello's Noise message")
+		if _, _, _, err := srvHS.ReadMessage(nil, pskMsg1); err != nil {
+			t.Fatal(err)
 		}
-		if resumed {
-			cliHS = pskCli
+		m2, cs1, cs2, err := srvHS.WriteMessage(nil, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	} else if !bytes.Equal(nnMsg1, ch.Noise) {
-		t.Fatalf("NN message 1 differs from the ClientHello's Noise message")
-	}
-
-	// The server side, recomputed.
-	scfg := noise.Config{CipherSuite: vectorSuite, Random: bytes.NewReader(sSeed), Pattern: noise.HandshakeNN, Prologue: pro}
-	msg1 := ch.Noise[:DHLen]
-	if resumed {
-		scfg.PresharedKey, msg1 = psk, ch.Noise
-	}
-	srvHS, err := noise.NewHandshakeState(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, _, err := srvHS.ReadMessage(nil, msg1); err != nil {
-		t.Fatal(err)
-	}
-	msg2, cs1, cs2, err := srvHS.WriteMessage(nil, nil)
-	if err != nil {
-		t.Fatal(err)
+		if _, _, _, err := pskCli.ReadMessage(nil, m2); err != nil {
+			t.Fatal(err)
+		}
+		h, msg2 = srvHS.ChannelBinding(), m2
+		if !bytes.Equal(h, pskCli.ChannelBinding()) {
+			t.Fatal("recomputed handshake hashes differ")
+		}
+		kc2s, ks2c = unsafeKey(cs1), unsafeKey(cs2)
+		ck = vectorChainingKey(t, psk, ce, se)
+		if k1, k2 := noiseHKDF(t, ck, nil); !bytes.Equal(k1, kc2s) || !bytes.Equal(k2, ks2c) {
+			t.Fatal("the recomputed chaining key does not give the oracle's Split() keys")
+		}
+	} else {
+		h, kc2s, ks2c, ck, msg2 = hfs.h, hfs.k1, hfs.k2, hfs.ck, hfs.msg2
+		if got, err := hfs.dk.Decapsulate(hfs.ct); err != nil || !bytes.Equal(got, hfs.shared) {
+			t.Fatal("the client's key does not decapsulate the server's ciphertext to the same secret")
+		}
 	}
 	if !bytes.Equal(msg2, sh[1:]) {
 		t.Fatalf("ServerHello Noise message differs from the recomputed one")
 	}
 	if !bytes.Equal(msg2[:DHLen], se.Public[:]) {
 		t.Fatalf("Noise message 2 does not start with the server's ephemeral")
-	}
-	if _, _, _, err := cliHS.ReadMessage(nil, msg2); err != nil {
-		t.Fatal(err)
-	}
-	h := srvHS.ChannelBinding()
-	if !bytes.Equal(h, cliHS.ChannelBinding()) {
-		t.Fatal("recomputed handshake hashes differ")
 	}
 	if o.cli == nil || !bytes.Equal(o.cli.Result.HandshakeHash, h) {
 		t.Fatal("client's handshake hash differs from the recomputed one")
@@ -688,18 +795,13 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	if o.cli.Result.Resumed != resumed || (o.srv != nil && o.srv.Resumed != resumed) {
 		t.Fatal("Resumed flags disagree with the ServerHello mode")
 	}
-	kc2s, ks2c := unsafeKey(cs1), unsafeKey(cs2)
-	ck := vectorChainingKey(t, resumed, psk, ce, se)
-	if k1, k2 := noiseHKDF(t, ck, nil); !bytes.Equal(k1, kc2s) || !bytes.Equal(k2, ks2c) {
-		t.Fatal("the recomputed chaining key does not give the oracle's Split() keys")
-	}
 	appC2S, appS2C, resumption := vectorSecrets(t, ck, h)
 	if o.sess != nil && !bytes.Equal(o.sess.Secret, resumption) {
 		t.Fatal("the client's resumption secret differs from the key schedule's")
 	}
 
 	f := &vecFile{}
-	f.comment("netauth protocol version 2 test vector: %s", sc.title)
+	f.comment("netauth protocol version %d test vector: %s", Version, sc.title)
 	f.comment("Format and meaning: docs/PROTOCOL.md §11. Values are hex; a line starting with two")
 	f.comment("spaces continues the value above it. Generated by internal/handshake/vectors_test.go.")
 	if sc.notes != "" {
@@ -735,6 +837,14 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	f.hex("server_ephemeral_random", sSeed)
 	f.hex("server_ephemeral_private", se.PrivateKey().Bytes())
 	f.hex("server_ephemeral_public", se.Public[:])
+	f.comment("ML-KEM-768 (FIPS 203): the client's 64-byte decapsulation key seed d || z")
+	f.comment("(ML-KEM.KeyGen_internal(d, z)) and its encapsulation key, which every ClientHello carries.")
+	f.hex("client_kem_seed", kemSeed)
+	f.hex("client_kem_encapsulation_key", hfs.ek)
+	if !resumed {
+		f.comment("The server's 32 bytes of encapsulation randomness m (ML-KEM.Encaps_internal(ek, m)).")
+		f.hex("server_kem_random", kemRand)
+	}
 	if sc.session != nil {
 		f.comment("The client offers the session stored by full.txt (its field \"session\").")
 		f.hex("offered_ticket", sc.session.Ticket)
@@ -757,12 +867,28 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	f.comment("== Noise handshake (%s) ==", map[bool]string{false: NoiseFull, true: NoiseResume}[resumed])
 	f.comment("Prologue: every byte of the ClientHello frame before the Noise message, header included.")
 	f.hex("prologue", pro)
+	f.comment("NNhfs message 1 (e || ek): the client's ephemeral public key and encapsulation key, in clear.")
+	f.hex("nnhfs_message_1", hfs.msg1)
 	if ch.Mode == ModeResume {
-		f.comment("NN message 1 (e): the first 32 bytes of the NNpsk0 message 1 (e || tag of empty payload).")
-		f.hex("nn_message_1", nnMsg1)
-		f.hex("nnpsk0_message_1", ch.Noise)
-	} else {
-		f.hex("nn_message_1", nnMsg1)
+		f.comment("NNpsk0 message 1 (e || tag of the empty payload). The ClientHello's Noise message is")
+		f.comment("e || ek || tag: NNhfs message 1 followed by this tag.")
+		f.hex("nnpsk0_message_1", pskMsg1)
+	}
+	if !resumed {
+		f.comment("NNhfs step by step. h and ck start as SHA-256 of the protocol name (40 bytes, more")
+		f.comment("than 32); then MixHash(prologue); message 1: MixHash(e), MixHash(ek), MixHash(\"\");")
+		f.comment("message 2: MixHash(e), MixKey(ee), EncryptAndHash(ciphertext), MixKey(shared secret),")
+		f.comment("EncryptAndHash(\"\").")
+		f.hex("initial_h", hfs.h0)
+		f.hex("h_after_prologue", hfs.hAfterPro)
+		f.hex("h_after_message_1", hfs.hAfterMsg1)
+		f.hex("chaining_key_after_ee", hfs.ckEE)
+		f.comment("The ML-KEM-768 ciphertext and shared secret of ML-KEM.Encaps_internal(ek, server_kem_random),")
+		f.comment("then the ciphertext as message 2 carries it: encrypted under the key of ee (nonce 0,")
+		f.comment("ad = h), 1088 + 16 bytes.")
+		f.hex("kem_ciphertext", hfs.ct)
+		f.hex("kem_shared_secret", hfs.shared)
+		f.hex("kem_ciphertext_encrypted", hfs.encCT)
 	}
 	f.hex("noise_message_2", msg2)
 	f.hex("handshake_hash", h)
@@ -779,12 +905,12 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	f.blank()
 
 	suite := noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
-	appCS := func(k []byte) *noise.CipherState { return noise.UnsafeNewCipherState(suite, [32]byte(k), 0) }
+	cs := func(k []byte) *noise.CipherState { return noise.UnsafeNewCipherState(suite, [32]byte(k), 0) }
 	f.comment("== Frames, client to server ==")
-	cContents := writeFrames(t, f, "c2s", c2s, cs1, appCS(appC2S), false, record.TypeClientAuth, record.TypeBinder)
+	cContents := writeFrames(t, f, "c2s", c2s, cs(kc2s), cs(appC2S), false, record.TypeClientAuth, record.TypeBinder)
 	f.blank()
 	f.comment("== Frames, server to client ==")
-	sContents := writeFrames(t, f, "s2c", s2c, cs2, appCS(appS2C), false, record.TypeVerdict)
+	sContents := writeFrames(t, f, "s2c", s2c, cs(ks2c), cs(appS2C), false, record.TypeVerdict)
 	f.blank()
 
 	if sa := sContents[record.TypeServerAuth]; len(sa) == 1 {
@@ -964,7 +1090,7 @@ func TestVectors(t *testing.T) {
 	fullRand := ticketRand("full")
 	o := e.run(t, &hsScenario{
 		file:       "full.txt",
-		title:      "full handshake (Noise_NN_25519_AESGCM_SHA256)",
+		title:      "hybrid full handshake (Noise_NNhfs_25519+MLKEM768_AESGCM_SHA256)",
 		notes:      "The client pipelines a data record (\"ping\") right after ClientAuth; the server answers\nwith the Verdict, then \"pong\"; both sides end with a close record.",
 		clientTime: vectorTime,
 		serverTime: vectorTime + 2,
@@ -1015,7 +1141,7 @@ func TestVectors(t *testing.T) {
 	o = e.run(t, &hsScenario{
 		file:       "fallback.txt",
 		title:      "ticket offered but unknown to the server: fallback to a full handshake",
-		notes:      "The server's ticket keys do not include the ticket's key id, so it reads the first 32\nbytes of the NNpsk0 message as NN message 1 and answers in full mode (ServerHello mode 0).",
+		notes:      "The server's ticket keys do not include the ticket's key id, so it reads the first 1216\nbytes of the resume-mode Noise message (e || ek) as NNhfs message 1 and answers with a\nhybrid full handshake (ServerHello mode 0).",
 		clientTime: vectorTime + 900,
 		serverTime: vectorTime + 902,
 		ephLabel:   "fallback",
@@ -1032,7 +1158,7 @@ func TestVectors(t *testing.T) {
 	o = e.run(t, &hsScenario{
 		file:        "revoked.txt",
 		title:       "ticket refused because the key was revoked: full handshake refused (not_authorized)",
-		notes:       "The server opens the ticket but Authorize refuses the user's key, so it falls back to a full\nhandshake and answers ClientAuth with a Verdict of code 5 (not_authorized), then closes the\nconnection without a close record. The client's pipelined data record is never read; the\nclient, refused, sends nothing more and closes the connection.",
+		notes:       "The server opens the ticket but Authorize refuses the user's key, so it falls back to a\n(hybrid) full handshake and answers ClientAuth with a Verdict of code 5 (not_authorized), then closes the\nconnection without a close record. The client's pipelined data record is never read; the\nclient, refused, sends nothing more and closes the connection.",
 		clientTime:  vectorTime + 1200,
 		serverTime:  vectorTime + 1202,
 		ephLabel:    "revoked",
@@ -1053,33 +1179,42 @@ func TestVectors(t *testing.T) {
 	t.Run("records", testRecordsVector)
 }
 
-// testVersionVector: a ClientHello for a later version, longer than this version's limit,
-// gets a version_unsupported alert naming this version.
+// testVersionVector: a version-2 ClientHello, and a ClientHello for a later version longer
+// than this version's limit, each get a version_unsupported alert naming this version. There
+// is no negotiation down to version 2 (docs/PROTOCOL.md §1, §10.2).
 func testVersionVector(t *testing.T) {
 	e := newVectorEnv(t)
-	body := append([]byte(Magic), Version+1, ModeFull, 0, 0)
-	for len(body) < MaxClientHello+200 {
-		body = append(body, vectorInput(fmt.Sprintf("version: client share %d", len(body)))...)
-	}
-	hello := frame(record.FrameClientHello, body)
-	cc, scn := memConnPair()
-	if _, err := cc.Write(hello); err != nil {
+	// A version-2 client's full-mode ClientHello: its ephemeral key only, no encapsulation key.
+	v2e, err := x25519.Generate(bytes.NewReader(vectorInput("version: version-2 client ephemeral")))
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err := RunServer(record.NewConn(scn), &ServerConfig{HostKey: e.hostKey, Service: "echo",
-		Eligible: func(*Result) error { return nil }, Authorize: admitAll,
-		Ephemeral: func() (x25519.KeyPair, error) { return x25519.KeyPair{}, errors.New("not reached") }})
-	var r *Refusal
-	if !errors.As(err, &r) || r.Code != CodeVersionUnsupported {
-		t.Fatalf("server: %v", err)
+	v2 := frame(record.FrameClientHello, append([]byte(Magic+"\x02\x00\x00\x00"), v2e.Public[:]...))
+	later := append([]byte(Magic), Version+1, ModeFull, 0, 0)
+	for len(later) < MaxClientHello+200 {
+		later = append(later, vectorInput(fmt.Sprintf("version: client share %d", len(later)))...)
 	}
-	alert := scn.out.wire()
-	if !bytes.Equal(alert, []byte{record.FrameAlert, 0, AlertLen, byte(CodeVersionUnsupported), Version}) {
-		t.Fatalf("alert %x", alert)
+	laterHello := frame(record.FrameClientHello, later)
+	wantAlert := []byte{record.FrameAlert, 0, AlertLen, byte(CodeVersionUnsupported), Version}
+	for _, hello := range [][]byte{v2, laterHello} {
+		cc, scn := memConnPair()
+		if _, err := cc.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		_, err := RunServer(record.NewConn(scn), &ServerConfig{HostKey: e.hostKey, Service: "echo",
+			Eligible: func(*Result) error { return nil }, Authorize: admitAll,
+			Ephemeral: func() (x25519.KeyPair, error) { return x25519.KeyPair{}, errors.New("not reached") }})
+		var r *Refusal
+		if !errors.As(err, &r) || r.Code != CodeVersionUnsupported {
+			t.Fatalf("server: %v", err)
+		}
+		if alert := scn.out.wire(); !bytes.Equal(alert, wantAlert) {
+			t.Fatalf("alert %x", alert)
+		}
 	}
 	// The client side reports the code.
 	cc2, scn2 := memConnPair()
-	scn2.Write(alert)
+	scn2.Write(wantAlert)
 	scn2.Close()
 	_, err = RunClient(record.NewConn(cc2), &ClientConfig{User: "alice", Ephemeral: func() (x25519.KeyPair, error) {
 		return x25519.Generate(bytes.NewReader(vectorInput("version: client ephemeral")))
@@ -1093,13 +1228,18 @@ func testVersionVector(t *testing.T) {
 	f.comment("netauth protocol version %d test vector: version negotiation", Version)
 	f.comment("Format and meaning: docs/PROTOCOL.md §11. Generated by internal/handshake/vectors_test.go.")
 	f.comment("")
-	f.comment("A client speaking version %d sends a ClientHello of %d body bytes, more than a version-%d", Version+1, len(body), Version)
-	f.comment("ClientHello may have (%d); a version-%d server reads the version byte before it checks the", MaxClientHello, Version)
-	f.comment("length, and answers with an alert frame: code 2 (version_unsupported) and its own highest")
-	f.comment("version, %d, then closes.", Version)
-	f.blank()
-	f.hex("c2s_0_client_hello", hello)
-	f.hex("s2c_0_alert", alert)
+	f.comment("Two connections to a version-%d server, each answered with an alert frame: code 2", Version)
+	f.comment("(version_unsupported) and the server's own highest version, %d; then the server closes.", Version)
+	f.comment("")
+	f.comment("1. A version-2 client's full-mode ClientHello (%d body bytes: its X25519 key, no ML-KEM", len(v2)-record.HeaderLen)
+	f.comment("   key). Version 3 has no X25519-only handshake, and no negotiation down to one.")
+	f.hex("v2_c2s_0_client_hello", v2)
+	f.hex("v2_s2c_0_alert", wantAlert)
+	f.comment("2. A client speaking version %d sends a ClientHello of %d body bytes, more than a", Version+1, len(later))
+	f.comment("   version-%d ClientHello may have (%d); the server reads the version byte before it", Version, MaxClientHello)
+	f.comment("   checks the length.")
+	f.hex("v4_c2s_0_client_hello", laterHello)
+	f.hex("v4_s2c_0_alert", wantAlert)
 	checkVectorFile(t, "version.txt", f.b.String())
 }
 

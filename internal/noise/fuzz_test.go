@@ -4,9 +4,11 @@ package noise
 
 import (
 	"bytes"
+	"crypto/mlkem"
 	"errors"
 	"testing"
 
+	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -18,23 +20,33 @@ func fuzzPair(f *testing.F, p Pattern) (k *pair, msg1, msg2 []byte) {
 	return k, msg1, msg2
 }
 
-// fuzzPattern maps the fuzzer's byte to a pattern.
-func fuzzPattern(b byte) Pattern {
-	if b&1 == 0 {
-		return NN
+// fuzzPattern maps the fuzzer's byte to a pattern: 0 NN, 1 NNpsk0, 2 NNhfs, and so on
+// modulo 3.
+func fuzzPattern(b byte) Pattern { return patterns[int(b)%len(patterns)] }
+
+// patternByte is fuzzPattern's inverse.
+func patternByte(p Pattern) byte {
+	for i, q := range patterns {
+		if q == p {
+			return byte(i)
+		}
 	}
-	return NNpsk0
+	panic("unknown pattern")
 }
 
 // boundarySeeds adds, for each pattern, messages of the lengths around the limits, the honest
-// message, the honest message altered or extended, and a low-order key.
+// message, the honest message altered or extended, and a low-order key; for NNhfs also
+// messages of the lengths around each of its fields, and the honest message 1 with a
+// malformed encapsulation key (a coefficient not reduced modulo q).
 func boundarySeeds(f *testing.F, honest map[Pattern][]byte) {
 	for _, p := range patterns {
-		b := byte(0)
-		if p == NNpsk0 {
-			b = 1
+		b := patternByte(p)
+		sizes := []int{0, 1, DHLen - 1, DHLen, DHLen + 1, DHLen + TagLen - 1, DHLen + TagLen, DHLen + TagLen + 1, MaxMessageSize, MaxMessageSize + 1}
+		if p == NNhfs {
+			sizes = append(sizes, NNhfsMessage1Size-1, NNhfsMessage1Size, NNhfsMessage1Size+1,
+				DHLen+KEMCiphertextLen+TagLen-1, DHLen+KEMCiphertextLen+TagLen, NNhfsMessage2Size-1, NNhfsMessage2Size, NNhfsMessage2Size+1)
 		}
-		for _, n := range []int{0, 1, DHLen - 1, DHLen, DHLen + 1, DHLen + TagLen - 1, DHLen + TagLen, DHLen + TagLen + 1, MaxMessageSize, MaxMessageSize + 1} {
+		for _, n := range sizes {
 			f.Add(b, make([]byte, n))
 		}
 		m := honest[p]
@@ -48,14 +60,21 @@ func boundarySeeds(f *testing.F, honest map[Pattern][]byte) {
 		copy(low, []byte{1}) // u = 1, a point of order 4
 		clear(low[1:DHLen])
 		f.Add(b, low)
+		if p == NNhfs && len(m) == NNhfsMessage1Size {
+			bad := bytes.Clone(m)
+			bad[DHLen], bad[DHLen+1] = 0xff, bad[DHLen+1]|0x0f
+			f.Add(b, bad)
+		}
 	}
 }
 
 // FuzzResponderReadMessage1 feeds arbitrary bytes to a responder as message 1. It must never
 // panic; an NN message 1 is accepted exactly when its size is in range (NN does not
-// authenticate message 1) and its payload is the rest of the message, in clear; an NNpsk0
-// message 1 is accepted only if it is the honest one (the fuzzer does not hold the psk).
-// When accepted, message 2 is written unless the key was low-order.
+// authenticate message 1) and its payload is the rest of the message, in clear; an NNhfs
+// message 1 likewise, except that it is refused with ErrKEM exactly when its encapsulation key
+// (bytes 32 to 1216) fails crypto/mlkem's own parser; an NNpsk0 message 1 is accepted only if
+// it is the honest one (the fuzzer does not hold the psk). When accepted, message 2 is
+// written unless the key was low-order.
 func FuzzResponderReadMessage1(f *testing.F) {
 	pairs := map[Pattern]*pair{}
 	honest := map[Pattern][]byte{}
@@ -76,6 +95,15 @@ func FuzzResponderReadMessage1(f *testing.F) {
 		case p == NN:
 			if err != nil || !bytes.Equal(payload, msg[DHLen:]) {
 				t.Fatalf("NN: message 1 refused or payload wrong: %v", err)
+			}
+		case p == NNhfs:
+			_, perr := mlkem.NewEncapsulationKey768(msg[DHLen:NNhfsMessage1Size])
+			if perr != nil {
+				if !errors.Is(err, ErrKEM) || !errors.Is(err, kem.ErrMalformedKey) {
+					t.Fatalf("NNhfs: malformed encapsulation key: err = %v, want ErrKEM", err)
+				}
+			} else if err != nil || !bytes.Equal(payload, msg[NNhfsMessage1Size:]) {
+				t.Fatalf("NNhfs: message 1 refused or payload wrong: %v", err)
 			}
 		case !bytes.Equal(msg, honest[p]):
 			if !errors.Is(err, ErrAuth) {

@@ -6,11 +6,14 @@ import (
 	"bytes"
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"testing"
 
+	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -20,6 +23,9 @@ type pair struct {
 	prologue []byte
 	ei, er   x25519.KeyPair
 	psk      []byte
+	// NNhfs: the initiator's decapsulation key and the responder's encapsulation randomness.
+	dk      *mlkem.DecapsulationKey768
+	encRand []byte
 }
 
 // newPair returns deterministic inputs for pattern p.
@@ -29,12 +35,30 @@ func newPair(t testing.TB, p Pattern, seed uint64) *pair {
 	if p == NNpsk0 {
 		k.psk = randomBytes(r, KeyLen)
 	}
+	if p == NNhfs {
+		var err error
+		if k.dk, err = kem.Generate(r); err != nil {
+			t.Fatal(err)
+		}
+		k.encRand = randomBytes(r, 32)
+	}
 	return k
+}
+
+// encapsulate is the pair's derandomized encapsulation (FIPS 203 ML-KEM.Encaps_internal).
+func (k *pair) encapsulate(ek *mlkem.EncapsulationKey768) ([]byte, []byte, error) {
+	return mlkemtest.Encapsulate768(ek, k.encRand)
 }
 
 func (k *pair) initiator(t testing.TB) *Initiator {
 	t.Helper()
-	i, err := NewInitiator(k.p, k.prologue, &k.ei, k.psk)
+	var i *Initiator
+	var err error
+	if k.p == NNhfs {
+		i, err = NewInitiatorHFS(k.prologue, &k.ei, k.dk)
+	} else {
+		i, err = NewInitiator(k.p, k.prologue, &k.ei, k.psk)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +67,13 @@ func (k *pair) initiator(t testing.TB) *Initiator {
 
 func (k *pair) responder(t testing.TB) *Responder {
 	t.Helper()
-	r, err := NewResponder(k.p, k.prologue, &k.er, k.psk)
+	var r *Responder
+	var err error
+	if k.p == NNhfs {
+		r, err = NewResponderHFS(k.prologue, &k.er, k.encapsulate)
+	} else {
+		r, err = NewResponder(k.p, k.prologue, &k.er, k.psk)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,18 +107,24 @@ func (k *pair) afterMessage1(t testing.TB) *Initiator {
 	return i
 }
 
-var patterns = []Pattern{NN, NNpsk0}
+// patterns are every pattern of the package; flynnPatterns those flynn/noise also runs.
+var (
+	patterns      = []Pattern{NN, NNpsk0, NNhfs}
+	flynnPatterns = []Pattern{NN, NNpsk0}
+)
 
 // TestMessageSizes checks the size constants against the messages netauth sends.
 func TestMessageSizes(t *testing.T) {
-	want := map[Pattern][2]int{NN: {NNMessage1Size, NNMessage2Size}, NNpsk0: {NNpsk0Message1Size, NNpsk0Message2Size}}
+	want := map[Pattern][2]int{NN: {NNMessage1Size, NNMessage2Size}, NNpsk0: {NNpsk0Message1Size, NNpsk0Message2Size},
+		NNhfs: {NNhfsMessage1Size, NNhfsMessage2Size}}
 	for _, p := range patterns {
 		msg1, msg2 := newPair(t, p, 1).messages(t)
 		if len(msg1) != want[p][0] || len(msg2) != want[p][1] {
 			t.Errorf("%v: messages of %d and %d bytes, constants say %v", p, len(msg1), len(msg2), want[p])
 		}
 	}
-	if NNMessage1Size != 32 || NNMessage2Size != 48 || NNpsk0Message1Size != 48 || NNpsk0Message2Size != 48 {
+	if NNMessage1Size != 32 || NNMessage2Size != 48 || NNpsk0Message1Size != 48 || NNpsk0Message2Size != 48 ||
+		NNhfsMessage1Size != 1216 || NNhfsMessage2Size != 1152 {
 		t.Error("sizes differ from docs/PROTOCOL.md §3.1, §3.2 and §4")
 	}
 }
@@ -124,8 +160,10 @@ func TestTamperedMessage2(t *testing.T) {
 }
 
 // TestTamperedMessage1 flips every bit of message 1. NNpsk0 authenticates message 1, so the
-// responder refuses it; NN does not, so the responder answers and the initiator refuses the
-// answer, whose transcript differs.
+// responder refuses it; NN and NNhfs do not, so the responder answers and the initiator
+// refuses the answer, whose transcript differs (for NNhfs, the responder also encapsulated to
+// another key) unless the flip made the encapsulation key malformed, which the responder
+// refuses.
 func TestTamperedMessage1(t *testing.T) {
 	for _, p := range patterns {
 		k := newPair(t, p, 3)
@@ -141,8 +179,11 @@ func TestTamperedMessage1(t *testing.T) {
 				}
 				continue
 			}
+			if p == NNhfs && errors.Is(err, ErrKEM) && errors.Is(err, kem.ErrMalformedKey) {
+				continue // the flip made a coefficient of the encapsulation key >= q
+			}
 			if err != nil {
-				t.Fatalf("NN: bit %d flipped: ReadMessage1: %v", bit, err)
+				t.Fatalf("%v: bit %d flipped: ReadMessage1: %v", p, bit, err)
 			}
 			msg2, err := r.WriteMessage2(nil, nil)
 			if errors.Is(err, x25519.ErrLowOrder) {
@@ -152,7 +193,7 @@ func TestTamperedMessage1(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, err := k.afterMessage1(t).ReadMessage2(msg2); !errors.Is(err, ErrAuth) {
-				t.Fatalf("NN: bit %d of message 1 flipped: initiator err = %v, want ErrAuth", bit, err)
+				t.Fatalf("%v: bit %d of message 1 flipped: initiator err = %v, want ErrAuth", p, bit, err)
 			}
 		}
 	}
@@ -437,7 +478,8 @@ func TestNewErrors(t *testing.T) {
 		psk  []byte
 	}{
 		{"zero pattern", 0, &k.ei, nil},
-		{"unknown pattern", NNpsk0 + 1, &k.ei, nil},
+		{"unknown pattern", NNhfs + 1, &k.ei, nil},
+		{"NNhfs without a KEM key", NNhfs, &k.ei, nil},
 		{"no ephemeral", NN, nil, nil},
 		{"zero ephemeral", NN, &x25519.KeyPair{}, nil},
 		{"wiped ephemeral", NN, &wiped, nil},
@@ -452,6 +494,21 @@ func TestNewErrors(t *testing.T) {
 		}
 		if r, err := NewResponder(c.p, nil, c.e, c.psk); err == nil || r != nil {
 			t.Errorf("NewResponder, %s: no error", c.name)
+		}
+	}
+	h := newPair(t, NNhfs, 10)
+	for _, c := range []struct {
+		name string
+		e    *x25519.KeyPair
+		dk   *mlkem.DecapsulationKey768
+	}{{"no ephemeral", nil, h.dk}, {"wiped ephemeral", &wiped, h.dk}, {"no decapsulation key", &h.ei, nil}} {
+		if i, err := NewInitiatorHFS(nil, c.e, c.dk); err == nil || i != nil {
+			t.Errorf("NewInitiatorHFS, %s: no error", c.name)
+		}
+		if c.dk != nil {
+			if r, err := NewResponderHFS(nil, c.e, nil); err == nil || r != nil {
+				t.Errorf("NewResponderHFS, %s: no error", c.name)
+			}
 		}
 	}
 }
@@ -673,10 +730,11 @@ func TestNonceEncoding(t *testing.T) {
 
 // TestNames checks the String methods and protocol names.
 func TestNames(t *testing.T) {
-	if NN.String() != "NN" || NNpsk0.String() != "NNpsk0" || Pattern(7).String() != "Pattern(7)" {
+	if NN.String() != "NN" || NNpsk0.String() != "NNpsk0" || NNhfs.String() != "NNhfs" || Pattern(7).String() != "Pattern(7)" {
 		t.Error("Pattern.String")
 	}
-	if NN.ProtocolName() != "Noise_NN_25519_AESGCM_SHA256" || NNpsk0.ProtocolName() != "Noise_NNpsk0_25519_AESGCM_SHA256" || Pattern(0).ProtocolName() != "" {
+	if NN.ProtocolName() != "Noise_NN_25519_AESGCM_SHA256" || NNpsk0.ProtocolName() != "Noise_NNpsk0_25519_AESGCM_SHA256" ||
+		NNhfs.ProtocolName() != "Noise_NNhfs_25519+MLKEM768_AESGCM_SHA256" || Pattern(0).ProtocolName() != "" {
 		t.Error("Pattern.ProtocolName")
 	}
 	want := []string{"zeroed", "initialized", "message 1 done", "message 2 done", "split", "failed", "State(6)"}

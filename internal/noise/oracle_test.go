@@ -102,7 +102,7 @@ func TestOracle(t *testing.T) {
 	if testing.Short() {
 		n = 100
 	}
-	for _, p := range []Pattern{NN, NNpsk0} {
+	for _, p := range flynnPatterns {
 		t.Run(p.String(), func(t *testing.T) {
 			r := deterministic(uint64(p))
 			for iter := range n {

@@ -2,16 +2,19 @@
 
 // Package noise owns netauth's Noise state: the symmetric state of the Noise Protocol
 // Framework (revision 34, §5.1 and §5.2) for the one suite netauth uses, 25519_AESGCM_SHA256,
-// and one function per message for the two handshakes netauth runs, NN and NNpsk0 (§5.3, §7,
-// §9). It reads like the specification on purpose: every step is named as the specification
-// names it, in the order the specification performs it.
+// and one function per message for the two handshakes netauth runs, NNhfs with ML-KEM-768
+// (the full handshake, with the "hfs" modifier of noise_hfs_spec revision 1) and NNpsk0 (the
+// resumption), and for NN, which NNhfs extends (§5.3, §7, §9). It reads like the
+// specifications on purpose: every step is named as they name it, in the order they perform
+// it.
 //
 // Unlike a general Noise library it exposes the chaining key, from which netauth's key
-// schedule derives its secrets, and its MixKey accepts any input key material, such as a KEM
-// shared secret.
+// schedule derives its secrets, and its MixKey accepts any input key material, such as the
+// KEM shared secret.
 //
 // Nothing here reads from the network or from a random source: the caller supplies the
-// ephemeral keys (internal/x25519) and the bytes of each message.
+// ephemeral keys (internal/x25519), the ML-KEM decapsulation key or the encapsulation
+// (internal/kem), and the bytes of each message.
 package noise
 
 import (
