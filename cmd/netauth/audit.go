@@ -66,7 +66,8 @@ added or changed them. They are listed apart, as "not yet covered", and do
 not count as bad lines; nor do records that netauthd found uncovered when it
 opened the log again after a crash, which it sealed without vouching for
 them. With -require-signed they are bad lines, for a log known to be
-closed.
+closed, and a log with checkpoints must end with netauthd's closing
+checkpoint: one cut at an earlier checkpoint is bad.
 
 Give the files of a rotated log together, oldest first (audit.log.2
 audit.log.1 audit.log): each is checked as its own chain, and a user's
@@ -149,7 +150,7 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, auditVerifyUsage); fs.PrintDefaults() }
 	hostKeyFile := fs.String("host-key", "", "the server's public host key (`FILE.pub`); required")
 	skew := fs.Duration("skew", audit.DefaultMaxClockSkew, "the clock skew the server allowed (its max-clock-skew)")
-	requireSigned := fs.Bool("require-signed", false, "report records no host signature covers as bad lines (for a log known to be closed)")
+	requireSigned := fs.Bool("require-signed", false, "report records no host signature covers, and a log with checkpoints that does not end with a closing one, as bad (for a log known to be closed)")
 	if code, ok := parseAuditFlags(fs, args); !ok {
 		return code
 	}

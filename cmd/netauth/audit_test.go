@@ -185,6 +185,70 @@ func TestAuditVerifyUncovered(t *testing.T) {
 	}
 }
 
+// TestAuditVerifyRotatedFileCut: a file given before the last was rotated away, which ends
+// it with a closing checkpoint; one cut at an earlier checkpoint (every record left covered,
+// the records after it gone without a trace) is a bad file, exit 1, where it used to verify.
+func TestAuditVerifyRotatedFileCut(t *testing.T) {
+	dir := t.TempDir()
+	hostPriv, host, hostPub := auditHost(t, dir)
+	refusal := func(reason string) *audit.Record {
+		return &audit.Record{Client: "192.0.2.2:1", Service: "imap", HostKeyFP: keys.Fingerprint(host), Decision: audit.Refused, Reason: reason}
+	}
+	// audit.log.1: records 1-2, checkpoint 3 (Reopen of the same file covers them), records
+	// 4-5, closing checkpoint 6.
+	rotated := filepath.Join(dir, "audit.log.1")
+	w, err := audit.Open(rotated, hostPriv, audit.Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, reason := range []string{"one", "two", "three", "four"} {
+		if err := w.Write(refusal(reason)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if err := w.Reopen(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	current := filepath.Join(dir, "audit.log")
+	if w, err = audit.Open(current, hostPriv, audit.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(refusal("five")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runAudit("verify", "-host-key", hostPub, rotated, current); code != 0 {
+		t.Fatalf("verify of a rotated log: exit %d\n%s%s", code, out, errOut)
+	}
+	data, err := os.ReadFile(rotated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) != 7 || !bytes.Contains(lines[2], []byte(`"checkpoint":`)) || !bytes.Contains(lines[5], []byte(`"event":"close"`)) {
+		t.Fatalf("rotated file:\n%s", data)
+	}
+	if err := os.WriteFile(rotated, bytes.Join(lines[:3], nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runAudit("verify", "-host-key", hostPub, rotated, current)
+	want := rotated + ": line 3 (seq 3): the log does not end with the closing checkpoint"
+	if code != 1 || !strings.HasPrefix(out, want) || !strings.Contains(out, rotated+": 2 records: 0 full, 0 resumed, 2 refused; 1 checkpoint; 1 bad (listed above)\n") {
+		t.Fatalf("verify of a rotated file cut at a checkpoint: exit %d, want 1 and %q\n%s", code, want, out)
+	}
+	// Alone, as the file being written, the cut file verifies: its end is not known.
+	if code, out, _ := runAudit("verify", "-host-key", hostPub, rotated); code != 0 {
+		t.Fatalf("verify of the cut file alone: exit %d\n%s", code, out)
+	}
+}
+
 // TestAuditVerifyRelogged: a user's genuine signature logged again (re-signed by the host
 // key, so the chain verifies), for another client or later than the clock skew allows, in the
 // same file or in another one given with it, fails verification with both lines named; -skew

@@ -556,9 +556,35 @@ func (v *verifier) finish() {
 		v.uncovered(v.anchorSeq, true, 0)
 	}
 	v.report.Closed = v.lastClose
+	if v.requireSigned && v.report.Checkpoints > 0 && !v.lastClose {
+		v.notClosed()
+	}
 	if f := v.find; f != nil && f.found && !f.done {
 		f.done = true
 	}
+}
+
+// notClosed reports that a log known to be closed (RequireSigned), written
+// with checkpoints, does not end with a closing checkpoint: records may have
+// been cut from its end together with it, which would leave no other trace.
+// The last line gets the problem, added to one it already has.
+func (v *verifier) notClosed() {
+	const why = "the log does not end with the closing checkpoint netauthd writes when it closes or rotates a file: records may have been cut from its end"
+	r := &v.report
+	if k := len(r.Problems); k > 0 && r.Problems[k-1].Line == r.Lines {
+		r.Problems[k-1].Reason = cutReason(r.Problems[k-1].Reason + "; " + why)
+		return
+	}
+	if len(r.Problems) >= MaxProblems {
+		// Bad already: whether the last line is among the lines counted is
+		// not known.
+		return
+	}
+	var seq uint64
+	if v.haveAnchor && v.badSince == 0 && v.anchorLine == r.Lines {
+		seq = v.anchorSeq
+	}
+	v.problem(r.Lines, seq, why)
 }
 
 // target notes line n, with sequence number seq, for Find.

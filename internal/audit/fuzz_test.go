@@ -80,8 +80,14 @@ func FuzzVerify(f *testing.F) {
 		}
 		checkReport(t, strict)
 		// Uncovered records become bad lines, once each (a record can be both: its content
-		// may be bad too).
-		if strict.Uncovered != 0 || strict.Bad < rep.Bad || strict.Bad > rep.Bad+rep.Uncovered || rep.Uncovered > 0 && strict.OK() {
+		// may be bad too); and a log with checkpoints that does not end with a closing one
+		// has its last line bad.
+		notClosed := 0
+		if rep.Checkpoints > 0 && !rep.Closed {
+			notClosed = 1
+		}
+		if strict.Uncovered != 0 || strict.Bad < rep.Bad || strict.Bad > rep.Bad+rep.Uncovered+notClosed || rep.Uncovered > 0 && strict.OK() ||
+			notClosed == 1 && strict.OK() {
 			t.Fatalf("with RequireSigned: %d bad and %d uncovered; without: %d and %d", strict.Bad, strict.Uncovered, rep.Bad, rep.Uncovered)
 		}
 	})

@@ -171,7 +171,10 @@ type VerifyOptions struct {
 
 	// RequireSigned makes records that no host signature covers bad lines
 	// rather than Report.Uncovered: for a log known to be closed, such as
-	// a file rotated away, whose records must all be covered.
+	// a file rotated away, whose records must all be covered. A log with
+	// checkpoints must then also end with a closing checkpoint (its last
+	// line is bad otherwise): records cut from its end with that
+	// checkpoint would leave no other trace.
 	RequireSigned bool
 
 	// Handshakes, if not nil, holds the accepted full handshakes of the
