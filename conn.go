@@ -38,7 +38,8 @@ type Conn struct {
 
 	authFailed  atomic.Bool // a record from the peer failed authentication
 	cleanupOnce sync.Once
-	cleanup     func() // releases the agent connection (client) or reports the close (worker)
+	cleanup     func()       // releases the agent connection (client) or reports the close (worker)
+	trace       *workerTrace // a worker's connection traced by netauthd -trace; else nil
 }
 
 // Identity returns what the handshake established.
@@ -89,6 +90,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.rc.Read(p)
+	if n > 0 && c.trace != nil {
+		c.trace.firstData()
+	}
 	if errors.Is(err, record.ErrAuth) {
 		c.authFailed.Store(true)
 	}

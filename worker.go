@@ -14,6 +14,7 @@ import (
 
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // IsWorker reports whether this process was started by netauthd as a worker: it inherited
@@ -22,8 +23,9 @@ func IsWorker() bool { return os.Getenv(handoff.Env) != "" }
 
 // workerSource receives the connections netauthd hands to this worker process.
 type workerSource struct {
-	ch  *handoff.Channel
-	log *slog.Logger
+	ch    *handoff.Channel
+	log   *slog.Logger
+	trace *trace.Writer // nil unless netauthd traces (netauthd -trace)
 
 	mu     sync.Mutex
 	active map[uint64]*Conn
@@ -48,7 +50,7 @@ func listenWorker(cfg *ServerConfig) (*Listener, error) {
 	if cfg != nil && cfg.Logger != nil {
 		l.log = cfg.Logger
 	}
-	w := &workerSource{ch: ch, log: l.log, active: make(map[uint64]*Conn)}
+	w := &workerSource{ch: ch, log: l.log, active: make(map[uint64]*Conn), trace: trace.FromEnv()}
 	l.worker = w
 	l.wg.Add(1)
 	go w.receive(l)
@@ -95,6 +97,11 @@ func (w *workerSource) receive(l *Listener) {
 
 // adopt turns a handed-over descriptor and state into a Conn and acknowledges it.
 func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
+	var tr *workerTrace
+	if w.trace != nil {
+		tr = &workerTrace{w: w.trace}
+		tr.rec.Mark(trace.Received)
+	}
 	defer f.Close()
 	hc, err := handoff.ParseConn(m.Payload)
 	clear(m.Payload)
@@ -121,8 +128,14 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 		}
 	}
 	c := &Conn{rc: rc, id: hc.Identity}
+	if tr != nil {
+		tr.rec.Mark(trace.VerdictSent)
+		tr.rec.SetKey(hc.Identity.HandshakeHash)
+		tr.rec.SetKind(hc.Identity.Resumed)
+	}
 	id := m.ID
 	c.cleanup = func() {
+		c.trace.write()
 		w.mu.Lock()
 		delete(w.active, id)
 		w.mu.Unlock()
@@ -139,7 +152,31 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 		rc.Close()
 		return nil, err
 	}
+	c.trace = tr
 	return c, nil
+}
+
+// workerTrace is a connection's steps in this worker, written when the first application
+// data is read (or, without any, when the connection closes).
+type workerTrace struct {
+	w    *trace.Writer
+	once sync.Once
+	rec  trace.Record
+}
+
+// firstData marks the first application data read, and writes the steps.
+func (t *workerTrace) firstData() {
+	t.once.Do(func() {
+		t.rec.Mark(trace.FirstData)
+		t.rec.Write(t.w, trace.Worker)
+	})
+}
+
+// write writes the steps, if they were not written.
+func (t *workerTrace) write() {
+	if t != nil {
+		t.once.Do(func() { t.rec.Write(t.w, trace.Worker) })
+	}
 }
 
 // revoke closes the connections authenticated with the key fingerprint fp (all if empty).

@@ -9,7 +9,6 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -313,20 +312,8 @@ func TestPeerCredRefusesOtherUsers(t *testing.T) {
 	}
 	const nobody = 65534
 	// A directory everyone can reach, holding a copy of the test binary.
-	base, err := os.MkdirTemp("/tmp", "netauth-peercred-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(base, "agent.test")
-	copyFile(t, exe, bin, 0o755)
+	base := testutil.OpenDir(t, "netauth-peercred-")
+	bin := testutil.SelfCopy(t, base, "agent.test")
 
 	logs := &testutil.Buffer{}
 	a := New(Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
@@ -376,27 +363,5 @@ func TestPeerCredRefusesOtherUsers(t *testing.T) {
 	}
 	if want := fmt.Sprintf("uid=%d", nobody); !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "refused") {
 		t.Errorf("refusal not logged with %s; log:\n%s", want, logs)
-	}
-}
-
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dst, mode); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -23,9 +23,11 @@ import (
 	"ubns.dev/netauth/internal/daemon"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/trace"
 )
 
-const usage = `usage: netauthd [-config file] [-check] [-log-level level]
+const usage = `usage: netauthd [-config file] [-check] [-log-level level] [-trace file]
+       netauthd -trace-report file         (the per-step table of a trace)
        netauthd -worker SERVICE [ARG...]   (a built-in worker, started by netauthd)
 
 netauthd authenticates every connection to the services in its configuration
@@ -59,6 +61,10 @@ Signals: SIGHUP reopens the audit log (after rotation by rename, and to retry
 one that could not be written) and reloads the configuration (a broken file is
 refused and the running configuration kept); SIGTERM and SIGINT stop the daemon.
 
+-trace FILE appends to FILE, for every connection, when each step of its way
+through the acceptor, the monitor and the worker happened (off by default; see
+docs/BENCHMARKS.md); -trace-report FILE prints the median time of each step.
+
 Flags:
 `
 
@@ -80,8 +86,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "validate the configuration, print every problem with its line, and exit")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	addr := fs.String("listen", "127.0.0.1:4000", "address of the embedded default's whoami service")
+	tracePath := fs.String("trace", "", "append every connection's steps, with their times, to this file")
+	traceReport := fs.String("trace-report", "", "print the median time of each step in this trace file, and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *traceReport != "" {
+		return report(*traceReport, stdout, stderr)
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
@@ -111,7 +122,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (%d services)\n", nameOf(cfg), len(cfg.Services))
 		return 0
 	}
-	return serve(cfg, note, log, stdout, stderr)
+	return serve(cfg, note, *tracePath, log, stdout, stderr)
+}
+
+// report prints the per-step tables of the trace file at path.
+func report(path string, stdout, stderr io.Writer) int {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	defer f.Close()
+	conns, err := trace.Join(f)
+	if err != nil {
+		fmt.Fprintf(stderr, "netauthd: reading %s: %v\n", path, err)
+		return 1
+	}
+	trace.WriteTable(stdout, conns)
+	return 0
 }
 
 func nameOf(cfg *policy.Config) string {
@@ -176,7 +204,7 @@ func userDefault(worker []string, addr string) (*policy.Config, string, error) {
 }
 
 // serve runs the daemon until SIGTERM or SIGINT; once it runs, it prints note.
-func serve(cfg *policy.Config, note string, log *slog.Logger, stdout, stderr io.Writer) int {
+func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout, stderr io.Writer) int {
 	inherited, err := activationListeners()
 	if err != nil {
 		fmt.Fprintln(stderr, "netauthd:", err)
@@ -194,7 +222,7 @@ func serve(cfg *policy.Config, note string, log *slog.Logger, stdout, stderr io.
 	}
 	// Privilege separation: network bytes are parsed only by the acceptor, running as an
 	// account of its own when netauthd is root, as netauthd's user otherwise.
-	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, Self: worker}
+	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, Self: worker, Trace: tracePath}
 	if os.Geteuid() == 0 {
 		if opts.AcceptorAccount, err = acceptorAccount(acceptorUser); err != nil {
 			fmt.Fprintln(stderr, err)

@@ -420,15 +420,7 @@ func TestEmbeddedDefaultUnprivileged(t *testing.T) {
 	home := userHome(t, e, acct)
 	// The keys, as for sshd, in ~/.ssh/authorized_keys of the home the user database names.
 	alice := testutil.Signer(t)
-	sshDir := filepath.Join(acct.Home, ".ssh")
-	os.MkdirAll(sshDir, 0o700)
-	os.Chown(sshDir, int(acct.UID), int(acct.GID))
-	ak := filepath.Join(sshDir, "authorized_keys")
-	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(ak, int(acct.UID), int(acct.GID))
-	t.Cleanup(func() { os.Remove(ak) })
+	ak := writeHomeKey(t, acct, alice.PublicKey())
 
 	port := freePort(t)
 	cmd, logs, out := startAs(t, e, acct, home, "-listen", port)
@@ -571,15 +563,7 @@ func TestEmbeddedDefaultRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sshDir := filepath.Join(acct.Home, ".ssh")
-	os.MkdirAll(sshDir, 0o700)
-	os.Chown(sshDir, int(acct.UID), int(acct.GID))
-	ak := filepath.Join(sshDir, "authorized_keys")
-	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(ak, int(acct.UID), int(acct.GID))
-	t.Cleanup(func() { os.Remove(ak) })
+	writeHomeKey(t, acct, alice.PublicKey())
 
 	addr := freePort(t)
 	cmd := exec.Command(e.bin, "-listen", addr)
@@ -638,5 +622,51 @@ func TestAcceptorAccountRequired(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("netauthd created files before refusing: %v", ents)
+	}
+}
+
+// writeHomeKey makes key the only one in acct's ~/.ssh/authorized_keys (in the home the user
+// database names, as sshd reads it), owned by acct, until the test ends, and returns the
+// file's path.
+func writeHomeKey(t *testing.T, acct *policy.Account, key ssh.PublicKey) string {
+	t.Helper()
+	sshDir := filepath.Join(acct.Home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	os.Chown(sshDir, int(acct.UID), int(acct.GID))
+	ak := filepath.Join(sshDir, "authorized_keys")
+	if err := os.WriteFile(ak, ssh.MarshalAuthorizedKey(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(ak, int(acct.UID), int(acct.GID))
+	t.Cleanup(func() { os.Remove(ak) })
+	return ak
+}
+
+// TestTraceReport: -trace-report joins a trace file's lines from the three processes and
+// prints each step's median, as docs/BENCHMARKS.md shows it.
+func TestTraceReport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace")
+	lines := []string{
+		"00000000000000aa acceptor resumed accept=1000 msg1=2000 begin_reply=5000 msg2_sent=6000 msg3=7000 commit_reply=19000",
+		"00000000000000aa monitor resumed begin_recv=3000 begin_done=4000",
+		"00000000000000aa monitor resumed commit_recv=8000 decided=9000 audited=10000 worker_ready=11000 sealed=12000 handoff=13000 worker_ack=16000 commit_done=17000",
+		"00000000000000aa worker resumed received=14000 verdict_sent=15000 first_data=18000",
+		"not a trace line",
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"-trace-report", path}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"resumed connections (1 complete)", "| msg1 | acceptor | 1.0 | 1.0 |",
+		"| first_data | worker | 17.0 | 1.0 |", "| commit_reply | acceptor | 18.0 | 1.0 |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code := run([]string{"-trace-report", path + ".missing"}, &out, &errb); code != 1 {
+		t.Errorf("missing trace file: exit %d", code)
 	}
 }

@@ -75,7 +75,7 @@ func execHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error) {
 	e := &execWorker{path: args[0], args: args[1:], stderr: &lockedWriter{w: stderr}}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "NETAUTH_CONTROL_FD" || connVar(k) {
+		if k == "NETAUTH_CONTROL_FD" || k == "NETAUTH_TRACE_FD" || connVar(k) {
 			continue
 		}
 		e.env = append(e.env, kv)

@@ -20,6 +20,7 @@ import (
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/limits"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // Acceptor limits.
@@ -60,6 +61,7 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("acceptor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("handshake-timeout", 10*time.Second, "handshake deadline")
+	traceFD := fs.Int("trace-fd", 0, "descriptor to write trace lines to (netauthd -trace)")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "acceptor: started by netauthd only: -handshake-timeout D service=count,...")
 		return 2
@@ -81,6 +83,9 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]chan *handoff.Message),
 		limiter: limits.New(acceptorLimits), refusals: &limits.Throttle{Every: time.Second},
 		connLog: &limits.Throttle{Every: connLogEvery}}
+	if *traceFD > 3 {
+		a.trace = trace.NewWriter(os.NewFile(uintptr(*traceFD), "netauthd-trace"))
+	}
 	next := 4
 	type bound struct {
 		service string
@@ -129,7 +134,14 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 			defer wg.Done()
 			loop := &limits.AcceptLoop{Limiter: a.limiter, Refusals: a.refusals, Service: b.service, Log: a.log,
 				Refuse: refuseOverloaded,
-				Handle: func(nc net.Conn, release func()) { go a.handle(b.service, nc, release) },
+				Handle: func(nc net.Conn, release func()) {
+					var tr *trace.Record
+					if a.trace != nil {
+						tr = &trace.Record{}
+						tr.Mark(trace.Accept)
+					}
+					go a.handle(b.service, nc, release, tr)
+				},
 				Closed: func() bool { return ctx.Err() != nil }}
 			loop.Run(b.ln)
 		}()
@@ -150,6 +162,7 @@ type acceptorSide struct {
 	limiter  *limits.Limiter
 	refusals *limits.Throttle // of "refusing connection" log lines
 	connLog  *limits.Throttle // of lines about single handshakes (logConn)
+	trace    *trace.Writer    // nil unless netauthd traces
 
 	mu      sync.Mutex
 	next    uint64
@@ -227,16 +240,19 @@ type remoteCore struct {
 	a       *acceptorSide
 	service string
 	nc      net.Conn
+	tr      *trace.Record // nil unless tracing
 }
 
 // Commit sends message 3 with the connection and its state.
 func (r remoteCore) Commit(req *handshake.CommitRequest, st *record.State) (*handshake.Accepted, error) {
+	r.tr.Mark(trace.Msg3)
 	f, err := r.nc.(*net.TCPConn).File()
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	p, err := r.a.call(handoff.TypeCommit, (&commitRequest{service: r.service, commit: *req, state: st}).marshal(), f)
+	r.tr.Mark(trace.CommitReply)
 	if err != nil {
 		return nil, err
 	}
@@ -245,12 +261,19 @@ func (r remoteCore) Commit(req *handshake.CommitRequest, st *record.State) (*han
 }
 
 func (r remoteCore) Begin(req *handshake.BeginRequest) (*handshake.BeginResponse, error) {
+	r.tr.Mark(trace.Msg1)
 	p, err := r.a.call(handoff.TypeBegin, (&beginRequest{service: r.service, req: *req}).marshal(), nil)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(p)
-	return parseBeginResponse(p)
+	resp, err := parseBeginResponse(p)
+	if err == nil && r.tr != nil {
+		r.tr.Mark(trace.BeginReply)
+		r.tr.SetKey(resp.HandshakeHash)
+		r.tr.SetKind(resp.Resumed)
+	}
+	return resp, err
 }
 
 func (r remoteCore) Abort(session uint64) {
@@ -260,7 +283,7 @@ func (r remoteCore) Abort(session uint64) {
 // handle runs one handshake's framing; message 3 goes to the monitor with the connection.
 // release gives back the connection's handshake slot: once the handshake is over, the
 // connection is an authenticated one, bounded by the per-user limits instead.
-func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
+func (a *acceptorSide) handle(service string, nc net.Conn, release func(), tr *trace.Record) {
 	handedOff := false
 	defer func() {
 		if tc, ok := nc.(*net.TCPConn); ok && handedOff {
@@ -271,8 +294,15 @@ func (a *acceptorSide) handle(service string, nc net.Conn, release func()) {
 	}()
 	defer release()
 	_ = nc.SetDeadline(time.Now().Add(a.timeout))
-	rc := record.NewConn(nc)
-	core := remoteCore{a: a, service: service, nc: nc}
+	var rc *record.Conn
+	if tc, ok := nc.(*net.TCPConn); ok && tr != nil {
+		// Message 2 is the first write after the monitor's answer to Begin.
+		rc = record.NewConn(&tracedConn{TCPConn: tc, tr: tr})
+		defer tr.Write(a.trace, trace.Acceptor)
+	} else {
+		rc = record.NewConn(nc)
+	}
+	core := remoteCore{a: a, service: service, nc: nc, tr: tr}
 	res, err := handshake.Serve(rc, core, nc.RemoteAddr().String(), func(r *handshake.Refusal) {
 		a.logConn(slog.LevelInfo, "refused", "service", service, "client", r.Client, "code", r.Code.String(), "reason", r.Error())
 	})
@@ -305,4 +335,21 @@ func (a *acceptorSide) logConn(level slog.Level, msg string, args ...any) {
 		}
 	}
 	a.log.Log(context.Background(), level, msg, args...)
+}
+
+// tracedConn is a traced connection's socket in the acceptor: it marks when message 2 was
+// written (the first write after Begin's answer).
+type tracedConn struct {
+	*net.TCPConn
+	tr   *trace.Record
+	sent bool
+}
+
+func (c *tracedConn) Write(p []byte) (int, error) {
+	n, err := c.TCPConn.Write(p)
+	if !c.sent && c.tr.Has(trace.BeginReply) {
+		c.sent = true
+		c.tr.Mark(trace.Msg2Sent)
+	}
+	return n, err
 }

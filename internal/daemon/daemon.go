@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"strconv"
 	"sync"
 	"syscall"
@@ -53,29 +54,36 @@ type Options struct {
 	// Self is the command line prefix that runs one of netauthd's built-in workers (netauthd
 	// passes {its own program, "-worker"}); the exec and backend modes need it.
 	Self []string
+	// Trace, if not empty, is a file to append trace lines to: when each step of every
+	// connection happened, in the acceptor, the monitor and the worker (package trace).
+	// Off (empty) by default.
+	Trace string
 }
 
 // Daemon is a running netauthd.
 type Daemon struct {
-	log      *slog.Logger
-	opts     Options
-	hostKey  ed25519.PrivateKey
-	hostPub  ssh.PublicKey
-	hostFP   string
-	tickets  *handshake.TicketKeys
-	replay   *handshake.ReplayCache
-	pool     *x25519.Pool
-	audit    *audit.Writer
-	accounts accounts
+	log     *slog.Logger
+	opts    Options
+	hostKey ed25519.PrivateKey
+	hostPub ssh.PublicKey
+	hostFP  string
+	tickets *handshake.TicketKeys
+	replay  *handshake.ReplayCache
+	pool    *x25519.Pool
+	audit   *audit.Writer
+	caches  caches
+	tracer  *tracer // nil unless Options.Trace
 
-	mu        sync.Mutex
-	cfg       *policy.Config
-	keys      keys.Source
-	services  map[string]*service
-	workers   map[workerKey]*worker
-	conns     map[userService]int // connections per user and service, reserved or live
-	inherited []net.Listener
-	acceptor  *acceptor
+	mu   sync.Mutex
+	cfg  *policy.Config
+	keys keys.Source // the configuration's key sources, through the caches
+	// keysDirect are the same sources without the caches (used while caches.off is set).
+	keysDirect keys.Source
+	services   map[string]*service
+	workers    map[workerKey]*worker
+	conns      map[userService]int // connections per user and service, reserved or live
+	inherited  []net.Listener
+	acceptor   *acceptor
 	// acceptorUID is the acceptor's uid when this process is root (the acceptor never runs
 	// as root): no worker runs as it. 0 when this process is not root: then the acceptor,
 	// the workers and this process all have its uid, and no worker can be kept from it.
@@ -131,7 +139,13 @@ func New(opts Options) (*Daemon, error) {
 	if d.audit, err = audit.Open(cfg.AuditLog, key, audit.Options{Logger: d.log}); err != nil {
 		return nil, fmt.Errorf("netauthd: audit log: %w", err)
 	}
-	d.keys = keySource(cfg)
+	d.keys, d.keysDirect = d.keySource(cfg), keySource(cfg)
+	if opts.Trace != "" {
+		if d.tracer, err = openTracer(opts.Trace); err != nil {
+			d.audit.Close()
+			return nil, err
+		}
+	}
 	d.pool = x25519.NewPool(64)
 	return d, nil
 }
@@ -171,15 +185,20 @@ func (d *Daemon) AcceptorPid() int {
 // HostKey returns the daemon's public host key.
 func (d *Daemon) HostKey() ssh.PublicKey { return d.hostPub }
 
-// keySource builds the authorized-key sources a configuration names. An empty
-// AuthorizedKeysDir means "authorized-keys-dir none": no per-user files are read at all.
-func keySource(cfg *policy.Config) keys.Source {
+// keySource builds the authorized-key sources a configuration names, without caches. An
+// empty AuthorizedKeysDir means "authorized-keys-dir none": no per-user files are read at
+// all.
+func keySource(cfg *policy.Config) keys.Source { return keySourceWith(cfg, nil, nil) }
+
+// keySourceWith is keySource with the files read through cache, and home directories found
+// with lookupUser (user.Lookup if nil). The key command is never cached.
+func keySourceWith(cfg *policy.Config, cache *keys.FileCache, lookupUser func(context.Context, string) (*user.User, error)) keys.Source {
 	var m keys.Multi
 	if cfg.AuthorizedKeysDir != "" {
-		m = append(m, keys.UserFiles{Dir: cfg.AuthorizedKeysDir})
+		m = append(m, keys.UserFiles{Dir: cfg.AuthorizedKeysDir, Cache: cache})
 	}
 	if cfg.HomeAuthorizedKeys {
-		m = append(m, keys.HomeAuthorizedKeys{})
+		m = append(m, keys.HomeAuthorizedKeys{Lookup: lookupUser, Cache: cache})
 	}
 	if len(cfg.KeyCommand) > 0 {
 		m = append(m, keys.Command{Path: cfg.KeyCommand[0], Args: cfg.KeyCommand[1:]})
@@ -296,7 +315,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if changed && !d.closed {
 		d.restartAcceptorLocked()
 	}
-	d.keys = keySource(cfg)
+	d.keys, d.keysDirect = d.keySource(cfg), keySource(cfg)
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded", "path", cfg.Path, "services", len(cfg.Services))
 	d.checkRevocations(ctx)
@@ -343,6 +362,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		}
 	}
 	d.pool.Close()
+	d.tracer.close()
 	if err := d.audit.Close(); err != nil {
 		d.log.Error("closing the audit log", "err", err)
 	}

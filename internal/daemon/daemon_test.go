@@ -20,6 +20,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
@@ -160,6 +161,7 @@ type testbedOpts struct {
 	auditLog string            // audit log path (default: in the testbed's directory)
 	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
 	log      io.Writer         // also receives the daemon's log (text lines), if set
+	trace    string            // Options.Trace
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -167,28 +169,10 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	t.Helper()
 	requireRoot(t)
 	tb := &testbed{t: t, users: make(map[string]ssh.Signer)}
-	// Not t.TempDir(): its parent is private, and workers run as the test accounts.
-	var err error
-	if tb.dir, err = os.MkdirTemp("", "netauthd-test-"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tb.dir) })
-	if err := os.Chmod(tb.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// A copy of the test binary every test account may execute.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb.workerBin = filepath.Join(tb.dir, "worker")
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(tb.workerBin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// Not t.TempDir(): its parent is private, and workers run as the test accounts; they
+	// get a copy of the test binary every test account may execute.
+	tb.dir = testutil.OpenDir(t, "netauthd-test-")
+	tb.workerBin = testutil.SelfCopy(t, tb.dir, "worker")
 	tb.keysDir = filepath.Join(tb.dir, "authorized_keys")
 	if err := os.Mkdir(tb.keysDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -214,8 +198,8 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tb.cfg, err = policy.Load(path)
-	if err != nil {
+	var err error
+	if tb.cfg, err = policy.Load(path); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tb.cfg.Check(); err != nil {
@@ -230,7 +214,7 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct})
+	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/policy"
@@ -202,15 +203,8 @@ func startPrivateDovecot(b testing.TB, name, user, loginService string) *private
 	if err != nil {
 		b.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "netauth-bench-dovecot-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
 	// The login processes chroot into base_dir/login and the auth process runs as dovecot.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		b.Fatal(err)
-	}
+	dir := testutil.OpenDir(b, "netauth-bench-dovecot-")
 	d := &privateDovecot{dir: dir, log: filepath.Join(dir, "dovecot.log")}
 	certPEM, keyPEM := selfSignedCert(b)
 	d.ca = x509.NewCertPool()

@@ -20,6 +20,7 @@ import (
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // acceptorRestartDelay spaces restarts of an acceptor that keeps dying.
@@ -58,10 +59,17 @@ func (d *Daemon) startAcceptorLocked() error {
 		specs = append(specs, name+"="+strconv.Itoa(n))
 	}
 	args := append(append([]string(nil), d.opts.Acceptor[1:]...),
-		"-handshake-timeout", d.cfg.HandshakeTimeout.String(), strings.Join(specs, ","))
+		"-handshake-timeout", d.cfg.HandshakeTimeout.String())
+	extra := files
+	if d.tracer != nil {
+		// The trace pipe comes last (the monitor keeps its end open: not in files).
+		args = append(args, "-trace-fd", strconv.Itoa(3+len(files)))
+		extra = append(append([]*os.File(nil), files...), d.tracer.pw)
+	}
+	args = append(args, strings.Join(specs, ","))
 	cmd := exec.Command(d.opts.Acceptor[0], args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", handoff.Env + "=3"}
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = extra
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	who, uid := acceptorName(d.opts.AcceptorAccount), uint32(os.Geteuid())
@@ -257,9 +265,17 @@ func (d *Daemon) answerBegin(p []byte) []byte {
 		d.refuseRequest(handoff.TypeBegin.String(), "", "", "no such service")
 		return replyRefusal(handshake.CodeInternalError)
 	}
+	tr := d.tracer.record()
+	tr.Mark(trace.BeginRecv)
 	resp, err := s.core.Begin(&req.req)
 	if err != nil {
 		return replyRefusal(codeOf(err))
+	}
+	if tr != nil {
+		tr.Mark(trace.BeginDone)
+		tr.SetKey(resp.HandshakeHash)
+		tr.SetKind(resp.Resumed)
+		d.tracer.write(tr)
 	}
 	return marshalBeginResponse(resp)
 }
@@ -267,6 +283,10 @@ func (d *Daemon) answerBegin(p []byte) []byte {
 // answerCommit is Commit: message 3 of a handshake with its connection, decided and, when
 // accepted, handed to a worker (which sends the verdict) in one step.
 func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
+	var received int64
+	if d.tracer != nil {
+		received = trace.Now()
+	}
 	req, err := parseCommit(p)
 	if err != nil {
 		d.refuseRequest(handoff.TypeCommit.String(), "", "", "malformed request")
@@ -304,7 +324,11 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 		d.log.Error("accepted session without an admission", "service", s.name)
 		return replyRefusal(handshake.CodeInternalError)
 	}
+	adm.trace.MarkAt(trace.CommitRecv, received)
+	adm.trace.Mark(trace.Sealed)
 	d.dispatch(adm, f, remote, local, h.State, acc.Result, h.Verdict)
+	adm.trace.Mark(trace.CommitDone)
+	d.tracer.write(adm.trace)
 	return acceptedReply
 }
 

@@ -14,6 +14,7 @@ import (
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/trace"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -94,8 +95,9 @@ type admission struct {
 	user    *policy.Account // the authenticated user
 	runAs   *policy.Account // the account the worker runs as
 	reserve *reservation
-	worker  *worker // chosen (and started) before the client is told it is accepted
-	id      uint64  // the connection's handoff id at that worker
+	worker  *worker       // chosen (and started) before the client is told it is accepted
+	id      uint64        // the connection's handoff id at that worker
+	trace   *trace.Record // the monitor's steps of the connection, when tracing
 }
 
 // release gives back what an admission holds when its connection will not be handed over.
@@ -131,6 +133,12 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 // the key and the grant; nothing before this point creates a process or writes a record.
 func (s *service) authorize(r *handshake.Result) (any, error) {
 	d := s.d
+	tr := d.tracer.record()
+	if tr != nil {
+		tr.Mark(trace.Decided)
+		tr.SetKey(r.HandshakeHash)
+		tr.SetKind(r.Resumed)
+	}
 	sc := s.config()
 	acct, ok := r.Admission.(*policy.Account) // what eligible found
 	if !ok {
@@ -139,7 +147,7 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	var err error
 	runAs := acct
 	if !sc.RunAsUser {
-		if runAs, err = d.accounts.lookup(sc.Account); err != nil {
+		if runAs, err = d.caches.account(sc.Account); err != nil {
 			return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "service account", Err: err}
 		}
 	}
@@ -167,7 +175,8 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
-	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res}
+	tr.Mark(trace.Audited)
+	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, trace: tr}
 	// Have a worker ready before accepting, so that a service that cannot start is a clear
 	// refusal rather than a connection dropped after it was accepted.
 	if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
@@ -175,6 +184,7 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
 	}
+	tr.Mark(trace.WorkerReady)
 	return adm, nil
 }
 
@@ -184,7 +194,12 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 // with their name and no groups, so only "users NAME" or "users *" can grant them the
 // service. A service whose workers run as the user needs the user's real account.
 func (d *Daemon) userAccount(sc *policy.Service, name string) (*policy.Account, error) {
-	acct, err := d.accounts.lookup(name)
+	return d.userAccountMemo(sc, name, nil)
+}
+
+// userAccountMemo is userAccount asking the user database through memo.
+func (d *Daemon) userAccountMemo(sc *policy.Service, name string, memo *accountMemo) (*policy.Account, error) {
+	acct, err := memo.lookup(&d.caches, name)
 	var unknown user.UnknownUserError
 	if err != nil && !sc.RunAsUser && errors.As(err, &unknown) {
 		return &policy.Account{Name: name}, nil
@@ -200,10 +215,7 @@ func (s *service) eligible(r *handshake.Result) error {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
 	defer cancel()
-	d.mu.Lock()
-	src := d.keys
-	d.mu.Unlock()
-	acct, err := d.allowed(ctx, s.config(), src, r)
+	acct, err := d.allowed(ctx, s.config(), d.currentKeys(), r)
 	if err != nil {
 		return err
 	}
@@ -215,16 +227,23 @@ func (s *service) eligible(r *handshake.Result) error {
 // sets r.Key to it), exist, and be granted service sc. It decides every handshake (full, and
 // resumed, twice) and every revocation check, and returns the user's account.
 func (d *Daemon) allowed(ctx context.Context, sc *policy.Service, src keys.Source, r *handshake.Result) (*policy.Account, error) {
-	if err := handshake.FindKey(ctx, src, r); err != nil {
+	// The key lookup (for ~/.ssh/authorized_keys) and the grant ask the user database once.
+	memo := &accountMemo{}
+	if err := handshake.FindKey(context.WithValue(ctx, accountMemoKey{}, memo), src, r); err != nil {
 		return nil, err
 	}
-	return d.granted(sc, r.User)
+	return d.grantedMemo(sc, r.User, memo)
 }
 
 // granted returns the account of user if it exists and may use service sc (the part of
 // allowed that does not depend on the key).
 func (d *Daemon) granted(sc *policy.Service, user string) (*policy.Account, error) {
-	acct, err := d.userAccount(sc, user)
+	return d.grantedMemo(sc, user, nil)
+}
+
+// grantedMemo is granted asking the user database through memo.
+func (d *Daemon) grantedMemo(sc *policy.Service, user string, memo *accountMemo) (*policy.Account, error) {
+	acct, err := d.userAccountMemo(sc, user, memo)
 	if err != nil {
 		return nil, &handshake.Refusal{Code: handshake.CodeNotAuthorized, Reason: "no such system user", Err: err}
 	}

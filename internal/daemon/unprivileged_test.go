@@ -92,26 +92,8 @@ func TestUnprivilegedDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	acceptor := buildAcceptor(t)
-	dir, err := os.MkdirTemp("", "netauthd-unprivileged-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "daemon.test")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testutil.OpenDir(t, "netauthd-unprivileged-")
+	bin := testutil.SelfCopy(t, dir, "daemon.test")
 	// The host key and the audit log in a directory of the user's, as a user's own netauthd
 	// keeps them.
 	state := filepath.Join(dir, "state")

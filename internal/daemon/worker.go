@@ -23,6 +23,7 @@ import (
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // Handoff bounds.
@@ -147,10 +148,12 @@ func (d *Daemon) dispatch(adm *admission, f *os.File, remote, local string, st *
 				break
 			}
 		}
+		adm.trace.Mark(trace.Handoff)
 		if err := w.handoff(id, payload, f); err != nil {
 			d.log.Warn("handoff failed; trying a new worker", "service", adm.svc.Name, "user", res.User, "pid", w.pid, "attempt", attempt, "err", err)
 			continue
 		}
+		adm.trace.Mark(trace.WorkerAck)
 		d.mu.Lock()
 		w.keysUsed[res.KeyFingerprint] = res.Key
 		w.noteUserKeyLocked(res.User, res.Key)
@@ -252,6 +255,10 @@ func (w *worker) start(runAs *policy.Account) {
 	cmd := exec.Command(path, args...)
 	cmd.Env = workerEnv(runAs, w.user, w.svc.Name)
 	cmd.ExtraFiles = []*os.File{wf}
+	if d.tracer != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, d.tracer.pw) // descriptor 4
+		cmd.Env = append(cmd.Env, trace.Env+"=4")
+	}
 	cmd.Dir = "/"
 	if fi, err := os.Stat(runAs.Home); err == nil && fi.IsDir() {
 		cmd.Dir = runAs.Home

@@ -46,8 +46,8 @@ func (c *failingConn) Write(p []byte) (int, error) {
 }
 
 // TestAcceptedButVerdictLostAborts checks that a session the core accepted, whose Verdict
-// could not be sent, is aborted, so that what the core holds for it (netauthd's admission: a
-// worker slot, a connection count) is released.
+// could not be sent, is aborted. (What its admission holds is given back by Discard, since
+// Commit took the session: TestVerdictLostDiscardsAdmission.)
 func TestAcceptedButVerdictLostAborts(t *testing.T) {
 	e := newEnv(t)
 	core, err := NewServerCore(e.srv, time.Minute)

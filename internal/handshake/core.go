@@ -98,6 +98,9 @@ type Accepted struct {
 	Result *Result
 	// Handover continues the connection; nil if the core gave it to another process.
 	Handover *Handover
+	// discard gives back what the admission holds (ServerConfig.Discard), for a caller that
+	// could not send the Handover's Verdict.
+	discard func()
 }
 
 // Handover is what continues an accepted connection on the server: the Verdict record frame,
@@ -490,15 +493,18 @@ func (c *ServerCore) Commit(req *CommitRequest, st *record.State) (*Accepted, er
 		return nil, err
 	}
 	defer d.app.Zero()
-	v, err := sealVerdict(st, marshalVerdict(d.lifetime, d.ticket))
-	if err != nil {
+	discard := func() {
 		if c.cfg.Discard != nil {
 			c.cfg.Discard(d.res)
 		}
+	}
+	v, err := sealVerdict(st, marshalVerdict(d.lifetime, d.ticket))
+	if err != nil {
+		discard()
 		return nil, fmt.Errorf("netauth: sealing the Verdict: %w", err)
 	}
 	return &Accepted{Result: d.res,
-		Handover: &Handover{Verdict: v, State: d.app.serverState(st)}}, nil
+		Handover: &Handover{Verdict: v, State: d.app.serverState(st)}, discard: discard}, nil
 }
 
 // authenticate decides a full handshake's message 3: the checks of docs/PROTOCOL.md §3.7, in

@@ -155,14 +155,7 @@ func (e *env) run(t testing.TB) *outcome {
 
 func TestFullThenResume(t *testing.T) {
 	e := newEnv(t)
-	o := e.run(t)
-	if o.cliErr != nil || o.srvErr != nil {
-		t.Fatalf("full handshake: client %v, server %v", o.cliErr, o.srvErr)
-	}
-	sess, err := o.cli.ReadVerdict(time.Now())
-	if err != nil || sess == nil {
-		t.Fatalf("verdict: %v, session %v", err, sess)
-	}
+	o, sess := e.fullSession(t)
 	if o.srv.Resumed || o.srv.User != "alice" || !bytes.Equal(o.srv.HandshakeHash, o.cli.Result.HandshakeHash) {
 		t.Fatalf("server result %+v", o.srv)
 	}

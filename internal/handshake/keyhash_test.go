@@ -11,9 +11,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// fullThenResume runs a full handshake and a resumption with its ticket, and returns the
-// ticket and both server results.
-func fullThenResume(t *testing.T, e *env) (ticket []byte, full, resumed *Result) {
+// fullSession runs a full handshake that must succeed and returns it with the session its
+// Verdict gave the client.
+func (e *env) fullSession(t *testing.T) (*outcome, *Session) {
 	t.Helper()
 	o := e.run(t)
 	if o.cliErr != nil || o.srvErr != nil {
@@ -23,6 +23,14 @@ func fullThenResume(t *testing.T, e *env) (ticket []byte, full, resumed *Result)
 	if err != nil || sess == nil {
 		t.Fatalf("verdict: %v, session %v", err, sess)
 	}
+	return o, sess
+}
+
+// fullThenResume runs a full handshake and a resumption with its ticket, and returns the
+// ticket and both server results.
+func fullThenResume(t *testing.T, e *env) (ticket []byte, full, resumed *Result) {
+	t.Helper()
+	o, sess := e.fullSession(t)
 	e.cli.Session = sess
 	o2 := e.run(t)
 	if o2.cliErr != nil || o2.srvErr != nil || !o2.srv.Resumed {
@@ -60,14 +68,7 @@ func TestTicketHoldsKeyHash(t *testing.T) {
 // key) finds no key with its hash, and the server falls back to a full handshake.
 func TestResumeAfterKeyReplaced(t *testing.T) {
 	e := newEnv(t)
-	o := e.run(t)
-	if o.cliErr != nil || o.srvErr != nil {
-		t.Fatalf("full handshake: client %v, server %v", o.cliErr, o.srvErr)
-	}
-	sess, err := o.cli.ReadVerdict(time.Now())
-	if err != nil || sess == nil {
-		t.Fatalf("verdict: %v, session %v", err, sess)
-	}
+	_, sess := e.fullSession(t)
 	e.allowed["alice"] = newSigner(t).PublicKey()
 	e.cli.Session = sess
 	o2 := e.run(t)
@@ -81,11 +82,7 @@ func TestResumeAfterKeyReplaced(t *testing.T) {
 // server falls back to a full handshake, in which the signature names the key.
 func TestEligibleMustFindTheKey(t *testing.T) {
 	e := newEnv(t)
-	o := e.run(t)
-	sess, err := o.cli.ReadVerdict(time.Now())
-	if err != nil || sess == nil {
-		t.Fatalf("verdict: %v, session %v", err, sess)
-	}
+	_, sess := e.fullSession(t)
 	e.srv.Eligible = func(*Result) error { return nil }
 	e.cli.Session = sess
 	o2 := e.run(t)

@@ -34,14 +34,7 @@ func TestRevokedBetweenHelloAndBinder(t *testing.T) {
 		}
 		return nil
 	}
-	o := e.run(t)
-	if o.cliErr != nil || o.srvErr != nil {
-		t.Fatalf("full handshake: client %v, server %v", o.cliErr, o.srvErr)
-	}
-	sess, err := o.cli.ReadVerdict(time.Now())
-	if err != nil || sess == nil {
-		t.Fatalf("verdict: %v, session %v", err, sess)
-	}
+	_, sess := e.fullSession(t)
 	e.cli.Session = sess
 	o2 := e.run(t)
 	if o2.cliErr != nil {

@@ -48,9 +48,11 @@ type ServerConfig struct {
 	// in the Accepted result to whoever continues the connection. An error refuses, with a
 	// *Refusal's code or CodeNotAuthorized. Required.
 	Authorize func(res *Result) (admission any, err error)
-	// Discard, if set, is called with a client Authorize admitted whose acceptance the core
-	// then could not complete (the Verdict could not be sealed), so that what the admission
-	// holds is given back.
+	// Discard, if set, is called with a client Authorize admitted whose acceptance then could
+	// not be completed (the core could not seal the Verdict, or Serve could not send it: the
+	// client reset the connection right after its message 3), so that what the admission
+	// holds is given back. It is called at most once per admission, and never for a
+	// connection whose Verdict went out.
 	Discard func(res *Result)
 	// Refused, if set, is called with every refusal before its code is sent to the client,
 	// so the decision is logged (and audited) before the client learns it.
@@ -281,13 +283,17 @@ func (s *server) commit(req *CommitRequest) error {
 		s.res.HandedOff = true
 		return nil
 	}
-	// Until the Verdict is out, a failure still aborts the session: a core that holds
-	// something for an accepted session (netauthd's admission) releases it then.
+	// A Verdict that cannot be sent ends the connection after the core admitted it: what the
+	// admission holds (netauthd's per-user count and worker registration) is given back
+	// (ServerConfig.Discard). Serve's Abort would find nothing: Commit took the session.
 	defer h.Zero()
 	s.rc.QueueRaw(h.Verdict)
 	s.rc.SetSendKey(record.NewHalf(h.State.SendKey, 0))
 	s.rc.SetRecvKey(record.NewHalf(h.State.RecvKey, 0))
 	if err := s.rc.Flush(); err != nil {
+		if acc.discard != nil {
+			acc.discard()
+		}
 		return fmt.Errorf("netauth: sending Verdict: %w", err)
 	}
 	return nil

@@ -9,14 +9,13 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -60,23 +59,42 @@ func Authorized(ctx context.Context, src Source, user string, key ssh.PublicKey)
 
 // Lookup returns the key of user in src whose SHA-256 (of its SSH wire form, the hash a
 // SHA256 fingerprint shows) is hash, or nil if the user has none. Every key of the user is
-// hashed and compared, in constant time.
+// compared, in constant time. The sources of this package give their keys' hashes with
+// the keys, computed once per read of the file that lists them (see FileCache); the keys
+// of any other Source are hashed here.
 func Lookup(ctx context.Context, src Source, user string, hash [sha256.Size]byte) (ssh.PublicKey, error) {
 	if err := ValidName(user); err != nil {
 		return nil, err
+	}
+	keys, err := sourceHashedKeys(ctx, src, user)
+	if err != nil {
+		return nil, err
+	}
+	var found ssh.PublicKey
+	for i := range keys {
+		if subtle.ConstantTimeCompare(keys[i].hash[:], hash[:]) == 1 {
+			found = keys[i].key
+		}
+	}
+	return found, nil
+}
+
+// hashedSource is a Source that gives its keys with their hashes. The slice it returns
+// may be shared (kept by a FileCache): it must not be modified.
+type hashedSource interface {
+	hashedKeys(ctx context.Context, user string) ([]hashedKey, error)
+}
+
+// sourceHashedKeys returns src's keys for user with their hashes.
+func sourceHashedKeys(ctx context.Context, src Source, user string) ([]hashedKey, error) {
+	if hs, ok := src.(hashedSource); ok {
+		return hs.hashedKeys(ctx, user)
 	}
 	keys, err := src.Keys(ctx, user)
 	if err != nil {
 		return nil, err
 	}
-	var found ssh.PublicKey
-	for _, k := range keys {
-		h := sha256.Sum256(k.Marshal())
-		if subtle.ConstantTimeCompare(h[:], hash[:]) == 1 {
-			found = k
-		}
-	}
-	return found, nil
+	return hashKeys(keys), nil
 }
 
 // ParseAuthorizedKeys parses data in authorized_keys format with the rules
@@ -110,43 +128,6 @@ func ParseAuthorizedKeys(data []byte, name string) ([]ssh.PublicKey, error) {
 	return keys, nil
 }
 
-// readKeyFile reads and parses the authorized keys file at path. A missing
-// file gives no keys. check, if not nil, vets the opened file first.
-func readKeyFile(path string, check func(*os.File, fs.FileInfo) error) ([]ssh.PublicKey, error) {
-	// O_NONBLOCK keeps a FIFO planted at path from blocking the open.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("keys: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("keys: %s is not a regular file", path)
-	}
-	if fi.Size() > MaxKeyFileSize {
-		return nil, fmt.Errorf("keys: %s is larger than %d bytes", path, MaxKeyFileSize)
-	}
-	if check != nil {
-		if err := check(f, fi); err != nil {
-			return nil, err
-		}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("keys: reading %s: %w", path, err)
-	}
-	if len(data) > MaxKeyFileSize {
-		return nil, fmt.Errorf("keys: %s is larger than %d bytes", path, MaxKeyFileSize)
-	}
-	return ParseAuthorizedKeys(data, path)
-}
-
 // UserFiles reads the keys of user from the file Dir/<user>, in
 // authorized_keys format: admin-owned per-user files. A missing file means
 // the user has no keys. A file that group or others may write is refused.
@@ -157,10 +138,18 @@ type UserFiles struct {
 	// is an error on every lookup, never a default directory, so that a
 	// key source turned off cannot silently read one.
 	Dir string
+	// Cache, if not nil, keeps the files read, revalidated by their status on every use
+	// (see FileCache).
+	Cache *FileCache
 }
 
 // Keys returns the keys listed in Dir/<user>.
 func (u UserFiles) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	hs, err := u.hashedKeys(ctx, user)
+	return plainKeys(hs), err
+}
+
+func (u UserFiles) hashedKeys(ctx context.Context, user string) ([]hashedKey, error) {
 	if err := ValidName(user); err != nil {
 		return nil, err
 	}
@@ -168,12 +157,12 @@ func (u UserFiles) Keys(ctx context.Context, user string) ([]ssh.PublicKey, erro
 		return nil, errors.New("keys: UserFiles has no directory")
 	}
 	path := filepath.Join(u.Dir, user)
-	return readKeyFile(path, func(_ *os.File, fi fs.FileInfo) error {
+	return readKeyFile(path, func(fi fs.FileInfo) error {
 		if fi.Mode().Perm()&0o022 != 0 {
 			return fmt.Errorf("keys: %s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())
 		}
 		return nil
-	})
+	}, u.Cache)
 }
 
 // HomeAuthorizedKeys reads the keys of user from ~user/.ssh/authorized_keys,
@@ -185,20 +174,32 @@ func (u UserFiles) Keys(ctx context.Context, user string) ([]ssh.PublicKey, erro
 // StrictModes, the file, ~/.ssh and the home directory must be owned by the
 // user or root and not writable by group or others.
 type HomeAuthorizedKeys struct {
-	// lookup replaces user.Lookup in tests.
-	lookup func(string) (*user.User, error)
+	// Lookup, if not nil, replaces user.Lookup: it must answer as user.Lookup does, with
+	// an error wrapping user.UnknownUserError for a user the database does not have
+	// (netauthd passes its cache of user database answers). ctx is the one Keys got.
+	Lookup func(ctx context.Context, name string) (*user.User, error)
+	// Cache, if not nil, keeps the files read, revalidated by their status on every use
+	// (see FileCache); the directories are checked on every use all the same.
+	Cache *FileCache
 }
 
 // Keys returns the keys in the user's ~/.ssh/authorized_keys.
 func (h HomeAuthorizedKeys) Keys(ctx context.Context, name string) ([]ssh.PublicKey, error) {
+	hs, err := h.hashedKeys(ctx, name)
+	return plainKeys(hs), err
+}
+
+func (h HomeAuthorizedKeys) hashedKeys(ctx context.Context, name string) ([]hashedKey, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	lookup := h.lookup
-	if lookup == nil {
-		lookup = user.Lookup
+	var u *user.User
+	var err error
+	if h.Lookup != nil {
+		u, err = h.Lookup(ctx, name)
+	} else {
+		u, err = user.Lookup(name)
 	}
-	u, err := lookup(name)
 	if err != nil {
 		var unknown user.UnknownUserError
 		if errors.As(err, &unknown) {
@@ -211,7 +212,7 @@ func (h HomeAuthorizedKeys) Keys(ctx context.Context, name string) ([]ssh.Public
 	}
 	sshDir := filepath.Join(u.HomeDir, ".ssh")
 	path := filepath.Join(sshDir, "authorized_keys")
-	return readKeyFile(path, func(f *os.File, fi fs.FileInfo) error {
+	return readKeyFile(path, func(fi fs.FileInfo) error {
 		if err := checkOwnerMode(path, fi, u.Uid); err != nil {
 			return err
 		}
@@ -225,7 +226,7 @@ func (h HomeAuthorizedKeys) Keys(ctx context.Context, name string) ([]ssh.Public
 			}
 		}
 		return nil
-	})
+	}, h.Cache)
 }
 
 // Command runs an external program to get a user's keys, like sshd's
@@ -235,7 +236,8 @@ func (h HomeAuthorizedKeys) Keys(ctx context.Context, name string) ([]ssh.Public
 // standard output is read in authorized_keys format (see Source: keys with
 // options are skipped, a malformed line is an error) and may not exceed
 // MaxKeyFileSize. A non-zero exit, a timeout or too much output is an error
-// naming the command and including the start of its standard error.
+// naming the command and including the start of its standard error. Its answers are
+// never cached: the program runs for every lookup.
 type Command struct {
 	// Path is the program to run; it should be an absolute path.
 	Path string
@@ -245,6 +247,11 @@ type Command struct {
 	// Timeout bounds the program's run time; zero means
 	// DefaultCommandTimeout.
 	Timeout time.Duration
+}
+
+func (c Command) hashedKeys(ctx context.Context, user string) ([]hashedKey, error) {
+	keys, err := c.Keys(ctx, user)
+	return hashKeys(keys), err
 }
 
 // Keys runs the command for user and returns the keys it prints.
@@ -338,27 +345,56 @@ type Multi []Source
 
 // Keys returns the keys all sources give for user.
 func (m Multi) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	hs, err := m.hashedKeys(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return plainKeys(dedupKeys(hs)), nil
+}
+
+func (m Multi) hashedKeys(ctx context.Context, user string) ([]hashedKey, error) {
 	if err := ValidName(user); err != nil {
 		return nil, err
 	}
-	var keys []ssh.PublicKey
-	seen := make(map[string]bool)
+	var lists [][]hashedKey
+	total := 0
 	for i, src := range m {
-		ks, err := src.Keys(ctx, user)
+		ks, err := sourceHashedKeys(ctx, src, user)
 		if err != nil {
 			return nil, fmt.Errorf("keys: source %d (%T): %w", i, src, err)
 		}
-		for _, k := range ks {
-			blob := string(k.Marshal())
-			if seen[blob] {
-				continue
-			}
-			if len(keys) == MaxKeysPerUser {
-				return nil, fmt.Errorf("keys: more than %d keys for user %s", MaxKeysPerUser, user)
-			}
-			seen[blob] = true
-			keys = append(keys, k)
+		if len(ks) > 0 {
+			lists = append(lists, ks)
+			total += len(ks)
 		}
 	}
+	switch {
+	case len(lists) == 0:
+		return nil, nil
+	case len(lists) == 1 && total <= MaxKeysPerUser:
+		// One source's keys, as it gave them (a cached file's are shared, not copied):
+		// duplicates among them change neither a lookup nor the limit.
+		return lists[0], nil
+	}
+	keys := dedupKeys(slices.Concat(lists...))
+	if len(keys) > MaxKeysPerUser {
+		return nil, fmt.Errorf("keys: more than %d keys for user %s", MaxKeysPerUser, user)
+	}
 	return keys, nil
+}
+
+// dedupKeys returns the keys of hs without repeats, in order of first appearance.
+func dedupKeys(hs []hashedKey) []hashedKey {
+	if len(hs) == 0 {
+		return nil
+	}
+	seen := make(map[[sha256.Size]byte]bool, len(hs))
+	out := make([]hashedKey, 0, len(hs))
+	for _, h := range hs {
+		if !seen[h.hash] {
+			seen[h.hash] = true
+			out = append(out, h)
+		}
+	}
+	return out
 }

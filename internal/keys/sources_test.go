@@ -166,7 +166,7 @@ func TestHomeAuthorizedKeys(t *testing.T) {
 	writeFile(t, ak, authLine(k1)+" me@laptop\n"+`command="/bin/sh",no-pty `+authLine(k2)+"\nrestrict "+authLine(k2)+"\n", 0o600)
 
 	emptyHome := t.TempDir()
-	src := HomeAuthorizedKeys{lookup: func(name string) (*user.User, error) {
+	src := HomeAuthorizedKeys{Lookup: func(_ context.Context, name string) (*user.User, error) {
 		switch name {
 		case "alice":
 			return &user.User{Username: name, Uid: me.Uid, HomeDir: home}, nil

@@ -203,20 +203,7 @@ func runAsNobody(t *testing.T, addr string) string {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a process as another user")
 	}
-	base, err := os.MkdirTemp("", "netauth-proxy-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(base, "proxy.test")
-	copyFile(t, exe, bin)
+	bin := testutil.SelfCopy(t, testutil.OpenDir(t, "netauth-proxy-test-"), "proxy.test")
 	cmd := exec.Command(bin, "-test.run=^TestChildDial$")
 	cmd.Dir = "/"
 	cmd.Env = []string{childEnv + "=1", childAddrEnv + "=" + addr, "PATH=/usr/bin:/bin"}
@@ -235,17 +222,6 @@ func runAsNobody(t *testing.T, addr string) string {
 		t.Fatalf("child as uid %d did not connect to the proxy:\n%s", nobody, out)
 	}
 	return string(out)
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // checkRefused checks that the child read nothing, that the server saw no connection, and that

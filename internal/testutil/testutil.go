@@ -13,6 +13,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -169,4 +170,39 @@ func (f *Flood) WaitRefused(t testing.TB, want int) {
 	if got, other := f.Refused.Load(), f.Closed.Load(); int(got) != want || other != 0 {
 		t.Fatalf("%d flood connections refused and %d closed otherwise, want exactly %d and 0", got, other, want)
 	}
+}
+
+// OpenDir returns a new temporary directory that every user may read and enter (mode 0755),
+// removed when the test ends: for files that processes the test runs as other users must
+// reach (t.TempDir's parent is private).
+func OpenDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// SelfCopy copies the running test binary to dir/name, executable by everyone, and returns
+// its path: a program the test can run as another user.
+func SelfCopy(t testing.TB, dir, name string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
