@@ -4,6 +4,7 @@ package handshake
 
 import (
 	"context"
+	"crypto/mlkem"
 	"crypto/sha256"
 	"errors"
 	"strings"
@@ -84,23 +85,38 @@ func ticketFor(t *testing.T, e *env) *Session {
 	return sess
 }
 
-// resumeHello is message 1 of a resumption with ticket, its NNpsk0 message made with psk.
+// resumeHello is message 1 of a resumption with ticket (version 3: e || ek || NNpsk0's tag),
+// its NNpsk0 message made with psk.
 func resumeHello(t *testing.T, ticket, psk []byte) *BeginRequest {
 	t.Helper()
-	hello := &clientHello{Version: Version, Mode: ModeResume, Ticket: ticket, Noise: make([]byte, noiseMsg1PSK)}
+	hello := &clientHello{Version: Version, Mode: ModeResume, Ticket: ticket}
+	pro := prologue(hello, NoiseMessage1Resume)
 	eph, err := randomEphemeral()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer eph.Zero()
-	hs, err := noise.NewInitiator(noise.NNpsk0, prologue(hello.body(), noiseMsg1PSK), &eph, psk)
+	dk, err := mlkem.GenerateKey768()
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg1, err := hs.WriteMessage1(nil, nil)
+	hfs, err := noise.NewInitiatorHFS(pro, &eph, dk)
 	if err != nil {
 		t.Fatal(err)
 	}
+	msg1, err := hfs.WriteMessage1(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := noise.NewInitiator(noise.NNpsk0, pro, &eph, psk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, err := hs.WriteMessage1(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg1 = append(msg1, m1[noise.DHLen:]...)
 	return &BeginRequest{Client: "192.0.2.1:1", Mode: ModeResume, Ticket: ticket, Noise: msg1}
 }
 
