@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os/user"
@@ -160,8 +159,8 @@ type dialer struct {
 	network  string
 
 	ag      sshagent.ExtendedAgent
-	agConn  io.Closer
-	noExt   bool // the agent lacks netauth extensions
+	agConn  *agentConn // from agentConns; returned to it by release
+	noExt   bool       // the agent lacks netauth extensions
 	cache   TicketCache
 	keys    []ssh.PublicKey // candidate keys (loaded lazily)
 	keyIdx  int
@@ -188,11 +187,11 @@ func (d *dialer) setup() error {
 			}
 			path = p
 		}
-		ag, closer, err := agent.Dial(path)
+		ac, err := agentConns.get(path)
 		if err != nil {
 			return fmt.Errorf("netauth: connecting to the agent at %s: %w (is the agent running? start one with: eval \"$(netauth agent)\" and add a key with ssh-add)", path, err)
 		}
-		d.ag, d.agConn = ag, closer
+		d.ag, d.agConn = ac.ag, ac
 	}
 	d.cache = d.cfg.TicketCache
 	if d.cache == nil {
@@ -205,9 +204,10 @@ func (d *dialer) setup() error {
 	return nil
 }
 
+// release returns the agent connection to the process's pool.
 func (d *dialer) release() {
 	if d.agConn != nil {
-		d.agConn.Close()
+		agentConns.put(d.agConn)
 		d.agConn = nil
 	}
 }
@@ -261,12 +261,22 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	var sess *handshake.Session
+	// The cached session is looked up (in the agent, and checked against known_hosts) while
+	// the connection is being made, not before.
+	var sessc chan *handshake.Session
 	if !d.cfg.DisableResumption {
-		sess = d.cachedSession()
+		sessc = make(chan *handshake.Session, 1)
+		go func() { sessc <- d.cachedSession() }()
 	}
 	nc, err := (&net.Dialer{}).DialContext(ctx, d.network, d.hostport)
+	var sess *handshake.Session
+	if sessc != nil {
+		sess = <-sessc
+	}
 	if err != nil {
+		if sess != nil {
+			sess.Zero()
+		}
 		return nil, fmt.Errorf("netauth: %w", err)
 	}
 	deadline, _ := ctx.Deadline()
