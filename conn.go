@@ -35,6 +35,7 @@ type Conn struct {
 	client    *handshake.Client // client side: pending verdict
 	verdict   error             // result of reading the verdict
 	onSession func(*handshake.Session)
+	onVerdict func(error) // client side: told the verdict once it is final
 
 	authFailed  atomic.Bool // a record from the peer failed authentication
 	cleanupOnce sync.Once
@@ -69,6 +70,12 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	c.verdict = err
 	if sess != nil && c.onSession != nil {
 		c.onSession(sess)
+	}
+	if c.client.Pending() {
+		return c.verdict // timed out: the next call reads it
+	}
+	if c.onVerdict != nil {
+		c.onVerdict(err)
 	}
 	c.release()
 	return c.verdict

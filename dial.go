@@ -3,10 +3,10 @@
 package netauth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os/user"
@@ -160,14 +160,23 @@ type dialer struct {
 	network  string
 
 	ag      sshagent.ExtendedAgent
-	agConn  io.Closer
-	noExt   bool // the agent lacks netauth extensions
+	agConn  *agentConn // from agentConns; returned to it by release
+	noExt   bool       // the agent lacks netauth extensions
 	cache   TicketCache
 	keys    []ssh.PublicKey // candidate keys (loaded lazily)
 	keyIdx  int
-	loaded  bool
 	cacheID string
+	keyID   string // the record of the key the server last accepted
+
+	// keysDone is closed when the key list (started by startKeys) is ready; keysErr and
+	// remembered are then set. remembered: keys[0] is the key the server accepted last time.
+	keysDone   chan struct{}
+	keysErr    error
+	remembered bool
 }
+
+// keyRecordLifetime is how long the record of the key a server accepted is kept.
+const keyRecordLifetime = 30 * 24 * time.Hour
 
 func (d *dialer) log() *slog.Logger {
 	if d.cfg.Logger != nil {
@@ -179,6 +188,7 @@ func (d *dialer) log() *slog.Logger {
 // setup connects to the agent and chooses the ticket cache.
 func (d *dialer) setup() error {
 	d.cacheID = "netauth-v1 " + d.user + "@" + d.hostport + " " + d.cfg.Service
+	d.keyID = "netauth-key-v1 " + d.user + "@" + d.hostport + " " + d.cfg.Service
 	if d.cfg.Signer == nil {
 		path := d.cfg.AgentSocket
 		if path == "" {
@@ -188,11 +198,11 @@ func (d *dialer) setup() error {
 			}
 			path = p
 		}
-		ag, closer, err := agent.Dial(path)
+		ac, err := agentConns.get(path)
 		if err != nil {
 			return fmt.Errorf("netauth: connecting to the agent at %s: %w (is the agent running? start one with: eval \"$(netauth agent)\" and add a key with ssh-add)", path, err)
 		}
-		d.ag, d.agConn = ag, closer
+		d.ag, d.agConn = ac.ag, ac
 	}
 	d.cache = d.cfg.TicketCache
 	if d.cache == nil {
@@ -205,19 +215,39 @@ func (d *dialer) setup() error {
 	return nil
 }
 
+// release returns the agent connection to the process's pool.
 func (d *dialer) release() {
+	if d.keysDone != nil {
+		<-d.keysDone // the key listing uses the agent connection
+	}
 	if d.agConn != nil {
-		d.agConn.Close()
+		agentConns.put(d.agConn)
 		d.agConn = nil
 	}
 }
 
-// loadKeys lists the candidate keys.
-func (d *dialer) loadKeys() error {
-	if d.loaded {
-		return nil
+// startKeys starts listing the candidate keys, so that the list is ready when the server's
+// message asks for a signature.
+func (d *dialer) startKeys() {
+	if d.keysDone != nil {
+		return
 	}
-	d.loaded = true
+	d.keysDone = make(chan struct{})
+	go func() {
+		defer close(d.keysDone)
+		d.keysErr = d.listKeys()
+	}()
+}
+
+// loadKeys waits for the candidate keys.
+func (d *dialer) loadKeys() error {
+	d.startKeys()
+	<-d.keysDone
+	return d.keysErr
+}
+
+// listKeys lists the candidate keys, the one the server accepted last time first.
+func (d *dialer) listKeys() error {
 	if d.cfg.Signer != nil {
 		d.keys = []ssh.PublicKey{d.cfg.Signer.PublicKey()}
 		return nil
@@ -242,6 +272,18 @@ func (d *dialer) loadKeys() error {
 		}
 		return errors.New("netauth: the agent has no keys; add one with ssh-add")
 	}
+	if len(d.keys) > 1 {
+		if b, ok := d.cache.Get(d.keyID); ok {
+			for i, k := range d.keys {
+				if bytes.Equal(k.Marshal(), b) {
+					copy(d.keys[1:i+1], d.keys[:i])
+					d.keys[0] = k
+					d.remembered = true
+					break
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -261,13 +303,28 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	var sess *handshake.Session
-	if !d.cfg.DisableResumption {
-		sess = d.cachedSession()
+	// The cached session is looked up (in the agent, and checked against known_hosts) while
+	// the connection is being made, not before.
+	var sessc chan *handshake.Session
+	if d.cfg.DisableResumption {
+		d.startKeys()
+	} else {
+		sessc = make(chan *handshake.Session, 1)
+		go func() { sessc <- d.cachedSession() }()
 	}
 	nc, err := (&net.Dialer{}).DialContext(ctx, d.network, d.hostport)
+	var sess *handshake.Session
+	if sessc != nil {
+		sess = <-sessc
+	}
 	if err != nil {
+		if sess != nil {
+			sess.Zero()
+		}
 		return nil, fmt.Errorf("netauth: %w", err)
+	}
+	if sess == nil {
+		d.startKeys() // a full handshake: list the keys while the server's message is on its way
 	}
 	deadline, _ := ctx.Deadline()
 	_ = nc.SetDeadline(deadline)
@@ -306,18 +363,38 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		}
 		s.Zero()
 	}
-	c.cleanup = d.release
-	if hc.Pending() && len(d.keys) > 1 {
-		// Several candidate keys: wait for the verdict so a refused key can be retried.
-		if err := c.HandshakeContext(ctx); err != nil {
-			rc.Close()
-			return nil, err
+	if hc.Pending() && !hc.Result.Resumed && len(d.keys) > 1 {
+		c.onVerdict = d.recordKey
+		if !(d.remembered && d.keyIdx == 0) {
+			// Several candidate keys and none the server accepted before: wait for the
+			// verdict so that a refused key can be retried (the agent connection is kept
+			// for that: no cleanup yet). With the key the server accepted last time, data
+			// is pipelined behind it as with a single key.
+			if err := c.HandshakeContext(ctx); err != nil {
+				rc.Close()
+				return nil, err
+			}
+			d.release()
+			return c, nil
 		}
 	}
+	c.cleanup = d.release
 	if !hc.Pending() {
 		c.release()
 	}
 	return c, nil
+}
+
+// recordKey remembers the key the server accepted (so that the next full handshake tries it
+// first and pipelines data behind it), or forgets a remembered key the server refused.
+func (d *dialer) recordKey(verdict error) {
+	var re *RefusedError
+	switch {
+	case verdict == nil && !(d.remembered && d.keyIdx == 0):
+		d.cache.Put(d.keyID, d.keys[d.keyIdx].Marshal(), time.Now().Add(keyRecordLifetime))
+	case errors.As(verdict, &re) && re.Code == handshake.CodeNotAuthorized && d.remembered && d.keyIdx == 0:
+		d.cache.Delete(d.keyID)
+	}
 }
 
 // cachedSession returns a usable cached session, or nil.
