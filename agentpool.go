@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	sshagent "golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sys/unix"
@@ -17,6 +18,19 @@ import (
 // maxIdleAgentConns is how many idle connections to one agent socket a process keeps open
 // between Dials. Concurrent Dials beyond it open (and then close) connections of their own.
 const maxIdleAgentConns = 4
+
+// maxIdleAgentConnsTotal bounds the idle connections a process keeps in all, over every
+// socket path and uid it dialed through (a server dialing for many users, each with an agent
+// socket of their own, must not keep connections to all of them open): beyond it the
+// connection idle longest is closed.
+const maxIdleAgentConnsTotal = 8
+
+// agentIdleTimeout is how long an idle connection is kept: a process that stops dialing
+// does not keep its agent connections (and the agent its goroutines for them) for ever.
+const agentIdleTimeout = time.Minute
+
+// poolEUID returns the effective uid the pool files connections under (a variable for tests).
+var poolEUID = os.Geteuid
 
 // agentConns keeps the process's idle agent connections, so that a Dial does not connect to
 // the agent (and the agent does not accept, check the peer's credentials and start serving)
@@ -33,8 +47,12 @@ type agentPoolKey struct {
 }
 
 type agentPool struct {
-	mu   sync.Mutex
-	idle map[agentPoolKey][]*agentConn
+	mu    sync.Mutex
+	idle  map[agentPoolKey][]*agentConn
+	total int         // idle connections in all
+	timer *time.Timer // closes connections idle longer than agentIdleTimeout
+	// idleTimeout replaces agentIdleTimeout if not zero (for tests).
+	idleTimeout time.Duration
 }
 
 // agentConn is one connection to an agent, used by one Dial at a time.
@@ -43,6 +61,22 @@ type agentConn struct {
 	uc     *net.UnixConn
 	ag     sshagent.ExtendedAgent
 	broken atomic.Bool // an I/O error happened: the request/response stream may be out of step
+	// file identifies the socket file the connection was made through; 0 if unknown (the
+	// path changed while connecting): such a connection is not kept.
+	file      socketFile
+	idleSince time.Time
+}
+
+// socketFile identifies a socket file (device and inode).
+type socketFile struct{ dev, ino uint64 }
+
+// statSocket returns the identity of the file at path, or the zero value.
+func statSocket(path string) socketFile {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return socketFile{}
+	}
+	return socketFile{dev: uint64(st.Dev), ino: st.Ino}
 }
 
 func (c *agentConn) Read(p []byte) (int, error) {
@@ -61,27 +95,32 @@ func (c *agentConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// get returns an open connection to the agent at path: an idle one that is still alive, or
-// a new one.
+// get returns an open connection to the agent at path: an idle one that is still alive and
+// was made through the socket file the path names now, or a new one.
 func (p *agentPool) get(path string) (*agentConn, error) {
-	key := agentPoolKey{path: path, euid: os.Geteuid()}
+	key := agentPoolKey{path: path, euid: poolEUID()}
+	file := statSocket(path)
 	for {
 		p.mu.Lock()
+		p.dropOtherUIDsLocked(key.euid)
 		list := p.idle[key]
 		var c *agentConn
 		if n := len(list); n > 0 {
 			c = list[n-1]
 			list[n-1] = nil
-			p.idle[key] = list[:n-1]
+			p.setLocked(key, list[:n-1])
 		}
 		p.mu.Unlock()
 		if c == nil {
 			break
 		}
-		if c.alive() {
+		// The path may name another agent now (its file was replaced): a fresh connection
+		// would reach that one, and so must this Dial.
+		if file != (socketFile{}) && c.file == file && c.alive() {
 			return c, nil
 		}
-		// The agent closed it (it stopped, or restarted): drop it and try the next.
+		// The agent closed it (it stopped, or restarted), or it leads elsewhere: drop it
+		// and try the next.
 		c.uc.Close()
 	}
 	nc, err := net.Dial("unix", path)
@@ -89,22 +128,124 @@ func (p *agentPool) get(path string) (*agentConn, error) {
 		return nil, fmt.Errorf("agent: dial: %w", err)
 	}
 	c := &agentConn{key: key, uc: nc.(*net.UnixConn)}
+	if after := statSocket(path); after == file {
+		c.file = file
+	}
 	c.ag = sshagent.NewClient(c)
 	return c, nil
 }
 
-// put returns c to the pool, or closes it if it is broken or the pool is full.
+// put returns c to the pool, or closes it if it is broken, was made under another effective
+// uid than the process has now, or the pool is full.
 func (p *agentPool) put(c *agentConn) {
-	if !c.broken.Load() {
-		p.mu.Lock()
-		if list := p.idle[c.key]; len(list) < maxIdleAgentConns {
-			p.idle[c.key] = append(list, c)
-			p.mu.Unlock()
-			return
-		}
-		p.mu.Unlock()
+	if c.broken.Load() || c.file == (socketFile{}) {
+		c.uc.Close()
+		return
 	}
-	c.uc.Close()
+	p.mu.Lock()
+	euid := poolEUID()
+	p.dropOtherUIDsLocked(euid)
+	list := p.idle[c.key]
+	if c.key.euid != euid || len(list) >= maxIdleAgentConns {
+		p.mu.Unlock()
+		c.uc.Close()
+		return
+	}
+	if p.total >= maxIdleAgentConnsTotal {
+		p.evictOldestLocked()
+	}
+	c.idleSince = time.Now()
+	p.setLocked(c.key, append(list, c))
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.timeout(), p.sweep)
+	}
+	p.mu.Unlock()
+}
+
+func (p *agentPool) timeout() time.Duration {
+	if p.idleTimeout > 0 {
+		return p.idleTimeout
+	}
+	return agentIdleTimeout
+}
+
+// setLocked replaces the idle list of key, keeping total in step and no empty lists.
+func (p *agentPool) setLocked(key agentPoolKey, list []*agentConn) {
+	p.total += len(list) - len(p.idle[key])
+	if len(list) == 0 {
+		delete(p.idle, key)
+		return
+	}
+	p.idle[key] = list
+}
+
+// dropOtherUIDsLocked closes the idle connections made under another effective uid: once a
+// process has changed uid (a program that dropped privileges) it keeps no connection
+// authenticated as the uid it had.
+func (p *agentPool) dropOtherUIDsLocked(euid int) {
+	for k, list := range p.idle {
+		if k.euid != euid {
+			for _, c := range list {
+				c.uc.Close()
+			}
+			p.setLocked(k, nil)
+		}
+	}
+}
+
+// evictOldestLocked closes the connection idle longest.
+func (p *agentPool) evictOldestLocked() {
+	var victim agentPoolKey
+	idx := -1
+	var since time.Time
+	for k, list := range p.idle {
+		for i, c := range list {
+			if idx < 0 || c.idleSince.Before(since) {
+				victim, idx, since = k, i, c.idleSince
+			}
+		}
+	}
+	if idx < 0 {
+		return
+	}
+	list := p.idle[victim]
+	list[idx].uc.Close()
+	p.setLocked(victim, append(list[:idx:idx], list[idx+1:]...))
+}
+
+// sweep closes the connections idle longer than the timeout, and runs again while any are
+// left.
+func (p *agentPool) sweep() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cutoff := time.Now().Add(-p.timeout())
+	for k, list := range p.idle {
+		kept := list[:0:0]
+		for _, c := range list {
+			if c.idleSince.After(cutoff) {
+				kept = append(kept, c)
+			} else {
+				c.uc.Close()
+			}
+		}
+		p.setLocked(k, kept)
+	}
+	p.timer = nil
+	if p.total > 0 {
+		p.timer = time.AfterFunc(p.timeout(), p.sweep)
+	}
+}
+
+// closeIdle closes every idle connection.
+func (p *agentPool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, list := range p.idle {
+		for _, c := range list {
+			c.uc.Close()
+		}
+		p.setLocked(k, nil)
+	}
 }
 
 // alive reports whether an idle connection is still usable: nothing to read and no end of

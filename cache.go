@@ -8,8 +8,10 @@ import (
 )
 
 // TicketCache stores a client's resumption sessions (ticket, secret and identity, as opaque
-// secret bytes) under an id naming the user, server and service. Implementations must be safe
-// for concurrent use and should wipe what they evict.
+// secret bytes) under an id naming the user, server and service ("netauth-v1 user@host:port
+// service"). It also stores, under "netauth-key-v1 user@host:port service", the public key
+// blob of the key that server last accepted (kept 30 days). Implementations must be safe for
+// concurrent use and should wipe what they evict.
 type TicketCache interface {
 	// Get returns a copy of the session stored under id.
 	Get(id string) (session []byte, ok bool)
