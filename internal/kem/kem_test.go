@@ -114,13 +114,13 @@ func TestParseEncapsulationKey(t *testing.T) {
 	}
 }
 
-// waitFull waits until p holds cap(p.keys) keys.
+// waitFull waits until p holds p.q.Cap() keys.
 func waitFull(t testing.TB, p *Pool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for len(p.keys) < cap(p.keys) {
+	for p.q.Len() < p.q.Cap() {
 		if time.Now().After(deadline) {
-			t.Fatalf("pool holds %d of %d keys after 20s", len(p.keys), cap(p.keys))
+			t.Fatalf("pool holds %d of %d keys after 20s", p.q.Len(), p.q.Cap())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -187,7 +187,7 @@ func TestPoolClosedAndNil(t *testing.T) {
 	p := NewPool(2)
 	p.Close()
 	p.Close()
-	if len(p.keys) != 0 {
+	if p.q.Len() != 0 {
 		t.Fatal("Close left keys in the pool")
 	}
 	var nilPool *Pool

@@ -38,37 +38,6 @@ func BenchmarkDH(b *testing.B) {
 	}
 }
 
-// BenchmarkPoolGet measures Get when the pool holds keys, which is the cost a
-// handshake pays while the refilling goroutine keeps up. To keep the run short
-// the pool is refilled, with the timer stopped, by copies of one key pair
-// rather than by the background goroutine.
-func BenchmarkPoolGet(b *testing.B) {
-	const size = 1024
-	kp, err := Generate(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := &Pool{
-		keys: make(chan KeyPair, size),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-	}
-	close(p.done)
-	defer p.Close()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += size {
-		b.StopTimer()
-		for len(p.keys) < size {
-			p.keys <- kp
-		}
-		b.StartTimer()
-		for range min(size, b.N-i) {
-			p.Get()
-		}
-	}
-}
-
 // BenchmarkPoolGetDrained measures Get when callers outrun the refilling
 // goroutine, so that most keys are generated inline.
 func BenchmarkPoolGetDrained(b *testing.B) {

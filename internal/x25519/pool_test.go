@@ -41,13 +41,13 @@ func get(t testing.TB, p *Pool) KeyPair {
 	return kp
 }
 
-// waitFull waits until p holds cap(p.keys) key pairs.
+// waitFull waits until p holds p.q.Cap() key pairs.
 func waitFull(t testing.TB, p *Pool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for len(p.keys) < cap(p.keys) {
+	for p.q.Len() < p.q.Cap() {
 		if time.Now().After(deadline) {
-			t.Fatalf("pool holds %d of %d keys after 10s", len(p.keys), cap(p.keys))
+			t.Fatalf("pool holds %d of %d keys after 10s", p.q.Len(), p.q.Cap())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -122,7 +122,7 @@ func TestPoolAfterClose(t *testing.T) {
 	p := NewPool(4)
 	waitFull(t, p)
 	p.Close()
-	if n := len(p.keys); n != 0 {
+	if n := p.q.Len(); n != 0 {
 		t.Errorf("pool holds %d keys after Close, want 0", n)
 	}
 	p.Close()
@@ -147,7 +147,7 @@ func TestPoolAfterClose(t *testing.T) {
 func fillGoroutines() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
-	return bytes.Count(buf, []byte("x25519.(*Pool).fill("))
+	return bytes.Count(buf, []byte("keypool.(*Pool[...]).fill("))
 }
 
 // waitGoroutines waits until cond holds, failing the test after a deadline.
