@@ -3,13 +3,11 @@
 package netauth
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -81,34 +79,7 @@ func BenchmarkDialAgentCompare(b *testing.B) {
 		{name: "resumed-agent", dial: dial(viaAgent), check: resumed(true)},
 		{name: "full-agent", dial: dial(agentFull), check: resumed(false)},
 	}
-	msg, buf := bytes.Repeat([]byte{'x'}, 128), make([]byte, 128)
-	warm(b, systems, msg, buf)
-	lat := make([][]time.Duration, len(systems))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for k := range systems {
-			j := (i + k) % len(systems)
-			t0 := time.Now()
-			if err := systems[j].connectSendRecv(msg, buf); err != nil {
-				b.Fatal(err)
-			}
-			lat[j] = append(lat[j], time.Since(t0))
-		}
-	}
-	b.StopTimer()
-	var base float64
-	for j, s := range systems {
-		slices.Sort(lat[j])
-		med := float64(percentile(lat[j], 0.5).Nanoseconds()) / 1e3
-		if j == 0 {
-			base = med
-		}
-		b.ReportMetric(med, s.name+"-p50-us")
-		b.ReportMetric(float64(percentile(lat[j], 0.99).Nanoseconds())/1e3, s.name+"-p99-us")
-		if j > 0 {
-			b.ReportMetric(med/base, s.name+"/resumed-memory")
-		}
-	}
+	compareRoundRobin(b, systems, "resumed-memory")
 }
 
 type errResumed bool
