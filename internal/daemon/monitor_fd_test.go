@@ -473,6 +473,20 @@ func TestMonitorRefusesRemovedRequests(t *testing.T) {
 }
 
 // statementSigner signs handshake statements with an SSH key.
+// sendAuthenticator runs netauth-alice's full handshake on nc until her authenticator is sent
+// (RunClient returns then, before the verdict), trusting any host key.
+func sendAuthenticator(t *testing.T, tb *testbed, nc net.Conn) {
+	t.Helper()
+	if _, err := handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
+		User:         "netauth-alice",
+		Signer:       statementSigner{tb.users["netauth-alice"]},
+		CheckHostKey: func(ssh.PublicKey, string) error { return nil },
+		Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type statementSigner struct{ ssh.Signer }
 
 func (s statementSigner) SignStatement(stmt []byte) ([]byte, error) {
@@ -494,15 +508,7 @@ func TestMonitorSurvivesClientReset(t *testing.T) {
 			t.Fatal(err)
 		}
 		// RunClient returns once ClientAuth is sent, before the verdict (pipelining).
-		_, err = handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
-			User:         "netauth-alice",
-			Signer:       statementSigner{tb.users["netauth-alice"]},
-			CheckHostKey: func(ssh.PublicKey, string) error { return nil },
-			Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		sendAuthenticator(t, tb, nc)
 		nc.(*net.TCPConn).SetLinger(0)
 		nc.Close()
 	}

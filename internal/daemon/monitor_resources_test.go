@@ -3,12 +3,10 @@
 package daemon
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/crypto/ssh"
 	"net"
 	"os"
 	"runtime"
@@ -17,7 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"ubns.dev/netauth/internal/x25519"
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/audit"
@@ -515,14 +512,7 @@ func TestLingeringWorkerConnsHoldNoThreads(t *testing.T) {
 		}
 		defer nc.Close() // unread data: a reset, which ends any lingering close
 		// RunClient returns once ClientAuth is sent; the client then reads nothing.
-		if _, err := handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
-			User:         "netauth-alice",
-			Signer:       statementSigner{tb.users["netauth-alice"]},
-			CheckHostKey: func(ssh.PublicKey, string) error { return nil },
-			Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
-		}); err != nil {
-			t.Fatal(err)
-		}
+		sendAuthenticator(t, tb, nc)
 		waitUntil(t, 10*time.Second, func() string { return fmt.Sprintf("connection %d not accepted", i) },
 			func() bool { return tb.auditCount(audit.Accepted, "") == i+1 })
 	}
@@ -583,14 +573,7 @@ func TestMonitorReleasesLingeringWorkerConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	if _, err := handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
-		User:         "netauth-alice",
-		Signer:       statementSigner{tb.users["netauth-alice"]},
-		CheckHostKey: func(ssh.PublicKey, string) error { return nil },
-		Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sendAuthenticator(t, tb, nc)
 	if err := <-served; err != nil {
 		t.Fatalf("the Commit: %v (the monitor's close waits out the worker's linger)", err)
 	}

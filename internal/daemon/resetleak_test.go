@@ -3,18 +3,13 @@
 package daemon
 
 import (
-	"crypto/rand"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/audit"
-	"ubns.dev/netauth/internal/handshake"
-	"ubns.dev/netauth/internal/record"
-	"ubns.dev/netauth/internal/x25519"
 )
 
 // TestVanishingClientsLeakNoAdmission: a user whose client authenticates and goes at once
@@ -44,15 +39,7 @@ func TestVanishingClientsLeakNoAdmission(t *testing.T) {
 			t.Fatal(err)
 		}
 		// RunClient returns once the authenticator is sent, before the verdict.
-		_, err = handshake.RunClient(record.NewConn(nc), &handshake.ClientConfig{
-			User:         "netauth-alice",
-			Signer:       statementSigner{tb.users["netauth-alice"]},
-			CheckHostKey: func(ssh.PublicKey, string) error { return nil },
-			Ephemeral:    func() (x25519.KeyPair, error) { return x25519.Generate(rand.Reader) },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		sendAuthenticator(t, tb, nc)
 		if i%2 == 1 {
 			nc.(*net.TCPConn).SetLinger(0) // a reset
 		}
