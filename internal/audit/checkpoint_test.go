@@ -35,24 +35,11 @@ func checkpointedLog(t testing.TB, host hostKey, n, every int) (string, [][]byte
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := newUserKey(t, false)
-	for i := range n {
-		var r *Record
-		switch i % 3 {
-		case 0:
-			r = fullRecord(t, host.pub, alice, "alice", "imap")
-		case 1:
-			r = resumedRecord(host.pub, alice.PublicKey(), "alice", "imap")
-		case 2:
-			r = refusedRecord(host.pub, "handshake timed out")
-		}
-		if err := w.Write(r); err != nil {
-			t.Fatal(err)
-		}
+	writeSamples(t, w, host, n, 3, func(i int) {
 		if (i+1)%every == 0 {
 			waitCovered(t, w)
 		}
-	}
+	})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}

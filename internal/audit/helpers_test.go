@@ -149,11 +149,26 @@ func sampleLogOpts(t testing.TB, host hostKey, n int, opts Options) (string, [][
 	if err != nil {
 		t.Fatal(err)
 	}
+	writeSamples(t, w, host, n, 4, nil)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path, readLines(t, path)
+}
+
+// writeSamples writes n records to w, cycling through the first kinds (3 or 4) of: a full
+// handshake of alice's, a resumption of hers, a refusal, a full handshake of bob's. after, if
+// set, runs after record i is written.
+func writeSamples(t testing.TB, w *Writer, host hostKey, n, kinds int, after func(i int)) {
+	t.Helper()
 	alice := newUserKey(t, false)
-	bob := newUserKey(t, true)
+	var bob ssh.Signer
+	if kinds > 3 {
+		bob = newUserKey(t, true)
+	}
 	for i := range n {
 		var r *Record
-		switch i % 4 {
+		switch i % kinds {
 		case 0:
 			r = fullRecord(t, host.pub, alice, "alice", "imap")
 		case 1:
@@ -166,11 +181,10 @@ func sampleLogOpts(t testing.TB, host hostKey, n int, opts Options) (string, [][
 		if err := w.Write(r); err != nil {
 			t.Fatal(err)
 		}
+		if after != nil {
+			after(i)
+		}
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path, readLines(t, path)
 }
 
 // readLines returns the lines of a file without their newlines.
