@@ -12,31 +12,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
 	"ubns.dev/netauth/agent"
 )
 
-// countingListener counts the connections accepted.
-type countingListener struct {
-	net.Listener
-	n atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 // testAgent is a netauth agent served in process on a Unix socket.
 type testAgent struct {
 	ag     *agent.Agent
 	sock   string
-	ln     *countingListener
+	ln     *testutil.CountingListener
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -58,7 +45,7 @@ func startTestAgent(t *testing.T, sock string, keys ...any) *testAgent {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ta := &testAgent{ag: ag, sock: sock, ln: &countingListener{Listener: ln}, cancel: cancel, done: make(chan error, 1)}
+	ta := &testAgent{ag: ag, sock: sock, ln: &testutil.CountingListener{Listener: ln}, cancel: cancel, done: make(chan error, 1)}
 	go func() { ta.done <- ag.Serve(ctx, ta.ln) }()
 	t.Cleanup(ta.stop)
 	return ta
@@ -89,7 +76,7 @@ func TestAgentConnectionReused(t *testing.T) {
 			t.Fatal("a Dial through the agent did not resume")
 		}
 	}
-	if n := ta.ln.n.Load(); n > 1 {
+	if n := ta.ln.N.Load(); n > 1 {
 		t.Errorf("11 sequential Dials connected to the agent %d times, want 1", n)
 	}
 
@@ -110,7 +97,7 @@ func TestAgentConnectionReused(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := ta.ln.n.Load(); n > 1+8 {
+	if n := ta.ln.N.Load(); n > 1+8 {
 		t.Errorf("8 concurrent Dialers connected to the agent %d times, want at most 9", n)
 	}
 
@@ -124,7 +111,7 @@ func TestAgentConnectionReused(t *testing.T) {
 	if id := dialEcho(t, ts.addr, cfg); !id.Resumed {
 		t.Error("not resumed through the restarted agent")
 	}
-	if n := ta2.ln.n.Load(); n != 1 {
+	if n := ta2.ln.N.Load(); n != 1 {
 		t.Errorf("the restarted agent was connected to %d times, want 1", n)
 	}
 
@@ -133,7 +120,7 @@ func TestAgentConnectionReused(t *testing.T) {
 	cfg2 := *cfg
 	cfg2.AgentSocket = other.sock
 	dialEcho(t, ts.addr, &cfg2)
-	if n := other.ln.n.Load(); n != 1 {
+	if n := other.ln.N.Load(); n != 1 {
 		t.Errorf("the second agent was connected to %d times, want 1", n)
 	}
 }

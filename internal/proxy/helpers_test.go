@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 	"ubns.dev/netauth/internal/testutil"
@@ -27,20 +26,6 @@ import (
 // a system account.
 const testUserName = "alice"
 
-// countingListener counts the TCP connections the server accepts, before any handshake.
-type countingListener struct {
-	net.Listener
-	n atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 // testServer is an in-process netauth server on loopback. For each connection it writes
 // "hello USER resumed=BOOL\n", then echoes lines until the client's end of input, then writes
 // "bye\n" and closes. The line "cut\n" makes it drop the TCP connection without a close record.
@@ -48,7 +33,7 @@ type testServer struct {
 	addr       string
 	knownHosts string
 	signer     ssh.Signer // the user's key, held in process
-	tcp        *countingListener
+	tcp        *testutil.CountingListener
 
 	mu  sync.Mutex
 	ids []netauth.Identity
@@ -72,7 +57,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{signer: signer, tcp: &countingListener{Listener: inner}}
+	ts := &testServer{signer: signer, tcp: &testutil.CountingListener{Listener: inner}}
 	ln, err := netauth.NewListener(ts.tcp, &netauth.ServerConfig{
 		HostKey: hostKey,
 		Service: "test",

@@ -135,7 +135,7 @@ func TestTCPFailsClosed(t *testing.T) {
 		return strings.Contains(logs.String(), "refused local connection from 127.0.0.1:") &&
 			strings.Contains(logs.String(), "cannot determine which user owns it: socket table unreadable")
 	})
-	if n := ts.tcp.n.Load(); n != 0 {
+	if n := ts.tcp.N.Load(); n != 0 {
 		t.Errorf("the server saw %d connections, want 0", n)
 	}
 }
@@ -236,7 +236,7 @@ func checkRefused(t *testing.T, out string, ts *testServer, logs *testutil.Buffe
 	if !strings.Contains(logs.String(), fmt.Sprintf("only uid %d may use this proxy", os.Getuid())) {
 		t.Errorf("refusal does not name the allowed uid:\n%s", logs)
 	}
-	if n := ts.tcp.n.Load(); n != 0 {
+	if n := ts.tcp.N.Load(); n != 0 {
 		t.Errorf("the server saw %d connections, want 0", n)
 	}
 	if ids := ts.identities(); len(ids) != 0 {

@@ -206,3 +206,18 @@ func SelfCopy(t testing.TB, dir, name string) string {
 	}
 	return path
 }
+
+// CountingListener is a net.Listener that counts the connections it accepted (N).
+type CountingListener struct {
+	net.Listener
+	N atomic.Int64
+}
+
+// Accept accepts a connection and counts it.
+func (l *CountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.N.Add(1)
+	}
+	return c, err
+}
