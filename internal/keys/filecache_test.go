@@ -225,15 +225,7 @@ func TestFileCacheHomeChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := t.TempDir()
-	if err := os.Chmod(home, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sshDir := filepath.Join(home, ".ssh")
-	if err := os.Mkdir(sshDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ak := filepath.Join(sshDir, "authorized_keys")
+	home, sshDir, ak := newHome(t)
 	k := newPub(t)
 	writeFile(t, ak, authLine(k)+"\n", 0o600)
 	c := agedCache()

@@ -147,21 +147,28 @@ func TestUserFiles(t *testing.T) {
 	}
 }
 
+// newHome makes a home directory (mode 0755) with a ~/.ssh (0700), and returns them and the
+// path of ~/.ssh/authorized_keys, not yet written.
+func newHome(t *testing.T) (home, sshDir, ak string) {
+	t.Helper()
+	home = t.TempDir()
+	if err := os.Chmod(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sshDir = filepath.Join(home, ".ssh")
+	if err := os.Mkdir(sshDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return home, sshDir, filepath.Join(sshDir, "authorized_keys")
+}
+
 func TestHomeAuthorizedKeys(t *testing.T) {
 	ctx := context.Background()
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := t.TempDir()
-	if err := os.Chmod(home, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	sshDir := filepath.Join(home, ".ssh")
-	if err := os.Mkdir(sshDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ak := filepath.Join(sshDir, "authorized_keys")
+	home, sshDir, ak := newHome(t)
 	k1, k2 := newPub(t), newPub(t)
 	writeFile(t, ak, authLine(k1)+" me@laptop\n"+`command="/bin/sh",no-pty `+authLine(k2)+"\nrestrict "+authLine(k2)+"\n", 0o600)
 
