@@ -5,14 +5,13 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
@@ -63,19 +62,6 @@ func revokedBefore(d *Daemon, cfg *policy.Config, src keys.Source, service, user
 	return ""
 }
 
-func newPublicKey(t *testing.T) ssh.PublicKey {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // TestRevokedAsBefore: the revocation check, now the authorization every handshake passes
 // (allowed: the key found by its hash among the user's keys, the account, the grant), revokes
 // exactly what it revoked before, over every combination of: a key kept, removed, moved to
@@ -117,7 +103,7 @@ service asuser {
 		t.Fatal(err)
 	}
 	d := &Daemon{log: slog.New(slog.DiscardHandler)}
-	k1, k2, k3 := newPublicKey(t), newPublicKey(t), newPublicKey(t)
+	k1, k2, k3 := testutil.Signer(t).PublicKey(), testutil.Signer(t).PublicKey(), testutil.Signer(t).PublicKey()
 	sources := map[string]keyMap{
 		"own keys":      {m: map[string][]ssh.PublicKey{"revka": {k1, k2}, "revkb": {k3}, "netauth-alice": {k1, k2}}},
 		"k1 shared":     {m: map[string][]ssh.PublicKey{"revka": {k1, k2}, "revkb": {k1, k3}, "netauth-alice": {k1, k2}}},
