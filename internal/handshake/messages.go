@@ -39,8 +39,8 @@ const (
 	// BinderLen is the size of a resumption binder (HMAC-SHA256).
 	BinderLen = 32
 
-	DHLen         = 32
-	HashLen       = 32
+	DHLen         = noise.DHLen
+	HashLen       = noise.HashLen
 	PSKLen        = 32
 	KEMKeyLen     = noise.KEMPublicKeyLen  // ML-KEM-768 encapsulation key, 1184
 	KEMCtLen      = noise.KEMCiphertextLen // ML-KEM-768 ciphertext, 1088

@@ -235,7 +235,7 @@ func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
 	ad := append([]byte(ticketAD), k.id[:]...)
 	out = aead.Seal(out, nonce, pt, ad)
 	if len(out) > MaxTicketSize {
-		return nil, fmt.Errorf("ticket of %d bytes exceeds the limit of %d (user key too large)", len(out), MaxTicketSize)
+		return nil, fmt.Errorf("ticket of %d bytes exceeds the limit of %d", len(out), MaxTicketSize)
 	}
 	return out, nil
 }
