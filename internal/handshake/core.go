@@ -155,6 +155,10 @@ type ServerCore struct {
 	cfg      *ServerConfig
 	hostPub  ssh.PublicKey
 	hostWire []byte
+	// hostHash and hostFP are the host key's SHA-256 (what tickets bind) and its fingerprint,
+	// computed once.
+	hostHash [32]byte
+	hostFP   string
 	timeout  time.Duration
 
 	mu       sync.Mutex
@@ -178,7 +182,9 @@ func NewServerCore(cfg *ServerConfig, timeout time.Duration) (*ServerCore, error
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	return &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: hostPub.Marshal(), timeout: timeout,
+	wire := hostPub.Marshal()
+	return &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: wire, hostHash: hostKeyHash(wire),
+		hostFP: ssh.FingerprintSHA256(hostPub), timeout: timeout,
 		sessions: make(map[uint64]*coreSession)}, nil
 }
 
@@ -232,7 +238,7 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 		return nil
 	}
 	defer clear(t.Secret[:])
-	if t.Service != c.cfg.Service || t.HostKeyHash != hostKeyHash(c.hostWire) {
+	if t.Service != c.cfg.Service || t.HostKeyHash != c.hostHash {
 		return nil
 	}
 	hs, err := noise.NewResponder(noise.NNpsk0, pro, eph, t.Secret[:])
@@ -362,7 +368,7 @@ func FindKey(ctx context.Context, src keys.Source, res *Result) error {
 func (c *ServerCore) newResult(client string, h []byte) *Result {
 	res := &Result{Client: client}
 	res.Service, res.HandshakeHash = c.cfg.Service, append([]byte(nil), h...)
-	res.SetHostKey(c.hostPub)
+	res.HostKey, res.HostKeyFingerprint = c.hostPub, c.hostFP
 	return res
 }
 
@@ -580,7 +586,7 @@ func (c *ServerCore) authenticate(req *CommitRequest) (*decision, error) {
 			User:        req.User,
 			KeyHash:     res.KeyHash,
 			Service:     c.cfg.Service,
-			HostKeyHash: hostKeyHash(c.hostWire),
+			HostKeyHash: c.hostHash,
 			Secret:      sess.sec.resumption,
 		}
 		defer clear(tc.Secret[:])
