@@ -211,11 +211,21 @@ func (t *TicketKeys) RetireLoop(stop <-chan struct{}) {
 	}
 }
 
-// seal encrypts c into a ticket.
+// seal encrypts c into a ticket. Only choosing the key and drawing the nonce hold the lock;
+// the encryption runs on a copy of the key, wiped afterwards.
 func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
+	var k ticketKey
+	defer clear(k.key[:])
+	nonce := make([]byte, ticketNonceLen)
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	k, err := t.current(now)
+	cur, err := t.current(now)
+	if err == nil {
+		k = *cur
+		if _, err = io.ReadFull(t.rand, nonce); err != nil {
+			err = fmt.Errorf("ticket nonce: %w", err)
+		}
+	}
+	t.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -227,10 +237,6 @@ func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
 	defer clear(pt)
 	out := make([]byte, 0, minTicketLen+len(pt))
 	out = append(out, k.id[:]...)
-	nonce := make([]byte, ticketNonceLen)
-	if _, err := io.ReadFull(t.rand, nonce); err != nil {
-		return nil, fmt.Errorf("ticket nonce: %w", err)
-	}
 	out = append(out, nonce...)
 	ad := append([]byte(ticketAD), k.id[:]...)
 	out = aead.Seal(out, nonce, pt, ad)
@@ -241,24 +247,27 @@ func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
 }
 
 // open decrypts a ticket and checks its expiry against now. It retires keys first, so a
-// ticket under a key past its time never opens.
+// ticket under a key past its time never opens. Only finding the key holds the lock; the
+// decryption runs on a copy of it, wiped afterwards.
 func (t *TicketKeys) open(ticket []byte, now time.Time) (*ticketContents, error) {
 	if len(ticket) < minTicketLen || len(ticket) > MaxTicketSize {
 		return nil, ErrTicketInvalid
 	}
 	var id [ticketKeyIDLen]byte
 	copy(id[:], ticket)
+	var k ticketKey
+	defer clear(k.key[:])
+	found := false
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.retireLocked(now)
-	var k *ticketKey
 	for _, cand := range t.keys {
 		if cand.id == id {
-			k = cand
+			k, found = *cand, true
 			break
 		}
 	}
-	if k == nil {
+	t.mu.Unlock()
+	if !found {
 		return nil, ErrTicketUnknownKey
 	}
 	aead, err := k.aead()
