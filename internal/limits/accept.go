@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// AcceptLoop is the accept loop of every netauth server (the library's Listener, netauthd's
-// acceptor, and netauthd in process): each connection is admitted against the handshake
+// AcceptLoop is the accept loop of every netauth server (the library's Listener and
+// netauthd's acceptor): each connection is admitted against the handshake
 // limits before anything of it is read; one refused a slot is answered by Refuse and logged
 // at most once a second; an admitted one goes to Handle with the function that gives its slot
 // back.
@@ -38,6 +38,7 @@ const acceptRetry = 100 * time.Millisecond
 // Run accepts connections from ln until Closed reports true after an accept error. It may run
 // on several listeners at once.
 func (a *AcceptLoop) Run(ln net.Listener) {
+	failures := &Throttle{Every: time.Second} // of "accept failed" lines (EMFILE repeats)
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -48,7 +49,9 @@ func (a *AcceptLoop) Run(ln net.Listener) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			a.Log.Error("accept failed", "service", a.Service, "err", err)
+			if ok, held := failures.Allow(time.Now()); ok {
+				a.Log.Error("accept failed", "service", a.Service, "err", err, "unlogged_failures", held)
+			}
 			time.Sleep(acceptRetry)
 			continue
 		}
