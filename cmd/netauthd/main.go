@@ -26,7 +26,7 @@ import (
 	"ubns.dev/netauth/internal/trace"
 )
 
-const usage = `usage: netauthd [-config file] [-check] [-log-level level] [-trace file]
+const usage = `usage: netauthd [-config file | -listen addr] [-check] [-log-level level] [-trace file]
        netauthd -trace-report file         (the per-step table of a trace)
        netauthd -worker SERVICE [ARG...]   (a built-in worker, started by netauthd)
 
@@ -230,8 +230,8 @@ func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout,
 		}
 	}
 	opts.Acceptor = []string{filepath.Join(filepath.Dir(self), "netauthd-acceptor")}
-	if _, err := os.Stat(opts.Acceptor[0]); err != nil {
-		fmt.Fprintf(stderr, "netauthd: %s is missing: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
+	if !isExecutable(opts.Acceptor[0]) {
+		fmt.Fprintf(stderr, "netauthd: %s is missing or not executable: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
 		return 1
 	}
 	d, err := daemon.New(opts)
