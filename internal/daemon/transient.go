@@ -35,7 +35,7 @@ func TransientAcceptorAccount() (*policy.Account, error) {
 			return &policy.Account{UID: id, GID: id, Groups: []uint32{}}, nil
 		}
 	}
-	return nil, errors.New("netauthd: no free uid for a transient acceptor account in 61184-65519")
+	return nil, errors.New("no free uid for a transient acceptor account in 61184-65519: create an account for the acceptor instead:\n  useradd --system --no-create-home --shell /usr/sbin/nologin netauth")
 }
 
 // transientFree reports whether no user, group or running process has id.
