@@ -39,7 +39,7 @@ func revokedBefore(d *Daemon, cfg *policy.Config, src keys.Source, service, user
 	if sc == nil {
 		return "service removed from the configuration"
 	}
-	acct, err := d.userAccount(sc, user)
+	acct, err := d.userAccountMemo(sc, user, nil)
 	if err != nil {
 		return "user no longer exists"
 	}

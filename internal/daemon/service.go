@@ -188,16 +188,12 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	return adm, nil
 }
 
-// userAccount returns the account of user name for service sc, from the system user
-// database. A service whose workers run as a service account ("run-as account") also serves
-// users who are not in the database (people known only by their keys): they get an account
-// with their name and no groups, so only "users NAME" or "users *" can grant them the
-// service. A service whose workers run as the user needs the user's real account.
-func (d *Daemon) userAccount(sc *policy.Service, name string) (*policy.Account, error) {
-	return d.userAccountMemo(sc, name, nil)
-}
-
-// userAccountMemo is userAccount asking the user database through memo.
+// userAccountMemo returns the account of user name for service sc, from the system user
+// database, asked through memo (nil: directly). A service whose workers run as a service
+// account ("run-as account") also serves users who are not in the database (people known only
+// by their keys): they get an account with their name and no groups, so only "users NAME" or
+// "users *" can grant them the service. A service whose workers run as the user needs the
+// user's real account.
 func (d *Daemon) userAccountMemo(sc *policy.Service, name string, memo *accountMemo) (*policy.Account, error) {
 	acct, err := memo.lookup(&d.caches, name)
 	var unknown user.UnknownUserError
