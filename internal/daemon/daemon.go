@@ -362,7 +362,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		}
 	}
 	d.pool.Close()
-	d.tracer.close()
+	d.tracer.close(d.log)
 	if err := d.audit.Close(); err != nil {
 		d.log.Error("closing the audit log", "err", err)
 	}

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"log/slog"
 	"sync"
 	"syscall"
+	"time"
 
 	"ubns.dev/netauth/internal/trace"
 )
@@ -83,17 +85,30 @@ func (t *tracer) write(rec *trace.Record) {
 	}
 }
 
-// close stops copying and writes out what is queued.
-func (t *tracer) close() {
+// closeWait bounds how long close waits for the lines still in the pipe (the acceptor and the
+// workers have exited by then, so the pipe ends once its last lines are read).
+const closeWait = time.Second
+
+// close copies what is left in the pipe (waiting at most closeWait for its end), writes out
+// what is queued, and logs how many lines the trace lost (its queue full, or the file at its
+// size limit), so that a report of an incomplete trace says so.
+func (t *tracer) close(log *slog.Logger) {
 	if t == nil {
 		return
 	}
 	t.once.Do(func() {
 		t.pw.Close()
+		select {
+		case <-t.copied:
+		case <-time.After(closeWait):
+		}
 		t.pr.Close()
 		<-t.copied
 		t.w.Close()
 		t.file.Close()
+		if n := t.w.Dropped(); n > 0 {
+			log.Warn("trace incomplete: lines dropped (queue full or file at its size limit)", "path", t.file.Name(), "dropped", n)
+		}
 	})
 }
 
