@@ -4,6 +4,8 @@ package netauth
 
 import (
 	"context"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,4 +126,61 @@ func TestAgentKilledBetweenDials(t *testing.T) {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// TestAgentSilent: an agent that accepts the connection and never answers (hung, or waiting on
+// something that never comes) fails the Dial by the handshake's deadline, and a request made
+// outside the handshake by agentCallTimeout; neither holds the caller for ever.
+func TestAgentSilent(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "silent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }() // reads every request, answers none
+		}
+	}()
+	ts := newTestServer(t, nil)
+	ts.serveEcho()
+	agentConns.closeIdle()
+	defer agentConns.closeIdle()
+
+	t.Run("handshake deadline", func(t *testing.T) {
+		cfg := &Config{User: "alice", AgentSocket: sock, KnownHostsFile: ts.knownHosts, HandshakeTimeout: 300 * time.Millisecond}
+		start := time.Now()
+		c, err := Dial("tcp", ts.addr, cfg)
+		took := time.Since(start)
+		if err == nil {
+			c.Close()
+			t.Fatal("Dial through a silent agent succeeded")
+		}
+		t.Logf("Dial: %v (after %v)", err, took)
+		if took > 5*time.Second {
+			t.Fatalf("Dial took %v with a 300 ms handshake timeout", took)
+		}
+	})
+	t.Run("agentCallTimeout", func(t *testing.T) {
+		defer func(d time.Duration) { agentCallTimeout = d }(agentCallTimeout)
+		agentCallTimeout = 300 * time.Millisecond
+		cfg := &Config{User: "alice", AgentSocket: sock, KnownHostsFile: ts.knownHosts, HandshakeTimeout: time.Hour}
+		start := time.Now()
+		c, err := Dial("tcp", ts.addr, cfg)
+		took := time.Since(start)
+		if err == nil {
+			c.Close()
+			t.Fatal("Dial through a silent agent succeeded")
+		}
+		t.Logf("Dial: %v (after %v)", err, took)
+		if took > 5*time.Second {
+			t.Fatalf("Dial took %v with a 300 ms agent call timeout", took)
+		}
+	})
 }

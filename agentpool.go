@@ -29,6 +29,11 @@ const maxIdleAgentConnsTotal = 8
 // does not keep its agent connections (and the agent its goroutines for them) for ever.
 const agentIdleTimeout = time.Minute
 
+// agentCallTimeout bounds one request to the agent and its answer (a Dial's context bounds it
+// further while the handshake runs): an agent that stopped answering fails the Dial instead of
+// holding it for ever. A variable for tests.
+var agentCallTimeout = 30 * time.Second
+
 // poolEUID returns the effective uid the pool files connections under (a variable for tests).
 var poolEUID = os.Geteuid
 
@@ -65,6 +70,9 @@ type agentConn struct {
 	// path changed while connecting): such a connection is not kept.
 	file      socketFile
 	idleSince time.Time
+	// limit, if not zero, is the latest deadline (Unix nanoseconds) of a request: the
+	// deadline of the Dial's context while the handshake runs.
+	limit atomic.Int64
 }
 
 // socketFile identifies a socket file (device and inode).
@@ -87,7 +95,18 @@ func (c *agentConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write starts a request (the agent client writes each request whole, then reads its
+// answer): the request and its answer must be done by the deadline it sets.
 func (c *agentConn) Write(p []byte) (int, error) {
+	dl := time.Now().Add(agentCallTimeout)
+	if l := c.limit.Load(); l != 0 && l < dl.UnixNano() {
+		dl = time.Unix(0, l)
+	}
+	if c.broken.Load() {
+		// An earlier request failed: its answer may still arrive and be taken for this one's.
+		return 0, errors.New("agent: connection unusable after an earlier error")
+	}
+	_ = c.uc.SetDeadline(dl)
 	n, err := c.uc.Write(p)
 	if err != nil {
 		c.broken.Store(true)
@@ -138,6 +157,7 @@ func (p *agentPool) get(path string) (*agentConn, error) {
 // put returns c to the pool, or closes it if it is broken, was made under another effective
 // uid than the process has now, or the pool is full.
 func (p *agentPool) put(c *agentConn) {
+	c.limit.Store(0)
 	if c.broken.Load() || c.file == (socketFile{}) {
 		c.uc.Close()
 		return

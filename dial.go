@@ -293,7 +293,7 @@ func (d *dialer) nextKey() bool {
 }
 
 // attempt makes one connection and handshake.
-func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
+func (d *dialer) attempt(ctx context.Context) (_ *Conn, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		t := d.cfg.HandshakeTimeout
 		if t <= 0 {
@@ -302,6 +302,19 @@ func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
+	}
+	if ac := d.agConn; ac != nil {
+		// Agent requests made during the handshake end with it at the latest (those made
+		// later, such as storing the ticket, only by agentCallTimeout).
+		deadline, _ := ctx.Deadline()
+		ac.limit.Store(deadline.UnixNano())
+		defer func() {
+			// After a failure the limit stays until the connection goes back to the
+			// pool: a key listing started for this attempt ends by its deadline too.
+			if err == nil && d.agConn == ac { // not yet in the pool, where another Dial may hold it
+				ac.limit.Store(0)
+			}
+		}()
 	}
 	// The cached session is looked up (in the agent, and checked against known_hosts) while
 	// the connection is being made, not before.
