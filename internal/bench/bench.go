@@ -148,7 +148,9 @@ type run struct {
 	acceptorNote string
 	rep          *Report
 	prog         *progress
-	// extraTargets are targets measured by parts of their own, for evaluate.
+	// extraTargets are targets measured by parts of their own, for evaluate: the part that
+	// counts round trips on an emulated network path appends its Target (Name
+	// TargetRoundTrips) here. Until one does, evaluate lists that target as not measured.
 	extraTargets []Target
 
 	// scaleUsers are the users the scale run may use, with their keys: accounts that
