@@ -23,23 +23,36 @@ run, and check the results against netauth's performance targets:
             (compiled with cc), Go crypto/tls 1.3 with client certificates (full
             and resumed), OpenSSH (a login running a command, and a session on
             a multiplexed master; needs sshd), netauth's in-process server (full
-            and resumed) and, as root, netauthd: a first connection (new
-            worker), a full handshake and a resumed one to an existing worker.
-            The systems alternate round-robin after a warm-up.
+            and resumed) and, as root, netauthd as deployed (monitor, acceptor,
+            per-user workers): a first connection (new worker), a full
+            handshake and a resumed one to an existing worker. The floors'
+            parts run in the same rounds: plain TCP with one more round trip,
+            and the handshake's public-key operations in this process; a floor
+            is the sum of their medians. The systems alternate round-robin
+            after a warm-up.
   overhead  creating a listening server and connecting, against plain TCP
             (the paper's Table 2)
-  cpu       the server's CPU per handshake (read with getrusage in the server
-            process), as handshakes per core-second
+  cpu       the server's CPU per handshake, against the server's public-key
+            floor: the in-process server's process (getrusage) and, as root,
+            all of netauthd's processes together (from /proc)
   verify    user signature (SSHSIG) verifications per core-second
   bulk      bulk throughput through netauth, crypto/tls and plain TCP
   memory    an idle per-user worker's memory (root)
   scale     many users with many connections each: latency percentiles and
             netauthd's memory (root)
 
-The clients run in this process, the servers in child processes; netauthd's
-workers run as nobody. Progress goes to stderr, the table to stdout. Without
-root, the rows that start workers are skipped, and the report says why; so are
-OpenSSH without sshd and fork-setuid without a C compiler.
+The netauth clients run as users run them: netauth.Dial's default path through
+a netauth agent the benchmark starts (this program's agent command, holding
+the user's key after one no server accepts, and the tickets); rows marked
+"in-process signer" sign in this process and keep their tickets in memory, for
+comparison. netauthd's acceptor is netauthd-acceptor when it is installed next
+to this program, else this program's hidden acceptor command (the same code);
+the report's notes say which. The clients run in this process, the servers in
+child processes; netauthd's workers run as nobody. Progress goes to stderr,
+the table to stdout. Without root, the rows that start workers are skipped,
+and the report says why; so are OpenSSH without sshd and fork-setuid without a
+C compiler. Each target is reported as met, missed or not measured, with this
+run's floor where there is one.
 
 Flags:
 `

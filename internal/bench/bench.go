@@ -6,10 +6,14 @@
 // the results against netauth's performance targets. It reports a table, JSON and an SVG
 // chart.
 //
-// The clients run in the benchmark's process; every server except the fork-setuid server and
-// sshd runs in one child process (the same program, started with ServerArg), including
-// netauthd's daemon with its per-user workers when the benchmark runs as root. Systems are
-// alternated round-robin so that drift and the machine's other load hit all alike.
+// The clients run in the benchmark's process and, as users run them, sign and keep their
+// tickets through a `netauth agent` process of the run's own (comparison rows sign in process
+// and keep tickets in memory). The Go servers run in a child process (the same program,
+// started with ServerArg); netauthd runs as deployed when the benchmark runs as root: its
+// monitor in a second child process, its acceptor and per-user workers in processes of their
+// own. Systems are alternated round-robin so that drift and the machine's other load hit all
+// alike, and the floors (plain TCP with one more round trip, the handshake's public-key
+// operations) are measured in the same rounds.
 package bench
 
 import (
@@ -136,11 +140,18 @@ type run struct {
 	srv   *serverProc // the Go servers
 	d     *serverProc // netauthd (root only)
 	conf  string      // netauthd's configuration
+	agent *agentProc  // the clients' agent
 	// acceptor is the command line of netauthd's acceptor: netauthd-acceptor, when it is
-	// installed next to this program, else this program's hidden acceptor command.
-	acceptor []string
-	rep      *Report
-	prog     *progress
+	// installed next to this program, else this program's hidden acceptor command;
+	// acceptorNote says which, for the report.
+	acceptor     []string
+	acceptorNote string
+	rep          *Report
+	prog         *progress
+	// extraTargets are targets measured by parts of their own, for evaluate: the part that
+	// counts round trips on an emulated network path appends its Target (Name
+	// TargetRoundTrips) here. Until one does, evaluate lists that target as not measured.
+	extraTargets []Target
 
 	// scaleUsers are the users the scale run may use, with their keys: accounts that
 	// exist only in key files (virtualScale true) or, as a fallback, real accounts.
@@ -163,7 +174,7 @@ func Run(opts Options) (rep *Report, err error) {
 	}
 	r := &run{opts: opts, n: opts.counts(), root: os.Geteuid() == 0, prog: newProgress(opts.Progress)}
 	r.rep = &Report{Time: time.Now().UTC(), Command: opts.Command, Machine: machine(), Quick: opts.Quick,
-		N: r.n.rounds, Skipped: []Skip{}}
+		N: r.n.rounds, Notes: []string{}, Skipped: []Skip{}}
 	if r.dir, err = os.MkdirTemp("", "netauth-bench-"); err != nil {
 		return nil, err
 	}
@@ -175,11 +186,19 @@ func Run(opts Options) (rep *Report, err error) {
 	if r.m, err = newMaterial(); err != nil {
 		return nil, err
 	}
-	ubns := r.root && (r.want(PartLatency) || r.want(PartMemory) || r.want(PartScale))
+	ubns := r.root && (r.want(PartLatency) || r.want(PartCPU) || r.want(PartMemory) || r.want(PartScale))
 	if !r.root {
-		r.skip("netauthd rows (first connection, full and resumed to a per-user worker), worker memory, scale run",
+		r.skip("netauthd rows (first connection, full and resumed to a per-user worker, its server CPU), worker memory, scale run",
 			"they start workers as other users, which needs root; the in-process netauth server rows run instead")
 	}
+	// The agent holds a key no server accepts first, then the user's: every server's first full
+	// handshake is refused once and retried with the user's key, which the agent then
+	// remembers for that server, as it would for a user with several keys.
+	if r.agent, err = startAgent(opts.Self, r.dir, r.m.otherKey, r.m.userKey); err != nil {
+		return nil, err
+	}
+	defer r.agent.stop()
+	r.note("netauth clients: netauth.Dial's default path, through a `netauth agent -D` process holding two keys (a key no server accepts, then the user's) and the tickets; the rows marked \"in-process signer\" sign in the benchmark's process and keep their tickets in memory")
 	spec := &serverSpec{HostKeySeed: r.m.hostSeed, User: workerAccount,
 		UserKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(r.m.user.PublicKey()))),
 		TLSCert: r.m.tlsServerCert, TLSKey: r.m.tlsServerKey, TLSCA: r.m.tlsCA, SinkSize: r.n.bulkSize}
@@ -201,6 +220,7 @@ func Run(opts Options) (rep *Report, err error) {
 			return nil, err
 		}
 		defer func() { r.d.stop() }()
+		r.note("netauthd's acceptor: " + r.acceptorNote)
 	}
 	steps := []struct {
 		part string
@@ -230,7 +250,9 @@ func Run(opts Options) (rep *Report, err error) {
 	}
 	r.prog.end()
 	r.rep.Machine.LoadEnd = loadAvg()
-	r.rep.evaluate()
+	// Targets measured by parts of their own (the round trips on an emulated network path)
+	// are passed here; evaluate lists those it is not given as not measured.
+	r.rep.evaluate(r.extraTargets...)
 	return r.rep, nil
 }
 
@@ -239,9 +261,23 @@ func (r *run) skip(what, why string) {
 	r.rep.Skipped = append(r.rep.Skipped, Skip{What: what, Why: why})
 }
 
-// clientConfig is a netauth client configuration for the run's user: resumed ones cache
-// tickets in memory, full ones never offer one.
-func (r *run) clientConfig(resume bool) *netauth.Config {
+// note records how something was measured.
+func (r *run) note(s string) {
+	r.rep.Notes = append(r.rep.Notes, s)
+}
+
+// agentConfig is a netauth client configuration for the run's user as users run it: no
+// Signer and no TicketCache, so that netauth.Dial signs through the run's agent and keeps the
+// tickets (and the record of the key each server accepted) there. Full ones never offer a
+// ticket.
+func (r *run) agentConfig(full bool) *netauth.Config {
+	return &netauth.Config{User: workerAccount, AgentSocket: r.agent.sock, KnownHostsFile: r.known, DisableResumption: full}
+}
+
+// memoryConfig is the comparison configuration: the user's key as an in-process Signer and,
+// for resumed connections, tickets in a memory cache of the configuration's own. Full ones
+// never offer a ticket.
+func (r *run) memoryConfig(resume bool) *netauth.Config {
 	cfg := &netauth.Config{User: workerAccount, Signer: r.m.user, KnownHostsFile: r.known}
 	if resume {
 		cfg.TicketCache = netauth.NewMemoryTicketCache(16)
@@ -267,12 +303,15 @@ func (r *run) writeDaemonConfig() (string, error) {
 		return "", err
 	}
 	r.acceptor = append(append([]string{worker}, r.opts.Self[1:]...), "acceptor")
-	if data, err := os.ReadFile(filepath.Join(filepath.Dir(r.opts.Self[0]), "netauthd-acceptor")); err == nil {
+	r.acceptorNote = "this program's hidden `netauth acceptor` command, the same code as netauthd-acceptor, which is not installed next to " + r.opts.Self[0]
+	installed := filepath.Join(filepath.Dir(r.opts.Self[0]), "netauthd-acceptor")
+	if data, err := os.ReadFile(installed); err == nil {
 		acc := filepath.Join(r.dir, "netauthd-acceptor")
 		if err := os.WriteFile(acc, data, 0o755); err != nil {
 			return "", err
 		}
 		r.acceptor = []string{acc}
+		r.acceptorNote = "netauthd-acceptor, installed next to this program (" + installed + ")"
 	}
 	keyDir := filepath.Join(r.dir, "authorized_keys")
 	if err := os.Mkdir(keyDir, 0o755); err != nil {

@@ -29,7 +29,7 @@ func (r *run) bulk() error {
 	if err != nil {
 		return err
 	}
-	nc, err := netauth.Dial("tcp", r.srv.addrs.NetauthSink, r.clientConfig(false))
+	nc, err := netauth.Dial("tcp", r.srv.addrs.NetauthSink, r.memoryConfig(false))
 	if err != nil {
 		return err
 	}

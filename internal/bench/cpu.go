@@ -4,46 +4,81 @@ package bench
 
 import (
 	"crypto/ed25519"
-	"crypto/mlkem"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"ubns.dev/netauth/internal/handshake"
-	"ubns.dev/netauth/internal/kem"
 	"ubns.dev/netauth/internal/keys"
-	"ubns.dev/netauth/internal/x25519"
 )
 
 // cpuClients is the number of clients that connect at once in the CPU part, so that the
 // server process is kept busy as a loaded server is, rather than waking for each connection.
 const cpuClients = 2
 
-// cpu measures the server's CPU time per connection and per handshake, and signature
-// verifications per core-second.
+// cpu measures the server's CPU time per connection and per handshake, against the
+// server's public-key floor.
 //
-// The servers run in the server process, which reports its own CPU time (getrusage
-// RUSAGE_SELF: user and system time of all its threads, garbage collection included) before
-// and after each block of connections; nothing else runs there meanwhile. The workload is the
-// same 128-byte connect-send-recv for plain TCP, netauth full and netauth resumed (the
-// in-process server), in blocks alternated round-robin. A netauth connection's server CPU
-// minus a plain TCP connection's is what the handshake (and the record layer's two records)
-// costs the server; handshakes per core-second are one second over that.
+// The workload is the same 128-byte connect-send-recv for plain TCP, netauth full and
+// resumed to the in-process server and, as root, netauth full and resumed to an existing
+// netauthd worker, with clients through the agent, in blocks alternated round-robin. Each
+// block's server CPU is read before and after it: the Go servers' process reports its own
+// (getrusage RUSAGE_SELF: all threads, garbage collection and system calls included;
+// nothing else runs there meanwhile); netauthd's is that of all its processes together, the
+// monitor's (its own getrusage) plus its acceptor's and its workers' of the service
+// (procCPU, from /proc). A netauth connection's server CPU minus a plain TCP connection's is
+// what the handshake (and the record layer's two records) costs the server. The client CPU
+// is the benchmark process's and the agent's.
+//
+// Blocks of the server's public-key floor (serverOps, on one goroutine in this process,
+// timed by its CPU time) alternate with the others.
 func (r *run) cpu() error {
-	res := r.clientConfig(true)
-	systems := []*system{
-		{name: "tcp", label: "plain TCP", op: echoTCP(r.srv.addrs.TCP)},
-		{name: "netauth-full", label: "netauth full", op: echoNetauth(r.srv.addrs.Netauth, r.clientConfig(false), mustBeFull)},
-		{name: "netauth-resumed", label: "netauth resumed", op: echoNetauth(r.srv.addrs.Netauth, res, mustResume),
-			prime: echoNetauth(r.srv.addrs.Netauth, res, eitherWay)},
+	type cpuSystem struct {
+		*system
+		server func() (time.Duration, error) // the server's CPU so far
+		floor  bool                          // serverOps in this process, not a server
 	}
+	goServers := r.srv.cpu
+	systems := []cpuSystem{
+		{system: &system{name: "tcp", label: "plain TCP", op: echoTCP(r.srv.addrs.TCP)}, server: goServers},
+		{system: &system{name: "netauth-full", label: "netauth in-process server, full",
+			op: echoNetauth(r.srv.addrs.Netauth, r.agentConfig(true), mustBeFull, nil)}, server: goServers},
+		{system: &system{name: "netauth-resumed", label: "netauth in-process server, resumed",
+			op:    echoNetauth(r.srv.addrs.Netauth, r.agentConfig(false), mustResume, nil),
+			prime: echoNetauth(r.srv.addrs.Netauth, r.agentConfig(false), eitherWay, nil)}, server: goServers},
+	}
+	if r.d != nil {
+		addr := r.d.addrs.Daemon["echo"]
+		// The echo service's worker must exist before the first block reads its CPU.
+		if err := echoNetauth(addr, r.agentConfig(true), mustBeFull, nil)(); err != nil {
+			return fmt.Errorf("netauthd: %w", err)
+		}
+		daemon := func() (time.Duration, error) { return r.daemonCPU("echo") }
+		systems = append(systems,
+			cpuSystem{system: &system{name: "ubns-full", label: "netauthd full, existing worker (monitor + acceptor + worker)",
+				op: echoNetauth(addr, r.agentConfig(true), mustBeFull, nil)}, server: daemon},
+			cpuSystem{system: &system{name: "ubns-resumed", label: "netauthd resumed, existing worker (monitor + acceptor + worker)",
+				op:    echoNetauth(addr, r.agentConfig(false), mustResume, nil),
+				prime: echoNetauth(addr, r.agentConfig(false), eitherWay, nil)}, server: daemon})
+	}
+	ops, err := newServerOps(r.m.hostKey)
+	if err != nil {
+		return err
+	}
+	systems = append(systems,
+		cpuSystem{system: &system{name: "floor-resumed", label: "server public-key floor, resumed: keygen + X25519",
+			op: func() error { return ops.run(false) }}, floor: true},
+		cpuSystem{system: &system{name: "floor-full", label: "server public-key floor, full: keygen + X25519 + ML-KEM-768 encaps + Ed25519 sign + verify",
+			op: func() error { return ops.run(true) }}, floor: true})
+
 	server := make([]time.Duration, len(systems))
 	client := make([]time.Duration, len(systems))
 	done := make([]int, len(systems))
 	r.prog.phase(fmt.Sprintf("server CPU per handshake (%d clients at once)", cpuClients))
-	for _, s := range systems { // warm up, and fill the ticket cache
+	for _, s := range systems { // warm up, and fill the ticket caches
 		if s.prime != nil {
 			if err := s.prime(); err != nil {
 				return fmt.Errorf("%s: %w", s.label, err)
@@ -55,119 +90,135 @@ func (r *run) cpu() error {
 			}
 		}
 	}
+	clientCPU := func() (time.Duration, error) {
+		self, err := processCPU()
+		if err != nil {
+			return 0, err
+		}
+		ag, err := procCPU(r.agent.pid())
+		if err != nil {
+			return 0, fmt.Errorf("the agent: %w", err)
+		}
+		return self + ag, nil
+	}
 	total := r.n.cpuConns * len(systems)
 	for done[len(done)-1] < r.n.cpuConns {
 		for j, s := range systems {
 			n := min(r.n.cpuBlock, r.n.cpuConns-done[j])
-			srv0, err := r.srv.cpu()
-			if err != nil {
-				return err
+			if s.floor {
+				c0, err := processCPU()
+				if err != nil {
+					return err
+				}
+				for range n {
+					if err := s.op(); err != nil {
+						return fmt.Errorf("%s: %w", s.label, err)
+					}
+				}
+				c1, err := processCPU()
+				if err != nil {
+					return err
+				}
+				server[j] += c1 - c0
+			} else {
+				srv0, err := s.server()
+				if err != nil {
+					return err
+				}
+				cli0, err := clientCPU()
+				if err != nil {
+					return err
+				}
+				if err := concurrently(n, cpuClients, s.op); err != nil {
+					return fmt.Errorf("%s: %w", s.label, err)
+				}
+				cli1, err := clientCPU()
+				if err != nil {
+					return err
+				}
+				srv1, err := s.server()
+				if err != nil {
+					return err
+				}
+				server[j] += srv1 - srv0
+				client[j] += cli1 - cli0
 			}
-			cli0, err := processCPU()
-			if err != nil {
-				return err
-			}
-			if err := concurrently(n, cpuClients, s.op); err != nil {
-				return fmt.Errorf("%s: %w", s.label, err)
-			}
-			cli1, err := processCPU()
-			if err != nil {
-				return err
-			}
-			srv1, err := r.srv.cpu()
-			if err != nil {
-				return err
-			}
-			server[j] += srv1 - srv0
-			client[j] += cli1 - cli0
 			done[j] += n
-			r.prog.count(done[0]+done[1]+done[2], total)
+			sum := 0
+			for _, d := range done {
+				sum += d
+			}
+			r.prog.count(sum, total)
 		}
 	}
 	per := func(d time.Duration, n int) float64 { return us(d) / float64(n) }
 	tcp := per(server[0], done[0])
+	floors := map[string]float64{}
 	out := &CPUResult{Clients: cpuClients}
 	for j, s := range systems {
-		row := CPURow{Name: s.name, Label: s.label, Conns: done[j], ServerUS: per(server[j], done[j]),
-			ClientUS: per(client[j], done[j])}
-		if j > 0 {
-			row.HandshakeUS = row.ServerUS - tcp
+		row := CPURow{Name: s.name, Label: s.label, Conns: done[j]}
+		if s.floor {
+			row.HandshakeUS = per(server[j], done[j])
+			floors[s.name] = row.HandshakeUS
+		} else {
+			row.ServerUS, row.ClientUS = per(server[j], done[j]), per(client[j], done[j])
+			row.ConnsPerCoreSecond = ratio(1e6, row.ServerUS)
+			if j > 0 {
+				row.HandshakeUS = row.ServerUS - tcp
+			}
+		}
+		if row.HandshakeUS > 0 {
 			row.PerCoreSecond = ratio(1e6, row.HandshakeUS)
 		}
-		row.ConnsPerCoreSecond = ratio(1e6, row.ServerUS)
 		out.Rows = append(out.Rows, row)
 	}
-	floor, err := r.floor()
-	if err != nil {
-		return err
+	for i, s := range systems {
+		if s.floor || i == 0 {
+			continue
+		}
+		floor := floors["floor-resumed"]
+		if strings.HasSuffix(s.name, "-full") {
+			floor = floors["floor-full"]
+		}
+		out.Rows[i].PerFloor = ratio(out.Rows[i].HandshakeUS, floor)
 	}
-	out.Rows = append(out.Rows, floor...)
 	r.rep.CPU = out
 	return nil
 }
 
-// floor measures, in this process and on one goroutine, the public-key operations a server
-// cannot avoid per handshake: an ephemeral key generation and one X25519 for a resumed
-// handshake, plus, for a full one (hybrid), parsing the client's ML-KEM-768 encapsulation key
-// and encapsulating to it, the host's Ed25519 signature and the verification of the user's.
-// Their handshakes per core-second bound what any implementation could reach here.
-func (r *run) floor() ([]CPURow, error) {
-	peer, err := x25519.Generate(rand.Reader)
+// daemonCPU returns the CPU time netauthd's processes have used so far: the monitor's (the
+// daemon's server process answers with its getrusage), its acceptor's and that of the
+// workers of service (from /proc).
+func (r *run) daemonCPU(service string) (time.Duration, error) {
+	total, err := r.d.cpu()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	msg := make([]byte, 200)
-	userPub, userPriv, err := ed25519.GenerateKey(rand.Reader)
+	acc, err := procCPU(r.d.addrs.AcceptorPid)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("netauthd's acceptor: %w", err)
 	}
-	userSig := ed25519.Sign(userPriv, msg)
-	dk, err := mlkem.GenerateKey768()
+	total += acc
+	workers, err := daemonWorkers(r.d.pid())
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	ekb := dk.EncapsulationKey().Bytes()
-	n := r.n.cpuConns
-	var rows []CPURow
-	for _, full := range []bool{false, true} {
-		c0, err := processCPU()
+	found := false
+	for _, w := range workers {
+		if w.service != service {
+			continue
+		}
+		c, err := procCPU(w.pid)
 		if err != nil {
-			return nil, err
+			return 0, fmt.Errorf("netauthd's worker: %w", err)
 		}
-		for range n {
-			kp, err := x25519.Generate(rand.Reader)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := kp.DH(peer.Public); err != nil {
-				return nil, err
-			}
-			if full {
-				ek, err := kem.ParseEncapsulationKey(ekb)
-				if err != nil {
-					return nil, err
-				}
-				if _, _, err := kem.Encapsulate(ek); err != nil {
-					return nil, err
-				}
-				_ = ed25519.Sign(r.m.hostKey, msg[:64])
-				if !ed25519.Verify(userPub, msg, userSig) {
-					return nil, errors.New("Ed25519 verification failed")
-				}
-			}
-		}
-		c1, err := processCPU()
-		if err != nil {
-			return nil, err
-		}
-		row := CPURow{Name: "floor-resumed", Label: "floor: keygen + X25519", Conns: n, HandshakeUS: us(c1-c0) / float64(n)}
-		if full {
-			row.Name, row.Label = "floor-full", "floor: keygen + X25519 + ML-KEM-768 encaps + Ed25519 sign + verify"
-		}
-		row.PerCoreSecond = ratio(1e6, row.HandshakeUS)
-		rows = append(rows, row)
+		total += c
+		found = true
 	}
-	return rows, nil
+	if !found {
+		return 0, fmt.Errorf("netauthd has no worker of service %q", service)
+	}
+	return total, nil
 }
 
 // concurrently runs op n times from k goroutines and returns the first error.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"ubns.dev/netauth"
@@ -31,7 +32,32 @@ type system struct {
 	// limit caps the measured connections of a slow system (0: every round); its
 	// connections are spread evenly over the rounds.
 	limit int
-	lat   []time.Duration
+	// seen, if set, counts the netauth connections op makes, resumed and full.
+	seen *tally
+	// client says how a netauth row's client signs and keeps tickets (clientKind).
+	client string
+	lat    []time.Duration
+}
+
+// tally counts a netauth row's connections by kind.
+type tally struct{ resumed, full atomic.Int64 }
+
+func (t *tally) count(resumed bool) {
+	if t == nil {
+		return
+	}
+	if resumed {
+		t.resumed.Add(1)
+	} else {
+		t.full.Add(1)
+	}
+}
+
+func (t *tally) reset() {
+	if t != nil {
+		t.resumed.Store(0)
+		t.full.Store(0)
+	}
 }
 
 // due reports whether s runs in round i of n.
@@ -82,14 +108,27 @@ func echoTLS(addr string, cfg *tls.Config, want resumption) func() error {
 	}
 }
 
-// echoNetauth is the workload over netauth.
-func echoNetauth(addr string, cfg *netauth.Config, want resumption) func() error {
+// clientKind says how a client with cfg signs and keeps its tickets: "agent" (through the
+// agent, netauth.Dial's default path) or "in-process signer" (with a memory cache, or none).
+func clientKind(cfg *netauth.Config) string {
+	if cfg.Signer == nil && cfg.TicketCache == nil {
+		return "agent"
+	}
+	return "in-process signer"
+}
+
+// echoNetauth is the workload over netauth; seen (if not nil) counts the connections.
+func echoNetauth(addr string, cfg *netauth.Config, want resumption, seen *tally) func() error {
 	return func() error {
 		c, err := netauth.Dial("tcp", addr, cfg)
 		if err != nil {
 			return err
 		}
-		return exchange(c, func() error { return want.check(c.Identity().Resumed) })
+		return exchange(c, func() error {
+			resumed := c.Identity().Resumed
+			seen.count(resumed)
+			return want.check(resumed)
+		})
 	}
 }
 
@@ -140,6 +179,9 @@ func roundRobin(systems []*system, warm, n int, tick func(i int)) error {
 			}
 		}
 	}
+	for _, s := range systems {
+		s.seen.reset() // count the measured connections only
+	}
 	for i := range n {
 		for k := range systems {
 			s := systems[(i+k)%len(systems)]
@@ -157,14 +199,32 @@ func roundRobin(systems []*system, warm, n int, tick func(i int)) error {
 	return nil
 }
 
-// latency runs the paper's Table 3 workload against every system that can run here.
+// latency runs the paper's Table 3 workload against every system that can run here, and the
+// floors' parts in the same rounds.
 func (r *run) latency() error {
 	var systems []*system
 	add := func(name, label string, op func() error, limit int) {
 		systems = append(systems, &system{name: name, label: label, op: op, limit: limit})
 	}
 	primed := func(prime func() error) { systems[len(systems)-1].prime = prime }
+	// netauthRow adds a netauth row: its connections are counted by kind and checked by want.
+	netauthRow := func(name, label, addr string, cfg *netauth.Config, want resumption) {
+		seen := &tally{}
+		add(name, label, echoNetauth(addr, cfg, want, seen), 0)
+		systems[len(systems)-1].seen = seen
+		systems[len(systems)-1].client = clientKind(cfg)
+		if want == mustResume {
+			primed(echoNetauth(addr, cfg, eitherWay, nil))
+		}
+	}
 	add("tcp", "plain TCP (the limit)", echoTCP(r.srv.addrs.TCP), 0)
+	pk, err := newPKOps(r.m.hostKey)
+	if err != nil {
+		return err
+	}
+	add("tcp-1rt", "floor part: plain TCP + 1 round trip", echoTwice(r.srv.addrs.TCPEcho), 0)
+	add("pk-resumed", "floor part: resumed handshake's public-key ops (2 X25519), in process", pk.resumed, 0)
+	add("pk-full", "floor part: full handshake's public-key ops, in process", pk.full, 0)
 
 	uid, gid := os.Getuid(), os.Getgid()
 	if r.root {
@@ -206,17 +266,17 @@ func (r *run) latency() error {
 		add("ssh-mux", "OpenSSH, multiplexed session", o.op(true), r.n.sshMux)
 	}
 
-	add("netauth-full", "netauth in-process server, full", echoNetauth(r.srv.addrs.Netauth, r.clientConfig(false), mustBeFull), 0)
-	res := r.clientConfig(true)
-	add("netauth-resumed", "netauth in-process server, resumed", echoNetauth(r.srv.addrs.Netauth, res, mustResume), 0)
-	primed(echoNetauth(r.srv.addrs.Netauth, res, eitherWay))
+	na := r.srv.addrs.Netauth
+	netauthRow("netauth-full", "netauth in-process server, full, through the agent", na, r.agentConfig(true), mustBeFull)
+	netauthRow("netauth-resumed", "netauth in-process server, resumed, through the agent", na, r.agentConfig(false), mustResume)
+	netauthRow("netauth-full-memory", "netauth in-process server, full, in-process signer", na, r.memoryConfig(false), mustBeFull)
+	netauthRow("netauth-resumed-memory", "netauth in-process server, resumed, in-process signer, memory cache", na, r.memoryConfig(true), mustResume)
 	if r.d != nil {
 		d := r.d.addrs.Daemon
-		add("ubns-first", "netauthd first connection (new worker)", echoNetauth(d["first"], r.clientConfig(false), mustBeFull), 0)
-		add("ubns-full", "netauthd full, existing worker", echoNetauth(d["echo"], r.clientConfig(false), mustBeFull), 0)
-		res := r.clientConfig(true)
-		add("ubns-resumed", "netauthd resumed, existing worker", echoNetauth(d["echo"], res, mustResume), 0)
-		primed(echoNetauth(d["echo"], res, eitherWay))
+		netauthRow("ubns-first", "netauthd first connection (new worker), through the agent", d["first"], r.agentConfig(true), mustBeFull)
+		netauthRow("ubns-full", "netauthd full, existing worker, through the agent", d["echo"], r.agentConfig(true), mustBeFull)
+		netauthRow("ubns-resumed", "netauthd resumed, existing worker, through the agent", d["echo"], r.agentConfig(false), mustResume)
+		netauthRow("ubns-resumed-memory", "netauthd resumed, existing worker, in-process signer, memory cache", d["echo"], r.memoryConfig(true), mustResume)
 	}
 
 	r.prog.phase(fmt.Sprintf("connect-send-recv %d B, %d systems round-robin", msgSize, len(systems)))
@@ -224,8 +284,14 @@ func (r *run) latency() error {
 		return err
 	}
 	for _, s := range systems {
-		r.rep.Latency = append(r.rep.Latency, LatencyRow{Name: s.name, Label: s.label, Stats: summarize(s.lat)})
+		row := LatencyRow{Name: s.name, Label: s.label, Stats: summarize(s.lat)}
+		if s.seen != nil {
+			row.Resumed, row.Full = int(s.seen.resumed.Load()), int(s.seen.full.Load())
+		}
+		row.Client = s.client
+		r.rep.Latency = append(r.rep.Latency, row)
 	}
+	r.rep.addFloors()
 	r.rep.ratios()
 	return nil
 }

@@ -18,13 +18,16 @@ import (
 )
 
 // material is the keys and certificates of one run: the netauth host key (shared by every
-// netauth server of the run), the user's key, and a private CA with a TLS server and client
-// certificate (ECDSA P-256).
+// netauth server of the run), the user's key (also held by the run's agent), a key no server
+// knows (the agent's first key), and a private CA with a TLS server and client certificate
+// (ECDSA P-256).
 type material struct {
 	hostSeed []byte
 	hostKey  ed25519.PrivateKey
 	hostPub  ssh.PublicKey
 	user     ssh.Signer
+	userKey  ed25519.PrivateKey // user's private key, for the agent
+	otherKey ed25519.PrivateKey // a key of the agent's that no server accepts
 
 	tlsServerCert [][]byte // DER chain
 	tlsServerKey  []byte   // PKCS #8 DER
@@ -43,7 +46,13 @@ func newMaterial() (*material, error) {
 	if m.hostPub, err = ssh.NewPublicKey(m.hostKey.Public()); err != nil {
 		return nil, err
 	}
-	if m.user, err = newUserSigner(); err != nil {
+	if _, m.userKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
+		return nil, err
+	}
+	if m.user, err = ssh.NewSignerFromKey(m.userKey); err != nil {
+		return nil, err
+	}
+	if _, m.otherKey, err = ed25519.GenerateKey(rand.Reader); err != nil {
 		return nil, err
 	}
 	now := time.Now()

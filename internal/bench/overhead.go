@@ -10,8 +10,9 @@ import (
 )
 
 // overhead measures the paper's Table 2 rows: creating a listening server (netauth.Listen
-// against net.Listen, on 127.0.0.1 port 0) and connecting (netauth.Dial until the handshake
-// is complete, full and resumed, against net.Dial), alternated round-robin. The listeners
+// against net.Listen, on 127.0.0.1 port 0) and connecting (netauth.Dial through the agent
+// until the handshake is complete, full and resumed, against net.Dial), alternated
+// round-robin. The listeners
 // are closed outside the timed part; connections are closed without sending anything.
 func (r *run) overhead() error {
 	scfg := &netauth.ServerConfig{HostKey: r.m.hostKey, Service: "bench",
@@ -59,8 +60,8 @@ func (r *run) overhead() error {
 		{name: "bind-tcp", label: "bind: net.Listen", do: bindTCP},
 		{name: "bind-netauth", label: "bind: netauth.Listen", base: "bind-tcp", do: bindNetauth},
 		{name: "connect-tcp", label: "connect: net.Dial", do: connectTCP},
-		{name: "connect-netauth-full", label: "connect: netauth.Dial, full", base: "connect-tcp", do: connectNetauth(r.clientConfig(false))},
-		{name: "connect-netauth-resumed", label: "connect: netauth.Dial, resumed", base: "connect-tcp", do: connectNetauth(r.clientConfig(true))},
+		{name: "connect-netauth-full", label: "connect: netauth.Dial, full, through the agent", base: "connect-tcp", do: connectNetauth(r.agentConfig(true))},
+		{name: "connect-netauth-resumed", label: "connect: netauth.Dial, resumed, through the agent", base: "connect-tcp", do: connectNetauth(r.agentConfig(false))},
 	}
 	r.prog.phase("bind and connect overhead")
 	total := r.n.warm + r.n.overhead

@@ -26,6 +26,7 @@ type Report struct {
 	Memory   *MemoryResult `json:"memory,omitempty"`
 	Scale    *ScaleResult  `json:"scale,omitempty"`
 	Targets  []Target      `json:"targets"`
+	Notes    []string      `json:"notes"` // how things were measured (the clients, netauthd's acceptor)
 	Skipped  []Skip        `json:"skipped"`
 }
 
@@ -42,13 +43,20 @@ type Machine struct {
 	LoadEnd    string `json:"load_end"`
 }
 
-// LatencyRow is one system's 128-byte connect-send-recv-close latency.
+// LatencyRow is one system's 128-byte connect-send-recv-close latency, a part of a floor
+// measured in the same rounds, or a floor (Sum set: its median is the sum of those rows'
+// medians, and it has no other statistics).
 type LatencyRow struct {
 	Name  string `json:"name"`
 	Label string `json:"label"`
 	Stats
 	PerFork float64 `json:"per_fork_setuid,omitempty"` // median / fork-setuid's median
 	PerTCP  float64 `json:"per_tcp,omitempty"`         // median / plain TCP's median
+	// Resumed and Full count a netauth row's measured connections by kind.
+	Resumed int      `json:"resumed,omitempty"`
+	Full    int      `json:"full,omitempty"`
+	Client  string   `json:"client,omitempty"` // a netauth row's client: "agent" or "in-process signer"
+	Sum     []string `json:"sum,omitempty"`    // a floor: the rows whose medians it adds
 }
 
 // OverheadRow is one bind or connect measurement (the paper's Table 2).
@@ -76,6 +84,7 @@ type CPURow struct {
 	ConnsPerCoreSecond float64 `json:"conns_per_core_second"`
 	HandshakeUS        float64 `json:"handshake_cpu_us,omitempty"` // server CPU minus plain TCP's
 	PerCoreSecond      float64 `json:"handshakes_per_core_second,omitempty"`
+	PerFloor           float64 `json:"per_floor,omitempty"` // HandshakeUS / the floor row's
 }
 
 // VerifyResult is the cost of verifying a user's authenticator.
@@ -119,6 +128,7 @@ type ScaleResult struct {
 	Clients           int        `json:"users_at_once"`
 	VirtualUsers      bool       `json:"account_less_users"`
 	Seconds           float64    `json:"seconds"`
+	Overloaded        int        `json:"overloaded_retries"` // refusals as overloaded, each retried (the time includes them)
 	First             Stats      `json:"first"`
 	Later             Stats      `json:"later"`
 	All               Stats      `json:"all"`
@@ -131,12 +141,15 @@ type ScaleResult struct {
 
 // Target is one of netauth's performance targets and whether this run met it.
 type Target struct {
-	Row    string  `json:"row"` // the row it concerns ("latency/ubns-resumed", ...)
+	Name   string  `json:"name"` // which target (TargetNames)
+	Row    string  `json:"row"`  // the row it concerns ("latency/ubns-resumed", ...)
 	What   string  `json:"what"`
 	Want   string  `json:"want"`
-	Limit  float64 `json:"limit"` // the number in Want
+	Limit  float64 `json:"limit"`          // the number in Want
+	Base   string  `json:"base,omitempty"` // what Limit is a ratio to ("fork-setuid", ...), if it is one
 	Got    string  `json:"got"`
-	Status string  `json:"status"` // "met", "missed" or "not measured"
+	Floor  string  `json:"floor,omitempty"` // the same measure for the floor of this run, where there is one
+	Status string  `json:"status"`          // "met", "missed" or "not measured"
 }
 
 // Skip is something the run did not measure, and why.
@@ -189,20 +202,42 @@ func (rep *Report) bulkRow(name string) *BulkRow {
 	return nil
 }
 
-// Scale target: this many users with this many connections each, and the daemon's memory.
+// The targets (issue 12's table: the deployed daemon with privilege separation, medians,
+// same run), by name, in the order evaluate lists them.
 const (
-	targetScaleUsers = 1000
-	targetScaleConns = 10
-	targetDaemonMB   = 200
-	targetWorkerMB   = 10
+	TargetResumedFork      = "resumed-fork-setuid" // netauthd resumed, existing worker, through the agent
+	TargetResumedInProcess = "resumed-in-process"  // the same against the in-process server's
+	TargetFullFork         = "full-fork-setuid"    // netauthd full, existing worker
+	TargetFirstFork        = "first-fork-setuid"   // netauthd first connection (new worker)
+	TargetInProcessFloor   = "in-process-floor"    // in-process resumed, through the agent, against its floor
+	TargetAgentMemory      = "agent-memory-cache"  // resumed Dial through the agent against a memory cache
+	TargetCPUFull          = "server-cpu-full"     // netauthd's processes' CPU per full handshake
+	TargetCPUResumed       = "server-cpu-resumed"  // the same, resumed
+	TargetBulkTLS          = "bulk-tls"            // bulk throughput against crypto/tls
+	TargetBulkTCP          = "bulk-tcp"            // bulk throughput against plain TCP
+	TargetScaleP99         = "scale-p99"           // p99 against the median in the scale run
+	TargetRoundTrips       = "round-trips"         // round trips on an emulated network path
 )
 
-// evaluate checks the run against netauth's targets. A target whose row did not run is "not
-// measured".
-func (rep *Report) evaluate() {
+// TargetNames lists every target, in the order a report lists them.
+var TargetNames = []string{TargetResumedFork, TargetResumedInProcess, TargetFullFork, TargetFirstFork,
+	TargetInProcessFloor, TargetAgentMemory, TargetCPUFull, TargetCPUResumed, TargetBulkTLS, TargetBulkTCP,
+	TargetScaleP99, TargetRoundTrips}
+
+// The scale run the p99 target is set for: this many users with this many connections each.
+const (
+	targetScaleUsers = 50
+	targetScaleConns = 10
+)
+
+// evaluate checks the run against netauth's targets. A target whose rows did not run is "not
+// measured". extra are targets measured by parts of their own (the round trips on an
+// emulated network path, TargetRoundTrips); a target of TargetNames that no part measured
+// is listed as not measured.
+func (rep *Report) evaluate(extra ...Target) {
 	rep.Targets = nil
-	add := func(row, what, want string, limit float64, measured bool, got string, met bool) {
-		t := Target{Row: row, What: what, Want: want, Limit: limit, Got: got, Status: "not measured"}
+	add := func(t Target, measured, met bool) {
+		t.Status = "not measured"
 		if measured {
 			t.Status = "missed"
 			if met {
@@ -211,89 +246,148 @@ func (rep *Report) evaluate() {
 		}
 		rep.Targets = append(rep.Targets, t)
 	}
-	// Connection latency, against fork-setuid: netauthd's rows, or the in-process server's
-	// when netauthd did not run.
-	for _, t := range []struct {
-		ubns, inproc, what string
-		max                float64
-	}{
-		{"ubns-resumed", "netauth-resumed", "resumed connection", 0.75},
-		{"ubns-first", "", "first connection (new worker)", 7},
-		{"ubns-full", "netauth-full", "full handshake to an existing worker", 1.5},
-	} {
-		name := t.ubns
-		row := rep.latency(name)
-		if row == nil && t.inproc != "" {
-			name = t.inproc
-			row = rep.latency(name)
+	fork := rep.latency("fork-setuid")
+	floorRes, floorFull := rep.latency("floor-resumed"), rep.latency("floor-full")
+	inRes, inMem := rep.latency("netauth-resumed"), rep.latency("netauth-resumed-memory")
+	ubnsRes := rep.latency("ubns-resumed")
+
+	// Latency against fork-setuid, with the floor's ratio to it.
+	vsFork := func(name, row, what string, limit float64, floor *LatencyRow, floorNote string) {
+		t := Target{Name: name, Row: "latency/" + row, What: what, Want: fmt.Sprintf("<= %gx fork-setuid", limit),
+			Limit: limit, Base: "fork-setuid"}
+		r := rep.latency(row)
+		ok := r != nil && fork != nil
+		if ok {
+			t.Got = fmt.Sprintf("%.2fx (%.0f us)", r.PerFork, r.Median)
 		}
-		fork := rep.latency("fork-setuid")
-		what := t.what
-		if name == t.inproc && row != nil {
-			what += " (in-process server: netauthd needs root)"
+		if floor != nil && fork != nil {
+			t.Floor = fmt.Sprintf("%.2fx (%.0f us)%s", floor.PerFork, floor.Median, floorNote)
 		}
-		measured := row != nil && fork != nil
-		got := ""
-		if measured {
-			got = fmt.Sprintf("%.2fx", row.PerFork)
-		}
-		add("latency/"+name, what, fmt.Sprintf("<= %gx fork-setuid", t.max), t.max, measured, got, measured && row.PerFork <= t.max)
+		add(t, ok, ok && r.PerFork <= limit)
 	}
+	// A ratio of two latency rows' medians.
+	vsRow := func(name, what string, r, base *LatencyRow, rowName, baseName, want string, limit float64, floor string) {
+		t := Target{Name: name, Row: "latency/" + rowName, What: what, Want: want, Limit: limit, Base: baseName, Floor: floor}
+		ok := r != nil && base != nil && base.Median > 0
+		if ok {
+			t.Got = fmt.Sprintf("%.2fx (%.0f / %.0f us)", r.Median/base.Median, r.Median, base.Median)
+		}
+		add(t, ok, ok && r.Median <= limit*base.Median)
+	}
+
+	vsFork(TargetResumedFork, "ubns-resumed", "resumed connection to an existing netauthd worker, client through the agent",
+		1.5, floorRes, "")
+	floor := ""
+	if floorRes != nil {
+		floor = fmt.Sprintf("1x (the same handshake; floor %.0f us)", floorRes.Median)
+	}
+	vsRow(TargetResumedInProcess, "resumed connection to an existing netauthd worker against the in-process server's (both through the agent)",
+		ubnsRes, inRes, "ubns-resumed", "netauth-resumed", "<= 1.25x in-process resumed", 1.25, floor)
+	vsFork(TargetFullFork, "ubns-full", "full handshake to an existing netauthd worker, client through the agent",
+		2, floorFull, "")
+	vsFork(TargetFirstFork, "ubns-first", "first connection (new netauthd worker), client through the agent",
+		7, floorFull, ", without starting a process")
+	floor = ""
+	if floorRes != nil {
+		floor = fmt.Sprintf("%.0f us = TCP + 1 round trip %.0f + public-key ops %.0f", floorRes.Median,
+			rep.median("tcp-1rt"), rep.median("pk-resumed"))
+	}
+	vsRow(TargetInProcessFloor, "in-process server's resumed connect-send-recv, client through the agent, against its floor",
+		inRes, floorRes, "netauth-resumed", "floor-resumed", "<= 1.2x its floor", 1.2, floor)
+	vsRow(TargetAgentMemory, "resumed Dial through the agent against an in-memory ticket cache (in-process server)",
+		inRes, inMem, "netauth-resumed", "netauth-resumed-memory", "<= 1.1x memory cache", 1.1, "1x (the same handshake)")
+
+	// Server CPU per handshake, every netauthd process together, against the server's
+	// public-key floor.
+	for _, c := range []struct{ name, row, floor, what string }{
+		{TargetCPUFull, "ubns-full", "floor-full", "server CPU per full handshake, all netauthd processes together"},
+		{TargetCPUResumed, "ubns-resumed", "floor-resumed", "server CPU per resumed handshake, all netauthd processes together"},
+	} {
+		t := Target{Name: c.name, Row: "cpu/" + c.row, What: c.what, Want: "<= 1.5x the public-key floor", Limit: 1.5, Base: "cpu/" + c.floor}
+		r, f := rep.cpuRow(c.row), rep.cpuRow(c.floor)
+		if f != nil {
+			t.Floor = fmt.Sprintf("%.0f us", f.HandshakeUS)
+		}
+		ok := r != nil && f != nil && f.HandshakeUS > 0
+		if ok {
+			t.Got = fmt.Sprintf("%.2fx (%.0f us)", r.HandshakeUS/f.HandshakeUS, r.HandshakeUS)
+		}
+		add(t, ok, ok && r.HandshakeUS <= 1.5*f.HandshakeUS)
+	}
+
 	na, tls, tcp := rep.bulkRow("netauth"), rep.bulkRow("tls"), rep.bulkRow("tcp")
 	{
-		measured := na != nil && tls != nil
-		got := ""
-		if measured {
-			got = fmt.Sprintf("%.2fx", ratio(na.MBps, tls.MBps))
+		t := Target{Name: TargetBulkTLS, Row: "bulk/netauth", What: "bulk throughput against crypto/tls", Want: ">= 1.5x TLS", Limit: 1.5, Base: "bulk/tls"}
+		ok := na != nil && tls != nil
+		if ok {
+			t.Got = fmt.Sprintf("%.2fx", ratio(na.MBps, tls.MBps))
 		}
-		add("bulk/netauth", "bulk throughput against crypto/tls", ">= 1.5x TLS", 1.5, measured, got, measured && na.MBps >= 1.5*tls.MBps)
-		measured = na != nil && tcp != nil
-		if measured {
-			got = fmt.Sprintf("%.0f%%", 100*ratio(na.MBps, tcp.MBps))
+		add(t, ok, ok && na.MBps >= 1.5*tls.MBps)
+		t = Target{Name: TargetBulkTCP, Row: "bulk/netauth", What: "bulk throughput against plain TCP", Want: ">= 50% of TCP", Limit: 0.5, Base: "bulk/tcp"}
+		ok = na != nil && tcp != nil
+		if ok {
+			t.Got = fmt.Sprintf("%.0f%%", 100*ratio(na.MBps, tcp.MBps))
 		}
-		add("bulk/netauth", "bulk throughput against plain TCP", ">= 50% of TCP", 0.5, measured, got, measured && na.MBps >= 0.5*tcp.MBps)
+		add(t, ok, ok && na.MBps >= 0.5*tcp.MBps)
 	}
-	for _, t := range []struct {
-		name, what string
-		min        float64
-	}{
-		{"netauth-full", "full handshakes per core-second", 6600},
-		{"netauth-resumed", "resumed handshakes per core-second", 14000},
-	} {
-		row := rep.cpuRow(t.name)
-		got := ""
-		if row != nil {
-			got = fmt.Sprintf("%.0f", row.PerCoreSecond)
+
+	{
+		t := Target{Name: TargetScaleP99, Row: "scale", What: fmt.Sprintf("p99 against the median, scale run (%d users x %d connections)", targetScaleUsers, targetScaleConns),
+			Want: "<= 3x median", Limit: 3}
+		s := rep.Scale
+		ok := s != nil && s.All.Median > 0
+		if ok {
+			t.Got = fmt.Sprintf("%.2fx (%.0f / %.0f us; first of a user %.2fx, later %.2fx) at %d x %d",
+				s.All.P99/s.All.Median, s.All.P99, s.All.Median, ratio(s.First.P99, s.First.Median), ratio(s.Later.P99, s.Later.Median), s.Users, s.Conns)
+			if s.Overloaded > 0 {
+				t.Got += fmt.Sprintf(", %d overloaded refusals retried", s.Overloaded)
+			}
+			if s.Users < targetScaleUsers || s.Conns < targetScaleConns {
+				// Too few connections for the target's p99.
+				ok = false
+				t.Got += fmt.Sprintf(" (run -scale %dx%d)", targetScaleUsers, targetScaleConns)
+			}
 		}
-		add("cpu/"+t.name, t.what, fmt.Sprintf(">= %.0f", t.min), t.min, row != nil, got, row != nil && row.PerCoreSecond >= t.min)
+		add(t, ok, ok && s.All.P99 <= 3*s.All.Median)
 	}
-	if v := rep.Verify; v != nil {
-		add("verify", "signature verifications per core-second", ">= 19000", 19000, true, fmt.Sprintf("%.0f", v.PerCoreSecond), v.PerCoreSecond >= 19000)
-	} else {
-		add("verify", "signature verifications per core-second", ">= 19000", 19000, false, "", false)
-	}
-	if m := rep.Memory; m != nil {
-		add("memory/idle", "idle per-user worker VmRSS", fmt.Sprintf("<= %d MiB", targetWorkerMB), targetWorkerMB, true, mib(m.IdleWorker.RSSKB), m.IdleWorker.RSSKB <= targetWorkerMB*1024)
-	} else {
-		add("memory/idle", "idle per-user worker VmRSS", fmt.Sprintf("<= %d MiB", targetWorkerMB), targetWorkerMB, false, "", false)
-	}
-	what := fmt.Sprintf("netauthd VmRSS with %d users x %d connections open", targetScaleUsers, targetScaleConns)
-	want := fmt.Sprintf("<= %d MiB", targetDaemonMB)
-	if s := rep.Scale; s != nil {
-		got := fmt.Sprintf("%s at %d x %d", mib(s.DaemonPeak.RSSKB), s.Users, s.Conns)
-		full := s.Users >= targetScaleUsers && s.Conns >= targetScaleConns
-		t := Target{Row: "scale", What: what, Want: want, Limit: targetDaemonMB, Got: got, Status: "missed"}
-		switch {
-		case s.DaemonPeak.RSSKB > targetDaemonMB*1024:
-		case full:
-			t.Status = "met"
-		default:
-			t.Status = "not measured"
-			t.Got += fmt.Sprintf(" (run -scale %dx%d)", targetScaleUsers, targetScaleConns)
-		}
+
+	// Targets measured by parts of their own.
+	have := map[string]bool{}
+	for _, t := range extra {
 		rep.Targets = append(rep.Targets, t)
-	} else {
-		add("scale", what, want, targetDaemonMB, false, "", false)
+		have[t.Name] = true
+	}
+	if !have[TargetRoundTrips] {
+		add(Target{Name: TargetRoundTrips, Row: "rtt", What: "round trips on a 10 ms path (network namespaces), every kind of connection, agent with several keys",
+			Want: "3 (the protocol minimum), within 0.1 RTT of TLS 1.3", Limit: 3}, false, false)
+	}
+}
+
+// median returns the median of a latency row (0 if it did not run).
+func (rep *Report) median(name string) float64 {
+	if r := rep.latency(name); r != nil {
+		return r.Median
+	}
+	return 0
+}
+
+// addFloors adds the connection floors to the latency rows: plain TCP with one more round
+// trip, plus the public-key operations of a resumed or full handshake, each the median of
+// its own row measured in the same rounds.
+func (rep *Report) addFloors() {
+	base := rep.latency("tcp-1rt")
+	if base == nil {
+		return
+	}
+	tcp := base.Median
+	for _, f := range []struct{ name, label, pk string }{
+		{"floor-resumed", "floor, resumed: TCP + 1 round trip + resumed public-key ops", "pk-resumed"},
+		{"floor-full", "floor, full: TCP + 1 round trip + full public-key ops", "pk-full"},
+	} {
+		if pk := rep.latency(f.pk); pk != nil {
+			rep.Latency = append(rep.Latency, LatencyRow{Name: f.name, Label: f.label,
+				Stats: Stats{Median: tcp + pk.Median}, Sum: []string{"tcp-1rt", f.pk}})
+		}
 	}
 }
 
@@ -349,10 +443,14 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	flush := func() { tw.Flush() }
 
 	if len(rep.Latency) > 0 {
-		fmt.Fprintf(w, "\nConnect, send %d B, receive %d B, close (the paper's Table 3); %d rounds round-robin\n", msgSize, msgSize, rep.N)
+		fmt.Fprintf(w, "\nConnect, send %d B, receive %d B, close (the paper's Table 3); %d rounds round-robin, floors' parts included\n", msgSize, msgSize, rep.N)
 		row("system", "n", "median us", "p99 us", "x fork-setuid", "x TCP", "target")
 		for _, l := range rep.Latency {
-			row(l.Label, fmt.Sprint(l.N), num(l.Median, "%.1f"), num(l.P99, "%.1f"), num(l.PerFork, "%.2f"), num(l.PerTCP, "%.2f"), rep.targetFor("latency/"+l.Name))
+			n := fmt.Sprint(l.N)
+			if len(l.Sum) > 0 {
+				n = "sum"
+			}
+			row(l.Label, n, num(l.Median, "%.1f"), num(l.P99, "%.1f"), num(l.PerFork, "%.2f"), num(l.PerTCP, "%.2f"), rep.targetFor("latency/"+l.Name))
 		}
 		flush()
 	}
@@ -365,10 +463,10 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		flush()
 	}
 	if c := rep.CPU; c != nil {
-		fmt.Fprintf(w, "\nServer CPU per connect-send-recv (server process's getrusage; %d clients at once)\n", c.Clients)
-		row("system", "conns", "server us", "client us", "handshake us (- TCP)", "handshakes/core-s", "target")
+		fmt.Fprintf(w, "\nServer CPU per connect-send-recv (%d clients at once; the Go servers' process by getrusage, netauthd's monitor, acceptor and worker together from /proc; clients: this process and the agent)\n", c.Clients)
+		row("system", "conns", "server us", "client us", "handshake us (- TCP)", "handshakes/core-s", "x floor", "target")
 		for _, r := range c.Rows {
-			row(r.Label, fmt.Sprint(r.Conns), num(r.ServerUS, "%.1f"), num(r.ClientUS, "%.1f"), num(r.HandshakeUS, "%.1f"), num(r.PerCoreSecond, "%.0f"), rep.targetFor("cpu/"+r.Name))
+			row(r.Label, fmt.Sprint(r.Conns), num(r.ServerUS, "%.1f"), num(r.ClientUS, "%.1f"), num(r.HandshakeUS, "%.1f"), num(r.PerCoreSecond, "%.0f"), num(r.PerFloor, "%.2f"), rep.targetFor("cpu/"+r.Name))
 		}
 		flush()
 	}
@@ -420,16 +518,29 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			row(x.label, fmt.Sprint(x.st.N), num(x.st.Median, "%.0f"), num(x.st.P90, "%.0f"), num(x.st.P99, "%.0f"))
 		}
 		flush()
+		if s.Overloaded > 0 {
+			fmt.Fprintf(w, "netauthd refused %d connection attempts as overloaded; each was tried again after a pause, and its connection's time includes the retries\n", s.Overloaded)
+		}
 		fmt.Fprintf(w, "netauthd monitor VmRSS %s before, %s with every connection open (peak %s); %d workers, median VmRSS %s, Pss of all workers %s\n",
 			mib(s.DaemonBefore.RSSKB), mib(s.DaemonPeak.RSSKB), mib(s.DaemonPeak.HWMKB), s.Workers, mib(s.WorkerRSSMedianKB), mib(s.WorkersPssKB))
 		fmt.Fprintf(w, "target: %s\n", rep.targetFor("scale"))
 	}
-	fmt.Fprintln(w, "\nTargets")
-	row("target", "wanted", "measured", "")
+	fmt.Fprintln(w, "\nTargets (a measured ratio's floor is the same ratio for this run's floor)")
+	row("target", "wanted", "measured", "", "floor")
 	for _, t := range rep.Targets {
-		row(t.What, t.Want, t.Got, t.Status)
+		f := t.Floor
+		if f == "" {
+			f = "-"
+		}
+		row(t.What, t.Want, t.Got, t.Status, f)
 	}
 	flush()
+	if len(rep.Notes) > 0 {
+		fmt.Fprintln(w, "\nNotes")
+		for _, n := range rep.Notes {
+			fmt.Fprintf(w, "  %s\n", n)
+		}
+	}
 	if len(rep.Skipped) > 0 {
 		fmt.Fprintln(w, "\nSkipped")
 		for _, s := range rep.Skipped {

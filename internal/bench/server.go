@@ -58,14 +58,15 @@ type serverSpec struct {
 // serverAddrs is the server process's answer: where each server listens.
 type serverAddrs struct {
 	TCP, TLS, Netauth             string            // 128-byte echo servers
+	TCPEcho                       string            // plain TCP, echoing every request (the floor)
 	TCPSink, TLSSink, NetauthSink string            // bulk sinks
 	Daemon                        map[string]string // netauthd's services
 	AcceptorPid                   int               // netauthd's acceptor
 	Err                           string
 }
 
-// Serve is the server process: it reads a serverSpec line from in, starts a plain TCP echo
-// server, a TLS 1.3 echo server, an in-process netauth echo server and a sink of each kind
+// Serve is the server process: it reads a serverSpec line from in, starts plain TCP echo
+// servers (one request per connection, and any number), a TLS 1.3 echo server, an in-process netauth echo server and a sink of each kind
 // for the bulk test, or (when the spec names a configuration) netauthd's daemon in this
 // process with its acceptor (as the account "netauth" if it exists, else as a transient uid),
 // as deployed, then writes their addresses as one JSON line to out. Afterwards each line "cpu"
@@ -199,6 +200,7 @@ func startServers(spec *serverSpec) (*serverAddrs, func(), error) {
 		wrap   func(net.Listener) (net.Listener, error)
 	}{
 		{&addrs.TCP, echoOnce, nil},
+		{&addrs.TCPEcho, echoConn, nil},
 		{&addrs.TLS, echoConn, withTLS},
 		{&addrs.Netauth, echoConn, withNetauth},
 		{&addrs.TCPSink, sink, nil},

@@ -107,7 +107,7 @@ func (r *run) memory() error {
 		return nil // skipped: recorded in Run
 	}
 	r.prog.phase("per-user worker memory")
-	if err := echoNetauth(r.d.addrs.Daemon["idle"], r.clientConfig(false), mustBeFull)(); err != nil {
+	if err := echoNetauth(r.d.addrs.Daemon["idle"], r.memoryConfig(false), mustBeFull, nil)(); err != nil {
 		return fmt.Errorf("connecting to the idle service: %w", err)
 	}
 	time.Sleep(500 * time.Millisecond) // let the worker finish the connection and go idle
@@ -206,12 +206,13 @@ func (r *run) scale() error {
 		c := cfg(user)
 		for i := range r.n.scaleConns {
 			start := time.Now()
-			conn, err := scaleConnect(addr, c, i > 0)
+			conn, retries, err := scaleConnectRetrying(addr, c, i > 0)
 			d := time.Since(start)
 			if err != nil {
 				return fmt.Errorf("user %s, connection %d: %w", user, i+1, err)
 			}
 			mu.Lock()
+			res.Overloaded += retries
 			open = append(open, conn)
 			if i == 0 {
 				first = append(first, d)
@@ -248,6 +249,31 @@ func (r *run) scale() error {
 	res.WorkerRSSMedianKB = int(medianFloat(rss))
 	r.rep.Scale = res
 	return nil
+}
+
+// Overload retries in the scale run: a connection refused as overloaded is tried again after
+// a pause, as the refusal asks ("try again later"), doubling from scaleRetryFirst up to
+// scaleRetryMax, for at most scaleRetryFor.
+const (
+	scaleRetryFirst = time.Millisecond
+	scaleRetryMax   = 50 * time.Millisecond
+	scaleRetryFor   = 10 * time.Second
+)
+
+// scaleConnectRetrying is scaleConnect, retrying a connection netauthd refuses as overloaded.
+// It returns how many refusals it retried.
+func scaleConnectRetrying(addr string, cfg *netauth.Config, resumed bool) (*netauth.Conn, int, error) {
+	deadline := time.Now().Add(scaleRetryFor)
+	pause := scaleRetryFirst
+	for retries := 0; ; retries++ {
+		c, err := scaleConnect(addr, cfg, resumed)
+		var refused *netauth.RefusedError
+		if err == nil || !errors.As(err, &refused) || refused.Code != netauth.CodeOverloaded || time.Now().After(deadline) {
+			return c, retries, err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, scaleRetryMax)
+	}
 }
 
 // scaleConnect makes one connection of the scale run and leaves it open.
