@@ -91,3 +91,47 @@ func TestRoundTrips(t *testing.T) {
 	}
 	t.Logf("medians:\n%s", table.String())
 }
+
+// TestRTTTargets: a netauth kind meets its target at no more than 3.3 round trips and no more
+// than TLS 1.3's of the same sort plus 0.1; without the rtt part, or without its row, the
+// target is not measured.
+func TestRTTTargets(t *testing.T) {
+	status := func(rep *Report) map[string]string {
+		out := map[string]string{}
+		for _, tg := range rttTargets(rep) {
+			out[tg.Row] = tg.Status
+		}
+		return out
+	}
+	for row, st := range status(&Report{}) {
+		if st != "not measured" {
+			t.Errorf("no rtt part: %s is %q", row, st)
+		}
+	}
+	rows := func(rtts map[string]float64) *Report {
+		res := &RTTResult{}
+		for name, v := range rtts {
+			res.Rows = append(res.Rows, RTTRow{Name: name, RTTs: v})
+		}
+		return &Report{RTT: res}
+	}
+	got := status(rows(map[string]float64{
+		"tls-full": 3.05, "tls-resumed": 3.20,
+		"netauth-full":    3.16, // over TLS full + 0.1
+		"netauth-resumed": 3.30, // at both limits
+		"ubns-full":       3.31, // over 3.3
+		"ubns-resumed":    3.12,
+	}))
+	want := map[string]string{
+		"rtt/netauth-full": "missed", "rtt/netauth-resumed": "met", "rtt/ubns-full": "missed",
+		"rtt/ubns-resumed": "met", "rtt/ubns-first": "not measured",
+	}
+	for row, w := range want {
+		if got[row] != w {
+			t.Errorf("%s: %q, want %q", row, got[row], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("targets %v, want %v", got, want)
+	}
+}
