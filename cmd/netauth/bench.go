@@ -40,6 +40,10 @@ run, and check the results against netauth's performance targets:
   memory    an idle per-user worker's memory (root)
   scale     many users with many connections each: latency percentiles and
             netauthd's memory (root)
+  rtt       round trips of connect-send-recv on an emulated path of 10 ms RTT
+            and MTU 1500 (a network namespace; needs iptables), every kind of
+            connection, netauth clients through a netauth agent holding
+            several keys (root)
 
 The netauth clients run as users run them: netauth.Dial's default path through
 a netauth agent the benchmark starts (this program's agent command, holding
@@ -68,6 +72,14 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		// Hidden: the benchmark's server process, started by the benchmark itself.
 		if err := bench.Serve(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(stderr, "netauth bench server:", err)
+			return 1
+		}
+		return 0
+	}
+	if len(args) > 0 && args[0] == bench.RTTArg {
+		// Hidden: the rtt part's process, in a network namespace of its own.
+		if err := bench.ServeRTT(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(stderr, "netauth bench rtt process:", err)
 			return 1
 		}
 		return 0

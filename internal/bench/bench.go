@@ -42,10 +42,11 @@ const (
 	PartBulk     = "bulk"     // bulk throughput against TCP and TLS
 	PartMemory   = "memory"   // an idle per-user worker's memory (root)
 	PartScale    = "scale"    // many users with many connections each (root)
+	PartRTT      = "rtt"      // round trips on an emulated 10 ms path (root)
 )
 
 // Parts lists every part, in the order they run.
-var Parts = []string{PartLatency, PartOverhead, PartCPU, PartVerify, PartBulk, PartMemory, PartScale}
+var Parts = []string{PartLatency, PartOverhead, PartCPU, PartVerify, PartBulk, PartMemory, PartScale, PartRTT}
 
 // workerAccount is the user the UBNS rows authenticate as and their workers run as.
 const workerAccount = "nobody"
@@ -233,6 +234,7 @@ func Run(opts Options) (rep *Report, err error) {
 		{PartBulk, r.bulk},
 		{PartMemory, r.memory},
 		{PartScale, r.scale},
+		{PartRTT, r.rtt},
 	}
 	for _, s := range steps {
 		if r.want(s.part) {

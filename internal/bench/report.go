@@ -25,6 +25,7 @@ type Report struct {
 	Bulk     []BulkRow     `json:"bulk,omitempty"`
 	Memory   *MemoryResult `json:"memory,omitempty"`
 	Scale    *ScaleResult  `json:"scale,omitempty"`
+	RTT      *RTTResult    `json:"rtt,omitempty"`
 	Targets  []Target      `json:"targets"`
 	Notes    []string      `json:"notes"` // how things were measured (the clients, netauthd's acceptor)
 	Skipped  []Skip        `json:"skipped"`
@@ -525,6 +526,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			mib(s.DaemonBefore.RSSKB), mib(s.DaemonPeak.RSSKB), mib(s.DaemonPeak.HWMKB), s.Workers, mib(s.WorkerRSSMedianKB), mib(s.WorkersPssKB))
 		fmt.Fprintf(w, "target: %s\n", rep.targetFor("scale"))
 	}
+	rep.writeRTT(w, row, flush)
 	fmt.Fprintln(w, "\nTargets (a measured ratio's floor is the same ratio for this run's floor)")
 	row("target", "wanted", "measured", "", "floor")
 	for _, t := range rep.Targets {
