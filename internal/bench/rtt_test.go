@@ -135,3 +135,31 @@ func TestRTTTargets(t *testing.T) {
 		t.Errorf("targets %v, want %v", got, want)
 	}
 }
+
+// TestRoundTripTarget: the kinds fold into one target, met only when every kind was measured
+// and met.
+func TestRoundTripTarget(t *testing.T) {
+	rep := func(rtts map[string]float64) *Report {
+		res := &RTTResult{}
+		for name, v := range rtts {
+			res.Rows = append(res.Rows, RTTRow{Name: name, RTTs: v})
+		}
+		return &Report{RTT: res}
+	}
+	all := map[string]float64{"tls-full": 3.1, "tls-resumed": 3.1, "netauth-full": 3.1, "netauth-resumed": 3.1,
+		"ubns-first": 3.2, "ubns-full": 3.15, "ubns-resumed": 3.1}
+	if got := roundTripTarget(&Report{}); got.Status != "not measured" || got.Name != TargetRoundTrips {
+		t.Errorf("no rtt part: %+v", got)
+	}
+	if got := roundTripTarget(rep(all)); got.Status != "met" {
+		t.Errorf("every kind met: %q (%s)", got.Status, got.Got)
+	}
+	all["ubns-first"] = 3.6
+	if got := roundTripTarget(rep(all)); got.Status != "missed" || !strings.Contains(got.Got, "ubns-first 3.60") {
+		t.Errorf("first connection over: %q (%s)", got.Status, got.Got)
+	}
+	delete(all, "ubns-first")
+	if got := roundTripTarget(rep(all)); got.Status != "missed" {
+		t.Errorf("a kind not measured: %q, want missed (not every kind shown)", got.Status)
+	}
+}
