@@ -53,6 +53,11 @@ type Conn struct {
 	// activeCall is odd once Close has started; it counts Writes in flight in steps of 2
 	// (the same interlock crypto/tls uses so Close does not block behind a stuck Write).
 	activeCall atomic.Int32
+	// readDeadline is the read deadline set through this Conn, in Unix nanoseconds (0: none);
+	// Close waits for the peer's close record no longer.
+	readDeadline atomic.Int64
+	// sockClosed is made by Close and closed once the socket is (tests).
+	sockClosed chan struct{}
 
 	in struct {
 		sync.Mutex
@@ -69,7 +74,8 @@ type Conn struct {
 		err        error  // sticky write error
 		sent       uint64 // records since the last rekey
 		rekeyAfter uint64
-		closed     bool // a close record was sent
+		closed     bool // no more records: a close record was sent (closeSent), or the state exported
+		closeSent  bool
 	}
 }
 
@@ -449,27 +455,43 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// sendClose sends the close record, bounded by a short deadline so a peer that stopped
+// closeRecordTimeout bounds the write of the close record, so that a peer that stopped
 // reading cannot block the close.
-func (c *Conn) sendClose() error {
+const closeRecordTimeout = 5 * time.Second
+
+// CloseWait bounds how long a closed connection goes on reading, after its close record, for
+// the peer's close record (docs/PROTOCOL.md §7.2).
+const CloseWait = 250 * time.Millisecond
+
+var closeWait = CloseWait // tests change it
+
+// sendClose sends the close record, bounded by closeRecordTimeout. It reports whether this
+// side's close record has been sent (now, or before by CloseWrite).
+func (c *Conn) sendClose() (bool, error) {
 	c.out.Lock()
 	defer c.out.Unlock()
-	if c.out.closed || c.out.half == nil || c.out.err != nil {
-		return nil
+	if c.out.closed {
+		return c.out.closeSent, nil
+	}
+	if c.out.half == nil || c.out.err != nil {
+		return false, nil
 	}
 	c.out.closed = true
-	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = c.conn.SetWriteDeadline(time.Now().Add(closeRecordTimeout))
 	if err := c.queueLocked(TypeClose, nil); err != nil {
-		return err
+		return false, err
 	}
-	_, err := c.flushLocked()
-	return err
+	if _, err := c.flushLocked(); err != nil {
+		return false, err
+	}
+	c.out.closeSent = true
+	return true, nil
 }
 
 // CloseWrite sends a close record and, for TCP and Unix connections, shuts down the writing
 // side; the peer reads io.EOF and the connection can still be read from.
 func (c *Conn) CloseWrite() error {
-	if err := c.sendClose(); err != nil {
+	if _, err := c.sendClose(); err != nil {
 		return err
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
@@ -478,8 +500,18 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// Close sends a close record (unless a Write is in progress, which Close then interrupts)
-// and closes the connection. Keys are wiped.
+// Close ends the connection cleanly: it sends a close record, shuts down the writing side
+// and, until the peer's close record arrives, reads and drops what the peer still sends,
+// before it closes the socket. A socket closed with the peer's bytes unread, or before they
+// arrive, makes the kernel answer with a reset, which can also discard what this side sent
+// and the peer has not yet received. Close does not wait for the peer: if its close record
+// has not already arrived, the socket is read and then closed in the background, for at most
+// CloseWait (less if the read deadline comes first). Close returns at once, and the socket's
+// close is not reported.
+//
+// If a Write is in progress, Close interrupts it and closes the socket at once, without a
+// close record; so too if a Read is in progress (it returns net.ErrClosed), or after a
+// failure or a handoff (Export, Detach). Keys are wiped.
 func (c *Conn) Close() error {
 	var x int32
 	for {
@@ -492,10 +524,10 @@ func (c *Conn) Close() error {
 		}
 	}
 	var closeErr error
+	sent := false
 	if x == 0 {
-		closeErr = c.sendClose()
+		sent, closeErr = c.sendClose()
 	}
-	err := c.conn.Close()
 	if c.out.TryLock() {
 		if c.out.half != nil {
 			c.out.half.Zero()
@@ -503,13 +535,43 @@ func (c *Conn) Close() error {
 		c.out.err = net.ErrClosed
 		c.out.Unlock()
 	}
+	var d *Conn // the receiving side, taken over to read up to the peer's close record
 	if c.in.TryLock() {
-		if c.in.half != nil {
+		clear(c.in.plain)
+		c.in.plain = nil
+		if sent && c.in.half != nil && c.in.err == nil {
+			d = &Conn{conn: c.conn}
+			d.in.half, d.in.buf, d.in.pos, d.in.end = c.in.half, c.in.buf, c.in.pos, c.in.end
+			c.in.buf, c.in.pos, c.in.end = nil, 0, 0
+		} else if c.in.half != nil {
 			c.in.half.Zero()
 		}
+		c.in.half = nil
 		c.in.err = net.ErrClosed
-		clear(c.in.plain)
 		c.in.Unlock()
+	}
+	c.sockClosed = make(chan struct{})
+	var err error
+	switch {
+	case d == nil:
+		err = c.closeSocket(nil)
+	default:
+		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		if d.discard(true) { // the peer's close record is already here
+			err = c.closeSocket(d)
+			break
+		}
+		wait := time.Now().Add(closeWait)
+		if rd := c.readDeadline.Load(); rd != 0 && rd < wait.UnixNano() {
+			wait = time.Unix(0, rd)
+		}
+		_ = c.conn.SetReadDeadline(wait)
+		go func() {
+			d.discard(false)
+			_ = c.closeSocket(d)
+		}()
 	}
 	if err != nil {
 		return err
@@ -520,6 +582,55 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// closeSocket wipes the receiving side d took over (if any) and closes the socket.
+func (c *Conn) closeSocket(d *Conn) error {
+	if d != nil {
+		if d.in.half != nil {
+			d.in.half.Zero()
+		}
+		clear(d.in.buf)
+	}
+	err := c.conn.Close()
+	close(c.sockClosed)
+	return err
+}
+
+// discard reads and drops the peer's frames until its close record, the end of the stream,
+// a read error or the read deadline, and reports whether it got there. With buffered, it
+// only looks at the frames already buffered and reports false where it would have to read.
+// A record that does not open (the peer's verdict was never read, and its key never
+// installed; or a tampered stream) ends the decryption, not the reading: the rest is
+// skipped frame by frame, to the end of the stream. The caller owns d.
+func (d *Conn) discard(buffered bool) bool {
+	for {
+		if buffered {
+			avail := d.in.end - d.in.pos
+			if avail < HeaderLen || avail < HeaderLen+(int(d.in.buf[d.in.pos+1])<<8|int(d.in.buf[d.in.pos+2])) {
+				return false
+			}
+		}
+		hdr, body, err := d.nextFrame(MaxBody)
+		if err != nil {
+			return true
+		}
+		if d.in.half == nil {
+			continue
+		}
+		typ, _, err := d.in.half.Open(hdr, body)
+		if hdr[0] != FrameRecord || err != nil {
+			d.in.half.Zero()
+			d.in.half = nil
+			continue
+		}
+		switch typ {
+		case TypeRekey:
+			d.in.half.Rekey()
+		case TypeClose:
+			return true
+		}
+	}
+}
+
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 
@@ -527,11 +638,36 @@ func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines of the underlying connection.
-func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.activeCall.Load()&1 != 0 {
+		return net.ErrClosed
+	}
+	c.readDeadline.Store(unixNano(t))
+	return c.conn.SetDeadline(t)
+}
 
 // SetReadDeadline sets the read deadline of the underlying connection.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.activeCall.Load()&1 != 0 {
+		return net.ErrClosed
+	}
+	c.readDeadline.Store(unixNano(t))
+	return c.conn.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the write deadline of the underlying connection. A write that times
 // out leaves the connection unable to write (the peer may have a partial record).
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.activeCall.Load()&1 != 0 {
+		return net.ErrClosed
+	}
+	return c.conn.SetWriteDeadline(t)
+}
+
+// unixNano is t in nanoseconds since the epoch, 0 for the zero time (no deadline).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
+}
