@@ -265,7 +265,7 @@ func TestCloseWithUnreadData(t *testing.T) {
 	ns.run(func() { ts = newTestServer(t, nil) })
 	alice := newTestUser(t, "alice")
 	ts.allow(alice)
-	answer := make([]byte, 8<<20)
+	answer := make([]byte, 2<<20)
 	rand.Read(answer)
 	served := make(chan error, 1)
 	go func() {
