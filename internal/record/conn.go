@@ -244,15 +244,17 @@ func (c *Conn) ReadFrame(maxBody int, allowed ...byte) (typ byte, body []byte, e
 func (c *Conn) ReadRecord() (typ byte, content []byte, err error) {
 	c.in.Lock()
 	defer c.in.Unlock()
-	typ, content, err = c.readRecordLocked()
+	typ, content, err = c.readRecordLocked(nil)
 	if err != nil {
 		return 0, nil, err
 	}
 	return typ, append([]byte(nil), content...), nil
 }
 
-// readRecordLocked reads the next record other than a rekey; content aliases the buffer.
-func (c *Conn) readRecordLocked() (byte, []byte, error) {
+// readRecordLocked reads the next record other than a rekey. Its content is decrypted into
+// dst if dst can hold it and its inner type (then all of dst may be overwritten), and aliases
+// dst; otherwise it is decrypted in place and aliases the read buffer.
+func (c *Conn) readRecordLocked(dst []byte) (byte, []byte, error) {
 	for {
 		if c.in.err != nil {
 			return 0, nil, c.in.err
@@ -270,7 +272,11 @@ func (c *Conn) readRecordLocked() (byte, []byte, error) {
 			c.in.err = err
 			return 0, nil, err
 		}
-		typ, content, err := c.in.half.Open(hdr, body)
+		out := body
+		if len(dst) >= len(body)-TagLen {
+			out = dst
+		}
+		typ, content, err := c.in.half.OpenTo(out, hdr, body)
 		if err != nil {
 			c.in.err = err
 			return 0, nil, err
@@ -309,7 +315,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for len(c.in.plain) == 0 {
-		typ, content, err := c.readRecordLocked()
+		// A record whose content fits in p is decrypted straight into it.
+		typ, content, err := c.readRecordLocked(p)
 		if err != nil {
 			return 0, err
 		}
@@ -317,6 +324,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			err := fmt.Errorf("%w: record type 0x%02x after the handshake", ErrUnexpectedFrame, typ)
 			c.in.err = err
 			return 0, err
+		}
+		if len(content) > 0 && &content[0] == &p[0] {
+			return len(content), nil
 		}
 		c.in.plain = content
 	}
@@ -402,8 +412,12 @@ func (c *Conn) flushLocked() (int, error) {
 	return m, nil
 }
 
-// writeChunk is how much application data goes into one record.
-const writeChunk = MaxPlaintext
+// writeChunk is how much application data goes into one record, and writeBatch how many
+// records a Write seals before it sends them with one system call.
+const (
+	writeChunk = MaxPlaintext
+	writeBatch = 4
+)
 
 // Write encrypts p into records and sends them.
 func (c *Conn) Write(p []byte) (int, error) {
@@ -432,25 +446,45 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
-		chunk := min(len(p), writeChunk)
-		saved, savedSent := c.out.half.save(), c.out.sent
-		if err := c.queueLocked(TypeData, p[:chunk]); err != nil {
-			return n, err
+		// Seal up to writeBatch records, then send them with one system call.
+		var batch [writeBatch]struct {
+			off, len int       // where the record starts in the queue; its content's length
+			saved    halfState // the sending state before it
+			sent     uint64
+		}
+		k := 0
+		for ; k < writeBatch && len(p) > 0; k++ {
+			chunk := min(len(p), writeChunk)
+			b := &batch[k]
+			b.off, b.len, b.saved, b.sent = len(c.out.buf), chunk, c.out.half.save(), c.out.sent
+			if err := c.queueLocked(TypeData, p[:chunk]); err != nil {
+				return n, err // the sending state is broken: nothing more goes out
+			}
+			p = p[chunk:]
 		}
 		m, err := c.flushLocked()
 		if err != nil {
-			if isTimeout(err) && m == 0 {
-				// Nothing of this record left: take it back, as if never sealed.
-				c.out.buf = c.out.buf[:0]
-				c.out.half.restore(saved)
-				c.out.sent = savedSent
-			} else if isTimeout(err) {
-				n += chunk // the rest of the record is queued and goes out next
+			if !isTimeout(err) {
+				return n, err
+			}
+			// A record of which something went out is sent: its rest stays queued and goes
+			// out first on the next write. The first of which nothing went out is taken
+			// back with all after it, as if never sealed.
+			for i := range k {
+				if batch[i].off < m {
+					n += batch[i].len
+					continue
+				}
+				c.out.buf = c.out.buf[:batch[i].off-m]
+				c.out.half.restore(batch[i].saved)
+				c.out.sent = batch[i].sent
+				break
 			}
 			return n, err
 		}
-		n += chunk
-		p = p[chunk:]
+		for i := range k {
+			n += batch[i].len
+		}
 	}
 	return n, nil
 }

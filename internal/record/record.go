@@ -116,14 +116,24 @@ func (h *Half) Seal(dst []byte, typ byte, content []byte) ([]byte, error) {
 // Open authenticates and decrypts, in place, the body of a record frame whose 3-byte header
 // is hdr. It returns the inner type and the content (aliasing body).
 func (h *Half) Open(hdr, body []byte) (typ byte, content []byte, err error) {
+	return h.OpenTo(body, hdr, body)
+}
+
+// OpenTo is Open decrypting into dst instead, which must either be body itself or not
+// overlap it, and hold at least len(body)-TagLen bytes (the content and the inner type). The
+// content returned aliases dst. If the record does not open, dst is overwritten with zeros.
+func (h *Half) OpenTo(dst, hdr, body []byte) (typ byte, content []byte, err error) {
 	if len(body) < TagLen+1 {
 		return 0, nil, ErrFrameTooShort
+	}
+	if len(dst) < len(body)-TagLen {
+		panic("netauth: internal error: record destination too small")
 	}
 	if h.nonce == maxNonce {
 		return 0, nil, ErrNonceLimit
 	}
 	n := nonceBytes(h.nonce)
-	pt, err := h.aead.Open(body[:0], n[:], body, hdr)
+	pt, err := h.aead.Open(dst[:0], n[:], body, hdr)
 	if err != nil {
 		return 0, nil, ErrAuth
 	}
