@@ -165,3 +165,30 @@ func TestReadIntoCaller(t *testing.T) {
 		}
 	}
 }
+
+// TestSealOpenNoAllocs: sealing into a buffer with room, and opening, allocate nothing (the
+// nonce's bytes used to escape to the heap, one allocation per record each way).
+func TestSealOpenNoAllocs(t *testing.T) {
+	s, o := NewHalf(testKeys[0], 0), NewHalf(testKeys[0], 0)
+	content := make([]byte, 1000)
+	buf := make([]byte, 0, 2000)
+	dst := make([]byte, 2000)
+	var frame []byte
+	if a := testing.AllocsPerRun(100, func() {
+		var err error
+		if frame, err = s.Seal(buf[:0], TypeData, content); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("Seal: %v allocations per record, want 0", a)
+	}
+	s = NewHalf(testKeys[0], 0)
+	if a := testing.AllocsPerRun(100, func() {
+		frame, _ = s.Seal(buf[:0], TypeData, content)
+		if _, _, err := o.OpenTo(dst, frame[:HeaderLen], frame[HeaderLen:]); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("Seal and OpenTo: %v allocations per record, want 0", a)
+	}
+}
