@@ -192,3 +192,21 @@ func TestSealOpenNoAllocs(t *testing.T) {
 		t.Errorf("Seal and OpenTo: %v allocations per record, want 0", a)
 	}
 }
+
+// TestWriteBatchBufferReturned: a Write of several records seals them in a pooled buffer,
+// not in the connection's own, which stays the size small writes need.
+func TestWriteBatchBufferReturned(t *testing.T) {
+	cc := &capConn{limit: -1}
+	c := NewConn(cc)
+	c.SetKeys(NewHalf(testKeys[0], 0), NewHalf(testKeys[1], 0))
+	mustWrite(t, c, []byte("small"))
+	small := cap(c.out.buf)
+	mustWrite(t, c, make([]byte, 1<<20))
+	mustWrite(t, c, []byte("small again"))
+	if got := cap(c.out.buf); got != small {
+		t.Fatalf("the connection's write buffer holds %d bytes after a large Write, %d before", got, small)
+	}
+	if got, _ := openAll(t, cc.out.Bytes()); len(got) != 1<<20+len("small")+len("small again") {
+		t.Fatalf("the peer gets %d bytes", len(got))
+	}
+}

@@ -419,6 +419,9 @@ const (
 	writeBatch = 4
 )
 
+// batchPool holds the buffers that Writes of more than one record seal their batches in.
+var batchPool = sync.Pool{New: func() any { return new([]byte) }}
+
 // Write encrypts p into records and sends them.
 func (c *Conn) Write(p []byte) (int, error) {
 	for {
@@ -443,6 +446,20 @@ func (c *Conn) Write(p []byte) (int, error) {
 	// Finish a record left half-sent by an earlier timeout.
 	if _, err := c.flushLocked(); err != nil {
 		return 0, err
+	}
+	if len(p) > writeChunk {
+		// Records are sealed in batches in a buffer from batchPool, handed back once all is
+		// sent: a connection does not keep a batch's worth of memory between Writes.
+		bp := batchPool.Get().(*[]byte)
+		own := c.out.buf
+		c.out.buf = (*bp)[:0]
+		defer func() {
+			if len(c.out.buf) == 0 {
+				*bp = c.out.buf
+				batchPool.Put(bp)
+				c.out.buf = own
+			}
+		}()
 	}
 	n := 0
 	for len(p) > 0 {
