@@ -210,3 +210,25 @@ func TestWriteBatchBufferReturned(t *testing.T) {
 		t.Fatalf("the peer gets %d bytes", len(got))
 	}
 }
+
+// BenchmarkSealOpen seals and opens full records (AES-256-GCM, 64 KiB), as a bulk transfer's
+// two ends do: the cryptographic part of the record layer's CPU per byte, with which
+// docs/BENCHMARKS.md computes the floor of BenchmarkBulkCompare.
+func BenchmarkSealOpen(b *testing.B) {
+	s, o := NewHalf(testKeys[0], 0), NewHalf(testKeys[0], 0)
+	content := make([]byte, MaxPlaintext)
+	rand.Read(content)
+	buf := make([]byte, 0, HeaderLen+MaxBody)
+	dst := make([]byte, MaxPlaintext+1)
+	b.SetBytes(MaxPlaintext)
+	for b.Loop() {
+		frame, err := s.Seal(buf[:0], TypeData, content)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := o.OpenTo(dst, frame[:HeaderLen], frame[HeaderLen:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/MaxPlaintext, "ns/B")
+}
