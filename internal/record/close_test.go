@@ -196,3 +196,31 @@ func TestCloseDetached(t *testing.T) {
 		t.Fatalf("peer Read: %v, want ErrTruncated (no close record)", err)
 	}
 }
+
+// TestCloseInterruptsBlockedWrite: a Write blocked on a peer that does not read is
+// interrupted by Close, which closes the socket before it returns (no close record can follow
+// the half-sent data, and nothing waits for the peer's).
+func TestCloseInterruptsBlockedWrite(t *testing.T) {
+	setCloseWait(t, time.Minute)
+	a, _ := keyedPair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if !socketClosed(a, 0) {
+		t.Fatal("socket open after Close returned")
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("blocked Write returned no error after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not interrupt a blocked Write")
+	}
+}

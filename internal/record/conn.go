@@ -574,10 +574,13 @@ func (c *Conn) Close() error {
 			break
 		}
 	}
-	var closeErr error
+	c.sockClosed = make(chan struct{})
+	var closeErr, err error
 	sent := false
 	if x == 0 {
 		sent, closeErr = c.sendClose()
+	} else {
+		err = c.closeSocket(nil) // interrupts the Write in progress
 	}
 	if c.out.TryLock() {
 		if c.out.half != nil {
@@ -601,9 +604,8 @@ func (c *Conn) Close() error {
 		c.in.err = net.ErrClosed
 		c.in.Unlock()
 	}
-	c.sockClosed = make(chan struct{})
-	var err error
 	switch {
+	case x != 0:
 	case d == nil:
 		err = c.closeSocket(nil)
 	default:
