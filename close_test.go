@@ -291,13 +291,18 @@ func TestCloseWithUnreadData(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A request the server reads only the first byte of: more than its record layer reads
-	// ahead, so that some is still in its socket's receive queue when it closes.
+	// ahead, so that some is still in its socket's receive queue when it closes. The client's
+	// close record follows it (the server, closing, reads up to there), and the client then
+	// reads the answer.
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := c.Write(make([]byte, 512<<10))
+		if err == nil {
+			err = c.CloseWrite()
+		}
 		wrote <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the server closes while its answer is still queued
+	time.Sleep(30 * time.Millisecond) // the server closes while its answer is still queued
 	got, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(got, answer) {
 		t.Fatalf("read %d bytes of the %d-byte answer (equal %v), %v; want all and a clean EOF",

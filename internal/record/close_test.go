@@ -208,6 +208,9 @@ func TestCloseInterruptsBlockedWrite(t *testing.T) {
 		_, err := a.Write(make([]byte, 64<<20))
 		done <- err
 	}()
+	for a.activeCall.Load() == 0 { // the Write has started
+		time.Sleep(time.Millisecond)
+	}
 	time.Sleep(50 * time.Millisecond)
 	if err := a.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
