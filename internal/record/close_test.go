@@ -162,19 +162,24 @@ func TestCloseAfterPeerClose(t *testing.T) {
 // installed) are skipped frame by frame up to the end of the stream.
 func TestCloseUndecryptable(t *testing.T) {
 	setCloseWait(t, time.Minute)
-	raw, rc := rawToKeyed(t)
 	other := NewHalf([32]byte{1}, 0)
-	if err := rc.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	mustWrite(t, raw, seal(t, other, TypeData, []byte("under another key")))
-	mustWrite(t, raw, seal(t, other, TypeClose, nil))
-	if socketClosed(rc, 50*time.Millisecond) {
-		t.Fatal("socket closed at a record it could not open")
-	}
-	raw.Close()
-	if !socketClosed(rc, 5*time.Second) {
-		t.Fatal("socket still open 5 s after the peer's end of stream")
+	for name, first := range map[string][]byte{
+		"record under another key": seal(t, other, TypeData, []byte("under another key")),
+		"plaintext frame":          {FrameAlert, 0, 1, 9},
+	} {
+		raw, rc := rawToKeyed(t)
+		if err := rc.Close(); err != nil {
+			t.Fatalf("%s: Close: %v", name, err)
+		}
+		mustWrite(t, raw, first)
+		mustWrite(t, raw, seal(t, sealer(), TypeClose, nil)) // a close record, no longer looked for
+		if socketClosed(rc, 50*time.Millisecond) {
+			t.Fatalf("%s: socket closed at a record after one it could not open", name)
+		}
+		raw.Close()
+		if !socketClosed(rc, 5*time.Second) {
+			t.Fatalf("%s: socket still open 5 s after the peer's end of stream", name)
+		}
 	}
 }
 

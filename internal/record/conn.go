@@ -669,7 +669,10 @@ func (d *Conn) discard(buffered bool) bool {
 		if d.in.half == nil {
 			continue
 		}
-		typ, _, err := d.in.half.Open(hdr, body)
+		var typ byte
+		if hdr[0] == FrameRecord {
+			typ, _, err = d.in.half.Open(hdr, body)
+		}
 		if hdr[0] != FrameRecord || err != nil {
 			d.in.half.Zero()
 			d.in.half = nil
