@@ -109,7 +109,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Write writes application data in encrypted records.
 func (c *Conn) Write(p []byte) (int, error) { return c.rc.Write(p) }
 
-// Close sends a close record and closes the connection.
+// Close sends a close record and closes the connection cleanly: it shuts down the sending
+// side and reads, dropping it, what the peer still sends up to the peer's close record, so
+// that the connection ends with FINs and not resets (a reset can discard what this side sent
+// last). Close does not wait for the peer: unless its close record has already arrived, the
+// socket is read and closed in the background, within 250 ms (record.CloseWait) or the read
+// deadline if sooner. A Close that interrupts a Read or Write in progress closes at once.
 func (c *Conn) Close() error {
 	err := c.rc.Close()
 	c.release()

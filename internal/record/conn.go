@@ -53,6 +53,11 @@ type Conn struct {
 	// activeCall is odd once Close has started; it counts Writes in flight in steps of 2
 	// (the same interlock crypto/tls uses so Close does not block behind a stuck Write).
 	activeCall atomic.Int32
+	// readDeadline is the read deadline set through this Conn, in Unix nanoseconds (0: none);
+	// Close waits for the peer's close record no longer.
+	readDeadline atomic.Int64
+	// sockClosed is made by Close and closed once the socket is (tests).
+	sockClosed chan struct{}
 
 	in struct {
 		sync.Mutex
@@ -69,7 +74,8 @@ type Conn struct {
 		err        error  // sticky write error
 		sent       uint64 // records since the last rekey
 		rekeyAfter uint64
-		closed     bool // a close record was sent
+		closed     bool // no more records: a close record was sent (closeSent), or the state exported
+		closeSent  bool
 	}
 }
 
@@ -238,15 +244,17 @@ func (c *Conn) ReadFrame(maxBody int, allowed ...byte) (typ byte, body []byte, e
 func (c *Conn) ReadRecord() (typ byte, content []byte, err error) {
 	c.in.Lock()
 	defer c.in.Unlock()
-	typ, content, err = c.readRecordLocked()
+	typ, content, err = c.readRecordLocked(nil)
 	if err != nil {
 		return 0, nil, err
 	}
 	return typ, append([]byte(nil), content...), nil
 }
 
-// readRecordLocked reads the next record other than a rekey; content aliases the buffer.
-func (c *Conn) readRecordLocked() (byte, []byte, error) {
+// readRecordLocked reads the next record other than a rekey. Its content is decrypted into
+// dst if dst can hold it and its inner type (then all of dst may be overwritten), and aliases
+// dst; otherwise it is decrypted in place and aliases the read buffer.
+func (c *Conn) readRecordLocked(dst []byte) (byte, []byte, error) {
 	for {
 		if c.in.err != nil {
 			return 0, nil, c.in.err
@@ -264,7 +272,11 @@ func (c *Conn) readRecordLocked() (byte, []byte, error) {
 			c.in.err = err
 			return 0, nil, err
 		}
-		typ, content, err := c.in.half.Open(hdr, body)
+		out := body
+		if len(dst) >= len(body)-TagLen {
+			out = dst
+		}
+		typ, content, err := c.in.half.OpenTo(out, hdr, body)
 		if err != nil {
 			c.in.err = err
 			return 0, nil, err
@@ -303,7 +315,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for len(c.in.plain) == 0 {
-		typ, content, err := c.readRecordLocked()
+		// A record whose content fits in p is decrypted straight into it.
+		typ, content, err := c.readRecordLocked(p)
 		if err != nil {
 			return 0, err
 		}
@@ -311,6 +324,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			err := fmt.Errorf("%w: record type 0x%02x after the handshake", ErrUnexpectedFrame, typ)
 			c.in.err = err
 			return 0, err
+		}
+		if len(content) > 0 && &content[0] == &p[0] {
+			return len(content), nil
 		}
 		c.in.plain = content
 	}
@@ -396,8 +412,15 @@ func (c *Conn) flushLocked() (int, error) {
 	return m, nil
 }
 
-// writeChunk is how much application data goes into one record.
-const writeChunk = MaxPlaintext
+// writeChunk is how much application data goes into one record, and writeBatch how many
+// records a Write seals before it sends them with one system call.
+const (
+	writeChunk = MaxPlaintext
+	writeBatch = 4
+)
+
+// batchPool holds the buffers that Writes of more than one record seal their batches in.
+var batchPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // Write encrypts p into records and sends them.
 func (c *Conn) Write(p []byte) (int, error) {
@@ -424,52 +447,102 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if _, err := c.flushLocked(); err != nil {
 		return 0, err
 	}
+	if len(p) > writeChunk {
+		// Records are sealed in batches in a buffer from batchPool, handed back once all is
+		// sent: a connection does not keep a batch's worth of memory between Writes.
+		bp := batchPool.Get().(*[]byte)
+		own := c.out.buf
+		c.out.buf = (*bp)[:0]
+		defer func() {
+			if len(c.out.buf) == 0 {
+				*bp = c.out.buf
+				batchPool.Put(bp)
+				c.out.buf = own
+			}
+		}()
+	}
 	n := 0
 	for len(p) > 0 {
-		chunk := min(len(p), writeChunk)
-		saved, savedSent := c.out.half.save(), c.out.sent
-		if err := c.queueLocked(TypeData, p[:chunk]); err != nil {
-			return n, err
+		// Seal up to writeBatch records, then send them with one system call.
+		var batch [writeBatch]struct {
+			off, len int       // where the record starts in the queue; its content's length
+			saved    halfState // the sending state before it
+			sent     uint64
+		}
+		k := 0
+		for ; k < writeBatch && len(p) > 0; k++ {
+			chunk := min(len(p), writeChunk)
+			b := &batch[k]
+			b.off, b.len, b.saved, b.sent = len(c.out.buf), chunk, c.out.half.save(), c.out.sent
+			if err := c.queueLocked(TypeData, p[:chunk]); err != nil {
+				return n, err // the sending state is broken: nothing more goes out
+			}
+			p = p[chunk:]
 		}
 		m, err := c.flushLocked()
 		if err != nil {
-			if isTimeout(err) && m == 0 {
-				// Nothing of this record left: take it back, as if never sealed.
-				c.out.buf = c.out.buf[:0]
-				c.out.half.restore(saved)
-				c.out.sent = savedSent
-			} else if isTimeout(err) {
-				n += chunk // the rest of the record is queued and goes out next
+			if !isTimeout(err) {
+				return n, err
+			}
+			// A record of which something went out is sent: its rest stays queued and goes
+			// out first on the next write. The first of which nothing went out is taken
+			// back with all after it, as if never sealed.
+			for i := range k {
+				if batch[i].off < m {
+					n += batch[i].len
+					continue
+				}
+				c.out.buf = c.out.buf[:batch[i].off-m]
+				c.out.half.restore(batch[i].saved)
+				c.out.sent = batch[i].sent
+				break
 			}
 			return n, err
 		}
-		n += chunk
-		p = p[chunk:]
+		for i := range k {
+			n += batch[i].len
+		}
 	}
 	return n, nil
 }
 
-// sendClose sends the close record, bounded by a short deadline so a peer that stopped
+// closeRecordTimeout bounds the write of the close record, so that a peer that stopped
 // reading cannot block the close.
-func (c *Conn) sendClose() error {
+const closeRecordTimeout = 5 * time.Second
+
+// CloseWait bounds how long a closed connection goes on reading, after its close record, for
+// the peer's close record (docs/PROTOCOL.md §7.2).
+const CloseWait = 250 * time.Millisecond
+
+var closeWait = CloseWait // tests change it
+
+// sendClose sends the close record, bounded by closeRecordTimeout. It reports whether this
+// side's close record has been sent (now, or before by CloseWrite).
+func (c *Conn) sendClose() (bool, error) {
 	c.out.Lock()
 	defer c.out.Unlock()
-	if c.out.closed || c.out.half == nil || c.out.err != nil {
-		return nil
+	if c.out.closed {
+		return c.out.closeSent, nil
+	}
+	if c.out.half == nil || c.out.err != nil {
+		return false, nil
 	}
 	c.out.closed = true
-	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = c.conn.SetWriteDeadline(time.Now().Add(closeRecordTimeout))
 	if err := c.queueLocked(TypeClose, nil); err != nil {
-		return err
+		return false, err
 	}
-	_, err := c.flushLocked()
-	return err
+	if _, err := c.flushLocked(); err != nil {
+		return false, err
+	}
+	c.out.closeSent = true
+	return true, nil
 }
 
 // CloseWrite sends a close record and, for TCP and Unix connections, shuts down the writing
 // side; the peer reads io.EOF and the connection can still be read from.
 func (c *Conn) CloseWrite() error {
-	if err := c.sendClose(); err != nil {
+	if _, err := c.sendClose(); err != nil {
 		return err
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
@@ -478,8 +551,18 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// Close sends a close record (unless a Write is in progress, which Close then interrupts)
-// and closes the connection. Keys are wiped.
+// Close ends the connection cleanly: it sends a close record, shuts down the writing side
+// and, until the peer's close record arrives, reads and drops what the peer still sends,
+// before it closes the socket. A socket closed with the peer's bytes unread, or before they
+// arrive, makes the kernel answer with a reset, which can also discard what this side sent
+// and the peer has not yet received. Close does not wait for the peer: if its close record
+// has not already arrived, the socket is read and then closed in the background, for at most
+// CloseWait (less if the read deadline comes first). Close returns at once, and the socket's
+// close is not reported.
+//
+// If a Write is in progress, Close interrupts it and closes the socket at once, without a
+// close record; so too if a Read is in progress (it returns net.ErrClosed), or after a
+// failure or a handoff (Export, Detach). Keys are wiped.
 func (c *Conn) Close() error {
 	var x int32
 	for {
@@ -491,11 +574,14 @@ func (c *Conn) Close() error {
 			break
 		}
 	}
-	var closeErr error
+	c.sockClosed = make(chan struct{})
+	var closeErr, err error
+	sent := false
 	if x == 0 {
-		closeErr = c.sendClose()
+		sent, closeErr = c.sendClose()
+	} else {
+		err = c.closeSocket(nil) // interrupts the Write in progress
 	}
-	err := c.conn.Close()
 	if c.out.TryLock() {
 		if c.out.half != nil {
 			c.out.half.Zero()
@@ -503,13 +589,42 @@ func (c *Conn) Close() error {
 		c.out.err = net.ErrClosed
 		c.out.Unlock()
 	}
+	var d *Conn // the receiving side, taken over to read up to the peer's close record
 	if c.in.TryLock() {
-		if c.in.half != nil {
+		clear(c.in.plain)
+		c.in.plain = nil
+		if sent && c.in.half != nil && c.in.err == nil {
+			d = &Conn{conn: c.conn}
+			d.in.half, d.in.buf, d.in.pos, d.in.end = c.in.half, c.in.buf, c.in.pos, c.in.end
+			c.in.buf, c.in.pos, c.in.end = nil, 0, 0
+		} else if c.in.half != nil {
 			c.in.half.Zero()
 		}
+		c.in.half = nil
 		c.in.err = net.ErrClosed
-		clear(c.in.plain)
 		c.in.Unlock()
+	}
+	switch {
+	case x != 0:
+	case d == nil:
+		err = c.closeSocket(nil)
+	default:
+		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		if d.discard(true) { // the peer's close record is already here
+			err = c.closeSocket(d)
+			break
+		}
+		wait := time.Now().Add(closeWait)
+		if rd := c.readDeadline.Load(); rd != 0 && rd < wait.UnixNano() {
+			wait = time.Unix(0, rd)
+		}
+		_ = c.conn.SetReadDeadline(wait)
+		go func() {
+			d.discard(false)
+			_ = c.closeSocket(d)
+		}()
 	}
 	if err != nil {
 		return err
@@ -520,6 +635,58 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// closeSocket wipes the receiving side d took over (if any) and closes the socket.
+func (c *Conn) closeSocket(d *Conn) error {
+	if d != nil {
+		if d.in.half != nil {
+			d.in.half.Zero()
+		}
+		clear(d.in.buf)
+	}
+	err := c.conn.Close()
+	close(c.sockClosed)
+	return err
+}
+
+// discard reads and drops the peer's frames until its close record, the end of the stream,
+// a read error or the read deadline, and reports whether it got there. With buffered, it
+// only looks at the frames already buffered and reports false where it would have to read.
+// A record that does not open (the peer's verdict was never read, and its key never
+// installed; or a tampered stream) ends the decryption, not the reading: the rest is
+// skipped frame by frame, to the end of the stream. The caller owns d.
+func (d *Conn) discard(buffered bool) bool {
+	for {
+		if buffered {
+			avail := d.in.end - d.in.pos
+			if avail < HeaderLen || avail < HeaderLen+(int(d.in.buf[d.in.pos+1])<<8|int(d.in.buf[d.in.pos+2])) {
+				return false
+			}
+		}
+		hdr, body, err := d.nextFrame(MaxBody)
+		if err != nil {
+			return true
+		}
+		if d.in.half == nil {
+			continue
+		}
+		var typ byte
+		if hdr[0] == FrameRecord {
+			typ, _, err = d.in.half.Open(hdr, body)
+		}
+		if hdr[0] != FrameRecord || err != nil {
+			d.in.half.Zero()
+			d.in.half = nil
+			continue
+		}
+		switch typ {
+		case TypeRekey:
+			d.in.half.Rekey()
+		case TypeClose:
+			return true
+		}
+	}
+}
+
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 
@@ -527,11 +694,36 @@ func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines of the underlying connection.
-func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.activeCall.Load()&1 != 0 {
+		return net.ErrClosed
+	}
+	c.readDeadline.Store(unixNano(t))
+	return c.conn.SetDeadline(t)
+}
 
 // SetReadDeadline sets the read deadline of the underlying connection.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.activeCall.Load()&1 != 0 {
+		return net.ErrClosed
+	}
+	c.readDeadline.Store(unixNano(t))
+	return c.conn.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the write deadline of the underlying connection. A write that times
 // out leaves the connection unable to write (the peer may have a partial record).
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.activeCall.Load()&1 != 0 {
+		return net.ErrClosed
+	}
+	return c.conn.SetWriteDeadline(t)
+}
+
+// unixNano is t in nanoseconds since the epoch, 0 for the zero time (no deadline).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(t.UnixNano(), 1)
+}

@@ -60,6 +60,7 @@ type Half struct {
 	key   [32]byte
 	nonce uint64
 	aead  cipher.AEAD
+	nb    [12]byte // the nonce's bytes, here rather than on the stack, from where they escape
 }
 
 // NewHalf returns a direction keyed with key whose next record uses nonce.
@@ -90,6 +91,12 @@ func nonceBytes(n uint64) [12]byte {
 	return b
 }
 
+// nonceFor returns the nonce n in h's nonce buffer.
+func (h *Half) nonceFor(n uint64) []byte {
+	h.nb = nonceBytes(n)
+	return h.nb[:]
+}
+
 // Seal appends to dst one encrypted record frame holding content with inner type typ.
 // content must not exceed MaxPlaintext.
 func (h *Half) Seal(dst []byte, typ byte, content []byte) ([]byte, error) {
@@ -105,25 +112,34 @@ func (h *Half) Seal(dst []byte, typ byte, content []byte) ([]byte, error) {
 	dst = append(dst, FrameRecord, byte(bodyLen>>8), byte(bodyLen))
 	dst = append(dst, content...)
 	dst = append(dst, typ)
-	n := nonceBytes(h.nonce)
+	n := h.nonceFor(h.nonce)
 	h.nonce++
 	hdr := dst[start : start+HeaderLen]
 	pt := dst[start+HeaderLen:]
-	out := h.aead.Seal(pt[:0], n[:], pt, hdr)
+	out := h.aead.Seal(pt[:0], n, pt, hdr)
 	return dst[:start+HeaderLen+len(out)], nil
 }
 
 // Open authenticates and decrypts, in place, the body of a record frame whose 3-byte header
 // is hdr. It returns the inner type and the content (aliasing body).
 func (h *Half) Open(hdr, body []byte) (typ byte, content []byte, err error) {
+	return h.OpenTo(body, hdr, body)
+}
+
+// OpenTo is Open decrypting into dst instead, which must either be body itself or not
+// overlap it, and hold at least len(body)-TagLen bytes (the content and the inner type). The
+// content returned aliases dst. If the record does not open, dst is overwritten with zeros.
+func (h *Half) OpenTo(dst, hdr, body []byte) (typ byte, content []byte, err error) {
 	if len(body) < TagLen+1 {
 		return 0, nil, ErrFrameTooShort
+	}
+	if len(dst) < len(body)-TagLen {
+		panic("netauth: internal error: record destination too small")
 	}
 	if h.nonce == maxNonce {
 		return 0, nil, ErrNonceLimit
 	}
-	n := nonceBytes(h.nonce)
-	pt, err := h.aead.Open(body[:0], n[:], body, hdr)
+	pt, err := h.aead.Open(dst[:0], h.nonceFor(h.nonce), body, hdr)
 	if err != nil {
 		return 0, nil, ErrAuth
 	}
