@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//go:build !linux
+
+package builtin
+
+import (
+	"errors"
+
+	"ubns.dev/netauth/internal/handoff"
+)
+
+// become is implemented on Linux only, where netauthd starts spare workers.
+func become(*handoff.Assignment, int, int) error {
+	return errors.New("spare workers are supported on Linux only")
+}
