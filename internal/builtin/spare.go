@@ -34,6 +34,7 @@ func Spare(run func(args []string) int, stderr io.Writer) int {
 		return 2
 	}
 	ppid := os.Getppid()
+	prepare()
 	a, err := handoff.ReceiveAssignment(fd)
 	if errors.Is(err, io.EOF) {
 		return 0

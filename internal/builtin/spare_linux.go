@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,9 +35,9 @@ var processText []byte
 //     none).
 //   - With a.SetCredentials, the supplementary groups, then the real, effective and saved group
 //     ID, then the user ID become the assignment's, for every thread of the process at once
-//     (the syscall package's Setgroups, Setresgid and Setresuid do so). Then every thread's
-//     credentials are checked from /proc: all user IDs and group IDs, the groups, and, for a
-//     user other than root, no capability left. A user other than root must not be able to
+//     (the syscall package's Setgroups, Setresgid and Setresuid do so). Then the credentials
+//     are checked (checkCredentials): all user IDs and group IDs, the groups, and, for a user
+//     other than root, no capability left. A user other than root must not be able to
 //     regain root: setresuid(0), setresgid(0) and setgroups must fail. Without
 //     a.SetCredentials (netauthd is not root: its workers keep its credentials), the spare's
 //     user IDs must already all be a.UID.
@@ -103,6 +103,18 @@ func become(a *handoff.Assignment, fd, ppid int) error {
 	return nil
 }
 
+// prepare does, while the spare waits, what become will do that does not depend on the
+// assignment, so that the kernel's and the runtime's first-time costs (/proc entries, code
+// paged in) are not paid while a user waits: it reads its credentials, its descriptors and
+// its program, and keeps nothing of what it read.
+func prepare() {
+	_ = checkCredentials(&handoff.Assignment{SetCredentials: true})
+	_, _ = os.ReadDir("/proc/self/fd")
+	if exe, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		unix.Close(exe)
+	}
+}
+
 // setProcessText makes the command line and environment that /proc/PID/cmdline and
 // /proc/PID/environ show (and so ps, and tools that find netauthd's workers by their
 // NETAUTH_USER and NETAUTH_SERVICE) those of a worker started afresh: the spare's own command
@@ -137,95 +149,155 @@ func setProcessText(a *handoff.Assignment) {
 	set(unix.PR_SET_MM_ENV_START, unix.PR_SET_MM_ENV_END, base+uintptr(argEnd), base+uintptr(len(processText)))
 }
 
-// checkCredentials checks the credentials of every thread of the process against a, as the
-// kernel reports them in /proc/self/task/TID/status.
+// checkCredentials checks the credentials of the process against a: those of the thread
+// running it with system calls (getresuid, getresgid, getgroups), and the process's as the
+// kernel reports them in /proc/self/status, file system IDs and capabilities included. The
+// syscall package's Setgroups, Setresgid and Setresuid change every thread of the process at
+// once (with cgo the C library does, without it the runtime's AllThreadsSyscall), and end the
+// program should the change fail on one thread after succeeding on another; so every thread
+// has the credentials checked here.
 func checkCredentials(a *handoff.Assignment) error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return fmt.Errorf("listing the threads: %w", err)
+	if r, e, s := unix.Getresuid(); !allAre([]int{r, e, s}, a.UID) {
+		return fmt.Errorf("user IDs %d %d %d, want %d", r, e, s, a.UID)
 	}
-	want := make([]string, len(a.Groups))
-	for i, g := range a.Groups {
-		want[i] = strconv.FormatUint(uint64(g), 10)
-	}
+	want := slices.Clone(a.Groups)
 	slices.Sort(want)
 	want = slices.Compact(want)
-	for _, t := range tasks {
-		data, err := os.ReadFile(filepath.Join("/proc/self/task", t.Name(), "status"))
-		if errors.Is(err, os.ErrNotExist) {
-			continue // a thread that exited
+	if a.SetCredentials {
+		if r, e, s := unix.Getresgid(); !allAre([]int{r, e, s}, a.GID) {
+			return fmt.Errorf("group IDs %d %d %d, want %d", r, e, s, a.GID)
 		}
-		if err != nil {
-			return fmt.Errorf("reading thread %s's credentials: %w", t.Name(), err)
+		if err := sameGroups(unix.Getgroups, want); err != nil {
+			return err
 		}
-		fields := map[string][]string{}
-		for line := range strings.SplitSeq(string(data), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok {
-				fields[k] = strings.Fields(v)
-			}
+	}
+	data, err := readProcFile("/proc/self/status", make([]byte, 8<<10))
+	if err != nil {
+		return fmt.Errorf("reading the process's credentials: %w", err)
+	}
+	fields := map[string][]string{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.Fields(v)
 		}
-		if !allAre(fields["Uid"], a.UID) {
-			return fmt.Errorf("thread %s has user IDs %v, want %d", t.Name(), fields["Uid"], a.UID)
-		}
-		if !a.SetCredentials {
-			continue
-		}
-		if !allAre(fields["Gid"], a.GID) {
-			return fmt.Errorf("thread %s has group IDs %v, want %d", t.Name(), fields["Gid"], a.GID)
-		}
-		got := slices.Clone(fields["Groups"])
-		slices.Sort(got)
-		if !slices.Equal(slices.Compact(got), want) {
-			return fmt.Errorf("thread %s has groups %v, want %v", t.Name(), got, want)
-		}
-		if a.UID == 0 {
-			continue
-		}
+	}
+	if !allAre(atois(fields["Uid"], 4), a.UID) {
+		return fmt.Errorf("the process has user IDs %v, want %d", fields["Uid"], a.UID)
+	}
+	if !a.SetCredentials {
+		return nil
+	}
+	if !allAre(atois(fields["Gid"], 4), a.GID) {
+		return fmt.Errorf("the process has group IDs %v, want %d", fields["Gid"], a.GID)
+	}
+	if err := sameGroups(func() ([]int, error) { return atois(fields["Groups"], -1), nil }, want); err != nil {
+		return fmt.Errorf("the process: %w", err)
+	}
+	if a.UID != 0 {
 		for _, c := range []string{"CapPrm", "CapEff", "CapAmb"} {
 			if v := fields[c]; len(v) != 1 || strings.Trim(v[0], "0") != "" {
-				return fmt.Errorf("thread %s keeps capabilities: %s %v", t.Name(), c, v)
+				return fmt.Errorf("the process keeps capabilities: %s %v", c, v)
 			}
 		}
 	}
 	return nil
 }
 
-// allAre reports whether v holds the 4 IDs of a /proc status Uid or Gid line (real,
-// effective, saved, file system) and each is id.
-func allAre(v []string, id uint32) bool {
-	if len(v) != 4 {
-		return false
+// sameGroups checks that the groups get returns are want (sorted, without duplicates), in any
+// order.
+func sameGroups(get func() ([]int, error), want []uint32) error {
+	got, err := get()
+	if err != nil {
+		return fmt.Errorf("reading the groups: %w", err)
 	}
+	slices.Sort(got)
+	got = slices.Compact(got)
+	if !slices.EqualFunc(got, want, func(g int, w uint32) bool { return g >= 0 && uint64(g) == uint64(w) }) {
+		return fmt.Errorf("groups %v, want %v", got, want)
+	}
+	return nil
+}
+
+// atois parses the decimal numbers of v; it returns nil if one is not a number, or if v does
+// not hold n of them (n < 0: any number).
+func atois(v []string, n int) []int {
+	if n >= 0 && len(v) != n {
+		return nil
+	}
+	out := make([]int, 0, len(v))
 	for _, s := range v {
-		if s != strconv.FormatUint(uint64(id), 10) {
+		i, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return nil
+		}
+		out = append(out, int(i))
+	}
+	return out
+}
+
+// readProcFile reads the file at path (a /proc file, smaller than buf) into buf with plain
+// system calls: os.ReadFile takes several times as long (the runtime's poller, a buffer per
+// call), and this runs while a user waits for their first connection.
+func readProcFile(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			return buf[:n], nil
+		}
+		n += m
+	}
+	return nil, fmt.Errorf("%s is larger than %d bytes", path, len(buf))
+}
+
+// allAre reports whether ids is not empty and each of its IDs is id.
+func allAre(ids []int, id uint32) bool {
+	for _, v := range ids {
+		if v < 0 || uint64(v) != uint64(id) {
 			return false
 		}
 	}
-	return true
+	return len(ids) > 0
 }
 
 // cannotRegainRoot checks that the process cannot take back root's user or group ID or
-// groups. Each attempt is a raw system call on this thread; should one succeed, this thread
-// is root again, and the process exits at once.
+// groups. Each attempt is a raw system call on this thread alone (the syscall and unix
+// packages' functions change every thread); should one succeed, this thread is root again,
+// and the process exits at once.
 func cannotRegainRoot() error {
 	type attempt struct {
-		name string
-		call func() error
+		name         string
+		trap, a1, a2 uintptr
 	}
+	zero := []uint32{0}
 	tries := []attempt{
-		{"setresuid(0, 0, 0)", func() error { return unix.Setresuid(0, 0, 0) }},
-		{"setgroups([0])", func() error { return unix.Setgroups([]int{0}) }},
+		{"setresuid(0, 0, 0)", unix.SYS_SETRESUID, 0, 0},
+		{"setgroups([0])", unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&zero[0]))},
 	}
 	// Group 0 is only to be refused to a process none of whose group IDs is 0 already.
 	if r, e, s := unix.Getresgid(); r != 0 && e != 0 && s != 0 {
-		tries = append(tries, attempt{"setresgid(0, 0, 0)", func() error { return unix.Setresgid(0, 0, 0) }})
+		tries = append(tries, attempt{"setresgid(0, 0, 0)", unix.SYS_SETRESGID, 0, 0})
 	}
 	for _, try := range tries {
-		if err := try.call(); err == nil {
+		_, _, errno := unix.RawSyscall(try.trap, try.a1, try.a2, 0)
+		runtime.KeepAlive(zero)
+		if errno == 0 {
 			fmt.Fprintf(os.Stderr, "spare worker: %s succeeded after dropping root; exiting\n", try.name)
 			unix.Exit(1)
-		} else if !errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("%s failed with %w, want EPERM", try.name, err)
+		}
+		if errno != unix.EPERM {
+			return fmt.Errorf("%s failed with %w, want EPERM", try.name, errno)
 		}
 	}
 	return nil

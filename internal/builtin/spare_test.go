@@ -10,11 +10,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/handoff"
@@ -47,8 +49,13 @@ func spareReport(args []string) int {
 	fmt.Printf("env %s\n", strings.Join(env, "|"))
 	wd, _ := os.Getwd()
 	fmt.Printf("cwd %s\n", wd)
-	fmt.Printf("setresuid0 %v\n", unix.Setresuid(0, 0, 0))
-	fmt.Printf("setgroups0 %v\n", unix.Setgroups([]int{0}))
+	// Raw system calls, on this thread only (the unix package's change every thread).
+	zero := []uint32{0}
+	_, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, 0, 0, 0)
+	fmt.Printf("setresuid0 %v\n", errno)
+	_, _, errno = unix.RawSyscall(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&zero[0])), 0)
+	runtime.KeepAlive(zero)
+	fmt.Printf("setgroups0 %v\n", errno)
 	tasks, _ := os.ReadDir("/proc/self/task")
 	for _, t := range tasks {
 		data, _ := os.ReadFile("/proc/self/task/" + t.Name() + "/status")
