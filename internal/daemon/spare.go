@@ -30,17 +30,21 @@ import (
 // control channel, on which it waits for one assignment (handoff.Assignment): the user's uid,
 // gid and groups, the working directory, the environment and the built-in's arguments, all
 // exactly what a fresh start of that worker would have had. It takes the user's credentials
-// for good before anything else, checks them on every thread and that root cannot be
-// regained, answers TypeAssigned, and runs the built-in: from then on it is that worker, on
-// the same control channel, and the monitor treats it as a worker started afresh (same pid,
-// channel, limits, revocation, idle retirement and log lines). A spare that cannot be assigned
-// (it died, or did not answer within spareAssignTimeout) is stopped, and the worker is started
-// afresh. Every assignment starts a replacement in the background. Spares are stopped at
-// shutdown, and replaced at every reload (so that a replaced program is picked up), never
-// reused across one.
+// for good before anything else, checks them and that root cannot be regained, answers
+// TypeAssigned, and runs the built-in: from then on it is that worker, on the same control
+// channel, and the monitor treats it as a worker started afresh (same pid, channel, limits,
+// revocation, idle retirement and log lines). A spare that cannot be assigned (it died, or did
+// not answer within spareAssignTimeout) is stopped, and the worker is started afresh. Every
+// assignment starts a replacement in the background, a little later (spareRefillDelay).
+// Spares are stopped at shutdown, and replaced at every reload (so that a replaced program is
+// picked up), never reused across one.
 
 // spareAssignTimeout bounds the wait for a spare's TypeAssigned (a variable for tests).
 var spareAssignTimeout = 2 * time.Second
+
+// spareRefillDelay is how long after a spare is taken its replacement starts: starting a
+// process takes milliseconds of CPU, which the connection the spare serves should not share.
+const spareRefillDelay = 10 * time.Millisecond
 
 // Backoff of the spare pool after a spare fails to start or dies unassigned.
 const (
@@ -250,7 +254,7 @@ func (sp *spare) watch() {
 }
 
 // takeSpare takes a ready spare out of the pool (nil if there is none), and starts a
-// replacement in the background.
+// replacement in the background, spareRefillDelay later.
 func (d *Daemon) takeSpare() *spare {
 	p := &d.spares
 	p.mu.Lock()
@@ -260,7 +264,7 @@ func (d *Daemon) takeSpare() *spare {
 		sp.taken = true
 	}
 	p.mu.Unlock()
-	go d.fillSpares()
+	time.AfterFunc(spareRefillDelay, d.fillSpares)
 	if sp == nil {
 		return nil
 	}

@@ -17,7 +17,7 @@ const (
 	DefaultMaxClockSkew      = 5 * time.Minute
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultRevocationCheck   = time.Second
-	DefaultSpareWorkers      = 1
+	DefaultSpareWorkers      = 2
 )
 
 // MaxSpareWorkers bounds the spare-workers directive.
