@@ -8,9 +8,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,18 +20,25 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/testutil"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // The test binary as a worker: "identity" (identityWorker), and as a spare ("-spare"), which
 // runs what it is assigned as the test binary would run it from its command line. This runs
 // before TestMain.
 func init() {
+	if spec := os.Getenv(unprivilegedSpareEnv); spec != "" {
+		os.Exit(runUnprivilegedSpareDaemon(spec))
+	}
 	if !netauth.IsWorker() || len(os.Args) != 2 {
 		return
 	}
@@ -98,13 +107,23 @@ func identityReport() string {
 		err := unix.Getrlimit(r, &l)
 		fmt.Fprintf(&b, "rlimit%d %d %d %v\n", r, l.Cur, l.Max, err)
 	}
+	nice, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	fmt.Fprintf(&b, "priority %d %v\n", nice, err)
+	if attr, err := unix.SchedGetAttr(0, 0); err == nil {
+		fmt.Fprintf(&b, "sched %d %d %d\n", attr.Policy, attr.Nice, attr.Priority)
+	}
+	oom, _ := os.ReadFile("/proc/self/oom_score_adj")
+	fmt.Fprintf(&b, "oom_score_adj %s\n", strings.TrimSpace(string(oom)))
 	dumpable, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
 	fmt.Fprintf(&b, "dumpable %d %v\n", dumpable, err)
-	// Raw system calls, on this thread only: should one succeed, the report says so.
-	fmt.Fprintf(&b, "setuid0 %v\n", unix.Setuid(0))
-	fmt.Fprintf(&b, "setresuid0 %v\n", unix.Setresuid(0, 0, 0))
-	fmt.Fprintf(&b, "setgid0 %v\n", unix.Setgid(0))
-	fmt.Fprintf(&b, "setgroups0 %v\n", unix.Setgroups([]int{0}))
+	// Raw system calls, on this thread only (the unix package's change every thread): should
+	// one succeed, the report says so.
+	zero := []uint32{0}
+	fmt.Fprintf(&b, "setuid0 %v\n", rawErr(unix.SYS_SETUID, 0, 0, 0))
+	fmt.Fprintf(&b, "setresuid0 %v\n", rawErr(unix.SYS_SETRESUID, 0, 0, 0))
+	fmt.Fprintf(&b, "setgid0 %v\n", rawErr(unix.SYS_SETGID, 0, 0, 0))
+	fmt.Fprintf(&b, "setgroups0 %v\n", rawErr(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&zero[0])), 0))
+	runtime.KeepAlive(zero)
 	entries, _ := os.ReadDir("/proc/self/fd")
 	var fds []string
 	for _, e := range entries {
@@ -121,6 +140,14 @@ func identityReport() string {
 	fmt.Fprintf(&b, "fds %s\n", strings.Join(fds, "|"))
 	b.WriteString("end\n")
 	return b.String()
+}
+
+// rawErr makes a raw system call on this thread and returns its error ("<nil>" if none).
+func rawErr(trap, a1, a2, a3 uintptr) string {
+	if _, _, errno := unix.RawSyscall(trap, a1, a2, a3); errno != 0 {
+		return errno.Error()
+	}
+	return "<nil>"
 }
 
 // identity connects to service as user and returns the worker's identityReport and what
@@ -525,6 +552,168 @@ func TestSparesStoppedAtReloadAndShutdown(t *testing.T) {
 	waitGone(t, third, 5*time.Second)
 }
 
+// unprivilegedSpareEnv makes the test binary run a daemon with spares
+// (TestUnprivilegedSpare's) instead of tests: its value is "CONFIG ACCEPTOR".
+const unprivilegedSpareEnv = "NETAUTH_TEST_UNPRIVILEGED_SPARE"
+
+// runUnprivilegedSpareDaemon runs a daemon with the configuration and acceptor named by
+// unprivilegedSpareEnv and this program as its built-in worker command, as whatever user
+// started it; it prints "addr ADDR" and, once its pool holds one, "spare PID", and stops at
+// the end of its standard input.
+func runUnprivilegedSpareDaemon(spec string) int {
+	conf, acceptor, _ := strings.Cut(spec, " ")
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "unprivileged daemon:", err); return 1 }
+	cfg, err := policy.Load(conf)
+	if err != nil {
+		return fail(err)
+	}
+	d, err := New(Options{Config: cfg, Acceptor: []string{acceptor}, Self: []string{os.Args[0]},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		return fail(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		return fail(err)
+	}
+	defer d.Shutdown(2 * time.Second)
+	fmt.Printf("addr %s\n", d.Addrs("identity")[0])
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		d.spares.mu.Lock()
+		var pid int
+		if len(d.spares.ready) > 0 {
+			pid = d.spares.ready[0].pid
+		}
+		d.spares.mu.Unlock()
+		if pid != 0 {
+			fmt.Printf("spare %d\n", pid)
+			break
+		}
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// TestUnprivilegedSpare: a daemon run by a user other than root starts its spares as that
+// user, and a spare becomes the user's worker keeping its credentials (it cannot change
+// them), with the worker's environment and directory.
+func TestUnprivilegedSpare(t *testing.T) {
+	requireRoot(t)
+	acct, err := policy.LookupAccount("netauth-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptor := buildAcceptor(t)
+	dir := testutil.OpenDir(t, "netauthd-unprivileged-spare-")
+	bin := testutil.SelfCopy(t, dir, "daemon.test")
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(state, int(acct.UID), int(acct.GID)); err != nil {
+		t.Fatal(err)
+	}
+	keysDir := filepath.Join(dir, "keys")
+	if err := os.Mkdir(keysDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	alice := testutil.Signer(t)
+	if err := os.WriteFile(filepath.Join(keysDir, acct.Name), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "netauthd.conf")
+	text := fmt.Sprintf("host-key %[1]s/host_key\naudit-log %[1]s/audit.log\nauthorized-keys-dir %[2]s\nspare-workers 1\n\n"+
+		"service identity {\n  listen 127.0.0.1:0\n  mode per-connection\n  program %[3]s\n  args identity\n  users %[4]s\n}\n", state, keysDir, bin, acct.Name)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = []string{unprivilegedSpareEnv + "=" + conf + " " + acceptor, "HOME=" + acct.Home, "PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: acct.Groups}}
+	cmd.Stderr = newTestLog(t)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	out := map[string]string{}
+	sc := bufio.NewScanner(stdout)
+	for len(out) < 2 && sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		out[k] = v
+	}
+	if out["spare"] == "" {
+		t.Fatalf("the daemon started no spare: %v", out)
+	}
+	spare, _ := strconv.Atoi(out["spare"])
+	st, _ := procStatus(t, spare)
+	uid := strconv.Itoa(int(acct.UID))
+	if strings.Join(st["Uid"], ",") != strings.Repeat(uid+",", 3)+uid || st["PPid"][0] != strconv.Itoa(cmd.Process.Pid) {
+		t.Fatalf("the spare %d: uid %v, parent %v; want the daemon's uid %s and the daemon as its parent", spare, st["Uid"], st["PPid"], uid)
+	}
+	key, _, err := netauth.FetchHostKey(t.Context(), "tcp", out["addr"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := &testbed{t: t, users: map[string]ssh.Signer{acct.Name: alice}, known: filepath.Join(dir, "known_hosts")}
+	if err := netauth.Trust(tb.known, out["addr"], key); err != nil {
+		t.Fatal(err)
+	}
+	c, err := netauth.Dial("tcp", out["addr"], tb.config(acct.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	report := map[string]string{}
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("identity report: %v (so far %v)", err, report)
+		}
+		if line == "end\n" {
+			break
+		}
+		k, v, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		report[k] = v
+	}
+	gid := strconv.Itoa(int(acct.GID))
+	for k, want := range map[string]string{
+		"pid":     out["spare"],
+		"ppid":    strconv.Itoa(cmd.Process.Pid),
+		"Uid":     strings.Repeat(uid+",", 3) + uid,
+		"Gid":     strings.Repeat(gid+",", 3) + gid,
+		"cwd":     acct.Home + " <nil>",
+		"leads":   "true true",
+		"setuid0": unix.EPERM.Error(),
+	} {
+		if report[k] != want {
+			t.Errorf("the worker from a spare: %s %q, want %q", k, report[k], want)
+		}
+	}
+	if !strings.Contains(report["env"], "NETAUTH_USER="+acct.Name+"|") || !strings.Contains(report["env"], "NETAUTH_SERVICE=identity|") {
+		t.Errorf("the worker from a spare: env %q", report["env"])
+	}
+}
+
 // TestBuiltinArgs: only a worker command that is the built-in worker command, followed by a
 // service, is run by a spare.
 func TestBuiltinArgs(t *testing.T) {
@@ -549,5 +738,71 @@ func TestBuiltinArgs(t *testing.T) {
 	}
 	if _, ok := builtinArgs(nil, "/usr/sbin/netauthd-acceptor", []string{"-worker", "whoami"}); ok {
 		t.Error("builtinArgs without a built-in worker command")
+	}
+}
+
+// BenchmarkSpareFirstConnection is a user's first connection (a new worker, in per-connection
+// mode, and a full handshake; netauth-first of BenchmarkUBNS) with spare workers off and on,
+// one connection at a time 10 ms apart, with netauthd's trace on: besides the median and p99
+// it logs the median time of each step of the connections (docs/BENCHMARKS.md, "Spare
+// workers: the first connection").
+//
+//	sudo go test -run '^$' -bench SpareFirstConnection -benchtime 200x -v ./internal/daemon/
+func BenchmarkSpareFirstConnection(b *testing.B) {
+	for _, n := range []int{0, 2} {
+		b.Run(fmt.Sprintf("spare-workers=%d", n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "trace")
+			tb := newTestbedOpts(b, fmt.Sprintf(`spare-workers %d
+
+service first {
+    listen 127.0.0.1:0
+    mode per-connection
+    program WORKER
+    args echo
+    users netauth-alice
+    max-workers 100000
+}
+`, n), testbedOpts{trace: path})
+			tb.useBuiltinWorker()
+			go tb.d.fillSpares()
+			cfg := tb.config("netauth-alice")
+			cfg.DisableResumption = true
+			op := echoOverNetauth(tb.addr("first"), cfg)
+			const warm = 10
+			for range warm {
+				time.Sleep(10 * time.Millisecond)
+				if err := op(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var lat []time.Duration
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				time.Sleep(10 * time.Millisecond)
+				b.StartTimer()
+				start := time.Now()
+				if err := op(); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			b.ReportMetric(us(median(lat)), "first-median-us")
+			b.ReportMetric(us(percentile(lat, 99)), "first-p99-us")
+			tb.d.Shutdown(2 * time.Second) // writes out the trace
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			conns, err := trace.Join(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var table bytes.Buffer
+			trace.WriteTable(&table, conns[min(warm, len(conns)):])
+			b.Logf("spare-workers %d: median %.0f us, p99 %.0f us\n%s", n, us(median(lat)), us(percentile(lat, 99)), table.String())
+		})
 	}
 }
