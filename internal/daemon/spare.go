@@ -145,7 +145,7 @@ func (d *Daemon) fillSpares() {
 		p.mu.Unlock()
 		d.log.Debug("spare worker started", "pid", sp.pid)
 		if note {
-			d.log.Info("netauthd lacks CAP_SYS_RESOURCE: the workers that spare workers become show the spare's command line and environment in /proc (they have their own all the same)")
+			d.log.Info("without CAP_SYS_RESOURCE, the workers spares become show the spare's command line and environment in /proc (their programs have their own all the same)")
 		}
 	}
 }
