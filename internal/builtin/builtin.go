@@ -46,11 +46,18 @@ func handler(name string) func(*netauth.Conn) {
 
 // Run serves the built-in service name, with its arguments args, as a netauthd worker and
 // returns the exit status: 2 for a usage error (reported on stderr with Usage), 1 if the
-// worker could not serve.
+// worker could not serve. The name SpareArg runs a spare worker (Spare), which becomes the
+// worker of the built-in service netauthd assigns it.
 func Run(name string, args []string, stderr io.Writer) int {
 	var h func(*netauth.Conn)
 	var err error
 	switch name {
+	case SpareArg:
+		if len(args) > 0 {
+			fmt.Fprintf(stderr, "a spare worker takes no arguments, got %q\n", args)
+			return 2
+		}
+		return Spare(Runner(stderr), stderr)
 	case "exec":
 		h, err = execHandler(args, stderr)
 	case "backend":

@@ -145,6 +145,10 @@ service echo {
     idle-timeout 1h
 }
 `)
+	// The worker program is the daemon's built-in worker command, as netauthd's echo is: a
+	// first connection is served by a spare worker (spare-workers, default 1).
+	tb.useBuiltinWorker()
+	go tb.d.fillSpares()
 	alice, err := policy.LookupAccount("netauth-alice")
 	if err != nil {
 		b.Fatal(err)

@@ -73,6 +73,7 @@ type Daemon struct {
 	audit   *audit.Writer
 	caches  caches
 	tracer  *tracer // nil unless Options.Trace
+	spares  spares  // spare built-in workers (spare.go)
 
 	mu   sync.Mutex
 	cfg  *policy.Config
@@ -232,6 +233,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); tk.RetireLoop(ctx.Done()) }()
 	}
+	go d.fillSpares()
 	return nil
 }
 
@@ -317,6 +319,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	}
 	d.keys, d.keysDirect = d.keySource(cfg), keySource(cfg)
 	d.mu.Unlock()
+	d.renewSpares()
 	d.log.Info("configuration reloaded", "path", cfg.Path, "services", len(cfg.Services))
 	d.checkRevocations(ctx)
 	return nil
@@ -349,6 +352,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		workers = append(workers, w)
 	}
 	d.mu.Unlock()
+	d.stopSpares()
 	for _, w := range workers {
 		w.retire()
 	}

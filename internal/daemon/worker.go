@@ -222,7 +222,8 @@ func (d *Daemon) unregister(w *worker, id uint64) {
 }
 
 // start runs the worker process as runAs with an explicit minimal environment and only the
-// control socket inherited (as descriptor 3).
+// control socket inherited (as descriptor 3): a spare (spare.go) assigned to become it when
+// the worker is a built-in one and a spare is ready, else a new process.
 func (w *worker) start(runAs *policy.Account) {
 	defer close(w.ready)
 	d := w.d
@@ -240,29 +241,43 @@ func (w *worker) start(runAs *policy.Account) {
 		fail(fmt.Errorf("netauthd runs as uid %d and cannot start a worker as %s (uid %d): run it as root", os.Geteuid(), runAs.Name, runAs.UID))
 		return
 	}
+	path, args, err := d.workerCommand(w.svc)
+	if err != nil {
+		fail(err)
+		return
+	}
+	env := workerEnv(runAs, w.user, w.svc.Name)
+	if d.tracer != nil {
+		env = append(env, trace.Env+"=4") // descriptor 4
+	}
+	dir := workerDir(runAs)
+	d.mu.Lock()
+	builtin, isBuiltin := builtinArgs(d.opts.Self, path, args)
+	d.mu.Unlock()
+	if isBuiltin {
+		if sp := d.takeSpare(); sp != nil {
+			err := w.assign(sp, runAs, builtin, env, dir)
+			if err == nil {
+				w.cmd, w.pid, w.ch = sp.cmd, sp.pid, sp.ch
+				d.log.Info("worker started", "service", w.svc.Name, "user", w.user, "uid", runAs.UID, "pid", w.pid, "spare", true)
+				go w.control()
+				return
+			}
+			d.log.Warn("a spare worker could not become the worker; starting it afresh", "service", w.svc.Name, "user", w.user, "err", err)
+		}
+	}
 	ch, wf, err := handoff.Pair()
 	if err != nil {
 		fail(err)
 		return
 	}
-	path, args, err := d.workerCommand(w.svc)
-	if err != nil {
-		wf.Close()
-		ch.Close()
-		fail(err)
-		return
-	}
 	cmd := exec.Command(path, args...)
-	cmd.Env = workerEnv(runAs, w.user, w.svc.Name)
+	cmd.Env = env
 	cmd.ExtraFiles = []*os.File{wf}
 	if d.tracer != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, d.tracer.pw) // descriptor 4
-		cmd.Env = append(cmd.Env, trace.Env+"=4")
 	}
-	cmd.Dir = "/"
-	if fi, err := os.Stat(runAs.Home); err == nil && fi.IsDir() {
-		cmd.Dir = runAs.Home
-	}
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if isRoot() {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: runAs.UID, Gid: runAs.GID, Groups: runAs.Groups}
@@ -307,9 +322,12 @@ const maxWorkerLogLine = 64 << 10
 
 // logOutput copies a worker's output to the daemon's log, line by line, tagged.
 func (w *worker) logOutput(r io.Reader) {
-	logOutput(r, maxWorkerLogLine, func(line string) {
-		w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", w.pid, "line", line)
-	})
+	logOutput(r, maxWorkerLogLine, func(line string) { w.logLine(w.pid, line) })
+}
+
+// logLine logs a line of the output of the worker's process pid.
+func (w *worker) logLine(pid int, line string) {
+	w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", pid, "line", line)
 }
 
 // logOutput calls emit for each line read from r, until r ends. A line longer than max bytes

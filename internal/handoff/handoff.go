@@ -13,11 +13,12 @@
 //
 // A TypeConn message carries exactly one descriptor (the connection's socket) and a payload
 // made by Conn.Marshal, and so does TypeCommit (the connection, with a monitor request); every
-// other type carries no descriptor. TypeAck, TypeDone and TypeExit have an empty payload, and
-// TypeRevoke at most MaxRevokePayload bytes (a key fingerprint, or nothing for every
-// connection). Both Send and Recv enforce these rules, and Recv closes every descriptor that
-// arrives where none belongs. A type not listed here is unknown and refused: the numbers 7, 9
-// and 11 belonged to monitor requests that no longer exist, and are not reused.
+// other type carries no descriptor. TypeAck, TypeDone, TypeExit and TypeAssigned have an empty
+// payload, TypeRevoke at most MaxRevokePayload bytes (a key fingerprint, or nothing for every
+// connection), and TypeAssign at most MaxRequest bytes (an Assignment). Both Send and Recv
+// enforce these rules, and Recv closes every descriptor that arrives where none belongs. A type
+// not listed here is unknown and refused: the numbers 7, 9 and 11 belonged to monitor requests
+// that no longer exist, and are not reused.
 //
 // # Handing a connection over
 //
@@ -76,6 +77,11 @@ const (
 	TypeAbort  Type = 8  // acceptor -> monitor: a handshake failed after Begin
 	TypeReply  Type = 10 // monitor -> acceptor: the answer to a request
 	TypeCommit Type = 12 // acceptor -> monitor: message 3 with the connection (one descriptor), to decide and hand over in one step
+
+	// A spare worker's assignment (assign.go): before its first connection, a spare takes a
+	// user's credentials, directory, environment and arguments, and says so.
+	TypeAssign   Type = 13 // daemon -> spare worker: an Assignment
+	TypeAssigned Type = 14 // spare worker -> daemon: assignment taken; it is now that user's worker
 )
 
 // String returns the type's name.
@@ -99,6 +105,10 @@ func (t Type) String() string {
 		return "reply"
 	case TypeCommit:
 		return "commit"
+	case TypeAssign:
+		return "assign"
+	case TypeAssigned:
+		return "assigned"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -164,7 +174,15 @@ func (m *Message) check(nfds int) error {
 			return fmt.Errorf("handoff: %v payload of %d bytes exceeds %d", m.Type, len(m.Payload), MaxRequest)
 		}
 		return nil
-	case TypeAck, TypeDone, TypeExit, TypeRevoke:
+	case TypeAssign:
+		if nfds != 0 {
+			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
+		}
+		if len(m.Payload) == 0 || len(m.Payload) > MaxRequest {
+			return fmt.Errorf("handoff: %v payload of %d bytes", m.Type, len(m.Payload))
+		}
+		return nil
+	case TypeAck, TypeDone, TypeExit, TypeRevoke, TypeAssigned:
 		if nfds != 0 {
 			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
 		}

@@ -17,7 +17,11 @@ const (
 	DefaultMaxClockSkew      = 5 * time.Minute
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultRevocationCheck   = time.Second
+	DefaultSpareWorkers      = 2
 )
+
+// MaxSpareWorkers bounds the spare-workers directive.
+const MaxSpareWorkers = 64
 
 // Defaults of the service directives.
 const (
@@ -102,6 +106,10 @@ type Config struct {
 	// RevocationCheck is how often live sessions are re-checked against
 	// keys and policy.
 	RevocationCheck time.Duration
+	// SpareWorkers is how many spare built-in workers netauthd keeps
+	// started ahead of need, to become the next workers of services that
+	// run a built-in worker; 0 turns spares off.
+	SpareWorkers int
 	// Services are the services, in file order.
 	Services []*Service
 
@@ -234,6 +242,7 @@ func newConfig(path string) *Config {
 		MaxClockSkew:      DefaultMaxClockSkew,
 		HandshakeTimeout:  DefaultHandshakeTimeout,
 		RevocationCheck:   DefaultRevocationCheck,
+		SpareWorkers:      DefaultSpareWorkers,
 		lines:             map[string]int{},
 	}
 }

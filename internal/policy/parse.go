@@ -417,6 +417,17 @@ func directiveTable() []directive {
 		{name: "revocation-check", global: true, min: 1, max: 1, usage: "revocation-check 1s", set: func(p *parser, n int, v []string) {
 			p.duration(n, "revocation-check", v[0], minRevocationCheck, maxRevocationCheck, &p.cfg.RevocationCheck)
 		}},
+		{name: "spare-workers", global: true, min: 1, max: 1, usage: "spare-workers 1", set: func(p *parser, n int, v []string) {
+			i, err := strconv.Atoi(v[0])
+			switch {
+			case !isDigits(v[0]) || err != nil:
+				p.errorf(n, "spare-workers %s: want a whole number from 0 (no spare workers) to %d", q(v[0]), MaxSpareWorkers)
+			case i > MaxSpareWorkers:
+				p.errorf(n, "spare-workers %s is too large: the maximum is %d", v[0], MaxSpareWorkers)
+			default:
+				p.cfg.SpareWorkers = i
+			}
+		}},
 
 		{name: "listen", repeat: true, min: 1, max: -1, usage: "listen HOST:PORT", set: func(p *parser, n int, v []string) {
 			s := p.svc

@@ -83,6 +83,7 @@ func TestParseExample(t *testing.T) {
 		MaxClockSkew:       5 * time.Minute,
 		HandshakeTimeout:   10 * time.Second,
 		RevocationCheck:    time.Second,
+		SpareWorkers:       DefaultSpareWorkers,
 		Services: []*Service{{
 			Name:            "whoami",
 			Line:            lineOf(t, string(data), "service whoami {"),
@@ -155,6 +156,7 @@ func TestParseDefaults(t *testing.T) {
 		MaxClockSkew:      DefaultMaxClockSkew,
 		HandshakeTimeout:  DefaultHandshakeTimeout,
 		RevocationCheck:   DefaultRevocationCheck,
+		SpareWorkers:      DefaultSpareWorkers,
 		Services: []*Service{{
 			Name: "s", Line: 1, Listen: []string{":4000"}, Mode: PerUser, Program: "/bin/true",
 			RunAsUser: true, MaxWorkers: DefaultMaxWorkers, MaxConnsPerUser: DefaultMaxConnsPerUser,
@@ -163,6 +165,15 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if g := stripped(c); !reflect.DeepEqual(g, want) {
 		t.Errorf("got\n%+v\n%+v\nwant\n%+v\n%+v", g, *g.Services[0], want, *want.Services[0])
+	}
+}
+
+// TestParseSpareWorkers: spare-workers takes 0 (off) to MaxSpareWorkers.
+func TestParseSpareWorkers(t *testing.T) {
+	for _, n := range []int{0, 2, MaxSpareWorkers} {
+		if c := mustParse(t, fmt.Sprintf("spare-workers %d\n", n)); c.SpareWorkers != n {
+			t.Errorf("spare-workers %d: got %d", n, c.SpareWorkers)
+		}
 	}
 }
 
@@ -268,7 +279,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown no suggestion", svc(minimal + " frobnicate yes\n"), 4,
 			`unknown directive "frobnicate" in service "whoami": want one of listen, mode, program, args, backend, exec-worker, users, groups, run-as, max-workers, max-connections-per-user, idle-timeout`},
 		{"unknown global no suggestion", "frobnicate yes\n", 1,
-			`unknown directive "frobnicate": want one of host-key, audit-log, authorized-keys-dir, home-authorized-keys, key-command, ticket-lifetime, max-clock-skew, handshake-timeout, revocation-check, service`},
+			`unknown directive "frobnicate": want one of host-key, audit-log, authorized-keys-dir, home-authorized-keys, key-command, ticket-lifetime, max-clock-skew, handshake-timeout, revocation-check, spare-workers, service`},
 		{"bad mode", svc(minimal + " mode peruser\n"), 4,
 			`mode "peruser": want per-user, per-connection, exec or backend`},
 		{"no program", svc(" listen :4000\n"), 1,
@@ -302,6 +313,9 @@ func TestParseErrors(t *testing.T) {
 			`idle-timeout "300": a duration needs a unit: write for example 300s or 300m`},
 		{"negative duration", "handshake-timeout -5s\n", 1, `handshake-timeout -5s: must not be negative`},
 		{"zero duration", "revocation-check 0s\n", 1, `revocation-check 0s is too short: the minimum is 100ms`},
+		{"spare workers not a number", "spare-workers two\n", 1, `spare-workers "two": want a whole number from 0 (no spare workers) to 64`},
+		{"negative spare workers", "spare-workers -1\n", 1, `spare-workers "-1": want a whole number from 0 (no spare workers) to 64`},
+		{"too many spare workers", "spare-workers 65\n", 1, `spare-workers 65 is too large: the maximum is 64`},
 		{"long duration", "ticket-lifetime 48h\n", 1, `ticket-lifetime 48h is too long: the maximum is 24h`},
 		{"zero idle", svc(minimal + " idle-timeout 0\n"), 4, `idle-timeout 0 is too short: the minimum is 1ms`},
 		{"zero limit", svc(minimal + " max-workers 0\n"), 4, `max-workers 0: must be at least 1`},
