@@ -146,6 +146,7 @@ type run struct {
 	// installed next to this program, else this program's hidden acceptor command;
 	// acceptorNote says which, for the report.
 	acceptor     []string
+	workerSelf   []string // runs this program's built-in workers (daemon.Options.Self)
 	acceptorNote string
 	rep          *Report
 	prog         *progress
@@ -305,6 +306,9 @@ func (r *run) writeDaemonConfig() (string, error) {
 		return "", err
 	}
 	r.acceptor = append(append([]string{worker}, r.opts.Self[1:]...), "acceptor")
+	// The built-in worker's command line prefix, as netauthd's is: workers of services whose
+	// command starts with it are made from pre-started spares, as deployed.
+	r.workerSelf = append(append([]string{worker}, r.opts.Self[1:]...), "worker")
 	r.acceptorNote = "this program's hidden `netauth acceptor` command, the same code as netauthd-acceptor, which is not installed next to " + r.opts.Self[0]
 	installed := filepath.Join(filepath.Dir(r.opts.Self[0]), "netauthd-acceptor")
 	if data, err := os.ReadFile(installed); err == nil {

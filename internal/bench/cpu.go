@@ -199,7 +199,7 @@ func (r *run) daemonCPU(service string) (time.Duration, error) {
 		return 0, fmt.Errorf("netauthd's acceptor: %w", err)
 	}
 	total += acc
-	workers, err := daemonWorkers(r.d.pid())
+	workers, err := daemonWorkers(r.d)
 	if err != nil {
 		return 0, err
 	}

@@ -52,6 +52,7 @@ type serverSpec struct {
 	TLSCA       []byte   // the CA of client certificates (DER)
 	Daemon      string   // path of a netauthd configuration to run instead of the other servers
 	Acceptor    []string // the command line of netauthd's acceptor
+	WorkerSelf  []string // the command line prefix of its built-in workers (daemon.Options.Self)
 	SinkSize    int      // bytes a sink reads before acknowledging with one byte
 }
 
@@ -71,7 +72,8 @@ type serverAddrs struct {
 // process with its acceptor (as the account "netauth" if it exists, else as a transient uid),
 // as deployed, then writes their addresses as one JSON line to out. Afterwards each line "cpu"
 // on in is answered with "cpu NANOSECONDS", this process's user+system CPU time so far
-// (getrusage RUSAGE_SELF: all threads, garbage collection and system calls included). At
+// (getrusage RUSAGE_SELF: all threads, garbage collection and system calls included), and
+// each line "workers" with "workers JSON", the daemon's workers (daemon.Workers). At
 // the end of in it stops the daemon (and its workers) and returns.
 func Serve(in io.Reader, out io.Writer) error {
 	r := bufio.NewReader(in)
@@ -113,6 +115,19 @@ func Serve(in io.Reader, out io.Writer) error {
 			return nil
 		}
 		switch strings.TrimSpace(cmd) {
+		case "workers":
+			// netauthd's workers, from its own table: a worker made from a spare keeps
+			// the spare's command line and environment in /proc where the kernel does not
+			// let it rewrite them.
+			var ws []daemon.WorkerInfo
+			if runningDaemon != nil {
+				ws = runningDaemon.Workers()
+			}
+			b, err := json.Marshal(ws)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "workers %s\n", b)
 		case "cpu":
 			cpu, err := processCPU()
 			if err != nil {
@@ -161,7 +176,7 @@ func startServers(spec *serverSpec) (*serverAddrs, func(), error) {
 		if err != nil {
 			return fail(err)
 		}
-		d, err := daemon.New(daemon.Options{Config: cfg, Acceptor: spec.Acceptor, AcceptorAccount: acct,
+		d, err := daemon.New(daemon.Options{Config: cfg, Acceptor: spec.Acceptor, AcceptorAccount: acct, Self: spec.WorkerSelf,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
 			return fail(err)
@@ -172,6 +187,7 @@ func startServers(spec *serverSpec) (*serverAddrs, func(), error) {
 			return fail(err)
 		}
 		closers = append(closers, func() { cancel(); d.Shutdown(2 * time.Second) })
+		runningDaemon = d
 		addrs.AcceptorPid = d.AcceptorPid()
 		addrs.Daemon = make(map[string]string)
 		for _, sc := range cfg.Services {
@@ -331,6 +347,31 @@ func startServerProc(self []string, spec *serverSpec) (*serverProc, error) {
 		return nil, fmt.Errorf("server process: %w %s", err, p.stderr)
 	}
 	return p, nil
+}
+
+// runningDaemon is the netauthd daemon Serve started, if any.
+var runningDaemon *daemon.Daemon
+
+// workers returns the workers of the netauthd daemon the server process runs.
+func (p *serverProc) workers() ([]daemon.WorkerInfo, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := io.WriteString(p.in, "workers\n"); err != nil {
+		return nil, fmt.Errorf("server process: %w %s", err, p.stderr)
+	}
+	line, err := p.out.ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("server process: %w %s", err, p.stderr)
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(line), "workers ")
+	var ws []daemon.WorkerInfo
+	if !ok {
+		return nil, fmt.Errorf("server process answered %q", strings.TrimSpace(line))
+	}
+	if err := json.Unmarshal([]byte(v), &ws); err != nil {
+		return nil, fmt.Errorf("server process's worker list: %w", err)
+	}
+	return ws, nil
 }
 
 // pid returns the server process's pid.

@@ -31,7 +31,7 @@ const probeUser = "bench-probe"
 // startDaemon starts a server process running netauthd with the run's configuration, and
 // pins its host key for every service.
 func (r *run) startDaemon() (*serverProc, error) {
-	p, err := startServerProc(r.opts.Self, &serverSpec{Daemon: r.conf, Acceptor: r.acceptor})
+	p, err := startServerProc(r.opts.Self, &serverSpec{Daemon: r.conf, Acceptor: r.acceptor, WorkerSelf: r.workerSelf})
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (r *run) memory() error {
 	}
 	time.Sleep(500 * time.Millisecond) // let the worker finish the connection and go idle
 	mem := &MemoryResult{}
-	workers, err := daemonWorkers(r.d.pid())
+	workers, err := daemonWorkers(r.d)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (r *run) scale() error {
 	if res.DaemonPeak, err = procMemory(r.d.pid()); err != nil {
 		return err
 	}
-	workers, err := daemonWorkers(r.d.pid())
+	workers, err := daemonWorkers(r.d)
 	if err != nil {
 		return err
 	}
@@ -303,58 +303,22 @@ type workerInfo struct {
 	mem           ProcMemory
 }
 
-// daemonWorkers lists the worker processes of the netauthd process pid, from /proc.
-func daemonWorkers(pid int) ([]workerInfo, error) {
-	entries, err := os.ReadDir("/proc")
+// daemonWorkers lists the worker processes of netauthd (the server process d), with their
+// memory.
+func daemonWorkers(d *serverProc) ([]workerInfo, error) {
+	ws, err := d.workers()
 	if err != nil {
 		return nil, err
 	}
 	var out []workerInfo
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil || parentPid(child) != pid {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		w := workerInfo{pid: child}
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if v, ok := strings.CutPrefix(kv, "NETAUTH_SERVICE="); ok {
-				w.service = v
-			} else if v, ok := strings.CutPrefix(kv, "NETAUTH_USER="); ok {
-				w.user = v
-			}
-		}
-		if w.service == "" {
-			continue
-		}
-		if w.mem, err = procMemory(child); err != nil {
+	for _, w := range ws {
+		wi := workerInfo{pid: w.Pid, service: w.Service, user: w.User}
+		if wi.mem, err = procMemory(w.Pid); err != nil {
 			continue // it exited meanwhile
 		}
-		out = append(out, w)
+		out = append(out, wi)
 	}
 	return out, nil
-}
-
-// parentPid returns the parent of process pid (0 if unknown).
-func parentPid(pid int) int {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// The command name in parentheses may contain anything; the fields after it are fixed.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
 
 // procMemory reads a process's memory use from /proc/PID/status and smaps_rollup.
