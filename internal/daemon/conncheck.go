@@ -78,11 +78,13 @@ type socketHandle interface {
 // may have set SO_LINGER (its right) and closed its own reference already, which leaves the
 // last close here, and a last close with SO_LINGER on waits, in the closing thread, for the
 // linger time while the client keeps its window shut: a worker taken over, with a client of
-// its own, could otherwise pile up blocked threads in the acceptor (which closes its copy last,
-// once the monitor answered) until the Go runtime's limit of 10,000 stopped it, or hold monitor
-// requests. So a connection with SO_LINGER on is closed in a goroutine of its own, at most 16 at
-// a time (a close that is not the last returns at once); past that, with SO_LINGER turned off
-// first, which still sends what is queued. One with it off, the usual case, is simply closed.
+// its own, could otherwise pile up blocked threads in the acceptor (whose close, once the
+// monitor answered, is the last when the worker adopted and closed the connection first) until
+// the Go runtime's limit of 10,000 stopped it, or in the monitor (which closes its copy when
+// the worker acknowledges the connection, after the worker may have closed its own). So a
+// connection with SO_LINGER on is closed in a goroutine of its own, at most 16 at a time (a
+// close that is not the last returns at once); past that, with SO_LINGER turned off first,
+// which still sends what is queued. One with it off, the usual case, is simply closed.
 func releaseHandedOver(c socketHandle) {
 	lingers := false
 	if rc, err := c.SyscallConn(); err == nil {
