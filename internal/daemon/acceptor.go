@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"ubns.dev/netauth/internal/handoff"
@@ -200,15 +201,16 @@ func (a *acceptorSide) receive() {
 
 var errMonitorGone = errors.New("acceptor: no answer from the monitor")
 
-// call sends a request and waits for its reply's payload.
-func (a *acceptorSide) call(typ handoff.Type, payload []byte, f *os.File) ([]byte, error) {
+// call sends a request, with the descriptor of conn unless it is nil, and waits for its
+// reply's payload.
+func (a *acceptorSide) call(typ handoff.Type, payload []byte, conn syscall.Conn) ([]byte, error) {
 	c := make(chan *handoff.Message, 1)
 	a.mu.Lock()
 	a.next++
 	id := a.next
 	a.pending[id] = c
 	a.mu.Unlock()
-	err := a.ch.Send(&handoff.Message{Type: typ, ID: id, Payload: payload}, f)
+	err := a.ch.SendConn(&handoff.Message{Type: typ, ID: id, Payload: payload}, conn)
 	clear(payload)
 	if err != nil {
 		a.mu.Lock()
@@ -243,15 +245,11 @@ type remoteCore struct {
 	tr      *trace.Record // nil unless tracing
 }
 
-// Commit sends message 3 with the connection and its state.
+// Commit sends message 3 with the connection (its own descriptor: the monitor gets a copy
+// of its own as the message is received) and its state.
 func (r remoteCore) Commit(req *handshake.CommitRequest, st *record.State) (*handshake.Accepted, error) {
 	r.tr.Mark(trace.Msg3)
-	f, err := r.nc.(*net.TCPConn).File()
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	p, err := r.a.call(handoff.TypeCommit, (&commitRequest{service: r.service, commit: *req, state: st}).marshal(), f)
+	p, err := r.a.call(handoff.TypeCommit, (&commitRequest{service: r.service, commit: *req, state: st}).marshal(), r.nc.(*net.TCPConn))
 	r.tr.Mark(trace.CommitReply)
 	if err != nil {
 		return nil, err
