@@ -123,9 +123,6 @@ func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
 	if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || (proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_MPTCP) {
 		return nil, nil, fmt.Errorf("a stream socket of protocol %d, not TCP", proto)
 	}
-	if listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || listening != 0 {
-		return nil, nil, errors.New("a listening socket")
-	}
 	if self, err = unix.Getsockname(fd); err != nil {
 		return nil, nil, fmt.Errorf("a socket without an address (%w)", err)
 	}
@@ -135,6 +132,11 @@ func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
 		return nil, nil, errors.New("not an IPv4 or IPv6 socket")
 	}
 	if peer, err = unix.Getpeername(fd); err != nil {
+		// A listening socket has no peer either: say which it is (asked only here, as a
+		// connected socket is never a listening one).
+		if listening, lerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); lerr != nil || listening != 0 {
+			return nil, nil, errors.New("a listening socket")
+		}
 		return nil, nil, fmt.Errorf("not connected (%w)", err)
 	}
 	return peer, self, nil
@@ -144,20 +146,7 @@ func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
 // local address sa: the same family and port, and the same address unless the listener's
 // is the wildcard.
 func (s *service) listensOn(sa unix.Sockaddr) bool {
-	for _, ln := range s.listeners {
-		sc, ok := ln.(syscall.Conn)
-		if !ok {
-			continue
-		}
-		rc, err := sc.SyscallConn()
-		if err != nil {
-			continue
-		}
-		var lsa unix.Sockaddr
-		var lerr error
-		if err := rc.Control(func(fd uintptr) { lsa, lerr = unix.Getsockname(int(fd)) }); err != nil || lerr != nil {
-			continue
-		}
+	for _, lsa := range s.listenAddrs() {
 		switch a := sa.(type) {
 		case *unix.SockaddrInet4:
 			if l, ok := lsa.(*unix.SockaddrInet4); ok && l.Port == a.Port && (l.Addr == [4]byte{} || l.Addr == a.Addr) {
@@ -170,6 +159,30 @@ func (s *service) listensOn(sa unix.Sockaddr) bool {
 		}
 	}
 	return false
+}
+
+// listenAddrs returns the local addresses of the service's listening sockets, as the
+// kernel reports them (the port a ":0" was given, say), read once: a listening socket's
+// address does not change.
+func (s *service) listenAddrs() []unix.Sockaddr {
+	s.addrsOnce.Do(func() {
+		for _, ln := range s.listeners {
+			sc, ok := ln.(syscall.Conn)
+			if !ok {
+				continue
+			}
+			rc, err := sc.SyscallConn()
+			if err != nil {
+				continue
+			}
+			var lsa unix.Sockaddr
+			var lerr error
+			if err := rc.Control(func(fd uintptr) { lsa, lerr = unix.Getsockname(int(fd)) }); err == nil && lerr == nil {
+				s.addrs = append(s.addrs, lsa)
+			}
+		}
+	})
+	return s.addrs
 }
 
 // sockaddrString formats an IPv4 or IPv6 socket address as host:port, as the net package

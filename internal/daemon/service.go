@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
@@ -26,6 +27,8 @@ type service struct {
 	mu        sync.Mutex
 	cfg       *policy.Service
 	listeners []net.Listener
+	addrsOnce sync.Once       // conncheck.go: listenAddrs
+	addrs     []unix.Sockaddr // the listeners' addresses
 	stopOnce  sync.Once
 	core      *handshake.ServerCore
 }
