@@ -9,8 +9,8 @@ import (
 	"net"
 	"os/user"
 	"sync"
+	"syscall"
 
-	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
@@ -27,8 +27,8 @@ type service struct {
 	mu        sync.Mutex
 	cfg       *policy.Service
 	listeners []net.Listener
-	addrsOnce sync.Once       // conncheck.go: listenAddrs
-	addrs     []unix.Sockaddr // the listeners' addresses
+	addrsOnce sync.Once          // conncheck.go: listenAddrs
+	addrs     []syscall.Sockaddr // the listeners' addresses
 	stopOnce  sync.Once
 	core      *handshake.ServerCore
 }
