@@ -31,6 +31,7 @@ type service struct {
 	addrs     []syscall.Sockaddr // the listeners' addresses
 	stopOnce  sync.Once
 	core      *handshake.ServerCore
+	recent    recentAuths // recent.go
 }
 
 // startService binds (or adopts from socket activation) the service's addresses; the
@@ -123,6 +124,7 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 		Replay:       d.replay,
 		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get() },
 		Eligible:     s.eligible,
+		Resumable:    s.resumable,
 		Authorize:    s.authorize,
 		Discard:      func(r *handshake.Result) { r.Admission.(*admission).release(d) },
 		Refused:      s.refused,
@@ -214,7 +216,9 @@ func (s *service) eligible(r *handshake.Result) error {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
 	defer cancel()
-	acct, err := d.allowed(ctx, s.config(), d.currentKeys(), r)
+	sc := s.config()
+	acct, err := d.allowed(ctx, sc, d.currentKeys(), r)
+	s.recent.remember(sc, r, acct)
 	if err != nil {
 		return err
 	}
