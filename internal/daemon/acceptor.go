@@ -81,7 +81,7 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "acceptor:", err)
 		return 1
 	}
-	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]chan *handoff.Message),
+	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]*pendingCall),
 		limiter: limits.New(acceptorLimits), refusals: &limits.Throttle{Every: time.Second},
 		connLog: &limits.Throttle{Every: connLogEvery}}
 	if *traceFD > 3 {
@@ -167,7 +167,16 @@ type acceptorSide struct {
 
 	mu      sync.Mutex
 	next    uint64
-	pending map[uint64]chan *handoff.Message
+	pending map[uint64]*pendingCall
+	// expiry, while requests wait, fires when the oldest of them is monitorTimeout old
+	// (expire): one timer for all of them, not one per request.
+	expiry *time.Timer
+}
+
+// pendingCall is a request waiting for the monitor's reply.
+type pendingCall struct {
+	reply    chan *handoff.Message // closed if no reply comes (the monitor is gone, or too late)
+	deadline time.Time
 }
 
 // receive routes the monitor's replies to the requests waiting for them.
@@ -179,8 +188,8 @@ func (a *acceptorSide) receive() {
 		}
 		if err != nil {
 			a.mu.Lock()
-			for id, c := range a.pending {
-				close(c)
+			for id, p := range a.pending {
+				close(p.reply)
 				delete(a.pending, id)
 			}
 			a.mu.Unlock()
@@ -190,25 +199,51 @@ func (a *acceptorSide) receive() {
 			continue
 		}
 		a.mu.Lock()
-		c := a.pending[m.ID]
+		p := a.pending[m.ID]
 		delete(a.pending, m.ID)
 		a.mu.Unlock()
-		if c != nil {
-			c <- m
+		if p != nil {
+			p.reply <- m
 		}
+	}
+}
+
+// expire fails the requests that have waited monitorTimeout for their reply, and arms the
+// expiry for the oldest of those left, if any.
+func (a *acceptorSide) expire() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	var next time.Time
+	for id, p := range a.pending {
+		if !now.Before(p.deadline) {
+			close(p.reply)
+			delete(a.pending, id)
+			continue
+		}
+		if next.IsZero() || p.deadline.Before(next) {
+			next = p.deadline
+		}
+	}
+	a.expiry = nil
+	if !next.IsZero() {
+		a.expiry = time.AfterFunc(next.Sub(now), a.expire)
 	}
 }
 
 var errMonitorGone = errors.New("acceptor: no answer from the monitor")
 
 // call sends a request, with the descriptor of conn unless it is nil, and waits for its
-// reply's payload.
+// reply's payload, at most monitorTimeout.
 func (a *acceptorSide) call(typ handoff.Type, payload []byte, conn syscall.Conn) ([]byte, error) {
-	c := make(chan *handoff.Message, 1)
+	p := &pendingCall{reply: make(chan *handoff.Message, 1), deadline: time.Now().Add(monitorTimeout)}
 	a.mu.Lock()
 	a.next++
 	id := a.next
-	a.pending[id] = c
+	a.pending[id] = p
+	if a.expiry == nil {
+		a.expiry = time.AfterFunc(monitorTimeout, a.expire)
+	}
 	a.mu.Unlock()
 	err := a.ch.SendConn(&handoff.Message{Type: typ, ID: id, Payload: payload}, conn)
 	clear(payload)
@@ -218,21 +253,14 @@ func (a *acceptorSide) call(typ handoff.Type, payload []byte, conn syscall.Conn)
 		a.mu.Unlock()
 		return nil, err
 	}
-	select {
-	case m, ok := <-c:
-		if !ok || len(m.Payload) == 0 {
-			return nil, errMonitorGone
-		}
-		if m.Payload[0] != 0 {
-			return nil, &handshake.Refusal{Code: handshake.Code(m.Payload[0]), Reason: "refused by the monitor"}
-		}
-		return m.Payload[1:], nil
-	case <-time.After(monitorTimeout):
-		a.mu.Lock()
-		delete(a.pending, id)
-		a.mu.Unlock()
+	m, ok := <-p.reply
+	if !ok || len(m.Payload) == 0 {
 		return nil, errMonitorGone
 	}
+	if m.Payload[0] != 0 {
+		return nil, &handshake.Refusal{Code: handshake.Code(m.Payload[0]), Reason: "refused by the monitor"}
+	}
+	return m.Payload[1:], nil
 }
 
 // remoteCore is a service's handshake Core, answered by the monitor: message 3 goes to the

@@ -266,3 +266,52 @@ func TestHandoffAttempts(t *testing.T) {
 		return len(tb.d.custodySlots) == 0 && len(tb.d.conns) == 0
 	})
 }
+
+// TestAcceptorRequestExpires: a request the monitor never answers fails with errMonitorGone
+// once it has waited monitorTimeout, as it did with a timer of its own; one timer, armed
+// while requests wait, now serves them all, and is armed again for those still waiting.
+func TestAcceptorRequestExpires(t *testing.T) {
+	ch, theirs, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer theirs.Close()
+	defer ch.Close()
+	a := &acceptorSide{ch: ch, pending: make(map[uint64]*pendingCall)}
+	go a.receive() // the other end never answers
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.call(handoff.TypeAbort, (&sessionRef{service: "s", session: 1}).marshal(), nil)
+		done <- err
+	}()
+	waitUntil(t, 5*time.Second, func() string { return "the request is not pending" }, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.pending) == 1
+	})
+	a.mu.Lock()
+	if a.expiry == nil {
+		t.Error("no expiry armed while a request waits")
+	}
+	later := &pendingCall{reply: make(chan *handoff.Message, 1), deadline: time.Now().Add(time.Hour)}
+	for _, p := range a.pending {
+		p.deadline = time.Now().Add(-time.Millisecond) // as if monitorTimeout had passed
+	}
+	a.pending[1<<60] = later
+	a.mu.Unlock()
+	a.expire()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errMonitorGone) {
+			t.Fatalf("an unanswered request: %v, want errMonitorGone", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an unanswered request still waits past its deadline")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.pending) != 1 || a.pending[1<<60] != later || a.expiry == nil {
+		t.Fatalf("after the expiry: %d pending, expiry armed %v; want the later request pending, with the expiry armed", len(a.pending), a.expiry != nil)
+	}
+	a.expiry.Stop()
+}
