@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,20 @@ var acceptorLimits = limits.Config{
 	EarlyDropRate:  earlyDropRate,
 }
 
+// acceptorProcs is how many threads the acceptor runs Go code on (GOMAXPROCS), given the
+// number the runtime chose for the machine (its CPUs, or its container's CPU limit): a
+// quarter of them, and at least one. Each connection's handshake crosses goroutines in the
+// acceptor (accept, handshake, the monitor's replies), and with a processor idle each
+// crossing wakes another thread, which looks for work, finds little and sleeps again: futex
+// calls, context switches and spinning that, on a machine of two CPUs where the monitor, the
+// workers and the clients compete, cost more than the parallelism they buy. With one
+// processor the acceptor used a quarter less CPU per resumed connection there, with half the
+// futex calls and context switches, and resumed connections completed 5% sooner
+// (docs/BENCHMARKS.md, "Where the time goes: one connection's steps"). A quarter of a larger
+// machine keeps the acceptor's share of the work (a third of the monitor's per connection)
+// from becoming its bottleneck.
+func acceptorProcs(procs int) int { return max(1, procs/4) }
+
 // refuseOverloaded answers a connection refused a handshake slot.
 func refuseOverloaded(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) }
 
@@ -71,6 +86,7 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "acceptor: refusing to run as root")
 		return 1
 	}
+	runtime.GOMAXPROCS(acceptorProcs(runtime.GOMAXPROCS(0)))
 	fd, err := strconv.Atoi(os.Getenv(handoff.Env))
 	if err != nil || fd != 3 {
 		fmt.Fprintln(stderr, "acceptor: no control channel from netauthd")

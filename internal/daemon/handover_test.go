@@ -315,3 +315,13 @@ func TestAcceptorRequestExpires(t *testing.T) {
 	}
 	a.expiry.Stop()
 }
+
+// TestAcceptorProcs: the acceptor runs Go code on a quarter of the processors the runtime
+// would use, and on at least one.
+func TestAcceptorProcs(t *testing.T) {
+	for _, tc := range []struct{ procs, want int }{{1, 1}, {2, 1}, {4, 1}, {7, 1}, {8, 2}, {16, 4}, {64, 16}} {
+		if got := acceptorProcs(tc.procs); got != tc.want {
+			t.Errorf("acceptorProcs(%d) = %d, want %d", tc.procs, got, tc.want)
+		}
+	}
+}
