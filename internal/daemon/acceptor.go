@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"ubns.dev/netauth/internal/handoff"
@@ -45,6 +47,20 @@ var acceptorLimits = limits.Config{
 	EarlyDropRate:  earlyDropRate,
 }
 
+// acceptorProcs is how many threads the acceptor runs Go code on (GOMAXPROCS), given the
+// number the runtime chose for the machine (its CPUs, or its container's CPU limit): a
+// quarter of them, and at least one. Each connection's handshake crosses goroutines in the
+// acceptor (accept, handshake, the monitor's replies), and with a processor idle each
+// crossing wakes another thread, which looks for work, finds little and sleeps again: futex
+// calls, context switches and spinning that, on a machine of two CPUs where the monitor, the
+// workers and the clients compete, cost more than the parallelism they buy. With one
+// processor the acceptor used a quarter less CPU per resumed connection there, with half the
+// futex calls and context switches, and resumed connections completed 5% sooner
+// (docs/BENCHMARKS.md, "Where the time goes: one connection's steps"). A quarter of a larger
+// machine keeps the acceptor's share of the work (a third of the monitor's per connection)
+// from becoming its bottleneck.
+func acceptorProcs(procs int) int { return max(1, procs/4) }
+
 // refuseOverloaded answers a connection refused a handshake slot.
 func refuseOverloaded(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) }
 
@@ -70,6 +86,7 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "acceptor: refusing to run as root")
 		return 1
 	}
+	runtime.GOMAXPROCS(acceptorProcs(runtime.GOMAXPROCS(0)))
 	fd, err := strconv.Atoi(os.Getenv(handoff.Env))
 	if err != nil || fd != 3 {
 		fmt.Fprintln(stderr, "acceptor: no control channel from netauthd")
@@ -80,7 +97,7 @@ func RunAcceptor(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "acceptor:", err)
 		return 1
 	}
-	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]chan *handoff.Message),
+	a := &acceptorSide{ch: ch, log: log, timeout: *timeout, pending: make(map[uint64]*pendingCall),
 		limiter: limits.New(acceptorLimits), refusals: &limits.Throttle{Every: time.Second},
 		connLog: &limits.Throttle{Every: connLogEvery}}
 	if *traceFD > 3 {
@@ -166,7 +183,16 @@ type acceptorSide struct {
 
 	mu      sync.Mutex
 	next    uint64
-	pending map[uint64]chan *handoff.Message
+	pending map[uint64]*pendingCall
+	// expiry, while requests wait, fires when the oldest of them is monitorTimeout old
+	// (expire): one timer for all of them, not one per request.
+	expiry *time.Timer
+}
+
+// pendingCall is a request waiting for the monitor's reply.
+type pendingCall struct {
+	reply    chan *handoff.Message // closed if no reply comes (the monitor is gone, or too late)
+	deadline time.Time
 }
 
 // receive routes the monitor's replies to the requests waiting for them.
@@ -178,8 +204,8 @@ func (a *acceptorSide) receive() {
 		}
 		if err != nil {
 			a.mu.Lock()
-			for id, c := range a.pending {
-				close(c)
+			for id, p := range a.pending {
+				close(p.reply)
 				delete(a.pending, id)
 			}
 			a.mu.Unlock()
@@ -189,26 +215,53 @@ func (a *acceptorSide) receive() {
 			continue
 		}
 		a.mu.Lock()
-		c := a.pending[m.ID]
+		p := a.pending[m.ID]
 		delete(a.pending, m.ID)
 		a.mu.Unlock()
-		if c != nil {
-			c <- m
+		if p != nil {
+			p.reply <- m
 		}
+	}
+}
+
+// expire fails the requests that have waited monitorTimeout for their reply, and arms the
+// expiry for the oldest of those left, if any.
+func (a *acceptorSide) expire() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	var next time.Time
+	for id, p := range a.pending {
+		if !now.Before(p.deadline) {
+			close(p.reply)
+			delete(a.pending, id)
+			continue
+		}
+		if next.IsZero() || p.deadline.Before(next) {
+			next = p.deadline
+		}
+	}
+	a.expiry = nil
+	if !next.IsZero() {
+		a.expiry = time.AfterFunc(next.Sub(now), a.expire)
 	}
 }
 
 var errMonitorGone = errors.New("acceptor: no answer from the monitor")
 
-// call sends a request and waits for its reply's payload.
-func (a *acceptorSide) call(typ handoff.Type, payload []byte, f *os.File) ([]byte, error) {
-	c := make(chan *handoff.Message, 1)
+// call sends a request, with the descriptor of conn unless it is nil, and waits for its
+// reply's payload, at most monitorTimeout.
+func (a *acceptorSide) call(typ handoff.Type, payload []byte, conn syscall.Conn) ([]byte, error) {
+	p := &pendingCall{reply: make(chan *handoff.Message, 1), deadline: time.Now().Add(monitorTimeout)}
 	a.mu.Lock()
 	a.next++
 	id := a.next
-	a.pending[id] = c
+	a.pending[id] = p
+	if a.expiry == nil {
+		a.expiry = time.AfterFunc(monitorTimeout, a.expire)
+	}
 	a.mu.Unlock()
-	err := a.ch.Send(&handoff.Message{Type: typ, ID: id, Payload: payload}, f)
+	err := a.ch.SendConn(&handoff.Message{Type: typ, ID: id, Payload: payload}, conn)
 	clear(payload)
 	if err != nil {
 		a.mu.Lock()
@@ -216,21 +269,14 @@ func (a *acceptorSide) call(typ handoff.Type, payload []byte, f *os.File) ([]byt
 		a.mu.Unlock()
 		return nil, err
 	}
-	select {
-	case m, ok := <-c:
-		if !ok || len(m.Payload) == 0 {
-			return nil, errMonitorGone
-		}
-		if m.Payload[0] != 0 {
-			return nil, &handshake.Refusal{Code: handshake.Code(m.Payload[0]), Reason: "refused by the monitor"}
-		}
-		return m.Payload[1:], nil
-	case <-time.After(monitorTimeout):
-		a.mu.Lock()
-		delete(a.pending, id)
-		a.mu.Unlock()
+	m, ok := <-p.reply
+	if !ok || len(m.Payload) == 0 {
 		return nil, errMonitorGone
 	}
+	if m.Payload[0] != 0 {
+		return nil, &handshake.Refusal{Code: handshake.Code(m.Payload[0]), Reason: "refused by the monitor"}
+	}
+	return m.Payload[1:], nil
 }
 
 // remoteCore is a service's handshake Core, answered by the monitor: message 3 goes to the
@@ -243,15 +289,11 @@ type remoteCore struct {
 	tr      *trace.Record // nil unless tracing
 }
 
-// Commit sends message 3 with the connection and its state.
+// Commit sends message 3 with the connection (its own descriptor: the monitor gets a copy
+// of its own as the message is received) and its state.
 func (r remoteCore) Commit(req *handshake.CommitRequest, st *record.State) (*handshake.Accepted, error) {
 	r.tr.Mark(trace.Msg3)
-	f, err := r.nc.(*net.TCPConn).File()
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	p, err := r.a.call(handoff.TypeCommit, (&commitRequest{service: r.service, commit: *req, state: st}).marshal(), f)
+	p, err := r.a.call(handoff.TypeCommit, (&commitRequest{service: r.service, commit: *req, state: st}).marshal(), r.nc.(*net.TCPConn))
 	r.tr.Mark(trace.CommitReply)
 	if err != nil {
 		return nil, err

@@ -72,7 +72,7 @@ func newEvilAcceptorOn(t *testing.T, tb *testbed, serve func(*handoff.Channel)) 
 	}
 	go serve(monitorEnd)
 	side := &acceptorSide{ch: evilEnd, log: slog.New(slog.DiscardHandler), timeout: 5 * time.Second,
-		pending: make(map[uint64]chan *handoff.Message)}
+		pending: make(map[uint64]*pendingCall)}
 	go side.receive()
 	t.Cleanup(func() { ln.Close(); rawConn.Close(); evilEnd.Close(); monitorEnd.Close() })
 	return &evilAcceptor{t: t, tb: tb, side: side, raw: rawConn.(*net.UnixConn), ln: ln}

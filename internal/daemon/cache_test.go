@@ -33,8 +33,7 @@ func refusedNotAuthorized(t *testing.T, what string, err error) {
 }
 
 // TestCachedKeysAtNextHandshake: the monitor reads a user's unchanged authorized keys file
-// once, not at every handshake (a resumption looks the key up twice: both lookups cost a
-// stat), and a change to the file is seen at the next handshake even when it leaves the
+// once, not at every handshake (each lookup costs a stat), and a change to the file is seen at the next handshake even when it leaves the
 // file's size and modification time as they were: the key replaced in place by another of
 // the same length, the modification time set back.
 func TestCachedKeysAtNextHandshake(t *testing.T) {
@@ -77,7 +76,8 @@ func TestCachedKeysAtNextHandshake(t *testing.T) {
 	if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
-	// The ticket falls back to a full handshake, which refuses alice's key.
+	// The ticket is refused after its binder (the last authorization is less than a second
+	// old, so it is resumed) or falls back to a full handshake, which refuses alice's key.
 	c, err := netauth.Dial("tcp", tb.addr("whoami"), cfg)
 	if err == nil {
 		err = c.Handshake()

@@ -31,7 +31,7 @@ func (s *service) acceptedConn(f *os.File) (remote, local string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("unusable: %w", err)
 	}
-	var peer, self unix.Sockaddr
+	var peer, self syscall.Sockaddr
 	var cerr error
 	if err := rc.Control(func(fd uintptr) { peer, self, cerr = connectedTCP(int(fd)) }); err != nil {
 		return "", "", fmt.Errorf("unusable: %w", err)
@@ -78,11 +78,13 @@ type socketHandle interface {
 // may have set SO_LINGER (its right) and closed its own reference already, which leaves the
 // last close here, and a last close with SO_LINGER on waits, in the closing thread, for the
 // linger time while the client keeps its window shut: a worker taken over, with a client of
-// its own, could otherwise pile up blocked threads in the acceptor (which closes its copy last,
-// once the monitor answered) until the Go runtime's limit of 10,000 stopped it, or hold monitor
-// requests. So a connection with SO_LINGER on is closed in a goroutine of its own, at most 16 at
-// a time (a close that is not the last returns at once); past that, with SO_LINGER turned off
-// first, which still sends what is queued. One with it off, the usual case, is simply closed.
+// its own, could otherwise pile up blocked threads in the acceptor (whose close, once the
+// monitor answered, is the last when the worker adopted and closed the connection first) until
+// the Go runtime's limit of 10,000 stopped it, or in the monitor (which closes its copy when
+// the worker acknowledges the connection, after the worker may have closed its own). So a
+// connection with SO_LINGER on is closed in a goroutine of its own, at most 16 at a time (a
+// close that is not the last returns at once); past that, with SO_LINGER turned off first,
+// which still sends what is queued. One with it off, the usual case, is simply closed.
 func releaseHandedOver(c socketHandle) {
 	lingers := false
 	if rc, err := c.SyscallConn(); err == nil {
@@ -107,8 +109,10 @@ func releaseHandedOver(c socketHandle) {
 }
 
 // connectedTCP checks that fd is a connected, non-listening IPv4 or IPv6 TCP socket and
-// returns its peer and local addresses.
-func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
+// returns its peer and local addresses. They are read with package syscall's getsockname and
+// getpeername, which, unlike x/sys/unix's, do not ask the socket's protocol again for each
+// (to tell L2TP sockets apart, which SO_PROTOCOL has ruled out here).
+func connectedTCP(fd int) (peer, self syscall.Sockaddr, err error) {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		return nil, nil, fmt.Errorf("not a socket (%w)", err)
@@ -121,18 +125,20 @@ func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
 	if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || (proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_MPTCP) {
 		return nil, nil, fmt.Errorf("a stream socket of protocol %d, not TCP", proto)
 	}
-	if listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || listening != 0 {
-		return nil, nil, errors.New("a listening socket")
-	}
-	if self, err = unix.Getsockname(fd); err != nil {
+	if self, err = syscall.Getsockname(fd); err != nil {
 		return nil, nil, fmt.Errorf("a socket without an address (%w)", err)
 	}
 	switch self.(type) {
-	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+	case *syscall.SockaddrInet4, *syscall.SockaddrInet6:
 	default:
 		return nil, nil, errors.New("not an IPv4 or IPv6 socket")
 	}
-	if peer, err = unix.Getpeername(fd); err != nil {
+	if peer, err = syscall.Getpeername(fd); err != nil {
+		// A listening socket has no peer either: say which it is (asked only here, as a
+		// connected socket is never a listening one).
+		if listening, lerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); lerr != nil || listening != 0 {
+			return nil, nil, errors.New("a listening socket")
+		}
 		return nil, nil, fmt.Errorf("not connected (%w)", err)
 	}
 	return peer, self, nil
@@ -141,28 +147,15 @@ func connectedTCP(fd int) (peer, self unix.Sockaddr, err error) {
 // listensOn reports whether one of the service's listening sockets accepts connections on
 // local address sa: the same family and port, and the same address unless the listener's
 // is the wildcard.
-func (s *service) listensOn(sa unix.Sockaddr) bool {
-	for _, ln := range s.listeners {
-		sc, ok := ln.(syscall.Conn)
-		if !ok {
-			continue
-		}
-		rc, err := sc.SyscallConn()
-		if err != nil {
-			continue
-		}
-		var lsa unix.Sockaddr
-		var lerr error
-		if err := rc.Control(func(fd uintptr) { lsa, lerr = unix.Getsockname(int(fd)) }); err != nil || lerr != nil {
-			continue
-		}
+func (s *service) listensOn(sa syscall.Sockaddr) bool {
+	for _, lsa := range s.listenAddrs() {
 		switch a := sa.(type) {
-		case *unix.SockaddrInet4:
-			if l, ok := lsa.(*unix.SockaddrInet4); ok && l.Port == a.Port && (l.Addr == [4]byte{} || l.Addr == a.Addr) {
+		case *syscall.SockaddrInet4:
+			if l, ok := lsa.(*syscall.SockaddrInet4); ok && l.Port == a.Port && (l.Addr == [4]byte{} || l.Addr == a.Addr) {
 				return true
 			}
-		case *unix.SockaddrInet6:
-			if l, ok := lsa.(*unix.SockaddrInet6); ok && l.Port == a.Port && (l.Addr == [16]byte{} || l.Addr == a.Addr) {
+		case *syscall.SockaddrInet6:
+			if l, ok := lsa.(*syscall.SockaddrInet6); ok && l.Port == a.Port && (l.Addr == [16]byte{} || l.Addr == a.Addr) {
 				return true
 			}
 		}
@@ -170,13 +163,37 @@ func (s *service) listensOn(sa unix.Sockaddr) bool {
 	return false
 }
 
+// listenAddrs returns the local addresses of the service's listening sockets, as the
+// kernel reports them (the port a ":0" was given, say), read once: a listening socket's
+// address does not change.
+func (s *service) listenAddrs() []syscall.Sockaddr {
+	s.addrsOnce.Do(func() {
+		for _, ln := range s.listeners {
+			sc, ok := ln.(syscall.Conn)
+			if !ok {
+				continue
+			}
+			rc, err := sc.SyscallConn()
+			if err != nil {
+				continue
+			}
+			var lsa syscall.Sockaddr
+			var lerr error
+			if err := rc.Control(func(fd uintptr) { lsa, lerr = syscall.Getsockname(int(fd)) }); err == nil && lerr == nil {
+				s.addrs = append(s.addrs, lsa)
+			}
+		}
+	})
+	return s.addrs
+}
+
 // sockaddrString formats an IPv4 or IPv6 socket address as host:port, as the net package
 // does.
-func sockaddrString(sa unix.Sockaddr) string {
+func sockaddrString(sa syscall.Sockaddr) string {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String()
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		zone := ""
 		if a.ZoneId != 0 {
 			zone = strconv.Itoa(int(a.ZoneId))

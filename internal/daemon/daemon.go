@@ -91,6 +91,10 @@ type Daemon struct {
 	acceptorUID uint32
 	nextID      uint64
 	closed      bool
+	// custodySlots bounds the connections in custody (worker.go), made on first use;
+	// ackTimeout, if set (tests), replaces the const ackTimeout.
+	custodySlots chan struct{}
+	ackTimeout   time.Duration
 
 	wg sync.WaitGroup // service loops and handshakes
 }

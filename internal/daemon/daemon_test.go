@@ -79,6 +79,8 @@ func runTestWorker(name string) int {
 		return builtin.Run(name, nil, os.Stderr)
 	case "lingerer":
 		return runLingerer()
+	case "dropper":
+		return runDropper()
 	case "inspect":
 		ln, err := netauth.Listen("", "", nil)
 		if err != nil {

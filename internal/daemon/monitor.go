@@ -156,9 +156,10 @@ func (d *Daemon) restartAcceptorLocked() {
 // serveAcceptor answers the acceptor's requests until its channel closes.
 func (d *Daemon) serveAcceptor(a *acceptor) { d.serveRequests(a.ch, d.answer) }
 
-// requestHandler answers one monitor request; the descriptor that came with it (Commit's
-// connection) stays the caller's to close.
-type requestHandler func(m *handoff.Message, f *os.File) []byte
+// requestHandler answers one monitor request. The descriptor that came with it (Commit's
+// connection) stays the caller's to close unless the handler keeps it (kept: an accepted
+// connection, in custody until a worker adopts it).
+type requestHandler func(m *handoff.Message, f *os.File) (reply []byte, kept bool)
 
 // maxRequestsInFlight bounds the acceptor's requests the monitor answers at once: as many as
 // the acceptor has handshakes in progress, each of which waits for one answer at a time. Past
@@ -174,9 +175,8 @@ const maxRequestsInFlight = acceptorMaxPending
 // refuses (malformed, of a type the monitor does not serve, with a descriptor where none
 // belongs or none where one does) is refused, with a reply when its header names it, and a
 // handler that panics is a refused request; both are audited, and the monitor goes on serving.
-// A descriptor the monitor did not hand to a worker is closed with SO_LINGER off (see
-// closeUnlingered), and one it did, without waiting out a linger time the worker set
-// (releaseHandedOver).
+// A descriptor the handler did not keep is closed with SO_LINGER off (see closeUnlingered);
+// one it kept is closed when its custody ends (custody.end).
 func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 	slots := make(chan struct{}, maxRequestsInFlight)
 	for {
@@ -202,13 +202,9 @@ func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 		}
 		go func() {
 			defer func() { <-slots }()
-			reply := d.answerRecovering(answer, m, f)
-			if f != nil {
-				if len(reply) > 0 && reply[0] == byte(handshake.CodeOK) {
-					releaseHandedOver(f) // a worker has it (or had it): its settings are the worker's
-				} else {
-					closeUnlingered(f)
-				}
+			reply, kept := d.answerRecovering(answer, m, f)
+			if f != nil && !kept {
+				closeUnlingered(f)
 			}
 			clear(m.Payload)
 			m.Payload = nil
@@ -223,13 +219,13 @@ func (d *Daemon) serveRequests(ch *handoff.Channel, answer requestHandler) {
 // answerRecovering runs answer for one request and turns a panic into a refused, audited
 // request: whatever the acceptor sends, a bug it reaches costs that request, not the monitor
 // and every worker with it.
-func (d *Daemon) answerRecovering(answer requestHandler, m *handoff.Message, f *os.File) (reply []byte) {
+func (d *Daemon) answerRecovering(answer requestHandler, m *handoff.Message, f *os.File) (reply []byte, kept bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			d.log.Error("a monitor request failed; refused it and serving on", "request", m.Type.String(),
 				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			d.refuseRequest(m.Type.String(), "", "", "internal error while answering it")
-			reply = replyRefusal(handshake.CodeInternalError)
+			reply, kept = replyRefusal(handshake.CodeInternalError), false
 		}
 	}()
 	return answer(m, f)
@@ -240,17 +236,17 @@ func (d *Daemon) answerRecovering(answer requestHandler, m *handoff.Message, f *
 // a decision: the handshake hash, the identity and the authorization all come from the
 // service's core, which computed them itself, and Commit's descriptor is checked before
 // anything is decided.
-func (d *Daemon) answer(m *handoff.Message, f *os.File) []byte {
+func (d *Daemon) answer(m *handoff.Message, f *os.File) (reply []byte, kept bool) {
 	switch m.Type {
 	case handoff.TypeBegin:
-		return d.answerBegin(m.Payload)
+		return d.answerBegin(m.Payload), false
 	case handoff.TypeCommit:
 		return d.answerCommit(m.Payload, f)
 	case handoff.TypeAbort:
-		return d.answerAbort(m.Payload)
+		return d.answerAbort(m.Payload), false
 	}
 	d.refuseRequest(m.Type.String(), "", "", "not a request the monitor serves")
-	return replyRefusal(handshake.CodeProtocolError)
+	return replyRefusal(handshake.CodeProtocolError), false
 }
 
 // answerBegin is Begin: message 1 of a handshake.
@@ -281,8 +277,11 @@ func (d *Daemon) answerBegin(p []byte) []byte {
 }
 
 // answerCommit is Commit: message 3 of a handshake with its connection, decided and, when
-// accepted, handed to a worker (which sends the verdict) in one step.
-func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
+// accepted, taken into custody (kept) and sent to a worker, which sends the verdict. The
+// acceptor is answered then, without waiting for the worker to adopt the connection: the
+// monitor's copy of the socket keeps the connection, and a worker that fails to adopt it is
+// replaced (custody).
+func (d *Daemon) answerCommit(p []byte, f *os.File) (reply []byte, kept bool) {
 	var received int64
 	if d.tracer != nil {
 		received = trace.Now()
@@ -290,13 +289,13 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 	req, err := parseCommit(p)
 	if err != nil {
 		d.refuseRequest(handoff.TypeCommit.String(), "", "", "malformed request")
-		return replyRefusal(handshake.CodeProtocolError)
+		return replyRefusal(handshake.CodeProtocolError), false
 	}
 	defer req.state.Zero()
 	s := d.service(req.service)
 	if s == nil {
 		d.refuseRequest(handoff.TypeCommit.String(), "", "", "no such service")
-		return replyRefusal(handshake.CodeInternalError)
+		return replyRefusal(handshake.CodeInternalError), false
 	}
 	// The descriptor first: nothing is decided, and no worker started, for a connection the
 	// monitor could not hand over.
@@ -304,14 +303,17 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 	if err != nil {
 		s.core.Abort(req.commit.Session)
 		d.refuseRequest(handoff.TypeCommit.String(), s.name, remote, "its descriptor is "+err.Error())
-		return replyRefusal(handshake.CodeProtocolError)
+		return replyRefusal(handshake.CodeProtocolError), false
 	}
+	// A place in custody before anything is decided: an accepted connection always has one.
+	slot := d.custodySlot()
 	// The client's address for the decision's audit record is the descriptor's, not what the
 	// acceptor said in Begin.
 	req.commit.Client = remote
 	acc, err := s.core.Commit(&req.commit, req.state)
 	if err != nil {
-		return replyRefusal(codeOf(err))
+		<-slot
+		return replyRefusal(codeOf(err)), false
 	}
 	// The worker sends the Verdict, sealed under the handshake-record key as the acceptor
 	// left it, then continues under the application keys, which the acceptor never had: a
@@ -321,15 +323,18 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) []byte {
 	defer h.Zero()
 	adm, _ := acc.Result.Admission.(*admission)
 	if adm == nil {
+		<-slot
 		d.log.Error("accepted session without an admission", "service", s.name)
-		return replyRefusal(handshake.CodeInternalError)
+		return replyRefusal(handshake.CodeInternalError), false
 	}
 	adm.trace.MarkAt(trace.CommitRecv, received)
 	adm.trace.Mark(trace.Sealed)
-	d.dispatch(adm, f, remote, local, h.State, acc.Result, h.Verdict)
+	c := newCustody(adm, slot, f, remote, local, h.State, acc.Result, h.Verdict)
+	adm.trace.Mark(trace.Handoff)
+	d.dispatch(c)
 	adm.trace.Mark(trace.CommitDone)
 	d.tracer.write(adm.trace)
-	return acceptedReply
+	return acceptedReply, true
 }
 
 // answerAbort is Abort: a handshake failed after Begin.

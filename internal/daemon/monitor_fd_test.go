@@ -36,7 +36,7 @@ func (e *evilAcceptor) rawSend(typ handoff.Type, payload []byte, fds ...int) (wa
 	e.side.mu.Lock()
 	e.side.next++
 	id := e.side.next
-	e.side.pending[id] = c
+	e.side.pending[id] = &pendingCall{reply: c, deadline: time.Now().Add(monitorTimeout)}
 	e.side.mu.Unlock()
 	forget := func() {
 		e.side.mu.Lock()

@@ -21,7 +21,7 @@ func TestMonitorSurvivesHandlerPanic(t *testing.T) {
 	tb := newTestbed(t, whoamiService)
 	const doomed = 0xdead
 	e := newEvilAcceptorOn(t, tb, func(ch *handoff.Channel) {
-		tb.d.serveRequests(ch, func(m *handoff.Message, f *os.File) []byte {
+		tb.d.serveRequests(ch, func(m *handoff.Message, f *os.File) ([]byte, bool) {
 			if ref, err := parseAbort(m.Payload); m.Type == handoff.TypeAbort && err == nil && ref.session == doomed {
 				panic("injected: abort")
 			}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os/user"
 	"sync"
+	"syscall"
 
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
@@ -26,8 +27,11 @@ type service struct {
 	mu        sync.Mutex
 	cfg       *policy.Service
 	listeners []net.Listener
+	addrsOnce sync.Once          // conncheck.go: listenAddrs
+	addrs     []syscall.Sockaddr // the listeners' addresses
 	stopOnce  sync.Once
 	core      *handshake.ServerCore
+	recent    recentAuths // recent.go
 }
 
 // startService binds (or adopts from socket activation) the service's addresses; the
@@ -120,6 +124,7 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 		Replay:       d.replay,
 		Ephemeral:    func() (x25519.KeyPair, error) { return d.pool.Get() },
 		Eligible:     s.eligible,
+		Resumable:    s.resumable,
 		Authorize:    s.authorize,
 		Discard:      func(r *handshake.Result) { r.Admission.(*admission).release(d) },
 		Refused:      s.refused,
@@ -211,7 +216,9 @@ func (s *service) eligible(r *handshake.Result) error {
 	d := s.d
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.HandshakeTimeout)
 	defer cancel()
-	acct, err := d.allowed(ctx, s.config(), d.currentKeys(), r)
+	sc := s.config()
+	acct, err := d.allowed(ctx, sc, d.currentKeys(), r)
+	s.recent.remember(sc, r, acct)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,11 @@ import (
 const (
 	handoffAttempts = 3                // workers tried before a connection is given up
 	ackTimeout      = 10 * time.Second // a worker must adopt a connection within this
+	// maxInCustody bounds the accepted connections the monitor holds until a worker adopts
+	// them (see custody), all services and users together: as many as the acceptor has
+	// handshakes in progress, which is what the monitor held when every Commit waited for
+	// its worker.
+	maxInCustody = acceptorMaxPending
 )
 
 var errWorkerGone = errors.New("worker exited")
@@ -59,8 +64,10 @@ type worker struct {
 	ch       *handoff.Channel
 	exited   chan struct{} // closed when the process has been reaped
 
-	active   int // connections handed (or being handed) to it and not yet closed
-	pending  map[uint64]chan error
+	active int // connections handed (or being handed) to it and not yet closed
+	// pending are the connections registered with it (workerFor) and not yet adopted: nil
+	// until sent, then the connection in custody, until the worker acknowledges it.
+	pending  map[uint64]*custody
 	keysUsed map[string]ssh.PublicKey
 	users    map[uint64]string                   // the user of each connection registered with it
 	userKeys map[string]map[string]ssh.PublicKey // a shared worker's keys used, per user (program.go)
@@ -130,39 +137,123 @@ func (d *Daemon) reserve(sc *policy.Service, user string) (*reservation, error) 
 	return &reservation{d: d, us: us}, nil
 }
 
-// dispatch hands an accepted connection (descriptor f, which the caller closes afterwards) to
-// the worker its admission chose, starting another if that one exits before adopting it. The
-// worker gets the identity, the sealed Verdict to send first (pending) and the application
-// keys; afterwards the monitor holds neither the keys nor the descriptor.
-func (d *Daemon) dispatch(adm *admission, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) {
+// custody is an accepted connection in the monitor's keeping, from the decision until a
+// worker acknowledges it: the monitor's own copy of the socket and the marshaled handoff
+// (identity, sealed Verdict, application keys), so that the connection can go to another
+// worker if the one it was sent to exits first (DESIGN §5). The acceptor is answered as soon
+// as the connection is in custody and sent: its handshake slot is not held while a worker
+// adopts the connection, nor for the ackTimeout a stuck worker takes to be stopped.
+//
+// What bounds custody: each connection in it counts against its user's
+// max-connections-per-user (its reservation) and, in per-connection mode, holds a worker
+// counted against max-workers; and at most maxInCustody are held at once, all services and
+// users together, each with a slot taken before its decision (custodySlot). A worker that
+// never acknowledges is stopped after ackTimeout and its connections go to a new one, at most
+// handoffAttempts workers in all.
+//
+// A custody belongs to the code that holds it: the Commit that made it, then the worker's
+// pending map it was sent through (under Daemon.mu), whose acknowledgement (adopted) or exit
+// (control) takes it out again. Only the one that takes it out may go on with it.
+type custody struct {
+	adm     *admission
+	f       *os.File // the monitor's copy of the connection
+	payload []byte   // the marshaled handoff.Conn; wiped when the custody ends
+	user    string
+	keyFP   string
+	key     ssh.PublicKey
+	attempt int           // workers it was sent to
+	timer   *time.Timer   // the current worker's time to adopt it; guarded by Daemon.mu
+	slot    chan struct{} // the custody slot it holds
+	ack     *trace.Record // the monitor's WorkerAck step, when tracing
+}
+
+// newCustody takes connection f (the caller's copy, which it no longer closes) and what
+// continues it into custody: the worker gets the identity, the sealed Verdict to send first
+// (pending) and the application keys.
+func newCustody(adm *admission, slot chan struct{}, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) *custody {
 	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
-	payload := hc.Marshal()
+	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, slot: slot}
 	hc.Zero()
-	defer clear(payload)
-	var err error
-	for attempt := 1; attempt <= handoffAttempts; attempt++ {
-		w, id := adm.worker, adm.id
-		if attempt > 1 {
-			if w, id, err = d.workerFor(adm); err != nil {
-				d.log.Error("handoff: no worker", "service", adm.svc.Name, "user", res.User, "err", err)
-				break
-			}
-		}
-		adm.trace.Mark(trace.Handoff)
-		if err := w.handoff(id, payload, f); err != nil {
-			d.log.Warn("handoff failed; trying a new worker", "service", adm.svc.Name, "user", res.User, "pid", w.pid, "attempt", attempt, "err", err)
-			continue
-		}
-		adm.trace.Mark(trace.WorkerAck)
-		d.mu.Lock()
-		w.keysUsed[res.KeyFingerprint] = res.Key
-		w.noteUserKeyLocked(res.User, res.Key)
-		d.mu.Unlock()
-		adm.reserve.done = true // now counted as the worker's connection
+	if adm.trace != nil {
+		c.ack = &trace.Record{}
+		c.ack.SetKey(res.HandshakeHash)
+		c.ack.SetKind(res.Resumed)
+	}
+	return c
+}
+
+// custodySlot takes a place for one more connection in custody, waiting for one while
+// maxInCustody connections wait for their workers: then Commits wait, as every Commit
+// waited for its worker before custody, and the acceptor, whose handshake slots they hold,
+// accepts no more than it can keep.
+func (d *Daemon) custodySlot() chan struct{} {
+	d.mu.Lock()
+	if d.custodySlots == nil {
+		d.custodySlots = make(chan struct{}, maxInCustody)
+	}
+	slots := d.custodySlots
+	d.mu.Unlock()
+	slots <- struct{}{}
+	return slots
+}
+
+// ackTimeoutLocked is how long a worker has to adopt a connection. Callers hold d.mu.
+func (d *Daemon) ackTimeoutLocked() time.Duration {
+	if d.ackTimeout > 0 {
+		return d.ackTimeout // tests
+	}
+	return ackTimeout
+}
+
+// dispatch sends the connection in custody c to the worker its admission chose. It returns
+// once the connection is sent, without waiting for the worker to adopt it: the worker's
+// acknowledgement (adopted) ends the custody, and its exit (control) dispatches the
+// connection again (redispatch). When the send fails, the connection goes to a new worker in
+// the background.
+func (d *Daemon) dispatch(c *custody) {
+	c.attempt++
+	taken, err := c.adm.worker.handoff(c.adm.id, c)
+	if taken {
 		return
 	}
-	adm.reserve.release()
-	d.log.Error("connection lost: no worker adopted it", "service", adm.svc.Name, "user", res.User)
+	d.log.Warn("handoff failed; trying a new worker", "service", c.adm.svc.Name, "user", c.user, "pid", c.adm.worker.pid, "attempt", c.attempt, "err", err)
+	go d.redispatch(c)
+}
+
+// redispatch sends the connection in custody c, which a worker failed to take, to a new
+// worker, up to handoffAttempts workers in all; past that (or when the daemon is shutting
+// down, or no worker can be had), the connection is lost.
+func (d *Daemon) redispatch(c *custody) {
+	for c.attempt < handoffAttempts {
+		c.attempt++
+		d.mu.Lock()
+		closed := d.closed
+		d.mu.Unlock()
+		if closed {
+			break
+		}
+		w, id, err := d.workerFor(c.adm)
+		if err != nil {
+			d.log.Error("handoff: no worker", "service", c.adm.svc.Name, "user", c.user, "err", err)
+			break
+		}
+		taken, err := w.handoff(id, c)
+		if taken {
+			return
+		}
+		d.log.Warn("handoff failed; trying a new worker", "service", c.adm.svc.Name, "user", c.user, "pid", w.pid, "attempt", c.attempt, "err", err)
+	}
+	c.adm.reserve.release()
+	d.log.Error("connection lost: no worker adopted it", "service", c.adm.svc.Name, "user", c.user)
+	c.end()
+}
+
+// end ends a custody: the monitor's copy of the connection is closed (a worker may have had
+// it and set SO_LINGER: see releaseHandedOver), the keys wiped, and the slot given back.
+func (c *custody) end() {
+	releaseHandedOver(c.f)
+	clear(c.payload)
+	<-c.slot
 }
 
 // workerFor returns the worker to take the next connection (starting one if needed) and
@@ -179,14 +270,14 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 		w = &worker{
 			d: d, key: key, user: key.user, svc: adm.svc, perConn: perConn, users: make(map[uint64]string),
 			ready: make(chan struct{}), exited: make(chan struct{}),
-			pending: make(map[uint64]chan error), keysUsed: make(map[string]ssh.PublicKey),
+			pending: make(map[uint64]*custody), keysUsed: make(map[string]ssh.PublicKey),
 		}
 		d.workers[key] = w
 		go w.start(adm.runAs)
 	}
 	d.nextID++
 	id := d.nextID
-	w.pending[id] = make(chan error, 1)
+	w.pending[id] = nil
 	w.users[id] = adm.user.Name
 	w.active++
 	if w.idle != nil {
@@ -376,12 +467,7 @@ func (w *worker) control() {
 		}
 		switch m.Type {
 		case handoff.TypeAck:
-			d.mu.Lock()
-			if c := w.pending[m.ID]; c != nil {
-				c <- nil
-				delete(w.pending, m.ID)
-			}
-			d.mu.Unlock()
+			w.adopted(m.ID)
 		case handoff.TypeDone:
 			if len(m.Payload) == 1 && m.Payload[0] == handoff.DoneAuthFailed {
 				d.connAuthFailed(w, m.ID)
@@ -397,17 +483,24 @@ func (w *worker) control() {
 	if d.workers[w.key] == w {
 		delete(d.workers, w.key)
 	}
+	var again []*custody
 	for id, c := range w.pending {
-		c <- errWorkerGone
 		delete(w.pending, id)
 		delete(w.users, id)
-		w.active-- // dispatch retries it and reserves anew
+		w.active-- // dispatched again (or, not sent yet, its handoff fails), to a new worker
+		if c != nil {
+			c.timer.Stop()
+			again = append(again, c)
+		}
 	}
 	d.releaseConnsLocked(w)
 	if w.idle != nil {
 		w.idle.Stop()
 	}
 	d.mu.Unlock()
+	for _, c := range again {
+		go d.redispatch(c)
+	}
 	close(w.exited)
 	d.log.Info("worker exited", "service", w.svc.Name, "user", w.user, "pid", w.pid, "status", exitStatus(err))
 }
@@ -426,33 +519,67 @@ func exitStatus(err error) string {
 	return err.Error()
 }
 
-// handoff sends one connection and waits until the worker adopts it.
-func (w *worker) handoff(id uint64, payload []byte, f *os.File) error {
+// handoff sends the connection in custody c to w, as its connection id, registered with it
+// by workerFor. It reports whether the custody is taken: sent, and now w's until w adopts it
+// or exits (or, when the send failed, already taken by w's exit, which dispatches it again).
+// Otherwise the custody is still the caller's, and the error says why it was not sent.
+func (w *worker) handoff(id uint64, c *custody) (taken bool, err error) {
+	d := w.d
+	d.mu.Lock()
+	if _, ok := w.pending[id]; !ok {
+		d.mu.Unlock()
+		return false, errWorkerGone
+	}
+	w.pending[id] = c
+	c.timer = time.AfterFunc(d.ackTimeoutLocked(), func() { w.overdue(id, c) })
+	d.mu.Unlock()
+	if err := w.ch.Send(&handoff.Message{Type: handoff.TypeConn, ID: id, Payload: c.payload}, c.f); err != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if w.pending[id] != c {
+			return true, nil // the worker's exit took it, to dispatch it again
+		}
+		c.timer.Stop()
+		delete(w.pending, id)
+		delete(w.users, id)
+		w.active--
+		return false, err
+	}
+	return true, nil
+}
+
+// overdue stops a worker that has not adopted connection id, in custody c, in time: its exit
+// sends the connection, and every other it had not adopted, to a new worker.
+func (w *worker) overdue(id uint64, c *custody) {
+	w.d.mu.Lock()
+	late := w.pending[id] == c
+	w.d.mu.Unlock()
+	if late {
+		w.d.log.Error("worker did not adopt a connection in time; stopping it", "service", w.svc.Name, "user", w.user, "pid", w.pid)
+		w.kill()
+	}
+}
+
+// adopted ends the custody of connection id, which the worker acknowledged: the connection
+// now counts as the worker's, and the key it was authenticated with among those the
+// revocation checks re-check for it.
+func (w *worker) adopted(id uint64) {
 	d := w.d
 	d.mu.Lock()
 	c := w.pending[id]
-	d.mu.Unlock()
 	if c == nil {
-		return errWorkerGone
-	}
-	if err := w.ch.Send(&handoff.Message{Type: handoff.TypeConn, ID: id, Payload: payload}, f); err != nil {
-		d.mu.Lock()
-		if w.pending[id] != nil {
-			delete(w.pending, id)
-			delete(w.users, id)
-			w.active--
-		}
 		d.mu.Unlock()
-		return err
+		return // not sent to it (or not its): nothing to adopt
 	}
-	select {
-	case err := <-c:
-		return err
-	case <-time.After(ackTimeout):
-		d.log.Error("worker did not adopt a connection in time; stopping it", "pid", w.pid)
-		w.kill()
-		return <-c
-	}
+	delete(w.pending, id)
+	c.timer.Stop()
+	w.keysUsed[c.keyFP] = c.key
+	w.noteUserKeyLocked(c.user, c.key)
+	c.adm.reserve.done = true // now counted as the worker's connection
+	d.mu.Unlock()
+	c.ack.Mark(trace.WorkerAck)
+	d.tracer.write(c.ack)
+	c.end()
 }
 
 // connAuthFailed audits a connection its worker dropped because a record from the client

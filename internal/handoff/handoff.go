@@ -388,11 +388,21 @@ func newChannel(f *os.File) (*Channel, error) {
 // own copy of the message; the caller zeroes m.Payload when it no longer needs it. An error
 // means the message was not delivered (for example because the worker has exited).
 func (c *Channel) Send(m *Message, fd *os.File) error {
+	if fd == nil {
+		return c.SendConn(m, nil)
+	}
+	return c.SendConn(m, fd)
+}
+
+// SendConn is Send with the descriptor of conn (nil for none), which may be a socket the
+// caller goes on using, such as a *net.TCPConn: its own descriptor is sent, without the copy
+// that taking it as an *os.File (File) makes first.
+func (c *Channel) SendConn(m *Message, conn syscall.Conn) error {
 	if m == nil {
 		return errors.New("handoff: send of a nil message")
 	}
 	n := 0
-	if fd != nil {
+	if conn != nil {
 		n = 1
 	}
 	if err := m.check(n); err != nil {
@@ -402,12 +412,12 @@ func (c *Channel) Send(m *Message, fd *os.File) error {
 	defer clear(b)
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	if fd == nil {
+	if conn == nil {
 		return c.write(m, b, nil)
 	}
-	// Control keeps fd's descriptor open during the send and, unlike fd.Fd, leaves its
+	// Control keeps the descriptor open during the send and, unlike os.File's Fd, leaves its
 	// blocking mode alone.
-	rc, err := fd.SyscallConn()
+	rc, err := conn.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("handoff: sending %v %d: descriptor: %w", m.Type, m.ID, err)
 	}

@@ -266,7 +266,7 @@ func (c *ServerCore) resume(req *BeginRequest, pro []byte, eph *x25519.KeyPair) 
 	res.AuthTime = time.Unix(int64(t.Issued), 0)
 	// A user who lost access falls back to a full handshake, which then refuses clearly; the
 	// key schedule runs only for a resumption that goes ahead.
-	if c.eligible(res) != nil {
+	if c.resumable(res) != nil {
 		return nil
 	}
 	sec, err := deriveSecrets(&keys)
@@ -375,7 +375,22 @@ func (c *ServerCore) newResult(client string, h []byte) *Result {
 // eligible applies the configuration's Eligible, which finds the user's key by res.KeyHash,
 // and checks that it did.
 func (c *ServerCore) eligible(res *Result) error {
-	if err := c.cfg.Eligible(res); err != nil {
+	return foundKey(res, c.cfg.Eligible(res))
+}
+
+// resumable is the check before a ticket is resumed: the configuration's Resumable if it has
+// one, else Eligible, and the same check of the key found.
+func (c *ServerCore) resumable(res *Result) error {
+	if c.cfg.Resumable == nil {
+		return c.eligible(res)
+	}
+	return foundKey(res, c.cfg.Resumable(res))
+}
+
+// foundKey returns err, or an error if a key lookup that succeeded left res without the key
+// whose hash is res.KeyHash.
+func foundKey(res *Result, err error) error {
+	if err != nil {
 		return err
 	}
 	if res.Key == nil || identity.KeyHash(res.Key) != res.KeyHash {

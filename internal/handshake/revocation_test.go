@@ -52,3 +52,44 @@ func TestRevokedBetweenHelloAndBinder(t *testing.T) {
 		t.Fatalf("client verdict: %v, want not authorized", err)
 	}
 }
+
+// TestResumableOnlyChoosesResumption: a configuration's Resumable replaces Eligible for the
+// check at the ClientHello only. Eligible still decides after the binder: a ticket Resumable
+// lets through is refused (not_authorized) when Eligible refuses its key. And a Resumable
+// that answers with a key other than the ticket's is not believed: the ticket falls back to a
+// full handshake.
+func TestResumableOnlyChoosesResumption(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Authorize = admitAll
+	found := eligibleKey(func(user string) ssh.PublicKey { return e.allowed[user] })
+	_, sess := e.fullSession(t)
+	e.cli.Session = sess
+	var resumable, eligible int
+	e.srv.Resumable = func(r *Result) error {
+		resumable++
+		return found(r)
+	}
+	e.srv.Eligible = func(r *Result) error {
+		eligible++
+		return errors.New("revoked")
+	}
+	o := e.run(t)
+	if o.cliErr != nil || !o.cli.Result.Resumed {
+		t.Fatalf("the ticket Resumable lets through was not resumed: %v", o.cliErr)
+	}
+	var r *Refusal
+	if !errors.As(o.srvErr, &r) || r.Code != CodeNotAuthorized || resumable != 1 || eligible != 1 {
+		t.Fatalf("server %v after Resumable %d and Eligible %d calls; want a not_authorized refusal after one of each", o.srvErr, resumable, eligible)
+	}
+
+	other := newSigner(t).PublicKey()
+	e.srv.Resumable = func(r *Result) error {
+		r.SetKey(other)
+		return nil
+	}
+	e.srv.Eligible = found
+	o = e.run(t)
+	if o.cliErr != nil || o.cli.Result.Resumed || o.srvErr != nil {
+		t.Fatalf("a Resumable answering with another key: resumed %v, client %v, server %v; want a full handshake", o.cli.Result.Resumed, o.cliErr, o.srvErr)
+	}
+}

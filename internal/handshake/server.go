@@ -39,6 +39,14 @@ type ServerConfig struct {
 	// An error refuses (except at the ClientHello, where it means the fallback); a *Refusal's
 	// code is used, any other error means CodeNotAuthorized. Required.
 	Eligible func(res *Result) error
+	// Resumable, if set, replaces Eligible for the check made before a ticket is resumed
+	// (at the ClientHello), which decides only whether to resume or to fall back to a full
+	// handshake: Eligible decides again, after the binder, before anything is admitted. So
+	// Resumable may answer from what a recent Eligible of the same user and key found, as
+	// netauthd's monitor does, instead of looking the key up a second time for one
+	// resumption. It sets res.Key as Eligible does (and is checked the same way); an error
+	// means the fallback.
+	Resumable func(res *Result) error
 	// Authorize admits a client that proved its identity: it is called on every full
 	// handshake after the signature verified and the authenticator entered the replay cache
 	// (res holds the statement and signature), and on every resumption after its binder
