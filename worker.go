@@ -102,16 +102,21 @@ func (w *workerSource) adopt(m *handoff.Message, f *os.File) (*Conn, error) {
 		tr = &workerTrace{w: w.trace}
 		tr.rec.Mark(trace.Received)
 	}
-	defer f.Close()
 	hc, err := handoff.ParseConn(m.Payload)
 	clear(m.Payload)
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	defer hc.Zero()
-	nc, err := net.FileConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("descriptor: %w", err)
+	var nc net.Conn
+	if fc, ok := newFileConn(f, hc.LocalAddr, hc.RemoteAddr); ok {
+		nc = fc // f is the connection's now
+	} else {
+		defer f.Close()
+		if nc, err = net.FileConn(f); err != nil {
+			return nil, fmt.Errorf("descriptor: %w", err)
+		}
 	}
 	rc, err := record.Import(nc, hc.State)
 	if err != nil {

@@ -3,6 +3,7 @@
 package netauth
 
 import (
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -68,4 +69,75 @@ func TestWorkerReportsDeadConnection(t *testing.T) {
 			t.Fatalf("worker answered %+v, %v; want %v 42", m, err, want)
 		}
 	}
+}
+
+// TestWorkerAdoptsDescriptorAsIs: a worker uses the descriptor netauthd hands over as it came,
+// with the addresses netauthd sent: no copy of it (net.FileConn made one, and asked the kernel
+// for what netauthd already said), and the connection works (the Verdict goes out, closing
+// the write side reaches the client).
+func TestWorkerAdoptsDescriptorAsIs(t *testing.T) {
+	daemonEnd, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer daemonEnd.Close()
+	workerEnd, err := handoff.FromFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &workerSource{ch: workerEnd, log: slog.New(slog.DiscardHandler), active: make(map[uint64]*Conn)}
+
+	client, server := testutil.TCPPair(t)
+	sf, err := server.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	hc := &handoff.Conn{
+		State:      &record.State{RekeyAfter: record.DefaultRekeyAfter},
+		Pending:    []byte{0x17, 0x17, 0x17},
+		RemoteAddr: "[2001:db8::7]:4242", LocalAddr: "192.0.2.1:443", // what netauthd says, not the socket's
+	}
+	hc.User, hc.Service = "alice", "whoami"
+	hc.SetKey(testutil.Signer(t).PublicKey())
+	hc.SetHostKey(testutil.Signer(t).PublicKey())
+	if err := daemonEnd.Send(&handoff.Message{Type: handoff.TypeConn, ID: 7, Payload: hc.Marshal()}, sf); err != nil {
+		t.Fatal(err)
+	}
+	sf.Close()
+	m, rf, err := workerEnd.Recv()
+	if err != nil || rf == nil {
+		t.Fatalf("Recv: %v, %v", err, rf)
+	}
+	before := testutil.OpenDescriptors(t)
+	c, err := w.adopt(m, rf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := testutil.OpenDescriptors(t); after != before {
+		t.Errorf("adopting the connection changed the open descriptors from %d to %d (a copy)", before, after)
+	}
+	if _, ok := c.NetConn().(*fileConn); !ok {
+		t.Errorf("the connection is a %T, not the descriptor as it came", c.NetConn())
+	}
+	if got := c.RemoteAddr().String(); got != "[2001:db8::7]:4242" {
+		t.Errorf("RemoteAddr = %s, want the address netauthd sent", got)
+	}
+	if got := c.LocalAddr().String(); got != "192.0.2.1:443" {
+		t.Errorf("LocalAddr = %s, want the address netauthd sent", got)
+	}
+	// The pending Verdict went out on the descriptor; CloseWrite ends the client's stream.
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "\x17\x17\x17" {
+		t.Fatalf("client read %x, %v; want the pending bytes", got, err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	rest, err := io.ReadAll(client)
+	if err != nil || len(rest) == 0 {
+		t.Fatalf("after CloseWrite the client read %d bytes, %v; want a close record, then the end", len(rest), err)
+	}
+	c.Close()
 }

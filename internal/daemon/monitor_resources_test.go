@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/audit"
@@ -312,16 +313,6 @@ func TestMonitorRefusesOtherDescriptors(t *testing.T) {
 	}
 }
 
-// countFDs returns how many descriptors this process (the monitor, here) has open.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestMonitorKeepsNoDescriptors: whatever request a descriptor comes with, and wherever the
 // monitor refuses it, the monitor keeps none of them: malformed and well-formed Commits for
 // no session, with a socket, a pipe, two or nine descriptors; Begin, Abort and an unknown type
@@ -383,14 +374,14 @@ func TestMonitorKeepsNoDescriptors(t *testing.T) {
 	// The socket of a netauth connection closed earlier (the last test's legitimate one) is
 	// closed for good within record.CloseWait, after the peer's close record.
 	time.Sleep(record.CloseWait + 100*time.Millisecond)
-	before := countFDs(t)
+	before := testutil.OpenDescriptors(t)
 	const rounds = 20
 	for range rounds {
 		for i := range cases {
 			send(i)
 		}
 	}
-	if after := countFDs(t); after != before {
+	if after := testutil.OpenDescriptors(t); after != before {
 		t.Fatalf("%d descriptors open after %d more rounds of refused requests, %d before", after, rounds, before)
 	}
 	e.legit(t)

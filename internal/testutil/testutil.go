@@ -221,3 +221,13 @@ func (l *CountingListener) Accept() (net.Conn, error) {
 	}
 	return c, err
 }
+
+// OpenDescriptors returns how many descriptors this process has open.
+func OpenDescriptors(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
