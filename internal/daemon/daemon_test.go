@@ -81,6 +81,8 @@ func runTestWorker(name string) int {
 		return runLingerer()
 	case "dropper":
 		return runDropper()
+	case "disowner":
+		return runDisowner()
 	case "inspect":
 		ln, err := netauth.Listen("", "", nil)
 		if err != nil {

@@ -325,3 +325,64 @@ func TestAcceptorProcs(t *testing.T) {
 		}
 	}
 }
+
+// disowningService's workers never adopt a connection, and say each is over.
+const disowningService = `service whoami {
+    listen 127.0.0.1:0
+    program WORKER
+    args disowner
+    users netauth-alice
+    max-connections-per-user 1
+}
+`
+
+// runDisowner is a worker, taken over, that never acknowledges the connections it is sent,
+// keeps them, and reports each closed (TypeDone) at once.
+func runDisowner() int {
+	ch, err := handoff.FromFile(os.NewFile(3, "control"))
+	if err != nil {
+		return 1
+	}
+	var kept []*os.File
+	for {
+		m, f, err := ch.Recv()
+		if err != nil || m.Type == handoff.TypeExit {
+			return 0
+		}
+		if m.Type == handoff.TypeConn {
+			kept = append(kept, f)
+			_ = ch.Send(&handoff.Message{Type: handoff.TypeDone, ID: m.ID}, nil)
+		}
+	}
+}
+
+// TestCustodyCountedWhateverTheWorkerSays: a connection in custody counts against its user's
+// max-connections-per-user until its worker adopts it, whatever the worker says before: a
+// worker (its user's process, which they may take over) that reports connections closed
+// without adopting them used to uncount them while the monitor kept them, so that one user
+// could fill the custody, which every user's Commit waits for when it is full.
+func TestCustodyCountedWhateverTheWorkerSays(t *testing.T) {
+	tb := newTestbed(t, disowningService)
+	tb.setAckTimeout(5 * time.Second)
+	e := newEvilAcceptor(t, tb)
+	cfg := tb.config("netauth-alice")
+	cfg.DisableResumption = true
+	cfg.HandshakeTimeout = 3 * time.Second
+	answered := make(chan time.Duration, 1)
+	go func() { _, _, _ = e.connect("netauth-alice", cfg, timedCommit(answered)) }()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Commit is not answered")
+	}
+	if n := tb.inCustody(); n != 1 {
+		t.Fatalf("%d connections in custody, want 1", n)
+	}
+	// Let the worker's Done arrive, then try one more connection than alice may have.
+	time.Sleep(200 * time.Millisecond)
+	clientErr, _, _ := e.connect("netauth-alice", cfg, tamperCore{})
+	wantRefused(t, "a connection past max-connections-per-user while the first is in custody", clientErr, netauth.CodeOverloaded)
+	if n := tb.inCustody(); n != 1 {
+		t.Fatalf("%d connections in custody, want 1", n)
+	}
+}

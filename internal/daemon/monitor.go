@@ -306,13 +306,21 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) (reply []byte, kept bool) {
 		return replyRefusal(handshake.CodeProtocolError), false
 	}
 	// A place in custody before anything is decided: an accepted connection always has one.
+	// It is given back unless the connection went into custody, which then owns it: also when
+	// the decision panics (answerRecovering refuses the request), or each such panic would keep
+	// a place for good, and as many as there are places would hold every Commit.
 	slot := d.custodySlot()
+	inCustody := false
+	defer func() {
+		if !inCustody {
+			<-slot
+		}
+	}()
 	// The client's address for the decision's audit record is the descriptor's, not what the
 	// acceptor said in Begin.
 	req.commit.Client = remote
 	acc, err := s.core.Commit(&req.commit, req.state)
 	if err != nil {
-		<-slot
 		return replyRefusal(codeOf(err)), false
 	}
 	// The worker sends the Verdict, sealed under the handshake-record key as the acceptor
@@ -323,13 +331,13 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) (reply []byte, kept bool) {
 	defer h.Zero()
 	adm, _ := acc.Result.Admission.(*admission)
 	if adm == nil {
-		<-slot
 		d.log.Error("accepted session without an admission", "service", s.name)
 		return replyRefusal(handshake.CodeInternalError), false
 	}
 	adm.trace.MarkAt(trace.CommitRecv, received)
 	adm.trace.Mark(trace.Sealed)
 	c := newCustody(adm, slot, f, remote, local, h.State, acc.Result, h.Verdict)
+	inCustody = true
 	adm.trace.Mark(trace.Handoff)
 	d.dispatch(c)
 	adm.trace.Mark(trace.CommitDone)

@@ -601,10 +601,20 @@ func (d *Daemon) connAuthFailed(w *worker, id uint64) {
 }
 
 // connDone records that one of the worker's connections closed, and schedules its exit when
-// it has none left.
+// it has none left. Only a connection the worker adopted, and has not reported closed
+// already, is counted out: one still in custody stays counted against its user until the
+// worker adopts it or the custody ends, whatever the worker (its user's process) says, so
+// that a worker cannot make room for more of its user's connections in custody than
+// max-connections-per-user.
 func (d *Daemon) connDone(w *worker, id uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if _, ok := w.users[id]; !ok {
+		return // not its connection, or counted out already
+	}
+	if _, inCustody := w.pending[id]; inCustody {
+		return
+	}
 	if w.active > 0 {
 		w.active--
 		d.connsLocked(userService{w.svc.Name, w.connUserLocked(id)}, -1)

@@ -232,3 +232,26 @@ func BenchmarkSealOpen(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/MaxPlaintext, "ns/B")
 }
+
+// TestReadIntoCallerTampered: a record that fails authentication leaves none of its
+// decryption in the reader's buffer, which it is decrypted straight into: with the tag
+// altered, AES-GCM's keystream still turns the body into the sender's plaintext, and a caller
+// that looks at its buffer after the error (beyond n = 0) must not find it there.
+func TestReadIntoCallerTampered(t *testing.T) {
+	secret := bytes.Repeat([]byte("secret payload "), 100)
+	orig := seal(t, sealer(), TypeData, secret)
+	for _, where := range []int{HeaderLen, len(orig) - TagLen - 1, len(orig) - 1} {
+		raw, rc := rawToKeyed(t)
+		bad := append([]byte(nil), orig...)
+		bad[where] ^= 0x01
+		mustWrite(t, raw, bad)
+		buf := make([]byte, 2*len(secret))
+		n, err := rc.Read(buf)
+		if n != 0 || !errors.Is(err, ErrAuth) {
+			t.Fatalf("byte %d altered: %d bytes, %v; want ErrAuth", where, n, err)
+		}
+		if bytes.Contains(buf, []byte("secret payload")) {
+			t.Fatalf("byte %d altered: the caller's buffer holds the record's unauthenticated plaintext", where)
+		}
+	}
+}
