@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -97,44 +96,31 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 }
 
 func (c *agentCommand) run(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("netauth agent", flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs := newFlags("netauth agent")
 	var f agentFlags
-	fs.BoolVar(&f.foreground, "D", false, "stay in the foreground (do not fork); stop with SIGINT or SIGTERM")
+	fs.BoolVar(&f.foreground, "D", false, "stay in the foreground (do not fork), logging to standard error (the socket too) and printing no shell commands; stop with SIGINT or SIGTERM")
 	fs.StringVar(&f.sock, "a", "", "bind the agent socket at `path` (its directory must exist and not be group or world writable)\n(default: a new private directory netauth-* in $TMPDIR or /tmp)")
 	fs.BoolVar(&f.sh, "s", false, "print Bourne shell commands (default unless $SHELL ends in csh)")
 	fs.BoolVar(&f.csh, "c", false, "print C shell commands (default if $SHELL ends in csh)")
 	fs.StringVar(&f.restrict, "restrict", "", "read per-key host restrictions from `file`")
 	fs.BoolVar(&f.kill, "k", false, "kill the agent named by $NETAUTH_AUTH_SOCK")
-	fs.Usage = func() {
-		fmt.Fprint(c.stderr, agentUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, agentUsage, args, c.stdout, c.stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(c.stderr, "netauth agent: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+		return usageError(c.stderr, fs.Name(), "unexpected argument %q", fs.Arg(0))
 	}
 	if f.sh && f.csh {
-		fmt.Fprintln(c.stderr, "netauth agent: -s and -c are mutually exclusive")
-		return 2
+		return usageError(c.stderr, fs.Name(), "-s and -c are mutually exclusive")
 	}
 	csh := f.csh || !f.sh && strings.HasSuffix(c.getenv("SHELL"), "csh")
 
 	if f.kill {
 		if f.foreground || f.sock != "" || f.restrict != "" {
-			fmt.Fprintln(c.stderr, "netauth agent: -k cannot be combined with -D, -a or -restrict")
-			return 2
+			return usageError(c.stderr, fs.Name(), "-k cannot be combined with -D, -a or -restrict")
 		}
 		if err := c.killAgent(csh); err != nil {
-			fmt.Fprintf(c.stderr, "netauth agent: %v\n", err)
-			return 1
+			return fail(c.stderr, fs.Name(), err)
 		}
 		return 0
 	}
@@ -143,37 +129,34 @@ func (c *agentCommand) run(ctx context.Context, args []string) int {
 	}
 	// Check what can be checked here, where the user sees the errors.
 	if _, err := loadRestrictions(f.restrict); err != nil {
-		fmt.Fprintf(c.stderr, "netauth agent: %v\n", err)
-		return 1
+		return fail(c.stderr, fs.Name(), err)
 	}
 	if f.sock != "" {
 		if _, err := checkSocketPath(f.sock); err != nil {
-			fmt.Fprintf(c.stderr, "netauth agent: %v\n", err)
-			return 1
+			return fail(c.stderr, fs.Name(), err)
 		}
 	}
 	if f.foreground {
-		return c.runForeground(ctx, f, csh)
+		return c.runForeground(ctx, f)
 	}
 	return c.daemonize(args, csh)
 }
 
 // runForeground serves in this process until SIGINT or SIGTERM (or ctx
-// ends), after printing the shell commands.
-func (c *agentCommand) runForeground(ctx context.Context, f agentFlags, csh bool) int {
+// ends). It prints no shell commands (nothing is left running for a shell
+// to find): it logs its socket and pid to standard error.
+func (c *agentCommand) runForeground(ctx context.Context, f agentFlags) int {
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	inst, err := startAgent(f, log)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "netauth agent: %v\n", err)
-		return 1
+		return fail(c.stderr, "netauth agent", err)
 	}
 	defer inst.cleanup()
-	fmt.Fprint(c.stdout, shellCommands(inst.path, os.Getpid(), csh))
+	log.Info("agent listening", agent.SockEnv, inst.path, "pid", os.Getpid())
 	if err := inst.agent.Serve(ctx, inst.ln); err != nil {
-		fmt.Fprintf(c.stderr, "netauth agent: %v\n", err)
-		return 1
+		return fail(c.stderr, "netauth agent", err)
 	}
 	log.Info("agent stopped")
 	return 0

@@ -24,6 +24,45 @@ import (
 
 var shLines = regexp.MustCompile(`^NETAUTH_AUTH_SOCK=(\S+); export NETAUTH_AUTH_SOCK;\nNETAUTH_AGENT_PID=(\d+); export NETAUTH_AGENT_PID;\necho Agent pid (\d+);\n$`)
 
+// readListening reads the foreground agent's standard error up to the line
+// that logs its socket, and returns the socket and pid it names.
+func readListening(t *testing.T, br *bufio.Reader) (string, int) {
+	t.Helper()
+	re := regexp.MustCompile(`msg="agent listening" NETAUTH_AUTH_SOCK=(\S+) pid=(\d+)$`)
+	type found struct {
+		m    []string
+		err  error
+		seen string
+	}
+	ch := make(chan found, 1)
+	go func() {
+		var seen strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			seen.WriteString(line)
+			if err != nil {
+				ch <- found{err: err, seen: seen.String()}
+				return
+			}
+			if m := re.FindStringSubmatch(strings.TrimSuffix(line, "\n")); m != nil {
+				ch <- found{m: m}
+				return
+			}
+		}
+	}()
+	select {
+	case f := <-ch:
+		if f.err != nil {
+			t.Fatalf("reading the agent's standard error: %v (so far %q)", f.err, f.seen)
+		}
+		pid, _ := strconv.Atoi(f.m[2])
+		return f.m[1], pid
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent logged no socket within 10s")
+	}
+	panic("unreachable")
+}
+
 // parseShLines returns the socket path and pid from the sh commands the
 // agent printed.
 func parseShLines(t *testing.T, out string) (string, int) {
@@ -83,27 +122,19 @@ func waitGone(t *testing.T, paths ...string) {
 func TestAgentForeground(t *testing.T) {
 	sock := filepath.Join(privateDir(t), "agent.sock")
 	pr, pw := io.Pipe()
-	stderr := &testutil.Buffer{}
+	stdout := &testutil.Buffer{}
 	code := make(chan int, 1)
 	go func() {
-		code <- agentMain([]string{"-D", "-s", "-a", sock}, pw, stderr)
+		code <- agentMain([]string{"-D", "-s", "-a", sock}, stdout, pw)
 		pw.Close()
 	}()
 
-	// The three lines, then the agent serves.
-	var out strings.Builder
+	// It logs its socket, then serves.
 	br := bufio.NewReader(pr)
-	for range 3 {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the agent's output: %v (so far %q; stderr %s)", err, out.String(), stderr)
-		}
-		out.WriteString(line)
-	}
+	path, pid := readListening(t, br)
 	go io.Copy(io.Discard, br)
-	path, pid := parseShLines(t, out.String())
 	if path != sock || pid != os.Getpid() {
-		t.Errorf("printed socket %s pid %d, want %s pid %d", path, pid, sock, os.Getpid())
+		t.Errorf("logged socket %s pid %d, want %s pid %d", path, pid, sock, os.Getpid())
 	}
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
@@ -138,12 +169,16 @@ func TestAgentForeground(t *testing.T) {
 	select {
 	case rc := <-code:
 		if rc != 0 {
-			t.Errorf("agent -D exited %d; stderr:\n%s", rc, stderr)
+			t.Errorf("agent -D exited %d", rc)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent -D did not stop on SIGTERM")
 	}
 	waitGone(t, sock, sock+".pid")
+	// In the foreground there is nothing for a shell to eval.
+	if stdout.String() != "" {
+		t.Errorf("agent -D printed to standard output: %q", stdout.String())
+	}
 }
 
 // TestAgentForegroundDefaultSocket runs `netauth agent -D` with its own
@@ -155,7 +190,8 @@ func TestAgentForegroundDefaultSocket(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	code := make(chan int, 1)
-	cmd := agentCommand{stdout: pw, stderr: io.Discard, getenv: func(k string) string {
+	stdout := &testutil.Buffer{}
+	cmd := agentCommand{stdout: stdout, stderr: pw, getenv: func(k string) string {
 		if k == "SHELL" {
 			return "/bin/tcsh"
 		}
@@ -166,20 +202,8 @@ func TestAgentForegroundDefaultSocket(t *testing.T) {
 		pw.Close()
 	}()
 	br := bufio.NewReader(pr)
-	var out strings.Builder
-	for range 3 {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the agent's output: %v", err)
-		}
-		out.WriteString(line)
-	}
+	path, _ := readListening(t, br)
 	go io.Copy(io.Discard, br)
-	m := regexp.MustCompile(`^setenv NETAUTH_AUTH_SOCK (\S+);\nsetenv NETAUTH_AGENT_PID (\d+);\necho Agent pid (\d+);\n$`).FindStringSubmatch(out.String())
-	if m == nil {
-		t.Fatalf("$SHELL=/bin/tcsh: output is not csh commands:\n%s", out.String())
-	}
-	path := m[1]
 	dir := filepath.Dir(path)
 	if filepath.Dir(dir) != tmp || !strings.HasPrefix(filepath.Base(dir), "netauth-") || filepath.Base(path) != "agent."+strconv.Itoa(os.Getpid()) {
 		t.Errorf("socket %s, want %s/netauth-*/agent.%d", path, tmp, os.Getpid())
@@ -195,6 +219,9 @@ func TestAgentForegroundDefaultSocket(t *testing.T) {
 		t.Fatal("agent did not stop")
 	}
 	waitGone(t, path, path+".pid", dir)
+	if stdout.String() != "" {
+		t.Errorf("agent -D ($SHELL=/bin/tcsh) printed to standard output: %q", stdout.String())
+	}
 }
 
 // TestAgentChildProcess is not a test: TestAgentBackground starts the test
@@ -312,7 +339,6 @@ func TestAgentUsageErrors(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"-h"}, 0, `eval "$(netauth agent)"`},
 		{[]string{"-nosuchflag"}, 2, "flag provided but not defined"},
 		{[]string{"-s", "-c"}, 2, "mutually exclusive"},
 		{[]string{"extra"}, 2, "unexpected argument"},
@@ -344,17 +370,13 @@ func TestAgentKillChecksPID(t *testing.T) {
 	defer cancel()
 	pr, pw := io.Pipe()
 	code := make(chan int, 1)
-	fg := agentCommand{stdout: pw, stderr: io.Discard, getenv: func(string) string { return "" }}
+	fg := agentCommand{stdout: io.Discard, stderr: pw, getenv: func(string) string { return "" }}
 	go func() {
 		code <- fg.run(ctx, []string{"-D", "-a", sock})
 		pw.Close()
 	}()
 	br := bufio.NewReader(pr)
-	for range 3 {
-		if _, err := br.ReadString('\n'); err != nil {
-			t.Fatal(err)
-		}
-	}
+	readListening(t, br)
 	go io.Copy(io.Discard, br)
 	if err := os.WriteFile(sock+".pid", []byte("1\n"), 0o600); err != nil {
 		t.Fatal(err)

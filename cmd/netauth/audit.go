@@ -5,8 +5,6 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -120,20 +118,26 @@ Flags:
 // auditMain runs `netauth audit`.
 func auditMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, auditUsage)
-		return 2
+		return usageError(stderr, "netauth audit", "missing a command: verify or export")
 	}
 	switch args[0] {
 	case "verify":
 		return auditVerifyMain(args[1:], stdout, stderr)
 	case "export":
 		return auditExportMain(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
+	case "help":
+		// netauth audit help verify: that command's help.
+		if len(args) > 1 && !isHelp(args[1]) {
+			return auditMain([]string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, auditUsage)
-		return 0
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "netauth audit: unknown command %q\n\n%s", args[0], auditUsage)
-	return 2
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, auditUsage)
+		return exitOK
+	}
+	return usageError(stderr, "netauth audit", "unknown command %q: want verify or export", args[0])
 }
 
 // Exit statuses of `netauth audit verify`, and what verifyLogFile found.
@@ -145,23 +149,24 @@ const (
 
 // auditVerifyMain runs `netauth audit verify`.
 func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, auditVerifyUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth audit verify")
 	hostKeyFile := fs.String("host-key", "", "the server's public host key (`FILE.pub`); required")
 	skew := fs.Duration("skew", audit.DefaultMaxClockSkew, "the clock skew the server allowed (its max-clock-skew)")
 	requireSigned := fs.Bool("require-signed", false, "report records no host signature covers, and a log with checkpoints that does not end with a closing one, as bad (for a log known to be closed)")
-	if code, ok := parseAuditFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, auditVerifyUsage, args, stdout, stderr); !ok {
 		return code
 	}
-	if *hostKeyFile == "" || fs.NArg() == 0 || *skew <= 0 {
-		fs.Usage()
-		return 2
+	switch {
+	case *hostKeyFile == "":
+		return usageError(stderr, fs.Name(), "-host-key is missing: the server's public host key (FILE.pub) is needed to check the log's signatures")
+	case fs.NArg() == 0:
+		return usageError(stderr, fs.Name(), "missing the log file (LOGFILE...)")
+	case *skew <= 0:
+		return usageError(stderr, fs.Name(), "-skew %v: want a positive duration", *skew)
 	}
 	hostKey, err := readPublicKey(*hostKeyFile)
 	if err != nil {
-		fmt.Fprintln(stderr, "netauth audit:", err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	// The files share what full handshakes they hold: a signature logged again in another
 	// file (after a rotation) is found too.
@@ -250,18 +255,18 @@ func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.Ver
 
 // auditExportMain runs `netauth audit export`.
 func auditExportMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, auditExportUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth audit export")
 	seq := fs.Uint64("seq", 0, "sequence number of the record or checkpoint to export; required")
 	dir := fs.String("dir", ".", "directory to write the files to (created if needed)")
 	hostKeyFile := fs.String("host-key", "", "if set, check the line's host signature with this public host key (`FILE.pub`)")
-	if code, ok := parseAuditFlags(fs, args); !ok {
+	if code, ok := parseFlags(fs, auditExportUsage, args, stdout, stderr); !ok {
 		return code
 	}
-	if *seq == 0 || fs.NArg() != 1 {
-		fs.Usage()
-		return 2
+	if *seq == 0 {
+		return usageError(stderr, fs.Name(), "-seq is missing: the sequence number of the record or checkpoint to export")
+	}
+	if fs.NArg() != 1 {
+		return argsError(stderr, fs, "the log file (LOGFILE)")
 	}
 	var hostKey ssh.PublicKey
 	if *hostKeyFile != "" {
@@ -380,19 +385,6 @@ func writeExport(dir string, names [3]string, data [3][]byte, stderr io.Writer) 
 		}
 	}
 	return paths, true
-}
-
-// parseAuditFlags parses args into fs. It returns ok if the command should
-// go on, and otherwise its exit status: 0 after -h, 2 after a bad flag.
-func parseAuditFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	err := fs.Parse(args)
-	switch {
-	case err == nil:
-		return 0, true
-	case errors.Is(err, flag.ErrHelp):
-		return 0, false
-	}
-	return 2, false
 }
 
 // readPublicKey reads a public key in the .pub (authorized_keys) format.

@@ -358,26 +358,32 @@ func TestAuditVerifyErrors(t *testing.T) {
 	tests := []struct {
 		args []string
 		code int
-		want string // in stderr
+		want string // in stderr; after -h, in stdout
 	}{
-		{[]string{"verify", l.path}, 2, "usage: netauth audit verify -host-key FILE.pub [-skew DURATION] [-require-signed] LOGFILE"},
-		{[]string{"verify", "-host-key", l.hostPub, "-skew", "0s", l.path}, 2, "usage: netauth audit verify"},
-		{[]string{"verify", "-host-key", l.hostPub, "-skew", "-1m", l.path}, 2, "usage: netauth audit verify"},
+		{[]string{"verify", l.path}, 2, "netauth audit verify: -host-key is missing"},
+		{[]string{"verify", "-host-key", l.hostPub, "-skew", "0s", l.path}, 2, "netauth audit verify: -skew 0s: want a positive duration"},
+		{[]string{"verify", "-host-key", l.hostPub, "-skew", "-1m", l.path}, 2, "-skew -1m0s: want a positive duration"},
 		{[]string{"verify", "-host-key", l.hostPub, "-skew", "soon", l.path}, 2, `invalid value "soon" for flag -skew`},
-		{[]string{"verify", "-host-key", l.hostPub}, 2, "usage: netauth audit verify"},
+		{[]string{"verify", "-host-key", l.hostPub}, 2, "netauth audit verify: missing the log file"},
 		{[]string{"verify", "-h"}, 0, "Records cut from the end of the log"},
+		{[]string{"help", "verify"}, 0, "usage: netauth audit verify -host-key FILE.pub [-skew DURATION] [-require-signed] LOGFILE"},
 		{[]string{"verify", "-bogus", l.path}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"verify", "-host-key", notKey, l.path}, 1, "host key " + notKey + ": "},
 		{[]string{"verify", "-host-key", l.hostPub, l.path + ".missing"}, 1, "no such file or directory"},
-		{[]string{}, 2, "usage: netauth audit <command>"},
+		{[]string{}, 2, "netauth audit: missing a command: verify or export"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{[]string{"export", l.path}, 2, "usage: netauth audit export -seq N"},
+		{[]string{"export", l.path}, 2, "netauth audit export: -seq is missing"},
+		{[]string{"export", "-seq", "1"}, 2, "netauth audit export: missing the log file"},
 		{[]string{"export", "-h"}, 0, "ssh-keygen command"},
 	}
 	for _, tt := range tests {
-		code, _, errOut := runAudit(tt.args...)
-		if code != tt.code || !strings.Contains(errOut, tt.want) {
-			t.Errorf("netauth audit %s: exit %d, stderr:\n%s\nwant exit %d and %q", strings.Join(tt.args, " "), code, errOut, tt.code, tt.want)
+		code, out, errOut := runAudit(tt.args...)
+		got := errOut
+		if tt.code == 0 {
+			got = out
+		}
+		if code != tt.code || !strings.Contains(got, tt.want) {
+			t.Errorf("netauth audit %s: exit %d, stdout:\n%s\nstderr:\n%s\nwant exit %d and %q", strings.Join(tt.args, " "), code, out, errOut, tt.code, tt.want)
 		}
 	}
 	if code, out, _ := runAudit("-h"); code != 0 || !strings.Contains(out, "verify") || !strings.Contains(out, "export") {

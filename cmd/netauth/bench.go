@@ -3,7 +3,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -94,59 +93,53 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 
 // run parses the flags, runs the benchmark and writes the results.
 func (c benchCommand) run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth bench")
 	n := fs.Int("n", 0, fmt.Sprintf("measured connections per system (default %d; with -quick, 4)", bench.DefaultN))
 	quick := fs.Bool("quick", false, "tiny counts: a smoke run that checks everything works, not a measurement")
 	only := fs.String("only", "", "run only these parts, comma-separated: "+strings.Join(bench.Parts, ","))
 	scale := fs.String("scale", "", "size of the scale run, USERSxCONNS (default 50x10; with -quick, 3x2)")
 	jsonFile := fs.String("json", "", "also write the results as JSON to `FILE`")
 	svgFile := fs.String("svg", "", "also write a bar chart of the connect-send-recv medians (ratios to fork-setuid) as SVG to `FILE`")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, benchUsage, args, stdout, stderr); !ok {
+		return code
 	}
-	if fs.NArg() != 0 || *n < 0 {
-		fs.Usage()
-		return 2
+	if fs.NArg() != 0 {
+		return usageError(stderr, fs.Name(), "unexpected argument %q", fs.Arg(0))
+	}
+	if *n < 0 {
+		return usageError(stderr, fs.Name(), "-n %d: want a count (0: the default)", *n)
 	}
 	opts := bench.Options{Self: c.self, N: *n, Quick: *quick, Progress: stderr,
 		Command: strings.TrimSpace("netauth bench " + strings.Join(args, " "))}
 	if *only != "" {
 		parts, err := bench.ParseOnly(*only)
 		if err != nil {
-			fmt.Fprintln(stderr, "netauth bench: -only:", err)
-			return 2
+			return usageError(stderr, fs.Name(), "-only: %v", err)
 		}
 		opts.Only = parts
 	}
 	if *scale != "" {
 		users, conns, ok := parseScale(*scale)
 		if !ok {
-			fmt.Fprintf(stderr, "netauth bench: -scale %q: want USERSxCONNS, two positive whole numbers (for example 1000x10)\n", *scale)
-			return 2
+			return usageError(stderr, fs.Name(), "-scale %q: want USERSxCONNS, two positive whole numbers (for example 1000x10)", *scale)
 		}
 		opts.ScaleUsers, opts.ScaleConns = users, conns
 	}
 	rep, err := bench.Run(opts)
 	if err != nil {
-		fmt.Fprintln(stderr, "netauth bench:", err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	if err := rep.WriteTable(stdout); err != nil {
-		fmt.Fprintln(stderr, "netauth bench:", err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	if *jsonFile != "" {
 		if err := writeFileWith(*jsonFile, rep.WriteJSON); err != nil {
-			fmt.Fprintln(stderr, "netauth bench: -json:", err)
-			return 1
+			return fail(stderr, fs.Name(), fmt.Errorf("-json: %w", err))
 		}
 	}
 	if *svgFile != "" {
 		if err := writeFileWith(*svgFile, rep.WriteSVG); err != nil {
-			fmt.Fprintln(stderr, "netauth bench: -svg:", err)
-			return 1
+			return fail(stderr, fs.Name(), fmt.Errorf("-svg: %w", err))
 		}
 	}
 	return 0

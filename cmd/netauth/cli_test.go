@@ -187,7 +187,7 @@ func TestDemoTransientAcceptor(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(nil, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "Commands:") {
+	if code := run(nil, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "netauth: missing a command: demo, agent,") {
 		t.Fatalf("no arguments: exit %d %q", code, errb.String())
 	}
 	if code := run([]string{"nosuch"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "nosuch"`) {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -45,20 +44,19 @@ Flags:
 
 // demoMain runs `netauth demo`.
 func demoMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth demo")
 	n := fs.Int("n", 2, "number of connections")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, demoUsage, args, stdout, stderr); !ok {
+		return code
 	}
-	if fs.NArg() != 0 || *n < 1 {
-		fs.Usage()
-		return 2
+	if fs.NArg() != 0 {
+		return usageError(stderr, fs.Name(), "unexpected argument %q", fs.Arg(0))
+	}
+	if *n < 1 {
+		return usageError(stderr, fs.Name(), "-n %d: want at least 1 connection", *n)
 	}
 	if err := runDemo(*n, stdout); err != nil {
-		fmt.Fprintln(stderr, "netauth demo:", err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	return 0
 }

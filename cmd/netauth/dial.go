@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -27,21 +26,18 @@ Flags:
 
 // dialMain runs `netauth dial`.
 func dialMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("dial", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, dialUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth dial")
 	verbose := fs.Bool("v", false, "print the authenticated identity and whether the session was resumed to standard error")
 	service := fs.String("service", "", "refuse the server unless it offers this service")
 	key := fs.String("key", "", "use the agent key with this fingerprint (SHA256:...); default: try each")
 	knownHosts := fs.String("known-hosts", "", "known_hosts file (default: $NETAUTH_KNOWN_HOSTS or ~/.config/netauth/known_hosts)")
 	noResume := fs.Bool("no-resume", false, "always make a full handshake (no ticket)")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on connecting and the handshake")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, dialUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
+		return argsError(stderr, fs, "the server address ([user@]host:port)")
 	}
 	cfg := &netauth.Config{
 		Service:           *service,
@@ -59,8 +55,7 @@ func dialMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = c.HandshakeContext(hctx)
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	defer c.Close()
 	if *verbose {
@@ -85,13 +80,12 @@ func printIdentity(w io.Writer, remote string, id netauth.Identity, took time.Du
 func copyBoth(c *netauth.Conn, stdin io.Reader, stdout, stderr io.Writer) int {
 	go func() {
 		if _, err := io.Copy(c, stdin); err != nil {
-			fmt.Fprintln(stderr, "netauth: sending:", err)
+			fmt.Fprintln(stderr, "netauth dial: sending:", errorText(err))
 		}
 		_ = c.CloseWrite()
 	}()
 	if _, err := io.Copy(stdout, c); err != nil && !errors.Is(err, io.EOF) {
-		fmt.Fprintln(stderr, "netauth: receiving:", err)
-		return 1
+		return fail(stderr, "netauth dial", fmt.Errorf("receiving: %w", err))
 	}
 	return 0
 }

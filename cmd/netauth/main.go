@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/daemon"
+	"ubns.dev/netauth/internal/version"
 )
 
 const usage = `usage: netauth <command> [flags] [arguments]
@@ -25,9 +27,17 @@ Commands:
   proxy    let programs that do not speak netauth use a netauth service through a local socket
   audit    verify netauthd's audit log, or export a record for ssh-keygen -Y verify
   bench    measure netauth against TCP, a fork-setuid server, TLS and OpenSSH on this machine
+  version  print netauth's version (also: netauth --version)
+  help     print this help, or a command's (netauth help <command>)
 
-Run 'netauth <command> -h' for a command's flags.
+Run 'netauth <command> -h' (or 'netauth help <command>') for a command's flags.
+
+Exit status: 0 on success, 1 on failure, 2 for a usage error (a wrong command line);
+netauth audit verify also returns 3 (see its help).
 `
+
+// commands are the names run dispatches, for the error that names them.
+const commands = "demo, agent, dial, trust, proxy, audit, bench, version or help"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -36,8 +46,7 @@ func main() {
 // run dispatches a command line and returns the exit status.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+		return usageError(stderr, "netauth", "missing a command: %s", commands)
 	}
 	switch args[0] {
 	case "demo":
@@ -54,21 +63,62 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return benchMain(args[1:], stdout, stderr)
 	case "audit":
 		return auditMain(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		if len(args) > 1 && isHelp(args[1]) {
+			fmt.Fprint(stdout, versionUsage)
+			return exitOK
+		}
+		if len(args) > 1 {
+			return usageError(stderr, "netauth "+strings.TrimLeft(args[0], "-"), "unexpected argument %q", args[1])
+		}
+		fmt.Fprintln(stdout, version.Line("netauth"))
+		return exitOK
 	case "worker":
 		// Hidden: a built-in service run as a netauthd worker (used by the demo).
 		if len(args) >= 2 {
 			return builtin.Run(args[1], args[2:], stderr)
 		}
 		fmt.Fprintln(stderr, "usage: netauth worker SERVICE [ARG...] (started by netauthd)")
-		return 2
+		return exitUsage
 	case "acceptor":
 		// Hidden: netauthd's acceptor, for the daemon the demo and the benchmark run when
 		// netauthd-acceptor is not installed next to this program.
 		return daemon.RunAcceptor(args[1:], stderr)
-	case "-h", "-help", "--help", "help":
+	case "help":
+		if len(args) > 1 && !isHelp(args[1]) {
+			// netauth help CMD [SUBCMD]: the command's own help.
+			if !isCommand(args[1]) {
+				return usageError(stderr, "netauth help", "unknown command %q: want %s", args[1], commands)
+			}
+			return run(append(append([]string(nil), args[1:]...), "-h"), stdin, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
-		return 0
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "netauth: unknown command %q\n\n%s", args[0], usage)
-	return 2
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	return usageError(stderr, "netauth", "unknown command %q: want %s", args[0], commands)
+}
+
+const versionUsage = `usage: netauth version
+       netauth --version
+
+Print netauth's version: the release it was built as, the commit it was built
+from, and the Go release that built it.
+`
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// isCommand reports whether name is one of the commands netauth help describes.
+func isCommand(name string) bool {
+	switch name {
+	case "demo", "agent", "dial", "trust", "proxy", "audit", "bench", "version", "help":
+		return true
+	}
+	return false
 }

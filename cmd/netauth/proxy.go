@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,29 +54,18 @@ Flags:
 
 // proxyMain runs `netauth proxy`.
 func proxyMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("netauth proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, proxyUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth proxy")
 	listen := fs.String("listen", "", "local address: unix:PATH or tcp:127.0.0.1:PORT (default: a Unix socket in a private directory)")
 	service := fs.String("service", "", "refuse the server unless it offers this service")
 	key := fs.String("key", "", "use the agent key with this fingerprint (SHA256:...); default: try each")
 	knownHosts := fs.String("known-hosts", "", "known_hosts file (default: $NETAUTH_KNOWN_HOSTS or ~/.config/netauth/known_hosts)")
 	noResume := fs.Bool("no-resume", false, "make a full handshake for every connection (no tickets)")
 	verbose := fs.Bool("v", false, "log every forwarded connection, not only refusals and errors")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, proxyUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
-		if fs.NArg() == 0 {
-			fmt.Fprintln(stderr, "netauth proxy: missing the server address ([user@]host:port)")
-		} else {
-			fmt.Fprintf(stderr, "netauth proxy: unexpected argument %q\n", fs.Arg(1))
-		}
-		fs.Usage()
-		return 2
+		return argsError(stderr, fs, "the server address ([user@]host:port)")
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -100,13 +87,11 @@ func proxyMain(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	p, err := proxy.Listen(proxy.Options{Listen: *listen, Remote: fs.Arg(0), Config: cfg, Logger: logger})
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	fmt.Fprintf(stdout, "netauth proxy: listening on %s; forwarding to %s as %s\n", p.Addr(), p.Remote(), p.User())
 	if err := p.Serve(ctx); err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	return 0
 }

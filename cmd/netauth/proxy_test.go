@@ -225,9 +225,12 @@ func TestProxyMainErrors(t *testing.T) {
 		t.Errorf("-h exited with %d", code)
 	}
 	for _, want := range []string{"usage: netauth proxy", "curl --unix-socket PATH", "curl imap://127.0.0.1:1143/", "netauth proxy -listen tcp:127.0.0.1:1143 mail.example:4143", "-listen"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("-h does not mention %q:\n%s", want, stderr.String())
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("-h does not mention %q:\n%s", want, stdout.String())
 		}
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("-h wrote to standard error: %q", stderr.String())
 	}
 	for _, tc := range []struct {
 		args []string

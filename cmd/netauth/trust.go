@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -29,34 +28,29 @@ Flags:
 
 // trustMain runs `netauth trust`.
 func trustMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, trustUsage); fs.PrintDefaults() }
+	fs := newFlags("netauth trust")
 	yes := fs.Bool("yes", false, "trust the key without asking")
 	knownHosts := fs.String("known-hosts", "", "known_hosts file (default: $NETAUTH_KNOWN_HOSTS or ~/.config/netauth/known_hosts)")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on fetching the key")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, trustUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
+		return argsError(stderr, fs, "the server address (host:port)")
 	}
 	hostport := fs.Arg(0)
 	file := *knownHosts
 	if file == "" {
 		var err error
 		if file, err = netauth.DefaultKnownHostsFile(); err != nil {
-			fmt.Fprintln(stderr, "netauth:", err)
-			return 1
+			return fail(stderr, fs.Name(), err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	key, service, err := netauth.FetchHostKey(ctx, "tcp", hostport)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	fp := keys.Fingerprint(key)
 	err = keys.KnownHosts{Path: file}.Check(hostport, key)
@@ -66,24 +60,20 @@ func trustMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s is already trusted (ED25519 %s) in %s\n", hostport, fp, file)
 		return 0
 	case errors.As(err, &hke) && hke.Changed:
-		fmt.Fprintln(stderr, err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	case !errors.As(err, &hke):
-		fmt.Fprintln(stderr, err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	fmt.Fprintf(stdout, "%s offers service %q with host key ED25519 %s\n", hostport, service, fp)
 	if !*yes {
 		fmt.Fprint(stdout, "Trust this host key? (yes/no) ")
 		line, _ := bufio.NewReader(stdin).ReadString('\n')
 		if a := strings.TrimSpace(strings.ToLower(line)); a != "yes" && a != "y" {
-			fmt.Fprintln(stderr, "netauth: not trusted; nothing written")
-			return 1
+			return fail(stderr, fs.Name(), errors.New("not trusted; nothing written"))
 		}
 	}
 	if err := netauth.Trust(file, hostport, key); err != nil {
-		fmt.Fprintln(stderr, "netauth:", err)
-		return 1
+		return fail(stderr, fs.Name(), err)
 	}
 	fmt.Fprintf(stdout, "added %s to %s\n", hostport, file)
 	return 0

@@ -14,15 +14,41 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"os"
 
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/daemon"
+	"ubns.dev/netauth/internal/version"
 )
 
+const usage = `usage: netauthd-acceptor -version    (also --version)
+
+netauthd-acceptor is netauthd's unprivileged half: netauthd starts it, with its
+listening sockets and a control channel, to accept connections and parse every
+network byte, and as "netauthd-acceptor -worker SERVICE" for its built-in
+workers. It is not meant to be run by hand; see netauthd -h and docs/SECURITY.md.
+`
+
 func main() {
-	if len(os.Args) >= 3 && os.Args[1] == "-worker" {
-		os.Exit(builtin.Run(os.Args[2], os.Args[3:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 2 && args[0] == "-worker" {
+		return builtin.Run(args[1], args[2:], stderr)
 	}
-	os.Exit(daemon.RunAcceptor(os.Args[1:], os.Stderr))
+	if len(args) == 1 {
+		switch args[0] {
+		case "-version", "--version":
+			fmt.Fprintln(stdout, version.Line("netauthd-acceptor"))
+			return 0
+		case "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+	}
+	return daemon.RunAcceptor(args, stderr)
 }

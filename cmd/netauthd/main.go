@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,10 +25,12 @@ import (
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/trace"
+	"ubns.dev/netauth/internal/version"
 )
 
 const usage = `usage: netauthd [-config file | -listen addr] [-check] [-log-level level] [-trace file]
        netauthd -trace-report file         (the per-step table of a trace)
+       netauthd -version                   (also --version)
        netauthd -worker SERVICE [ARG...]   (a built-in worker, started by netauthd)
 
 netauthd authenticates every connection to the services in its configuration
@@ -37,7 +40,8 @@ connection, already encrypted, to a worker process running as that user:
 started on the user's first connection, reused for the next ones.
 
 Without -config, netauthd runs its embedded default, the built-in whoami service
-on 127.0.0.1:4000 (-listen moves it). As root: for every user with a key in
+on 127.0.0.1:4000 (-listen moves it; with -config, the file says where each
+service listens, and -listen is refused). As root: for every user with a key in
 /etc/netauth/authorized_keys/<user> or ~/.ssh/authorized_keys, each served by a
 worker running as them, with a host key generated in /var/lib/netauth and the
 audit log in /var/log/netauth. As another user: for that user alone, with the
@@ -65,6 +69,10 @@ refused and the running configuration kept); SIGTERM and SIGINT stop the daemon.
 through the acceptor, the monitor and the worker happened (off by default; see
 docs/BENCHMARKS.md); -trace-report FILE prints the median time of each step.
 
+Exit status: 0 after a clean stop (and for -check of a good configuration), 1 on
+failure (a configuration with errors, a daemon that cannot start), 2 for a usage
+error (a wrong command line).
+
 Flags:
 `
 
@@ -80,28 +88,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return builtin.Run(args[1], args[2:], stderr)
 	}
 	fs := flag.NewFlagSet("netauthd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.SetOutput(io.Discard) // -h and errors are reported below
+	fs.Usage = func() {}
 	configPath := fs.String("config", "", "configuration file (see docs/CONFIG.md); default: the embedded default")
 	check := fs.Bool("check", false, "validate the configuration, print every problem with its line, and exit")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	addr := fs.String("listen", "127.0.0.1:4000", "address of the embedded default's whoami service")
 	tracePath := fs.String("trace", "", "append every connection's steps, with their times, to this file")
 	traceReport := fs.String("trace-report", "", "print the median time of each step in this trace file, and exit")
+	showVersion := fs.Bool("version", false, "print netauthd's version and exit")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return 0
+		}
+		return usageError(stderr, "%v", err)
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Line("netauthd"))
+		return 0
 	}
 	if *traceReport != "" {
 		return report(*traceReport, stdout, stderr)
 	}
 	if fs.NArg() != 0 {
-		fs.Usage()
-		return 2
+		return usageError(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	listenSet := false
+	fs.Visit(func(f *flag.Flag) { listenSet = listenSet || f.Name == "listen" })
+	if listenSet && *configPath != "" {
+		return usageError(stderr, "-listen is for the embedded default: with -config, the file's listen lines say where each service listens")
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "netauthd: -log-level %q: want debug, info, warn or error\n", *level)
-		return 2
+		return usageError(stderr, "-log-level %q: want debug, info, warn or error", *level)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
@@ -123,6 +145,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	return serve(cfg, note, *tracePath, log, stdout, stderr)
+}
+
+// usageError writes one line saying what is wrong with the command line, and where the help
+// is, and returns the usage error status, 2.
+func usageError(stderr io.Writer, format string, a ...any) int {
+	fmt.Fprintf(stderr, "netauthd: %s (see 'netauthd -h')\n", fmt.Sprintf(format, a...))
+	return 2
 }
 
 // report prints the per-step tables of the trace file at path.
