@@ -43,7 +43,7 @@ func startAgent(self []string, dir string, keys ...any) (*agentProc, error) {
 	defer logf.Close()
 	args := append(append([]string(nil), self[1:]...), "agent", "-D", "-a", a.sock)
 	a.cmd = exec.Command(self[0], args...)
-	a.cmd.Stderr = logf // its stdout (the shell commands it prints) goes to /dev/null
+	a.cmd.Stderr = logf // in the foreground it prints nothing to stdout; its log, with the socket, goes to logf
 	if err := a.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
