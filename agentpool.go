@@ -3,6 +3,7 @@
 package netauth
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -73,6 +74,21 @@ type agentConn struct {
 	// limit, if not zero, is the latest deadline (Unix nanoseconds) of a request: the
 	// deadline of the Dial's context while the handshake runs.
 	limit atomic.Int64
+	// The answer to the last request, as read so far: its 4-byte length prefix (hdr, got
+	// bytes of it and of the answer) and its whole length with the prefix (want; -1 until
+	// the prefix is read). A connection is kept only when the answer was read whole (the
+	// agent client stops reading an answer it finds too large, without an I/O error).
+	mu   sync.Mutex
+	hdr  [4]byte
+	got  int64
+	want int64
+}
+
+// inStep reports whether every answer was read whole: nothing of one is left unread.
+func (c *agentConn) inStep() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.want == c.got
 }
 
 // socketFile identifies a socket file (device and inode).
@@ -92,6 +108,18 @@ func (c *agentConn) Read(p []byte) (int, error) {
 	if err != nil {
 		c.broken.Store(true)
 	}
+	c.mu.Lock()
+	rest := p[:n]
+	for c.got < 4 && len(rest) > 0 {
+		c.hdr[c.got] = rest[0]
+		c.got++
+		rest = rest[1:]
+		if c.got == 4 {
+			c.want = 4 + int64(binary.BigEndian.Uint32(c.hdr[:]))
+		}
+	}
+	c.got += int64(len(rest))
+	c.mu.Unlock()
 	return n, err
 }
 
@@ -102,10 +130,15 @@ func (c *agentConn) Write(p []byte) (int, error) {
 	if l := c.limit.Load(); l != 0 && l < dl.UnixNano() {
 		dl = time.Unix(0, l)
 	}
-	if c.broken.Load() {
-		// An earlier request failed: its answer may still arrive and be taken for this one's.
+	if c.broken.Load() || !c.inStep() {
+		// An earlier request failed, or its answer was not read whole: what is left of it
+		// would be taken for this one's answer.
+		c.broken.Store(true)
 		return 0, errors.New("agent: connection unusable after an earlier error")
 	}
+	c.mu.Lock()
+	c.got, c.want = 0, -1
+	c.mu.Unlock()
 	_ = c.uc.SetDeadline(dl)
 	n, err := c.uc.Write(p)
 	if err != nil {
@@ -158,7 +191,7 @@ func (p *agentPool) get(path string) (*agentConn, error) {
 // uid than the process has now, or the pool is full.
 func (p *agentPool) put(c *agentConn) {
 	c.limit.Store(0)
-	if c.broken.Load() || c.file == (socketFile{}) {
+	if c.broken.Load() || !c.inStep() || c.file == (socketFile{}) {
 		c.uc.Close()
 		return
 	}

@@ -4,9 +4,13 @@ package netauth
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,5 +172,59 @@ func TestAgentPoolIdleTimeout(t *testing.T) {
 	}
 	if raw, err := c.uc.SyscallConn(); err == nil && raw.Control(func(uintptr) {}) == nil {
 		t.Error("the timed-out connection is still open")
+	}
+}
+
+// TestAgentPoolAnswerNotReadWhole: an agent's answer the client stops reading (one that says
+// it is larger than the client accepts: no I/O error) leaves the rest of it on the
+// connection, where the next request would take it for its answer: such a connection is not
+// kept, and is not used for another request.
+func TestAgentPoolAnswerNotReadWhole(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					var hdr [4]byte
+					if _, err := io.ReadFull(c, hdr[:]); err != nil {
+						return
+					}
+					if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))); err != nil {
+						return
+					}
+					// 17 MiB announced, a few bytes sent: more than the client reads.
+					c.Write([]byte{0x01, 0x10, 0x00, 0x00, 12, 0, 0, 0, 0, 0, 0, 0})
+				}
+			}()
+		}
+	}()
+	p := &agentPool{idle: make(map[agentPoolKey][]*agentConn)}
+	defer p.closeIdle()
+	c, err := p.get(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ag.List(); err == nil {
+		t.Fatal("List accepted a 17 MiB answer")
+	}
+	if c.broken.Load() {
+		t.Log("(the client's error was an I/O error this time)")
+	}
+	if _, err := c.ag.List(); err == nil || !strings.Contains(err.Error(), "unusable") {
+		t.Errorf("a second request on the out-of-step connection: %v; want it refused", err)
+	}
+	p.put(c)
+	if n, _ := poolIdle(p); n != 0 {
+		t.Errorf("the pool kept %d connections after an answer not read whole", n)
 	}
 }
