@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"ubns.dev/netauth/internal/daemon"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/sdnotify"
 	"ubns.dev/netauth/internal/trace"
 	"ubns.dev/netauth/internal/version"
 )
@@ -234,7 +236,12 @@ func userDefault(worker []string, addr string) (*policy.Config, string, error) {
 
 // serve runs the daemon until SIGTERM or SIGINT; once it runs, it prints note.
 func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout, stderr io.Writer) int {
-	inherited, err := activationListeners()
+	notify, err := sdnotify.FromEnv()
+	if err != nil {
+		fmt.Fprintln(stderr, "netauthd:", err)
+		return 1
+	}
+	inherited, names, err := activationListeners()
 	if err != nil {
 		fmt.Fprintln(stderr, "netauthd:", err)
 		return 1
@@ -251,7 +258,7 @@ func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout,
 	}
 	// Privilege separation: network bytes are parsed only by the acceptor, running as an
 	// account of its own when netauthd is root, as netauthd's user otherwise.
-	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, Self: worker, Trace: tracePath}
+	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, InheritedNames: names, Self: worker, Trace: tracePath}
 	if os.Geteuid() == 0 {
 		if opts.AcceptorAccount, err = acceptorAccount(acceptorUser); err != nil {
 			fmt.Fprintln(stderr, err)
@@ -274,23 +281,42 @@ func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout,
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log.Info("netauthd running", "host_key", keys.Fingerprint(d.HostKey()), "config", nameOf(cfg))
-	fmt.Fprint(stdout, note)
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	log.Info("netauthd running", "host_key", keys.Fingerprint(d.HostKey()), "config", nameOf(cfg))
+	fmt.Fprint(stdout, note)
+	// Every service listens (Start bound them and started the acceptor on them).
+	sdNotify(log, notify.Ready(runningStatus(d)))
 	for s := range sig {
 		if s == syscall.SIGHUP {
+			sdNotify(log, notify.Reloading("reloading the configuration"))
+			status := ""
 			if err := d.Reload(ctx); err != nil {
 				log.Error("reload failed", "err", err)
+				status = "; reload failed, kept the running configuration"
 			}
+			sdNotify(log, notify.Ready(runningStatus(d)+status))
 			continue
 		}
 		log.Info("stopping", "signal", s.String())
+		sdNotify(log, notify.Stopping("stopping on "+s.String()))
 		cancel()
 		d.Shutdown(5 * time.Second)
 		return 0
 	}
 	return 0
+}
+
+// runningStatus is the STATUS= line of a running daemon.
+func runningStatus(d *daemon.Daemon) string {
+	return fmt.Sprintf("serving %d services, host key %s", len(d.Config().Services), keys.Fingerprint(d.HostKey()))
+}
+
+// sdNotify logs a notification the service manager could not be sent.
+func sdNotify(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("notifying the service manager", "err", err)
+	}
 }
 
 // builtinWorker is the command line prefix that runs a built-in worker: netauthd-acceptor's
@@ -327,28 +353,44 @@ func acceptorAccount(name string) (*policy.Account, error) {
 	return acct, nil
 }
 
-// activationListeners returns the sockets systemd passed (LISTEN_FDS, LISTEN_PID).
-func activationListeners() ([]net.Listener, error) {
+// activationListeners returns the sockets systemd passed (LISTEN_FDS, LISTEN_PID) and their
+// names (LISTEN_FDNAMES, from FileDescriptorName=; nil when it is not set).
+func activationListeners() ([]net.Listener, []string, error) {
 	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	if err != nil || n < 0 {
-		return nil, fmt.Errorf("LISTEN_FDS=%q is not a count", os.Getenv("LISTEN_FDS"))
+		return nil, nil, fmt.Errorf("LISTEN_FDS=%q is not a count", os.Getenv("LISTEN_FDS"))
+	}
+	var names []string
+	if v, ok := os.LookupEnv("LISTEN_FDNAMES"); ok {
+		names = strings.Split(v, ":")
+		if len(names) != n {
+			return nil, nil, fmt.Errorf("LISTEN_FDNAMES=%q names %d sockets, LISTEN_FDS=%d", v, len(names), n)
+		}
 	}
 	var out []net.Listener
 	for fd := 3; fd < 3+n; fd++ {
 		syscall.CloseOnExec(fd)
+		what := "socket activation descriptor " + strconv.Itoa(fd)
+		if names != nil {
+			what += fmt.Sprintf(" (%q)", names[fd-3])
+		}
 		f := os.NewFile(uintptr(fd), "listen-fd-"+strconv.Itoa(fd))
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("socket activation descriptor %d: %w", fd, err)
+			return nil, nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if _, ok := ln.(*net.TCPListener); !ok {
+			ln.Close()
+			return nil, nil, fmt.Errorf("%s is a %s socket: netauthd serves TCP only (ListenStream=ADDRESS:PORT in the .socket unit)", what, ln.Addr().Network())
 		}
 		out = append(out, ln)
 	}
 	os.Unsetenv("LISTEN_PID")
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")
-	return out, nil
+	return out, names, nil
 }

@@ -37,8 +37,14 @@ type Options struct {
 	// Logger receives the daemon's log; nil discards it.
 	Logger *slog.Logger
 	// Inherited are listening sockets from socket activation, matched to services by their
-	// local address.
+	// names (InheritedNames) or else by their local address.
 	Inherited []net.Listener
+	// InheritedNames, if not nil, name each of Inherited (systemd's LISTEN_FDNAMES, set by
+	// FileDescriptorName= in the .socket unit). A socket named after a service is that
+	// service's, whatever its listen lines say; then every service must have one, and every
+	// name other than systemd's defaults ("unknown", or the socket unit's own "NAME.socket")
+	// must be a service's. Sockets with a default name are matched by address.
+	InheritedNames []string
 	// Load re-reads the configuration on Reload; nil means policy.Load(Config.Path).
 	Load func() (*policy.Config, error)
 	// Acceptor is the command line that starts the acceptor, the process that accepts the
@@ -84,7 +90,10 @@ type Daemon struct {
 	workers    map[workerKey]*worker
 	conns      map[userService]int // connections per user and service, reserved or live
 	inherited  []net.Listener
-	acceptor   *acceptor
+	// named are the socket-activation listeners passed by service name (InheritedNames);
+	// when it is not empty, every service's sockets come from it.
+	named    map[string][]net.Listener
+	acceptor *acceptor
 	// acceptorUID is the acceptor's uid when this process is root (the acceptor never runs
 	// as root): no worker runs as it. 0 when this process is not root: then the acceptor,
 	// the workers and this process all have its uid, and no worker can be kept from it.
@@ -111,15 +120,16 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		log:       opts.Logger,
-		opts:      opts,
-		cfg:       cfg,
-		replay:    handshake.NewReplayCache(0),
-		services:  make(map[string]*service),
-		workers:   make(map[workerKey]*worker),
-		inherited: opts.Inherited,
-
+		log:         opts.Logger,
+		opts:        opts,
+		cfg:         cfg,
+		replay:      handshake.NewReplayCache(0),
+		services:    make(map[string]*service),
+		workers:     make(map[workerKey]*worker),
 		acceptorUID: acceptorUID,
+	}
+	if d.inherited, d.named, err = splitInherited(cfg, opts.Inherited, opts.InheritedNames); err != nil {
+		return nil, err
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -185,6 +195,13 @@ func (d *Daemon) AcceptorPid() int {
 		return 0
 	}
 	return d.acceptor.cmd.Process.Pid
+}
+
+// Config returns the configuration in force (the last one Reload accepted).
+func (d *Daemon) Config() *policy.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
 }
 
 // HostKey returns the daemon's public host key.
@@ -276,6 +293,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err == nil {
 		_, err = cfg.Check()
 	}
+	if err == nil && len(d.named) > 0 {
+		err = checkNamed(cfg, d.named)
+	}
 	if err != nil {
 		return fmt.Errorf("netauthd: reload refused, keeping the running configuration:\n%w", err)
 	}
@@ -290,7 +310,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	}
 	d.services = make(map[string]*service)
 	for _, sc := range cfg.Services {
-		if s := old[sc.Name]; s != nil && sameListen(s.cfg.Listen, sc.Listen) {
+		// A service whose sockets came by name from systemd keeps them: its listen lines
+		// are not what it listens on.
+		if s := old[sc.Name]; s != nil && (sameListen(s.cfg.Listen, sc.Listen) || d.named[sc.Name] != nil) {
 			s.setConfig(sc)
 			d.services[sc.Name] = s
 			delete(old, sc.Name)

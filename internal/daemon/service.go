@@ -42,6 +42,19 @@ func (d *Daemon) startService(sc *policy.Service) (*service, error) {
 	if s.core, err = s.newCore(); err != nil {
 		return nil, fmt.Errorf("netauthd: service %q: %w", sc.Name, err)
 	}
+	if len(d.named) > 0 {
+		// Socket activation by name: the service listens on the sockets named after it
+		// (splitInherited and checkNamed made sure it has some).
+		if len(d.named[sc.Name]) == 0 {
+			s.stop()
+			return nil, fmt.Errorf("netauthd: service %q: socket activation: systemd passed no socket named %q", sc.Name, sc.Name)
+		}
+		for _, ln := range d.named[sc.Name] {
+			s.listeners = append(s.listeners, ln)
+			d.log.Info("listening", "service", sc.Name, "addr", ln.Addr().String(), "mode", sc.Mode.String(), "from", "systemd")
+		}
+		return s, nil
+	}
 	for _, addr := range sc.Listen {
 		ln := d.adoptInherited(addr)
 		if ln == nil {
