@@ -394,3 +394,24 @@ func duration(d time.Duration) string {
 	}
 	return s
 }
+
+// TestConfExample: the configuration in netauthd.conf(5)'s EXAMPLES parses.
+func TestConfExample(t *testing.T) {
+	sec, ok := section(readPage(t, "netauthd.conf.5"), ".Sh", "EXAMPLES")
+	if !ok {
+		t.Fatal("netauthd.conf.5 has no EXAMPLES section")
+	}
+	start := slices.IndexFunc(sec, func(l string) bool { return strings.HasPrefix(l, ".Bd -literal") })
+	end := slices.Index(sec, ".Ed")
+	if start < 0 || end < start {
+		t.Fatal("netauthd.conf.5's EXAMPLES has no literal display")
+	}
+	conf := strings.ReplaceAll(strings.Join(sec[start+1:end], "\n"), `\e`, `\`) + "\n"
+	cfg, err := policy.Parse("netauthd.conf.5", strings.NewReader(conf))
+	if err != nil {
+		t.Fatalf("the example does not parse: %v\n%s", err, conf)
+	}
+	if len(cfg.Services) == 0 {
+		t.Errorf("the example has no services:\n%s", conf)
+	}
+}
