@@ -70,10 +70,17 @@ closed, and a log with checkpoints must end with netauthd's closing
 checkpoint: one cut at an earlier checkpoint is bad.
 
 Give the files of a rotated log together, oldest first (audit.log.2
-audit.log.1 audit.log): each is checked as its own chain, and a user's
-signature logged in one and again in another is found as well. Every file
-but the last was closed by a rotation, so -require-signed holds for them.
-With more than one file, each line of output starts with the file's name.
+audit.log.1 audit.log): each file's chain is checked, and that each file
+continues the chain of the one before it (netauthd starts the new file after
+a rotation with a checkpoint, signed by the host key, naming the last line
+of the file rotated away): a file missing between two, a file cut at its
+end, or files given out of order are reported, naming the file, as is a
+user's signature logged in one file and again in another. A file that
+starts a chain of its own (netauthd was started on an empty file rather
+than rotated) is noted: whether a file is missing before it cannot be told.
+Every file but the last was closed by a rotation, so -require-signed holds
+for them. With more than one file, each line of output starts with the
+file's name.
 
 Refusals are logged bounded (the client's signature and an invalid user
 name by their SHA-256 and length), and under a flood partly as summary
@@ -167,6 +174,8 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	// file (after a rotation) is found too.
 	var hs audit.Handshakes
 	code := verifyOK
+	reports := make(map[string]*audit.Report, fs.NArg())
+	order := make([]*audit.Report, fs.NArg())
 	for i, logFile := range fs.Args() {
 		prefix := ""
 		if fs.NArg() > 1 {
@@ -174,7 +183,8 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		}
 		// Every file but the last was rotated away, which closed it.
 		opts := audit.VerifyOptions{MaxClockSkew: *skew, RequireSigned: *requireSigned || i < fs.NArg()-1, Handshakes: &hs, Name: logFile}
-		switch verifyLogFile(logFile, prefix, hostKey, opts, stdout, stderr) {
+		rep, found := verifyLogFile(logFile, prefix, hostKey, opts, stdout, stderr)
+		switch found {
 		case verifyBad:
 			code = verifyBad
 		case verifyUncovered:
@@ -182,23 +192,43 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 				code = verifyUncovered
 			}
 		}
+		if rep != nil {
+			reports[logFile], order[i] = rep, rep
+		}
+	}
+	// Each file after the first must continue the chain of the file before it.
+	for i := 1; i < fs.NArg(); i++ {
+		rep, prev := order[i], order[i-1]
+		if rep == nil || prev == nil {
+			continue // not read: reported already
+		}
+		err := rep.Continues(prev, reports)
+		switch {
+		case err == nil:
+		case errors.Is(err, audit.ErrNewChain):
+			fmt.Fprintf(stdout, "%s: note: %v\n", fs.Arg(i), err)
+		default:
+			fmt.Fprintf(stdout, "%s: line 1: does not follow %s: %v\n", fs.Arg(i), fs.Arg(i-1), err)
+			code = verifyBad
+		}
 	}
 	return code
 }
 
 // verifyLogFile verifies one log file, printing what it finds with each line prefixed, and
-// returns what it found: verifyOK, verifyBad or verifyUncovered.
-func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.VerifyOptions, stdout, stderr io.Writer) int {
+// returns its report (nil if it could not be read) and what it found: verifyOK, verifyBad or
+// verifyUncovered.
+func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.VerifyOptions, stdout, stderr io.Writer) (*audit.Report, int) {
 	f, err := os.Open(logFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "netauth audit:", err)
-		return verifyBad
+		return nil, verifyBad
 	}
 	defer f.Close()
 	rep, err := audit.VerifyWith(f, hostKey, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)
-		return verifyBad
+		return nil, verifyBad
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintln(stdout, prefix+p.String())
@@ -245,7 +275,7 @@ func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.Ver
 		}
 		fmt.Fprintf(stdout, "%slast good record: seq %d at %s%s\n", prefix, rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano), closed)
 	}
-	return code
+	return rep, code
 }
 
 // auditExportMain runs `netauth audit export`.
