@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -605,6 +606,27 @@ func TestAuditVerifyRotatedSequence(t *testing.T) {
 	if code != 0 || strings.Contains(out, "follow") || strings.Contains(out, "note:") {
 		t.Fatalf("verify of a rotated sequence: exit %d\n%s%s", code, out, errOut)
 	}
+	// The continuing checkpoint exports for ssh-keygen, its head named as the previous file's.
+	exp := filepath.Join(dir, "export")
+	code, out, errOut = runAudit("export", "-seq", "1", "-dir", exp, "-host-key", hostPub, current)
+	if code != 0 || !strings.Contains(out, "continuing the file rotated away") || !strings.Contains(out, "tail -n 1 PREVIOUS_FILE") {
+		t.Fatalf("export of the continuing checkpoint: exit %d\n%s%s", code, out, errOut)
+	}
+	// The oldest compressed, as logrotate leaves it.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	data, err := os.ReadFile(old2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(data)
+	zw.Close()
+	if err := os.WriteFile(old2+".gz", gz.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runAudit("verify", "-host-key", hostPub, old2+".gz", old1, current); code != 0 || strings.Contains(out, "follow") {
+		t.Fatalf("verify of a rotated sequence, the oldest compressed: exit %d\n%s%s", code, out, errOut)
+	}
 	for _, tc := range []struct {
 		name  string
 		files []string
@@ -621,7 +643,7 @@ func TestAuditVerifyRotatedSequence(t *testing.T) {
 	}
 
 	// audit.log.1 cut before its last record and closing checkpoint.
-	data, err := os.ReadFile(old1)
+	data, err = os.ReadFile(old1)
 	if err != nil {
 		t.Fatal(err)
 	}
