@@ -203,9 +203,10 @@ type Record struct {
 	Code string `json:"code,omitempty"`
 	// Reason says why a connection was refused.
 	Reason string `json:"reason,omitempty"`
-	// Worker is, for an accepted connection, the process id of the worker
-	// chosen for it (started, or already running) when the record was
-	// written.
+	// Worker is, for an accepted connection given to a worker already
+	// running, that worker's process id. It is 0 (and left out) for a
+	// connection that needed a new worker: netauthd starts one only after
+	// the record is written, and logs its pid itself.
 	Worker int `json:"worker,omitempty"`
 	// Statement is, for full handshakes, the statement text the user's key
 	// signed.
