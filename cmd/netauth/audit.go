@@ -3,8 +3,11 @@
 package main
 
 import (
+	"bufio"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -68,10 +71,18 @@ closed, and a log with checkpoints must end with netauthd's closing
 checkpoint: one cut at an earlier checkpoint is bad.
 
 Give the files of a rotated log together, oldest first (audit.log.2
-audit.log.1 audit.log): each is checked as its own chain, and a user's
-signature logged in one and again in another is found as well. Every file
-but the last was closed by a rotation, so -require-signed holds for them.
-With more than one file, each line of output starts with the file's name.
+audit.log.1 audit.log): each file's chain is checked, and that each file
+continues the chain of the one before it (netauthd starts the new file after
+a rotation with a checkpoint, signed by the host key, naming the last line
+of the file rotated away): a file missing between two, a file cut at its
+end, or files given out of order are reported, naming the file, as is a
+user's signature logged in one file and again in another. A file that
+starts a chain of its own (netauthd was started on an empty file rather
+than rotated) is noted: whether a file is missing before it cannot be told.
+Files compressed with gzip (logrotate's compress) are read as they are.
+Every file but the last was closed by a rotation, so -require-signed holds
+for them. With more than one file, each line of output starts with the
+file's name.
 
 Refusals are logged bounded (the client's signature and an invalid user
 name by their SHA-256 and length), and under a flood partly as summary
@@ -172,6 +183,8 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 	// file (after a rotation) is found too.
 	var hs audit.Handshakes
 	code := verifyOK
+	reports := make(map[string]*audit.Report, fs.NArg())
+	order := make([]*audit.Report, fs.NArg())
 	for i, logFile := range fs.Args() {
 		prefix := ""
 		if fs.NArg() > 1 {
@@ -179,7 +192,8 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 		}
 		// Every file but the last was rotated away, which closed it.
 		opts := audit.VerifyOptions{MaxClockSkew: *skew, RequireSigned: *requireSigned || i < fs.NArg()-1, Handshakes: &hs, Name: logFile}
-		switch verifyLogFile(logFile, prefix, hostKey, opts, stdout, stderr) {
+		rep, found := verifyLogFile(logFile, prefix, hostKey, opts, stdout, stderr)
+		switch found {
 		case verifyBad:
 			code = verifyBad
 		case verifyUncovered:
@@ -187,23 +201,48 @@ func auditVerifyMain(args []string, stdout, stderr io.Writer) int {
 				code = verifyUncovered
 			}
 		}
+		if rep != nil {
+			reports[logFile], order[i] = rep, rep
+		}
+	}
+	// Each file after the first must continue the chain of the file before it.
+	for i := 1; i < fs.NArg(); i++ {
+		rep, prev := order[i], order[i-1]
+		if rep == nil || prev == nil {
+			continue // not read: reported already
+		}
+		err := rep.Continues(prev, reports)
+		switch {
+		case err == nil:
+		case errors.Is(err, audit.ErrNewChain):
+			fmt.Fprintf(stdout, "%s: note: %v\n", fs.Arg(i), err)
+		default:
+			fmt.Fprintf(stdout, "%s: line 1: does not follow %s: %v\n", fs.Arg(i), fs.Arg(i-1), err)
+			code = verifyBad
+		}
 	}
 	return code
 }
 
 // verifyLogFile verifies one log file, printing what it finds with each line prefixed, and
-// returns what it found: verifyOK, verifyBad or verifyUncovered.
-func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.VerifyOptions, stdout, stderr io.Writer) int {
+// returns its report (nil if it could not be read) and what it found: verifyOK, verifyBad or
+// verifyUncovered.
+func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.VerifyOptions, stdout, stderr io.Writer) (*audit.Report, int) {
 	f, err := os.Open(logFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "netauth audit:", err)
-		return verifyBad
+		return nil, verifyBad
 	}
 	defer f.Close()
-	rep, err := audit.VerifyWith(f, hostKey, opts)
+	r, err := maybeGunzip(f)
 	if err != nil {
 		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)
-		return verifyBad
+		return nil, verifyBad
+	}
+	rep, err := audit.VerifyWith(r, hostKey, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)
+		return nil, verifyBad
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintln(stdout, prefix+p.String())
@@ -250,7 +289,22 @@ func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.Ver
 		}
 		fmt.Fprintf(stdout, "%slast good record: seq %d at %s%s\n", prefix, rep.LastSeq, rep.LastTime.UTC().Format(time.RFC3339Nano), closed)
 	}
-	return code
+	return rep, code
+}
+
+// maybeGunzip returns a reader of f's content, decompressed if f is gzip-compressed (as
+// logrotate's compress leaves the files rotated away); an audit log itself starts with '{'.
+func maybeGunzip(f *os.File) (io.Reader, error) {
+	br := bufio.NewReader(f)
+	magic, err := br.Peek(2)
+	if err != nil || magic[0] != 0x1f || magic[1] != 0x8b {
+		return br, nil // a short or empty file is the verifier's to judge
+	}
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return nil, fmt.Errorf("reading the gzip-compressed file: %w", err)
+	}
+	return zr, nil
 }
 
 // auditExportMain runs `netauth audit export`.
@@ -331,9 +385,10 @@ func exportCheckpoint(f *os.File, logFile, dir string, found *audit.Found, stdou
 		fmt.Fprintln(stderr, "netauth audit:", err)
 		return 1
 	}
-	// The line with the head's seq (the first with it), to show its SHA-256.
+	// The line with the head's seq (the first with it), to show its SHA-256; a continuing
+	// checkpoint's head is the last line of the file rotated away before this one.
 	var head *audit.Found
-	if _, err := f.Seek(0, io.SeekStart); err == nil {
+	if _, err := f.Seek(0, io.SeekStart); err == nil && ck.Event != audit.EventContinue {
 		head, _ = audit.Find(f, ck.Seq, nil)
 	}
 	paths, ok := writeExport(dir, [3]string{"checkpoint", "checkpoint.sig", "allowed_signers"}, [3][]byte{checkpoint, signature, allowedSigners}, stderr)
@@ -351,12 +406,18 @@ func exportCheckpoint(f *os.File, logFile, dir string, found *audit.Found, stdou
 		event = ", closing the log"
 	case audit.EventOpen:
 		event = ", opening the log again"
+	case audit.EventContinue:
+		event = ", continuing the file rotated away before this one, whose last line is its head"
 	}
 	fmt.Fprintf(stdout, "checkpoint seq %d: head seq %d (SHA-256 %s), %s, signed at %s by host key %s%s\n",
 		found.Record.Seq, ck.Seq, audit.Printable(ck.Head), vouches, ck.Time.UTC().Format(time.RFC3339Nano), audit.Printable(ck.HostKeyFP), event)
 	fmt.Fprintf(stdout, "wrote %s, %s and %s; check the host's signature with:\n", paths[0], paths[1], paths[2])
 	fmt.Fprintf(stdout, "ssh-keygen -Y verify -f %s -I %s -n %s -s %s < %s\n",
 		shellQuote(paths[2]), audit.HostPrincipal, audit.Namespace, shellQuote(paths[1]), shellQuote(paths[0]))
+	if ck.Event == audit.EventContinue {
+		fmt.Fprintf(stdout, "and the head's line, the last line of the file before, with:\ntail -n 1 PREVIOUS_FILE | tr -d '\\n' | sha256sum\n")
+		return 0
+	}
 	if head == nil {
 		fmt.Fprintf(stdout, "no line of %s has the head's seq %d\n", logFile, ck.Seq)
 		return 0

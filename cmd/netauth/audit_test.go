@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -568,5 +569,110 @@ func TestAuditExportPrintable(t *testing.T) {
 	}
 	if !strings.Contains(out, `service \x1b[2J\x1b]0;owned\a\u202eimap, key \x1b[8mSHA256:`) {
 		t.Fatalf("export did not print the fields escaped:\n%q", out)
+	}
+}
+
+// TestAuditVerifyRotatedSequence: the files of a log rotated twice verify together, oldest
+// first; a file left out, files given out of order, and a file cut at its end are reported as
+// a bad link, naming the file that does not follow; a file netauthd started on an empty path
+// is noted, not failed.
+func TestAuditVerifyRotatedSequence(t *testing.T) {
+	dir := t.TempDir()
+	hostPriv, host, hostPub := auditHost(t, dir)
+	current := filepath.Join(dir, "audit.log")
+	w, err := audit.Open(current, hostPriv, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for i := range 3 {
+		for j := range 2 {
+			r := &audit.Record{Client: "192.0.2.2:1", Service: "imap", HostKeyFP: keys.Fingerprint(host), Decision: audit.Refused, Reason: fmt.Sprint(i, j)}
+			if err := w.Write(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == 2 {
+			break
+		}
+		rotated := fmt.Sprintf("%s.%d", current, 2-i)
+		if err := os.Rename(current, rotated); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Reopen(); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, rotated)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old2, old1 := files[0], files[1]
+	code, out, errOut := runAudit("verify", "-host-key", hostPub, old2, old1, current)
+	if code != 0 || strings.Contains(out, "follow") || strings.Contains(out, "note:") {
+		t.Fatalf("verify of a rotated sequence: exit %d\n%s%s", code, out, errOut)
+	}
+	// The continuing checkpoint exports for ssh-keygen, its head named as the previous file's.
+	exp := filepath.Join(dir, "export")
+	code, out, errOut = runAudit("export", "-seq", "1", "-dir", exp, "-host-key", hostPub, current)
+	if code != 0 || !strings.Contains(out, "continuing the file rotated away") || !strings.Contains(out, "tail -n 1 PREVIOUS_FILE") {
+		t.Fatalf("export of the continuing checkpoint: exit %d\n%s%s", code, out, errOut)
+	}
+	// The oldest compressed, as logrotate leaves it.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	data, err := os.ReadFile(old2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(data)
+	zw.Close()
+	if err := os.WriteFile(old2+".gz", gz.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runAudit("verify", "-host-key", hostPub, old2+".gz", old1, current); code != 0 || strings.Contains(out, "follow") {
+		t.Fatalf("verify of a rotated sequence, the oldest compressed: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		name  string
+		files []string
+		want  string
+	}{
+		{"missing", []string{old2, current}, current + ": line 1: does not follow " + old2 + ": its first line continues a file whose last line is seq 4"},
+		{"reordered", []string{old1, old2, current}, old2 + ": line 1: does not follow " + old1 + ": the file given before it continues this one: the files are out of order"},
+		{"reordered later", []string{old2, current, old1}, current + ": line 1: does not follow " + old2 + ": its first line continues " + old1},
+	} {
+		code, out, _ := runAudit(append([]string{"verify", "-host-key", hostPub}, tc.files...)...)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d, want 1 and %q\n%s", tc.name, code, tc.want, out)
+		}
+	}
+
+	// audit.log.1 cut before its last record and closing checkpoint.
+	data, err = os.ReadFile(old1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	if err := os.WriteFile(old1, bytes.Join(lines[:len(lines)-2], nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, old2, old1, current)
+	want := current + ": line 1: does not follow " + old1 + ": its first line continues a file whose last line is seq 4, but the file before it ends at seq 2: that file was cut at its end (2 lines missing)"
+	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, old1+": line 2 (seq 2): not yet covered") || !strings.Contains(out, "the log does not end with the closing checkpoint") {
+		t.Errorf("a file cut at its end: exit %d, want 1 and %q\n%s", code, want, out)
+	}
+
+	// A log netauthd started on an empty path, after the files before it: noted.
+	fresh := filepath.Join(dir, "fresh", "audit.log")
+	if w, err = audit.Open(fresh, hostPriv, audit.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runAudit("verify", "-host-key", hostPub, old2, fresh)
+	if code != 0 || !strings.Contains(out, fresh+": note: it starts a chain of its own") {
+		t.Errorf("a log started on an empty path after a rotated file: exit %d\n%s", code, out)
 	}
 }

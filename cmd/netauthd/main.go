@@ -63,9 +63,11 @@ As another user, netauthd cannot change uids: the acceptor and the workers run
 as that user, so it serves only that user, and the acceptor is kept from the
 user's files and processes only by its sandbox. See docs/SECURITY.md.
 
-Signals: SIGHUP reopens the audit log (after rotation by rename, and to retry
-one that could not be written) and reloads the configuration (a broken file is
-refused and the running configuration kept); SIGTERM and SIGINT stop the daemon.
+Signals: SIGUSR1 reopens the audit log and does nothing else (after rotation by
+rename: logrotate's postrotate sends it; the new file continues the chain of the
+old one). SIGHUP reopens the audit log too (and retries one that could not be
+written) and reloads the configuration (a broken file is refused and the
+running configuration kept); SIGTERM and SIGINT stop the daemon.
 
 -trace FILE appends to FILE, for every connection, when each step of its way
 through the acceptor, the monitor and the worker happened (off by default; see
@@ -282,12 +284,16 @@ func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout,
 		return 1
 	}
 	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	log.Info("netauthd running", "host_key", keys.Fingerprint(d.HostKey()), "config", nameOf(cfg))
 	fmt.Fprint(stdout, note)
 	// Every service listens (Start bound them and started the acceptor on them).
 	sdNotify(log, notify.Ready(runningStatus(d)))
 	for s := range sig {
+		if s == syscall.SIGUSR1 {
+			reopenAuditLog(d, log)
+			continue
+		}
 		if s == syscall.SIGHUP {
 			sdNotify(log, notify.Reloading("reloading the configuration"))
 			status := ""
@@ -393,4 +399,12 @@ func activationListeners() ([]net.Listener, []string, error) {
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")
 	return out, names, nil
+}
+
+// reopenAuditLog handles SIGUSR1: the audit log was renamed (rotated), and goes on in a new
+// file at its path; the configuration is not reloaded.
+func reopenAuditLog(d *daemon.Daemon, log *slog.Logger) {
+	if err := d.ReopenAudit(); err != nil {
+		log.Error("audit log not rotated: still writing to the file open before", "err", err)
+	}
 }

@@ -197,6 +197,10 @@ func (v *verifier) check(n int, l line) {
 		v.badLine(n, seq, err.Error())
 		return
 	}
+	if p.kind == lineCheckpoint && p.ck.Event == EventContinue && n != 1 {
+		v.badLine(n, p.rec.Seq, "a continuing checkpoint that is not the first line of the file: netauthd writes one only as the first line of a new file after a rotation")
+		return
+	}
 	if v.needOpen && p.kind != lineSigned && (p.kind != lineCheckpoint || p.ck.Event != EventOpen) {
 		v.badLine(n, p.rec.Seq, v.needOpenWhy)
 		return
@@ -245,7 +249,7 @@ func (v *verifier) badLine(n int, seq uint64, reason string) {
 func (v *verifier) goodLine(n int, p *parsed, data []byte) {
 	rec := p.rec
 	var reasons []string
-	detail := v.chain(rec)
+	detail := v.chain(p)
 	if detail != "" || v.badSince > 0 || !v.inSeg {
 		// A new segment begins here: after a break, after bad lines, or at
 		// the start of the file.
@@ -338,6 +342,11 @@ func (v *verifier) checkpoint(n int, seq uint64, ck *Checkpoint) {
 		v.needOpenWhy = fmt.Sprintf("written after the log was closed (line %d) and before netauthd opened it again: netauthd did not write it", n)
 	case EventOpen:
 		v.needOpen = false
+	case EventContinue:
+		// Its head is the last line of the file before (which
+		// Report.Continues compares); it covers nothing in this one.
+		v.report.Follows = &Link{Seq: ck.Seq, Hash: ck.Head}
+		return
 	}
 	s := ck.Seq
 	if s < v.segSeq {
@@ -556,6 +565,9 @@ func (v *verifier) finish() {
 		v.uncovered(v.anchorSeq, true, 0)
 	}
 	v.report.Closed = v.lastClose
+	if v.haveAnchor && v.badSince == 0 && v.anchorLine == v.report.Lines {
+		v.report.End = &Link{Seq: v.anchorSeq, Hash: hex.EncodeToString(v.anchorHash[:])}
+	}
 	if v.requireSigned && v.report.Checkpoints > 0 && !v.lastClose {
 		v.notClosed()
 	}
@@ -614,13 +626,19 @@ func (v *verifier) problem(n int, seq uint64, reason string) {
 	}
 }
 
-// chain checks that the record rec follows the last good line (the anchor).
+// chain checks that the line p follows the last good line (the anchor).
 // It returns "" if it does, else why not. Lines in between whose own content
 // is bad (v.badSince of them) may have been records: the sequence may then
 // advance by up to that many more, and the hash chain can be checked only if
-// it did not advance further than 1.
-func (v *verifier) chain(rec *Record) string {
+// it did not advance further than 1. The first line of a file has prev 64
+// zeros, or, a continuing checkpoint, the hash of the last line of the file
+// before (which its host signature covers).
+func (v *verifier) chain(p *parsed) string {
+	rec := p.rec
 	wantSeq, wantPrev, after := uint64(1), zeroPrev, "the start of the file"
+	if p.kind == lineCheckpoint && p.ck.Event == EventContinue {
+		wantPrev = p.ck.Head
+	}
 	if v.haveAnchor {
 		wantSeq, wantPrev = v.anchorSeq+1, hex.EncodeToString(v.anchorHash[:])
 		after = fmt.Sprintf("seq %d (line %d)", v.anchorSeq, v.anchorLine)

@@ -80,11 +80,21 @@
 // fails (a full disk) is cut off again, so the file keeps whole lines and the
 // chain stays intact; Write then reports the failure, and tries the disk
 // again on a later call, at most every RetryInterval. Rotate the log by
-// renaming the file and calling Reopen (netauthd does on SIGHUP), or opening
-// a new Writer: the new file starts again at seq 1. Never copy and truncate
-// the log in place: the Writer notices at its next write, logs it and goes on
-// from the end of what the file holds, but the chain is broken there (Verify
-// reports the records before the cut).
+// renaming the file and calling Reopen (netauthd does on SIGUSR1 and SIGHUP).
+// The file rotated away ends with a closing checkpoint, and the new file
+// continues its chain: its first line is a continuing checkpoint
+// (EventContinue), signed by the host key, whose head names the old file's
+// last line (its seq and hash) and whose prev is that hash; the new file's
+// own lines count again from seq 1. Verify reports the link it read
+// (Report.Follows) and the file's own last line (Report.End), and
+// Report.Continues checks that one file follows another, so that a file
+// missing from a rotated sequence, cut at its end, or given out of order is
+// found. A new Writer (Open) on an empty file starts a new chain (64 zeros).
+// Never copy and truncate the log in place: the Writer notices at its next
+// write, logs it and goes on from the end of what the file holds, but the
+// chain is broken there (Verify reports the records before the cut), and the
+// copy made before the cut misses the records written between the copy and
+// the cut.
 package audit
 
 import (
@@ -123,6 +133,11 @@ const (
 	// EventClose marks the last line a Writer appends to a file (Close, or
 	// Reopen after a rotation): its head is the line just before it.
 	EventClose = "close"
+	// EventContinue marks the first line of a file that Reopen started
+	// after a rotation: the chain goes on from the file rotated away. Its
+	// head is that file's last line (its seq there and its hash), its own
+	// seq is 1 and its prev is that head; it vouches for nothing.
+	EventContinue = "continue"
 )
 
 // UserNamespace is the SSHSIG namespace of the user signatures that full
@@ -188,7 +203,10 @@ type Record struct {
 	Code string `json:"code,omitempty"`
 	// Reason says why a connection was refused.
 	Reason string `json:"reason,omitempty"`
-	// Worker is the process id of the worker that got the connection.
+	// Worker is, for an accepted connection given to a worker already
+	// running, that worker's process id. It is 0 (and left out) for a
+	// connection that needed a new worker: netauthd starts one only after
+	// the record is written, and logs its pid itself.
 	Worker int `json:"worker,omitempty"`
 	// Statement is, for full handshakes, the statement text the user's key
 	// signed.
@@ -215,7 +233,9 @@ type Record struct {
 	// Checkpoint, Prev and HostSig.
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 	// Prev is the hex SHA-256 of the previous line of the file, without its
-	// newline; 64 zeros for the first line.
+	// newline; for the first line, 64 zeros, or, for a continuing
+	// checkpoint (EventContinue), the hash of the last line of the file
+	// rotated away before it.
 	Prev string `json:"prev"`
 	// HostSig is the base64 binary SSHSIG signature by the host key, in
 	// namespace Namespace. On a checkpoint line it is over the checkpoint's
@@ -248,7 +268,7 @@ type Checkpoint struct {
 	Time time.Time `json:"time"`
 	// HostKeyFP is the SHA256 fingerprint of the host key that signed it.
 	HostKeyFP string `json:"host_key_fp"`
-	// Event is EventOpen, EventClose, or empty.
+	// Event is EventOpen, EventClose, EventContinue, or empty.
 	Event string `json:"event,omitempty"`
 }
 

@@ -23,7 +23,8 @@ func verifyFile(t *testing.T, path string, host hostKey) *Report {
 }
 
 // TestReopenAfterRotation: a log renamed away is written to until Reopen, which goes on in a
-// new file at the path, from seq 1; both files verify.
+// new file at the path whose first line (seq 1) is the continuing checkpoint naming the old
+// file's last line; both files verify, and the new one continues the old one.
 func TestReopenAfterRotation(t *testing.T) {
 	host := newHostKey(t)
 	path := filepath.Join(t.TempDir(), "audit.log")
@@ -53,18 +54,26 @@ func TestReopenAfterRotation(t *testing.T) {
 	if err := w.Write(r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Seq != 1 {
-		t.Errorf("first record of the new file has seq %d, want 1", r.Seq)
+	if r.Seq != 2 {
+		t.Errorf("first record of the new file has seq %d, want 2 (after the continuing checkpoint)", r.Seq)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// The rotated file ends with the closing checkpoint Reopen wrote.
-	if rep := verifyFile(t, rotated, host); !rep.Signed() || !rep.Closed || rep.Records != 2 {
-		t.Fatalf("rotated log: %+v", rep)
+	old := verifyFile(t, rotated, host)
+	if !old.Signed() || !old.Closed || old.Records != 2 {
+		t.Fatalf("rotated log: %+v", old)
 	}
-	if rep := verifyFile(t, path, host); !rep.Signed() || !rep.Closed || rep.Records != 1 {
+	rep := verifyFile(t, path, host)
+	if !rep.Signed() || !rep.Closed || rep.Records != 1 {
 		t.Fatalf("new log: %+v", rep)
+	}
+	if old.End == nil || rep.Follows == nil || *rep.Follows != *old.End || old.End.Seq != 3 {
+		t.Fatalf("the new log follows %+v, the rotated one ends at %+v (seq 3, its closing checkpoint)", rep.Follows, old.End)
+	}
+	if err := rep.Continues(old, nil); err != nil {
+		t.Fatalf("the new log does not continue the rotated one: %v", err)
 	}
 }
 

@@ -125,11 +125,61 @@ type Report struct {
 	// Closed reports that the file ends with the checkpoint a Writer writes
 	// when it closes the file (Close, or Reopen after a rotation).
 	Closed bool
+	// Follows is, for a file whose first line is a continuing checkpoint
+	// (EventContinue) that verifies, the last line of the file rotated away
+	// before it, as that checkpoint names it; nil for a file that starts a
+	// chain of its own. End is the file's last line, if it is good.
+	// Report.Continues compares them.
+	Follows, End *Link
 	// Bad is the number of bad lines, and Problems lists the first
 	// MaxProblems of them, in file order, one entry per line.
 	Bad      int
 	Problems []Problem
 }
+
+// Link names a line of a log by its sequence number and the hex SHA-256 of
+// its bytes (without the newline).
+type Link struct {
+	Seq  uint64
+	Hash string
+}
+
+// Continues checks that the file r reports on continues the chain of the
+// file prev reports on, as the next file of a rotated log does: its first
+// line names prev's last line. others, if not nil, are the reports of the
+// other files given, by name, to say which one r follows instead. The error
+// says what is wrong: a file missing between them, prev cut at its end, the
+// files out of order, or r starting a chain of its own (netauthd started
+// on an empty file, not a rotation: an ErrNewChain).
+func (r *Report) Continues(prev *Report, others map[string]*Report) error {
+	switch {
+	case prev.Follows != nil && r.End != nil && *prev.Follows == *r.End:
+		return errors.New("the file given before it continues this one: the files are out of order")
+	case r.Follows == nil:
+		return ErrNewChain
+	case prev.End == nil:
+		return fmt.Errorf("cannot check that it follows the file before it, whose last line is bad (see there)")
+	case *r.Follows == *prev.End:
+		return nil
+	}
+	for name, o := range others {
+		if o != prev && o != r && o.End != nil && *o.End == *r.Follows {
+			return fmt.Errorf("its first line continues %s (seq %d), not the file given before it: the files are out of order", Printable(name), r.Follows.Seq)
+		}
+	}
+	if r.Follows.Seq > prev.End.Seq {
+		return fmt.Errorf("its first line continues a file whose last line is seq %d, but the file before it ends at seq %d: that file was cut at its end (%d lines missing), or a file is missing between them",
+			r.Follows.Seq, prev.End.Seq, r.Follows.Seq-prev.End.Seq)
+	}
+	return fmt.Errorf("its first line continues a file whose last line is seq %d (SHA-256 %s), but the file before it ends at seq %d (SHA-256 %s): a file is missing between them, or they are out of order",
+		r.Follows.Seq, r.Follows.Hash, prev.End.Seq, prev.End.Hash)
+}
+
+// ErrNewChain is what Report.Continues returns for a file that starts a chain
+// of its own rather than continuing the file before it: netauthd was started
+// on an empty file (rotated while netauthd was stopped, or netauthd
+// restarted), so whether a file is missing before it cannot be told.
+var ErrNewChain = errors.New("it starts a chain of its own (netauthd was started on an empty file, not rotated): whether a file is missing before it cannot be checked")
 
 // OK reports whether no line was found bad: every record is intact, and
 // covered by a host signature or listed in UncoveredRuns.
@@ -377,14 +427,29 @@ func (p *parsed) checkCheckpoint(data, ckJSON, hostKey []byte, hostFP string) er
 		return fmt.Errorf("checkpoint names host key %s, not the host key %s", ck.HostKeyFP, hostFP)
 	case len(ck.Head) != 2*sha256.Size || strings.ToLower(ck.Head) != ck.Head || !isHex(ck.Head):
 		return errors.New("checkpoint head is not a hex SHA-256")
+	case ck.Time.IsZero():
+		return errors.New("checkpoint without a time")
+	}
+	if ck.Event == EventContinue {
+		switch {
+		case seq != 1:
+			return fmt.Errorf("continuing checkpoint with seq %d: it must be the first line of its file", seq)
+		case ck.Seq == 0:
+			return errors.New("continuing checkpoint whose head seq is 0")
+		case ck.From != ck.Seq+1:
+			return errors.New("continuing checkpoint that vouches for lines")
+		case p.rec.Prev != ck.Head:
+			return errors.New("continuing checkpoint whose prev is not the head it signed")
+		}
+		return nil
+	}
+	switch {
 	case ck.Seq == 0 || ck.Seq >= seq:
 		return fmt.Errorf("checkpoint head seq %d is not a line before it", ck.Seq)
 	case seq-ck.Seq >= MaxCheckpointLag:
 		return fmt.Errorf("checkpoint head seq %d is %d lines or more before it", ck.Seq, MaxCheckpointLag)
 	case ck.From == 0 || ck.From > ck.Seq+1:
 		return fmt.Errorf("checkpoint vouches from seq %d, after its head seq %d", ck.From, ck.Seq)
-	case ck.Time.IsZero():
-		return errors.New("checkpoint without a time")
 	}
 	switch ck.Event {
 	case "":
@@ -396,7 +461,7 @@ func (p *parsed) checkCheckpoint(data, ckJSON, hostKey []byte, hostFP string) er
 			return errors.New("open checkpoint that vouches for lines")
 		}
 	default:
-		return fmt.Errorf("checkpoint event %q is not %q or %q", ck.Event, EventOpen, EventClose)
+		return fmt.Errorf("checkpoint event %q is not %q, %q or %q", ck.Event, EventOpen, EventClose, EventContinue)
 	}
 	return nil
 }

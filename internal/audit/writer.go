@@ -176,14 +176,15 @@ func Open(path string, hostKey ed25519.PrivateKey, opts Options) (*Writer, error
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.startFileLocked(f, end)
+	w.startFileLocked(f, end, nil)
 	return w, nil
 }
 
 // startFileLocked makes f, whose chain ends at end, the file the Writer
-// writes to, and writes its opening checkpoint if it holds lines. Callers
-// hold w.mu.
-func (w *Writer) startFileLocked(f *os.File, end chainEnd) {
+// writes to, and writes its opening checkpoint if it holds lines, or, if it
+// is empty and follows a file rotated away whose last line is after, its
+// continuing checkpoint. Callers hold w.mu.
+func (w *Writer) startFileLocked(f *os.File, end chainEnd, after *Link) {
 	w.f, w.seq, w.prev, w.size, w.dirty, w.triedAt = f, end.seq, end.prev, end.size, false, time.Time{}
 	w.from, w.uncovered, w.opening, w.openHash = end.seq+1, 0, nil, ""
 	w.gen++
@@ -191,11 +192,15 @@ func (w *Writer) startFileLocked(f *os.File, end chainEnd) {
 		w.log.Warn("the audit log ends in records no checkpoint covers: netauthd stopped before it signed them; sealing them as found ('netauth audit verify' reports them as not covered)",
 			"path", w.path, "last_seq", end.seq)
 	}
-	if end.seq == 0 || w.signEach {
+	if w.signEach || end.seq == 0 && after == nil {
 		return
 	}
+	ck, prev := &Checkpoint{Seq: end.seq, Head: end.prev, From: end.seq + 1, Event: EventOpen}, end.prev
+	if end.seq == 0 {
+		ck, prev = &Checkpoint{Seq: after.Seq, Head: after.Hash, From: after.Seq + 1, Event: EventContinue}, after.Hash
+	}
 	now := w.now()
-	line, err := w.sealLine(&Checkpoint{Seq: end.seq, Head: end.prev, From: end.seq + 1, Event: EventOpen}, end.seq+1, end.prev, now)
+	line, err := w.sealLine(ck, end.seq+1, prev, now)
 	if err != nil {
 		w.failLocked(err, false, now)
 		return
@@ -543,9 +548,10 @@ func (w *Writer) cutLocked() error {
 }
 
 // Reopen opens the log's path again, so that a log rotated by renaming the
-// file goes on in a new file at that path (created if it does not exist,
-// starting again at seq 1, or continuing the chain of the records it holds,
-// as Open does). If the path still names the file already open, Reopen
+// file goes on in a new file at that path: created if it does not exist, and
+// then continuing the chain of the file rotated away (its first line, seq 1,
+// is a continuing checkpoint naming that file's last line), or continuing
+// the chain of the records it holds, as Open does. If the path still names the file already open, Reopen
 // re-reads where its chain ends. Either way, a Writer whose last write
 // failed tries the file again at the next Write. If the path cannot be
 // opened, or its file is not a log Open would accept, Reopen returns the
@@ -594,12 +600,21 @@ func (w *Writer) Reopen() error {
 	if err != nil {
 		return fmt.Errorf("%w (still writing to the file open before)", err)
 	}
-	// The file rotated away ends with a closing checkpoint.
+	// The file rotated away ends with a closing checkpoint, and a new file
+	// continues its chain from the last line written to it.
 	if err := w.closeFileLocked(now); err != nil {
 		w.log.Warn("closing the audit log file before", "path", w.path, "err", err)
 	}
-	w.startFileLocked(f, end)
-	w.log.Info("audit log reopened", "path", w.path, "next_seq", end.seq+1)
+	var after *Link
+	if w.seq > 0 {
+		after = &Link{Seq: w.seq, Hash: w.prev}
+	}
+	w.startFileLocked(f, end, after)
+	if end.seq == 0 && after != nil {
+		w.log.Info("audit log reopened: the new file continues the chain", "path", w.path, "previous_last_seq", after.Seq)
+	} else {
+		w.log.Info("audit log reopened", "path", w.path, "next_seq", end.seq+1)
+	}
 	return nil
 }
 

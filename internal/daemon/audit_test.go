@@ -6,9 +6,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,7 +225,8 @@ func TestRefusalRecordBounded(t *testing.T) {
 }
 
 // TestAuditReopenOnReload: after the audit log is rotated by renaming it, a reload (SIGHUP)
-// makes netauthd go on in a new file at the configured path, starting at seq 1.
+// makes netauthd go on in a new file at the configured path, which continues the chain of the
+// rotated one.
 func TestAuditReopenOnReload(t *testing.T) {
 	tb := newTestbed(t, whoamiService)
 	cfg := tb.config("netauth-alice")
@@ -242,12 +245,54 @@ func TestAuditReopenOnReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := verifyLog(t, tb)
-	if rep.Full != 1 || rep.LastSeq != 1 {
-		t.Fatalf("the new log has %d full handshakes, last seq %d; want 1, 1", rep.Full, rep.LastSeq)
+	if rep.Full != 1 || rep.LastSeq != 2 {
+		t.Fatalf("the new log has %d full handshakes, last seq %d; want 1, 2 (after the continuing checkpoint)", rep.Full, rep.LastSeq)
 	}
 	old := *tb
 	old.auditLog = rotated
-	if rep := verifyLog(t, &old); rep.Full != 1 {
-		t.Fatalf("the rotated log has %d full handshakes, want 1", rep.Full)
+	oldRep := verifyLog(t, &old)
+	if oldRep.Full != 1 {
+		t.Fatalf("the rotated log has %d full handshakes, want 1", oldRep.Full)
+	}
+	if err := rep.Continues(oldRep, nil); err != nil {
+		t.Fatalf("the new log does not continue the rotated one: %v", err)
+	}
+}
+
+// TestAuditRecordNamesWorker: the record of a connection given to the user's running worker
+// names that worker's pid; the first connection, logged before its worker was started, names
+// none.
+func TestAuditRecordNamesWorker(t *testing.T) {
+	tb := newTestbed(t, whoamiService)
+	cfg := tb.config("netauth-alice")
+	cfg.DisableResumption = true
+	var pids []string
+	for range 3 {
+		out, err := tb.whoami("whoami", "netauth-alice", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, out["pid"])
+	}
+	if pids[0] == "" || pids[1] != pids[0] || pids[2] != pids[0] {
+		t.Fatalf("worker pids %v, want one worker", pids)
+	}
+	verifyLog(t, tb)
+	data, err := os.ReadFile(tb.auditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var workers []string
+	for _, l := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var r audit.Record
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Checkpoint == nil && r.Decision == audit.Accepted {
+			workers = append(workers, strconv.Itoa(r.Worker))
+		}
+	}
+	if want := []string{"0", pids[0], pids[0]}; strings.Join(workers, " ") != strings.Join(want, " ") {
+		t.Fatalf("accepted records name workers %v, want %v", workers, want)
 	}
 }

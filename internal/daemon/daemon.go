@@ -273,6 +273,17 @@ func (d *Daemon) Addrs(service string) []net.Addr {
 	return out
 }
 
+// ReopenAudit reopens the audit log and nothing else (SIGUSR1, sent after the file was
+// renamed, as logrotate's postrotate does): the file rotated away ends with a closing
+// checkpoint, and a new file at the path continues its chain. If the path cannot be opened,
+// the daemon goes on writing to the file it had open.
+func (d *Daemon) ReopenAudit() error {
+	if err := d.audit.Reopen(); err != nil {
+		return fmt.Errorf("reopening the audit log: %w", err)
+	}
+	return nil
+}
+
 // Reload re-reads the configuration. A configuration with errors is refused and the running
 // one kept. Live sessions survive: services whose listening addresses did not change keep
 // their sockets and workers; users who lost access are revoked at once. First, whatever the

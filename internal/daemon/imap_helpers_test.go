@@ -109,16 +109,8 @@ func freshMaildir(t *testing.T, user string) string {
 // auditRecords returns the accepted records of service in the testbed's audit log.
 func (tb *testbed) auditRecords(service string) []audit.Record {
 	tb.t.Helper()
-	data, err := os.ReadFile(tb.auditLog)
-	if err != nil {
-		tb.t.Fatal(err)
-	}
 	var out []audit.Record
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		var r audit.Record
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			tb.t.Fatalf("audit record %q: %v", line, err)
-		}
+	for _, r := range tb.auditLines() {
 		if r.Service == service && r.Decision == "accepted" {
 			out = append(out, r)
 		}

@@ -3,6 +3,7 @@
 package daemon
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -128,19 +129,8 @@ func (e *evilAcceptor) auditCount(decision, want string) int {
 
 func (tb *testbed) auditCount(decision, want string) int {
 	tb.t.Helper()
-	data, err := os.ReadFile(tb.auditLog)
-	if err != nil {
-		tb.t.Fatal(err)
-	}
 	n := 0
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if line == "" {
-			continue
-		}
-		var r audit.Record
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			tb.t.Fatalf("audit record %q: %v", line, err)
-		}
+	for _, r := range tb.auditLines() {
 		if r.Decision == decision && strings.Contains(r.Reason, want) {
 			n++
 		}
@@ -148,21 +138,42 @@ func (tb *testbed) auditCount(decision, want string) int {
 	return n
 }
 
-// auditSummarized adds up the refusals with code that the audit log counted in summary
-// records rather than logged one by one.
-func (tb *testbed) auditSummarized(code string) int {
+// auditLines returns the audit log's records, each line parsed. A line still being written
+// (no newline yet: the test reads while the monitor writes) is left for the next call.
+func (tb *testbed) auditLines() []audit.Record {
 	tb.t.Helper()
 	data, err := os.ReadFile(tb.auditLog)
 	if err != nil {
 		tb.t.Fatal(err)
 	}
-	n := 0
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		var r audit.Record
-		if line == "" || json.Unmarshal([]byte(line), &r) != nil || r.Summary == nil {
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[:i+1]
+	} else {
+		data = nil
+	}
+	var out []audit.Record
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" {
 			continue
 		}
-		n += int(r.Summary.Counts[code])
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			tb.t.Fatalf("audit record %q: %v", line, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// auditSummarized adds up the refusals with code that the audit log counted in summary
+// records rather than logged one by one.
+func (tb *testbed) auditSummarized(code string) int {
+	tb.t.Helper()
+	n := 0
+	for _, r := range tb.auditLines() {
+		if r.Summary != nil {
+			n += int(r.Summary.Counts[code])
+		}
 	}
 	return n
 }

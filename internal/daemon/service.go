@@ -185,22 +185,33 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, trace: tr}
 	// r.Client is the address the monitor read from the Commit's descriptor (Begin's, from
-	// the acceptor, is only used for refusals before it).
+	// the acceptor, is only used for refusals before it). The record names the worker that
+	// gets the connection when it is already running; a new worker is started only once the
+	// record is written (none for a connection that could not be logged), so the record of a
+	// connection that starts one names none (netauthd's "worker started" line gives its pid).
 	rec := audit.NewRecord(&r.Identity, r.Client, audit.Accepted)
+	if adm.worker, adm.id = d.runningWorkerFor(adm); adm.worker != nil {
+		rec.Worker = adm.worker.pid
+	}
 	if err := d.audit.Write(rec); err != nil {
+		if adm.worker != nil {
+			d.unregister(adm.worker, adm.id)
+		}
 		res.release()
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
 	tr.Mark(trace.Audited)
-	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, trace: tr}
 	// Have a worker ready before accepting, so that a service that cannot start is a clear
 	// refusal rather than a connection dropped after it was accepted.
-	if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
-		res.release()
-		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
-		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
+	if adm.worker == nil {
+		if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
+			res.release()
+			d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
+			return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
+		}
 	}
 	tr.Mark(trace.WorkerReady)
 	return adm, nil

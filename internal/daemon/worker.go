@@ -275,15 +275,7 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 		d.workers[key] = w
 		go w.start(adm.runAs)
 	}
-	d.nextID++
-	id := d.nextID
-	w.pending[id] = nil
-	w.users[id] = adm.user.Name
-	w.active++
-	if w.idle != nil {
-		w.idle.Stop()
-		w.idle = nil
-	}
+	id := d.registerLocked(w, adm)
 	d.mu.Unlock()
 	<-w.ready
 	if w.startErr != nil {
@@ -295,6 +287,45 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 		return nil, 0, w.startErr
 	}
 	return w, id, nil
+}
+
+// registerLocked registers the connection of adm with w and returns its id. Callers hold d.mu.
+func (d *Daemon) registerLocked(w *worker, adm *admission) uint64 {
+	d.nextID++
+	id := d.nextID
+	w.pending[id] = nil
+	w.users[id] = adm.user.Name
+	w.active++
+	if w.idle != nil {
+		w.idle.Stop()
+		w.idle = nil
+	}
+	return id
+}
+
+// runningWorkerFor is workerFor when the worker for adm is already running (started, and not
+// retired or dead): it registers the connection with it and returns it, so that the audit
+// record, written next, names its pid. It returns nil, and starts nothing, when the connection
+// needs a new worker (none is running, the one there is still starting, or the service starts
+// one per connection): that one is started by workerFor once the record is written, so that no
+// worker is started for a connection that could not be logged.
+func (d *Daemon) runningWorkerFor(adm *admission) (*worker, uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key, perConn := workerKeyFor(adm.svc, adm.user.Name)
+	w := d.workers[key]
+	if perConn || w == nil || w.retired || w.dead {
+		return nil, 0
+	}
+	select {
+	case <-w.ready:
+	default:
+		return nil, 0
+	}
+	if w.startErr != nil {
+		return nil, 0
+	}
+	return w, d.registerLocked(w, adm)
 }
 
 // unregister takes back a connection registered with workerFor that will not be handed over.
