@@ -155,12 +155,20 @@ type Listener struct {
 
 // Listen listens on addr and returns a Listener of authenticated connections.
 //
-// In a program that netauthd started as a worker (see IsWorker), Listen ignores network,
-// addr and everything in cfg but its Logger: the connections arrive already authenticated
-// and authorized from netauthd, with the same Identity, so one program serves both ways.
+// Worker mode: in a program that netauthd started as a worker (see IsWorker), Listen does
+// not listen. It ignores network, addr and everything in cfg but its Logger, and returns a
+// Listener of the connections netauthd hands over, already authenticated and authorized by
+// netauthd, with the same Identity, so one program serves both ways. Listen then logs one
+// line at Info to cfg.Logger saying so ("netauth: worker mode: ...").
 func Listen(network, addr string, cfg *ServerConfig) (*Listener, error) {
 	if IsWorker() {
-		return listenWorker(cfg)
+		l, err := listenWorker(cfg)
+		if err != nil {
+			return nil, err
+		}
+		l.log.Info("netauth: worker mode: serving the connections netauthd hands over; network, address and configuration ignored",
+			"network", network, "addr", addr)
+		return l, nil
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
