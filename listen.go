@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+	"weak"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handshake"
@@ -84,7 +85,7 @@ type ServerConfig struct {
 	Logger *slog.Logger
 
 	// shared is the server state of the connections given to Server with this config,
-	// made on first use (guarded by sharedMu); owner is the config it was made for.
+	// made on first use (guarded by sharedMu).
 	shared *Listener
 }
 
@@ -150,7 +151,9 @@ type Listener struct {
 
 	worker *workerSource // set when the connections come from netauthd
 
-	owner *ServerConfig // of the state of Server: the config it was made for to tell a copy of it
+	// owner is, for the state of Server, the config it was made for (to tell a copy of it);
+	// weak, as the state's goroutines hold the state and must not keep the config alive.
+	owner weak.Pointer[ServerConfig]
 }
 
 // Listen listens on addr and returns a Listener of authenticated connections.
@@ -386,7 +389,7 @@ func (cfg *ServerConfig) server() (*Listener, error) {
 	}
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
-	if l := cfg.shared; l != nil && l.owner == cfg {
+	if l := cfg.shared; l != nil && l.owner == weak.Make(cfg) {
 		return l, nil
 	}
 	// The state holds a copy of cfg, not cfg, so that cfg can become garbage.
@@ -396,7 +399,7 @@ func (cfg *ServerConfig) server() (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.owner = cfg
+	l.owner = weak.Make(cfg)
 	cfg.shared = l
 	done, pool := l.done, l.pool
 	runtime.AddCleanup(cfg, func(struct{}) { close(done); pool.Close() }, struct{}{})
