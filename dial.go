@@ -187,8 +187,9 @@ func newDialer(cfg *Config, userName, hostport, network string) (*dialer, error)
 // connection (set Config.KeyFingerprint to choose). The server is known by Config.ServerAddr
 // in known_hosts and in the ticket cache, or else by conn's remote address. The handshake is
 // bounded by HandshakeTimeout (or the context of HandshakeContext, if it has a deadline) and
-// by conn's deadlines; once it has run, the deadlines are left as the caller set them.
-// Closing the returned Conn closes conn.
+// by conn's deadlines; it does not set them (but HandshakeContext with a deadline clears the
+// read deadline after reading the server's verdict, on every Conn). Closing the returned
+// Conn closes conn.
 func Client(conn net.Conn, cfg *Config) *Conn {
 	if cfg == nil {
 		cfg = &Config{}
