@@ -41,20 +41,61 @@ type Conn struct {
 	cleanupOnce sync.Once
 	cleanup     func()       // releases the agent connection (client) or reports the close (worker)
 	trace       *workerTrace // a worker's connection traced by netauthd -trace; else nil
+
+	// A Conn made by Client or Server runs its handshake on first use: lazy is set until the
+	// handshake succeeded, and start (guarded by startMu) runs it once; raw is the
+	// connection it runs on.
+	lazy     atomic.Bool
+	raw      net.Conn
+	startMu  sync.Mutex
+	start    func(ctx context.Context, c *Conn) error
+	startErr error
 }
 
-// Identity returns what the handshake established.
-func (c *Conn) Identity() Identity { return c.id }
+// startHandshake runs the handshake of a Conn made by Client or Server, once; it returns the
+// handshake's error to every later call.
+func (c *Conn) startHandshake(ctx context.Context) error {
+	if !c.lazy.Load() {
+		return nil
+	}
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	if c.start != nil {
+		start := c.start
+		c.start = nil
+		if c.startErr = start(ctx, c); c.startErr == nil {
+			c.lazy.Store(false)
+		}
+	}
+	return c.startErr
+}
 
-// Handshake waits for the server's verdict on the client's authentication, if it is still
-// outstanding, and returns a *RefusedError if the server refused. On the server side, and on
-// resumed connections, it returns nil at once.
+// errNoHandshake is returned by the methods that need a completed handshake.
+var errNoHandshake = errors.New("netauth: the handshake has not completed")
+
+// Identity returns what the handshake established (the zero Identity before the handshake
+// of a Conn made by Client or Server).
+func (c *Conn) Identity() Identity {
+	if c.lazy.Load() {
+		return Identity{}
+	}
+	return c.id
+}
+
+// Handshake runs the handshake of a Conn made by Client or Server if it has not run yet, and
+// waits for the server's verdict on the client's authentication if it is still outstanding:
+// it returns a *RefusedError if the server refused. On the server side, and on resumed
+// connections, it returns once the handshake has run.
 func (c *Conn) Handshake() error {
 	return c.HandshakeContext(context.Background())
 }
 
-// HandshakeContext is Handshake bounded by ctx.
+// HandshakeContext is Handshake bounded by ctx. If ctx ends during the handshake of a Conn
+// made by Client or Server, the handshake is abandoned and the connection is unusable.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
+	if err := c.startHandshake(ctx); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.client == nil || !c.client.Pending() {
@@ -106,8 +147,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Write writes application data in encrypted records.
-func (c *Conn) Write(p []byte) (int, error) { return c.rc.Write(p) }
+// Write writes application data in encrypted records. On a Conn made by Client or Server the
+// first Write runs the handshake.
+func (c *Conn) Write(p []byte) (int, error) {
+	if err := c.startHandshake(context.Background()); err != nil {
+		return 0, err
+	}
+	return c.rc.Write(p)
+}
 
 // Close sends a close record and closes the connection cleanly: it shuts down the sending
 // side and reads, dropping it, what the peer still sends up to the peer's close record, so
@@ -116,6 +163,11 @@ func (c *Conn) Write(p []byte) (int, error) { return c.rc.Write(p) }
 // socket is read and closed in the background, within 250 ms (record.CloseWait) or the read
 // deadline if sooner. A Close that interrupts a Read or Write in progress closes at once.
 func (c *Conn) Close() error {
+	if c.lazy.Load() { // before the handshake completed (a handshake in progress ends)
+		err := c.raw.Close()
+		c.release()
+		return err
+	}
 	err := c.rc.Close()
 	c.release()
 	return err
@@ -123,24 +175,60 @@ func (c *Conn) Close() error {
 
 // CloseWrite sends a close record and shuts down the sending side; the peer reads io.EOF
 // while this side can still read.
-func (c *Conn) CloseWrite() error { return c.rc.CloseWrite() }
+func (c *Conn) CloseWrite() error {
+	if c.lazy.Load() {
+		return errNoHandshake
+	}
+	return c.rc.CloseWrite()
+}
 
 // LocalAddr returns the local network address.
-func (c *Conn) LocalAddr() net.Addr { return c.rc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr {
+	if c.raw != nil {
+		return c.raw.LocalAddr()
+	}
+	return c.rc.LocalAddr()
+}
 
 // RemoteAddr returns the remote network address.
-func (c *Conn) RemoteAddr() net.Addr { return c.rc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.raw != nil {
+		return c.raw.RemoteAddr()
+	}
+	return c.rc.RemoteAddr()
+}
 
-// SetDeadline sets the read and write deadlines.
-func (c *Conn) SetDeadline(t time.Time) error { return c.rc.SetDeadline(t) }
+// SetDeadline sets the read and write deadlines. On a Conn made by Client or Server they
+// bound the handshake too.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if c.lazy.Load() {
+		return c.raw.SetDeadline(t)
+	}
+	return c.rc.SetDeadline(t)
+}
 
 // SetReadDeadline sets the read deadline.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.rc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.lazy.Load() {
+		return c.raw.SetReadDeadline(t)
+	}
+	return c.rc.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the write deadline. A write that times out leaves the connection
 // unable to write.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.rc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.lazy.Load() {
+		return c.raw.SetWriteDeadline(t)
+	}
+	return c.rc.SetWriteDeadline(t)
+}
 
 // NetConn returns the underlying connection. Reading or writing it directly corrupts the
 // netauth stream.
-func (c *Conn) NetConn() net.Conn { return c.rc.NetConn() }
+func (c *Conn) NetConn() net.Conn {
+	if c.raw != nil {
+		return c.raw
+	}
+	return c.rc.NetConn()
+}

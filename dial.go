@@ -55,9 +55,32 @@ type Config struct {
 	// *HostKeyError that names the fingerprint and the command that trusts it.
 	KnownHostsFile string
 
-	// HostKeyCallback, if set, replaces the known_hosts check. It is given the address as
-	// dialed ("host:port") and the server's host key.
+	// SSHHostKeyCallback, if set, replaces the known_hosts check. It has the shape of
+	// x/crypto/ssh's ClientConfig.HostKeyCallback, so that the callbacks made for ssh work
+	// as they are, such as knownhosts.New(files...) (golang.org/x/crypto/ssh/knownhosts; it
+	// needs a TCP remote address) or ssh.FixedHostKey(key). It is given the server's address
+	// as dialed ("host:port", or Config.ServerAddr with Client), the remote address of the
+	// connection, and the server's host key.
+	SSHHostKeyCallback ssh.HostKeyCallback
+
+	// HostKeyCallback, if set (and SSHHostKeyCallback is not), replaces the known_hosts
+	// check. It is given the address as dialed ("host:port") and the server's host key.
+	//
+	// Deprecated: use SSHHostKeyCallback, which has x/crypto/ssh's shape (knownhosts.New
+	// gives one) and is also given the remote address.
 	HostKeyCallback func(hostport string, key ssh.PublicKey) error
+
+	// DialContext, if set, makes the connections of Dial and DialContext instead of a zero
+	// net.Dialer: it lets the caller choose the source address, a connect timeout, or a
+	// proxy (a (*net.Dialer).DialContext, or a proxy.ContextDialer's). It is given the
+	// network and the address without its user part.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// ServerAddr is the address ("host:port") the server is known by in known_hosts and in
+	// the ticket cache, for a connection made elsewhere and given to Client. If empty,
+	// Client uses the connection's remote address (and fails if there is none, as on a
+	// net.Pipe). Dial ignores it and uses the address it dials.
+	ServerAddr string
 
 	// Service, if set, is the service the server must announce.
 	Service string
@@ -105,21 +128,8 @@ func DialContext(ctx context.Context, network, addr string, cfg *Config) (*Conn,
 		cfg = &Config{}
 	}
 	userName, hostport := splitUser(addr)
-	if cfg.User != "" {
-		userName = cfg.User
-	}
-	if userName == "" {
-		u, err := user.Current()
-		if err != nil {
-			return nil, fmt.Errorf("netauth: finding the current user: %w", err)
-		}
-		userName = u.Username
-	}
-	if err := keys.ValidName(userName); err != nil {
-		return nil, fmt.Errorf("netauth: user name: %w", err)
-	}
-	d := &dialer{cfg: cfg, user: userName, hostport: hostport, network: network}
-	if err := d.setup(); err != nil {
+	d, err := newDialer(cfg, userName, hostport, network)
+	if err != nil {
 		return nil, err
 	}
 	ok := false
@@ -142,6 +152,72 @@ func DialContext(ctx context.Context, network, addr string, cfg *Config) (*Conn,
 		ok = true
 		return c, nil
 	}
+}
+
+// newDialer resolves the user name (cfg.User, else userName, else the current user) and
+// connects to the agent.
+func newDialer(cfg *Config, userName, hostport, network string) (*dialer, error) {
+	if cfg.User != "" {
+		userName = cfg.User
+	}
+	if userName == "" {
+		u, err := user.Current()
+		if err != nil {
+			return nil, fmt.Errorf("netauth: finding the current user: %w", err)
+		}
+		userName = u.Username
+	}
+	if err := keys.ValidName(userName); err != nil {
+		return nil, fmt.Errorf("netauth: user name: %w", err)
+	}
+	d := &dialer{cfg: cfg, user: userName, hostport: hostport, network: network}
+	if err := d.setup(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Client returns a client netauth connection on conn, a connection made elsewhere (through
+// a proxy, a socketpair, an existing stream), as tls.Client does: the handshake runs on the
+// first Read or Write, or on an explicit Handshake or HandshakeContext. cfg may be nil.
+//
+// It is the handshake Dial runs, with the same configuration, but a single attempt: with
+// several keys in the agent, the first (or the one the server accepted last time) is
+// offered and a refusal is final, since a refused key cannot be retried on the same
+// connection (set Config.KeyFingerprint to choose). The server is known by Config.ServerAddr
+// in known_hosts and in the ticket cache, or else by conn's remote address. The handshake is
+// bounded by HandshakeTimeout (or the context of HandshakeContext, if it has a deadline) and
+// by conn's deadlines; it does not set them (but HandshakeContext with a deadline clears the
+// read deadline after reading the server's verdict, on every Conn). Closing the returned
+// Conn closes conn.
+func Client(conn net.Conn, cfg *Config) *Conn {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	c := &Conn{raw: conn}
+	c.lazy.Store(true)
+	c.start = func(ctx context.Context, c *Conn) error {
+		hostport, network := cfg.ServerAddr, ""
+		if ra := conn.RemoteAddr(); ra != nil {
+			network = ra.Network()
+			if hostport == "" && network != "pipe" {
+				hostport = ra.String()
+			}
+		}
+		if hostport == "" {
+			return errors.New("netauth: Config.ServerAddr is required: the connection has no remote address to name the server by")
+		}
+		d, err := newDialer(cfg, "", hostport, network)
+		if err != nil {
+			return err
+		}
+		if err := d.handshake(ctx, conn, c); err != nil {
+			d.release()
+			return err
+		}
+		return nil
+	}
+	return c
 }
 
 // splitUser splits "user@host:port" into its parts.
@@ -293,7 +369,20 @@ func (d *dialer) nextKey() bool {
 }
 
 // attempt makes one connection and handshake.
-func (d *dialer) attempt(ctx context.Context) (_ *Conn, err error) {
+func (d *dialer) attempt(ctx context.Context) (*Conn, error) {
+	c := &Conn{}
+	if err := d.handshake(ctx, nil, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// handshake runs a client handshake and sets up c with its result. If nc is nil, it dials
+// (Dial: one attempt of several, the connection closed on failure); otherwise it runs on nc,
+// a connection made elsewhere (Client: the only attempt; nc is left open and its deadlines as
+// the caller set them).
+func (d *dialer) handshake(ctx context.Context, nc net.Conn, c *Conn) (err error) {
+	dialing := nc == nil
 	if _, ok := ctx.Deadline(); !ok {
 		t := d.cfg.HandshakeTimeout
 		if t <= 0 {
@@ -317,38 +406,50 @@ func (d *dialer) attempt(ctx context.Context) (_ *Conn, err error) {
 		}()
 	}
 	// The cached session is looked up (in the agent, and checked against known_hosts) while
-	// the connection is being made, not before.
-	var sessc chan *handshake.Session
+	// the connection is being made, not before. An SSHHostKeyCallback is given the remote
+	// address, known once connected: with one, the session's host key is checked then.
+	var sess *handshake.Session
 	if d.cfg.DisableResumption {
 		d.startKeys()
-	} else {
-		sessc = make(chan *handshake.Session, 1)
-		go func() { sessc <- d.cachedSession() }()
 	}
-	nc, err := (&net.Dialer{}).DialContext(ctx, d.network, d.hostport)
-	var sess *handshake.Session
-	if sessc != nil {
-		sess = <-sessc
-	}
-	if err != nil {
-		if sess != nil {
-			sess.Zero()
+	if dialing {
+		var sessc chan *handshake.Session
+		if !d.cfg.DisableResumption {
+			sessc = make(chan *handshake.Session, 1)
+			go func() { sessc <- d.trustedSession(d.cachedSession(), nil) }()
 		}
-		return nil, fmt.Errorf("netauth: %w", err)
+		nc, err = d.dial(ctx)
+		if sessc != nil {
+			sess = <-sessc
+		}
+		if err != nil {
+			if sess != nil {
+				sess.Zero()
+			}
+			return fmt.Errorf("netauth: %w", err)
+		}
+		if sess != nil && d.cfg.SSHHostKeyCallback != nil {
+			sess = d.trustedSession(sess, nc.RemoteAddr())
+		}
+	} else if !d.cfg.DisableResumption {
+		sess = d.trustedSession(d.cachedSession(), nc.RemoteAddr())
 	}
 	if sess == nil {
 		d.startKeys() // a full handshake: list the keys while the server's message is on its way
 	}
-	deadline, _ := ctx.Deadline()
-	_ = nc.SetDeadline(deadline)
+	if dialing {
+		deadline, _ := ctx.Deadline()
+		_ = nc.SetDeadline(deadline)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	remote := nc.RemoteAddr()
 	rc := record.NewConn(nc)
 	hcfg := &handshake.ClientConfig{
 		User:         d.user,
 		Signer:       &lazySigner{d: d},
-		CheckHostKey: func(k ssh.PublicKey, _ string) error { return d.checkHostKey(k) },
+		CheckHostKey: func(k ssh.PublicKey, _ string) error { return d.checkHostKey(k, remote) },
 		Service:      d.cfg.Service,
 		Session:      sess,
 		Ephemeral:    clientKeys().Get,
@@ -359,17 +460,27 @@ func (d *dialer) attempt(ctx context.Context) (_ *Conn, err error) {
 		sess.Zero()
 	}
 	if err != nil {
-		nc.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("netauth: handshake with %s: %w (%w)", d.hostport, ctx.Err(), err)
+		if dialing {
+			nc.Close()
 		}
-		return nil, err
+		if ctx.Err() != nil {
+			return fmt.Errorf("netauth: handshake with %s: %w (%w)", d.hostport, ctx.Err(), err)
+		}
+		return err
+	}
+	if !stop() { // ctx ended as the handshake did: the connection has a deadline in the past
+		if dialing {
+			nc.Close()
+		}
+		return fmt.Errorf("netauth: handshake with %s: %w", d.hostport, ctx.Err())
 	}
 	if hc.Result.Offered && !hc.Result.Resumed {
 		d.cache.Delete(d.cacheID)
 	}
-	_ = nc.SetDeadline(time.Time{})
-	c := &Conn{rc: rc, client: hc, id: hc.Result.Identity}
+	if dialing {
+		_ = nc.SetDeadline(time.Time{})
+	}
+	c.rc, c.client, c.id = rc, hc, hc.Result.Identity
 	c.onSession = func(s *handshake.Session) {
 		if !d.cfg.DisableResumption {
 			d.cache.Put(d.cacheID, s.Marshal(), s.Expiry)
@@ -378,24 +489,36 @@ func (d *dialer) attempt(ctx context.Context) (_ *Conn, err error) {
 	}
 	if hc.Pending() && !hc.Result.Resumed && len(d.keys) > 1 {
 		c.onVerdict = d.recordKey
-		if !(d.remembered && d.keyIdx == 0) {
+		if dialing && !(d.remembered && d.keyIdx == 0) {
 			// Several candidate keys and none the server accepted before: wait for the
 			// verdict so that a refused key can be retried (the agent connection is kept
 			// for that: no cleanup yet). With the key the server accepted last time, data
 			// is pipelined behind it as with a single key.
 			if err := c.HandshakeContext(ctx); err != nil {
 				rc.Close()
-				return nil, err
+				return err
 			}
 			d.release()
-			return c, nil
+			return nil
 		}
 	}
 	c.cleanup = d.release
 	if !hc.Pending() {
 		c.release()
 	}
-	return c, nil
+	return nil
+}
+
+// dial makes the connection, with Config.DialContext if set.
+func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
+	if d.cfg.DialContext != nil {
+		nc, err := d.cfg.DialContext(ctx, d.network, d.hostport)
+		if err == nil && nc == nil {
+			err = errors.New("Config.DialContext returned no connection and no error")
+		}
+		return nc, err
+	}
+	return (&net.Dialer{}).DialContext(ctx, d.network, d.hostport)
 }
 
 // recordKey remembers the key the server accepted (so that the next full handshake tries it
@@ -422,16 +545,31 @@ func (d *dialer) cachedSession() *handshake.Session {
 		d.cache.Delete(d.cacheID)
 		return nil
 	}
-	// A host key that is no longer trusted must not be resumed either.
+	return s
+}
+
+// trustedSession returns s if its host key is still trusted (a host key that no longer is
+// must not be resumed either), and otherwise forgets it and returns nil. remote is the
+// connection's remote address, nil while connecting: then the check waits for it if an
+// SSHHostKeyCallback needs it (s is returned as it is).
+func (d *dialer) trustedSession(s *handshake.Session, remote net.Addr) *handshake.Session {
+	if s == nil || (remote == nil && d.cfg.SSHHostKeyCallback != nil) {
+		return s
+	}
 	hk, err := ssh.ParsePublicKey(s.HostKey)
-	if err != nil || d.checkHostKey(hk) != nil {
+	if err != nil || d.checkHostKey(hk, remote) != nil {
+		s.Zero()
 		d.cache.Delete(d.cacheID)
 		return nil
 	}
 	return s
 }
 
-func (d *dialer) checkHostKey(key ssh.PublicKey) error {
+// checkHostKey checks the server's host key; remote is the connection's remote address.
+func (d *dialer) checkHostKey(key ssh.PublicKey, remote net.Addr) error {
+	if cb := d.cfg.SSHHostKeyCallback; cb != nil {
+		return cb(d.hostport, remote, key)
+	}
 	if d.cfg.HostKeyCallback != nil {
 		return d.cfg.HostKeyCallback(d.hostport, key)
 	}

@@ -24,6 +24,12 @@
 //	c, err := ln.Accept()
 //	user := c.(*netauth.Conn).Identity().User
 //
+// As with crypto/tls, [Client] and [Server] run netauth on connections made elsewhere, the
+// handshake running on first use. [Config.DialContext] makes Dial's connections, and
+// [Config.SSHHostKeyCallback] takes x/crypto/ssh host key callbacks such as knownhosts.New's.
+// Under netauthd (worker mode, see [IsWorker]) Listen serves the connections netauthd hands
+// over instead of listening.
+//
 // The wire protocol is specified in docs/PROTOCOL.md. What netauth protects against, and
 // what it does not, is described there too.
 package netauth

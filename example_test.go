@@ -3,10 +3,14 @@
 package netauth_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log"
+	"net"
 
+	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
 )
 
@@ -53,4 +57,51 @@ func ExampleListen() {
 			fmt.Fprintf(c, "hello %s\n", c.Identity().User)
 		}()
 	}
+}
+
+// Client and Server run netauth on connections made elsewhere, here the two ends of a
+// net.Pipe, as tls.Client and tls.Server do: the handshake runs on the first Read or Write
+// (or on Handshake). The client signs with a key held in memory and checks the server's
+// host key with an x/crypto/ssh host key callback (knownhosts.New gives one from OpenSSH
+// known_hosts files); a pipe has no address, so Config.ServerAddr names the server.
+func ExampleClient() {
+	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
+	hostPub, _ := ssh.NewPublicKey(hostKey.Public())
+	_, userKey, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(userKey)
+
+	serverConfig := &netauth.ServerConfig{
+		HostKey: hostKey,
+		Service: "greeter",
+		Keys:    netauth.StaticKeys{"alice": {signer.PublicKey()}},
+	}
+	clientConfig := &netauth.Config{
+		User:               "alice",
+		Signer:             signer,
+		Service:            "greeter",
+		ServerAddr:         "greeter.example:4000",
+		SSHHostKeyCallback: ssh.FixedHostKey(hostPub),
+		TicketCache:        netauth.NewMemoryTicketCache(16),
+	}
+	for range 2 {
+		clientEnd, serverEnd := net.Pipe()
+		go func() {
+			s := netauth.Server(serverEnd, serverConfig)
+			defer s.Close()
+			if err := s.Handshake(); err != nil {
+				return
+			}
+			fmt.Fprintf(s, "hello %s", s.Identity().User)
+		}()
+		c := netauth.Client(clientEnd, clientConfig)
+		reply, err := io.ReadAll(c) // the first read runs the handshake
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s (resumed: %v)\n", reply, c.Identity().Resumed)
+		c.Close()
+	}
+	// Output:
+	// hello alice (resumed: false)
+	// hello alice (resumed: true)
 }

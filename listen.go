@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
+	"weak"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handshake"
@@ -81,7 +83,14 @@ type ServerConfig struct {
 
 	// Logger receives refusals and errors; nil discards them.
 	Logger *slog.Logger
+
+	// shared is the server state of the connections given to Server with this config,
+	// made on first use (guarded by sharedMu).
+	shared *Listener
 }
+
+// sharedMu guards ServerConfig.shared.
+var sharedMu sync.Mutex
 
 // KeySource gives the public keys that may authenticate as a user; a user without keys gets
 // (nil, nil).
@@ -141,16 +150,28 @@ type Listener struct {
 	wg      sync.WaitGroup
 
 	worker *workerSource // set when the connections come from netauthd
+
+	// owner is, for the state of Server, the config it was made for (to tell a copy of it);
+	// weak, as the state's goroutines hold the state and must not keep the config alive.
+	owner weak.Pointer[ServerConfig]
 }
 
 // Listen listens on addr and returns a Listener of authenticated connections.
 //
-// In a program that netauthd started as a worker (see IsWorker), Listen ignores network,
-// addr and everything in cfg but its Logger: the connections arrive already authenticated
-// and authorized from netauthd, with the same Identity, so one program serves both ways.
+// Worker mode: in a program that netauthd started as a worker (see IsWorker), Listen does
+// not listen. It ignores network, addr and everything in cfg but its Logger, and returns a
+// Listener of the connections netauthd hands over, already authenticated and authorized by
+// netauthd, with the same Identity, so one program serves both ways. Listen then logs one
+// line at Info to cfg.Logger saying so ("netauth: worker mode: ...").
 func Listen(network, addr string, cfg *ServerConfig) (*Listener, error) {
 	if IsWorker() {
-		return listenWorker(cfg)
+		l, err := listenWorker(cfg)
+		if err != nil {
+			return nil, err
+		}
+		l.log.Info("netauth: worker mode: serving the connections netauthd hands over; network, address and configuration ignored",
+			"network", network, "addr", addr)
+		return l, nil
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -182,11 +203,41 @@ func (cfg *ServerConfig) check() error {
 
 // NewListener serves netauth on connections accepted from inner.
 func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
+	l, err := newServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.inner = inner
+	loop := &limits.AcceptLoop{Limiter: l.limiter, Refusals: l.refused, Service: l.service, Log: l.log,
+		Refuse: func(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) },
+		Handle: func(nc net.Conn, release func()) {
+			l.wg.Add(1)
+			go l.serve(nc, release)
+		},
+		Closed: func() bool {
+			select {
+			case <-l.done:
+				return true
+			default:
+				return false
+			}
+		}}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		loop.Run(l.inner)
+	}()
+	return l, nil
+}
+
+// newServer makes the server state of a Listener (without its accept loop), which Server
+// uses too: the handshake core with its ticket keys and replay cache, the handshake limits,
+// the logging.
+func newServer(cfg *ServerConfig) (*Listener, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	l := &Listener{
-		inner: inner,
 		cfg:   cfg,
 		pool:  x25519.NewPool(64),
 		ready: make(chan *Conn),
@@ -237,25 +288,6 @@ func NewListener(inner net.Listener, cfg *ServerConfig) (*Listener, error) {
 		l.wg.Add(1)
 		go func() { defer l.wg.Done(); tk.RetireLoop(l.done) }()
 	}
-	loop := &limits.AcceptLoop{Limiter: l.limiter, Refusals: l.refused, Service: l.service, Log: l.log,
-		Refuse: func(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverloaded) },
-		Handle: func(nc net.Conn, release func()) {
-			l.wg.Add(1)
-			go l.serve(nc, release)
-		},
-		Closed: func() bool {
-			select {
-			case <-l.done:
-				return true
-			default:
-				return false
-			}
-		}}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		loop.Run(l.inner)
-	}()
 	return l, nil
 }
 
@@ -265,25 +297,113 @@ func (l *Listener) serve(nc net.Conn, release func()) {
 	defer l.wg.Done()
 	defer release()
 	_ = nc.SetDeadline(time.Now().Add(l.timeout))
-	rc := record.NewConn(nc)
-	res, err := handshake.Serve(rc, l.core, nc.RemoteAddr().String(), l.logRefusal)
-	if err != nil {
-		if !errors.As(err, new(*handshake.Refusal)) {
-			l.log.Debug("netauth: handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
-		}
+	c := &Conn{}
+	if err := l.handshake(nc, c); err != nil {
 		nc.Close()
 		return
 	}
-	l.log.Debug("netauth: accepted", "remote", nc.RemoteAddr().String(), "user", res.User,
-		"key", res.KeyFingerprint, "resumed", res.Resumed, "ticket_declined", res.Offered && !res.Resumed)
 	_ = nc.SetDeadline(time.Time{})
-	c := &Conn{rc: rc, id: res.Identity}
 	release()
 	select {
 	case l.ready <- c:
 	case <-l.done:
 		c.Close()
 	}
+}
+
+// handshake runs the server handshake on nc and sets up c with its result. It is the
+// handshake of every connection of the library's server, accepted by a Listener or given to
+// Server.
+func (l *Listener) handshake(nc net.Conn, c *Conn) error {
+	rc := record.NewConn(nc)
+	res, err := handshake.Serve(rc, l.core, nc.RemoteAddr().String(), l.logRefusal)
+	if err != nil {
+		if !errors.As(err, new(*handshake.Refusal)) {
+			l.log.Debug("netauth: handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+		}
+		return err
+	}
+	l.log.Debug("netauth: accepted", "remote", nc.RemoteAddr().String(), "user", res.User,
+		"key", res.KeyFingerprint, "resumed", res.Resumed, "ticket_declined", res.Offered && !res.Resumed)
+	c.rc, c.id = rc, res.Identity
+	return nil
+}
+
+// Server returns a server netauth connection on conn, a connection accepted elsewhere (from
+// a listener of the caller's, inetd, a socketpair), as tls.Server does: the handshake runs on
+// the first Read or Write, or on an explicit Handshake or HandshakeContext.
+//
+// It runs the handshake a Listener runs, with the same configuration: the host key, Keys and
+// Authorize, the clock skew bound, the handshake timeout (HandshakeTimeout, or the context
+// of HandshakeContext if it ends sooner), the replay cache and the ticket keys, which every
+// Server call with the same *ServerConfig shares (tickets issued by a Listener are not
+// resumed by Server, nor the reverse). Each connection takes a slot of MaxPendingHandshakes
+// and MaxPendingPerSource for its handshake, also shared by the Server calls of one config,
+// and is refused as overloaded beyond them. What the caller gives up is the Listener's accept
+// loop: a Listener refuses a connection over the bounds before it accepts the next one, and
+// throttles its accept errors; with Server the caller decides how many connections it
+// accepts, and a refused one has been accepted first. Once the handshake has run, conn's
+// deadlines are left as the caller set them. Closing the returned Conn closes conn.
+//
+// Server ignores worker mode (IsWorker): netauthd's connections come through Listen.
+func Server(conn net.Conn, cfg *ServerConfig) *Conn {
+	c := &Conn{raw: conn}
+	c.lazy.Store(true)
+	c.start = func(ctx context.Context, c *Conn) error {
+		l, err := cfg.server()
+		if err != nil {
+			return err
+		}
+		release, err := l.limiter.Admit(conn.RemoteAddr())
+		if err != nil {
+			if ok, held := l.refused.Allow(time.Now()); ok {
+				l.log.Warn("refusing connection: "+err.Error(), "service", l.service, "client", conn.RemoteAddr().String(), "unlogged_refusals", held)
+			}
+			handshake.Refuse(conn, handshake.CodeOverloaded)
+			return fmt.Errorf("netauth: refusing connection: %w", err)
+		}
+		defer release()
+		ctx, cancel := context.WithTimeout(ctx, l.timeout)
+		defer cancel()
+		stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+		if err := l.handshake(conn, c); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("netauth: handshake: %w (%w)", ctx.Err(), err)
+			}
+			return err
+		}
+		if !stop() { // ctx ended as the handshake did: conn has a deadline in the past
+			return fmt.Errorf("netauth: handshake: %w", ctx.Err())
+		}
+		return nil
+	}
+	return c
+}
+
+// server returns the server state of the connections given to Server with cfg, made on first
+// use. It lives as long as cfg: its goroutines end once cfg is garbage.
+func (cfg *ServerConfig) server() (*Listener, error) {
+	if cfg == nil {
+		return nil, errors.New("netauth: nil ServerConfig")
+	}
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if l := cfg.shared; l != nil && l.owner == weak.Make(cfg) {
+		return l, nil
+	}
+	// The state holds a copy of cfg, not cfg, so that cfg can become garbage.
+	own := *cfg
+	own.shared = nil
+	l, err := newServer(&own)
+	if err != nil {
+		return nil, err
+	}
+	l.owner = weak.Make(cfg)
+	cfg.shared = l
+	done, pool := l.done, l.pool
+	runtime.AddCleanup(cfg, func(struct{}) { close(done); pool.Close() }, struct{}{})
+	return l, nil
 }
 
 // eligible finds the user's key, before the client proves it holds the key (or the ticket's
