@@ -54,7 +54,8 @@ keys in their ~/.ssh/authorized_keys, the host key
 netauthd runs as two processes. netauthd itself, the monitor, keeps the keys and
 makes every decision, and never reads from a client socket: network bytes are
 parsed by its other half, netauthd-acceptor, which must be installed next to it
-(build it with CGO_ENABLED=0) and confines itself with no_new_privs, Landlock and
+or in ../libexec/netauth from its directory (/usr/libexec/netauth for
+/usr/sbin/netauthd; build it with CGO_ENABLED=0) and confines itself with no_new_privs, Landlock and
 seccomp. Both processes are non-dumpable. As root, netauthd runs the acceptor as
 the system account "netauth", which must exist and serve nothing else; netauthd
 refuses to start as root without it. Create it with:
@@ -267,11 +268,13 @@ func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout,
 			return 1
 		}
 	}
-	opts.Acceptor = []string{filepath.Join(filepath.Dir(self), "netauthd-acceptor")}
-	if !isExecutable(opts.Acceptor[0]) {
-		fmt.Fprintf(stderr, "netauthd: %s is missing or not executable: netauthd needs its unprivileged half next to it; build it with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", opts.Acceptor[0], opts.Acceptor[0])
+	acc, ok := findAcceptor(self)
+	if !ok {
+		next := acceptorPaths(self)[0]
+		fmt.Fprintf(stderr, "netauthd: netauthd-acceptor is missing or not executable (looked for %s): netauthd needs its unprivileged half; build it next to netauthd with:\n  CGO_ENABLED=0 go build -o %s ./cmd/netauthd-acceptor\n", strings.Join(acceptorPaths(self), " and "), next)
 		return 1
 	}
+	opts.Acceptor = []string{acc}
 	d, err := daemon.New(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -326,17 +329,40 @@ func sdNotify(log *slog.Logger, err error) {
 }
 
 // builtinWorker is the command line prefix that runs a built-in worker: netauthd-acceptor's
-// when it is installed next to netauthd (built without cgo, it starts in half the time of
+// when it is installed (findAcceptor; built without cgo, it starts in half the time of
 // netauthd, which matters for a user's first connection), else netauthd's own.
 func builtinWorker() ([]string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("netauthd: finding its own program for the built-in workers: %w", err)
 	}
-	if acc := filepath.Join(filepath.Dir(self), "netauthd-acceptor"); isExecutable(acc) {
+	if acc, ok := findAcceptor(self); ok {
 		return []string{acc, workerFlag}, nil
 	}
 	return []string{self, workerFlag}, nil
+}
+
+// acceptorPaths are the places netauthd looks for netauthd-acceptor, in order, given its own
+// program self: next to itself (a go build or go install), then in ../libexec/netauth from its
+// directory (a package: /usr/sbin/netauthd runs /usr/libexec/netauth/netauthd-acceptor, and
+// /usr/local/sbin/netauthd /usr/local/libexec/netauth/netauthd-acceptor). Both are relative
+// to netauthd, so that it never runs the acceptor of another installation.
+func acceptorPaths(self string) []string {
+	dir := filepath.Dir(self)
+	return []string{
+		filepath.Join(dir, "netauthd-acceptor"),
+		filepath.Join(dir, "..", "libexec", "netauth", "netauthd-acceptor"),
+	}
+}
+
+// findAcceptor returns the first of acceptorPaths(self) that is an executable file.
+func findAcceptor(self string) (string, bool) {
+	for _, p := range acceptorPaths(self) {
+		if isExecutable(p) {
+			return p, true
+		}
+	}
+	return "", false
 }
 
 func isExecutable(path string) bool {
