@@ -519,9 +519,10 @@ func between(s, start, end string) string {
 }
 
 // TestRevocation: removing a user's key stops their worker, closes their live connection and
-// refuses their ticket, within 5 seconds.
+// refuses their ticket, within 5 seconds; the log says the worker was killed for it.
 func TestRevocation(t *testing.T) {
-	tb := newTestbed(t, strings.Replace(whoamiService, "args whoami", "args echo", 1))
+	log := &logLines{}
+	tb := newTestbedOpts(t, strings.Replace(whoamiService, "args whoami", "args echo", 1), testbedOpts{log: log})
 	cfg := tb.config("netauth-alice")
 	c, err := netauth.Dial("tcp", tb.addr("whoami"), cfg)
 	if err != nil {
@@ -553,6 +554,11 @@ func TestRevocation(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != netauth.CodeNotAuthorized {
 		t.Fatalf("after revocation: %v, want not authorized", err)
 	}
+	waitUntil(t, 5*time.Second, func() string { return "no log line says the worker was killed for the revocation" },
+		func() bool {
+			return len(log.with(`msg="worker exited" service=whoami user=netauth-alice pid=`)) == 1 &&
+				len(log.with(`status="killed by signal 9 (SIGKILL): access revoked"`)) == 1
+		})
 }
 
 // TestReloadKeepsSessions: a reload that adds a service and removes a user's grant keeps other

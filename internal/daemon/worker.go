@@ -16,11 +16,13 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/logging"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/trace"
@@ -73,6 +75,7 @@ type worker struct {
 	userKeys map[string]map[string]ssh.PublicKey // a shared worker's keys used, per user (program.go)
 	retired  bool                                // takes no new connections
 	dead     bool
+	killedBy string // why the daemon killed it, if it did ("access revoked"), for the log
 	idle     *time.Timer
 }
 
@@ -350,11 +353,11 @@ func (w *worker) start(runAs *policy.Account) {
 			err := w.assign(sp, runAs, builtin, env, dir)
 			if err == nil {
 				w.cmd, w.pid, w.ch = sp.cmd, sp.pid, sp.ch
-				d.log.Info("worker started", "service", w.svc.Name, "user", w.user, "uid", runAs.UID, "pid", w.pid, "spare", true)
+				d.log.Info("worker started", append(w.logTags(w.pid), "uid", runAs.UID, "account", runAs.Name, "spare", true)...)
 				go w.control()
 				return
 			}
-			d.log.Warn("a spare worker could not become the worker; starting it afresh", "service", w.svc.Name, "user", w.user, "err", err)
+			d.log.Warn("a spare worker could not become the worker; starting it afresh", append(w.logTags(sp.pid), "err", err)...)
 		}
 	}
 	ch, wf, err := handoff.Pair()
@@ -383,7 +386,7 @@ func (w *worker) start(runAs *policy.Account) {
 	}
 	wf.Close()
 	w.cmd, w.pid, w.ch = cmd, cmd.Process.Pid, ch
-	d.log.Info("worker started", "service", w.svc.Name, "user", w.user, "uid", runAs.UID, "pid", w.pid)
+	d.log.Info("worker started", append(w.logTags(w.pid), "uid", runAs.UID, "account", runAs.Name)...)
 	for _, r := range []io.Reader{stdout, stderr} {
 		go w.logOutput(r)
 	}
@@ -416,9 +419,22 @@ func (w *worker) logOutput(r io.Reader) {
 	logOutput(r, maxWorkerLogLine, func(line string) { w.logLine(w.pid, line) })
 }
 
-// logLine logs a line of the output of the worker's process pid.
+// logLine logs a line of the output of the worker's process pid: a slog JSON record at its
+// level, anything else as text at INFO (emitLine), tagged source=worker with the worker's
+// service, user (a worker of a shared service has none) and pid.
 func (w *worker) logLine(pid int, line string) {
-	w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", pid, "line", line)
+	rec, ok := logging.ParseLine(line)
+	w.d.emitLine(line, rec, ok, "worker", w.logTags(pid, "source", "worker")...)
+}
+
+// logTags are the attributes naming the worker in the log, after those in pre: its service,
+// its user unless the service's workers are shared, and pid.
+func (w *worker) logTags(pid int, pre ...any) []any {
+	tags := append(pre, "service", w.svc.Name)
+	if w.user != "" {
+		tags = append(tags, "user", w.user)
+	}
+	return append(tags, "pid", pid)
 }
 
 // logOutput calls emit for each line read from r, until r ends. A line longer than max bytes
@@ -497,26 +513,38 @@ func (w *worker) control() {
 	if w.idle != nil {
 		w.idle.Stop()
 	}
+	why := w.killedBy
 	d.mu.Unlock()
 	for _, c := range again {
 		go d.redispatch(c)
 	}
 	close(w.exited)
-	d.log.Info("worker exited", "service", w.svc.Name, "user", w.user, "pid", w.pid, "status", exitStatus(err))
+	d.log.Info("worker exited", append(w.logTags(w.pid), "status", exitStatus(err, why))...)
 }
 
-func exitStatus(err error) string {
+// exitStatus says how a process Wait returned err for ended, for a person: "exited with
+// status 2", "killed by signal 9 (SIGKILL)", followed by ": why" when the daemon killed it
+// (why not empty) and a signal ended it.
+func exitStatus(err error, why string) string {
 	if err == nil {
-		return "0"
+		return "exited with status 0"
 	}
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
-		}
-		return strconv.Itoa(ee.ExitCode())
+	if !errors.As(err, &ee) {
+		return err.Error()
 	}
-	return err.Error()
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return "exited with status " + strconv.Itoa(ee.ExitCode())
+	}
+	status := "killed by signal " + strconv.Itoa(int(ws.Signal()))
+	if name := unix.SignalName(ws.Signal()); name != "" {
+		status += " (" + name + ")"
+	}
+	if why != "" {
+		status += ": " + why
+	}
+	return status
 }
 
 // handoff sends the connection in custody c to w, as its connection id, registered with it
@@ -555,8 +583,8 @@ func (w *worker) overdue(id uint64, c *custody) {
 	late := w.pending[id] == c
 	w.d.mu.Unlock()
 	if late {
-		w.d.log.Error("worker did not adopt a connection in time; stopping it", "service", w.svc.Name, "user", w.user, "pid", w.pid)
-		w.kill()
+		w.d.log.Error("worker did not adopt a connection in time; stopping it", w.logTags(w.pid)...)
+		w.kill("it did not adopt a connection in time")
 	}
 }
 
@@ -636,7 +664,7 @@ func (d *Daemon) scheduleIdleLocked(w *worker) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if w.active == 0 && !w.retired {
-			d.log.Info("worker idle; stopping it", "service", w.svc.Name, "user", w.user, "pid", w.pid)
+			d.log.Info("worker idle; stopping it", w.logTags(w.pid)...)
 			w.retireLocked()
 		}
 	})
@@ -663,8 +691,14 @@ func (w *worker) retire() {
 	w.d.mu.Unlock()
 }
 
-// kill stops the worker and everything in its session at once.
-func (w *worker) kill() {
+// kill stops the worker and everything in its session at once; why is said with its exit
+// status in the log.
+func (w *worker) kill(why string) {
+	w.d.mu.Lock()
+	if w.killedBy == "" {
+		w.killedBy = why
+	}
+	w.d.mu.Unlock()
 	<-w.ready
 	if w.cmd == nil || w.cmd.Process == nil {
 		return
@@ -724,7 +758,7 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 		}
 		d.log.Info("access revoked; stopping the worker and its connections", "service", it.w.svc.Name, "user", it.w.user, "pid", it.w.pid, "reason", reason)
 		it.w.retire()
-		it.w.kill()
+		it.w.kill("access revoked")
 	}
 }
 
