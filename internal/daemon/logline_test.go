@@ -148,6 +148,7 @@ func TestExitStatus(t *testing.T) {
 		{run("kill -9 $$"), "", "killed by signal 9 (SIGKILL)"},
 		{run("kill -9 $$"), "access revoked", "killed by signal 9 (SIGKILL): access revoked"},
 		{run("kill -TERM $$"), "", "killed by signal 15 (SIGTERM)"},
+		{nil, "access revoked", "exited with status 0: access revoked"},
 		{io.ErrUnexpectedEOF, "", io.ErrUnexpectedEOF.Error()},
 	} {
 		if got := exitStatus(c.err, c.why); got != c.want {

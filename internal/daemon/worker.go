@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -523,23 +524,25 @@ func (w *worker) control() {
 }
 
 // exitStatus says how a process Wait returned err for ended, for a person: "exited with
-// status 2", "killed by signal 9 (SIGKILL)", followed by ": why" when the daemon killed it
-// (why not empty) and a signal ended it.
+// status 2", "killed by signal 9 (SIGKILL)", followed by ": why" when the daemon stopped it
+// (why not empty).
 func exitStatus(err error, why string) string {
-	if err == nil {
-		return "exited with status 0"
-	}
+	status := "exited with status 0"
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return err.Error()
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() {
-		return "exited with status " + strconv.Itoa(ee.ExitCode())
-	}
-	status := "killed by signal " + strconv.Itoa(int(ws.Signal()))
-	if name := unix.SignalName(ws.Signal()); name != "" {
-		status += " (" + name + ")"
+	switch {
+	case err == nil:
+	case !errors.As(err, &ee):
+		status = err.Error()
+	default:
+		ws, ok := ee.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() {
+			status = "exited with status " + strconv.Itoa(ee.ExitCode())
+			break
+		}
+		status = "killed by signal " + strconv.Itoa(int(ws.Signal()))
+		if name := unix.SignalName(ws.Signal()); name != "" {
+			status += " (" + name + ")"
+		}
 	}
 	if why != "" {
 		status += ": " + why
@@ -751,14 +754,42 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	cfg := d.cfg
 	d.mu.Unlock()
 	d.checkSharedRevocations(ctx, cfg, src)
+	var stopping sync.WaitGroup
 	for _, it := range items {
 		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.w.user, it.keys)
 		if reason == "" {
 			continue
 		}
-		d.log.Info("access revoked; stopping the worker and its connections", "service", it.w.svc.Name, "user", it.w.user, "pid", it.w.pid, "reason", reason)
-		it.w.retire()
-		it.w.kill("access revoked")
+		d.log.Info("access revoked; stopping the worker and its connections", append(it.w.logTags(it.w.pid), "reason", reason)...)
+		stopping.Add(1)
+		go func() { defer stopping.Done(); it.w.revokeAll() }()
+	}
+	stopping.Wait()
+}
+
+// revokeGrace is how long a worker whose user's access was revoked has, once told to close
+// every connection with a close record saying so (the client reads "access revoked", not a
+// truncation), before it is killed.
+const revokeGrace = 500 * time.Millisecond
+
+// revokeAll stops a worker whose user's access was revoked: it tells the worker to close every
+// connection saying why, and to exit, and kills it (and its session) if it has not exited
+// within revokeGrace.
+func (w *worker) revokeAll() {
+	<-w.ready
+	w.d.mu.Lock()
+	w.killedBy = "access revoked"
+	ch := w.ch
+	w.d.mu.Unlock()
+	if ch != nil {
+		// Before the exit message: a worker that reads that first stops reading its channel.
+		_ = ch.Send(&handoff.Message{Type: handoff.TypeRevoke}, nil)
+	}
+	w.retire()
+	select {
+	case <-w.exited:
+	case <-time.After(revokeGrace):
+		w.kill("access revoked")
 	}
 }
 
