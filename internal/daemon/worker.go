@@ -354,7 +354,7 @@ func (w *worker) start(runAs *policy.Account) {
 			err := w.assign(sp, runAs, builtin, env, dir)
 			if err == nil {
 				w.cmd, w.pid, w.ch = sp.cmd, sp.pid, sp.ch
-				d.log.Info("worker started", append(w.logTags(w.pid), "uid", runAs.UID, "account", runAs.Name, "spare", true)...)
+				d.log.Info("worker started", append(w.startTags(runAs), "spare", true)...)
 				go w.control()
 				return
 			}
@@ -387,7 +387,7 @@ func (w *worker) start(runAs *policy.Account) {
 	}
 	wf.Close()
 	w.cmd, w.pid, w.ch = cmd, cmd.Process.Pid, ch
-	d.log.Info("worker started", append(w.logTags(w.pid), "uid", runAs.UID, "account", runAs.Name)...)
+	d.log.Info("worker started", w.startTags(runAs)...)
 	for _, r := range []io.Reader{stdout, stderr} {
 		go w.logOutput(r)
 	}
@@ -426,6 +426,15 @@ func (w *worker) logOutput(r io.Reader) {
 func (w *worker) logLine(pid int, line string) {
 	rec, ok := logging.ParseLine(line)
 	w.d.emitLine(line, rec, ok, "worker", w.logTags(pid, "source", "worker")...)
+}
+
+// startTags are the attributes of the line saying the worker started as runAs.
+func (w *worker) startTags(runAs *policy.Account) []any {
+	tags := []any{"service", w.svc.Name}
+	if w.user != "" {
+		tags = append(tags, "user", w.user)
+	}
+	return append(tags, "uid", runAs.UID, "pid", w.pid)
 }
 
 // logTags are the attributes naming the worker in the log, after those in pre: its service,
