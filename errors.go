@@ -39,4 +39,7 @@ var (
 	// ErrTruncated means the stream ended without the peer's close record: data may be
 	// missing. A clean end of stream is io.EOF.
 	ErrTruncated = record.ErrTruncated
+	// ErrRevoked means the server ended the connection because the client's access was
+	// revoked (its key removed, its grant withdrawn): its close record said so.
+	ErrRevoked = record.ErrRevoked
 )

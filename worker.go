@@ -184,7 +184,8 @@ func (t *workerTrace) write() {
 	}
 }
 
-// revoke closes the connections authenticated with the key fingerprint fp (all if empty).
+// revoke closes the connections authenticated with the key fingerprint fp (all if empty), each
+// with a close record saying that access was revoked.
 func (w *workerSource) revoke(fp string) {
 	w.mu.Lock()
 	var victims []*Conn
@@ -195,7 +196,8 @@ func (w *workerSource) revoke(fp string) {
 	}
 	w.mu.Unlock()
 	for _, c := range victims {
-		c.Close()
+		_ = c.rc.CloseWithReason(record.CloseRevoked) // the client reads ErrRevoked
+		c.release()
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -177,9 +176,9 @@ func demoAcceptor(self, dir, worker string) ([]string, error) {
 	return []string{path}, nil
 }
 
-// acceptorWatch is the demonstration daemon's log handler: it keeps the acceptor's own line
-// about its confinement (which the daemon logs as the acceptor's output) and discards
-// everything else.
+// acceptorWatch is the demonstration daemon's log handler: it keeps the acceptor's own record
+// about its confinement (which the daemon re-emits, its attributes in the group "acceptor")
+// and discards everything else.
 type acceptorWatch struct {
 	once   sync.Once
 	seen   chan struct{} // closed once status is set
@@ -193,26 +192,27 @@ func (w *acceptorWatch) WithAttrs([]slog.Attr) slog.Handler       { return w }
 func (w *acceptorWatch) WithGroup(string) slog.Handler            { return w }
 
 func (w *acceptorWatch) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "acceptor output" {
+	var status string
+	switch r.Message {
+	case "acceptor confined":
+		status = "confined (%s)"
+	case "acceptor not fully confined":
+		status = "NOT fully confined (%s)"
+	default:
 		return nil
 	}
+	sandbox := "?"
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key != "line" {
-			return true
+		if a.Key == "acceptor" && a.Value.Kind() == slog.KindGroup {
+			for _, g := range a.Value.Group() {
+				if g.Key == "sandbox" {
+					sandbox = g.Value.String()
+				}
+			}
 		}
-		line := a.Value.String()
-		var status string
-		switch {
-		case strings.Contains(line, `msg="acceptor confined"`):
-			status = "confined (" + logField(line, "sandbox") + ")"
-		case strings.Contains(line, `msg="acceptor not fully confined"`):
-			status = "NOT fully confined (" + logField(line, "sandbox") + ")"
-		default:
-			return false
-		}
-		w.once.Do(func() { w.status = status; close(w.seen) })
-		return false
+		return true
 	})
+	w.once.Do(func() { w.status = fmt.Sprintf(status, sandbox); close(w.seen) })
 	return nil
 }
 
@@ -224,21 +224,6 @@ func (w *acceptorWatch) report(limit time.Duration) string {
 	case <-time.After(limit):
 		return "it has not reported how it is confined"
 	}
-}
-
-// logField returns the value of key in a log line of slog's text format.
-func logField(line, key string) string {
-	_, v, ok := strings.Cut(line, " "+key+"=")
-	if !ok {
-		return "?"
-	}
-	if q, err := strconv.QuotedPrefix(v); err == nil {
-		if s, err := strconv.Unquote(q); err == nil {
-			return s
-		}
-	}
-	v, _, _ = strings.Cut(v, " ")
-	return v
 }
 
 // askWhoami connects to a whoami service and parses its answer.

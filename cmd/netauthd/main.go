@@ -24,6 +24,7 @@ import (
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/daemon"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/logging"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/sdnotify"
 	"ubns.dev/netauth/internal/trace"
@@ -98,6 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "configuration file (see docs/CONFIG.md); default: the embedded default")
 	check := fs.Bool("check", false, "validate the configuration, print every problem with its line, and exit")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text (with syslog priorities and no times when stderr is the journal) or json")
 	addr := fs.String("listen", "127.0.0.1:4000", "address of the embedded default's whoami service")
 	tracePath := fs.String("trace", "", "append every connection's steps, with their times, to this file")
 	traceReport := fs.String("trace-report", "", "print the median time of each step in this trace file, and exit")
@@ -130,7 +132,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return usageError(stderr, "-log-level %q: want debug, info, warn or error", *level)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	log, err := logging.New(stderr, *logFormat, lvl)
+	if err != nil {
+		return usageError(stderr, "-log-format %q: want text or json", *logFormat)
+	}
 
 	cfg, note, err := loadConfig(*configPath, *addr)
 	if err != nil {

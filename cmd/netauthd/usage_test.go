@@ -42,6 +42,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"-config"}, "netauthd: flag needs an argument: -config"},
 		{[]string{"extra"}, `netauthd: unexpected argument "extra"`},
 		{[]string{"-log-level", "loud"}, `netauthd: -log-level "loud": want debug, info, warn or error`},
+		{[]string{"-log-format", "xml"}, `netauthd: -log-format "xml": want text or json`},
 		// -listen moves the embedded default's service; a file says where its services listen.
 		{[]string{"-config", conf, "-listen", "127.0.0.1:4001"}, "netauthd: -listen is for the embedded default"},
 		{[]string{"-check", "-listen", "127.0.0.1:4001", "-config", conf}, "netauthd: -listen is for the embedded default"},

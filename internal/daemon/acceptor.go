@@ -73,7 +73,8 @@ func refuseOverloaded(nc net.Conn) { handshake.Refuse(nc, handshake.CodeOverload
 // monitor with the connection itself (Commit), which the monitor hands to a worker when it
 // accepts. It returns the exit status.
 func RunAcceptor(args []string, stderr io.Writer) int {
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// JSON, a record a line: the monitor re-emits each at its level (emitLine).
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	fs := flag.NewFlagSet("acceptor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("handshake-timeout", 10*time.Second, "handshake deadline")

@@ -398,7 +398,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		select {
 		case <-w.exited:
 		case <-deadline:
-			w.kill()
+			w.kill("still running when the daemon stopped")
 			<-w.exited
 		}
 	}

@@ -519,9 +519,11 @@ func between(s, start, end string) string {
 }
 
 // TestRevocation: removing a user's key stops their worker, closes their live connection and
-// refuses their ticket, within 5 seconds.
+// refuses their ticket, within 5 seconds; the client reads "access revoked" (it read a
+// truncation), and the log says why the worker stopped.
 func TestRevocation(t *testing.T) {
-	tb := newTestbed(t, strings.Replace(whoamiService, "args whoami", "args echo", 1))
+	log := &logLines{}
+	tb := newTestbedOpts(t, strings.Replace(whoamiService, "args whoami", "args echo", 1), testbedOpts{log: log})
 	cfg := tb.config("netauth-alice")
 	c, err := netauth.Dial("tcp", tb.addr("whoami"), cfg)
 	if err != nil {
@@ -541,6 +543,8 @@ func TestRevocation(t *testing.T) {
 		t.Fatal("connection still open after revocation")
 	} else if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("live connection not closed within 5s of revocation")
+	} else if !errors.Is(err, netauth.ErrRevoked) || !strings.Contains(err.Error(), "access revoked") {
+		t.Fatalf("the client reads %q, want access revoked", err)
 	}
 	t.Logf("connection closed %v after the key was removed", time.Since(start).Round(time.Millisecond))
 	// The ticket falls back to a full handshake, whose verdict refuses alice.
@@ -553,6 +557,11 @@ func TestRevocation(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != netauth.CodeNotAuthorized {
 		t.Fatalf("after revocation: %v, want not authorized", err)
 	}
+	waitUntil(t, 5*time.Second, func() string { return "no log line says the worker was killed for the revocation" },
+		func() bool {
+			return len(log.with(`msg="worker exited" service=whoami user=netauth-alice pid=`)) == 1 &&
+				len(log.with(`: access revoked"`)) == 1
+		})
 }
 
 // TestReloadKeepsSessions: a reload that adds a service and removes a user's grant keeps other

@@ -66,7 +66,7 @@ func TestGarbageFloodLogBounded(t *testing.T) {
 		c.Write([]byte("GARBAGE GARBAGE GARBAGE\n"))
 		io.ReadAll(c)
 	}
-	before := len(log.with(`msg="acceptor output"`))
+	before := len(log.with("source=acceptor"))
 	const flood = 2000
 	start := time.Now()
 	for range flood {
@@ -76,7 +76,7 @@ func TestGarbageFloodLogBounded(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	garbage() // after a pause: its line counts those held back
 	time.Sleep(500 * time.Millisecond)
-	lines := log.with(`msg="acceptor output"`)[before:]
+	lines := log.with("source=acceptor")[before:]
 	t.Logf("%d garbage connections in %v: %d lines of acceptor output", flood+1, elapsed.Round(time.Millisecond), len(lines))
 	if max := int(elapsed/connLogEvery+elapsed/time.Second) + 5; len(lines) > max {
 		t.Fatalf("%d garbage connections made %d lines in the log, want at most %d", flood+1, len(lines), max)

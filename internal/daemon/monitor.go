@@ -3,9 +3,11 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +21,7 @@ import (
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/logging"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/trace"
 )
@@ -103,7 +106,7 @@ func (d *Daemon) startAcceptorLocked() error {
 		if d.closed {
 			return
 		}
-		d.log.Error("acceptor exited; restarting it (listening sockets and live sessions are kept)", "pid", cmd.Process.Pid, "status", exitStatus(err))
+		d.log.Error("acceptor exited; restarting it (listening sockets and live sessions are kept)", "pid", cmd.Process.Pid, "status", exitStatus(err, ""))
 		time.AfterFunc(acceptorRestartDelay, func() {
 			d.mu.Lock()
 			defer d.mu.Unlock()
@@ -400,7 +403,9 @@ const (
 	acceptorLogLineLen = 1024
 )
 
-// logLines copies the acceptor's output to the daemon's log, within the bounds above.
+// logLines copies the acceptor's output to the daemon's log, within the bounds above: each
+// line the acceptor logged as a slog JSON record is re-emitted at its level (emitLine); lines
+// the daemon's log does not show (debug, at level info) do not count.
 func (d *Daemon) logLines(r io.Reader, who string, pid int) {
 	var window time.Time
 	logged, held := 0, 0
@@ -411,6 +416,10 @@ func (d *Daemon) logLines(r io.Reader, who string, pid int) {
 		}
 	}
 	logOutput(r, acceptorLogLineLen, func(line string) {
+		rec, ok := logging.ParseLine(line)
+		if ok && !d.log.Enabled(context.Background(), rec.Level) {
+			return
+		}
 		if now := time.Now(); now.Sub(window) >= time.Second {
 			report()
 			window, logged = now, 0
@@ -420,7 +429,23 @@ func (d *Daemon) logLines(r io.Reader, who string, pid int) {
 			return
 		}
 		logged++
-		d.log.Info(who+" output", "pid", pid, "line", line)
+		d.emitLine(line, rec, ok, who, "source", who, "pid", pid)
 	})
 	report()
+}
+
+// emitLine logs a line of another process's output (the acceptor's, a worker's), tagged
+// with tags: the record rec parsed from it when ok, at its level (ParseLine caps it at
+// ERROR) with its attributes under the group named group; else the line as text at INFO,
+// in a record "<group> output".
+func (d *Daemon) emitLine(line string, rec logging.Line, ok bool, group string, tags ...any) {
+	if !ok {
+		d.log.Info(group+" output", append(tags, "line", line)...)
+		return
+	}
+	args := tags
+	if len(rec.Attrs) > 0 {
+		args = append(args, slog.Attr{Key: group, Value: slog.GroupValue(rec.Attrs...)})
+	}
+	d.log.Log(context.Background(), rec.Level, rec.Msg, args...)
 }

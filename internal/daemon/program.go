@@ -138,7 +138,7 @@ func (d *Daemon) checkSharedRevocations(ctx context.Context, cfg *policy.Config,
 	for _, w := range removed {
 		d.log.Info("service removed; stopping its worker and its connections", "service", w.svc.Name, "pid", w.pid)
 		w.retire()
-		w.kill()
+		w.kill("service removed")
 	}
 	for _, it := range items {
 		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.user, it.keys)

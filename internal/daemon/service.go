@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"os/user"
 	"sync"
 	"syscall"
@@ -257,6 +259,12 @@ func (d *Daemon) allowed(ctx context.Context, sc *policy.Service, src keys.Sourc
 	// The key lookup (for ~/.ssh/authorized_keys) and the grant ask the user database once.
 	memo := &accountMemo{}
 	if err := handshake.FindKey(context.WithValue(ctx, accountMemoKey{}, memo), src, r); err != nil {
+		if ref := asRefusal(err); ref.Code == handshake.CodeInternalError && !isRoot() && errors.Is(err, fs.ErrPermission) {
+			// Not a failure of the server's: a netauthd run by a user serves only that user,
+			// and cannot read another's keys (such as /root/.ssh/authorized_keys).
+			return nil, &handshake.Refusal{Code: handshake.CodeNotAuthorized,
+				Reason: fmt.Sprintf("netauthd runs as uid %d and cannot read the keys of user %q", os.Geteuid(), r.User), Err: ref.Err}
+		}
 		return nil, err
 	}
 	return d.grantedMemo(sc, r.User, memo)

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/logging"
 	"ubns.dev/netauth/internal/policy"
 )
 
@@ -213,7 +214,8 @@ func (sp *spare) logOutput(r io.Reader) {
 			w.logLine(sp.pid, line)
 			return
 		}
-		sp.d.log.Info("spare worker output", "pid", sp.pid, "line", line)
+		rec, ok := logging.ParseLine(line)
+		sp.d.emitLine(line, rec, ok, "worker", "source", "spare", "pid", sp.pid)
 	})
 }
 
@@ -297,7 +299,7 @@ func (sp *spare) reap() string {
 	case <-logged:
 	case <-time.After(time.Second):
 	}
-	return exitStatus(sp.cmd.Wait())
+	return exitStatus(sp.cmd.Wait(), "")
 }
 
 // assign makes spare sp the worker w, running as runAs the built-in worker with arguments

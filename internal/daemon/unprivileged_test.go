@@ -84,7 +84,7 @@ func procStatus(t *testing.T, pid int) (map[string][]string, uint32) {
 // split as root's, under its own uid: an acceptor process (its child, with its uid, confined
 // and non-dumpable) parses the connections, the daemon itself is non-dumpable, and the user's
 // whoami is served by a worker with that uid, which the acceptor's uid does not prevent (there
-// is only one uid).
+// is only one uid). Another user, whose keys it cannot read, is not authorized.
 func TestUnprivilegedDaemon(t *testing.T) {
 	requireRoot(t)
 	acct, err := policy.LookupAccount("netauth-alice")
@@ -110,6 +110,9 @@ func TestUnprivilegedDaemon(t *testing.T) {
 	alice := testutil.Signer(t)
 	if err := os.WriteFile(filepath.Join(keysDir, acct.Name), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keysDir, "netauth-bob"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
+		t.Fatal(err) // root's: the daemon, as netauth-alice, cannot read it
 	}
 	conf := filepath.Join(dir, "netauthd.conf")
 	text := fmt.Sprintf("host-key %[1]s/host_key\naudit-log %[1]s/audit.log\nauthorized-keys-dir %[2]s\n\n"+
@@ -195,6 +198,18 @@ func TestUnprivilegedDaemon(t *testing.T) {
 				workerPid = v
 			}
 		}
+	}
+	// A user whose keys the daemon cannot read (as /root/.ssh/authorized_keys for root) is not
+	// authorized, and the log says why; it used to be an internal server error.
+	cfg.User, cfg.TicketCache = "netauth-bob", nil
+	var refused *netauth.RefusedError
+	c, err := netauth.Dial("tcp", addr, cfg)
+	if err == nil {
+		err = c.Handshake()
+		c.Close()
+	}
+	if !errors.As(err, &refused) || refused.Code != netauth.CodeNotAuthorized {
+		t.Fatalf("netauth-bob, whose keys the daemon cannot read: %v, want not authorized", err)
 	}
 	wpid, _ := strconv.Atoi(workerPid)
 	if st, _ := procStatus(t, wpid); st["PPid"][0] != strconv.Itoa(cmd.Process.Pid) {

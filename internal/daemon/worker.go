@@ -12,15 +12,18 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/logging"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/trace"
@@ -73,6 +76,7 @@ type worker struct {
 	userKeys map[string]map[string]ssh.PublicKey // a shared worker's keys used, per user (program.go)
 	retired  bool                                // takes no new connections
 	dead     bool
+	killedBy string // why the daemon killed it, if it did ("access revoked"), for the log
 	idle     *time.Timer
 }
 
@@ -381,11 +385,11 @@ func (w *worker) start(runAs *policy.Account) {
 			err := w.assign(sp, runAs, builtin, env, dir)
 			if err == nil {
 				w.cmd, w.pid, w.ch = sp.cmd, sp.pid, sp.ch
-				d.log.Info("worker started", "service", w.svc.Name, "user", w.user, "uid", runAs.UID, "pid", w.pid, "spare", true)
+				d.log.Info("worker started", append(w.startTags(runAs), "spare", true)...)
 				go w.control()
 				return
 			}
-			d.log.Warn("a spare worker could not become the worker; starting it afresh", "service", w.svc.Name, "user", w.user, "err", err)
+			d.log.Warn("a spare worker could not become the worker; starting it afresh", append(w.logTags(sp.pid), "err", err)...)
 		}
 	}
 	ch, wf, err := handoff.Pair()
@@ -414,7 +418,7 @@ func (w *worker) start(runAs *policy.Account) {
 	}
 	wf.Close()
 	w.cmd, w.pid, w.ch = cmd, cmd.Process.Pid, ch
-	d.log.Info("worker started", "service", w.svc.Name, "user", w.user, "uid", runAs.UID, "pid", w.pid)
+	d.log.Info("worker started", w.startTags(runAs)...)
 	for _, r := range []io.Reader{stdout, stderr} {
 		go w.logOutput(r)
 	}
@@ -447,9 +451,31 @@ func (w *worker) logOutput(r io.Reader) {
 	logOutput(r, maxWorkerLogLine, func(line string) { w.logLine(w.pid, line) })
 }
 
-// logLine logs a line of the output of the worker's process pid.
+// logLine logs a line of the output of the worker's process pid: a slog JSON record at its
+// level, anything else as text at INFO (emitLine), tagged source=worker with the worker's
+// service, user (a worker of a shared service has none) and pid.
 func (w *worker) logLine(pid int, line string) {
-	w.d.log.Info("worker output", "service", w.svc.Name, "user", w.user, "pid", pid, "line", line)
+	rec, ok := logging.ParseLine(line)
+	w.d.emitLine(line, rec, ok, "worker", w.logTags(pid, "source", "worker")...)
+}
+
+// startTags are the attributes of the line saying the worker started as runAs.
+func (w *worker) startTags(runAs *policy.Account) []any {
+	tags := []any{"service", w.svc.Name}
+	if w.user != "" {
+		tags = append(tags, "user", w.user)
+	}
+	return append(tags, "uid", runAs.UID, "pid", w.pid)
+}
+
+// logTags are the attributes naming the worker in the log, after those in pre: its service,
+// its user unless the service's workers are shared, and pid.
+func (w *worker) logTags(pid int, pre ...any) []any {
+	tags := append(pre, "service", w.svc.Name)
+	if w.user != "" {
+		tags = append(tags, "user", w.user)
+	}
+	return append(tags, "pid", pid)
 }
 
 // logOutput calls emit for each line read from r, until r ends. A line longer than max bytes
@@ -528,26 +554,40 @@ func (w *worker) control() {
 	if w.idle != nil {
 		w.idle.Stop()
 	}
+	why := w.killedBy
 	d.mu.Unlock()
 	for _, c := range again {
 		go d.redispatch(c)
 	}
 	close(w.exited)
-	d.log.Info("worker exited", "service", w.svc.Name, "user", w.user, "pid", w.pid, "status", exitStatus(err))
+	d.log.Info("worker exited", append(w.logTags(w.pid), "status", exitStatus(err, why))...)
 }
 
-func exitStatus(err error) string {
-	if err == nil {
-		return "0"
-	}
+// exitStatus says how a process Wait returned err for ended, for a person: "exited with
+// status 2", "killed by signal 9 (SIGKILL)", followed by ": why" when the daemon stopped it
+// (why not empty).
+func exitStatus(err error, why string) string {
+	status := "exited with status 0"
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+	switch {
+	case err == nil:
+	case !errors.As(err, &ee):
+		status = err.Error()
+	default:
+		ws, ok := ee.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() {
+			status = "exited with status " + strconv.Itoa(ee.ExitCode())
+			break
 		}
-		return strconv.Itoa(ee.ExitCode())
+		status = "killed by signal " + strconv.Itoa(int(ws.Signal()))
+		if name := unix.SignalName(ws.Signal()); name != "" {
+			status += " (" + name + ")"
+		}
 	}
-	return err.Error()
+	if why != "" {
+		status += ": " + why
+	}
+	return status
 }
 
 // handoff sends the connection in custody c to w, as its connection id, registered with it
@@ -586,8 +626,8 @@ func (w *worker) overdue(id uint64, c *custody) {
 	late := w.pending[id] == c
 	w.d.mu.Unlock()
 	if late {
-		w.d.log.Error("worker did not adopt a connection in time; stopping it", "service", w.svc.Name, "user", w.user, "pid", w.pid)
-		w.kill()
+		w.d.log.Error("worker did not adopt a connection in time; stopping it", w.logTags(w.pid)...)
+		w.kill("it did not adopt a connection in time")
 	}
 }
 
@@ -667,7 +707,7 @@ func (d *Daemon) scheduleIdleLocked(w *worker) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if w.active == 0 && !w.retired {
-			d.log.Info("worker idle; stopping it", "service", w.svc.Name, "user", w.user, "pid", w.pid)
+			d.log.Info("worker idle; stopping it", w.logTags(w.pid)...)
 			w.retireLocked()
 		}
 	})
@@ -694,8 +734,14 @@ func (w *worker) retire() {
 	w.d.mu.Unlock()
 }
 
-// kill stops the worker and everything in its session at once.
-func (w *worker) kill() {
+// kill stops the worker and everything in its session at once; why is said with its exit
+// status in the log.
+func (w *worker) kill(why string) {
+	w.d.mu.Lock()
+	if w.killedBy == "" {
+		w.killedBy = why
+	}
+	w.d.mu.Unlock()
 	<-w.ready
 	if w.cmd == nil || w.cmd.Process == nil {
 		return
@@ -748,14 +794,42 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	cfg := d.cfg
 	d.mu.Unlock()
 	d.checkSharedRevocations(ctx, cfg, src)
+	var stopping sync.WaitGroup
 	for _, it := range items {
 		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.w.user, it.keys)
 		if reason == "" {
 			continue
 		}
-		d.log.Info("access revoked; stopping the worker and its connections", "service", it.w.svc.Name, "user", it.w.user, "pid", it.w.pid, "reason", reason)
-		it.w.retire()
-		it.w.kill()
+		d.log.Info("access revoked; stopping the worker and its connections", append(it.w.logTags(it.w.pid), "reason", reason)...)
+		stopping.Add(1)
+		go func() { defer stopping.Done(); it.w.revokeAll() }()
+	}
+	stopping.Wait()
+}
+
+// revokeGrace is how long a worker whose user's access was revoked has, once told to close
+// every connection with a close record saying so (the client reads "access revoked", not a
+// truncation), before it is killed.
+const revokeGrace = 500 * time.Millisecond
+
+// revokeAll stops a worker whose user's access was revoked: it tells the worker to close every
+// connection saying why, and to exit, and kills it (and its session) if it has not exited
+// within revokeGrace.
+func (w *worker) revokeAll() {
+	<-w.ready
+	w.d.mu.Lock()
+	w.killedBy = "access revoked"
+	ch := w.ch
+	w.d.mu.Unlock()
+	if ch != nil {
+		// Before the exit message: a worker that reads that first stops reading its channel.
+		_ = ch.Send(&handoff.Message{Type: handoff.TypeRevoke}, nil)
+	}
+	w.retire()
+	select {
+	case <-w.exited:
+	case <-time.After(revokeGrace):
+		w.kill("access revoked")
 	}
 }
 

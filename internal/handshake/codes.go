@@ -19,6 +19,7 @@ const (
 	CodeInternalError      Code = 6 // server-side failure
 	CodeOverloaded         Code = 7 // too many handshakes in progress
 	CodeTimeout            Code = 8 // handshake deadline passed
+	CodeAccessRevoked      Code = 9 // in a close record: the session ended because access was revoked
 )
 
 func (c Code) String() string {
@@ -41,6 +42,8 @@ func (c Code) String() string {
 		return "server overloaded"
 	case CodeTimeout:
 		return "handshake timed out"
+	case CodeAccessRevoked:
+		return "access revoked"
 	}
 	return fmt.Sprintf("unknown error code %d", uint8(c))
 }

@@ -24,6 +24,9 @@ var (
 	// ErrTruncated means the peer's stream ended without a close record: an attacker or a
 	// failure cut the connection, and data may be missing.
 	ErrTruncated = errors.New("netauth: connection ended without a close record (truncated)")
+	// ErrRevoked is Read's error after a close record with the reason CloseRevoked: the server
+	// ended the connection because the client's access was revoked.
+	ErrRevoked = errors.New("netauth: access revoked: the server closed the connection")
 	// ErrUnexpectedFrame means the peer sent a frame that is not valid at this point.
 	ErrUnexpectedFrame = errors.New("netauth: unexpected frame from peer")
 	// ErrFrameTooLarge means a frame's length exceeds the limit for its place; it is an
@@ -76,6 +79,7 @@ type Conn struct {
 		rekeyAfter uint64
 		closed     bool // no more records: a close record was sent (closeSent), or the state exported
 		closeSent  bool
+		closeWhy   []byte // the close record's content: empty, or a reason (CloseWithReason)
 	}
 }
 
@@ -287,7 +291,10 @@ func (c *Conn) readRecordLocked(dst []byte) (byte, []byte, error) {
 			continue
 		case TypeClose:
 			c.in.err = io.EOF
-			return 0, nil, io.EOF
+			if len(content) == 1 && content[0] == CloseRevoked {
+				c.in.err = ErrRevoked
+			}
+			return 0, nil, c.in.err
 		}
 		return typ, content, nil
 	}
@@ -529,7 +536,7 @@ func (c *Conn) sendClose() (bool, error) {
 	}
 	c.out.closed = true
 	_ = c.conn.SetWriteDeadline(time.Now().Add(closeRecordTimeout))
-	if err := c.queueLocked(TypeClose, nil); err != nil {
+	if err := c.queueLocked(TypeClose, c.out.closeWhy); err != nil {
 		return false, err
 	}
 	if _, err := c.flushLocked(); err != nil {
@@ -537,6 +544,19 @@ func (c *Conn) sendClose() (bool, error) {
 	}
 	c.out.closeSent = true
 	return true, nil
+}
+
+// CloseWithReason is Close, with reason in its close record: the peer's Read returns the
+// reason's error (ErrRevoked for CloseRevoked) instead of io.EOF. A close record already sent,
+// or a Write in progress, leaves the close record as it is.
+func (c *Conn) CloseWithReason(reason byte) error {
+	if c.out.TryLock() {
+		if !c.out.closed {
+			c.out.closeWhy = []byte{reason}
+		}
+		c.out.Unlock()
+	}
+	return c.Close()
 }
 
 // CloseWrite sends a close record and, for TCP and Unix connections, shuts down the writing

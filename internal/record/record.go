@@ -37,13 +37,17 @@ const (
 // Inner record types, the last plaintext byte of every encrypted record.
 const (
 	TypeData       byte = 0x00 // application data
-	TypeClose      byte = 0x01 // sender will send nothing more
+	TypeClose      byte = 0x01 // sender will send nothing more; content: empty, or a reason (CloseRevoked)
 	TypeRekey      byte = 0x02 // sender switches to the next key after this record
 	TypeServerAuth byte = 0x03 // full handshake: host key and signature
 	TypeClientAuth byte = 0x04 // full handshake: user and SSHSIG authenticator
 	TypeVerdict    byte = 0x05 // server's decision (and, after a full handshake, a ticket)
 	TypeBinder     byte = 0x06 // resumption: the client's proof that it holds the ticket's secret
 )
+
+// CloseRevoked is the reason a server gives in its close record (one byte, the docs/PROTOCOL.md
+// §8 code access_revoked) when it ends a connection because the client's access was revoked.
+const CloseRevoked byte = 9
 
 // maxNonce is reserved by Noise for rekeying and never used for a record.
 const maxNonce = math.MaxUint64
