@@ -55,6 +55,16 @@ func (tb *testbed) stopWorker(service, user string) int {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		tb.t.Fatal(err)
 	}
+	// The stop takes effect asynchronously: until every thread of the worker has stopped it
+	// may still adopt a connection sent to it.
+	waitUntil(tb.t.(*testing.T), 5*time.Second, func() string { return fmt.Sprintf("worker %d did not stop", pid) }, func() bool {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(st, ')')
+		return i > 0 && i+2 < len(st) && st[i+2] == 'T'
+	})
 	return pid
 }
 
