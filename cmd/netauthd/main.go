@@ -32,6 +32,7 @@ import (
 )
 
 const usage = `usage: netauthd [-config file | -listen addr] [-check] [-log-level level] [-trace file]
+       netauthd -T [-config file]          (the effective configuration, defaults included)
        netauthd -trace-report file         (the per-step table of a trace)
        netauthd -version                   (also --version)
        netauthd -worker SERVICE [ARG...]   (a built-in worker, started by netauthd)
@@ -104,6 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	tracePath := fs.String("trace", "", "append every connection's steps, with their times, to this file")
 	traceReport := fs.String("trace-report", "", "print the median time of each step in this trace file, and exit")
 	showVersion := fs.Bool("version", false, "print netauthd's version and exit")
+	dump := fs.Bool("T", false, "check the configuration, print it with every default filled in (in netauthd.conf syntax), and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -149,6 +151,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "netauthd: configuration errors:\n%v\n", err)
 		return 1
+	}
+	if *dump {
+		if _, err := cfg.WriteTo(stdout); err != nil {
+			fmt.Fprintln(stderr, "netauthd: printing the configuration:", err)
+			return 1
+		}
+		return 0
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: OK (%d services)\n", nameOf(cfg), len(cfg.Services))
