@@ -702,3 +702,22 @@ func TestDumpFlag(t *testing.T) {
 		t.Fatalf("broken file: exit %d, stdout %q", code, out.String())
 	}
 }
+
+// TestStatusFlag: -status names the control socket it could not reach and exits 1; -control
+// none turns the socket off.
+func TestStatusFlag(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control")
+	var out, errb bytes.Buffer
+	if code := run([]string{"-status", "-control", sock}, &out, &errb); code != 1 || !strings.Contains(errb.String(), sock) {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if p := controlPath("none"); p != "" {
+		t.Errorf("-control none: %q", p)
+	}
+	if p := controlPath(sock); p != sock {
+		t.Errorf("-control %s: %q", sock, p)
+	}
+	if os.Geteuid() == 0 && controlPath("") != "/run/netauthd/control" {
+		t.Errorf("root's default: %q", controlPath(""))
+	}
+}
