@@ -32,6 +32,8 @@ import (
 )
 
 const usage = `usage: netauthd [-config file | -listen addr] [-check] [-log-level level] [-trace file]
+       netauthd -T [-config file]          (the effective configuration, defaults included)
+       netauthd -status [-control path]    (services, workers and counters of the running netauthd)
        netauthd -trace-report file         (the per-step table of a trace)
        netauthd -version                   (also --version)
        netauthd -worker SERVICE [ARG...]   (a built-in worker, started by netauthd)
@@ -104,6 +106,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	tracePath := fs.String("trace", "", "append every connection's steps, with their times, to this file")
 	traceReport := fs.String("trace-report", "", "print the median time of each step in this trace file, and exit")
 	showVersion := fs.Bool("version", false, "print netauthd's version and exit")
+	status := fs.Bool("status", false, "print the services, workers and counters of the running netauthd (asked over its control socket), and exit")
+	control := fs.String("control", "", "the control socket netauthd answers -status on (default "+daemon.DefaultControlSocket+" as root, $XDG_RUNTIME_DIR/netauthd/control otherwise; \"none\": no socket)")
+	dump := fs.Bool("T", false, "check the configuration, print it with every default filled in (in netauthd.conf syntax), and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -116,6 +121,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintln(stdout, version.Line("netauthd"))
 		return 0
+	}
+	if *status {
+		return printStatus(controlPath(*control), stdout, stderr)
 	}
 	if *traceReport != "" {
 		return report(*traceReport, stdout, stderr)
@@ -150,11 +158,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "netauthd: configuration errors:\n%v\n", err)
 		return 1
 	}
+	if *dump {
+		if _, err := cfg.WriteTo(stdout); err != nil {
+			fmt.Fprintln(stderr, "netauthd: printing the configuration:", err)
+			return 1
+		}
+		return 0
+	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: OK (%d services)\n", nameOf(cfg), len(cfg.Services))
 		return 0
 	}
-	return serve(cfg, note, *tracePath, log, stdout, stderr)
+	return serve(cfg, note, *tracePath, controlPath(*control), log, stdout, stderr)
+}
+
+// controlPath is the control socket's path: flag, or the default for this user ("" for none).
+func controlPath(flag string) string {
+	switch {
+	case flag == "none":
+		return ""
+	case flag != "":
+		return flag
+	case os.Geteuid() == 0:
+		return daemon.DefaultControlSocket
+	case os.Getenv("XDG_RUNTIME_DIR") != "":
+		return filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netauthd", "control")
+	}
+	return ""
+}
+
+// printStatus asks the running netauthd for its status over the control socket at path.
+func printStatus(path string, stdout, stderr io.Writer) int {
+	if path == "" {
+		return usageError(stderr, "-status needs -control PATH: not root, and XDG_RUNTIME_DIR is not set")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := daemon.QueryStatus(ctx, path)
+	if err != nil {
+		fmt.Fprintf(stderr, "netauthd: %v\n", err)
+		return 1
+	}
+	if err := st.Write(stdout, time.Now()); err != nil {
+		fmt.Fprintf(stderr, "netauthd: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // usageError writes one line saying what is wrong with the command line, and where the help
@@ -243,7 +292,7 @@ func userDefault(worker []string, addr string) (*policy.Config, string, error) {
 }
 
 // serve runs the daemon until SIGTERM or SIGINT; once it runs, it prints note.
-func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout, stderr io.Writer) int {
+func serve(cfg *policy.Config, note, tracePath, control string, log *slog.Logger, stdout, stderr io.Writer) int {
 	notify, err := sdnotify.FromEnv()
 	if err != nil {
 		fmt.Fprintln(stderr, "netauthd:", err)
@@ -290,6 +339,14 @@ func serve(cfg *policy.Config, note, tracePath string, log *slog.Logger, stdout,
 	if err := d.Start(ctx); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if control != "" {
+		cs, err := d.ListenControl(control)
+		if err != nil {
+			log.Warn("no control socket: netauthd -status will not answer", "err", err)
+		} else {
+			defer cs.Close()
+		}
 	}
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)

@@ -670,3 +670,54 @@ func TestTraceReport(t *testing.T) {
 		t.Errorf("missing trace file: exit %d", code)
 	}
 }
+
+// TestDumpFlag: -T prints the checked configuration with its defaults, in a form that reads
+// back as the same configuration; a broken file is refused as by -check.
+func TestDumpFlag(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "a.conf")
+	os.WriteFile(conf, []byte("host-key /tmp/k\nservice a {\n  listen 127.0.0.1:1\n  program /bin/true\n  users *\n}\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"-T", "-config", conf}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"host-key /tmp/k\n", "ticket-lifetime 1h\n", "spare-workers 2\n", "service a {\n", "    max-workers 256\n", "    idle-timeout 5m\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-T output lacks %q:\n%s", want, out.String())
+		}
+	}
+	back, err := policy.Parse(conf, strings.NewReader(out.String()))
+	if err != nil {
+		t.Fatalf("-T output does not parse: %v\n%s", err, out.String())
+	}
+	var again bytes.Buffer
+	back.WriteTo(&again)
+	if again.String() != out.String() {
+		t.Errorf("-T output read back prints\n%s\nnot\n%s", again.String(), out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	os.WriteFile(conf, []byte("service a {\n  lisen 127.0.0.1:1\n}\n"), 0o600)
+	if code := run([]string{"-T", "-config", conf}, &out, &errb); code != 1 || out.Len() != 0 {
+		t.Fatalf("broken file: exit %d, stdout %q", code, out.String())
+	}
+}
+
+// TestStatusFlag: -status names the control socket it could not reach and exits 1; -control
+// none turns the socket off.
+func TestStatusFlag(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control")
+	var out, errb bytes.Buffer
+	if code := run([]string{"-status", "-control", sock}, &out, &errb); code != 1 || !strings.Contains(errb.String(), sock) {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if p := controlPath("none"); p != "" {
+		t.Errorf("-control none: %q", p)
+	}
+	if p := controlPath(sock); p != sock {
+		t.Errorf("-control %s: %q", sock, p)
+	}
+	if os.Geteuid() == 0 && controlPath("") != "/run/netauthd/control" {
+		t.Errorf("root's default: %q", controlPath(""))
+	}
+}

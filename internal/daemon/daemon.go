@@ -80,6 +80,8 @@ type Daemon struct {
 	caches  caches
 	tracer  *tracer // nil unless Options.Trace
 	spares  spares  // spare built-in workers (spare.go)
+	counts  counts  // connections accepted and refused (control.go)
+	since   time.Time
 
 	mu   sync.Mutex
 	cfg  *policy.Config
@@ -127,6 +129,7 @@ func New(opts Options) (*Daemon, error) {
 		services:    make(map[string]*service),
 		workers:     make(map[workerKey]*worker),
 		acceptorUID: acceptorUID,
+		since:       time.Now(),
 	}
 	if d.inherited, d.named, err = splitInherited(cfg, opts.Inherited, opts.InheritedNames); err != nil {
 		return nil, err

@@ -206,6 +206,7 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
 	tr.Mark(trace.Audited)
+	d.counts.accepted.Add(1)
 	// Have a worker ready before accepting, so that a service that cannot start is a clear
 	// refusal rather than a connection dropped after it was accepted.
 	if adm.worker == nil {
@@ -292,6 +293,7 @@ func (d *Daemon) grantedMemo(sc *policy.Service, user string, memo *accountMemo)
 // (the signature is unverified): the audit log bounds them and, under a flood, counts
 // refusals rather than logging each; this log line follows it, so it is as bounded.
 func (s *service) refused(r *handshake.Refusal) {
+	s.d.counts.refused.Add(1)
 	ar := &audit.Refusal{
 		Client:    r.Client,
 		Service:   s.name,

@@ -5,6 +5,7 @@ package daemon
 import (
 	"cmp"
 	"slices"
+	"time"
 )
 
 // WorkerInfo describes one running worker process.
@@ -15,6 +16,8 @@ type WorkerInfo struct {
 	// per connection, or a shared backend worker).
 	User        string `json:"user,omitempty"`
 	Connections int    `json:"connections"` // connections handed to it (or being handed) and open
+	// Started is when its process started (or when a spare worker became it).
+	Started time.Time `json:"started"`
 }
 
 // Workers lists the worker processes that are running (started, not retired or dead), by
@@ -32,7 +35,7 @@ func (d *Daemon) Workers() []WorkerInfo {
 		if w.retired || w.dead || w.startErr != nil {
 			continue
 		}
-		out = append(out, WorkerInfo{Pid: w.pid, Service: w.svc.Name, User: w.user, Connections: w.active})
+		out = append(out, WorkerInfo{Pid: w.pid, Service: w.svc.Name, User: w.user, Connections: w.active, Started: w.started})
 	}
 	slices.SortFunc(out, func(a, b WorkerInfo) int {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.User, b.User), cmp.Compare(a.Pid, b.Pid))

@@ -67,7 +67,8 @@ type worker struct {
 	ch       *handoff.Channel
 	exited   chan struct{} // closed when the process has been reaped
 
-	active int // connections handed (or being handed) to it and not yet closed
+	active  int       // connections handed (or being handed) to it and not yet closed
+	started time.Time // when its process started (or a spare became it)
 	// pending are the connections registered with it (workerFor) and not yet adopted: nil
 	// until sent, then the connection in custody, until the worker acknowledges it.
 	pending  map[uint64]*custody
@@ -384,7 +385,7 @@ func (w *worker) start(runAs *policy.Account) {
 		if sp := d.takeSpare(); sp != nil {
 			err := w.assign(sp, runAs, builtin, env, dir)
 			if err == nil {
-				w.cmd, w.pid, w.ch = sp.cmd, sp.pid, sp.ch
+				w.cmd, w.pid, w.ch, w.started = sp.cmd, sp.pid, sp.ch, time.Now()
 				d.log.Info("worker started", append(w.startTags(runAs), "spare", true)...)
 				go w.control()
 				return
@@ -417,7 +418,7 @@ func (w *worker) start(runAs *policy.Account) {
 		return
 	}
 	wf.Close()
-	w.cmd, w.pid, w.ch = cmd, cmd.Process.Pid, ch
+	w.cmd, w.pid, w.ch, w.started = cmd, cmd.Process.Pid, ch, time.Now()
 	d.log.Info("worker started", w.startTags(runAs)...)
 	for _, r := range []io.Reader{stdout, stderr} {
 		go w.logOutput(r)

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/policy"
+)
+
+// TestControlStatus: the control socket, private to root, lists the service, the worker the
+// daemon started for alice (her user, its pid, her live connection) and the counters.
+func TestControlStatus(t *testing.T) {
+	tb := newTestbed(t, echoService)
+	sock := filepath.Join(t.TempDir(), "run", "control")
+	cs, err := tb.d.ListenControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for path, want := range map[string]os.FileMode{filepath.Dir(sock): 0o700, sock: 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != want {
+			t.Fatalf("%s: mode %v, %v; want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+	tb.echoSession(t, "echo", "netauth-alice")
+	if c, err := netauth.Dial("tcp", tb.addr("echo"), tb.config("netauth-carol")); err == nil {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("x\n"))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("carol was let in")
+		}
+		c.Close()
+	}
+	pid := tb.liveWorkerPid("echo", "netauth-alice")
+	st, err := QueryStatus(context.Background(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pid != os.Getpid() || len(st.Services) != 1 || st.Services[0].Name != "echo" || st.Services[0].Mode != "per-user" ||
+		len(st.Services[0].Listen) != 1 || st.Services[0].Listen[0] != tb.addr("echo") {
+		t.Fatalf("status: %+v", st)
+	}
+	if len(st.Workers) != 1 {
+		t.Fatalf("workers: %+v", st.Workers)
+	}
+	w := st.Workers[0]
+	if w.Pid != pid || pid == 0 || w.User != "netauth-alice" || w.Service != "echo" || w.Connections != 1 ||
+		time.Since(w.Started) < 0 || time.Since(w.Started) > time.Minute {
+		t.Fatalf("worker %+v, want pid %d of netauth-alice with 1 connection", w, pid)
+	}
+	if st.Accepted != 1 {
+		t.Errorf("accepted %d, want 1", st.Accepted)
+	}
+	// The refusal is counted once its audit record is written, after the client saw it.
+	for deadline := time.Now().Add(5 * time.Second); st.Refused != 1 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		if st, err = QueryStatus(context.Background(), sock); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.Refused != 1 {
+		t.Errorf("refused %d, want 1", st.Refused)
+	}
+	var out bytes.Buffer
+	st.Write(&out, time.Now())
+	for _, want := range []string{"accepted 1, refused 1", "echo ", "per-user", tb.addr("echo"), "netauth-alice", strconv.Itoa(pid)} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printed status lacks %q:\n%s", want, out.String())
+		}
+	}
+	// A fixed set of requests, each one bounded line.
+	for req, want := range map[string]string{
+		"workers\n":                    "unknown request",
+		strings.Repeat("s", 100):       "want one request line",
+		"status":                       "want one request line", // no newline before EOF
+		RequestStatus + "\n":           "",
+		RequestStatus + " extra\n":     "unknown request",
+		strings.Repeat("x", 70) + "\n": "want one request line",
+	} {
+		if got := rawControl(t, sock, req); !strings.Contains(got, want) || (want == "" && !strings.Contains(got, `"status"`)) {
+			t.Errorf("request %.20q: answer %q, want %q", req, got, want)
+		}
+	}
+	cs.Close()
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after Close: %v", err)
+	}
+}
+
+// rawControl sends req on the control socket and returns the answer.
+func rawControl(t *testing.T, sock, req string) string {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte(req))
+	c.(*net.UnixConn).CloseWrite()
+	var b bytes.Buffer
+	b.ReadFrom(c)
+	return b.String()
+}
+
+// TestControlRefusesOthers: a peer that is not root gets no status, even when the socket's
+// permissions would let it connect (SO_PEERCRED, not only the file's mode, decides).
+func TestControlRefusesOthers(t *testing.T) {
+	tb := newTestbed(t, echoService)
+	tb.echoSession(t, "echo", "netauth-alice")
+	dir, err := os.MkdirTemp("", "netauthd-control-") // not t.TempDir, whose parent is private
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "run", "control")
+	cs, err := tb.d.ListenControl(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	// Open the way, as a mistaken chmod would.
+	for _, p := range []string{dir, filepath.Dir(sock), sock} {
+		os.Chmod(p, 0o777)
+	}
+	// The system's python3 (one in root's home would not be reachable by bob).
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Fatal("python3 is needed (CI installs it)")
+	}
+	bob, err := policy.LookupAccount("netauth-bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(py, "-c", `import socket,sys
+s=socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"status\n")
+s.shutdown(socket.SHUT_WR)
+d=b""
+while True:
+    c=s.recv(4096)
+    if not c: break
+    d+=c
+sys.stdout.write(d.decode())`, sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: bob.UID, Gid: bob.GID}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python as netauth-bob: %v: %s", err, out)
+	}
+	var r controlReply
+	if err := json.Unmarshal(out, &r); err != nil || r.Status != nil || r.Error != "not permitted" {
+		t.Fatalf("netauth-bob got %q", out)
+	}
+	// Root still gets its answer.
+	if _, err := QueryStatus(context.Background(), sock); err != nil {
+		t.Fatal(err)
+	}
+}
