@@ -169,6 +169,7 @@ type custody struct {
 	timer   *time.Timer   // the current worker's time to adopt it; guarded by Daemon.mu
 	slot    chan struct{} // the custody slot it holds
 	ack     *trace.Record // the monitor's WorkerAck step, when tracing
+	sent    time.Time     // when it went into custody, for the handoff latency
 }
 
 // newCustody takes connection f (the caller's copy, which it no longer closes) and what
@@ -176,7 +177,7 @@ type custody struct {
 // (pending) and the application keys.
 func newCustody(adm *admission, slot chan struct{}, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) *custody {
 	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
-	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, slot: slot}
+	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, slot: slot, sent: time.Now()}
 	hc.Zero()
 	if adm.trace != nil {
 		c.ack = &trace.Record{}
@@ -386,6 +387,7 @@ func (w *worker) start(runAs *policy.Account) {
 			if err == nil {
 				w.cmd, w.pid, w.ch = sp.cmd, sp.pid, sp.ch
 				d.log.Info("worker started", append(w.startTags(runAs), "spare", true)...)
+				d.metrics.WorkerStarted()
 				go w.control()
 				return
 			}
@@ -419,6 +421,7 @@ func (w *worker) start(runAs *policy.Account) {
 	wf.Close()
 	w.cmd, w.pid, w.ch = cmd, cmd.Process.Pid, ch
 	d.log.Info("worker started", w.startTags(runAs)...)
+	d.metrics.WorkerStarted()
 	for _, r := range []io.Reader{stdout, stderr} {
 		go w.logOutput(r)
 	}
@@ -560,6 +563,7 @@ func (w *worker) control() {
 		go d.redispatch(c)
 	}
 	close(w.exited)
+	d.metrics.WorkerExited()
 	d.log.Info("worker exited", append(w.logTags(w.pid), "status", exitStatus(err, why))...)
 }
 
@@ -650,6 +654,7 @@ func (w *worker) adopted(id uint64) {
 	d.mu.Unlock()
 	c.ack.Mark(trace.WorkerAck)
 	d.tracer.write(c.ack)
+	d.metrics.Handoff(c.sent)
 	c.end()
 }
 
