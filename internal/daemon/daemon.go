@@ -26,6 +26,7 @@ import (
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/metrics"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/x25519"
 )
@@ -82,6 +83,10 @@ type Daemon struct {
 	spares  spares  // spare built-in workers (spare.go)
 	counts  counts  // connections accepted and refused (control.go)
 	since   time.Time
+	// metrics are the Prometheus metrics, served on metricsLn; both nil unless the
+	// configuration has metrics-listen (a nil *metrics.Metrics records nothing).
+	metrics   *metrics.Metrics
+	metricsLn net.Listener
 
 	mu   sync.Mutex
 	cfg  *policy.Config
@@ -239,16 +244,30 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if addr := d.cfg.MetricsListen; addr != "" {
+		l, err := metrics.Listen(addr)
+		if err != nil {
+			return fmt.Errorf("netauthd: %w", err)
+		}
+		d.metrics, d.metricsLn = metrics.New(), l
+		go func() {
+			if err := d.metrics.Serve(l); err != nil {
+				d.log.Error("serving metrics", "err", err)
+			}
+		}()
+	}
 	for _, sc := range d.cfg.Services {
 		s, err := d.startService(sc)
 		if err != nil {
 			d.stopServicesLocked()
+			d.closeMetricsLocked()
 			return err
 		}
 		d.services[sc.Name] = s
 	}
 	if err := d.startAcceptorLocked(); err != nil {
 		d.stopServicesLocked()
+		d.closeMetricsLocked()
 		return err
 	}
 	d.wg.Add(1)
@@ -259,6 +278,23 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	go d.fillSpares()
 	return nil
+}
+
+// closeMetricsLocked stops serving metrics.
+func (d *Daemon) closeMetricsLocked() {
+	if d.metricsLn != nil {
+		d.metricsLn.Close()
+	}
+}
+
+// MetricsAddr returns the address metrics are served on (nil without metrics-listen).
+func (d *Daemon) MetricsAddr() net.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.metricsLn == nil {
+		return nil
+	}
+	return d.metricsLn.Addr()
 }
 
 // Addrs returns the bound addresses of a service (for tests and the demo).
@@ -314,8 +350,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return fmt.Errorf("netauthd: reload refused, keeping the running configuration:\n%w", err)
 	}
 	d.mu.Lock()
-	if cfg.HostKey != d.cfg.HostKey || cfg.AuditLog != d.cfg.AuditLog {
-		d.log.Warn("host-key and audit-log changes take effect at the next restart")
+	if cfg.HostKey != d.cfg.HostKey || cfg.AuditLog != d.cfg.AuditLog || cfg.MetricsListen != d.cfg.MetricsListen {
+		d.log.Warn("host-key, audit-log and metrics-listen changes take effect at the next restart")
 	}
 	old := d.services
 	oldSet := make(map[string]*service, len(old))
@@ -387,6 +423,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		_ = a.cmd.Process.Kill()
 	}
 	d.stopServicesLocked()
+	d.closeMetricsLocked()
 	workers := make([]*worker, 0, len(d.workers))
 	for _, w := range d.workers {
 		workers = append(workers, w)

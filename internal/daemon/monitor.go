@@ -22,6 +22,7 @@ import (
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/logging"
+	"ubns.dev/netauth/internal/metrics"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/trace"
 )
@@ -345,6 +346,7 @@ func (d *Daemon) answerCommit(p []byte, f *os.File) (reply []byte, kept bool) {
 	d.dispatch(c)
 	adm.trace.Mark(trace.CommitDone)
 	d.tracer.write(adm.trace)
+	d.metrics.Handshake(acc.Result.Resumed, metrics.Accepted)
 	return acceptedReply, true
 }
 

@@ -3,6 +3,8 @@
 package daemon
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/metrics"
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/trace"
 	"ubns.dev/netauth/internal/x25519"
@@ -197,7 +200,10 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	if adm.worker, adm.id = d.runningWorkerFor(adm); adm.worker != nil {
 		rec.Worker = adm.worker.pid
 	}
-	if err := d.audit.Write(rec); err != nil {
+	written := time.Now()
+	err = d.audit.Write(rec)
+	d.metrics.AuditWrite(written)
+	if err != nil {
 		if adm.worker != nil {
 			d.unregister(adm.worker, adm.id)
 		}
@@ -313,7 +319,11 @@ func (s *service) refused(r *handshake.Refusal) {
 	case r.Statement == nil && r.User == "":
 		ar.Mode = ""
 	}
+	s.d.metrics.Handshake(r.Resumed, metrics.Refused)
+	s.d.metrics.Refusal(ar.Code)
+	written := time.Now()
 	rec, err := s.d.audit.WriteRefusal(ar)
+	s.d.metrics.AuditWrite(written)
 	if rec == nil {
 		return // counted, for a summary record
 	}

@@ -170,6 +170,7 @@ type custody struct {
 	timer   *time.Timer   // the current worker's time to adopt it; guarded by Daemon.mu
 	slot    chan struct{} // the custody slot it holds
 	ack     *trace.Record // the monitor's WorkerAck step, when tracing
+	sent    time.Time     // when it went into custody, for the handoff latency
 }
 
 // newCustody takes connection f (the caller's copy, which it no longer closes) and what
@@ -177,7 +178,7 @@ type custody struct {
 // (pending) and the application keys.
 func newCustody(adm *admission, slot chan struct{}, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) *custody {
 	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
-	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, slot: slot}
+	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, slot: slot, sent: time.Now()}
 	hc.Zero()
 	if adm.trace != nil {
 		c.ack = &trace.Record{}
@@ -387,6 +388,7 @@ func (w *worker) start(runAs *policy.Account) {
 			if err == nil {
 				w.cmd, w.pid, w.ch, w.started = sp.cmd, sp.pid, sp.ch, time.Now()
 				d.log.Info("worker started", append(w.startTags(runAs), "spare", true)...)
+				d.metrics.WorkerStarted()
 				go w.control()
 				return
 			}
@@ -420,6 +422,7 @@ func (w *worker) start(runAs *policy.Account) {
 	wf.Close()
 	w.cmd, w.pid, w.ch, w.started = cmd, cmd.Process.Pid, ch, time.Now()
 	d.log.Info("worker started", w.startTags(runAs)...)
+	d.metrics.WorkerStarted()
 	for _, r := range []io.Reader{stdout, stderr} {
 		go w.logOutput(r)
 	}
@@ -561,6 +564,7 @@ func (w *worker) control() {
 		go d.redispatch(c)
 	}
 	close(w.exited)
+	d.metrics.WorkerExited()
 	d.log.Info("worker exited", append(w.logTags(w.pid), "status", exitStatus(err, why))...)
 }
 
@@ -651,6 +655,7 @@ func (w *worker) adopted(id uint64) {
 	d.mu.Unlock()
 	c.ack.Mark(trace.WorkerAck)
 	d.tracer.write(c.ack)
+	d.metrics.Handoff(c.sent)
 	c.end()
 }
 

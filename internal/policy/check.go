@@ -427,6 +427,11 @@ func (c *Config) validate(errs *collector) {
 	dur(c.line("max-clock-skew"), "max-clock-skew", c.MaxClockSkew, minClockSkew, maxClockSkew)
 	dur(c.line("handshake-timeout"), "handshake-timeout", c.HandshakeTimeout, minHandshakeTimeout, maxHandshakeTimeout)
 	dur(c.line("revocation-check"), "revocation-check", c.RevocationCheck, minRevocationCheck, maxRevocationCheck)
+	if c.MetricsListen != "" {
+		if err := CheckMetricsListen(c.MetricsListen); err != nil {
+			errs.add(c.line("metrics-listen"), err.Error())
+		}
+	}
 
 	names := map[string]bool{}
 	for _, s := range c.Services {
@@ -507,4 +512,29 @@ func (c *Config) validate(errs *collector) {
 		}
 		dur(s.line("idle-timeout"), "idle-timeout", s.IdleTimeout, minIdleTimeout, 0)
 	}
+}
+
+// CheckMetricsListen reports whether addr can be a metrics-listen value: an absolute path (a
+// Unix socket) or a loopback address with a port ("127.0.0.1:9464", "[::1]:9464",
+// "localhost:9464"). Metrics say who connects and how often: they are not served on an
+// address other hosts can reach.
+func CheckMetricsListen(addr string) error {
+	if filepath.IsAbs(addr) {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("metrics-listen %s: want an absolute Unix socket path or a loopback HOST:PORT such as 127.0.0.1:9464", q(addr))
+	}
+	if p, err := strconv.Atoi(port); err != nil || !isDigits(port) || p < 1 || p > 65535 {
+		return fmt.Errorf("metrics-listen %s: port %s is not a number from 1 to 65535", q(addr), q(port))
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" || !ip.Unmap().IsLoopback() {
+		return fmt.Errorf("metrics-listen %s: %s is not a loopback address: give 127.0.0.1, [::1], localhost or a Unix socket path", q(addr), q(host))
+	}
+	return nil
 }

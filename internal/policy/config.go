@@ -110,6 +110,9 @@ type Config struct {
 	// started ahead of need, to become the next workers of services that
 	// run a built-in worker; 0 turns spares off.
 	SpareWorkers int
+	// MetricsListen is where Prometheus metrics are served: an absolute Unix socket path or
+	// a loopback HOST:PORT; empty (the default) serves none.
+	MetricsListen string
 	// Services are the services, in file order.
 	Services []*Service
 

@@ -428,6 +428,10 @@ func directiveTable() []directive {
 				p.cfg.SpareWorkers = i
 			}
 		}},
+		{name: "metrics-listen", global: true, min: 1, max: 1, usage: "metrics-listen /run/netauth/metrics.sock", set: func(p *parser, n int, v []string) {
+			// Checked by Config.validate, like a Config not made by Parse.
+			p.cfg.MetricsListen = v[0]
+		}},
 
 		{name: "listen", repeat: true, min: 1, max: -1, usage: "listen HOST:PORT", set: func(p *parser, n int, v []string) {
 			s := p.svc

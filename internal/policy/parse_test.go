@@ -279,7 +279,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown no suggestion", svc(minimal + " frobnicate yes\n"), 4,
 			`unknown directive "frobnicate" in service "whoami": want one of listen, mode, program, args, backend, exec-worker, users, groups, run-as, max-workers, max-connections-per-user, idle-timeout`},
 		{"unknown global no suggestion", "frobnicate yes\n", 1,
-			`unknown directive "frobnicate": want one of host-key, audit-log, authorized-keys-dir, home-authorized-keys, key-command, ticket-lifetime, max-clock-skew, handshake-timeout, revocation-check, spare-workers, service`},
+			`unknown directive "frobnicate": want one of host-key, audit-log, authorized-keys-dir, home-authorized-keys, key-command, ticket-lifetime, max-clock-skew, handshake-timeout, revocation-check, spare-workers, metrics-listen, service`},
 		{"bad mode", svc(minimal + " mode peruser\n"), 4,
 			`mode "peruser": want per-user, per-connection, exec or backend`},
 		{"no program", svc(" listen :4000\n"), 1,
