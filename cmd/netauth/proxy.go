@@ -25,8 +25,9 @@ with a ticket, without asking the agent to sign again. The server must be in
 netauth's known_hosts first (see: netauth trust host:port).
 
 Without -listen the proxy listens on a Unix socket in a private directory,
-$XDG_RUNTIME_DIR/netauth/proxy-HOST-PORT.sock (or a new directory under
-$TMPDIR or /tmp), and prints its path. With -listen tcp:127.0.0.1:PORT it
+$XDG_RUNTIME_DIR/netauth/proxy-HOST-PORT.sock (or, without XDG_RUNTIME_DIR,
+$TMPDIR/netauth-proxy-UID/proxy-HOST-PORT.sock, $TMPDIR defaulting to /tmp),
+the same at every run, and prints its path. With -listen tcp:127.0.0.1:PORT it
 listens on loopback TCP instead, for programs that cannot use Unix sockets;
 other addresses are refused.
 

@@ -146,7 +146,12 @@ func New(opts Options) (*Daemon, error) {
 	if err := closeOnExecAll(); err != nil {
 		return nil, fmt.Errorf("netauthd: %w", err)
 	}
-	key, created, err := keys.LoadOrCreateHostKey(cfg.HostKey)
+	hostKeyFile, legacy := cfg.HostKeyFile()
+	if legacy {
+		d.log.Warn("using the host key at its former default path; move it (and its .pub) to the new default, or name it with host-key",
+			"path", hostKeyFile, "default", policy.DefaultHostKey)
+	}
+	key, created, err := keys.LoadOrCreateHostKey(hostKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("netauthd: host key: %w", err)
 	}
@@ -154,7 +159,7 @@ func New(opts Options) (*Daemon, error) {
 	d.hostPub, _ = ssh.NewPublicKey(key.Public())
 	d.hostFP = keys.Fingerprint(d.hostPub)
 	if created {
-		d.log.Info("generated a new host key", "path", cfg.HostKey, "fingerprint", d.hostFP)
+		d.log.Info("generated a new host key", "path", hostKeyFile, "fingerprint", d.hostFP)
 	}
 	if cfg.TicketLifetime >= 0 {
 		d.tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)

@@ -3,6 +3,9 @@
 package policy
 
 import (
+	"errors"
+	"io/fs"
+	"os"
 	"time"
 
 	"ubns.dev/netauth/internal/keys"
@@ -10,7 +13,7 @@ import (
 
 // Defaults of the global directives.
 const (
-	DefaultHostKey           = "/etc/netauth/host_ed25519_key"
+	DefaultHostKey           = "/var/lib/netauth/host_ed25519_key"
 	DefaultAuditLog          = "/var/log/netauth/audit.log"
 	DefaultAuthorizedKeysDir = "/etc/netauth/authorized_keys"
 	DefaultTicketLifetime    = time.Hour
@@ -36,8 +39,15 @@ const (
 const ResumptionOff time.Duration = -1
 
 // BuiltinHostKey is the host key of the configuration Default
-// returns, used when netauthd runs without a configuration file.
-const BuiltinHostKey = "/var/lib/netauth/host_ed25519_key"
+// returns, used when netauthd runs without a configuration file: the
+// same file as a configuration without host-key uses, so that moving
+// between the two keeps the key clients have pinned.
+const BuiltinHostKey = DefaultHostKey
+
+// LegacyHostKey is where a configuration without host-key kept its host
+// key before the default became DefaultHostKey. HostKeyFile still uses it
+// when it exists and DefaultHostKey does not.
+const LegacyHostKey = "/etc/netauth/host_ed25519_key"
 
 // Mode says how a service's connections are spread over worker processes.
 type Mode int
@@ -232,6 +242,29 @@ func Default(whoamiProgram string) *Config {
 	s.Users = []string{"*"}
 	c.Services = []*Service{s}
 	return c
+}
+
+// HostKeyFile returns the host key file netauthd uses: c.HostKey, except
+// when the configuration does not name one (host-key absent, or the
+// configuration Default returns), DefaultHostKey does not exist and
+// LegacyHostKey does. Then it returns LegacyHostKey and legacy true, so
+// that a server set up before the default moved keeps its key; the caller
+// should log a notice asking for the file to be moved or named.
+func (c *Config) HostKeyFile() (path string, legacy bool) {
+	return c.hostKeyFile(DefaultHostKey, LegacyHostKey)
+}
+
+func (c *Config) hostKeyFile(def, old string) (string, bool) {
+	if c.line("host-key") != 0 || c.HostKey != def {
+		return c.HostKey, false
+	}
+	if _, err := os.Lstat(def); !errors.Is(err, fs.ErrNotExist) {
+		return c.HostKey, false
+	}
+	if _, err := os.Lstat(old); err != nil {
+		return c.HostKey, false
+	}
+	return old, true
 }
 
 // newConfig returns a configuration with every global default set.

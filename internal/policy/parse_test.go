@@ -74,11 +74,10 @@ func TestParseExample(t *testing.T) {
 	}
 	want := &Config{
 		Path:               path,
-		HostKey:            "/etc/netauth/host_ed25519_key",
+		HostKey:            "/var/lib/netauth/host_ed25519_key",
 		AuditLog:           "/var/log/netauth/audit.log",
 		AuthorizedKeysDir:  "/etc/netauth/authorized_keys",
 		HomeAuthorizedKeys: false,
-		KeyCommand:         []string{"/usr/local/bin/netauth-keys", "%u"},
 		TicketLifetime:     time.Hour,
 		MaxClockSkew:       5 * time.Minute,
 		HandshakeTimeout:   10 * time.Second,
@@ -89,34 +88,22 @@ func TestParseExample(t *testing.T) {
 			Line:            lineOf(t, string(data), "service whoami {"),
 			Listen:          []string{"127.0.0.1:4000"},
 			Mode:            PerUser,
-			Program:         "/usr/local/libexec/netauth/whoami",
-			Args:            []string{"-greeting", "hello there"},
-			Users:           []string{"alice", "bob"},
-			Groups:          []string{"staff"},
+			Program:         "/usr/libexec/netauth/netauthd-acceptor",
+			Args:            []string{"-worker", "whoami"},
+			Users:           []string{"*"},
 			RunAsUser:       true,
 			MaxWorkers:      100,
 			MaxConnsPerUser: 10,
 			IdleTimeout:     5 * time.Minute,
 		}, {
-			Name:            "imap",
-			Line:            lineOf(t, string(data), "service imap {"),
-			Listen:          []string{"127.0.0.1:1143"},
-			Mode:            Exec,
-			Program:         "/usr/lib/dovecot/imap",
-			Args:            []string{"-c", "/etc/netauth/dovecot-imap.conf"},
+			Name:            "echo",
+			Line:            lineOf(t, string(data), "service echo {"),
+			Listen:          []string{"127.0.0.1:4001"},
+			Mode:            PerConnection,
+			Program:         "/usr/libexec/netauth/netauthd-acceptor",
+			Args:            []string{"-worker", "echo"},
 			Users:           []string{"*"},
 			RunAsUser:       true,
-			MaxWorkers:      DefaultMaxWorkers,
-			MaxConnsPerUser: DefaultMaxConnsPerUser,
-			IdleTimeout:     DefaultIdleTimeout,
-		}, {
-			Name:            "web",
-			Line:            lineOf(t, string(data), "service web {"),
-			Listen:          []string{":8443"},
-			Mode:            Backend,
-			Backend:         "tcp:127.0.0.1:8080",
-			Groups:          []string{"staff"},
-			Account:         "netauth-web",
 			MaxWorkers:      DefaultMaxWorkers,
 			MaxConnsPerUser: DefaultMaxConnsPerUser,
 			IdleTimeout:     DefaultIdleTimeout,
@@ -130,6 +117,57 @@ func TestParseExample(t *testing.T) {
 	}
 	if got.Lookup("whoami") != got.Services[0] || got.Lookup("nope") != nil {
 		t.Errorf("Lookup does not find the services")
+	}
+
+	// The service blocks commented out (they need Dovecot, an account) parse once
+	// uncommented.
+	var lines []string
+	in := false
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "#service ") {
+			in = true
+		}
+		if in {
+			l = strings.TrimPrefix(l, "#")
+		}
+		if in && l == "}" {
+			in = false
+		}
+		lines = append(lines, l)
+	}
+	all := strings.Join(lines, "\n")
+	if got, err = Parse(path, strings.NewReader(all)); err != nil {
+		t.Fatalf("the example with its services uncommented: %v", err)
+	}
+	want.Services = append(want.Services, &Service{
+		Name:            "imap",
+		Line:            lineOf(t, all, "service imap {"),
+		Listen:          []string{"127.0.0.1:1143"},
+		Mode:            Exec,
+		Program:         "/usr/lib/dovecot/imap",
+		Args:            []string{"-c", "/etc/netauth/dovecot-imap.conf"},
+		Users:           []string{"*"},
+		RunAsUser:       true,
+		MaxWorkers:      DefaultMaxWorkers,
+		MaxConnsPerUser: DefaultMaxConnsPerUser,
+		IdleTimeout:     DefaultIdleTimeout,
+	}, &Service{
+		Name:            "web",
+		Line:            lineOf(t, all, "service web {"),
+		Listen:          []string{":8443"},
+		Mode:            Backend,
+		Backend:         "tcp:127.0.0.1:8080",
+		Groups:          []string{"staff"},
+		Account:         "netauth-web",
+		MaxWorkers:      DefaultMaxWorkers,
+		MaxConnsPerUser: DefaultMaxConnsPerUser,
+		IdleTimeout:     DefaultIdleTimeout,
+	})
+	if g := stripped(got); !reflect.DeepEqual(g, want) {
+		for i := range min(len(g.Services), len(want.Services)) {
+			t.Errorf("uncommented, service %d:\n%+v\nwant\n%+v", i, *g.Services[i], *want.Services[i])
+		}
+		t.Errorf("uncommented, %d services, want %d", len(g.Services), len(want.Services))
 	}
 }
 

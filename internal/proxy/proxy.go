@@ -42,7 +42,8 @@ type Options struct {
 	// Listen is the local address: "unix:PATH" or "tcp:HOST:PORT" where HOST is a loopback
 	// address (127.0.0.1, ::1 or localhost). If empty, the proxy listens on a Unix socket in a
 	// private directory: $XDG_RUNTIME_DIR/netauth/proxy-HOST-PORT.sock when XDG_RUNTIME_DIR
-	// is set, else a socket in a new mode-0700 directory under os.TempDir().
+	// is set, else os.TempDir()/netauth-proxy-UID/proxy-HOST-PORT.sock (mode 0700): the
+	// same path at every run.
 	Listen string
 
 	// Remote is the netauth server, "[user@]host:port".
@@ -184,28 +185,24 @@ func resolveUser(configured, fromAddr string) (string, error) {
 }
 
 // defaultSocketPath chooses the socket of a proxy started without -listen, creating its
-// directory. private is set when the directory is new and the proxy's own to remove.
+// directory if need be: $XDG_RUNTIME_DIR/netauth, or else netauth-proxy-UID under
+// os.TempDir() (like tmux's /tmp/tmux-UID), so that the same user's proxy for the same
+// server always has the same path, whichever run made it. The directory must be the
+// user's own and not writable by others. private is set when the directory is the proxy's
+// own to remove; a stable directory never is.
 func defaultSocketPath(host, port string) (path, private string, err error) {
 	name := "proxy-" + sanitize(host) + "-" + sanitize(port) + ".sock"
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("netauth-proxy-%d", os.Getuid()))
 	if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" {
-		dir := filepath.Join(rt, "netauth")
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return "", "", fmt.Errorf("netauth proxy: creating the socket directory: %w", err)
-		}
-		if err := checkPrivateDir(dir); err != nil {
-			return "", "", err
-		}
-		return filepath.Join(dir, name), "", nil
+		dir = filepath.Join(rt, "netauth")
 	}
-	dir, err := os.MkdirTemp("", "netauth-proxy-")
-	if err != nil {
-		return "", "", fmt.Errorf("netauth proxy: creating a private socket directory: %w", err)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", "", fmt.Errorf("netauth proxy: creating the socket directory: %w", err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("netauth proxy: creating a private socket directory: %w", err)
+	if err := checkPrivateDir(dir); err != nil {
+		return "", "", err
 	}
-	return filepath.Join(dir, name), dir, nil
+	return filepath.Join(dir, name), "", nil
 }
 
 // checkPrivateDir refuses a socket directory that another user owns or could write to:

@@ -266,6 +266,7 @@ func TestUnixOtherUIDRefused(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(path), 0o711); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.Chmod(filepath.Dir(path), 0o700) }) // the directory outlives the test
 	if err := os.Chmod(path, 0o777); err != nil {
 		t.Fatal(err)
 	}
@@ -273,32 +274,55 @@ func TestUnixOtherUIDRefused(t *testing.T) {
 	checkRefused(t, out, ts, logs, "pid ")
 }
 
-// TestPrivateTempDir checks the default socket without XDG_RUNTIME_DIR: a new mode-0700
-// directory, removed with the socket when the proxy stops.
-func TestPrivateTempDir(t *testing.T) {
+// TestStableTempDir checks the default socket without XDG_RUNTIME_DIR: a mode-0700
+// directory netauth-proxy-UID under TMPDIR, and the same path at the next run, so that a
+// user's second proxy finds (and replaces, once stale) the first one's socket.
+func TestStableTempDir(t *testing.T) {
 	ts := newTestServer(t)
 	t.Setenv("XDG_RUNTIME_DIR", "")
-	p, _ := listenProxy(t, Options{Remote: ts.addr, Config: withUser(ts.config())})
-	path := strings.TrimPrefix(p.Addr(), "unix:")
-	dir := filepath.Dir(path)
-	if !strings.HasPrefix(filepath.Base(dir), "netauth-proxy-") {
-		t.Errorf("socket %s is not in a netauth-proxy-* directory", path)
-	}
-	fi, err := os.Stat(dir)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	host, port, err := net.SplitHostPort(ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("%s has mode %04o, want 0700", dir, fi.Mode().Perm())
+	want := filepath.Join(tmp, fmt.Sprintf("netauth-proxy-%d", os.Getuid()), "proxy-"+sanitize(host)+"-"+sanitize(port)+".sock")
+	for run := 1; run <= 2; run++ {
+		p, _ := listenProxy(t, Options{Remote: ts.addr, Config: withUser(ts.config())})
+		path := strings.TrimPrefix(p.Addr(), "unix:")
+		if path != want {
+			t.Errorf("run %d: socket %s, want %s", run, path, want)
+		}
+		fi, err := os.Stat(filepath.Dir(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("run %d: %s has mode %04o, want 0700", run, filepath.Dir(path), fi.Mode().Perm())
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Close(); err != nil {
+			t.Errorf("run %d: second Close: %v", run, err)
+		}
 	}
-	if err := p.Close(); err != nil {
+}
+
+// TestStableTempDirNotOurs refuses a netauth-proxy-UID directory that others may write to.
+func TestStableTempDirNotOurs(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dir := filepath.Join(tmp, fmt.Sprintf("netauth-proxy-%d", os.Getuid()))
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("after Close, %s: %v; want it removed", dir, err)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
 	}
-	if err := p.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
+	if _, _, err := defaultSocketPath("h", "1"); err == nil || !strings.Contains(err.Error(), "writable by other users") {
+		t.Errorf("defaultSocketPath with a mode-0777 %s: %v; want a refusal", dir, err)
 	}
 }
 
