@@ -48,6 +48,9 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 	line("handshake-timeout", formatDuration(c.HandshakeTimeout))
 	line("revocation-check", formatDuration(c.RevocationCheck))
 	line("spare-workers", itoa(c.SpareWorkers))
+	if c.MetricsListen != "" {
+		line("metrics-listen", c.MetricsListen)
+	}
 	for _, s := range c.Services {
 		b.WriteString("\nservice " + quoteValue(s.Name) + " {\n")
 		in := func(name string, vals ...string) {

@@ -100,6 +100,7 @@ max-clock-skew 90s
 handshake-timeout 1500ms
 revocation-check 30m
 spare-workers 0
+metrics-listen 127.0.0.1:9464
 service one {
     listen [::1]:1 :2
     mode exec
