@@ -98,8 +98,9 @@ type ControlServer struct {
 	once    sync.Once
 }
 
-// ListenControl creates the control socket at path, mode 0600 in a directory of mode 0700
-// owned by this process's user (created if missing), and answers it until Close. Only peers
+// ListenControl creates the control socket at path, mode 0600, and answers it until Close.
+// Its directory, created with mode 0700 if missing, must be owned by this process's user; one
+// that was there is left with its mode, and refused if others may write to it. Only peers
 // with this process's uid (root, for netauthd as root) are answered, as the kernel recorded
 // them (SO_PEERCRED). A socket left at path by an earlier run is replaced; one that a
 // process still listens on is an error.
@@ -108,6 +109,8 @@ func (d *Daemon) ListenControl(path string) (*ControlServer, error) {
 		return nil, fmt.Errorf("netauthd: control socket %q: not an absolute path", path)
 	}
 	dir := filepath.Dir(path)
+	_, statErr := os.Lstat(dir)
+	created := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
 	}
@@ -119,8 +122,14 @@ func (d *Daemon) ListenControl(path string) (*ControlServer, error) {
 	if !fi.IsDir() || !ok || st.Uid != uint32(os.Geteuid()) {
 		return nil, fmt.Errorf("netauthd: control socket directory %s is not a directory owned by uid %d", dir, os.Geteuid())
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
+	if created {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
+		}
+	} else if fi.Mode().Perm()&0o022 != 0 {
+		// A directory that was there (/run, /tmp) is not narrowed, which would lock others out
+		// of it, nor used when others may write to it: they could swap the socket.
+		return nil, fmt.Errorf("netauthd: control socket directory %s is writable by others than its owner (mode %v)", dir, fi.Mode().Perm())
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {

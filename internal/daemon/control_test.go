@@ -171,3 +171,44 @@ sys.stdout.write(d.decode())`, sock)
 		t.Fatal(err)
 	}
 }
+
+// TestControlExistingDirectory: a control socket put in a directory that was already there
+// (such as -control /run/control or /tmp/control) leaves the directory's mode alone, since
+// narrowing it to 0700 would lock every other user out of it, and is refused in a directory
+// others may write to, where they could swap the socket.
+func TestControlExistingDirectory(t *testing.T) {
+	tb := newTestbed(t, echoService)
+	shared := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := tb.d.ListenControl(filepath.Join(shared, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if fi, err := os.Stat(shared); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("%s: %v, %v; want its mode left at 0755", shared, fi.Mode().Perm(), err)
+	}
+	if _, err := QueryStatus(context.Background(), filepath.Join(shared, "control")); err != nil {
+		t.Fatal(err)
+	}
+
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := tb.d.ListenControl(filepath.Join(open, "control")); err == nil {
+		cs.Close()
+		t.Fatal("a control socket in a directory anyone may write to was accepted")
+	}
+	if fi, err := os.Stat(open); err != nil || fi.Mode()&(os.ModePerm|os.ModeSticky) != 0o777|os.ModeSticky {
+		t.Fatalf("%s: %v, %v; want its mode left at 1777", open, fi.Mode(), err)
+	}
+}
