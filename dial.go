@@ -446,6 +446,7 @@ func (d *dialer) handshake(ctx context.Context, nc net.Conn, c *Conn) (err error
 
 	remote := nc.RemoteAddr()
 	rc := record.NewConn(nc)
+	rc.ReadCloseReasons() // the server's close record may say why it closed
 	hcfg := &handshake.ClientConfig{
 		User:         d.user,
 		Signer:       &lazySigner{d: d},

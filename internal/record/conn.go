@@ -69,6 +69,8 @@ type Conn struct {
 		pos, end int
 		plain    []byte // decrypted application data not yet returned
 		err      error  // sticky: io.EOF after a close record, or a fatal error
+		// reasons: a close record's reason is read (ReadCloseReasons, a client's Conn).
+		reasons bool
 	}
 	out struct {
 		sync.Mutex
@@ -89,6 +91,16 @@ func NewConn(c net.Conn) *Conn {
 	rc.in.buf = make([]byte, rbufInitial)
 	rc.out.rekeyAfter = DefaultRekeyAfter
 	return rc
+}
+
+// ReadCloseReasons makes Read return the error of a reason in the peer's close record
+// (ErrRevoked for CloseRevoked) rather than io.EOF. Only a server gives reasons
+// (docs/PROTOCOL.md §7.2): a client's Conn calls it, and a server's reads any close record
+// as end-of-stream, whatever a client put in it.
+func (c *Conn) ReadCloseReasons() {
+	c.in.Lock()
+	c.in.reasons = true
+	c.in.Unlock()
 }
 
 // SetKeys installs the two directions' keys; from now on frames are encrypted records.
@@ -291,7 +303,7 @@ func (c *Conn) readRecordLocked(dst []byte) (byte, []byte, error) {
 			continue
 		case TypeClose:
 			c.in.err = io.EOF
-			if len(content) == 1 && content[0] == CloseRevoked {
+			if c.in.reasons && len(content) == 1 && content[0] == CloseRevoked {
 				c.in.err = ErrRevoked
 			}
 			return 0, nil, c.in.err

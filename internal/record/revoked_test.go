@@ -16,6 +16,7 @@ import (
 // not know (a later version's).
 func TestCloseWithReasonRevoked(t *testing.T) {
 	server, client := keyedPair(t)
+	client.ReadCloseReasons()
 	if _, err := server.Write([]byte("last words")); err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +38,24 @@ func TestCloseWithReasonRevoked(t *testing.T) {
 
 	for _, why := range [][]byte{nil, {0x7f}, {CloseRevoked, 0}} {
 		raw, rc := rawToKeyed(t)
+		rc.ReadCloseReasons()
 		mustWrite(t, raw, seal(t, sealer(), TypeClose, why))
 		_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := rc.Read(make([]byte, 1)); err != io.EOF {
 			t.Fatalf("a close record with %x: %v, want io.EOF", why, err)
 		}
+	}
+}
+
+// TestCloseReasonFromClientIgnored: only a server gives a reason in its close record (docs/
+// PROTOCOL.md §7.2). A Conn that does not read reasons (a server's) reads a client's close
+// record saying access_revoked as end-of-stream, not as "access revoked: the server closed
+// the connection", which a client could otherwise make a server's application report.
+func TestCloseReasonFromClientIgnored(t *testing.T) {
+	raw, rc := rawToKeyed(t)
+	mustWrite(t, raw, seal(t, sealer(), TypeClose, []byte{CloseRevoked}))
+	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("a server read a client's close record with access_revoked as %v, want io.EOF", err)
 	}
 }
