@@ -36,7 +36,7 @@ func newAPIServerConfig(t *testing.T, u *testUser) (*ServerConfig, ssh.PublicKey
 		HostKey: hostKey,
 		Service: "test",
 		Keys:    StaticKeys{u.name: {u.signer.PublicKey()}},
-		Logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:  slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}, hostPub
 }
 

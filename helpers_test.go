@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"ubns.dev/netauth/internal/testutil"
 
@@ -49,7 +50,7 @@ func newTestServer(t testing.TB, modify func(*ServerConfig)) *testServer {
 		HostKey: hostKey,
 		Service: "test",
 		Keys:    ts.keys,
-		Logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:  slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if modify != nil {
 		modify(cfg)
@@ -98,10 +99,32 @@ func (ts *testServer) serveEcho() {
 	}()
 }
 
-// testWriter sends log output to the test log.
-type testWriter struct{ t testing.TB }
+// testWriter sends log output to the test log until the test ends: a server goroutine may
+// still log (a connection closing) after that, when t.Log would fail the run.
+type testWriter struct{ w *testLog }
+
+type testLog struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+// newTestWriter returns a writer to t's log that drops what comes after t ended.
+func newTestWriter(t testing.TB) testWriter {
+	l := &testLog{t: t}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.done = true
+		l.mu.Unlock()
+	})
+	return testWriter{l}
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
+	w.w.mu.Lock()
+	defer w.w.mu.Unlock()
+	if !w.w.done {
+		w.w.t.Log(string(p))
+	}
 	return len(p), nil
 }
