@@ -132,55 +132,56 @@ func fileExists(path string) bool {
 // something that never comes) fails the Dial by the handshake's deadline, and a request made
 // outside the handshake by agentCallTimeout; neither holds the caller for ever.
 func TestAgentSilent(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "silent.sock")
+	sock := fakeAgent(t, func(c net.Conn) { io.Copy(io.Discard, c) }) // reads every request, answers none
+	ts := newTestServer(t, nil)
+	ts.serveEcho()
+	agentConns.closeIdle()
+	defer agentConns.closeIdle()
+
+	for _, tc := range []struct {
+		name             string
+		handshake, calls time.Duration
+	}{
+		{"handshake deadline", 300 * time.Millisecond, agentCallTimeout},
+		{"agentCallTimeout", time.Hour, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(d time.Duration) { agentCallTimeout = d }(agentCallTimeout)
+			agentCallTimeout = tc.calls
+			cfg := &Config{User: "alice", AgentSocket: sock, KnownHostsFile: ts.knownHosts, HandshakeTimeout: tc.handshake}
+			start := time.Now()
+			c, err := Dial("tcp", ts.addr, cfg)
+			took := time.Since(start)
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial through a silent agent succeeded")
+			}
+			t.Logf("Dial: %v (after %v)", err, took)
+			if took > 5*time.Second {
+				t.Fatalf("Dial took %v with the shorter of the two bounds at 300 ms", took)
+			}
+		})
+	}
+}
+
+// fakeAgent listens on a Unix socket in a temporary directory and serves each connection with
+// serve (then closes it) until the test ends. It returns the socket's path.
+func fakeAgent(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(io.Discard, c); c.Close() }() // reads every request, answers none
+			go func() { serve(c); c.Close() }()
 		}
 	}()
-	ts := newTestServer(t, nil)
-	ts.serveEcho()
-	agentConns.closeIdle()
-	defer agentConns.closeIdle()
-
-	t.Run("handshake deadline", func(t *testing.T) {
-		cfg := &Config{User: "alice", AgentSocket: sock, KnownHostsFile: ts.knownHosts, HandshakeTimeout: 300 * time.Millisecond}
-		start := time.Now()
-		c, err := Dial("tcp", ts.addr, cfg)
-		took := time.Since(start)
-		if err == nil {
-			c.Close()
-			t.Fatal("Dial through a silent agent succeeded")
-		}
-		t.Logf("Dial: %v (after %v)", err, took)
-		if took > 5*time.Second {
-			t.Fatalf("Dial took %v with a 300 ms handshake timeout", took)
-		}
-	})
-	t.Run("agentCallTimeout", func(t *testing.T) {
-		defer func(d time.Duration) { agentCallTimeout = d }(agentCallTimeout)
-		agentCallTimeout = 300 * time.Millisecond
-		cfg := &Config{User: "alice", AgentSocket: sock, KnownHostsFile: ts.knownHosts, HandshakeTimeout: time.Hour}
-		start := time.Now()
-		c, err := Dial("tcp", ts.addr, cfg)
-		took := time.Since(start)
-		if err == nil {
-			c.Close()
-			t.Fatal("Dial through a silent agent succeeded")
-		}
-		t.Logf("Dial: %v (after %v)", err, took)
-		if took > 5*time.Second {
-			t.Fatalf("Dial took %v with a 300 ms agent call timeout", took)
-		}
-	})
+	return sock
 }

@@ -180,34 +180,19 @@ func TestAgentPoolIdleTimeout(t *testing.T) {
 // connection, where the next request would take it for its answer: such a connection is not
 // kept, and is not used for another request.
 func TestAgentPoolAnswerNotReadWhole(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	sock := fakeAgent(t, func(c net.Conn) {
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			var hdr [4]byte
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				for {
-					var hdr [4]byte
-					if _, err := io.ReadFull(c, hdr[:]); err != nil {
-						return
-					}
-					if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))); err != nil {
-						return
-					}
-					// 17 MiB announced, a few bytes sent: more than the client reads.
-					c.Write([]byte{0x01, 0x10, 0x00, 0x00, 12, 0, 0, 0, 0, 0, 0, 0})
-				}
-			}()
+			if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))); err != nil {
+				return
+			}
+			// 17 MiB announced, a few bytes sent: more than the client reads.
+			c.Write([]byte{0x01, 0x10, 0x00, 0x00, 12, 0, 0, 0, 0, 0, 0, 0})
 		}
-	}()
+	})
 	p := &agentPool{idle: make(map[agentPoolKey][]*agentConn)}
 	defer p.closeIdle()
 	c, err := p.get(sock)
