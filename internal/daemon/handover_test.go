@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/handoff"
@@ -223,29 +224,11 @@ func runDropper() int {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHandoffAttempts: a connection whose worker exits before adopting it goes to a new
 // worker, handoffAttempts workers in all; then it is given up, and nothing of it is left: no
 // place in custody, no connection counted against the user.
 func TestHandoffAttempts(t *testing.T) {
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	tb := newTestbedOpts(t, droppingService, testbedOpts{log: &log})
 	cfg := tb.config("netauth-alice")
 	cfg.DisableResumption = true

@@ -231,3 +231,22 @@ func OpenDescriptors(t testing.TB) int {
 	}
 	return len(ents)
 }
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads (a log several goroutines
+// write while the test reads it).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

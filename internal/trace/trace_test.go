@@ -8,9 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
@@ -94,7 +94,7 @@ func BenchmarkOn(b *testing.B) {
 // TestRecordLine: a record's line parses back to its steps; lines that are not exactly
 // trace lines are refused.
 func TestRecordLine(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	w := NewWriter(&out)
 	r := &Record{}
 	r.Mark(Accept)
@@ -211,23 +211,6 @@ func TestTable(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestFromEnv: a worker finds its trace descriptor in Env, takes it out of the environment
 // and marks it close-on-exec, so that programs it starts get neither; without Env, nothing.
