@@ -28,7 +28,6 @@ import (
 	"ubns.dev/netauth/internal/builtin"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/policy"
-	"ubns.dev/netauth/internal/testutil"
 	"ubns.dev/netauth/internal/trace"
 )
 
@@ -597,68 +596,12 @@ func runUnprivilegedSpareDaemon(spec string) int {
 // user, and a spare becomes the user's worker keeping its credentials (it cannot change
 // them), with the worker's environment and directory.
 func TestUnprivilegedSpare(t *testing.T) {
-	requireRoot(t)
-	acct, err := policy.LookupAccount("netauth-alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	acceptor := buildAcceptor(t)
-	dir := testutil.OpenDir(t, "netauthd-unprivileged-spare-")
-	bin := testutil.SelfCopy(t, dir, "daemon.test")
-	state := filepath.Join(dir, "state")
-	if err := os.Mkdir(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(state, int(acct.UID), int(acct.GID)); err != nil {
-		t.Fatal(err)
-	}
-	keysDir := filepath.Join(dir, "keys")
-	if err := os.Mkdir(keysDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	alice := testutil.Signer(t)
-	if err := os.WriteFile(filepath.Join(keysDir, acct.Name), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "netauthd.conf")
+	u := newUnprivilegedRun(t, "netauthd-unprivileged-spare-")
+	acct, alice, dir := u.acct, u.alice, u.dir
 	text := fmt.Sprintf("host-key %[1]s/host_key\naudit-log %[1]s/audit.log\nauthorized-keys-dir %[2]s\nspare-workers 1\n\n"+
-		"service identity {\n  listen 127.0.0.1:0\n  mode per-connection\n  program %[3]s\n  args identity\n  users %[4]s\n}\n", state, keysDir, bin, acct.Name)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = []string{unprivilegedSpareEnv + "=" + conf + " " + acceptor, "HOME=" + acct.Home, "PATH=/usr/bin:/bin"}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: acct.Groups}}
-	cmd.Stderr = newTestLog(t)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	out := map[string]string{}
-	sc := bufio.NewScanner(stdout)
-	for len(out) < 2 && sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		out[k] = v
-	}
+		"service identity {\n  listen 127.0.0.1:0\n  mode per-connection\n  program %[3]s\n  args identity\n  users %[4]s\n}\n", u.state, u.keysDir, u.bin, u.acct.Name)
+	out := u.start(t, unprivilegedSpareEnv, text, 2)
+	cmd := u.cmd
 	if out["spare"] == "" {
 		t.Fatalf("the daemon started no spare: %v", out)
 	}

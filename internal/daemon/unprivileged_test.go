@@ -86,74 +86,15 @@ func procStatus(t *testing.T, pid int) (map[string][]string, uint32) {
 // whoami is served by a worker with that uid, which the acceptor's uid does not prevent (there
 // is only one uid). Another user, whose keys it cannot read, is not authorized.
 func TestUnprivilegedDaemon(t *testing.T) {
-	requireRoot(t)
-	acct, err := policy.LookupAccount("netauth-alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	acceptor := buildAcceptor(t)
-	dir := testutil.OpenDir(t, "netauthd-unprivileged-")
-	bin := testutil.SelfCopy(t, dir, "daemon.test")
-	// The host key and the audit log in a directory of the user's, as a user's own netauthd
-	// keeps them.
-	state := filepath.Join(dir, "state")
-	if err := os.Mkdir(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(state, int(acct.UID), int(acct.GID)); err != nil {
-		t.Fatal(err)
-	}
-	keysDir := filepath.Join(dir, "keys")
-	if err := os.Mkdir(keysDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	alice := testutil.Signer(t)
-	if err := os.WriteFile(filepath.Join(keysDir, acct.Name), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(keysDir, "netauth-bob"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o600); err != nil {
+	u := newUnprivilegedRun(t, "netauthd-unprivileged-")
+	acct, alice, dir := u.acct, u.alice, u.dir
+	if err := os.WriteFile(filepath.Join(u.keysDir, "netauth-bob"), ssh.MarshalAuthorizedKey(u.alice.PublicKey()), 0o600); err != nil {
 		t.Fatal(err) // root's: the daemon, as netauth-alice, cannot read it
 	}
-	conf := filepath.Join(dir, "netauthd.conf")
 	text := fmt.Sprintf("host-key %[1]s/host_key\naudit-log %[1]s/audit.log\nauthorized-keys-dir %[2]s\n\n"+
-		"service whoami {\n  listen 127.0.0.1:0\n  program %[3]s\n  args whoami\n  users %[4]s\n}\n", state, keysDir, bin, acct.Name)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = []string{unprivilegedEnv + "=" + conf + " " + acceptor, "HOME=" + acct.Home, "PATH=/usr/bin:/bin"}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: acct.Groups}}
-	cmd.Stderr = newTestLog(t)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	out := map[string]string{}
-	sc := bufio.NewScanner(stdout)
-	for len(out) < 3 && sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), " ")
-		out[k] = v
-	}
+		"service whoami {\n  listen 127.0.0.1:0\n  program %[3]s\n  args whoami\n  users %[4]s\n}\n", u.state, u.keysDir, u.bin, u.acct.Name)
+	out := u.start(t, unprivilegedEnv, text, 3)
+	cmd := u.cmd
 	if len(out) < 3 {
 		t.Fatalf("the daemon did not start: %v", out)
 	}
@@ -309,4 +250,89 @@ func TestTransientAcceptorAccount(t *testing.T) {
 	if !idInUse(uint32(os.Getuid())) {
 		t.Errorf("idInUse(%d) is false although this process has that uid", os.Getuid())
 	}
+}
+
+// unprivilegedRun is a daemon started by netauth-alice rather than root, in a test binary of
+// its own: its state (host key, audit log) in a directory of hers, her key in keysDir.
+type unprivilegedRun struct {
+	acct                *policy.Account
+	dir, state, keysDir string
+	bin, acceptor       string
+	alice               ssh.Signer
+	cmd                 *exec.Cmd
+}
+
+// newUnprivilegedRun prepares the directories, the test binary and alice's key file.
+func newUnprivilegedRun(t *testing.T, prefix string) *unprivilegedRun {
+	t.Helper()
+	requireRoot(t)
+	acct, err := policy.LookupAccount("netauth-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unprivilegedRun{acct: acct, acceptor: buildAcceptor(t), dir: testutil.OpenDir(t, prefix), alice: testutil.Signer(t)}
+	u.bin = testutil.SelfCopy(t, u.dir, "daemon.test")
+	// The host key and the audit log in a directory of the user's, as a user's own netauthd
+	// keeps them.
+	u.state = filepath.Join(u.dir, "state")
+	if err := os.Mkdir(u.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(u.state, int(acct.UID), int(acct.GID)); err != nil {
+		t.Fatal(err)
+	}
+	u.keysDir = filepath.Join(u.dir, "keys")
+	if err := os.Mkdir(u.keysDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(u.keysDir, acct.Name), ssh.MarshalAuthorizedKey(u.alice.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// start writes the configuration text, runs the test binary as alice with env set to the
+// configuration's path and the acceptor (the helper process reads it), and returns the first
+// n "KEY VALUE" lines it prints. The daemon stops when the test ends.
+func (u *unprivilegedRun) start(t *testing.T, env, text string, n int) map[string]string {
+	t.Helper()
+	conf := filepath.Join(u.dir, "netauthd.conf")
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(u.bin, "-test.run=^$")
+	cmd.Env = []string{env + "=" + conf + " " + u.acceptor, "HOME=" + u.acct.Home, "PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.acct.UID, Gid: u.acct.GID, Groups: u.acct.Groups}}
+	cmd.Stderr = newTestLog(t)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	u.cmd = cmd
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	out := map[string]string{}
+	sc := bufio.NewScanner(stdout)
+	for len(out) < n && sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		out[k] = v
+	}
+	return out
 }
