@@ -181,15 +181,8 @@ func TestDaemonBinary(t *testing.T) {
 	confPath := filepath.Join(e.dir, "netauthd.conf")
 	os.WriteFile(confPath, []byte(conf("netauth-alice netauth-bob")), 0o644)
 
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -config "$1"`, e.bin, confPath)
-	cmd.ExtraFiles = []*os.File{lf}
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, logs := startActivated(t, e, confPath, []*os.File{lf})
 	lf.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	logs := watch(stderr)
 	m := logs.wait(t, `netauthd running" host_key=(SHA256:\S+)`, 10*time.Second)
 	known := filepath.Join(e.dir, "known_hosts")
 	key, _, err := netauth.FetchHostKey(t.Context(), "tcp", addr)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -47,15 +46,8 @@ func TestAuditRotationUnderLoad(t *testing.T) {
 	os.WriteFile(confPath, []byte(fmt.Sprintf("host-key %s/host_key\naudit-log %s\nauthorized-keys-dir %s\n\n"+
 		"service whoami {\n  listen %s\n  program %s\n  args -worker whoami\n  users netauth-alice\n}\n",
 		e.dir, logPath, keysDir, addr, e.bin)), 0o644)
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -config "$1"`, e.bin, confPath)
-	cmd.ExtraFiles = []*os.File{lf}
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, logs := startActivated(t, e, confPath, []*os.File{lf})
 	lf.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	logs := watch(stderr)
 	logs.wait(t, `netauthd running`, 10*time.Second)
 	host, _, err := netauth.FetchHostKey(t.Context(), "tcp", addr)
 	if err != nil {
