@@ -14,9 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"ubns.dev/netauth/internal/testutil"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/policy"
 )
@@ -97,10 +95,8 @@ func startNetauthd(t *testing.T, e *e2e, confPath string) (*exec.Cmd, *logWatche
 // with an error; netauthd started again on the same configuration serves a new connection.
 func TestMonitorKilled(t *testing.T) {
 	e := setup(t)
-	keysDir := filepath.Join(e.dir, "keys")
-	os.Mkdir(keysDir, 0o755)
-	alice := testutil.Signer(t)
-	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	keysDir, signers := e.keys(t, "netauth-alice")
+	alice := signers[0]
 	addr := freePort(t)
 	confPath := filepath.Join(e.dir, "netauthd.conf")
 	os.WriteFile(confPath, []byte(fmt.Sprintf("host-key %s/host_key\naudit-log %s/audit.log\nauthorized-keys-dir %s\n\n"+

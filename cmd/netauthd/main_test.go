@@ -159,11 +159,8 @@ func whoami(addr string, cfg *netauth.Config) (string, error) {
 // SIGTERM stops it cleanly with its workers.
 func TestDaemonBinary(t *testing.T) {
 	e := setup(t)
-	keysDir := filepath.Join(e.dir, "keys")
-	os.Mkdir(keysDir, 0o755)
-	alice, bob := testutil.Signer(t), testutil.Signer(t)
-	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
-	os.WriteFile(filepath.Join(keysDir, "netauth-bob"), ssh.MarshalAuthorizedKey(bob.PublicKey()), 0o644)
+	keysDir, signers := e.keys(t, "netauth-alice", "netauth-bob")
+	alice, bob := signers[0], signers[1]
 
 	// The listening socket is made here and passed as descriptor 3 (LISTEN_FDS=1).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -370,10 +367,8 @@ func TestConfigUnprivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	home := userHome(t, e, acct)
-	keysDir := filepath.Join(e.dir, "keys")
-	os.Mkdir(keysDir, 0o755)
-	alice := testutil.Signer(t)
-	os.WriteFile(filepath.Join(keysDir, acct.Name), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	keysDir, signers := e.keys(t, acct.Name)
+	alice := signers[0]
 	addr := freePort(t)
 	confPath := filepath.Join(e.dir, "netauthd.conf")
 	os.WriteFile(confPath, []byte(fmt.Sprintf("host-key %[1]s/host_key\naudit-log %[1]s/audit.log\nauthorized-keys-dir %[2]s\n\n"+
@@ -713,4 +708,23 @@ func TestStatusFlag(t *testing.T) {
 	if os.Geteuid() == 0 && controlPath("") != "/run/netauthd/control" {
 		t.Errorf("root's default: %q", controlPath(""))
 	}
+}
+
+// keys writes an authorized_keys file for each user, with a key of its own, in a directory
+// keys of e.dir, and returns the directory and the users' signers, in order.
+func (e *e2e) keys(t *testing.T, users ...string) (string, []ssh.Signer) {
+	t.Helper()
+	dir := filepath.Join(e.dir, "keys")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var signers []ssh.Signer
+	for _, u := range users {
+		s := testutil.Signer(t)
+		if err := os.WriteFile(filepath.Join(dir, u), ssh.MarshalAuthorizedKey(s.PublicKey()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		signers = append(signers, s)
+	}
+	return dir, signers
 }

@@ -16,10 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/audit"
-	"ubns.dev/netauth/internal/testutil"
 )
 
 // TestAuditRotationUnderLoad runs the real netauthd and rotates its audit log as logrotate
@@ -29,10 +27,8 @@ import (
 // twice), and the records of connections given to a running worker name its pid.
 func TestAuditRotationUnderLoad(t *testing.T) {
 	e := setup(t)
-	keysDir := filepath.Join(e.dir, "keys")
-	os.Mkdir(keysDir, 0o755)
-	alice := testutil.Signer(t)
-	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	keysDir, signers := e.keys(t, "netauth-alice")
+	alice := signers[0]
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

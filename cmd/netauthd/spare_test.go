@@ -13,10 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/policy"
-	"ubns.dev/netauth/internal/testutil"
 )
 
 // spares returns the pids of the unassigned spare workers of netauthd process pid: its
@@ -50,10 +48,8 @@ func spares(pid int) []int {
 // sets its parent-death signal again once it has the user's credentials, which clears it).
 func TestMonitorKilledSpare(t *testing.T) {
 	e := setup(t)
-	keysDir := filepath.Join(e.dir, "keys")
-	os.Mkdir(keysDir, 0o755)
-	alice := testutil.Signer(t)
-	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	keysDir, signers := e.keys(t, "netauth-alice")
+	alice := signers[0]
 	addr := freePort(t)
 	confPath := filepath.Join(e.dir, "netauthd.conf")
 	os.WriteFile(confPath, []byte(fmt.Sprintf("host-key %s/host_key\naudit-log %s/audit.log\nauthorized-keys-dir %s\nspare-workers 1\n\n"+

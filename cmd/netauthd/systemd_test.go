@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/sdnotify"
-	"ubns.dev/netauth/internal/testutil"
 )
 
 // activationSocket makes a listening TCP socket on loopback, as systemd does for a
@@ -57,10 +55,8 @@ func startActivated(t *testing.T, e *e2e, confPath string, files []*os.File, env
 // listening on alphaAddr and betaAddr, for netauth-alice, whose key it writes.
 func twoServices(t *testing.T, e *e2e, alphaAddr, betaAddr string) (confPath string, cfg *netauth.Config) {
 	t.Helper()
-	keysDir := filepath.Join(e.dir, "keys")
-	os.Mkdir(keysDir, 0o755)
-	alice := testutil.Signer(t)
-	os.WriteFile(filepath.Join(keysDir, "netauth-alice"), ssh.MarshalAuthorizedKey(alice.PublicKey()), 0o644)
+	keysDir, signers := e.keys(t, "netauth-alice")
+	alice := signers[0]
 	svc := func(name, addr string) string {
 		return fmt.Sprintf("service %s {\n  listen %s\n  program %s\n  args -worker whoami\n  users netauth-alice\n}\n", name, addr, e.bin)
 	}
