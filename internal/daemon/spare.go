@@ -333,6 +333,7 @@ func (w *worker) assign(sp *spare, runAs *policy.Account, args, env []string, di
 		return sp.ch.SetReadDeadline(time.Time{})
 	}()
 	if err != nil {
+		sp.owner.Store(nil) // it never became w: its last lines are the spare's
 		go func() {
 			status := sp.reap()
 			w.d.log.Info("spare worker stopped", "pid", sp.pid, "status", status)

@@ -12,8 +12,8 @@ import (
 type WorkerInfo struct {
 	Pid     int    `json:"pid"`
 	Service string `json:"service"`
-	// User is the user the worker serves ("" for a per-connection worker, whose users are
-	// per connection, or a shared backend worker).
+	// User is the user the worker serves ("" for a worker shared by every user, a
+	// backend's).
 	User        string `json:"user,omitempty"`
 	Connections int    `json:"connections"` // connections handed to it (or being handed) and open
 	// Started is when its process started (or when a spare worker became it).

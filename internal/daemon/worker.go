@@ -740,14 +740,20 @@ func (w *worker) retire() {
 	w.d.mu.Unlock()
 }
 
-// kill stops the worker and everything in its session at once; why is said with its exit
-// status in the log.
-func (w *worker) kill(why string) {
+// stoppingFor records why the daemon stops the worker, for the log with its exit status; the
+// first reason stands.
+func (w *worker) stoppingFor(why string) {
 	w.d.mu.Lock()
 	if w.killedBy == "" {
 		w.killedBy = why
 	}
 	w.d.mu.Unlock()
+}
+
+// kill stops the worker and everything in its session at once; why is said with its exit
+// status in the log.
+func (w *worker) kill(why string) {
+	w.stoppingFor(why)
 	<-w.ready
 	if w.cmd == nil || w.cmd.Process == nil {
 		return
@@ -823,8 +829,8 @@ const revokeGrace = 500 * time.Millisecond
 // within revokeGrace.
 func (w *worker) revokeAll() {
 	<-w.ready
+	w.stoppingFor("access revoked")
 	w.d.mu.Lock()
-	w.killedBy = "access revoked"
 	ch := w.ch
 	w.d.mu.Unlock()
 	if ch != nil {
