@@ -63,14 +63,13 @@ var errPathUnsupported = errors.New("this machine cannot emulate the path")
 
 // delayPath is the running emulated path.
 type delayPath struct {
-	fd      int
-	tsSock  int   // a socket asking for receive timestamps, so that every packet gets one
-	delay   int64 // nanoseconds
-	stop    atomic.Bool
-	done    chan struct{}
-	packets atomic.Int64
-	mu      sync.Mutex
-	err     error // the first error of the verdict loop
+	fd     int
+	tsSock int   // a socket asking for receive timestamps, so that every packet gets one
+	delay  int64 // nanoseconds
+	stop   atomic.Bool
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error // the first error of the verdict loop
 }
 
 // newDelayPath sets lo up with the path's MTU and starts delaying every IPv4 packet sent
@@ -314,7 +313,6 @@ func (p *delayPath) receive(buf []byte, pending []queued) ([]queued, error) {
 						at = min(now, stamp+toMono)
 					}
 					pending = append(pending, queued{id: id, due: at + p.delay})
-					p.packets.Add(1)
 				}
 			case typ == unix.NLMSG_ERROR && l >= unix.NLMSG_HDRLEN+4:
 				if e := int32(binary.NativeEndian.Uint32(m[unix.NLMSG_HDRLEN:])); e != 0 {

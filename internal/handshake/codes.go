@@ -2,7 +2,11 @@
 
 package handshake
 
-import "fmt"
+import (
+	"fmt"
+
+	"ubns.dev/netauth/internal/record"
+)
 
 // Code is an error code sent to the peer in an alert frame or a verdict record. Codes are
 // the only thing a peer learns about a failure (docs/PROTOCOL.md §8).
@@ -11,15 +15,15 @@ type Code uint8
 // Error codes.
 const (
 	CodeOK                 Code = 0
-	CodeProtocolError      Code = 1 // malformed or unexpected message
-	CodeVersionUnsupported Code = 2 // ClientHello version not spoken by the server
-	CodeAuthFailed         Code = 3 // user authenticator invalid or replayed
-	CodeClockSkew          Code = 4 // authenticator time outside the allowed skew
-	CodeNotAuthorized      Code = 5 // key unknown for the user, or policy refuses the user
-	CodeInternalError      Code = 6 // server-side failure
-	CodeOverloaded         Code = 7 // too many handshakes in progress
-	CodeTimeout            Code = 8 // handshake deadline passed
-	CodeAccessRevoked      Code = 9 // in a close record: the session ended because access was revoked
+	CodeProtocolError      Code = 1                         // malformed or unexpected message
+	CodeVersionUnsupported Code = 2                         // ClientHello version not spoken by the server
+	CodeAuthFailed         Code = 3                         // user authenticator invalid or replayed
+	CodeClockSkew          Code = 4                         // authenticator time outside the allowed skew
+	CodeNotAuthorized      Code = 5                         // key unknown for the user, or policy refuses the user
+	CodeInternalError      Code = 6                         // server-side failure
+	CodeOverloaded         Code = 7                         // too many handshakes in progress
+	CodeTimeout            Code = 8                         // handshake deadline passed
+	CodeAccessRevoked      Code = Code(record.CloseRevoked) // in a close record: the session ended because access was revoked
 )
 
 func (c Code) String() string {

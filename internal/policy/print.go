@@ -3,7 +3,6 @@
 package policy
 
 import (
-	"bufio"
 	"io"
 	"strings"
 )
@@ -89,11 +88,7 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 		in("idle-timeout", formatDuration(s.IdleTimeout))
 		b.WriteString("}\n")
 	}
-	bw := bufio.NewWriter(w)
-	n, err := bw.WriteString(b.String())
-	if err == nil {
-		err = bw.Flush()
-	}
+	n, err := io.WriteString(w, b.String())
 	return int64(n), err
 }
 

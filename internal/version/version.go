@@ -56,7 +56,8 @@ func Get() Info {
 	return info
 }
 
-// String is one line for --version: "netauth 1.2.3 (commit 0123456789ab, modified; go1.26.0)".
+// String is the version for --version, without the program's name (Line adds it):
+// "1.2.3 (commit 0123456789ab, modified; go1.26.0)".
 func (i Info) String() string {
 	var parts []string
 	if i.Revision != "" {
