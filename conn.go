@@ -225,7 +225,8 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 }
 
 // NetConn returns the underlying connection. Reading or writing it directly corrupts the
-// netauth stream.
+// netauth stream. In a worker under netauthd it is the socket netauthd handed over, not a
+// *net.TCPConn: assert the methods needed instead (CloseWrite, SetLinger, SyscallConn).
 func (c *Conn) NetConn() net.Conn {
 	if c.raw != nil {
 		return c.raw

@@ -3,8 +3,10 @@
 package netauth
 
 import (
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,6 +133,26 @@ func TestWorkerAdoptsDescriptorAsIs(t *testing.T) {
 	got := make([]byte, 3)
 	if _, err := io.ReadFull(client, got); err != nil || string(got) != "\x17\x17\x17" {
 		t.Fatalf("client read %x, %v; want the pending bytes", got, err)
+	}
+	// What callers of NetConn used from the *net.TCPConn they used to get.
+	tcpLike, ok := c.NetConn().(interface {
+		SetLinger(int) error
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		t.Fatal("the worker's NetConn has no SetLinger or SyscallConn")
+	}
+	if err := tcpLike.SetLinger(5); err != nil {
+		t.Fatalf("SetLinger: %v", err)
+	}
+	raw, err := tcpLike.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var linger *unix.Linger
+	raw.Control(func(fd uintptr) { linger, err = unix.GetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER) })
+	if err != nil || linger.Onoff != 1 || linger.Linger != 5 {
+		t.Fatalf("SO_LINGER after SetLinger(5): %+v, %v", linger, err)
 	}
 	if err := c.CloseWrite(); err != nil {
 		t.Fatalf("CloseWrite: %v", err)
