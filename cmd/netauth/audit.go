@@ -296,8 +296,7 @@ func verifyLogFile(logFile, prefix string, hostKey ssh.PublicKey, opts audit.Ver
 // logrotate's compress leaves the files rotated away); an audit log itself starts with '{'.
 func maybeGunzip(f *os.File) (io.Reader, error) {
 	br := bufio.NewReader(f)
-	magic, err := br.Peek(2)
-	if err != nil || magic[0] != 0x1f || magic[1] != 0x8b {
+	if !isGzip(f) {
 		return br, nil // a short or empty file is the verifier's to judge
 	}
 	zr, err := gzip.NewReader(br)
@@ -305,6 +304,13 @@ func maybeGunzip(f *os.File) (io.Reader, error) {
 		return nil, fmt.Errorf("reading the gzip-compressed file: %w", err)
 	}
 	return zr, nil
+}
+
+// isGzip reports whether f starts with gzip's magic number (a log logrotate compressed).
+func isGzip(f *os.File) bool {
+	var magic [2]byte
+	n, _ := f.ReadAt(magic[:], 0)
+	return n == 2 && magic == [2]byte{0x1f, 0x8b}
 }
 
 // auditExportMain runs `netauth audit export`.
@@ -337,6 +343,10 @@ func auditExportMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer f.Close()
+	if isGzip(f) {
+		fmt.Fprintf(stderr, "netauth audit: %s is gzip-compressed (rotated): export reads an uncompressed log; run gunzip -k %s and export from the result\n", logFile, logFile)
+		return 1
+	}
 	found, err := audit.Find(f, *seq, hostKey)
 	if err != nil {
 		fmt.Fprintf(stderr, "netauth audit: %s: %v\n", logFile, err)

@@ -633,6 +633,10 @@ func TestAuditVerifyRotatedSequence(t *testing.T) {
 	if code, out, errOut := runAudit("verify", "-host-key", hostPub, old2+".gz", old1, current); code != 0 || strings.Contains(out, "follow") {
 		t.Fatalf("verify of a rotated sequence, the oldest compressed: exit %d\n%s%s", code, out, errOut)
 	}
+	// export reads an uncompressed log, and says what to do with a compressed one.
+	if code, _, errOut := runAudit("export", "-seq", "1", "-dir", exp, "-host-key", hostPub, old2+".gz"); code != 1 || !strings.Contains(errOut, "gunzip -k "+old2+".gz") {
+		t.Errorf("export from a compressed log: exit %d, want 1 and how to decompress it\n%s", code, errOut)
+	}
 	for _, tc := range []struct {
 		name  string
 		files []string
