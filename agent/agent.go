@@ -17,12 +17,45 @@
 //	                                -> SSH_AGENT_SUCCESS
 //	netauth-sign@ubns.dev           string public key blob, string statement
 //	                                -> SSH_AGENT_SUCCESS, string SSHSIG blob
+//	netauth-chain@ubns.dev          string visited agent ids
+//	                                -> SSH_AGENT_SUCCESS, bool loop
 //
 // Expiry times are Unix seconds. A ticket that is not cached is reported
 // with found set to false, so a client can tell a cache miss
 // (SSH_AGENT_SUCCESS) from an invalid or refused request
 // (SSH_AGENT_EXTENSION_FAILURE) and from an agent that does not know the
 // extension at all (SSH_AGENT_FAILURE, as a stock OpenSSH ssh-agent answers).
+//
+// # Upstream agent
+//
+// An agent with an upstream (Options.Upstream: the ssh-agent, gpg-agent,
+// password manager or security-key agent the user already runs) sits on top
+// of it:
+//
+//   - List returns the agent's own identities first, then the upstream's
+//     (keys and certificates) that it does not hold itself. The upstream is
+//     asked on every list request, over a connection of its own, so keys
+//     added to it at any time are seen at once; nothing of it is cached.
+//   - A sign request for a key the agent does not hold goes to the upstream
+//     unchanged (same key blob, data and flags), so the upstream's own
+//     checks (ssh-add -c confirmation, a security key's touch) still apply;
+//     netauth-sign for an upstream key is made the same way, as a plain
+//     sign request over the SSHSIG signed data. Host restrictions apply to
+//     upstream keys as to the agent's own.
+//   - Add, remove, remove-all, lock and unlock act on the agent's own keys
+//     only: ssh-add adds to the netauth agent, ssh-add -d cannot remove an
+//     upstream key (remove it with the upstream's own socket), and ssh-add
+//     -x locks only the netauth agent (while it is locked, it neither lists
+//     nor uses the upstream's keys). The ticket cache is the agent's own.
+//     Other extensions are not passed on.
+//   - Requests to the upstream are bounded (Options.UpstreamTimeout for
+//     connecting and listing, UpstreamSignTimeout for a signature, which may
+//     wait for the user). An upstream that does not answer, or is gone,
+//     costs its keys only: they are not listed and signing with them fails
+//     with an error naming the upstream socket; the agent's own keys work.
+//   - Before every upstream request the agent sends ExtChain (below) to the
+//     upstream, so that a chain of netauth agents that leads back to itself
+//     is refused (ErrUpstreamLoop) instead of recursing.
 //
 // PutTicket, GetTicket, DeleteTicket and SignStatement are the client side
 // of these extensions; they work with any ssh/agent.ExtendedAgent, and
@@ -31,6 +64,7 @@ package agent
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,6 +129,18 @@ type Options struct {
 	MaxTickets int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Upstream is the socket of an agent to chain to (see the package
+	// documentation, "Upstream agent"); empty means none.
+	Upstream string
+	// UpstreamTimeout bounds connecting to the upstream agent and listing
+	// its keys; zero means DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+	// UpstreamSignTimeout bounds a signature by the upstream agent; zero
+	// means DefaultUpstreamSignTimeout.
+	UpstreamSignTimeout time.Duration
+	// Socket is the path the agent serves on, if known; CheckUpstream
+	// refuses an upstream that is this very socket.
+	Socket string
 }
 
 // ticket is one cached resumption ticket.
@@ -122,6 +168,12 @@ type Agent struct {
 	maxTickets   int
 	now          func() time.Time
 	uid          int
+	id           [agentIDSize]byte // identifies the agent in ExtChain requests
+
+	upstream            string
+	upstreamTimeout     time.Duration
+	upstreamSignTimeout time.Duration
+	socket              string
 
 	mu      sync.Mutex // guards locked and tickets; held across Lock/Unlock
 	locked  bool
@@ -157,15 +209,29 @@ func New(opts Options) *Agent {
 	if !ok {
 		ext = plainKeyring{kr}
 	}
-	return &Agent{
-		log:          log,
-		keyring:      ext,
-		restrictions: restrictions,
-		maxTickets:   maxTickets,
-		now:          now,
-		uid:          os.Getuid(),
-		tickets:      make(map[string]*ticket),
+	a := &Agent{
+		log:                 log,
+		keyring:             ext,
+		restrictions:        restrictions,
+		maxTickets:          maxTickets,
+		now:                 now,
+		uid:                 os.Getuid(),
+		tickets:             make(map[string]*ticket),
+		upstream:            opts.Upstream,
+		upstreamTimeout:     opts.UpstreamTimeout,
+		upstreamSignTimeout: opts.UpstreamSignTimeout,
+		socket:              opts.Socket,
 	}
+	if a.upstreamTimeout <= 0 {
+		a.upstreamTimeout = DefaultUpstreamTimeout
+	}
+	if a.upstreamSignTimeout <= 0 {
+		a.upstreamSignTimeout = DefaultUpstreamSignTimeout
+	}
+	if _, err := rand.Read(a.id[:]); err != nil {
+		panic("agent: no randomness: " + err.Error())
+	}
+	return a
 }
 
 // plainKeyring adapts an Agent without SignWithFlags to ExtendedAgent.
@@ -182,9 +248,38 @@ func (k plainKeyring) Extension(string, []byte) ([]byte, error) {
 	return nil, sshagent.ErrExtensionUnsupported
 }
 
-// List returns the identities the agent holds (none while it is locked).
+// List returns the identities the agent holds (none while it is locked):
+// its own first, then those of the upstream agent that it does not hold
+// itself. An upstream agent that cannot be reached, or that leads back to
+// this agent, is logged and contributes nothing.
 func (a *Agent) List() ([]*sshagent.Key, error) {
-	return a.keyring.List()
+	own, err := a.keyring.List()
+	if err != nil || a.upstream == "" || a.isLocked() {
+		return own, err
+	}
+	up, err := a.upstreamList()
+	if err != nil {
+		a.log.Warn("listing the upstream agent's keys failed; listing only the agent's own", "err", err)
+		return own, nil
+	}
+	seen := make(map[string]bool, len(own))
+	for _, k := range own {
+		seen[string(k.Blob)] = true
+	}
+	for _, k := range up {
+		if !seen[string(k.Blob)] {
+			seen[string(k.Blob)] = true
+			own = append(own, k)
+		}
+	}
+	return own, nil
+}
+
+// isLocked reports whether the agent is locked.
+func (a *Agent) isLocked() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.locked
 }
 
 // Add adds a private key to the agent.
@@ -254,7 +349,10 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sig
 		a.log.Warn("refused raw netauth signature with a host-restricted key", "key", fp)
 		return nil, fmt.Errorf("agent: key %s is host-restricted; netauth signatures must use %s", fp, ExtSign)
 	}
-	return a.keyring.SignWithFlags(key, data, flags)
+	if a.upstream == "" || a.isLocked() || a.ownKey(key) {
+		return a.keyring.SignWithFlags(key, data, flags)
+	}
+	return a.upstreamSign(key, data, flags)
 }
 
 // isNetauthSignedData reports whether data is (or claims to be) an SSHSIG
@@ -290,6 +388,8 @@ func (a *Agent) Extension(extensionType string, contents []byte) ([]byte, error)
 		handle = a.ticketDelete
 	case ExtSign:
 		handle = a.sign
+	case ExtChain:
+		handle = a.chain
 	default:
 		return nil, sshagent.ErrExtensionUnsupported
 	}
@@ -510,10 +610,15 @@ func (a *Agent) sign(contents []byte) ([]byte, error) {
 	i := slices.IndexFunc(signers, func(s ssh.Signer) bool {
 		return bytes.Equal(s.PublicKey().Marshal(), want)
 	})
-	if i < 0 {
-		return nil, fmt.Errorf("agent: netauth sign: key %s not found", keyFP)
+	var sig []byte
+	switch {
+	case i >= 0:
+		sig, err = keys.Sign(signers[i], Namespace, req.Statement)
+	case a.upstream != "":
+		sig, err = a.upstreamSSHSIG(pub, req.Statement)
+	default:
+		err = fmt.Errorf("key %s not found", keyFP)
 	}
-	sig, err := keys.Sign(signers[i], Namespace, req.Statement)
 	if err != nil {
 		return nil, fmt.Errorf("agent: netauth sign: %w", err)
 	}
