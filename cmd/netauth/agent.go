@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +35,7 @@ const agentPIDEnv = "NETAUTH_AGENT_PID"
 // agent to report that its socket is ready.
 const agentStartTimeout = 10 * time.Second
 
-const agentUsage = `usage: netauth agent [-D] [-s | -c] [-a socket] [-restrict file]
+const agentUsage = `usage: netauth agent [-D] [-s | -c] [-a socket] [-restrict file] [-upstream socket | none]
        netauth agent -k [-s | -c]
 
 Start the netauth agent: an SSH agent (ssh-add and ssh work with it) that
@@ -58,6 +59,14 @@ through netauth, one key per line, '#' starts a comment:
 A restricted key still signs SSH logins, but it signs netauth statements
 only for the listed host keys.
 
+The agent chains to the agent you already run (-upstream; by default the
+$SSH_AUTH_SOCK it started with): it lists that agent's keys and
+certificates after its own, and passes signature requests for them on
+unchanged, so security keys, gpg-agent, password managers and ssh-add -c
+confirmation keep working. ssh-add adds, removes and locks only the netauth
+agent's own keys. An upstream that leads back to this agent is refused; one
+that is gone or does not answer costs only its own keys.
+
 Flags:
 `
 
@@ -79,8 +88,12 @@ type agentFlags struct {
 	sock       string
 	sh, csh    bool
 	restrict   string
+	upstream   string
 	kill       bool
 }
+
+// upstreamNone is the -upstream value that turns chaining off.
+const upstreamNone = "none"
 
 // agentMain runs `netauth agent` with the arguments that follow "agent" and
 // returns the process exit status.
@@ -103,6 +116,7 @@ func (c *agentCommand) run(ctx context.Context, args []string) int {
 	fs.BoolVar(&f.sh, "s", false, "print Bourne shell commands (default unless $SHELL ends in csh)")
 	fs.BoolVar(&f.csh, "c", false, "print C shell commands (default if $SHELL ends in csh)")
 	fs.StringVar(&f.restrict, "restrict", "", "read per-key host restrictions from `file`")
+	fs.StringVar(&f.upstream, "upstream", "", "chain to the agent at `socket` (\"none\": do not chain)\n(default: $SSH_AUTH_SOCK when the agent starts)")
 	fs.BoolVar(&f.kill, "k", false, "kill the agent named by $NETAUTH_AUTH_SOCK")
 	if code, ok := parseFlags(fs, agentUsage, args, c.stdout, c.stderr); !ok {
 		return code
@@ -116,13 +130,27 @@ func (c *agentCommand) run(ctx context.Context, args []string) int {
 	csh := f.csh || !f.sh && strings.HasSuffix(c.getenv("SHELL"), "csh")
 
 	if f.kill {
-		if f.foreground || f.sock != "" || f.restrict != "" {
-			return usageError(c.stderr, fs.Name(), "-k cannot be combined with -D, -a or -restrict")
+		if f.foreground || f.sock != "" || f.restrict != "" || f.upstream != "" {
+			return usageError(c.stderr, fs.Name(), "-k cannot be combined with -D, -a, -restrict or -upstream")
 		}
 		if err := c.killAgent(csh); err != nil {
 			return fail(c.stderr, fs.Name(), err)
 		}
 		return 0
+	}
+	switch f.upstream {
+	case "":
+		f.upstream = c.getenv(agent.SSHSockEnv)
+	case upstreamNone:
+		f.upstream = ""
+	}
+	if f.upstream != "" {
+		// The background agent changes to /.
+		abs, err := filepath.Abs(f.upstream)
+		if err != nil {
+			return fail(c.stderr, fs.Name(), fmt.Errorf("upstream: %w", err))
+		}
+		f.upstream = abs
 	}
 	if c.getenv(agentChildEnv) == "1" {
 		return c.runChild(ctx, f)
@@ -139,7 +167,13 @@ func (c *agentCommand) run(ctx context.Context, args []string) int {
 	if f.foreground {
 		return c.runForeground(ctx, f)
 	}
-	return c.daemonize(args, csh)
+	// The background agent chains to the upstream resolved here, from this
+	// command's environment.
+	up := f.upstream
+	if up == "" {
+		up = upstreamNone
+	}
+	return c.daemonize(append(slices.Clip(args), "-upstream", up), csh)
 }
 
 // runForeground serves in this process until SIGINT or SIGTERM (or ctx
@@ -154,12 +188,32 @@ func (c *agentCommand) runForeground(ctx context.Context, f agentFlags) int {
 		return fail(c.stderr, "netauth agent", err)
 	}
 	defer inst.cleanup()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := inst.serve(ctx)
+	if err := inst.agent.CheckUpstream(); errors.Is(err, agent.ErrUpstreamLoop) {
+		cancel()
+		<-served
+		return fail(c.stderr, "netauth agent", err)
+	} else if err != nil {
+		log.Warn("upstream agent not usable now; its keys are missing until it is", "err", err)
+	}
+	if up := inst.agent.Upstream(); up != "" {
+		log.Info("agent chained", "upstream", up)
+	}
 	log.Info("agent listening", agent.SockEnv, inst.path, "pid", os.Getpid())
-	if err := inst.agent.Serve(ctx, inst.ln); err != nil {
+	if err := <-served; err != nil {
 		return fail(c.stderr, "netauth agent", err)
 	}
 	log.Info("agent stopped")
 	return 0
+}
+
+// serve serves the agent until ctx is done; the channel gets Serve's result.
+func (inst *agentInstance) serve(ctx context.Context) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- inst.agent.Serve(ctx, inst.ln) }()
+	return done
 }
 
 // daemonize starts the background agent, waits until its socket is ready
@@ -183,7 +237,13 @@ func (c *agentCommand) daemonize(args []string, csh bool) int {
 		fmt.Fprintf(c.stderr, "netauth agent: starting the agent: %v\n", err)
 		return 1
 	}
-	status, err := readStatus(r, agentStartTimeout)
+	br := bufio.NewReader(io.LimitReader(r, 64<<10))
+	deadline := time.Now().Add(agentStartTimeout)
+	status, err := readStatus(r, br, deadline)
+	for err == nil && strings.HasPrefix(status, "warning ") {
+		fmt.Fprintf(c.stderr, "netauth agent: %s\n", status)
+		status, err = readStatus(r, br, deadline)
+	}
 	if err != nil {
 		cmd.Process.Kill()
 		if werr := cmd.Wait(); werr != nil {
@@ -209,15 +269,16 @@ func (c *agentCommand) daemonize(args []string, csh bool) int {
 	return 0
 }
 
-// readStatus reads the one-line status the background agent writes to its
-// status pipe.
-func readStatus(r *os.File, timeout time.Duration) (string, error) {
-	if err := r.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+// readStatus reads a status line the background agent writes to its status
+// pipe: "warning ..." lines (to show the user), then "ok <socket>" or
+// "error <message>".
+func readStatus(r *os.File, br *bufio.Reader, deadline time.Time) (string, error) {
+	if err := r.SetReadDeadline(deadline); err != nil {
 		return "", err
 	}
-	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	line, err := br.ReadString('\n')
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return "", fmt.Errorf("agent not ready after %v", timeout)
+		return "", fmt.Errorf("agent not ready after %v", agentStartTimeout)
 	}
 	if err != nil {
 		return "", errors.New("agent exited before its socket was ready")
@@ -246,11 +307,23 @@ func (c *agentCommand) runChild(ctx context.Context, f agentFlags) int {
 		return 1
 	}
 	defer inst.cleanup()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := inst.serve(ctx)
+	if err := inst.agent.CheckUpstream(); errors.Is(err, agent.ErrUpstreamLoop) {
+		cancel()
+		<-served
+		fmt.Fprintf(status, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		status.Close()
+		return 1
+	} else if err != nil {
+		fmt.Fprintf(status, "warning upstream agent not usable now (its keys are missing until it is): %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	}
 	fmt.Fprintf(status, "ok %s\n", inst.path)
 	status.Close()
 	// Do not keep the starting directory busy.
 	os.Chdir("/")
-	if err := inst.agent.Serve(ctx, inst.ln); err != nil {
+	if err := <-served; err != nil {
 		log.Error("agent failed", "err", err)
 		return 1
 	}
@@ -311,7 +384,7 @@ func startAgent(f agentFlags, log *slog.Logger) (*agentInstance, error) {
 		cleanup()
 		return nil, err
 	}
-	a := agent.New(agent.Options{Logger: log, Restrictions: restrictions})
+	a := agent.New(agent.Options{Logger: log, Restrictions: restrictions, Upstream: f.upstream, Socket: path})
 	return &agentInstance{agent: a, ln: ln, path: path, cleanup: cleanup}, nil
 }
 
