@@ -31,7 +31,8 @@ const DefaultHandshakeTimeout = 30 * time.Second
 // Config configures a client. The zero value (or a nil *Config) does the right thing: it
 // authenticates as the current user with the keys of the agent named by $NETAUTH_AUTH_SOCK or
 // $SSH_AUTH_SOCK, checks the server against netauth's known_hosts file, and caches resumption
-// tickets in the agent (or in process memory when the agent is a stock ssh-agent).
+// tickets in the agent (or, when the agent is a stock ssh-agent, in a file the user's processes
+// share under $XDG_RUNTIME_DIR, see FileTicketCache, and else in process memory).
 // A Config may be shared by concurrent Dials; it must not be modified while in use.
 type Config struct {
 	// User is the user to authenticate as. If empty, the user part of a "user@host:port"
@@ -86,7 +87,9 @@ type Config struct {
 	Service string
 
 	// TicketCache stores resumption sessions. If nil, the agent's ticket cache is used when
-	// the agent is a netauth agent, and a process-wide memory cache otherwise.
+	// the agent is a netauth agent; with a stock ssh-agent, a FileTicketCache in
+	// $XDG_RUNTIME_DIR/netauth if that can be used (the debug log says why not), and a
+	// process-wide memory cache otherwise (and with Signer).
 	TicketCache TicketCache
 
 	// DisableResumption makes every connection a full handshake.
@@ -622,18 +625,50 @@ func (s *lazySigner) SignStatement(stmt []byte) ([]byte, error) {
 	return keys.Assemble(s.pub, handshake.Namespace, sig), nil
 }
 
-// agentCache keeps sessions in the agent, falling back to the process-wide cache when the
-// agent is a stock ssh-agent.
-type agentCache struct{ d *dialer }
+// agentCache keeps sessions in the agent, falling back, when the agent is a stock ssh-agent,
+// to the file cache the user's processes share ($XDG_RUNTIME_DIR/netauth), or when that cannot
+// be used to the process-wide memory cache (the debug log says why).
+type agentCache struct {
+	d        *dialer
+	fallback TicketCache
+}
+
+// validFileCacheDirs holds the ticket cache directories found usable, so that a process
+// checks (and creates) one only once; every use checks the directory and the file again.
+var validFileCacheDirs sync.Map
+
+// other returns the cache used when the agent has none.
+func (c *agentCache) other() TicketCache {
+	if c.fallback != nil {
+		return c.fallback
+	}
+	c.fallback = defaultCache()
+	dir, err := DefaultFileTicketCacheDir()
+	if err == nil {
+		if _, ok := validFileCacheDirs.Load(dir); !ok {
+			_, err = NewFileTicketCache(dir)
+			if err == nil {
+				validFileCacheDirs.Store(dir, true)
+			}
+		}
+	}
+	if err != nil {
+		c.d.log().Debug("the agent has no ticket cache, and the shared ticket cache file cannot be used; tickets stay in this process", "err", err)
+		return c.fallback
+	}
+	log := c.d.log()
+	c.fallback = &FileTicketCache{dir: dir, OnError: func(err error) { log.Debug("shared ticket cache", "err", err) }}
+	return c.fallback
+}
 
 func (c *agentCache) Get(id string) ([]byte, bool) {
 	if c.d.noExt {
-		return defaultCache().Get(id)
+		return c.other().Get(id)
 	}
 	t, _, err := agent.GetTicket(c.d.ag, id)
 	if errors.Is(err, agent.ErrUnsupported) {
 		c.d.noExt = true
-		return defaultCache().Get(id)
+		return c.other().Get(id)
 	}
 	if err != nil {
 		if !errors.Is(err, agent.ErrNoTicket) {
@@ -646,13 +681,13 @@ func (c *agentCache) Get(id string) ([]byte, bool) {
 
 func (c *agentCache) Put(id string, s []byte, expiry time.Time) {
 	if c.d.noExt {
-		defaultCache().Put(id, s, expiry)
+		c.other().Put(id, s, expiry)
 		return
 	}
 	if err := agent.PutTicket(c.d.ag, id, s, expiry); err != nil {
 		if errors.Is(err, agent.ErrUnsupported) {
 			c.d.noExt = true
-			defaultCache().Put(id, s, expiry)
+			c.other().Put(id, s, expiry)
 			return
 		}
 		c.d.log().Debug("agent ticket cache", "err", err)
@@ -661,7 +696,7 @@ func (c *agentCache) Put(id string, s []byte, expiry time.Time) {
 
 func (c *agentCache) Delete(id string) {
 	if c.d.noExt {
-		defaultCache().Delete(id)
+		c.other().Delete(id)
 		return
 	}
 	_ = agent.DeleteTicket(c.d.ag, id)
