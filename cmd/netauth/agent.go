@@ -49,7 +49,8 @@ NETAUTH_AUTH_SOCK and NETAUTH_AGENT_PID:
 
 Only processes of the agent's own user (and root) are served. netauth
 clients use $NETAUTH_AUTH_SOCK, or else $SSH_AUTH_SOCK (a stock ssh-agent
-works too, without the ticket cache and host restrictions).
+works too, without host restrictions; clients then share tickets through
+$XDG_RUNTIME_DIR/netauth/tickets).
 
 The -restrict file limits the server hosts each key may authenticate to
 through netauth, one key per line, '#' starts a comment:
