@@ -203,10 +203,11 @@ type Record struct {
 	Code string `json:"code,omitempty"`
 	// Reason says why a connection was refused.
 	Reason string `json:"reason,omitempty"`
-	// Worker is, for an accepted connection given to a worker already
-	// running, that worker's process id. It is 0 (and left out) for a
-	// connection that needed a new worker: netauthd starts one only after
-	// the record is written, and logs its pid itself.
+	// Worker is, for an accepted connection, the process id of the worker
+	// netauthd gives it to: a worker already running, or one started (or a
+	// spare assigned) for the connection before the record is written and
+	// handed the connection only after. Should that worker exit before it
+	// adopts the connection, netauthd's log names the one that takes it.
 	Worker int `json:"worker,omitempty"`
 	// Statement is, for full handshakes, the statement text the user's key
 	// signed.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -23,11 +24,11 @@ const dialTimeout = 10 * time.Second
 // header naming the client and carrying its identity.
 type backendWorker struct {
 	network, address string
-	stderr           *lockedWriter
+	log              *slog.Logger
 }
 
 // backendHandler returns the connection handler of "backend tcp:HOST:PORT|unix:/PATH".
-func backendHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error) {
+func backendHandler(args []string, log *slog.Logger) (func(*netauth.Conn), error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("backend: want one address, tcp:HOST:PORT or unix:/PATH, got %q", args)
 	}
@@ -35,7 +36,7 @@ func backendHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	b := &backendWorker{network: network, address: address, stderr: &lockedWriter{w: stderr}}
+	b := &backendWorker{network: network, address: address, log: log}
 	return b.serve, nil
 }
 
@@ -79,27 +80,34 @@ func isUnix(a net.Addr) bool {
 // both ways, passing on each side's close of its sending half. If either connection fails,
 // both are closed.
 func (b *backendWorker) serve(c *netauth.Conn) {
+	client := ""
+	if a := c.RemoteAddr(); a != nil {
+		client = a.String()
+	}
+	backend := b.network + ":" + b.address
+	user := c.Identity().User
 	h, err := backendHeader(c)
 	if err != nil {
-		b.logf("%v", err)
+		b.log.Error("backend: no PROXY header for the connection", "user", user, "client", client, "err", err)
 		return
 	}
 	hdr, err := h.Marshal()
 	if err != nil {
-		b.logf("backend: writing the PROXY header: %v", err)
+		b.log.Error("backend: writing the PROXY header", "user", user, "client", client, "err", err)
 		return
 	}
 	d := net.Dialer{Timeout: dialTimeout}
 	bc, err := d.Dial(b.network, b.address)
 	if err != nil {
-		b.logf("backend: connecting to %s:%s for %s: %v", b.network, b.address, c.Identity().User, err)
+		b.log.Warn("backend: connecting to the backend failed", "backend", backend, "user", user, "client", client, "err", err)
 		return
 	}
 	defer bc.Close()
 	if _, err := bc.Write(hdr); err != nil {
-		b.logf("backend: sending the PROXY header to %s:%s: %v", b.network, b.address, err)
+		b.log.Warn("backend: sending the PROXY header failed", "backend", backend, "user", user, "client", client, "err", err)
 		return
 	}
+	b.log.Debug("backend: forwarding a connection", "backend", backend, "user", user, "client", client)
 	var abortOnce sync.Once
 	abort := func() {
 		abortOnce.Do(func() {
@@ -137,9 +145,4 @@ func pump(dst io.Writer, src io.Reader) error {
 		return nil
 	}
 	return err
-}
-
-// logf writes one line to the worker's standard error.
-func (b *backendWorker) logf(format string, args ...any) {
-	fmt.Fprintf(b.stderr, format+"\n", args...)
 }

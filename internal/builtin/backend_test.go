@@ -65,7 +65,7 @@ func testBackend(t *testing.T, ln net.Listener) {
 func backendServer(t *testing.T, addr string) *server {
 	t.Helper()
 	stderr := &testutil.Buffer{}
-	h, err := backendHandler([]string{addr}, stderr)
+	h, err := backendHandler([]string{addr}, NewLogger(stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,8 @@ func TestBackendUnavailable(t *testing.T) {
 		t.Fatalf("read %q", out)
 	}
 	waitFor(t, 5*time.Second, "no log of the failed connection: "+s.stderr.String(), func() bool {
-		return strings.Contains(s.stderr.String(), "backend: connecting to unix:"+sock+" for alice: ")
+		return s.hasRecord(t, "WARN", "backend: connecting to the backend failed",
+			map[string]any{"backend": "unix:" + sock, "user": "alice", "client": c.LocalAddr().String()})
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strconv"
@@ -44,9 +45,25 @@ func handler(name string) func(*netauth.Conn) {
 	return nil
 }
 
+// NewLogger returns the logger of a built-in worker: slog JSON records on w (its standard
+// error), one a line, at every level, without times. netauthd reads them from the worker's
+// output and logs each at its level, with its own time, hiding those below its log level.
+func NewLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: dropTime}))
+}
+
+// dropTime leaves out a record's time: netauthd stamps each record it logs.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}
+
 // Run serves the built-in service name, with its arguments args, as a netauthd worker and
-// returns the exit status: 2 for a usage error (reported on stderr with Usage), 1 if the
-// worker could not serve. The name SpareArg runs a spare worker (Spare), which becomes the
+// returns the exit status: 2 for a usage error (reported on stderr with Usage, as text for a
+// person), 1 if the worker could not serve. Once it serves, it logs slog JSON records on
+// stderr (NewLogger). The name SpareArg runs a spare worker (Spare), which becomes the
 // worker of the built-in service netauthd assigns it.
 func Run(name string, args []string, stderr io.Writer) int {
 	var h func(*netauth.Conn)
@@ -59,9 +76,9 @@ func Run(name string, args []string, stderr io.Writer) int {
 		}
 		return Spare(Runner(stderr), stderr)
 	case "exec":
-		h, err = execHandler(args, stderr)
+		h, err = execHandler(args, NewLogger(stderr))
 	case "backend":
-		h, err = backendHandler(args, stderr)
+		h, err = backendHandler(args, NewLogger(stderr))
 	default:
 		if h = handler(name); h == nil {
 			err = fmt.Errorf("unknown built-in service %q (have: %s)", name, strings.Join(Names(), ", "))
@@ -77,13 +94,14 @@ func Run(name string, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "the built-in service %q runs only as a netauthd worker\n", name)
 		return 2
 	}
+	log := NewLogger(stderr)
 	ln, err := netauth.Listen("", "", nil)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		log.Error("the worker cannot take connections", "service", name, "err", err)
 		return 1
 	}
 	if err := ln.Serve(h); err != nil {
-		fmt.Fprintln(stderr, err)
+		log.Error("the worker stopped serving", "service", name, "err", err)
 		return 1
 	}
 	return 0

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"ubns.dev/netauth"
 )
 
@@ -32,6 +34,10 @@ const (
 	// maxLogLine bounds one line of the program's standard error in the log; longer lines
 	// are split.
 	maxLogLine = 4096
+	// maxLoggedLines bounds the lines of one program's standard error the worker logs; past
+	// them it counts the others, and says how many when the program's standard error ends.
+	// netauthd bounds the rate of the worker's records, whatever this bound.
+	maxLoggedLines = 10000
 )
 
 // connVar reports whether k is one of the environment variables an exec worker sets for each
@@ -52,12 +58,12 @@ type execWorker struct {
 	args []string
 	// env is the worker's own environment without the control descriptor and the
 	// per-connection variables.
-	env    []string
-	stderr *lockedWriter
+	env []string
+	log *slog.Logger
 }
 
 // execHandler returns the connection handler of "exec -- PROGRAM [ARG...]".
-func execHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error) {
+func execHandler(args []string, log *slog.Logger) (func(*netauth.Conn), error) {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
@@ -72,7 +78,7 @@ func execHandler(args []string, stderr io.Writer) (func(*netauth.Conn), error) {
 	if err := closeOnExecAll(); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
-	e := &execWorker{path: args[0], args: args[1:], stderr: &lockedWriter{w: stderr}}
+	e := &execWorker{path: args[0], args: args[1:], log: log}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if k == "NETAUTH_CONTROL_FD" || k == "NETAUTH_TRACE_FD" || connVar(k) {
@@ -104,15 +110,19 @@ func (e *execWorker) environ(c *netauth.Conn) []string {
 
 // serve runs the program for one connection: the client's bytes go to its standard input,
 // which is closed when the client closes its side; its standard output goes to the client,
-// whose side is closed when the program exits; its standard error goes to the worker's,
-// each line prefixed with "exec[PID]: ". If the connection fails (or is revoked), the program
-// is stopped: SIGTERM, then SIGKILL after killGrace.
+// whose side is closed when the program exits; its standard error goes to the worker's log,
+// each line in a record of its own (logLines). If the connection fails (or is revoked), the
+// program is stopped: SIGTERM, then SIGKILL after killGrace.
 func (e *execWorker) serve(c *netauth.Conn) {
+	client := ""
+	if a := c.RemoteAddr(); a != nil {
+		client = a.String()
+	}
 	var pipes [6]*os.File // stdin r/w, stdout r/w, stderr r/w
 	for i := 0; i < len(pipes); i += 2 {
 		r, w, err := os.Pipe()
 		if err != nil {
-			e.logf("exec: %s: creating a pipe: %v", e.path, err)
+			e.log.Error("exec: creating a pipe for the program", "program", e.path, "client", client, "err", err)
 			closeAll(pipes[:])
 			return
 		}
@@ -128,12 +138,17 @@ func (e *execWorker) serve(c *netauth.Conn) {
 	stdoutW.Close()
 	stderrW.Close()
 	if err != nil {
-		e.logf("exec: starting %s: %v", e.path, err)
+		e.log.Error("exec: the program could not be started", "program", e.path, "client", client, "err", err)
 		closeAll([]*os.File{stdinW, stdoutR, stderrR})
 		return
 	}
 	pid := cmd.Process.Pid
-	go e.logLines(pid, stderrR)
+	e.log.Debug("exec: program started", "program", e.path, "program_pid", pid, "client", client)
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		e.logLines(pid, stderrR)
+	}()
 
 	gone := make(chan struct{}) // closed when the connection failed
 	var goneOnce sync.Once
@@ -171,8 +186,16 @@ func (e *execWorker) serve(c *netauth.Conn) {
 
 	err = cmd.Wait()
 	close(exited)
+	// The program's exit is logged after its last lines (unless something it started still
+	// holds its standard error).
+	select {
+	case <-logged:
+	case <-time.After(100 * time.Millisecond):
+	}
 	if err != nil {
-		e.logf("exec[%d]: %s: %v", pid, e.path, err)
+		e.log.Warn("exec: program failed", "program", e.path, "program_pid", pid, "client", client, "status", exitStatus(err))
+	} else {
+		e.log.Debug("exec: program exited", "program", e.path, "program_pid", pid, "client", client, "status", exitStatus(nil))
 	}
 	// Send the program's last output (unless the connection is gone, or something the
 	// program started still holds its standard output), then end the client's stream.
@@ -235,38 +258,51 @@ func copyToClient(c *netauth.Conn, stdout *os.File) error {
 	}
 }
 
-// logLines copies the program's standard error to the worker's, line by line, each prefixed
-// with "exec[PID]: ".
+// logLines logs the program's standard error, a record "exec: program output" for each
+// line, the line (its bytes, as text: the program's, not records of the worker's) in the
+// attribute "line", cut into pieces of at most maxLogLine bytes. Past maxLoggedLines, lines are
+// counted, and their number logged at the end.
 func (e *execWorker) logLines(pid int, r *os.File) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, maxLogLine)
+	n := 0
+	cut := false // the last piece was cut at maxLogLine
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			e.logf("exec[%d]: %s", pid, strings.TrimSuffix(string(line), "\n"))
+		if len(line) > 0 && !(cut && len(line) == 1 && line[0] == '\n') { // not the end of a cut line
+			if n++; n <= maxLoggedLines {
+				e.log.Info("exec: program output", "program_pid", pid, "line", strings.TrimSuffix(string(line), "\n"))
+			}
 		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return
+		cut = errors.Is(err, bufio.ErrBufferFull)
+		if err != nil && !cut {
+			break
 		}
+	}
+	if n > maxLoggedLines {
+		e.log.Warn("exec: program output not logged: too many lines", "program_pid", pid, "lines", n-maxLoggedLines)
 	}
 }
 
-// logf writes one line to the worker's standard error.
-func (e *execWorker) logf(format string, args ...any) {
-	fmt.Fprintf(e.stderr, format+"\n", args...)
-}
-
-// lockedWriter serializes writes, so that lines from concurrent connections do not mix.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-// Write writes p in one call to the underlying writer.
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+// exitStatus says how a program Wait returned err for ended, for a person: "exited with
+// status 2", "killed by signal 9 (SIGKILL)".
+func exitStatus(err error) string {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return "exited with status 0"
+	case !errors.As(err, &ee):
+		return err.Error()
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return "exited with status " + strconv.Itoa(ee.ExitCode())
+	}
+	status := "killed by signal " + strconv.Itoa(int(ws.Signal()))
+	if name := unix.SignalName(ws.Signal()); name != "" {
+		status += " (" + name + ")"
+	}
+	return status
 }
 
 // closeOnExecAll marks every descriptor above standard error close-on-exec: Go sets the flag

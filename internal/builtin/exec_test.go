@@ -25,7 +25,7 @@ func execServer(t *testing.T, mode string) *server {
 	t.Setenv("NETAUTH_CONTROL_FD", "99") // must not reach the program
 	t.Setenv("NETAUTH_KEY_FP", "stale")  // replaced by the connection's
 	stderr := &testutil.Buffer{}
-	h, err := execHandler([]string{"--", self, programArg, mode}, stderr)
+	h, err := execHandler([]string{"--", self, programArg, mode}, NewLogger(stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func execServer(t *testing.T, mode string) *server {
 // ends when the client closes its side; the program's output reaches the client, whose
 // stream ends when the program exits; the program gets the identity in its environment,
 // only standard input, output and error as descriptors, and its standard error goes to the
-// worker's, prefixed with its pid.
+// worker's log, a record a line naming its pid.
 func TestExecStreamAndEnvironment(t *testing.T) {
 	s := execServer(t, "report")
 	for i, wantResumed := range []string{"false", "true"} {
@@ -91,9 +91,9 @@ func TestExecStreamAndEnvironment(t *testing.T) {
 				t.Errorf("connection %d: the program holds descriptor %s (all: %v)", i, fd, rep.FDs)
 			}
 		}
-		line := "exec[" + strconv.Itoa(rep.PID) + "]: read " + strconv.Itoa(len(msg)) + " bytes\n"
-		waitFor(t, 5*time.Second, "the program's standard error is not in the worker's: "+s.stderr.String(), func() bool {
-			return strings.Contains(s.stderr.String(), line)
+		line := "read " + strconv.Itoa(len(msg)) + " bytes"
+		waitFor(t, 5*time.Second, "the program's standard error is not in the worker's log: "+s.stderr.String(), func() bool {
+			return s.hasRecord(t, "INFO", "exec: program output", map[string]any{"program_pid": rep.PID, "line": line})
 		})
 	}
 }
@@ -117,7 +117,7 @@ func TestExecConnectionLost(t *testing.T) {
 		return syscall.Kill(pid, 0) != nil
 	})
 	waitFor(t, 5*time.Second, "no exit status logged: "+s.stderr.String(), func() bool {
-		return strings.Contains(s.stderr.String(), "exec["+strconv.Itoa(pid)+"]: ") && strings.Contains(s.stderr.String(), "signal: terminated")
+		return s.hasRecord(t, "WARN", "exec: program failed", map[string]any{"program_pid": pid, "status": "killed by signal 15 (SIGTERM)"})
 	})
 }
 
@@ -132,23 +132,64 @@ func TestExecProgramExits(t *testing.T) {
 		t.Fatalf("read %q, %v; want a clean end of stream", out, err)
 	}
 	waitFor(t, 5*time.Second, "exit status not logged: "+s.stderr.String(), func() bool {
-		return strings.Contains(s.stderr.String(), "exit status 3")
+		return s.hasRecord(t, "WARN", "exec: program failed", map[string]any{"status": "exited with status 3"})
 	})
+}
+
+// TestExecProgramOutputIsText: the worker logs slog JSON records, and the program's standard
+// error (the user's text) only inside them, as the attribute "line": a line that looks like a
+// record is not one of the worker's (netauthd parses the worker's lines as records, and would
+// log a forged one at its level, with its attributes), and a long line is cut into pieces
+// of at most maxLogLine bytes. The program's lines were written as "exec[PID]: TEXT", which
+// netauthd logged as text, and a program's record-like line was the worker's record.
+func TestExecProgramOutputIsText(t *testing.T) {
+	s := execServer(t, "forge")
+	c := s.dial(t)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the program's exit not logged: "+s.stderr.String(), func() bool {
+		return s.hasRecord(t, "DEBUG", "exec: program exited", map[string]any{"status": "exited with status 0"})
+	})
+	forged := `{"level":"ERROR","msg":"forged","user":"root"}`
+	if !s.hasRecord(t, "INFO", "exec: program output", map[string]any{"line": forged}) {
+		t.Fatalf("the program's record-like line is not a line of a worker's record: %s", s.stderr.String())
+	}
+	pieces := 0
+	for _, r := range s.records(t) {
+		if r["line"] == "" {
+			t.Fatalf("an empty line logged (the newline ending the long line): %v", r)
+		}
+		if r["msg"] == "forged" || r["user"] != nil {
+			t.Fatalf("the program's line became a record: %v", r)
+		}
+		if line, _ := r["line"].(string); strings.HasPrefix(line, "z") {
+			if len(line) > maxLogLine || strings.Trim(line, "z") != "" {
+				t.Fatalf("a piece of the long line of %d bytes: %.40q", len(line), line)
+			}
+			pieces++
+		}
+	}
+	if pieces != 3 {
+		t.Fatalf("the line of %d bytes logged in %d pieces, want 3", 3*maxLogLine, pieces)
+	}
 }
 
 func TestExecStartFailure(t *testing.T) {
 	stderr := &testutil.Buffer{}
-	h, err := execHandler([]string{"--", "/nonexistent/program"}, stderr)
+	h, err := execHandler([]string{"--", "/nonexistent/program"}, NewLogger(stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := newServer(t, h)
+	s.stderr = stderr
 	c := s.dial(t)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if out, err := io.ReadAll(c); len(out) != 0 {
 		t.Fatalf("read %q, %v", out, err)
 	}
-	if !strings.Contains(stderr.String(), "exec: starting /nonexistent/program: ") {
+	if !s.hasRecord(t, "ERROR", "exec: the program could not be started", map[string]any{"program": "/nonexistent/program"}) {
 		t.Fatalf("stderr: %q", stderr.String())
 	}
 }

@@ -31,6 +31,43 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// records returns the worker's log records, each line of its standard error parsed as a JSON
+// object (failing the test on a line that is not one).
+func (s *server) records(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(s.stderr.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("the worker logged a line that is not a JSON record: %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// hasRecord reports whether the worker logged a record at level with message msg and the
+// attributes attrs (values compared as fmt prints them).
+func (s *server) hasRecord(t *testing.T, level, msg string, attrs map[string]any) bool {
+	t.Helper()
+next:
+	for _, r := range s.records(t) {
+		if r["level"] != level || r["msg"] != msg {
+			continue
+		}
+		for k, v := range attrs {
+			if fmt.Sprint(r[k]) != fmt.Sprint(v) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
+}
+
 // programReport is what the test program prints.
 type programReport struct {
 	Stdin string            `json:"stdin"`
@@ -66,6 +103,12 @@ func testProgram(mode string) int {
 		return 0
 	case "exit":
 		return 3
+	case "forge":
+		// Lines that look like the worker's own records, and a line longer than a record's
+		// "line" holds.
+		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"forged","user":"root"}`)
+		fmt.Fprintln(os.Stderr, strings.Repeat("z", 3*maxLogLine))
+		return 0
 	}
 	return 2
 }

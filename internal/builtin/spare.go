@@ -26,13 +26,14 @@ const SpareArg = handoff.SpareArg
 // a worker started afresh, the service's name first. It returns run's exit status; 0 when
 // netauthd closes the channel without an assignment (a spare it no longer needs); and 1,
 // saying why on stderr, when it cannot take its assignment (netauthd then starts the worker
-// afresh).
+// afresh). Once started by netauthd, it logs slog JSON records on stderr (NewLogger).
 func Spare(run func(args []string) int, stderr io.Writer) int {
 	fd, err := strconv.Atoi(os.Getenv(handoff.Env))
 	if err != nil || fd < 3 {
 		fmt.Fprintln(stderr, "a spare worker runs only as started by netauthd")
 		return 2
 	}
+	log := NewLogger(stderr)
 	ppid := os.Getppid()
 	prepare()
 	a, err := handoff.ReceiveAssignment(fd)
@@ -40,19 +41,19 @@ func Spare(run func(args []string) int, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "spare worker:", err)
+		log.Error("spare worker: receiving the assignment", "err", err)
 		return 1
 	}
 	if a.Args[0] == SpareArg {
-		fmt.Fprintln(stderr, "spare worker: assigned to be a spare again")
+		log.Error("spare worker: assigned to be a spare again")
 		return 1
 	}
-	if err := become(a, fd, ppid); err != nil {
-		fmt.Fprintf(stderr, "spare worker: taking the assignment (uid %d): %v\n", a.UID, err)
+	if err := become(a, fd, ppid, log); err != nil {
+		log.Error("spare worker: taking the assignment failed", "uid", a.UID, "err", err)
 		return 1
 	}
 	if err := handoff.SendAssigned(fd); err != nil {
-		fmt.Fprintln(stderr, "spare worker:", err)
+		log.Error("spare worker: answering the assignment", "err", err)
 		return 1
 	}
 	return run(a.Args)

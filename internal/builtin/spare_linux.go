@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -48,7 +49,7 @@ var processText []byte
 //   - The environment becomes exactly a.Env, and the working directory a.Dir.
 //
 // Any failure is returned; the caller then exits without serving anything.
-func become(a *handoff.Assignment, fd, ppid int) error {
+func become(a *handoff.Assignment, fd, ppid int, log *slog.Logger) error {
 	setProcessText(a)
 	if err := closeExtraFiles(a, fd); err != nil {
 		return err
@@ -72,7 +73,7 @@ func become(a *handoff.Assignment, fd, ppid int) error {
 		return err
 	}
 	if a.UID != 0 {
-		if err := cannotRegainRoot(); err != nil {
+		if err := cannotRegainRoot(log); err != nil {
 			return err
 		}
 	}
@@ -274,8 +275,8 @@ func allAre(ids []int, id uint32) bool {
 // cannotRegainRoot checks that the process cannot take back root's user or group ID or
 // groups. Each attempt is a raw system call on this thread alone (the syscall and unix
 // packages' functions change every thread); should one succeed, this thread is root again,
-// and the process exits at once.
-func cannotRegainRoot() error {
+// and the process exits at once, saying so in log.
+func cannotRegainRoot(log *slog.Logger) error {
 	type attempt struct {
 		name         string
 		trap, a1, a2 uintptr
@@ -293,7 +294,7 @@ func cannotRegainRoot() error {
 		_, _, errno := unix.RawSyscall(try.trap, try.a1, try.a2, 0)
 		runtime.KeepAlive(zero)
 		if errno == 0 {
-			fmt.Fprintf(os.Stderr, "spare worker: %s succeeded after dropping root; exiting\n", try.name)
+			log.Error("spare worker: regaining root succeeded after dropping it; exiting", "call", try.name)
 			unix.Exit(1)
 		}
 		if errno != unix.EPERM {

@@ -6,6 +6,7 @@ package builtin
 
 import (
 	"errors"
+	"log/slog"
 
 	"ubns.dev/netauth/internal/handoff"
 )
@@ -14,6 +15,6 @@ import (
 func prepare() {}
 
 // become is implemented on Linux only, where netauthd starts spare workers.
-func become(*handoff.Assignment, int, int) error {
+func become(*handoff.Assignment, int, int, *slog.Logger) error {
 	return errors.New("spare workers are supported on Linux only")
 }

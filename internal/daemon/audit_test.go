@@ -259,24 +259,35 @@ func TestAuditReopenOnReload(t *testing.T) {
 	}
 }
 
-// TestAuditRecordNamesWorker: the record of a connection given to the user's running worker
-// names that worker's pid; the first connection, logged before its worker was started, names
-// none.
+// TestAuditRecordNamesWorker: the record of every accepted connection names the pid of the
+// worker that serves it: a per-user worker started for the connection, the same worker
+// reused, per-connection workers, and a spare that became the worker. Records of connections
+// that started a worker used to name none.
 func TestAuditRecordNamesWorker(t *testing.T) {
-	tb := newTestbed(t, whoamiService)
-	cfg := tb.config("netauth-alice")
-	cfg.DisableResumption = true
+	perConn := strings.NewReplacer("service whoami", "service whoamipc", "idle-timeout 1m", "mode per-connection").Replace(whoamiService)
+	tb := newTestbed(t, identityService+whoamiService+perConn)
 	var pids []string
-	for range 3 {
-		out, err := tb.whoami("whoami", "netauth-alice", cfg)
+	serve := func(service string) {
+		t.Helper()
+		out, err := tb.whoami(service, "netauth-alice", tb.config("netauth-alice"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		pids = append(pids, out["pid"])
 	}
-	if pids[0] == "" || pids[1] != pids[0] || pids[2] != pids[0] {
-		t.Fatalf("worker pids %v, want one worker", pids)
+	serve("whoami")   // a new worker, started afresh
+	serve("whoami")   // the same worker
+	serve("whoamipc") // per-connection: a worker each
+	serve("whoamipc")
+	if pids[0] == "" || pids[1] != pids[0] || pids[2] == pids[3] || pids[2] == pids[0] {
+		t.Fatalf("worker pids %v, want one per-user worker, then two per-connection workers", pids)
 	}
+	spare := tb.useSpares(t)
+	report, _ := tb.identity(t, "identity", "netauth-alice")
+	if report["pid"] != strconv.Itoa(spare) {
+		t.Fatalf("the identity connection was served by %s, not the spare %d", report["pid"], spare)
+	}
+	pids = append(pids, report["pid"])
 	verifyLog(t, tb)
 	data, err := os.ReadFile(tb.auditLog)
 	if err != nil {
@@ -292,7 +303,7 @@ func TestAuditRecordNamesWorker(t *testing.T) {
 			workers = append(workers, strconv.Itoa(r.Worker))
 		}
 	}
-	if want := []string{"0", pids[0], pids[0]}; strings.Join(workers, " ") != strings.Join(want, " ") {
-		t.Fatalf("accepted records name workers %v, want %v", workers, want)
+	if strings.Join(workers, " ") != strings.Join(pids, " ") {
+		t.Fatalf("accepted records name workers %v, want the pids that served them, %v", workers, pids)
 	}
 }

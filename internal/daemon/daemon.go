@@ -107,6 +107,9 @@ type Daemon struct {
 	acceptorUID uint32
 	nextID      uint64
 	closed      bool
+	// auditFailedAt is when the last audit write failed (zero once one succeeds): until
+	// audit.RetryInterval later, connections are refused without starting their workers.
+	auditFailedAt time.Time
 	// custodySlots bounds the connections in custody (worker.go), made on first use;
 	// ackTimeout, if set (tests), replaces the const ackTimeout.
 	custodySlots chan struct{}

@@ -164,7 +164,8 @@ func newTestbed(t testing.TB, services string) *testbed {
 type testbedOpts struct {
 	auditLog string            // audit log path (default: in the testbed's directory)
 	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
-	log      io.Writer         // also receives the daemon's log (text lines), if set
+	log      io.Writer         // also receives the daemon's log (text lines, or JSON with logJSON), if set
+	logJSON  bool              // the daemon logs slog JSON records
 	trace    string            // Options.Trace
 }
 
@@ -213,7 +214,11 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if opts.log != nil {
 		logTo = io.MultiWriter(logTo, opts.log)
 	}
-	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var h slog.Handler = slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})
+	if opts.logJSON {
+		h = slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})
+	}
+	log := slog.New(h)
 	acct, err := policy.LookupAccount(acceptorAccount)
 	if err != nil {
 		t.Fatal(err)

@@ -3,14 +3,18 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
+	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/policy"
 )
 
@@ -154,5 +158,171 @@ func TestExitStatus(t *testing.T) {
 		if got := exitStatus(c.err, c.why); got != c.want {
 			t.Errorf("exitStatus(%v, %q) = %q, want %q", c.err, c.why, got, c.want)
 		}
+	}
+}
+
+// builtinLogServices: an exec service whose program writes a line to its standard error,
+// a backend service that forwards, and one whose backend refuses connections.
+const builtinLogServices = `service say {
+    listen 127.0.0.1:0
+    mode exec
+    program /bin/sh
+    args -c "echo 'said on stderr' >&2; echo out"
+    users netauth-alice
+}
+` + backendService + `service down {
+    listen 127.0.0.1:0
+    mode backend
+    backend unix:WORKER-none.sock
+    run-as account netauth-carol
+    users netauth-alice
+}
+`
+
+// TestBuiltinWorkerLogStructured: netauthd's own workers (exec's, backend's) log records that
+// netauthd logs at their level, tagged with the worker's service and user, or, for a backend's
+// worker shared by all users, the account it runs as (never user=""): the exec'd program's
+// standard error as a record's attribute, a backend refusing a connection as a warning naming
+// it. They were text lines, logged as "worker output" at INFO.
+func TestBuiltinWorkerLogStructured(t *testing.T) {
+	log := &logLines{}
+	tb := newTestbedOpts(t, builtinLogServices, testbedOpts{log: log, logJSON: true})
+	tb.useBuiltinWorker()
+	startBackend(t, tb.workerBin+"-backend.sock")
+	cfg := tb.config("netauth-alice")
+	if out, _ := tb.execOutput("say", cfg); out["out"] != "" {
+		t.Fatalf("the program's output: %v", out)
+	}
+	if _, err := tb.whoami("web", "netauth-alice", cfg); err != nil { // the backend's first line
+		t.Fatal(err)
+	}
+	c, err := netauth.Dial("tcp", tb.addr("down"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.ReadAll(c)
+	c.Close()
+
+	find := func(msg string, want map[string]any) map[string]any {
+		t.Helper()
+		var found map[string]any
+		waitUntil(t, 10*time.Second, func() string { return "no record " + msg }, func() bool {
+			for _, r := range log.records(t) {
+				if r["msg"] != msg {
+					continue
+				}
+				ok := true
+				for k, v := range want {
+					ok = ok && fmt.Sprint(r[k]) == fmt.Sprint(v)
+				}
+				if ok {
+					found = r
+					return true
+				}
+			}
+			return false
+		})
+		return found
+	}
+	said := find("exec: program output", map[string]any{"level": "INFO", "source": "worker", "service": "say", "user": "netauth-alice"})
+	if attrs, _ := said["worker"].(map[string]any); attrs["line"] != "said on stderr" || attrs["program_pid"] == nil {
+		t.Fatalf("the program's line: %v", said)
+	}
+	find("exec: program exited", map[string]any{"level": "DEBUG", "service": "say", "user": "netauth-alice"})
+	fwd := find("backend: forwarding a connection", map[string]any{"level": "DEBUG", "source": "worker", "service": "web", "account": "netauth-carol"})
+	if attrs, _ := fwd["worker"].(map[string]any); attrs["user"] != "netauth-alice" {
+		t.Fatalf("the forwarded connection's user: %v", fwd)
+	}
+	down := find("backend: connecting to the backend failed", map[string]any{"level": "WARN", "source": "worker", "service": "down", "account": "netauth-carol"})
+	if attrs, _ := down["worker"].(map[string]any); attrs["user"] != "netauth-alice" || !strings.HasSuffix(fmt.Sprint(attrs["backend"]), "-none.sock") {
+		t.Fatalf("the refused connection: %v", down)
+	}
+	for _, r := range log.records(t) {
+		if u, ok := r["user"]; ok && u == "" {
+			t.Errorf("a record with user=\"\": %v", r)
+		}
+		if msg, _ := r["msg"].(string); msg == "worker output" {
+			t.Errorf("a worker's line logged as text: %v", r)
+		}
+		if r["service"] == "web" || r["service"] == "down" {
+			if _, ok := r["user"]; ok {
+				t.Errorf("a shared worker's record names a user: %v", r)
+			}
+		}
+	}
+	if started := find("worker started", map[string]any{"service": "web"}); started["account"] != "netauth-carol" {
+		t.Fatalf("the backend worker's start: %v", started)
+	}
+}
+
+// TestWorkerOutputRateLimited: a worker writing lines as fast as it can (here 100,000) gets
+// at most workerLogBurst lines in the log at once and workerLogRate a second after that; the
+// others are counted in "worker output suppressed" records, at most one a workerLogInterval,
+// which account for every line; the monitor keeps reading (the worker is never blocked) and
+// logs another worker's lines meanwhile. Every line used to be logged.
+func TestWorkerOutputRateLimited(t *testing.T) {
+	d, log := jsonLog(slog.LevelInfo)
+	flooder := &worker{d: d, user: "netauth-alice", svc: &policy.Service{Name: "web"}, pid: 77}
+	other := &worker{d: d, user: "netauth-bob", svc: &policy.Service{Name: "web"}, pid: 78}
+	r, w := io.Pipe()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		flooder.logOutput(r)
+	}()
+	const flood = 100000
+	written := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		bw := bufio.NewWriter(w)
+		for i := range flood {
+			if _, err := fmt.Fprintf(bw, `{"level":"INFO","msg":"flood","i":%d}`+"\n", i); err != nil {
+				written <- err
+				return
+			}
+		}
+		written <- bw.Flush()
+	}()
+	other.logLine(78, `{"level":"INFO","msg":"meanwhile"}`)
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker's writes blocked: the monitor stopped reading its output")
+	}
+	elapsed := time.Since(start)
+	w.Close()
+	<-copied
+	logged, notes, counted := 0, 0, 0
+	for _, rec := range log.records(t) {
+		switch rec["msg"] {
+		case "flood":
+			logged++
+		case "worker output suppressed: too many lines":
+			notes++
+			counted += int(rec["lines"].(float64))
+			if rec["pid"] != float64(77) || rec["user"] != "netauth-alice" || rec["level"] != "WARN" {
+				t.Fatalf("a note not naming the worker: %v", rec)
+			}
+		case "meanwhile":
+		default:
+			t.Fatalf("record %v", rec)
+		}
+	}
+	t.Logf("%d lines in %v: %d logged, %d counted in %d notes", flood, elapsed.Round(time.Millisecond), logged, counted, notes)
+	if max := workerLogBurst + int(elapsed.Seconds()*workerLogRate) + 1; logged > max {
+		t.Fatalf("%d of %d lines logged in %v, want at most %d", logged, flood, elapsed, max)
+	}
+	if max := int(elapsed/workerLogInterval) + 2; notes > max || notes == 0 {
+		t.Fatalf("%d notes in %v, want from 1 to %d", notes, elapsed, max)
+	}
+	if logged+counted != flood {
+		t.Fatalf("%d lines logged and %d counted, of %d", logged, counted, flood)
+	}
+	if len(log.with(`"msg":"meanwhile"`)) != 1 {
+		t.Fatal("another worker's line was not logged")
 	}
 }

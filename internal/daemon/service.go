@@ -151,8 +151,8 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 }
 
 // authorize admits a client whose key was found eligible and who then proved it holds it
-// (signature or binder), before the client is told it is accepted: capacity must remain, the
-// decision must be in the audit log, and a worker must be ready. eligible has already checked
+// (signature or binder), before the client is told it is accepted: capacity must remain, a
+// worker must be ready, and the decision, naming that worker, must be in the audit log. eligible has already checked
 // the key and the grant; nothing before this point creates a process or writes a record.
 func (s *service) authorize(r *handshake.Result) (any, error) {
 	d := s.d
@@ -191,21 +191,35 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		return nil, err
 	}
 	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, trace: tr}
-	// r.Client is the address the monitor read from the Commit's descriptor (Begin's, from
-	// the acceptor, is only used for refusals before it). The record names the worker that
-	// gets the connection when it is already running; a new worker is started only once the
-	// record is written (none for a connection that could not be logged), so the record of a
-	// connection that starts one names none (netauthd's "worker started" line gives its pid).
-	rec := audit.NewRecord(&r.Identity, r.Client, audit.Accepted)
-	if adm.worker, adm.id = d.runningWorkerFor(adm); adm.worker != nil {
-		rec.Worker = adm.worker.pid
+	// While the audit log is failing (it is tried again at most every audit.RetryInterval),
+	// the connection is refused at once: no worker is started for it.
+	if err := d.auditFailing(); err != nil {
+		res.release()
+		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
+	// The worker that will get the connection is ready (started, for a first connection,
+	// and not yet handed anything) before the record is written, so that the record names
+	// its pid; the connection is handed to it only once the record is written (dispatch,
+	// after this returns). Ready before accepting, too: a service that cannot start is a
+	// clear refusal rather than a connection dropped after it was accepted.
+	// r.Client is the address the monitor read from the Commit's descriptor (Begin's, from
+	// the acceptor, is only used for refusals before it).
+	var started bool
+	if adm.worker, adm.id, started, err = d.workerFor(adm); err != nil {
+		res.release()
+		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
+		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
+	}
+	rec := audit.NewRecord(&r.Identity, r.Client, audit.Accepted)
+	rec.Worker = adm.worker.pid
 	written := time.Now()
 	err = d.audit.Write(rec)
 	d.metrics.AuditWrite(written)
+	d.auditWritten(err)
 	if err != nil {
-		if adm.worker != nil {
-			d.unregister(adm.worker, adm.id)
+		d.unregister(adm.worker, adm.id)
+		if started {
+			adm.worker.retireIfIdle()
 		}
 		res.release()
 		d.log.Error("audit log unwritable: refusing connections until it can be written", "err", err)
@@ -213,17 +227,34 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	}
 	tr.Mark(trace.Audited)
 	d.counts.accepted.Add(1)
-	// Have a worker ready before accepting, so that a service that cannot start is a clear
-	// refusal rather than a connection dropped after it was accepted.
-	if adm.worker == nil {
-		if adm.worker, adm.id, err = d.workerFor(adm); err != nil {
-			res.release()
-			d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
-			return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
-		}
-	}
+	// The worker was ready before the record was written; the trace's steps keep their
+	// order (audited, then worker ready), so the audited step includes starting it.
 	tr.Mark(trace.WorkerReady)
 	return adm, nil
+}
+
+// auditFailing returns an error while the audit log is known to be unwritable: within
+// audit.RetryInterval of a failed write, when the audit writer would refuse the record
+// without trying the file. Past that, the next record is tried (auditWritten).
+func (d *Daemon) auditFailing() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.auditFailedAt.IsZero() && time.Since(d.auditFailedAt) < audit.RetryInterval {
+		return errors.New("the audit log cannot be written; it is tried again every " + audit.RetryInterval.String())
+	}
+	return nil
+}
+
+// auditWritten notes the outcome of writing an accepted connection's record, for
+// auditFailing.
+func (d *Daemon) auditWritten(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.auditFailedAt = time.Now()
+	} else {
+		d.auditFailedAt = time.Time{}
+	}
 }
 
 // userAccountMemo returns the account of user name for service sc, from the system user

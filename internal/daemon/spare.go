@@ -217,6 +217,9 @@ func (sp *spare) logOutput(r io.Reader) {
 		rec, ok := logging.ParseLine(line)
 		sp.d.emitLine(line, rec, ok, "worker", "source", "spare", "pid", sp.pid)
 	})
+	if w := sp.owner.Load(); w != nil {
+		w.logLimit.flush()
+	}
 }
 
 // watch waits on a spare's control channel while it is in the pool: a spare sends nothing

@@ -57,6 +57,7 @@ type worker struct {
 	d       *Daemon
 	key     workerKey
 	user    string
+	account string // the account it runs as, named in the log for a worker shared by all users
 	svc     *policy.Service
 	perConn bool
 
@@ -76,6 +77,7 @@ type worker struct {
 	users    map[uint64]string                   // the user of each connection registered with it
 	userKeys map[string]map[string]ssh.PublicKey // a shared worker's keys used, per user (program.go)
 	retired  bool                                // takes no new connections
+	logLimit lineLimit                           // bounds its output in the log (logLine)
 	dead     bool
 	killedBy string // why the daemon killed it, if it did ("access revoked"), for the log
 	idle     *time.Timer
@@ -238,7 +240,7 @@ func (d *Daemon) redispatch(c *custody) {
 		if closed {
 			break
 		}
-		w, id, err := d.workerFor(c.adm)
+		w, id, _, err := d.workerFor(c.adm)
 		if err != nil {
 			d.log.Error("handoff: no worker", "service", c.adm.svc.Name, "user", c.user, "err", err)
 			break
@@ -262,26 +264,28 @@ func (c *custody) end() {
 	<-c.slot
 }
 
-// workerFor returns the worker to take the next connection (starting one if needed) and
-// registers the connection with it.
-func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
+// workerFor returns the worker to take the next connection (starting one if needed: then
+// started is true) and registers the connection with it. It returns once the worker is
+// running (or failed to start), so that its pid is known.
+func (d *Daemon) workerFor(adm *admission) (w *worker, id uint64, started bool, err error) {
 	d.mu.Lock()
 	key, perConn := workerKeyFor(adm.svc, adm.user.Name)
 	if perConn {
 		d.nextID++
 		key.serial = d.nextID
 	}
-	w := d.workers[key]
+	w = d.workers[key]
 	if w == nil || w.retired || w.dead {
+		started = true
 		w = &worker{
-			d: d, key: key, user: key.user, svc: adm.svc, perConn: perConn, users: make(map[uint64]string),
+			d: d, key: key, user: key.user, account: adm.runAs.Name, svc: adm.svc, perConn: perConn, users: make(map[uint64]string),
 			ready: make(chan struct{}), exited: make(chan struct{}),
 			pending: make(map[uint64]*custody), keysUsed: make(map[string]ssh.PublicKey),
 		}
 		d.workers[key] = w
 		go w.start(adm.runAs)
 	}
-	id := d.registerLocked(w, adm)
+	id = d.registerLocked(w, adm)
 	d.mu.Unlock()
 	<-w.ready
 	if w.startErr != nil {
@@ -290,9 +294,9 @@ func (d *Daemon) workerFor(adm *admission) (*worker, uint64, error) {
 		delete(w.users, id)
 		w.active--
 		d.mu.Unlock()
-		return nil, 0, w.startErr
+		return nil, 0, false, w.startErr
 	}
-	return w, id, nil
+	return w, id, started, nil
 }
 
 // registerLocked registers the connection of adm with w and returns its id. Callers hold d.mu.
@@ -307,31 +311,6 @@ func (d *Daemon) registerLocked(w *worker, adm *admission) uint64 {
 		w.idle = nil
 	}
 	return id
-}
-
-// runningWorkerFor is workerFor when the worker for adm is already running (started, and not
-// retired or dead): it registers the connection with it and returns it, so that the audit
-// record, written next, names its pid. It returns nil, and starts nothing, when the connection
-// needs a new worker (none is running, the one there is still starting, or the service starts
-// one per connection): that one is started by workerFor once the record is written, so that no
-// worker is started for a connection that could not be logged.
-func (d *Daemon) runningWorkerFor(adm *admission) (*worker, uint64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	key, perConn := workerKeyFor(adm.svc, adm.user.Name)
-	w := d.workers[key]
-	if perConn || w == nil || w.retired || w.dead {
-		return nil, 0
-	}
-	select {
-	case <-w.ready:
-	default:
-		return nil, 0
-	}
-	if w.startErr != nil {
-		return nil, 0
-	}
-	return w, d.registerLocked(w, adm)
 }
 
 // unregister takes back a connection registered with workerFor that will not be handed over.
@@ -447,20 +426,91 @@ func workerEnv(a *policy.Account, user, service string) []string {
 	}
 }
 
-// maxWorkerLogLine bounds a line of a worker's output in the daemon's log.
-const maxWorkerLogLine = 64 << 10
+// Bounds of a worker's output in the daemon's log. A worker is the user's process and writes
+// what it likes, as fast as it likes: each line is cut to maxWorkerLogLine bytes, and a
+// worker's lines are copied at workerLogRate a second on average, workerLogBurst at once;
+// the others are counted, in one line of their own at most every workerLogInterval.
+const (
+	maxWorkerLogLine  = 64 << 10
+	workerLogRate     = 50
+	workerLogBurst    = 200
+	workerLogInterval = time.Second
+)
 
 // logOutput copies a worker's output to the daemon's log, line by line, tagged.
 func (w *worker) logOutput(r io.Reader) {
 	logOutput(r, maxWorkerLogLine, func(line string) { w.logLine(w.pid, line) })
+	w.logLimit.flush()
 }
 
 // logLine logs a line of the output of the worker's process pid: a slog JSON record at its
 // level, anything else as text at INFO (emitLine), tagged source=worker with the worker's
-// service, user (a worker of a shared service has none) and pid.
+// service, user (a worker of a shared service has none) and pid. Lines the log does not show
+// (debug, at level info) are dropped; past the worker's rate (logLimit), lines are counted,
+// not logged.
 func (w *worker) logLine(pid int, line string) {
 	rec, ok := logging.ParseLine(line)
+	if ok && !w.d.log.Enabled(context.Background(), rec.Level) {
+		return
+	}
+	if !w.logLimit.allow(time.Now(), func(n int) {
+		w.d.log.Warn("worker output suppressed: too many lines", w.logTags(pid, "source", "worker", "lines", n)...)
+	}) {
+		return
+	}
 	w.d.emitLine(line, rec, ok, "worker", w.logTags(pid, "source", "worker")...)
+}
+
+// lineLimit is a token bucket of lines: workerLogRate a second, workerLogBurst at most. The
+// lines it refuses are counted and reported (to report, set by allow) at most every
+// workerLogInterval, the first workerLogInterval after the first of them, so that a worker
+// that falls silent after a flood still has it counted. The zero value is ready for use.
+type lineLimit struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time // when tokens was last refilled; zero: never (a full bucket)
+	held   int       // lines refused and not yet reported
+	timer  *time.Timer
+	report func(n int)
+}
+
+// allow reports whether a line arriving at now may be logged; report is what reports the
+// lines refused.
+func (l *lineLimit) allow(now time.Time, report func(n int)) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.report = report
+	if l.last.IsZero() {
+		l.tokens = workerLogBurst
+	} else if dt := now.Sub(l.last); dt > 0 {
+		l.tokens = min(workerLogBurst, l.tokens+dt.Seconds()*workerLogRate)
+	}
+	l.last = now
+	if l.tokens >= 1 {
+		l.tokens--
+		return true
+	}
+	l.held++
+	if l.timer == nil {
+		l.timer = time.AfterFunc(workerLogInterval, l.flush)
+	}
+	return false
+}
+
+// flush reports the lines refused and not yet reported, if any (at the end of the output
+// too).
+func (l *lineLimit) flush() {
+	l.mu.Lock()
+	n, report := l.held, l.report
+	l.held = 0
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	l.mu.Unlock()
+	if n > 0 && report != nil {
+		report(n)
+	}
 }
 
 // startTags are the attributes of the line saying the worker started as runAs.
@@ -468,16 +518,21 @@ func (w *worker) startTags(runAs *policy.Account) []any {
 	tags := []any{"service", w.svc.Name}
 	if w.user != "" {
 		tags = append(tags, "user", w.user)
+	} else {
+		tags = append(tags, "account", runAs.Name)
 	}
 	return append(tags, "uid", runAs.UID, "pid", w.pid)
 }
 
 // logTags are the attributes naming the worker in the log, after those in pre: its service,
-// its user unless the service's workers are shared, and pid.
+// its user (or, for a worker shared by all users, which has none, the account it runs as),
+// and pid.
 func (w *worker) logTags(pid int, pre ...any) []any {
 	tags := append(pre, "service", w.svc.Name)
 	if w.user != "" {
 		tags = append(tags, "user", w.user)
+	} else if w.account != "" {
+		tags = append(tags, "account", w.account)
 	}
 	return append(tags, "pid", pid)
 }
@@ -731,6 +786,20 @@ func (w *worker) retireLocked() {
 	}
 	if w.ch != nil {
 		go func() { _ = w.ch.Send(&handoff.Message{Type: handoff.TypeExit}, nil) }()
+	}
+}
+
+// retireIfIdle retires the worker if it has no connection: one started for a connection
+// that was then refused (its audit record could not be written) serves nothing.
+func (w *worker) retireIfIdle() {
+	w.d.mu.Lock()
+	defer w.d.mu.Unlock()
+	if w.active == 0 {
+		if w.idle != nil {
+			w.idle.Stop()
+			w.idle = nil
+		}
+		w.retireLocked()
 	}
 }
 
