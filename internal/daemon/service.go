@@ -210,6 +210,7 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 		d.log.Error("no worker for the connection", "service", sc.Name, "user", r.User, "err", err)
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "worker could not be started", Err: err}
 	}
+	tr.Mark(trace.WorkerReady)
 	rec := audit.NewRecord(&r.Identity, r.Client, audit.Accepted)
 	rec.Worker = adm.worker.pid
 	written := time.Now()
@@ -227,9 +228,6 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	}
 	tr.Mark(trace.Audited)
 	d.counts.accepted.Add(1)
-	// The worker was ready before the record was written; the trace's steps keep their
-	// order (audited, then worker ready), so the audited step includes starting it.
-	tr.Mark(trace.WorkerReady)
 	return adm, nil
 }
 

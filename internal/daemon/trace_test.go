@@ -86,7 +86,7 @@ func TestTraceSteps(t *testing.T) {
 		// side by side. The clock's readings agree within microseconds; allow 50.
 		for _, order := range [][]trace.Step{
 			{trace.Accept, trace.Msg1, trace.BeginRecv, trace.BeginDone, trace.BeginReply, trace.Msg2Sent,
-				trace.Msg3, trace.CommitRecv, trace.Decided, trace.Audited, trace.WorkerReady, trace.Sealed,
+				trace.Msg3, trace.CommitRecv, trace.Decided, trace.WorkerReady, trace.Audited, trace.Sealed,
 				trace.Handoff, trace.Received, trace.VerdictSent, trace.WorkerAck},
 			{trace.Handoff, trace.CommitDone, trace.CommitReply},
 		} {

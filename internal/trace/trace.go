@@ -63,8 +63,8 @@ const (
 	Msg3                    // A: message 3 read and parsed (Commit asked, with the connection)
 	CommitRecv              // M: Commit received
 	Decided                 // M: the proof verified and the client authorized (key and grant checked again)
-	Audited                 // M: the audit record written
-	WorkerReady             // M: a worker ready (started, for a first connection)
+	WorkerReady             // M: a worker ready (started, for a first connection), not yet handed anything
+	Audited                 // M: the audit record written (naming the worker)
 	Sealed                  // M: the Verdict sealed
 	Handoff                 // M: the connection being sent to the worker
 	Received                // W: the connection received
@@ -77,7 +77,7 @@ const (
 )
 
 var stepNames = [numSteps]string{"accept", "msg1", "begin_recv", "begin_done", "begin_reply", "msg2_sent",
-	"msg3", "commit_recv", "decided", "audited", "worker_ready", "sealed", "handoff", "received",
+	"msg3", "commit_recv", "decided", "worker_ready", "audited", "sealed", "handoff", "received",
 	"verdict_sent", "worker_ack", "commit_done", "commit_reply", "first_data"}
 
 var stepProcs = [numSteps]string{Acceptor, Acceptor, Monitor, Monitor, Acceptor, Acceptor, Acceptor,

@@ -179,7 +179,7 @@ func TestTable(t *testing.T) {
 		}
 		step(Acceptor, Accept, Msg1, BeginReply, Msg2Sent, Msg3, CommitReply)
 		step(Monitor, BeginRecv, BeginDone)
-		step(Monitor, CommitRecv, Decided, Audited, WorkerReady, Sealed, Handoff, WorkerAck, CommitDone)
+		step(Monitor, CommitRecv, Decided, WorkerReady, Audited, Sealed, Handoff, WorkerAck, CommitDone)
 		if i != 2 { // the third has no worker line: incomplete
 			step(Worker, Received, VerdictSent, FirstData)
 		}
