@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -136,5 +138,25 @@ func TestRedteamMetricsSlowReader(t *testing.T) {
 	// It was served until then.
 	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
 		t.Fatalf("no answer at all: %v", err)
+	}
+}
+
+// TestRedteamMetricsListenSharedDirectory: a metrics socket in a directory others may write
+// to (metrics-listen /tmp/metrics.sock) is refused, as the control socket is. There, any local
+// user decides whether netauthd starts (a file of theirs at the path makes Listen, and so
+// Start, fail), and in a directory without the sticky bit can swap the socket for a symlink
+// between the bind and the chmod, which follows it (root chmods the target to 0600). Listen
+// used to take any directory.
+func TestRedteamMetricsListenSharedDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Listen(filepath.Join(dir, "metrics.sock")); err == nil {
+		l.Close()
+		t.Fatal("a metrics socket in a directory anyone may write to was accepted")
 	}
 }
