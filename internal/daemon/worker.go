@@ -717,14 +717,16 @@ func (w *worker) adopted(id uint64) {
 // connAuthFailed audits a connection its worker dropped because a record from the client
 // failed authentication: after an accepted handshake only the authenticated client holds the
 // application keys, so this is a tampered stream, or a socket that is not that client's (a
-// compromised acceptor's swap).
+// compromised acceptor's swap). The worker (a user's own program, in per-user mode) says so:
+// only a connection it adopted and has not reported done counts, once.
 func (d *Daemon) connAuthFailed(w *worker, id uint64) {
 	d.mu.Lock()
 	user, ok := w.users[id]
-	if !ok {
-		user = w.user
-	}
+	_, inCustody := w.pending[id]
 	d.mu.Unlock()
+	if !ok || inCustody {
+		return // not its connection, not adopted yet, or reported already
+	}
 	reason := "session dropped by its worker: a record from the client failed authentication (tampered stream, or a socket that is not the authenticated client's)"
 	if _, err := d.audit.WriteRefusal(&audit.Refusal{Service: w.svc.Name, User: user, Code: "record_auth_failed", Reason: reason}); err != nil {
 		d.log.Error("audit log unwritable", "err", err)

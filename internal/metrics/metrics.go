@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"ubns.dev/netauth/internal/policy"
 )
@@ -176,10 +177,29 @@ func Listen(addr string) (net.Listener, error) {
 	return l, nil
 }
 
+// Bounds on the clients of the metrics endpoint. A loopback port is open to every local user,
+// and each connection the monitor takes costs it a descriptor and a goroutine: it takes at
+// most maxConns at once (the others wait in the kernel's backlog, which costs it nothing), and
+// no connection is held longer than the timeouts, whether its client is slow to ask or to read.
+const (
+	maxConns     = 16
+	readTimeout  = 10 * time.Second
+	writeTimeout = 10 * time.Second
+	idleTimeout  = time.Minute
+	maxHeader    = 16 << 10
+)
+
 // Serve serves the metrics on l until it is closed.
 func (m *Metrics) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	err := srv.Serve(l)
+	srv := &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: readTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeader,
+	}
+	err := srv.Serve(netutil.LimitListener(l, maxConns))
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
