@@ -57,12 +57,40 @@ func (v *validator) duration(line int, name string, d, min, max time.Duration) {
 	}
 }
 
+// globalPaths are the global directives whose value is an absolute path;
+// optional ones may be empty (written "none"). A new path directive is one
+// entry here.
+var globalPaths = []struct {
+	name     string
+	get      func(c *Config) string
+	optional bool
+}{
+	{"host-key", func(c *Config) string { return c.HostKey }, false},
+	{"audit-log", func(c *Config) string { return c.AuditLog }, false},
+	{"authorized-keys-dir", func(c *Config) string { return c.AuthorizedKeysDir }, true},
+}
+
+// globalDurations are the global duration directives and their bounds (max
+// 0: none). A negative value of one with off set means "off" and is not
+// checked.
+var globalDurations = []struct {
+	name     string
+	get      func(c *Config) time.Duration
+	min, max time.Duration
+	off      bool
+}{
+	{"ticket-lifetime", func(c *Config) time.Duration { return c.TicketLifetime }, minTicketLifetime, maxTicketLifetime, true},
+	{"max-clock-skew", func(c *Config) time.Duration { return c.MaxClockSkew }, minClockSkew, maxClockSkew, false},
+	{"handshake-timeout", func(c *Config) time.Duration { return c.HandshakeTimeout }, minHandshakeTimeout, maxHandshakeTimeout, false},
+	{"revocation-check", func(c *Config) time.Duration { return c.RevocationCheck }, minRevocationCheck, maxRevocationCheck, false},
+}
+
 // globals checks the global directives.
 func (v *validator) globals(c *Config) {
-	v.path(c.line("host-key"), "host-key", c.HostKey)
-	v.path(c.line("audit-log"), "audit-log", c.AuditLog)
-	if c.AuthorizedKeysDir != "" {
-		v.path(c.line("authorized-keys-dir"), "authorized-keys-dir", c.AuthorizedKeysDir)
+	for _, g := range globalPaths {
+		if p := g.get(c); p != "" || !g.optional {
+			v.path(c.line(g.name), g.name, p)
+		}
 	}
 	switch {
 	case c.KeyCommand == nil:
@@ -71,12 +99,11 @@ func (v *validator) globals(c *Config) {
 	default:
 		v.path(c.line("key-command"), "key-command program", c.KeyCommand[0])
 	}
-	if c.TicketLifetime >= 0 {
-		v.duration(c.line("ticket-lifetime"), "ticket-lifetime", c.TicketLifetime, minTicketLifetime, maxTicketLifetime)
+	for _, g := range globalDurations {
+		if d := g.get(c); d >= 0 || !g.off {
+			v.duration(c.line(g.name), g.name, d, g.min, g.max)
+		}
 	}
-	v.duration(c.line("max-clock-skew"), "max-clock-skew", c.MaxClockSkew, minClockSkew, maxClockSkew)
-	v.duration(c.line("handshake-timeout"), "handshake-timeout", c.HandshakeTimeout, minHandshakeTimeout, maxHandshakeTimeout)
-	v.duration(c.line("revocation-check"), "revocation-check", c.RevocationCheck, minRevocationCheck, maxRevocationCheck)
 	switch n := c.SpareWorkers; {
 	case n < 0:
 		v.errorf(c.line("spare-workers"), "spare-workers %d: want a whole number from 0 (no spare workers) to %d", n, MaxSpareWorkers)
