@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"ubns.dev/netauth/internal/keys"
 )
@@ -30,8 +29,10 @@ import (
 //     services;
 //   - a backend service's Unix socket, if it exists, is a socket.
 //
-// It also checks a Config that was not made by Parse (such as Default's, or
-// one built by hand) for every value rule Parse enforces.
+// First it runs the value rules Parse runs (validate), with the same
+// messages, so that a Config not made by Parse (such as Default's, or one
+// built by hand) is held to them too; a Config without lines gets them
+// without a line.
 //
 // Problems that make the configuration unusable are returned as an
 // *Errors. Problems that only make part of it ineffective are returned as
@@ -43,7 +44,7 @@ import (
 // backend TCP address that is not a loopback address.
 func (c *Config) Check() (warnings []string, err error) {
 	k := &checker{cfg: c, errs: collector{path: c.Path}, root: os.Geteuid() == 0}
-	c.validate(&k.errs)
+	c.validate(&k.errs, func(line int, msg string) { k.warn(line, "%s", msg) })
 	if _, err := os.Stat(c.Path); c.Path != "" && err == nil {
 		// A configuration read from elsewhere than a file has none to check.
 		k.trustedFile(0, "configuration file", c.Path)
@@ -159,15 +160,6 @@ func (k *checker) service(s *Service) {
 			k.warn(s.entryLine(s.groupLines, i), "service %s: group %s does not exist (yet), so this entry has no effect", q(s.Name), q(g))
 		case err != nil:
 			k.warn(s.entryLine(s.groupLines, i), "service %s: looking up group %s: %v", q(s.Name), q(g), err)
-		}
-	}
-	if s.WorkerPerConnection() {
-		if line, ok := s.lines["idle-timeout"]; ok {
-			how := "in per-connection mode"
-			if s.Mode == Exec {
-				how = "with \"exec-worker per-connection\""
-			}
-			k.warn(line, "service %s: idle-timeout is ignored %s (each worker serves one connection and exits): remove it", q(s.Name), how)
 		}
 	}
 	if s.Mode == Backend && backendProblem(s.Backend) == "" {
@@ -394,147 +386,4 @@ func (k *checker) listeners() {
 			seen = append(seen, e)
 		}
 	}
-}
-
-// validate reports every value that Parse would have refused, for a
-// Config not made by Parse.
-func (c *Config) validate(errs *collector) {
-	abs := func(line int, name, v string) {
-		if !filepath.IsAbs(v) {
-			errs.add(line, fmt.Sprintf("%s %s is not an absolute path", name, q(v)))
-		}
-	}
-	dur := func(line int, name string, d, min, max time.Duration) {
-		if msg := durationProblem(name, formatDuration(d), d, min, max); msg != "" {
-			errs.add(line, msg)
-		}
-	}
-	abs(c.line("host-key"), "host-key", c.HostKey)
-	abs(c.line("audit-log"), "audit-log", c.AuditLog)
-	if c.AuthorizedKeysDir != "" {
-		abs(c.line("authorized-keys-dir"), "authorized-keys-dir", c.AuthorizedKeysDir)
-	}
-	if c.KeyCommand != nil {
-		if len(c.KeyCommand) == 0 {
-			errs.add(c.line("key-command"), "key-command is empty: give a program or leave it out")
-		} else {
-			abs(c.line("key-command"), "key-command program", c.KeyCommand[0])
-		}
-	}
-	if c.TicketLifetime >= 0 {
-		dur(c.line("ticket-lifetime"), "ticket-lifetime", c.TicketLifetime, minTicketLifetime, maxTicketLifetime)
-	}
-	dur(c.line("max-clock-skew"), "max-clock-skew", c.MaxClockSkew, minClockSkew, maxClockSkew)
-	dur(c.line("handshake-timeout"), "handshake-timeout", c.HandshakeTimeout, minHandshakeTimeout, maxHandshakeTimeout)
-	dur(c.line("revocation-check"), "revocation-check", c.RevocationCheck, minRevocationCheck, maxRevocationCheck)
-	if c.MetricsListen != "" {
-		if err := CheckMetricsListen(c.MetricsListen); err != nil {
-			errs.add(c.line("metrics-listen"), err.Error())
-		}
-	}
-
-	names := map[string]bool{}
-	for _, s := range c.Services {
-		if keys.ValidName(s.Name) != nil {
-			errs.add(s.Line, fmt.Sprintf("service name %s is not valid: %s", q(s.Name), nameRule))
-		} else if names[s.Name] {
-			errs.add(s.Line, fmt.Sprintf("service %s is defined twice", q(s.Name)))
-		}
-		names[s.Name] = true
-		if len(s.Listen) == 0 {
-			errs.add(s.Line, fmt.Sprintf("service %s has no listen address", q(s.Name)))
-		}
-		listens := map[string]bool{}
-		for i, a := range s.Listen {
-			if msg := listenProblem(a); msg != "" {
-				errs.add(s.entryLine(s.listenLines, i), msg)
-			} else if listens[a] {
-				errs.add(s.entryLine(s.listenLines, i), fmt.Sprintf("listen %s is given twice in service %s", a, q(s.Name)))
-			}
-			listens[a] = true
-		}
-		switch s.Mode {
-		case PerUser, PerConnection, Exec, Backend:
-		default:
-			errs.add(s.line("mode"), fmt.Sprintf("service %s: unknown %s: want per-user, per-connection, exec or backend", q(s.Name), s.Mode))
-		}
-		switch {
-		case s.Mode == Backend && (s.Program != "" || len(s.Args) > 0):
-			errs.add(s.line("program"), fmt.Sprintf("service %s: backend mode has no program or args: netauthd's own worker forwards each connection to the backend", q(s.Name)))
-		case s.Mode == Backend:
-		case s.Program == "":
-			errs.add(s.Line, fmt.Sprintf("service %s has no program", q(s.Name)))
-		default:
-			abs(s.line("program"), "program", s.Program)
-		}
-		switch {
-		case s.Mode == Backend && s.Backend == "":
-			errs.add(s.Line, fmt.Sprintf("service %s in backend mode has no backend", q(s.Name)))
-		case s.Mode == Backend:
-			if msg := backendProblem(s.Backend); msg != "" {
-				errs.add(s.line("backend"), msg)
-			}
-			if s.RunAsUser {
-				errs.add(s.line("run-as"), fmt.Sprintf("service %s in backend mode needs \"run-as account NAME\": its one worker forwards the connections of every user", q(s.Name)))
-			}
-		case s.Backend != "":
-			errs.add(s.line("backend"), fmt.Sprintf("service %s: backend is used only in backend mode", q(s.Name)))
-		}
-		switch {
-		case s.ExecWorker != PerUser && s.ExecWorker != PerConnection:
-			errs.add(s.line("exec-worker"), fmt.Sprintf("service %s: unknown exec-worker %s: want per-user or per-connection", q(s.Name), s.ExecWorker))
-		case s.ExecWorker != PerUser && s.Mode != Exec:
-			errs.add(s.line("exec-worker"), fmt.Sprintf("service %s: exec-worker is used only in exec mode", q(s.Name)))
-		}
-		for i, u := range s.Users {
-			if u != "*" && keys.ValidName(u) != nil {
-				errs.add(s.entryLine(s.userLines, i), fmt.Sprintf("user name %s is not valid: %s", q(u), nameRule))
-			}
-		}
-		for i, g := range s.Groups {
-			if keys.ValidName(g) != nil {
-				errs.add(s.entryLine(s.groupLines, i), fmt.Sprintf("group name %s is not valid: %s", q(g), nameRule))
-			}
-		}
-		switch {
-		case s.RunAsUser && s.Account != "":
-			errs.add(s.line("run-as"), fmt.Sprintf("service %s runs as the user but also names account %s: choose one", q(s.Name), q(s.Account)))
-		case !s.RunAsUser && keys.ValidName(s.Account) != nil:
-			errs.add(s.line("run-as"), fmt.Sprintf("service %s: run-as account name %s is not valid: %s", q(s.Name), q(s.Account), nameRule))
-		}
-		for _, l := range []struct {
-			name string
-			v    int
-		}{{"max-workers", s.MaxWorkers}, {"max-connections-per-user", s.MaxConnsPerUser}} {
-			if l.v < 1 || l.v > maxLimit {
-				errs.add(s.line(l.name), fmt.Sprintf("service %s: %s %d: want 1 to %d", q(s.Name), l.name, l.v, maxLimit))
-			}
-		}
-		dur(s.line("idle-timeout"), "idle-timeout", s.IdleTimeout, minIdleTimeout, 0)
-	}
-}
-
-// CheckMetricsListen reports whether addr can be a metrics-listen value: an absolute path (a
-// Unix socket) or a loopback address with a port ("127.0.0.1:9464", "[::1]:9464",
-// "localhost:9464"). Metrics say who connects and how often: they are not served on an
-// address other hosts can reach.
-func CheckMetricsListen(addr string) error {
-	if filepath.IsAbs(addr) {
-		return nil
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("metrics-listen %s: want an absolute Unix socket path or a loopback HOST:PORT such as 127.0.0.1:9464", q(addr))
-	}
-	if p, err := strconv.Atoi(port); err != nil || !isDigits(port) || p < 1 || p > 65535 {
-		return fmt.Errorf("metrics-listen %s: port %s is not a number from 1 to 65535", q(addr), q(port))
-	}
-	if host == "localhost" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || ip.Zone() != "" || !ip.Unmap().IsLoopback() {
-		return fmt.Errorf("metrics-listen %s: %s is not a loopback address: give 127.0.0.1, [::1], localhost or a Unix socket path", q(addr), q(host))
-	}
-	return nil
 }

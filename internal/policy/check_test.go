@@ -336,9 +336,9 @@ func TestCheckValidatesHandBuilt(t *testing.T) {
 		"built-in configuration: revocation-check 0s is too short: the minimum is 100ms",
 		`built-in configuration: listen "nowhere": want HOST:PORT, such as 127.0.0.1:4000, [::1]:4000 or :4000`,
 		`built-in configuration: service "whoami": unknown mode(9): want per-user, per-connection, exec or backend`,
-		`built-in configuration: program "bin/whoami" is not an absolute path`,
-		`built-in configuration: service "whoami": max-workers 0: want 1 to 1000000`,
-		`built-in configuration: service "whoami" is defined twice`,
+		`built-in configuration: program "bin/whoami" is not an absolute path: write it starting with "/"`,
+		`built-in configuration: max-workers 0: must be at least 1`,
+		`built-in configuration: service "whoami" is defined twice: rename or remove one`,
 		`built-in configuration: service "whoami" runs as the user but also names account "svc": choose one`,
 	}
 	if err == nil || err.Error() != strings.Join(want, "\n") && !strings.HasPrefix(err.Error(), strings.Join(want, "\n")+"\n") {

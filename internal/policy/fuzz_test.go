@@ -52,7 +52,7 @@ func FuzzParse(f *testing.F) {
 		}
 		// Everything Parse accepts must pass the value rules Check applies.
 		var errs collector
-		c.validate(&errs)
+		c.validate(&errs, nil)
 		if len(errs.errs) != 0 {
 			t.Fatalf("Parse accepted a configuration that fails validation: %v", errs.errs)
 		}

@@ -220,8 +220,8 @@ func TestCheckValidatesHandBuiltModes(t *testing.T) {
 	}{
 		{"backend with program", func(s *Service) {
 			s.Mode, s.Program, s.Backend, s.RunAsUser, s.Account = Backend, "/p", "unix:/s", false, "svc"
-		}, `service "s": backend mode has no program or args`},
-		{"backend without backend", func(s *Service) { s.Mode, s.RunAsUser, s.Account = Backend, false, "svc" }, `service "s" in backend mode has no backend`},
+		}, `service "s": program is not used in backend mode: netauthd's own worker forwards each connection to the backend; remove it`},
+		{"backend without backend", func(s *Service) { s.Mode, s.RunAsUser, s.Account = Backend, false, "svc" }, `service "s" has no backend: add`},
 		{"backend bad address", func(s *Service) { s.Mode, s.Backend, s.RunAsUser, s.Account = Backend, "tcp:x", false, "svc" }, `backend "tcp:x": want tcp:HOST:PORT`},
 		{"backend as user", func(s *Service) { s.Mode, s.Backend = Backend, "unix:/s" }, `service "s" in backend mode needs "run-as account NAME"`},
 		{"backend elsewhere", func(s *Service) { s.Program, s.Backend = "/p", "unix:/s" }, `service "s": backend is used only in backend mode`},
@@ -234,7 +234,7 @@ func TestCheckValidatesHandBuiltModes(t *testing.T) {
 		c := newConfig("")
 		c.Services = []*Service{s}
 		var errs collector
-		c.validate(&errs)
+		c.validate(&errs, nil)
 		if len(errs.errs) == 0 || !strings.Contains(errs.errs[0].Msg, tt.want) {
 			t.Errorf("%s: validate = %v, want %q", tt.name, errs.errs, tt.want)
 		}

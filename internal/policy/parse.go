@@ -6,16 +6,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"ubns.dev/netauth/internal/keys"
 )
 
 // MaxFileSize is the largest configuration file Parse and Load accept, in
@@ -60,7 +55,11 @@ func Load(path string) (*Config, error) {
 
 // Parse reads a configuration from r; path names it in errors and becomes
 // Config.Path. It reports every error it finds (up to MaxErrors), not just
-// the first, as an *Errors whose entries each name the line at fault. A
+// the first, as an *Errors whose entries each name the line at fault: first
+// the syntax errors (tokens, blocks, directive names, where each goes, how
+// many values, values that are not a number, duration or keyword), then
+// every value rule the configuration breaks (see Check, which applies the
+// same rules to a Config not made by Parse). A
 // failure to read r, or input larger than MaxFileSize, is reported as a
 // plain error instead.
 func Parse(path string, r io.Reader) (*Config, error) {
@@ -72,12 +71,14 @@ func Parse(path string, r io.Reader) (*Config, error) {
 		return nil, fmt.Errorf("policy: reading %s: larger than %d bytes", path, MaxFileSize)
 	}
 	p := &parser{
-		errs:     collector{path: path},
-		cfg:      newConfig(path),
-		services: map[string]int{},
-		dirs:     directiveTable(),
+		errs: collector{path: path},
+		cfg:  newConfig(path),
+		dirs: directiveTable(),
 	}
 	p.parse(data)
+	// The values are checked by the one validate step every Config goes
+	// through, which names the lines Parse recorded.
+	p.cfg.validate(&p.errs, nil)
 	if err := p.errs.err(); err != nil {
 		return nil, err
 	}
@@ -101,15 +102,13 @@ type parser struct {
 	cfg  *Config
 	// svc is the service whose block is open, or nil.
 	svc *Service
-	// services maps each service name to its line.
-	services map[string]int
 	// firstService is the line of the first "service", or 0.
 	firstService int
 	// dirs is the directive table.
 	dirs []directive
-	// entries maps "directive\x00value" to its line for the values of the
-	// open service's repeatable directives, to find duplicates.
-	entries map[string]int
+	// entries holds "directive\x00value" for the users and groups of the
+	// open service, so that a name listed twice is kept once.
+	entries map[string]bool
 	// braceNext is true when the previous directive was "service NAME"
 	// without "{", so that a lone "{" on the next line is not reported
 	// a second time.
@@ -220,57 +219,21 @@ func (p *parser) service(n int, args []token) {
 		name = args[0].text
 		p.errorf(n, "service name must be one word followed by \"{\": write \"service NAME {\"")
 	}
-	if name != "" && keys.ValidName(name) != nil {
-		p.errorf(n, "service name %s is not valid: %s", q(name), nameRule)
-	} else if first, dup := p.services[name]; dup && name != "" {
-		p.errorf(n, "service %s is defined twice (first on line %d): rename or remove one", q(name), first)
-	} else if name != "" {
-		p.services[name] = n
-	}
 	p.svc = newService(name, n)
-	p.entries = map[string]int{}
+	p.entries = map[string]bool{}
 	if closeNow {
 		p.closeService()
 	}
 }
 
-// closeService ends the open service block, reports what it lacks and adds
-// it to the configuration.
+// closeService ends the open service block and adds it to the
+// configuration, unless it has no name (an error already reported): what it
+// lacks or has too much of is for validate to say.
 func (p *parser) closeService() {
 	s := p.svc
 	p.svc = nil
-	if len(s.Listen) == 0 {
-		p.errorf(s.Line, "service %s has no listen address: add \"listen HOST:PORT\", for example \"listen 127.0.0.1:4000\"", q(s.Name))
-	}
-	switch {
-	case s.Mode == Backend:
-		p.closeBackend(s)
-	case s.Program == "" && s.Mode == Exec:
-		p.errorf(s.Line, "service %s has no program: add \"program /absolute/path/of/the/program\" (in exec mode, the unmodified program run for each connection, such as /usr/lib/dovecot/imap)", q(s.Name))
-	case s.Program == "":
-		p.errorf(s.Line, "service %s has no program: add \"program /absolute/path/of/the/worker\"", q(s.Name))
-	}
-	if line, ok := s.lines["backend"]; ok && s.Mode != Backend {
-		p.errorf(line, "service %s: backend is used only in backend mode: add \"mode backend\" or remove it", q(s.Name))
-	}
-	if line, ok := s.lines["exec-worker"]; ok && s.Mode != Exec {
-		p.errorf(line, "service %s: exec-worker is used only in exec mode: add \"mode exec\" or remove it (mode %s already says how workers are started)", q(s.Name), s.Mode)
-	}
-	p.cfg.Services = append(p.cfg.Services, s)
-}
-
-// closeBackend reports what a backend service lacks or has too much of.
-func (p *parser) closeBackend(s *Service) {
-	for _, name := range []string{"program", "args"} {
-		if line, ok := s.lines[name]; ok {
-			p.errorf(line, "service %s: %s is not used in backend mode: netauthd's own worker forwards each connection to the backend; remove it", q(s.Name), name)
-		}
-	}
-	if _, ok := s.lines["backend"]; !ok {
-		p.errorf(s.Line, "service %s has no backend: add \"backend tcp:127.0.0.1:PORT\" or \"backend unix:/path/of/socket\", the local service its connections are forwarded to", q(s.Name))
-	}
-	if _, ok := s.lines["run-as"]; !ok || s.RunAsUser {
-		p.errorf(s.line("run-as"), "service %s in backend mode needs \"run-as account NAME\": its one worker forwards the connections of every user, so it cannot run as any one of them; create an unprivileged account for it (for example \"useradd --system --no-create-home netauth-%s\")", q(s.Name), s.Name)
+	if s.Name != "" {
+		p.cfg.Services = append(p.cfg.Services, s)
 	}
 }
 
@@ -368,21 +331,24 @@ type directive struct {
 	set         func(p *parser, line int, vals []string)
 }
 
-// directiveTable returns every directive but "service".
+// directiveTable returns every directive but "service". Its set functions
+// are syntax only: they turn the values into the Config's types where the
+// type is the syntax (a number, a duration, yes/no, a keyword) and store
+// them; every rule about the values is validate's.
 func directiveTable() []directive {
 	return []directive{
 		{name: "host-key", global: true, min: 1, max: 1, usage: "host-key /absolute/path", hint: pathHint, set: func(p *parser, n int, v []string) {
-			p.path(n, "host-key", v[0], &p.cfg.HostKey)
+			p.cfg.HostKey = v[0]
 		}},
 		{name: "audit-log", global: true, min: 1, max: 1, usage: "audit-log /absolute/path", hint: pathHint, set: func(p *parser, n int, v []string) {
-			p.path(n, "audit-log", v[0], &p.cfg.AuditLog)
+			p.cfg.AuditLog = v[0]
 		}},
 		{name: "authorized-keys-dir", global: true, min: 1, max: 1, usage: "authorized-keys-dir /absolute/path", hint: pathHint, set: func(p *parser, n int, v []string) {
 			if v[0] == "none" {
 				p.cfg.AuthorizedKeysDir = ""
 				return
 			}
-			p.path(n, "authorized-keys-dir", v[0], &p.cfg.AuthorizedKeysDir)
+			p.cfg.AuthorizedKeysDir = v[0]
 		}},
 		{name: "home-authorized-keys", global: true, min: 1, max: 1, usage: "home-authorized-keys yes", set: func(p *parser, n int, v []string) {
 			switch v[0] {
@@ -395,10 +361,6 @@ func directiveTable() []directive {
 			}
 		}},
 		{name: "key-command", global: true, min: 1, max: -1, usage: "key-command /absolute/path/of/program [ARG...]", set: func(p *parser, n int, v []string) {
-			if !filepath.IsAbs(v[0]) {
-				p.errorf(n, "key-command program %s is not an absolute path: write it starting with \"/\"", q(v[0]))
-				return
-			}
 			p.cfg.KeyCommand = v
 		}},
 		{name: "ticket-lifetime", global: true, min: 1, max: 1, usage: "ticket-lifetime 1h", set: func(p *parser, n int, v []string) {
@@ -406,44 +368,32 @@ func directiveTable() []directive {
 				p.cfg.TicketLifetime = ResumptionOff
 				return
 			}
-			p.duration(n, "ticket-lifetime", v[0], minTicketLifetime, maxTicketLifetime, &p.cfg.TicketLifetime)
+			p.duration(n, "ticket-lifetime", v[0], &p.cfg.TicketLifetime)
 		}},
 		{name: "max-clock-skew", global: true, min: 1, max: 1, usage: "max-clock-skew 5m", set: func(p *parser, n int, v []string) {
-			p.duration(n, "max-clock-skew", v[0], minClockSkew, maxClockSkew, &p.cfg.MaxClockSkew)
+			p.duration(n, "max-clock-skew", v[0], &p.cfg.MaxClockSkew)
 		}},
 		{name: "handshake-timeout", global: true, min: 1, max: 1, usage: "handshake-timeout 10s", set: func(p *parser, n int, v []string) {
-			p.duration(n, "handshake-timeout", v[0], minHandshakeTimeout, maxHandshakeTimeout, &p.cfg.HandshakeTimeout)
+			p.duration(n, "handshake-timeout", v[0], &p.cfg.HandshakeTimeout)
 		}},
 		{name: "revocation-check", global: true, min: 1, max: 1, usage: "revocation-check 1s", set: func(p *parser, n int, v []string) {
-			p.duration(n, "revocation-check", v[0], minRevocationCheck, maxRevocationCheck, &p.cfg.RevocationCheck)
+			p.duration(n, "revocation-check", v[0], &p.cfg.RevocationCheck)
 		}},
 		{name: "spare-workers", global: true, min: 1, max: 1, usage: "spare-workers 1", set: func(p *parser, n int, v []string) {
 			i, err := strconv.Atoi(v[0])
-			switch {
-			case !isDigits(v[0]) || err != nil:
+			if !isDigits(v[0]) || err != nil {
 				p.errorf(n, "spare-workers %s: want a whole number from 0 (no spare workers) to %d", q(v[0]), MaxSpareWorkers)
-			case i > MaxSpareWorkers:
-				p.errorf(n, "spare-workers %s is too large: the maximum is %d", v[0], MaxSpareWorkers)
-			default:
-				p.cfg.SpareWorkers = i
+				return
 			}
+			p.cfg.SpareWorkers = i
 		}},
 		{name: "metrics-listen", global: true, min: 1, max: 1, usage: "metrics-listen /run/netauth/metrics.sock", set: func(p *parser, n int, v []string) {
-			// Checked by Config.validate, like a Config not made by Parse.
 			p.cfg.MetricsListen = v[0]
 		}},
 
 		{name: "listen", repeat: true, min: 1, max: -1, usage: "listen HOST:PORT", set: func(p *parser, n int, v []string) {
 			s := p.svc
 			for _, a := range v {
-				if msg := listenProblem(a); msg != "" {
-					p.errorf(n, "%s", msg)
-					continue
-				}
-				if first, ok := p.firstEntry("listen", a, n); !ok {
-					p.errorf(n, "listen %s is given twice in service %s (first on line %d): keep one", a, q(s.Name), first)
-					continue
-				}
 				s.Listen = append(s.Listen, a)
 				s.listenLines = append(s.listenLines, n)
 			}
@@ -463,16 +413,12 @@ func directiveTable() []directive {
 			}
 		}},
 		{name: "program", min: 1, max: 1, usage: "program /absolute/path", hint: "; put the program's arguments in \"args\"", set: func(p *parser, n int, v []string) {
-			p.path(n, "program", v[0], &p.svc.Program)
+			p.svc.Program = v[0]
 		}},
 		{name: "args", min: 1, max: -1, usage: "args VALUE...", set: func(p *parser, n int, v []string) {
 			p.svc.Args = v
 		}},
 		{name: "backend", min: 1, max: 1, usage: "backend tcp:HOST:PORT\" or \"backend unix:/path", set: func(p *parser, n int, v []string) {
-			if msg := backendProblem(v[0]); msg != "" {
-				p.errorf(n, "%s", msg)
-				return
-			}
 			p.svc.Backend = v[0]
 		}},
 		{name: "exec-worker", min: 1, max: 1, usage: "exec-worker per-user\" or \"exec-worker per-connection", set: func(p *parser, n int, v []string) {
@@ -488,11 +434,7 @@ func directiveTable() []directive {
 		{name: "users", repeat: true, min: 1, max: -1, usage: "users NAME...", set: func(p *parser, n int, v []string) {
 			s := p.svc
 			for _, u := range v {
-				if u != "*" && keys.ValidName(u) != nil {
-					p.errorf(n, "user name %s is not valid: %s (or \"*\" for every user with a key)", q(u), nameRule)
-					continue
-				}
-				if _, ok := p.firstEntry("users", u, n); ok {
+				if p.firstEntry("users", u) {
 					s.Users = append(s.Users, u)
 					s.userLines = append(s.userLines, n)
 				}
@@ -501,15 +443,7 @@ func directiveTable() []directive {
 		{name: "groups", repeat: true, min: 1, max: -1, usage: "groups NAME...", set: func(p *parser, n int, v []string) {
 			s := p.svc
 			for _, g := range v {
-				if g == "*" {
-					p.errorf(n, "groups cannot be \"*\": to allow every user with a key write \"users *\"")
-					continue
-				}
-				if keys.ValidName(g) != nil {
-					p.errorf(n, "group name %s is not valid: %s", q(g), nameRule)
-					continue
-				}
-				if _, ok := p.firstEntry("groups", g, n); ok {
+				if p.firstEntry("groups", g) {
 					s.Groups = append(s.Groups, g)
 					s.groupLines = append(s.groupLines, n)
 				}
@@ -524,8 +458,6 @@ func directiveTable() []directive {
 				p.errorf(n, "run-as user takes no name: it runs workers as the authenticated user; for a fixed account write \"run-as account %s\"", v[1])
 			case v[0] == "account" && len(v) == 1:
 				p.errorf(n, "run-as account needs the account's name: write \"run-as account NAME\"")
-			case v[0] == "account" && keys.ValidName(v[1]) != nil:
-				p.errorf(n, "run-as account name %s is not valid: %s", q(v[1]), nameRule)
 			case v[0] == "account":
 				s.RunAsUser, s.Account = false, v[1]
 			default:
@@ -539,7 +471,7 @@ func directiveTable() []directive {
 			p.limit(n, "max-connections-per-user", v[0], &p.svc.MaxConnsPerUser)
 		}},
 		{name: "idle-timeout", min: 1, max: 1, usage: "idle-timeout 5m", set: func(p *parser, n int, v []string) {
-			p.duration(n, "idle-timeout", v[0], minIdleTimeout, 0, &p.svc.IdleTimeout)
+			p.duration(n, "idle-timeout", v[0], &p.svc.IdleTimeout)
 		}},
 	}
 }
@@ -560,41 +492,30 @@ func (p *parser) findDirective(name string) *directive {
 	return nil
 }
 
-// firstEntry records value v of repeatable directive name on line n of
-// the open service and reports whether it is new; if not, it returns the
-// line v was first given on.
-func (p *parser) firstEntry(name, v string, n int) (int, bool) {
+// firstEntry records value v of repeatable directive name in the open
+// service and reports whether it is new there.
+func (p *parser) firstEntry(name, v string) bool {
 	key := name + "\x00" + v
-	if first, ok := p.entries[key]; ok {
-		return first, false
+	if p.entries[key] {
+		return false
 	}
-	p.entries[key] = n
-	return n, true
+	p.entries[key] = true
+	return true
 }
 
-// path stores v in dst if it is an absolute path.
-func (p *parser) path(n int, name, v string, dst *string) {
-	if !filepath.IsAbs(v) {
-		p.errorf(n, "%s %s is not an absolute path: write it starting with \"/\"", name, q(v))
-		return
-	}
-	*dst = v
-}
-
-// duration stores v in dst if it is a duration of at least min and, if
-// max is not 0, at most max.
-func (p *parser) duration(n int, name, v string, min, max time.Duration, dst *time.Duration) {
+// duration stores v in dst if it is written as a duration. A duration is
+// written without a sign: a negative one is refused here, as the Config
+// cannot hold it (a negative TicketLifetime means resumption is off).
+func (p *parser) duration(n int, name, v string, dst *time.Duration) {
 	d, err := time.ParseDuration(v)
 	switch {
 	case err != nil && isDigits(v):
 		p.errorf(n, "%s %s: a duration needs a unit: write for example %ss or %sm", name, q(v), v, v)
 	case err != nil:
 		p.errorf(n, "%s %s: want a duration such as 90s, 5m or 1h", name, q(v))
+	case d < 0:
+		p.errorf(n, "%s", durationProblem(name, v, d, 0, 0))
 	default:
-		if msg := durationProblem(name, v, d, min, max); msg != "" {
-			p.errorf(n, "%s", msg)
-			return
-		}
 		*dst = d
 	}
 }
@@ -613,7 +534,8 @@ func durationProblem(name, v string, d, min, max time.Duration) string {
 	return ""
 }
 
-// limit stores v in dst if it is a whole number from 1 to maxLimit.
+// limit stores v in dst if it is a whole number that fits an int; its
+// range is validate's. One that does not fit gets validate's wording.
 func (p *parser) limit(n int, name, v string, dst *int) {
 	if !isDigits(strings.TrimPrefix(v, "-")) {
 		p.errorf(n, "%s %s: want a whole number such as 100", name, q(v))
@@ -621,31 +543,13 @@ func (p *parser) limit(n int, name, v string, dst *int) {
 	}
 	i, err := strconv.Atoi(v)
 	switch {
-	case err != nil || i > maxLimit:
+	case err != nil && strings.HasPrefix(v, "-"):
+		p.errorf(n, "%s %s: must be at least 1", name, q(v))
+	case err != nil:
 		p.errorf(n, "%s %s is too large: the maximum is %d", name, q(v), maxLimit)
-	case i <= 0:
-		p.errorf(n, "%s %s: must be at least 1", name, v)
 	default:
 		*dst = i
 	}
-}
-
-// listenProblem returns what is wrong with listen address a, or "".
-func listenProblem(a string) string {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Sprintf("listen %s: want HOST:PORT, such as 127.0.0.1:4000, [::1]:4000 or :4000", q(a))
-	}
-	if n, err := strconv.Atoi(port); err != nil || !isDigits(port) || n < 0 || n > 65535 {
-		return fmt.Sprintf("listen %s: port %s: want a number from 0 to 65535 (0: any free port)", q(a), q(port))
-	}
-	if host == "" || host == "localhost" {
-		return ""
-	}
-	if _, err := netip.ParseAddr(host); err != nil {
-		return fmt.Sprintf("listen %s: host %s: want an IP address, \"localhost\", or nothing (as in \":4000\") for all addresses; host names are not resolved", q(a), q(host))
-	}
-	return ""
 }
 
 // splitLine splits a line into values, dropping any comment. It returns a

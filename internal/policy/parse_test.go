@@ -355,7 +355,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative spare workers", "spare-workers -1\n", 1, `spare-workers "-1": want a whole number from 0 (no spare workers) to 64`},
 		{"too many spare workers", "spare-workers 65\n", 1, `spare-workers 65 is too large: the maximum is 64`},
 		{"long duration", "ticket-lifetime 48h\n", 1, `ticket-lifetime 48h is too long: the maximum is 24h`},
-		{"zero idle", svc(minimal + " idle-timeout 0\n"), 4, `idle-timeout 0 is too short: the minimum is 1ms`},
+		{"zero idle", svc(minimal + " idle-timeout 0\n"), 4, `idle-timeout 0s is too short: the minimum is 1ms`},
 		{"zero limit", svc(minimal + " max-workers 0\n"), 4, `max-workers 0: must be at least 1`},
 		{"negative limit", svc(minimal + " max-connections-per-user -3\n"), 4,
 			`max-connections-per-user -3: must be at least 1`},
