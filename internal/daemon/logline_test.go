@@ -74,9 +74,9 @@ func TestWorkerLogStructured(t *testing.T) {
 			}
 			got = append(got, r["level"].(string)+" "+r["msg"].(string))
 		}
-		want := []string{"WARN slow backend", "ERROR backend down", "INFO worker output", "INFO worker output"}
+		want := []string{"WARN worker: slow backend", "ERROR worker: backend down", "INFO worker output", "INFO worker output"}
 		if level == slog.LevelDebug {
-			want = append([]string{"DEBUG cache miss"}, want...)
+			want = append([]string{"DEBUG worker: cache miss"}, want...)
 		}
 		if strings.Join(got, "|") != strings.Join(want, "|") {
 			t.Fatalf("at %v: records %q, want %q", level, got, want)
@@ -225,16 +225,16 @@ func TestBuiltinWorkerLogStructured(t *testing.T) {
 		})
 		return found
 	}
-	said := find("exec: program output", map[string]any{"level": "INFO", "source": "worker", "service": "say", "user": "netauth-alice"})
+	said := find("worker: exec: program output", map[string]any{"level": "INFO", "source": "worker", "service": "say", "user": "netauth-alice"})
 	if attrs, _ := said["worker"].(map[string]any); attrs["line"] != "said on stderr" || attrs["program_pid"] == nil {
 		t.Fatalf("the program's line: %v", said)
 	}
-	find("exec: program exited", map[string]any{"level": "DEBUG", "service": "say", "user": "netauth-alice"})
-	fwd := find("backend: forwarding a connection", map[string]any{"level": "DEBUG", "source": "worker", "service": "web", "account": "netauth-carol"})
+	find("worker: exec: program exited", map[string]any{"level": "DEBUG", "service": "say", "user": "netauth-alice"})
+	fwd := find("worker: backend: forwarding a connection", map[string]any{"level": "DEBUG", "source": "worker", "service": "web", "account": "netauth-carol"})
 	if attrs, _ := fwd["worker"].(map[string]any); attrs["user"] != "netauth-alice" {
 		t.Fatalf("the forwarded connection's user: %v", fwd)
 	}
-	down := find("backend: connecting to the backend failed", map[string]any{"level": "WARN", "source": "worker", "service": "down", "account": "netauth-carol"})
+	down := find("worker: backend: connecting to the backend failed", map[string]any{"level": "WARN", "source": "worker", "service": "down", "account": "netauth-carol"})
 	if attrs, _ := down["worker"].(map[string]any); attrs["user"] != "netauth-alice" || !strings.HasSuffix(fmt.Sprint(attrs["backend"]), "-none.sock") {
 		t.Fatalf("the refused connection: %v", down)
 	}
@@ -299,7 +299,7 @@ func TestWorkerOutputRateLimited(t *testing.T) {
 	logged, notes, counted := 0, 0, 0
 	for _, rec := range log.records(t) {
 		switch rec["msg"] {
-		case "flood":
+		case "worker: flood":
 			logged++
 		case "worker output suppressed: too many lines":
 			notes++
@@ -307,7 +307,7 @@ func TestWorkerOutputRateLimited(t *testing.T) {
 			if rec["pid"] != float64(77) || rec["user"] != "netauth-alice" || rec["level"] != "WARN" {
 				t.Fatalf("a note not naming the worker: %v", rec)
 			}
-		case "meanwhile":
+		case "worker: meanwhile":
 		default:
 			t.Fatalf("record %v", rec)
 		}
@@ -322,7 +322,7 @@ func TestWorkerOutputRateLimited(t *testing.T) {
 	if logged+counted != flood {
 		t.Fatalf("%d lines logged and %d counted, of %d", logged, counted, flood)
 	}
-	if len(log.with(`"msg":"meanwhile"`)) != 1 {
+	if len(log.with(`"msg":"worker: meanwhile"`)) != 1 {
 		t.Fatal("another worker's line was not logged")
 	}
 }

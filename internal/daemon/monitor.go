@@ -439,7 +439,7 @@ func (d *Daemon) logLines(r io.Reader, who string, pid int) {
 // emitLine logs a line of another process's output (the acceptor's, a worker's), tagged
 // with tags: the record rec parsed from it when ok, at its level (ParseLine caps it at
 // ERROR) with its attributes under the group named group; else the line as text at INFO,
-// in a record "<group> output".
+// in a record "<group> output". A worker's message is prefixed "worker: ".
 func (d *Daemon) emitLine(line string, rec logging.Line, ok bool, group string, tags ...any) {
 	if !ok {
 		d.log.Info(group+" output", append(tags, "line", line)...)
@@ -449,5 +449,11 @@ func (d *Daemon) emitLine(line string, rec logging.Line, ok bool, group string, 
 	if len(rec.Attrs) > 0 {
 		args = append(args, slog.Attr{Key: group, Value: slog.GroupValue(rec.Attrs...)})
 	}
-	d.log.Log(context.Background(), rec.Level, rec.Msg, args...)
+	msg := rec.Msg
+	if group == "worker" {
+		// A worker is the user's own program: its message never reads as one of the
+		// monitor's own ("refused", "worker started"), whatever it wrote.
+		msg = "worker: " + msg
+	}
+	d.log.Log(context.Background(), rec.Level, msg, args...)
 }
