@@ -190,6 +190,9 @@ func (s *ControlServer) serve() {
 	}
 }
 
+// errNotPermitted is the answer to a peer that may not ask.
+const errNotPermitted = "not permitted"
+
 // controlReply is one answer: the status, or an error.
 type controlReply struct {
 	Error  string  `json:"error,omitempty"`
@@ -206,7 +209,7 @@ func (s *ControlServer) answer(c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err != nil || !s.allowed(uid) {
 		s.d.log.Warn("control socket: peer refused", "uid", uid, "err", err)
-		enc.Encode(controlReply{Error: "not permitted"})
+		enc.Encode(controlReply{Error: errNotPermitted})
 		return
 	}
 	if readErr != nil {
@@ -240,11 +243,44 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 	return cred.Uid, nil
 }
 
+// ControlPath returns the control socket's path for the -control flag's value: the value, the
+// default for this process's user (DefaultControlSocket as root, $XDG_RUNTIME_DIR/netauthd/control
+// otherwise), or "" for none ("none", or not root and no XDG_RUNTIME_DIR).
+func ControlPath(flag string) string {
+	switch {
+	case flag == "none":
+		return ""
+	case flag != "":
+		return flag
+	case os.Geteuid() == 0:
+		return DefaultControlSocket
+	case os.Getenv("XDG_RUNTIME_DIR") != "":
+		return filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netauthd", "control")
+	}
+	return ""
+}
+
+// Errors of QueryStatus that a person can act on; errors.Is finds them in what it returns.
+var (
+	// ErrNotRunning: no socket at the path, or nothing listening on it.
+	ErrNotRunning = errors.New("netauthd is not running")
+	// ErrPermission: the socket (or its directory) is closed to this user, or netauthd
+	// refused to answer this user.
+	ErrPermission = errors.New("permission denied: run as root")
+)
+
 // QueryStatus asks the netauthd listening on the control socket at path for its status.
 func QueryStatus(ctx context.Context, path string) (*Status, error) {
 	var dl net.Dialer
 	c, err := dl.DialContext(ctx, "unix", path)
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return nil, fmt.Errorf("%w (no control socket at %s)", ErrNotRunning, path)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return nil, fmt.Errorf("%w (nothing listens on the control socket %s)", ErrNotRunning, path)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return nil, fmt.Errorf("%w (the control socket %s is not open to uid %d)", ErrPermission, path, os.Geteuid())
+	case err != nil:
 		return nil, fmt.Errorf("connecting to netauthd's control socket: %w", err)
 	}
 	defer c.Close()
@@ -256,6 +292,9 @@ func QueryStatus(ctx context.Context, path string) (*Status, error) {
 	if err := json.NewDecoder(io.LimitReader(c, 16<<20)).Decode(&r); err != nil {
 		return nil, fmt.Errorf("reading netauthd's status: %w", err)
 	}
+	if r.Error == errNotPermitted {
+		return nil, fmt.Errorf("%w (netauthd answers only its own uid, not uid %d)", ErrPermission, os.Geteuid())
+	}
 	if r.Error != "" {
 		return nil, fmt.Errorf("netauthd refused the request: %s", r.Error)
 	}
@@ -263,6 +302,16 @@ func QueryStatus(ctx context.Context, path string) (*Status, error) {
 		return nil, errors.New("netauthd answered no status")
 	}
 	return r.Status, nil
+}
+
+// PrintStatus asks the netauthd listening on the control socket at path for its status and
+// prints it to w, as netauthd -status and netauth status do.
+func PrintStatus(ctx context.Context, w io.Writer, path string) error {
+	st, err := QueryStatus(ctx, path)
+	if err != nil {
+		return err
+	}
+	return st.Write(w, time.Now())
 }
 
 // Write prints the status for a person, with uptimes as of now.
