@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/unixsock"
 )
 
 // DefaultControlSocket is the control socket of a netauthd running as root ("netauthd
@@ -103,53 +104,10 @@ type ControlServer struct {
 // that was there is left with its mode, and refused if others may write to it. Only peers
 // with this process's uid (root, for netauthd as root) are answered, as the kernel recorded
 // them (SO_PEERCRED). A socket left at path by an earlier run is replaced; one that a
-// process still listens on is an error.
+// process still listens on, or anything else at path, is an error (see unixsock.Listen).
 func (d *Daemon) ListenControl(path string) (*ControlServer, error) {
-	if !filepath.IsAbs(path) {
-		return nil, fmt.Errorf("netauthd: control socket %q: not an absolute path", path)
-	}
-	dir := filepath.Dir(path)
-	_, statErr := os.Lstat(dir)
-	created := errors.Is(statErr, os.ErrNotExist)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
-	}
-	fi, err := os.Lstat(dir)
+	ln, err := unixsock.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || st.Uid != uint32(os.Geteuid()) {
-		return nil, fmt.Errorf("netauthd: control socket directory %s is not a directory owned by uid %d", dir, os.Geteuid())
-	}
-	if created {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
-		}
-	} else if fi.Mode().Perm()&0o022 != 0 {
-		// A directory that was there (/run, /tmp) is not narrowed, which would lock others out
-		// of it, nor used when others may write to it: they could swap the socket.
-		return nil, fmt.Errorf("netauthd: control socket directory %s is writable by others than its owner (mode %v)", dir, fi.Mode().Perm())
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("netauthd: control socket %s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("netauthd: control socket %s: another process (another netauthd?) listens on it", path)
-		}
-		os.Remove(path)
-	}
-	// Made with the umask's mode, then narrowed: nobody else can reach it meanwhile, in a
-	// directory of mode 0700.
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("netauthd: control socket: %w", err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("netauthd: control socket: %w", err)
 	}
 	euid := uint32(os.Geteuid())
