@@ -31,7 +31,7 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 func TestHelp(t *testing.T) {
 	for _, cmd := range [][]string{
 		{}, {"demo"}, {"agent"}, {"dial"}, {"trust"}, {"proxy"}, {"audit"}, {"audit", "verify"},
-		{"audit", "export"}, {"bench"}, {"version"}, {"help"},
+		{"audit", "export"}, {"status"}, {"bench"}, {"version"}, {"help"},
 	} {
 		name := strings.Join(append([]string{"netauth"}, cmd...), " ")
 		want := "usage: " + name
@@ -90,6 +90,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"audit", "verify", "-host-key", log + ".pub"}, "netauth audit verify: missing the log file"},
 		{[]string{"audit", "export", log}, "netauth audit export: -seq is missing"},
 		{[]string{"audit", "export", "-seq", "1"}, "netauth audit export: missing the log file"},
+		{[]string{"status", "extra"}, `netauth status: unexpected argument "extra"`},
+		{[]string{"status", "-control", "none"}, "netauth status: -control none: "},
+		{[]string{"status", "-bogus"}, "netauth status: flag provided but not defined: -bogus"},
 		{[]string{"bench", "extra"}, `netauth bench: unexpected argument "extra"`},
 		{[]string{"bench", "-scale", "100"}, `netauth bench: -scale "100": `},
 		{[]string{"bench", "-only", "nonsense"}, "netauth bench: -only: "},

@@ -123,7 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *status {
-		return printStatus(controlPath(*control), stdout, stderr)
+		return printStatus(daemon.ControlPath(*control), stdout, stderr)
 	}
 	if *traceReport != "" {
 		return report(*traceReport, stdout, stderr)
@@ -169,22 +169,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (%d services)\n", nameOf(cfg), len(cfg.Services))
 		return 0
 	}
-	return serve(cfg, note, *tracePath, controlPath(*control), log, stdout, stderr)
-}
-
-// controlPath is the control socket's path: flag, or the default for this user ("" for none).
-func controlPath(flag string) string {
-	switch {
-	case flag == "none":
-		return ""
-	case flag != "":
-		return flag
-	case os.Geteuid() == 0:
-		return daemon.DefaultControlSocket
-	case os.Getenv("XDG_RUNTIME_DIR") != "":
-		return filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netauthd", "control")
-	}
-	return ""
+	return serve(cfg, note, *tracePath, daemon.ControlPath(*control), log, stdout, stderr)
 }
 
 // printStatus asks the running netauthd for its status over the control socket at path.
@@ -194,13 +179,8 @@ func printStatus(path string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := daemon.QueryStatus(ctx, path)
-	if err != nil {
-		fmt.Fprintf(stderr, "netauthd: %v\n", err)
-		return 1
-	}
-	if err := st.Write(stdout, time.Now()); err != nil {
-		fmt.Fprintf(stderr, "netauthd: %v\n", err)
+	if err := daemon.PrintStatus(ctx, stdout, path); err != nil {
+		fmt.Fprintf(stderr, "netauthd -status: %v\n", err)
 		return 1
 	}
 	return 0

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/unixsock"
 )
 
 // DefaultControlSocket is the control socket of a netauthd running as root ("netauthd
@@ -103,53 +104,10 @@ type ControlServer struct {
 // that was there is left with its mode, and refused if others may write to it. Only peers
 // with this process's uid (root, for netauthd as root) are answered, as the kernel recorded
 // them (SO_PEERCRED). A socket left at path by an earlier run is replaced; one that a
-// process still listens on is an error.
+// process still listens on, or anything else at path, is an error (see unixsock.Listen).
 func (d *Daemon) ListenControl(path string) (*ControlServer, error) {
-	if !filepath.IsAbs(path) {
-		return nil, fmt.Errorf("netauthd: control socket %q: not an absolute path", path)
-	}
-	dir := filepath.Dir(path)
-	_, statErr := os.Lstat(dir)
-	created := errors.Is(statErr, os.ErrNotExist)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
-	}
-	fi, err := os.Lstat(dir)
+	ln, err := unixsock.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || st.Uid != uint32(os.Geteuid()) {
-		return nil, fmt.Errorf("netauthd: control socket directory %s is not a directory owned by uid %d", dir, os.Geteuid())
-	}
-	if created {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("netauthd: control socket directory: %w", err)
-		}
-	} else if fi.Mode().Perm()&0o022 != 0 {
-		// A directory that was there (/run, /tmp) is not narrowed, which would lock others out
-		// of it, nor used when others may write to it: they could swap the socket.
-		return nil, fmt.Errorf("netauthd: control socket directory %s is writable by others than its owner (mode %v)", dir, fi.Mode().Perm())
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("netauthd: control socket %s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("netauthd: control socket %s: another process (another netauthd?) listens on it", path)
-		}
-		os.Remove(path)
-	}
-	// Made with the umask's mode, then narrowed: nobody else can reach it meanwhile, in a
-	// directory of mode 0700.
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("netauthd: control socket: %w", err)
-	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("netauthd: control socket: %w", err)
 	}
 	euid := uint32(os.Geteuid())
@@ -190,6 +148,9 @@ func (s *ControlServer) serve() {
 	}
 }
 
+// errNotPermitted is the answer to a peer that may not ask.
+const errNotPermitted = "not permitted"
+
 // controlReply is one answer: the status, or an error.
 type controlReply struct {
 	Error  string  `json:"error,omitempty"`
@@ -206,7 +167,7 @@ func (s *ControlServer) answer(c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err != nil || !s.allowed(uid) {
 		s.d.log.Warn("control socket: peer refused", "uid", uid, "err", err)
-		enc.Encode(controlReply{Error: "not permitted"})
+		enc.Encode(controlReply{Error: errNotPermitted})
 		return
 	}
 	if readErr != nil {
@@ -240,11 +201,44 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 	return cred.Uid, nil
 }
 
+// ControlPath returns the control socket's path for the -control flag's value: the value, the
+// default for this process's user (DefaultControlSocket as root, $XDG_RUNTIME_DIR/netauthd/control
+// otherwise), or "" for none ("none", or not root and no XDG_RUNTIME_DIR).
+func ControlPath(flag string) string {
+	switch {
+	case flag == "none":
+		return ""
+	case flag != "":
+		return flag
+	case os.Geteuid() == 0:
+		return DefaultControlSocket
+	case os.Getenv("XDG_RUNTIME_DIR") != "":
+		return filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netauthd", "control")
+	}
+	return ""
+}
+
+// Errors of QueryStatus that a person can act on; errors.Is finds them in what it returns.
+var (
+	// ErrNotRunning: no socket at the path, or nothing listening on it.
+	ErrNotRunning = errors.New("netauthd is not running")
+	// ErrPermission: the socket (or its directory) is closed to this user, or netauthd
+	// refused to answer this user.
+	ErrPermission = errors.New("permission denied: run as root")
+)
+
 // QueryStatus asks the netauthd listening on the control socket at path for its status.
 func QueryStatus(ctx context.Context, path string) (*Status, error) {
 	var dl net.Dialer
 	c, err := dl.DialContext(ctx, "unix", path)
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return nil, fmt.Errorf("%w (no control socket at %s)", ErrNotRunning, path)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return nil, fmt.Errorf("%w (nothing listens on the control socket %s)", ErrNotRunning, path)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return nil, fmt.Errorf("%w (the control socket %s is not open to uid %d)", ErrPermission, path, os.Geteuid())
+	case err != nil:
 		return nil, fmt.Errorf("connecting to netauthd's control socket: %w", err)
 	}
 	defer c.Close()
@@ -256,6 +250,9 @@ func QueryStatus(ctx context.Context, path string) (*Status, error) {
 	if err := json.NewDecoder(io.LimitReader(c, 16<<20)).Decode(&r); err != nil {
 		return nil, fmt.Errorf("reading netauthd's status: %w", err)
 	}
+	if r.Error == errNotPermitted {
+		return nil, fmt.Errorf("%w (netauthd answers only its own uid, not uid %d)", ErrPermission, os.Geteuid())
+	}
 	if r.Error != "" {
 		return nil, fmt.Errorf("netauthd refused the request: %s", r.Error)
 	}
@@ -263,6 +260,16 @@ func QueryStatus(ctx context.Context, path string) (*Status, error) {
 		return nil, errors.New("netauthd answered no status")
 	}
 	return r.Status, nil
+}
+
+// PrintStatus asks the netauthd listening on the control socket at path for its status and
+// prints it to w, as netauthd -status and netauth status do.
+func PrintStatus(ctx context.Context, w io.Writer, path string) error {
+	st, err := QueryStatus(ctx, path)
+	if err != nil {
+		return err
+	}
+	return st.Write(w, time.Now())
 }
 
 // Write prints the status for a person, with uptimes as of now.

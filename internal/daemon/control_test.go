@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -210,5 +211,39 @@ func TestControlExistingDirectory(t *testing.T) {
 	}
 	if fi, err := os.Stat(open); err != nil || fi.Mode()&(os.ModePerm|os.ModeSticky) != 0o777|os.ModeSticky {
 		t.Fatalf("%s: %v, %v; want its mode left at 1777", open, fi.Mode(), err)
+	}
+}
+
+// TestControlPath: -control's value, "none" for no socket, and root's default.
+func TestControlPath(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "control")
+	if p := ControlPath("none"); p != "" {
+		t.Errorf("-control none: %q", p)
+	}
+	if p := ControlPath(sock); p != sock {
+		t.Errorf("-control %s: %q", sock, p)
+	}
+	if os.Geteuid() == 0 && ControlPath("") != "/run/netauthd/control" {
+		t.Errorf("root's default: %q", ControlPath(""))
+	}
+}
+
+// TestQueryStatusErrors: what QueryStatus says when there is no netauthd to ask, and when
+// nothing listens on a socket left behind.
+func TestQueryStatusErrors(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control")
+	_, err := QueryStatus(context.Background(), sock)
+	if !errors.Is(err, ErrNotRunning) || err.Error() != "netauthd is not running (no control socket at "+sock+")" {
+		t.Errorf("no socket: %v", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := QueryStatus(context.Background(), sock); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), sock) {
+		t.Errorf("a stale socket: %v", err)
 	}
 }

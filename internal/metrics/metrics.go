@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/unixsock"
 )
 
 // Handshake kinds and results, the values of the labels "kind" and "result".
@@ -144,25 +144,16 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// Listen opens addr, a metrics-listen value: an absolute path is a Unix socket (a stale
-// socket file there is replaced; the socket is made readable only by its owner, root), else
-// a TCP address, which must be a loopback one.
+// Listen opens addr, a metrics-listen value: an absolute path is a Unix socket made as
+// unixsock.Listen makes it (mode 0600, readable only by its owner, root; in a directory
+// owned by root that nobody else may write to; a stale socket there is replaced, a live one
+// or any other file is an error), else a TCP address, which must be a loopback one, and
+// whose bound address is checked to be loopback too (a "localhost" that the system resolves
+// elsewhere is refused).
 func Listen(addr string) (net.Listener, error) {
 	if filepath.IsAbs(addr) {
-		if fi, err := os.Lstat(addr); err == nil {
-			if fi.Mode().Type() != os.ModeSocket {
-				return nil, fmt.Errorf("metrics-listen %s exists and is not a socket", addr)
-			}
-			if err := os.Remove(addr); err != nil {
-				return nil, fmt.Errorf("metrics-listen: removing the old socket: %w", err)
-			}
-		}
-		l, err := net.Listen("unix", addr)
+		l, err := unixsock.Listen(addr)
 		if err != nil {
-			return nil, fmt.Errorf("metrics-listen: %w", err)
-		}
-		if err := os.Chmod(addr, 0o600); err != nil {
-			l.Close()
 			return nil, fmt.Errorf("metrics-listen: %w", err)
 		}
 		return l, nil
@@ -170,9 +161,13 @@ func Listen(addr string) (net.Listener, error) {
 	if err := policy.CheckMetricsListen(addr); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err := listenTCP("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics-listen: %w", err)
+	}
+	if err := checkLoopback(l.Addr()); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("metrics-listen %s: %w", addr, err)
 	}
 	return l, nil
 }
@@ -188,6 +183,18 @@ const (
 	idleTimeout  = time.Minute
 	maxHeader    = 16 << 10
 )
+
+// listenTCP listens on a TCP address (a variable for tests).
+var listenTCP = net.Listen
+
+// checkLoopback returns an error unless a is a loopback TCP address.
+func checkLoopback(a net.Addr) error {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || !ta.IP.IsLoopback() {
+		return fmt.Errorf("bound to %s, which is not a loopback address: give 127.0.0.1 or [::1]", a)
+	}
+	return nil
+}
 
 // Serve serves the metrics on l until it is closed.
 func (m *Metrics) Serve(l net.Listener) error {
