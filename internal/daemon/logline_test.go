@@ -102,7 +102,7 @@ func TestSharedWorkerLogService(t *testing.T) {
 	w := &worker{d: d, svc: &policy.Service{Name: "imap"}, pid: 78}
 	w.logLine(78, `{"level":"INFO","msg":"listening"}`)
 	recs := log.records(t)
-	if len(recs) != 1 || recs[0]["service"] != "imap" || recs[0]["msg"] != "listening" {
+	if len(recs) != 1 || recs[0]["service"] != "imap" || recs[0]["msg"] != "worker: listening" {
 		t.Fatalf("records %v", recs)
 	}
 	if _, ok := recs[0]["user"]; ok {
