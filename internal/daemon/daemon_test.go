@@ -166,6 +166,9 @@ type testbedOpts struct {
 	files    map[string][]byte // executable files to create in the testbed's directory ("DIR" in the config text)
 	log      io.Writer         // also receives the daemon's log (text lines), if set
 	trace    string            // Options.Trace
+	// hostCert, if set, makes the host key at the path it is given (before the daemon
+	// starts) and returns the file of a host certificate for Options.HostCertificate.
+	hostCert func(hostKey string) string
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -218,7 +221,11 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace})
+	var hostCert string
+	if opts.hostCert != nil {
+		hostCert = opts.hostCert(filepath.Join(tb.dir, "host_key"))
+	}
+	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace, HostCertificate: hostCert})
 	if err != nil {
 		t.Fatal(err)
 	}
