@@ -81,7 +81,7 @@ func (ts *testServer) clientConfig(u *testUser) *Config {
 		Signer:          u.signer,
 		KnownHostsFile:  ts.knownHosts,
 		KnownHostsFiles: []KnownHostsFile{},
-		TicketCache:    NewMemoryTicketCache(16),
+		TicketCache:     NewMemoryTicketCache(16),
 	}
 }
 
