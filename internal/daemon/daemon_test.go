@@ -298,7 +298,8 @@ func (tb *testbed) addr(service string) string {
 }
 
 func (tb *testbed) config(user string) *netauth.Config {
-	return &netauth.Config{User: user, Signer: tb.users[user], KnownHostsFile: tb.known, TicketCache: netauth.NewMemoryTicketCache(8)}
+	return &netauth.Config{User: user, Signer: tb.users[user], KnownHostsFile: tb.known, KnownHostsFiles: []netauth.KnownHostsFile{},
+		TicketCache: netauth.NewMemoryTicketCache(8)}
 }
 
 // whoami connects as user and returns the parsed answer of the whoami service.

@@ -47,7 +47,7 @@ func TestHostCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := tb.config("netauth-alice")
-	cfg.KnownHostsFile, cfg.KnownHostsFiles = kh, []netauth.KnownHostsFile{}
+	cfg.KnownHostsFile = kh
 	for i, want := range []string{"false", "true"} {
 		got, err := tb.whoami("whoami", "netauth-alice", cfg)
 		if err != nil || got["user"] != "netauth-alice" || got["resumed"] != want {

@@ -182,7 +182,8 @@ type KnownHostsFile struct {
 	Path string
 	// SSH marks a file of OpenSSH's own (~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts): its
 	// entries match the dialed host on any port, since they record sshd's port (22, written
-	// as the plain host name) and the machine's host key, which netauthd may share. A
+	// as the plain host name) and the machine's host key, which netauthd may share (a hashed
+	// name matches the plain host, or "[host]:port" of the dialed port only). A
 	// mismatch in such a file is not a changed key: netauthd may use a key of its own.
 	SSH bool
 }
