@@ -56,12 +56,21 @@ type Config struct {
 	// *HostKeyError that names the fingerprint and the command that trusts it.
 	KnownHostsFile string
 
+	// KnownHostsFiles lists the known_hosts files read after KnownHostsFile, in order. If
+	// nil, DefaultKnownHostsFiles() is used: /etc/netauth/known_hosts, then OpenSSH's
+	// ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts (whose entries match the host on any
+	// port); a non-nil empty slice reads none. The first netauth file (SSH false) that pins
+	// a key for the host decides; @cert-authority and @revoked lines count in every file
+	// (see CheckHostKey).
+	KnownHostsFiles []KnownHostsFile
+
 	// SSHHostKeyCallback, if set, replaces the known_hosts check. It has the shape of
 	// x/crypto/ssh's ClientConfig.HostKeyCallback, so that the callbacks made for ssh work
 	// as they are, such as knownhosts.New(files...) (golang.org/x/crypto/ssh/knownhosts; it
 	// needs a TCP remote address) or ssh.FixedHostKey(key). It is given the server's address
 	// as dialed ("host:port", or Config.ServerAddr with Client), the remote address of the
-	// connection, and the server's host key.
+	// connection, and the server's host key: an *ssh.Certificate when the server presents
+	// a host certificate (as ssh's callbacks expect).
 	SSHHostKeyCallback ssh.HostKeyCallback
 
 	// HostKeyCallback, if set (and SSHHostKeyCallback is not), replaces the known_hosts
@@ -577,15 +586,11 @@ func (d *dialer) checkHostKey(key ssh.PublicKey, remote net.Addr) error {
 	if d.cfg.HostKeyCallback != nil {
 		return d.cfg.HostKeyCallback(d.hostport, key)
 	}
-	path := d.cfg.KnownHostsFile
-	if path == "" {
-		p, err := keys.DefaultKnownHostsPath()
-		if err != nil {
-			return fmt.Errorf("netauth: %w", err)
-		}
-		path = p
+	files, err := knownHostsFiles(d.cfg.KnownHostsFile, d.cfg.KnownHostsFiles)
+	if err != nil {
+		return err
 	}
-	return keys.KnownHosts{Path: path}.Check(d.hostport, key)
+	return keys.HostChecker{Files: files}.Check(d.hostport, key)
 }
 
 // lazySigner signs with the current candidate key, listing the agent's keys only when a full

@@ -73,13 +73,15 @@ func (ts *testServer) allow(u *testUser) {
 	ts.keys[u.name] = append(ts.keys[u.name], u.signer.PublicKey())
 }
 
-// clientConfig returns a config that signs as u in process and trusts ts.
+// clientConfig returns a config that signs as u in process and trusts ts (reading no other
+// known_hosts file).
 func (ts *testServer) clientConfig(u *testUser) *Config {
 	return &Config{
-		User:           u.name,
-		Signer:         u.signer,
-		KnownHostsFile: ts.knownHosts,
-		TicketCache:    NewMemoryTicketCache(16),
+		User:            u.name,
+		Signer:          u.signer,
+		KnownHostsFile:  ts.knownHosts,
+		KnownHostsFiles: []KnownHostsFile{},
+		TicketCache:     NewMemoryTicketCache(16),
 	}
 }
 

@@ -41,6 +41,13 @@ type ServerConfig struct {
 	// HostKey is the server's Ed25519 host key (see LoadOrCreateHostKey).
 	HostKey ed25519.PrivateKey
 
+	// HostCertificate, if set, is an OpenSSH host certificate of HostKey (made with
+	// ssh-keygen -s CA -h -I id -n names host_key.pub; see LoadHostCertificate) that the
+	// server presents instead of the bare key, so that clients trusting the CA with a
+	// @cert-authority line in known_hosts need no netauth trust. Listen refuses one that is
+	// not a host certificate of HostKey or is not valid now.
+	HostCertificate *ssh.Certificate
+
 	// Service is the name of the service, announced to clients and bound into every
 	// authenticator (default "netauth").
 	Service string
@@ -190,6 +197,11 @@ func (cfg *ServerConfig) check() error {
 	if len(cfg.HostKey) != ed25519.PrivateKeySize {
 		return errors.New("netauth: ServerConfig.HostKey must be an Ed25519 private key (see LoadOrCreateHostKey)")
 	}
+	if cfg.HostCertificate != nil {
+		if err := keys.CheckHostCertificate(cfg.HostCertificate, cfg.HostKey, time.Now()); err != nil {
+			return fmt.Errorf("netauth: ServerConfig.HostCertificate: %w", err)
+		}
+	}
 	if cfg.Keys == nil {
 		return errors.New("netauth: ServerConfig.Keys is required: it says which keys may act as each user")
 	}
@@ -268,6 +280,7 @@ func newServer(cfg *ServerConfig) (*Listener, error) {
 	}
 	hcfg := &handshake.ServerConfig{
 		HostKey:      cfg.HostKey,
+		HostCert:     cfg.HostCertificate,
 		Service:      service,
 		MaxClockSkew: cfg.MaxClockSkew,
 		Replay:       handshake.NewReplayCache(0),

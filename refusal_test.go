@@ -333,8 +333,9 @@ func cutAt(dir, idx, keep int) frameHook {
 
 // serverAuthBody is the size of the ServerAuth record body of a server for service.
 func serverAuthBody(service string) int {
-	// host key (4+11+4+32) and signature (4+11+4+64), each with a 2-byte length; service.
-	return 2 + handshake.MaxHostKeyLen + 2 + handshake.MaxHostSigLen + 2 + len(service) + 1 + record.TagLen
+	// host key (4+11+4+32: a plain key, no certificate) and signature (4+11+4+64), each with
+	// a 2-byte length; service.
+	return 2 + 51 + 2 + handshake.MaxHostSigLen + 2 + len(service) + 1 + record.TagLen
 }
 
 // refusalVerdictBody is the size of a verdict record that carries only a code:

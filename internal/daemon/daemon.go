@@ -61,6 +61,11 @@ type Options struct {
 	// Self is the command line prefix that runs one of netauthd's built-in workers (netauthd
 	// passes {its own program, "-worker"}); the exec and backend modes need it.
 	Self []string
+	// HostCertificate, if not empty, is the file of an OpenSSH host certificate of the host
+	// key (ssh-keygen -s CA -h), presented to clients instead of the bare key. New refuses
+	// one that is not a valid host certificate of the host key, and warns when it expires
+	// within a week. It is read once: a renewed certificate takes a restart.
+	HostCertificate string
 	// Trace, if not empty, is a file to append trace lines to: when each step of every
 	// connection happened, in the acceptor, the monitor and the worker (package trace).
 	// Off (empty) by default.
@@ -72,17 +77,19 @@ type Daemon struct {
 	log     *slog.Logger
 	opts    Options
 	hostKey ed25519.PrivateKey
-	hostPub ssh.PublicKey
-	hostFP  string
-	tickets *handshake.TicketKeys
-	replay  *handshake.ReplayCache
-	pool    *x25519.Pool
-	audit   *audit.Writer
-	caches  caches
-	tracer  *tracer // nil unless Options.Trace
-	spares  spares  // spare built-in workers (spare.go)
-	counts  counts  // connections accepted and refused (control.go)
-	since   time.Time
+	// hostCert is the host certificate presented instead of hostPub (nil: none).
+	hostCert *ssh.Certificate
+	hostPub  ssh.PublicKey
+	hostFP   string
+	tickets  *handshake.TicketKeys
+	replay   *handshake.ReplayCache
+	pool     *x25519.Pool
+	audit    *audit.Writer
+	caches   caches
+	tracer   *tracer // nil unless Options.Trace
+	spares   spares  // spare built-in workers (spare.go)
+	counts   counts  // connections accepted and refused (control.go)
+	since    time.Time
 	// metrics are the Prometheus metrics, served on metricsLn; both nil unless the
 	// configuration has metrics-listen (a nil *metrics.Metrics records nothing).
 	metrics   *metrics.Metrics
@@ -163,6 +170,16 @@ func New(opts Options) (*Daemon, error) {
 	d.hostFP = keys.Fingerprint(d.hostPub)
 	if created {
 		d.log.Info("generated a new host key", "path", hostKeyFile, "fingerprint", d.hostFP)
+	}
+	if opts.HostCertificate != "" {
+		cert, warning, err := keys.LoadHostCertificate(opts.HostCertificate, key, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("netauthd: %w", err)
+		}
+		if warning != "" {
+			d.log.Warn(warning)
+		}
+		d.hostCert = cert
 	}
 	if cfg.TicketLifetime >= 0 {
 		d.tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)

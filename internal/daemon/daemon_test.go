@@ -167,6 +167,9 @@ type testbedOpts struct {
 	log      io.Writer         // also receives the daemon's log (text lines, or JSON with logJSON), if set
 	logJSON  bool              // the daemon logs slog JSON records
 	trace    string            // Options.Trace
+	// hostCert, if set, makes the host key at the path it is given (before the daemon
+	// starts) and returns the file of a host certificate for Options.HostCertificate.
+	hostCert func(hostKey string) string
 }
 
 // newTestbedOpts is newTestbed with options.
@@ -223,7 +226,11 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace})
+	var hostCert string
+	if opts.hostCert != nil {
+		hostCert = opts.hostCert(filepath.Join(tb.dir, "host_key"))
+	}
+	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace, HostCertificate: hostCert})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +303,8 @@ func (tb *testbed) addr(service string) string {
 }
 
 func (tb *testbed) config(user string) *netauth.Config {
-	return &netauth.Config{User: user, Signer: tb.users[user], KnownHostsFile: tb.known, TicketCache: netauth.NewMemoryTicketCache(8)}
+	return &netauth.Config{User: user, Signer: tb.users[user], KnownHostsFile: tb.known, KnownHostsFiles: []netauth.KnownHostsFile{},
+		TicketCache: netauth.NewMemoryTicketCache(8)}
 }
 
 // whoami connects as user and returns the parsed answer of the whoami service.

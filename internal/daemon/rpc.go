@@ -88,7 +88,7 @@ func parseBeginResponse(p []byte) (*handshake.BeginResponse, error) {
 	var send, recv, svc, user []byte
 	if !s.ReadUint64(&r.Session) || !s.ReadUint8(&resumed) || !readString(&s, &r.Noise, maxNoiseMessage2) ||
 		!s.ReadBytes(&send, 32) || !s.ReadBytes(&recv, 32) || !readString(&s, &r.HandshakeHash, 64) ||
-		!readString(&s, &r.HostKey, 1024) || !readString(&s, &r.HostSig, 1024) || !readString(&s, &svc, handshake.MaxNameLen) ||
+		!readString(&s, &r.HostKey, handshake.MaxHostKeyLen) || !readString(&s, &r.HostSig, 1024) || !readString(&s, &svc, handshake.MaxNameLen) ||
 		!readString(&s, &user, handshake.MaxNameLen) || !s.Empty() {
 		return nil, errBadRequest
 	}

@@ -136,6 +136,7 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 	d := s.d
 	hcfg := &handshake.ServerConfig{
 		HostKey:      d.hostKey,
+		HostCert:     d.hostCert,
 		Service:      s.name,
 		Tickets:      d.tickets,
 		MaxClockSkew: d.cfg.MaxClockSkew,

@@ -83,6 +83,9 @@ type Client struct {
 	// sec holds the key schedule's secrets until the verdict: the server's application key
 	// is installed once the verdict accepted, the resumption secret goes into the session.
 	sec *secrets
+	// hostBlob is the host key as the server presented it in a full handshake: the key, or
+	// a host certificate of it, kept in the Session so that resuming checks it again.
+	hostBlob []byte
 }
 
 func (cfg *ClientConfig) now() time.Time {
@@ -257,7 +260,7 @@ func (h *clientHandshake) schedule() error {
 func (h *clientHandshake) sendBinder() error {
 	s, r := h.cfg.Session, &h.c.Result
 	r.User, r.Service, r.AuthTime = s.User, s.Service, s.Issued
-	hostKey, err := ssh.ParsePublicKey(s.HostKey)
+	_, hostKey, err := parseHostKey(s.HostKey)
 	if err != nil {
 		return fmt.Errorf("netauth: cached session: %w", err)
 	}
@@ -305,9 +308,9 @@ func (c *Client) authenticate(cfg *ClientConfig) error {
 	if err != nil {
 		return fmt.Errorf("netauth: %w", err)
 	}
-	hostKey, err := ssh.ParsePublicKey(sa.HostKey)
-	if err != nil || hostKey.Type() != ssh.KeyAlgoED25519 {
-		return errors.New("netauth: server's host key is not an Ed25519 key")
+	presented, hostKey, err := parseHostKey(sa.HostKey)
+	if err != nil {
+		return err
 	}
 	var sig ssh.Signature
 	if err := ssh.Unmarshal(sa.Signature, &sig); err != nil || sig.Format != ssh.KeyAlgoED25519 || len(sig.Rest) != 0 {
@@ -316,13 +319,14 @@ func (c *Client) authenticate(cfg *ClientConfig) error {
 	if err := hostKey.Verify(hostSigData(c.Result.HandshakeHash), &sig); err != nil {
 		return fmt.Errorf("netauth: server's host signature is invalid (host key %s)", keys.Fingerprint(hostKey))
 	}
-	if err := cfg.CheckHostKey(hostKey, sa.Service); err != nil {
+	if err := cfg.CheckHostKey(presented, sa.Service); err != nil {
 		return err
 	}
 	if cfg.Service != "" && cfg.Service != sa.Service {
 		return fmt.Errorf("netauth: server offers service %q, not the requested %q", sa.Service, cfg.Service)
 	}
 	c.Result.SetHostKey(hostKey)
+	c.hostBlob = sa.HostKey
 	c.Result.Service, c.Result.User = sa.Service, cfg.User
 
 	// Message 3: the user's authenticator.
@@ -397,7 +401,7 @@ func (c *Client) verdict(typ byte, content []byte, err error, now time.Time) (*S
 		Secret:  append([]byte(nil), c.sec.resumption[:]...),
 		Expiry:  time.Unix(now.Unix()+int64(v.Lifetime), 0),
 		Issued:  c.Result.AuthTime,
-		HostKey: c.Result.HostKey.Marshal(),
+		HostKey: c.hostBlob,
 		UserKey: c.Result.Key.Marshal(),
 		Service: c.Result.Service,
 		User:    c.Result.User,
@@ -408,6 +412,29 @@ func (c *Client) verdict(typ byte, content []byte, err error, now time.Time) (*S
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// parseHostKey parses ServerAuth's host_key (§3.3): an ssh-ed25519 key, or an
+// ssh-ed25519-cert-v01@openssh.com certificate of one. It returns the key as presented (a
+// *ssh.Certificate for a certificate), for the known_hosts check, and the Ed25519 key
+// itself, which signs the handshake and which the statement binds. Whether the certificate
+// is valid is the known_hosts check's decision; its size was bounded before parsing.
+func parseHostKey(blob []byte) (presented, key ssh.PublicKey, err error) {
+	presented, err = ssh.ParsePublicKey(blob)
+	if err != nil {
+		return nil, nil, errors.New("netauth: server's host key is malformed")
+	}
+	key = presented
+	if cert, ok := presented.(*ssh.Certificate); ok {
+		if cert.Type() != ssh.CertAlgoED25519v01 {
+			return nil, nil, errors.New("netauth: server's host certificate is not for an Ed25519 key")
+		}
+		key = cert.Key
+	}
+	if key.Type() != ssh.KeyAlgoED25519 {
+		return nil, nil, errors.New("netauth: server's host key is not an Ed25519 key")
+	}
+	return presented, key, nil
 }
 
 func hostSigData(h []byte) []byte {

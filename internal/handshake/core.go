@@ -3,6 +3,7 @@
 package handshake
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -159,7 +160,9 @@ type ServerCore struct {
 	// computed once.
 	hostHash [32]byte
 	hostFP   string
-	timeout  time.Duration
+	// presentWire is what ServerAuth presents: hostWire, or the host certificate's wire form.
+	presentWire []byte
+	timeout     time.Duration
 
 	mu       sync.Mutex
 	next     uint64
@@ -183,7 +186,16 @@ func NewServerCore(cfg *ServerConfig, timeout time.Duration) (*ServerCore, error
 		timeout = time.Minute
 	}
 	wire := hostPub.Marshal()
-	return &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: wire, hostHash: hostKeyHash(wire),
+	present := wire
+	if cfg.HostCert != nil {
+		if !bytes.Equal(cfg.HostCert.Key.Marshal(), wire) || cfg.HostCert.CertType != ssh.HostCert {
+			return nil, errors.New("netauth: the host certificate is not a host certificate of the host key")
+		}
+		if present = cfg.HostCert.Marshal(); len(present) > MaxHostKeyLen {
+			return nil, fmt.Errorf("netauth: the host certificate is larger than %d bytes", MaxHostKeyLen)
+		}
+	}
+	return &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: wire, presentWire: present, hostHash: hostKeyHash(wire),
 		hostFP: ssh.FingerprintSHA256(hostPub), timeout: timeout,
 		sessions: make(map[uint64]*coreSession)}, nil
 }
@@ -454,7 +466,7 @@ func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "key schedule", Err: err, Client: req.Client})
 	}
-	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.hostWire,
+	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.presentWire,
 		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service, Recv: keys.K1, Send: keys.K2}
 	if resp.Session, err = c.addSession(&coreSession{hash: h, client: req.Client, sec: sec}); err != nil {
 		sec.zero()

@@ -46,9 +46,11 @@ const (
 	KEMCtLen      = noise.KEMCiphertextLen // ML-KEM-768 ciphertext, 1088
 	MaxTicketSize = 2048                   // opaque ticket as the server issues it
 	MaxNameLen    = 64                     // user and service names
-	MaxHostKeyLen = 51                     // ssh-ed25519 wire blob: 4+11+4+32
-	MaxHostSigLen = 83                     // ssh-ed25519 signature blob: 4+11+4+64
-	MaxSSHSIGLen  = keys.MaxSignatureSize  // user authenticator
+	// MaxHostKeyLen bounds ServerAuth's host_key: an ssh-ed25519 key (51 bytes: 4+11+4+32)
+	// or an ssh-ed25519-cert-v01@openssh.com host certificate of that key (§3.3).
+	MaxHostKeyLen = keys.MaxHostCertLen   // 2048
+	MaxHostSigLen = 83                    // ssh-ed25519 signature blob: 4+11+4+64
+	MaxSSHSIGLen  = keys.MaxSignatureSize // user authenticator
 
 	// The Noise messages of each mode (§3.1, §3.2, §4), with empty payloads.
 	//
@@ -177,7 +179,7 @@ func parseServerHello(body []byte) (*serverHello, error) {
 
 // serverAuth is the first encrypted record of a full handshake, from the server.
 type serverAuth struct {
-	HostKey   []byte // SSH wire form of the ssh-ed25519 host key
+	HostKey   []byte // SSH wire form of the ssh-ed25519 host key, or of a host certificate of it
 	Signature []byte // SSH wire form of the Ed25519 signature of HostSigContext || h
 	Service   string
 }

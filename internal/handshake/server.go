@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/x25519"
 )
@@ -20,7 +21,11 @@ const DefaultMaxClockSkew = 5 * time.Minute
 // handshakes use it.
 type ServerConfig struct {
 	HostKey ed25519.PrivateKey
-	Service string
+	// HostCert, if not nil, is an OpenSSH host certificate of HostKey that full handshakes
+	// present in ServerAuth instead of the bare key (§3.3); see keys.LoadHostCertificate.
+	// Tickets and statements still bind the key itself.
+	HostCert *ssh.Certificate
+	Service  string
 	// Tickets issues and opens resumption tickets; nil disables resumption.
 	Tickets *TicketKeys
 	// MaxClockSkew bounds |client time - server time| (DefaultMaxClockSkew if zero).

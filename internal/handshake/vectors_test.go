@@ -561,6 +561,10 @@ type hsScenario struct {
 	storedKeyID []byte
 	storedKey   []byte
 	revoked     bool // the server no longer authorizes the user's key
+	// hostCert, if set, is the host certificate the server presents (signed by the CA whose
+	// Ed25519 seed is caSeed).
+	hostCert *ssh.Certificate
+	caSeed   []byte
 }
 
 type hsOutcome struct {
@@ -597,9 +601,10 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 	}
 	kemRand := vectorKEMRand(sc.ephLabel)
 	scfg := &ServerConfig{
-		HostKey: e.hostKey,
-		Service: "echo",
-		Tickets: sc.tickets,
+		HostKey:  e.hostKey,
+		HostCert: sc.hostCert,
+		Service:  "echo",
+		Tickets:  sc.tickets,
 		Eligible: eligibleKey(func(user string) ssh.PublicKey {
 			if user == "alice" && !sc.revoked {
 				return e.user.PublicKey()
@@ -618,7 +623,11 @@ func (e *vectorEnv) run(t *testing.T, sc *hsScenario) *hsOutcome {
 		User:   "alice",
 		Signer: e.user,
 		CheckHostKey: func(k ssh.PublicKey, svc string) error {
-			if !bytes.Equal(k.Marshal(), e.hostPub.Marshal()) || svc != "echo" {
+			want := e.hostPub.Marshal()
+			if sc.hostCert != nil {
+				want = sc.hostCert.Marshal()
+			}
+			if !bytes.Equal(k.Marshal(), want) || svc != "echo" {
 				return errors.New("wrong host key")
 			}
 			return nil
@@ -813,6 +822,18 @@ func (e *vectorEnv) describe(t *testing.T, sc *hsScenario, o *hsOutcome, ce, se 
 	f.comment("Host key: Ed25519 seed (RFC 8032 private key) and the public key in SSH wire form.")
 	f.hex("host_key_seed", e.hostSeed)
 	f.hex("host_public_key", e.hostPub.Marshal())
+	if c := sc.hostCert; c != nil {
+		ca := ed25519.NewKeyFromSeed(sc.caSeed)
+		caPub, _ := ssh.NewPublicKey(ca.Public())
+		f.comment("Host CA key (Ed25519): seed and SSH wire form; it signs the host certificate.")
+		f.hex("host_ca_key_seed", sc.caSeed)
+		f.hex("host_ca_public_key", caPub.Marshal())
+		f.comment("Host certificate (OpenSSH PROTOCOL.certkeys, ssh-ed25519-cert-v01@openssh.com): type host,")
+		f.comment("serial %d, key id %q, principals %q, valid from %d to %d,", c.Serial, c.KeyId, c.ValidPrincipals, c.ValidAfter, c.ValidBefore)
+		f.comment("no options or extensions, nonce %x;", c.Nonce)
+		f.comment("the CA's signature is deterministic (Ed25519). ServerAuth's host_key carries it.")
+		f.hex("host_certificate", c.Marshal())
+	}
 	f.comment("User key (ssh-ed25519, signs the authenticator): seed and SSH wire form.")
 	f.hex("user_key_seed", e.userSeed)
 	f.hex("user_public_key", e.user.PublicKey().Marshal())
@@ -945,6 +966,16 @@ func (e *vectorEnv) describeFull(t *testing.T, f *vecFile, sc *hsScenario, o *hs
 	var sig ssh.Signature
 	if err := ssh.Unmarshal(sa.Signature, &sig); err != nil || !ed25519.Verify(e.hostKey.Public().(ed25519.PublicKey), sigData, sig.Blob) {
 		t.Fatal("host signature does not verify independently")
+	}
+	if sc.hostCert != nil {
+		if !bytes.Equal(sa.HostKey, sc.hostCert.Marshal()) {
+			t.Fatal("ServerAuth does not carry the host certificate")
+		}
+		if err := keys.CheckHostCertificate(sc.hostCert, e.hostKey, time.Unix(sc.clientTime, 0)); err != nil {
+			t.Fatal(err)
+		}
+		f.comment("ServerAuth's host_key is the host certificate; host_sig is still by the certified")
+		f.comment("Ed25519 key, and the statement's host-key line names that key, not the certificate.")
 	}
 	f.comment("Host signature: Ed25519 over \"netauth-v1 host signature\\0\" || handshake_hash, SSH wire form.")
 	f.hex("host_signature_data", sigData)
@@ -1173,6 +1204,37 @@ func TestVectors(t *testing.T) {
 	if o.cliErr != nil || !errors.As(o.verdictErr, &re) || re.Code != CodeNotAuthorized ||
 		!errors.As(o.srvErr, &r) || r.Code != CodeNotAuthorized || o.cli.Result.Resumed {
 		t.Fatalf("revoked: client %v, verdict %v, server %v", o.cliErr, o.verdictErr, o.srvErr)
+	}
+
+	// 5. A full handshake whose server presents a host certificate (§3.3).
+	caSeed := vectorInput("host CA key")
+	caSigner, err := ssh.NewSignerFromKey(ed25519.NewKeyFromSeed(caSeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCert := &ssh.Certificate{Key: e.hostPub, Serial: 1, CertType: ssh.HostCert, KeyId: "echo host",
+		ValidPrincipals: []string{"echo.example"}, ValidAfter: vectorTime - 3600, ValidBefore: vectorTime + 365*86400}
+	if err := hostCert.SignCert(bytes.NewReader(vectorInput("host certificate nonce")), caSigner); err != nil {
+		t.Fatal(err)
+	}
+	hcRand := ticketRand("hostcert")
+	o = e.run(t, &hsScenario{
+		file:       "hostcert.txt",
+		title:      "hybrid full handshake with a host certificate",
+		notes:      "As full.txt, but ServerAuth carries an OpenSSH host certificate of the host key, signed by\na host CA; the host signature, the statement and the ticket bind the host key itself.",
+		clientTime: vectorTime + 1500,
+		serverTime: vectorTime + 1502,
+		ephLabel:   "hostcert",
+		tickets:    NewTicketKeys(time.Hour, &fixedReader{b: hcRand}),
+		ticketRand: hcRand,
+		hostCert:   hostCert,
+		caSeed:     caSeed,
+	})
+	if o.cliErr != nil || o.srvErr != nil || o.verdictErr != nil || o.sess == nil {
+		t.Fatalf("hostcert: client %v, server %v, verdict %v", o.cliErr, o.srvErr, o.verdictErr)
+	}
+	if !bytes.Equal(o.sess.HostKey, hostCert.Marshal()) || !bytes.Equal(o.cli.Result.HostKey.Marshal(), e.hostPub.Marshal()) {
+		t.Fatal("hostcert: the session must keep the certificate, the result the host key")
 	}
 
 	t.Run("version", testVersionVector)

@@ -3,6 +3,7 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -12,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -203,4 +205,78 @@ func LoadOrCreateHostKey(path string) (key ed25519.PrivateKey, created bool, err
 		return nil, true, err
 	}
 	return key, true, nil
+}
+
+// HostCertWarnBefore is how long before its expiry LoadHostCertificate warns that a host
+// certificate is about to expire.
+const HostCertWarnBefore = 7 * 24 * time.Hour
+
+// LoadHostCertificate reads the OpenSSH host certificate at path (the -cert.pub file
+// `ssh-keygen -s CA -h -I id -n names host_key.pub` writes) for the host key key. It
+// refuses a file that does not hold one certificate, a certificate that is not a host
+// certificate, one for another key, one whose CA signature does not verify, one without
+// principals, with critical options, or expired or not yet valid at now. warning, if not
+// empty, says the certificate expires within HostCertWarnBefore.
+func LoadHostCertificate(path string, key ed25519.PrivateKey, now time.Time) (cert *ssh.Certificate, warning string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("keys: host certificate: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 4*MaxHostCertLen+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("keys: host certificate %s: %w", path, err)
+	}
+	if len(data) > 4*MaxHostCertLen {
+		return nil, "", fmt.Errorf("keys: host certificate %s is larger than %d bytes", path, 4*MaxHostCertLen)
+	}
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return nil, "", fmt.Errorf("keys: host certificate %s: %w", path, err)
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, "", fmt.Errorf("keys: host certificate %s holds more than one key", path)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, "", fmt.Errorf("keys: %s is a %s key, not a certificate", path, pub.Type())
+	}
+	if err := CheckHostCertificate(cert, key, now); err != nil {
+		return nil, "", fmt.Errorf("keys: host certificate %s: %w", path, err)
+	}
+	if cert.ValidBefore != ssh.CertTimeInfinity && cert.ValidBefore <= 1<<62 {
+		if until := time.Unix(int64(cert.ValidBefore), 0); until.Sub(now) < HostCertWarnBefore {
+			warning = fmt.Sprintf("host certificate %s (id %q) expires at %s", path, cert.KeyId, until.UTC().Format(time.RFC3339))
+		}
+	}
+	return cert, warning, nil
+}
+
+// CheckHostCertificate returns an error unless cert is a host certificate for key that a
+// netauth server can present at now: an ssh-ed25519 certificate within MaxHostCertLen
+// bytes, valid at now, with principals and no critical options, and signed by its CA.
+func CheckHostCertificate(cert *ssh.Certificate, key ed25519.PrivateKey, now time.Time) error {
+	if cert.Type() != ssh.CertAlgoED25519v01 {
+		return fmt.Errorf("a %s certificate; netauth host certificates are %s", cert.Type(), ssh.CertAlgoED25519v01)
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return errors.New("no Ed25519 host key")
+	}
+	hostPub, err := ssh.NewPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(cert.Key.Marshal(), hostPub.Marshal()) {
+		return fmt.Errorf("certifies %s, not the host key %s", Fingerprint(cert.Key), Fingerprint(hostPub))
+	}
+	if cert.CertType != ssh.HostCert {
+		return errors.New("not a host certificate (sign it with ssh-keygen -h)")
+	}
+	if len(cert.ValidPrincipals) == 0 {
+		return errors.New("no principals: clients check the host name against them (ssh-keygen -n)")
+	}
+	if problem := checkHostCert(cert, "", now); problem != "" {
+		return errors.New(problem)
+	}
+	return nil
 }
