@@ -17,6 +17,7 @@ import (
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/usercert"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -352,7 +353,16 @@ func (c *ServerCore) confirm(req *CommitRequest) (*decision, error) {
 // FindKey is the part of an Eligible that finds the user's key: it sets res.Key to the key of
 // res.User in src whose hash is res.KeyHash, or refuses (not_authorized: the user has no such
 // key; internal_error: the lookup failed).
+//
+// A user certificate is no authorized key: FindKey accepts one only if the core's certificate
+// checks (ServerConfig.UserCerts) accepted it for this user and client just before.
 func FindKey(ctx context.Context, src keys.Source, res *Result) error {
+	if _, ok := res.Key.(*ssh.Certificate); ok {
+		if res.certified && identity.KeyHash(res.Key) == res.KeyHash {
+			return nil
+		}
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("certificate %s is not authorized for user %q", identity.HashFingerprint(res.KeyHash), res.User)}
+	}
 	k, err := keys.Lookup(ctx, src, res.User, res.KeyHash)
 	if err != nil {
 		return &Refusal{Code: CodeInternalError, Reason: "looking up the user's keys", Err: err}
@@ -375,7 +385,55 @@ func (c *ServerCore) newResult(client string, h []byte) *Result {
 // eligible applies the configuration's Eligible, which finds the user's key by res.KeyHash,
 // and checks that it did.
 func (c *ServerCore) eligible(res *Result) error {
-	return foundKey(res, c.cfg.Eligible(res))
+	if err := c.certificate(res); err != nil {
+		return err
+	}
+	if err := foundKey(res, c.cfg.Eligible(res)); err != nil {
+		return err
+	}
+	return c.revoked(res)
+}
+
+// revoked refuses a key ServerConfig.RevokedKeys lists.
+func (c *ServerCore) revoked(res *Result) error {
+	if c.cfg.RevokedKeys.Revoked(res.Key) {
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("key %s is revoked", res.KeyFingerprint)}
+	}
+	return nil
+}
+
+// certificate applies the user certificate checks (ServerConfig.UserCerts; docs/PROTOCOL.md
+// §3.7, check 6) to res's key if it is a certificate, or, on a resumption (res.Key nil), to
+// the certificate the ticket's key hash names, if UserCerts remembers it. A certificate it
+// accepts is marked for FindKey; any other key is left to Eligible.
+func (c *ServerCore) certificate(res *Result) error {
+	res.certified = false
+	if res.Key == nil && c.cfg.UserCerts != nil {
+		if cert := c.cfg.UserCerts.Known(res.KeyHash); cert != nil {
+			res.SetKey(cert)
+		}
+	}
+	cert, ok := res.Key.(*ssh.Certificate)
+	if !ok {
+		return nil
+	}
+	if c.cfg.UserCerts == nil {
+		return &Refusal{Code: CodeNotAuthorized, Reason: "certificates are not accepted here (no trusted user CA keys)"}
+	}
+	if c.cfg.RevokedKeys.Revoked(cert) {
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("certificate %q (serial %d, CA %s) is revoked", cert.KeyId, cert.Serial, res.CertCAFingerprint)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if err := c.cfg.UserCerts.Check(ctx, cert, res.User, res.Client, c.cfg.now(), c.cfg.skew()); err != nil {
+		var ue *usercert.Error
+		if errors.As(err, &ue) && ue.Lookup {
+			return &Refusal{Code: CodeInternalError, Reason: "looking up the user's authorized principals", Err: err}
+		}
+		return &Refusal{Code: CodeNotAuthorized, Reason: "certificate not accepted", Err: err}
+	}
+	res.certified = true
+	return nil
 }
 
 // resumable is the check before a ticket is resumed: the configuration's Resumable if it has
@@ -384,7 +442,13 @@ func (c *ServerCore) resumable(res *Result) error {
 	if c.cfg.Resumable == nil {
 		return c.eligible(res)
 	}
-	return foundKey(res, c.cfg.Resumable(res))
+	if err := c.certificate(res); err != nil {
+		return err
+	}
+	if err := foundKey(res, c.cfg.Resumable(res)); err != nil {
+		return err
+	}
+	return c.revoked(res)
 }
 
 // foundKey returns err, or an error if a key lookup that succeeded left res without the key
