@@ -402,14 +402,26 @@ func (c *ServerCore) revoked(res *Result) error {
 	return nil
 }
 
-// certificate applies the user certificate checks (ServerConfig.UserCerts; docs/PROTOCOL.md
-// §3.7, check 6) to res's key if it is a certificate, or, on a resumption (res.Key nil), to
-// the certificate the ticket's key hash names, if UserCerts remembers it. A certificate it
-// accepts is marked for FindKey; any other key is left to Eligible.
+// certificate applies the user certificate checks to res (CheckCertificate) with the
+// configuration's UserCerts and RevokedKeys, its clock and its skew.
 func (c *ServerCore) certificate(res *Result) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	return CheckCertificate(ctx, c.cfg, res)
+}
+
+// CheckCertificate applies the user certificate checks (cfg.UserCerts and cfg.RevokedKeys, at
+// cfg's time with cfg's skew; docs/PROTOCOL.md §3.7, check 6) to res's key if it is a
+// certificate, or, when res.Key is nil (a resumption), to the certificate whose hash is
+// res.KeyHash, if UserCerts remembers it (then res.Key is set to it). A certificate it accepts
+// for res.User from res.Client is marked for FindKey, which accepts no other; any other key
+// is left to FindKey. The core calls it before every Eligible and Resumable; a server that
+// checks a live connection's identity again outside a handshake (netauthd's revocation check)
+// calls it before FindKey, so that the same checks decide.
+func CheckCertificate(ctx context.Context, cfg *ServerConfig, res *Result) error {
 	res.certified = false
-	if res.Key == nil && c.cfg.UserCerts != nil {
-		if cert := c.cfg.UserCerts.Known(res.KeyHash); cert != nil {
+	if res.Key == nil && cfg.UserCerts != nil {
+		if cert := cfg.UserCerts.Known(res.KeyHash); cert != nil {
 			res.SetKey(cert)
 		}
 	}
@@ -417,15 +429,14 @@ func (c *ServerCore) certificate(res *Result) error {
 	if !ok {
 		return nil
 	}
-	if c.cfg.UserCerts == nil {
+	if cfg.UserCerts == nil {
 		return &Refusal{Code: CodeNotAuthorized, Reason: "certificates are not accepted here (no trusted user CA keys)"}
 	}
-	if c.cfg.RevokedKeys.Revoked(cert) {
+	// Revocation first: it is cheaper than the CA signature Check ends with.
+	if cfg.RevokedKeys.Revoked(cert) {
 		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("certificate %q (serial %d, CA %s) is revoked", cert.KeyId, cert.Serial, res.CertCAFingerprint)}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	if err := c.cfg.UserCerts.Check(ctx, cert, res.User, res.Client, c.cfg.now(), c.cfg.skew()); err != nil {
+	if err := cfg.UserCerts.Check(ctx, cert, res.User, res.Client, cfg.now(), cfg.skew()); err != nil {
 		var ue *usercert.Error
 		if errors.As(err, &ue) && ue.Lookup {
 			return &Refusal{Code: CodeInternalError, Reason: "looking up the user's authorized principals", Err: err}

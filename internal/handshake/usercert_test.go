@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,5 +114,36 @@ func TestFindKeyNeedsTheCore(t *testing.T) {
 	var r *Refusal
 	if err := FindKey(context.Background(), keys.Multi{}, res); !errors.As(err, &r) || r.Code != CodeNotAuthorized {
 		t.Fatalf("FindKey accepted a certificate the core did not check: %v", err)
+	}
+}
+
+// TestCheckCertificateOutsideAHandshake: a live connection's identity checked again (as
+// netauthd's revocation check does) goes through the same certificate checks before FindKey.
+func TestCheckCertificateOutsideAHandshake(t *testing.T) {
+	e, cert := certEnv(t, nil)
+	o, _ := e.fullSession(t)
+	res := &Result{Identity: o.srv.Identity, KeyHash: identity.KeyHash(cert), Client: o.srv.Client}
+	check := func() error {
+		if err := CheckCertificate(context.Background(), e.srv, res); err != nil {
+			return err
+		}
+		return FindKey(context.Background(), keys.Multi{}, res)
+	}
+	if err := check(); err != nil {
+		t.Fatalf("the accepted certificate: %v", err)
+	}
+	e.srv.Now = func() time.Time { return time.Now().Add(2 * time.Hour) } // expired now
+	var r *Refusal
+	if err := check(); !errors.As(err, &r) || r.Code != CodeNotAuthorized {
+		t.Fatalf("expired certificate: %v", err)
+	}
+}
+
+func TestCertificateSizeCap(t *testing.T) {
+	_, cert := certEnv(t, func(c *ssh.Certificate) { c.KeyId = string(make([]byte, usercert.MaxCertSize)) })
+	c := &usercert.Checker{CAs: []ssh.PublicKey{cert.SignatureKey}}
+	err := c.Check(context.Background(), cert, "alice", "127.0.0.1:1", time.Now(), time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("oversized certificate: %v", err)
 	}
 }
