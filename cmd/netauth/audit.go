@@ -110,7 +110,9 @@ netauth code involved, and print the ssh-keygen command that checks them:
 
   - for a full handshake: its signed statement to DIR/statement, the user's
     signature to DIR/statement.sig and the user's key to
-    DIR/allowed_signers;
+    DIR/allowed_signers (for a key that was an OpenSSH user certificate, the
+    CA's key, marked cert-authority, and the command checks the certificate
+    as of the record's time with -Overify-time);
   - for a checkpoint: the bytes the host key signed (the sequence number and
     SHA-256 of the chain head, the first sequence number it vouches for,
     its time and the host key's fingerprint) to DIR/checkpoint, the host's
