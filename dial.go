@@ -620,7 +620,7 @@ func (s *lazySigner) SignStatement(stmt []byte) ([]byte, error) {
 	}
 	// A stock ssh-agent: sign the SSHSIG data through the plain signing request.
 	var flags sshagent.SignatureFlags
-	if s.pub.Type() == ssh.KeyAlgoRSA {
+	if keys.Underlying(s.pub).Type() == ssh.KeyAlgoRSA { // a certificate signs with its key
 		flags = sshagent.SignatureFlagRsaSha512
 	}
 	sig, err := d.ag.SignWithFlags(s.pub, keys.SignedData(handshake.Namespace, stmt), flags)

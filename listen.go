@@ -57,6 +57,24 @@ type ServerConfig struct {
 	// handshake and on every resumption, so removing a key takes effect at once.
 	Keys KeySource
 
+	// TrustedUserCAKeys are user CA keys, as sshd's TrustedUserCAKeys (see LoadUserCAKeys):
+	// an OpenSSH user certificate signed by one of them authenticates a user, in place of a
+	// key from Keys, if it is a user certificate valid now (within MaxClockSkew), its
+	// principals allow the user (AuthorizedPrincipals, or by default the user name), its
+	// critical options are met (source-address against the client's address; force-command
+	// and unknown options refuse), and it is not revoked (RevokedKeys). A CA key is not an
+	// authorized key by being listed here. Empty: certificates are not accepted.
+	TrustedUserCAKeys []ssh.PublicKey
+
+	// AuthorizedPrincipals, if not empty, list the principals allowed for each user, as
+	// sshd's AuthorizedPrincipalsFile and AuthorizedPrincipalsCommand: a certificate must
+	// then carry one of them (from any source) instead of the user name.
+	AuthorizedPrincipals []PrincipalSource
+
+	// RevokedKeys, if set, lists revoked keys and certificates (sshd's RevokedKeys): a
+	// revoked key, or a certificate that is revoked or whose CA key is, is not authorized.
+	RevokedKeys *RevokedKeys
+
 	// Authorize, if set, is the authorization policy: called once the client has proved it
 	// is the user (after the signature of a full handshake, or the binder of a resumption,
 	// verified) and the key is known to be the user's, so it runs only for genuine clients and
@@ -283,6 +301,8 @@ func newServer(cfg *ServerConfig) (*Listener, error) {
 		HostCert:     cfg.HostCertificate,
 		Service:      service,
 		MaxClockSkew: cfg.MaxClockSkew,
+		UserCerts:    cfg.userCertChecker(),
+		RevokedKeys:  cfg.revokedSet(),
 		Replay:       handshake.NewReplayCache(0),
 		Ephemeral:    l.pool.Get,
 		Eligible:     l.eligible,

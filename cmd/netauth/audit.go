@@ -110,7 +110,9 @@ netauth code involved, and print the ssh-keygen command that checks them:
 
   - for a full handshake: its signed statement to DIR/statement, the user's
     signature to DIR/statement.sig and the user's key to
-    DIR/allowed_signers;
+    DIR/allowed_signers (for a key that was an OpenSSH user certificate, the
+    CA's key, marked cert-authority, and the command checks the certificate
+    as of the record's time with -Overify-time);
   - for a checkpoint: the bytes the host key signed (the sequence number and
     SHA-256 of the chain head, the first sequence number it vouches for,
     its time and the host key's fingerprint) to DIR/checkpoint, the host's
@@ -373,6 +375,13 @@ func auditExportMain(args []string, stdout, stderr io.Writer) int {
 	// for the line, and it is printed to a terminal).
 	fmt.Fprintf(stdout, "record seq %d: %s user %s, service %s, key %s, at %s\n",
 		rec.Seq, audit.Printable(rec.Decision), rec.User, audit.Printable(rec.Service), audit.Printable(rec.KeyFP), rec.Time.UTC().Format(time.RFC3339Nano))
+	verifyTime := ""
+	if rec.CertCAFP != "" {
+		fmt.Fprintf(stdout, "the key is certificate %q (serial %d) of CA %s\n", audit.Printable(rec.CertKeyID), rec.CertSerial, audit.Printable(rec.CertCAFP))
+		// ssh-keygen checks a certificate's validity at the time given, by default now: the
+		// certificate had to be valid when the record was made, not today.
+		verifyTime = " -Overify-time=" + rec.Time.UTC().Format("20060102150405") + "Z"
+	}
 	switch {
 	case hostKey == nil:
 	case found.CoveredBy != 0:
@@ -381,8 +390,8 @@ func auditExportMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "signed by the host key itself (a log written before checkpoints)")
 	}
 	fmt.Fprintf(stdout, "wrote %s, %s and %s; check the user's signature with:\n", paths[0], paths[1], paths[2])
-	fmt.Fprintf(stdout, "ssh-keygen -Y verify -f %s -I %s -n %s -s %s < %s\n",
-		shellQuote(paths[2]), shellQuote(rec.User), audit.UserNamespace, shellQuote(paths[1]), shellQuote(paths[0]))
+	fmt.Fprintf(stdout, "ssh-keygen -Y verify -f %s -I %s -n %s%s -s %s < %s\n",
+		shellQuote(paths[2]), shellQuote(rec.User), audit.UserNamespace, verifyTime, shellQuote(paths[1]), shellQuote(paths[0]))
 	return 0
 }
 

@@ -22,7 +22,11 @@ import (
 //
 // statement is the signed statement text, signature the armored SSHSIG
 // signature, and allowedSigners the line "USER KEYTYPE BASE64" naming the
-// key embedded in the signature as r.User's. Export does not check the
+// key embedded in the signature as r.User's; for a signature by an OpenSSH
+// user certificate, the line "USER cert-authority,namespaces="netauth-v1@ubns.dev" KEYTYPE BASE64"
+// naming the certificate's CA key instead, so that ssh-keygen checks the
+// certificate (its principals must include USER, and it must be valid at
+// the time of the check). Export does not check the
 // signature itself (that is what the command is for); it fails if the
 // record has no statement or signature, or if the signature cannot be
 // parsed far enough to find its key.
@@ -44,7 +48,14 @@ func Export(r *Record) (statement, signature, allowedSigners []byte, err error) 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("audit: export: record seq %d: %w", r.Seq, err)
 	}
-	allowedSigners = append([]byte(r.User+" "), ssh.MarshalAuthorizedKey(pub)...)
+	if c, ok := pub.(*ssh.Certificate); ok {
+		if c.SignatureKey == nil {
+			return nil, nil, nil, fmt.Errorf("audit: export: record seq %d: the signature's certificate has no CA key", r.Seq)
+		}
+		allowedSigners = append([]byte(r.User+` cert-authority,namespaces="`+UserNamespace+`" `), ssh.MarshalAuthorizedKey(c.SignatureKey)...)
+	} else {
+		allowedSigners = append([]byte(r.User+" "), ssh.MarshalAuthorizedKey(pub)...)
+	}
 	return []byte(r.Statement), keys.Armor(blob), allowedSigners, nil
 }
 
@@ -66,9 +77,6 @@ func sshsigKey(blob []byte) (ssh.PublicKey, error) {
 	pub, err := ssh.ParsePublicKey(rest[:n])
 	if err != nil {
 		return nil, fmt.Errorf("public key in the signature: %w", err)
-	}
-	if _, ok := pub.(*ssh.Certificate); ok {
-		return nil, errors.New("signature is by a certificate, which netauth does not accept")
 	}
 	return pub, nil
 }
@@ -106,6 +114,9 @@ func ExportCheckpoint(raw []byte) (checkpoint, signature, allowedSigners []byte,
 	pub, err := sshsigKey(blob)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("audit: export: checkpoint seq %d: %w", cl.Seq, err)
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return nil, nil, nil, fmt.Errorf("audit: export: checkpoint seq %d: its host signature is by a certificate", cl.Seq)
 	}
 	allowedSigners = append([]byte(HostPrincipal+" "), ssh.MarshalAuthorizedKey(pub)...)
 	return bytes.Clone(cl.Checkpoint), keys.Armor(blob), allowedSigners, nil

@@ -190,6 +190,14 @@ type Record struct {
 	// ("SHA256:...") of the user's key.
 	KeyType string `json:"key_type,omitempty"`
 	KeyFP   string `json:"key_fp,omitempty"`
+	// CertKeyID, CertSerial and CertCAFP describe the OpenSSH user certificate the
+	// user's key was (KeyType a "-cert-v01@openssh.com" type, KeyFP the
+	// certificate's fingerprint): its key id, its serial, and the SHA256
+	// fingerprint of the CA key that signed it. Empty for a plain key, and
+	// CertSerial is left out when it is 0.
+	CertKeyID  string `json:"cert_key_id,omitempty"`
+	CertSerial uint64 `json:"cert_serial,omitempty"`
+	CertCAFP   string `json:"cert_ca_fp,omitempty"`
 	// HostKeyFP is the SHA256 fingerprint of the host key the server
 	// presented.
 	HostKeyFP string `json:"host_key_fp"`
@@ -278,15 +286,18 @@ type Checkpoint struct {
 // signature, which make the record verifiable on its own.
 func NewRecord(id *identity.Identity, client, decision string) *Record {
 	rec := &Record{
-		Time:      time.Now(),
-		Client:    client,
-		Service:   id.Service,
-		User:      id.User,
-		KeyType:   id.KeyType,
-		KeyFP:     id.KeyFingerprint,
-		HostKeyFP: id.HostKeyFingerprint,
-		Mode:      ModeFull,
-		Decision:  decision,
+		Time:       time.Now(),
+		Client:     client,
+		Service:    id.Service,
+		User:       id.User,
+		KeyType:    id.KeyType,
+		KeyFP:      id.KeyFingerprint,
+		HostKeyFP:  id.HostKeyFingerprint,
+		CertKeyID:  id.CertKeyID,
+		CertSerial: id.CertSerial,
+		CertCAFP:   id.CertCAFingerprint,
+		Mode:       ModeFull,
+		Decision:   decision,
 	}
 	if id.Resumed {
 		rec.Mode = ModeResumed

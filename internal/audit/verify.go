@@ -596,6 +596,15 @@ func (v *verifier) checkContent(n int, rec *Record) []string {
 	if userKey.Type() != rec.KeyType {
 		reasons = append(reasons, fmt.Sprintf("the signature is by a %s key, the record says %s", userKey.Type(), rec.KeyType))
 	}
+	var certID, certCA string
+	var certSerial uint64
+	if c, ok := userKey.(*ssh.Certificate); ok {
+		certID, certSerial, certCA = c.KeyId, c.Serial, keys.Fingerprint(c.SignatureKey)
+	}
+	if certID != rec.CertKeyID || certSerial != rec.CertSerial || certCA != rec.CertCAFP {
+		reasons = append(reasons, fmt.Sprintf("the signature's certificate has key id %q, serial %d and CA %q, the record says %q, %d and %q",
+			certID, certSerial, certCA, rec.CertKeyID, rec.CertSerial, rec.CertCAFP))
+	}
 	// Compared as times, not as a Duration, which saturates.
 	switch {
 	case rec.Time.Before(st.Time.Add(-v.skew)):

@@ -70,6 +70,9 @@ type Result struct {
 	// Admission is what the server's Authorize returned for this client: the server's own
 	// record of its decision, carried to whoever continues the connection (server side).
 	Admission any
+	// certified is set by the core when Key is a user certificate that ServerConfig.UserCerts
+	// accepted for User from Client, for FindKey.
+	certified bool
 }
 
 // Client is the client side of a handshake that has sent its authentication and may

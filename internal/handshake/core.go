@@ -18,6 +18,7 @@ import (
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/usercert"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -364,7 +365,16 @@ func (c *ServerCore) confirm(req *CommitRequest) (*decision, error) {
 // FindKey is the part of an Eligible that finds the user's key: it sets res.Key to the key of
 // res.User in src whose hash is res.KeyHash, or refuses (not_authorized: the user has no such
 // key; internal_error: the lookup failed).
+//
+// A user certificate is no authorized key: FindKey accepts one only if the core's certificate
+// checks (ServerConfig.UserCerts) accepted it for this user and client just before.
 func FindKey(ctx context.Context, src keys.Source, res *Result) error {
+	if _, ok := res.Key.(*ssh.Certificate); ok {
+		if res.certified && identity.KeyHash(res.Key) == res.KeyHash {
+			return nil
+		}
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("certificate %s is not authorized for user %q", identity.HashFingerprint(res.KeyHash), res.User)}
+	}
 	k, err := keys.Lookup(ctx, src, res.User, res.KeyHash)
 	if err != nil {
 		return &Refusal{Code: CodeInternalError, Reason: "looking up the user's keys", Err: err}
@@ -387,7 +397,66 @@ func (c *ServerCore) newResult(client string, h []byte) *Result {
 // eligible applies the configuration's Eligible, which finds the user's key by res.KeyHash,
 // and checks that it did.
 func (c *ServerCore) eligible(res *Result) error {
-	return foundKey(res, c.cfg.Eligible(res))
+	if err := c.certificate(res); err != nil {
+		return err
+	}
+	if err := foundKey(res, c.cfg.Eligible(res)); err != nil {
+		return err
+	}
+	return c.revoked(res)
+}
+
+// revoked refuses a key ServerConfig.RevokedKeys lists.
+func (c *ServerCore) revoked(res *Result) error {
+	if c.cfg.RevokedKeys.Revoked(res.Key) {
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("key %s is revoked", res.KeyFingerprint)}
+	}
+	return nil
+}
+
+// certificate applies the user certificate checks to res (CheckCertificate) with the
+// configuration's UserCerts and RevokedKeys, its clock and its skew.
+func (c *ServerCore) certificate(res *Result) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	return CheckCertificate(ctx, c.cfg, res)
+}
+
+// CheckCertificate applies the user certificate checks (cfg.UserCerts and cfg.RevokedKeys, at
+// cfg's time with cfg's skew; docs/PROTOCOL.md §3.7, check 6) to res's key if it is a
+// certificate, or, when res.Key is nil (a resumption), to the certificate whose hash is
+// res.KeyHash, if UserCerts remembers it (then res.Key is set to it). A certificate it accepts
+// for res.User from res.Client is marked for FindKey, which accepts no other; any other key
+// is left to FindKey. The core calls it before every Eligible and Resumable; a server that
+// checks a live connection's identity again outside a handshake (netauthd's revocation check)
+// calls it before FindKey, so that the same checks decide.
+func CheckCertificate(ctx context.Context, cfg *ServerConfig, res *Result) error {
+	res.certified = false
+	if res.Key == nil && cfg.UserCerts != nil {
+		if cert := cfg.UserCerts.Known(res.KeyHash); cert != nil {
+			res.SetKey(cert)
+		}
+	}
+	cert, ok := res.Key.(*ssh.Certificate)
+	if !ok {
+		return nil
+	}
+	if cfg.UserCerts == nil {
+		return &Refusal{Code: CodeNotAuthorized, Reason: "certificates are not accepted here (no trusted user CA keys)"}
+	}
+	// Revocation first: it is cheaper than the CA signature Check ends with.
+	if cfg.RevokedKeys.Revoked(cert) {
+		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("certificate %q (serial %d, CA %s) is revoked", cert.KeyId, cert.Serial, res.CertCAFingerprint)}
+	}
+	if err := cfg.UserCerts.Check(ctx, cert, res.User, res.Client, cfg.now(), cfg.skew()); err != nil {
+		var ue *usercert.Error
+		if errors.As(err, &ue) && ue.Lookup {
+			return &Refusal{Code: CodeInternalError, Reason: "looking up the user's authorized principals", Err: err}
+		}
+		return &Refusal{Code: CodeNotAuthorized, Reason: "certificate not accepted", Err: err}
+	}
+	res.certified = true
+	return nil
 }
 
 // resumable is the check before a ticket is resumed: the configuration's Resumable if it has
@@ -396,7 +465,13 @@ func (c *ServerCore) resumable(res *Result) error {
 	if c.cfg.Resumable == nil {
 		return c.eligible(res)
 	}
-	return foundKey(res, c.cfg.Resumable(res))
+	if err := c.certificate(res); err != nil {
+		return err
+	}
+	if err := foundKey(res, c.cfg.Resumable(res)); err != nil {
+		return err
+	}
+	return c.revoked(res)
 }
 
 // foundKey returns err, or an error if a key lookup that succeeded left res without the key

@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"ubns.dev/netauth/internal/krl"
 	"ubns.dev/netauth/internal/record"
+	"ubns.dev/netauth/internal/usercert"
 	"ubns.dev/netauth/internal/x25519"
 )
 
@@ -30,6 +33,16 @@ type ServerConfig struct {
 	Tickets *TicketKeys
 	// MaxClockSkew bounds |client time - server time| (DefaultMaxClockSkew if zero).
 	MaxClockSkew time.Duration
+	// UserCerts decides authenticators signed with an OpenSSH user certificate
+	// (docs/PROTOCOL.md §3.7, check 6): the core applies it, before Eligible, to a
+	// certificate key (a full handshake's, or the one a ticket names, if UserCerts still
+	// remembers it), and Eligible's FindKey then accepts the certificate in place of an
+	// authorized key. nil: certificates are not authorized.
+	UserCerts *usercert.Checker
+	// RevokedKeys, if set, refuses revoked keys (not_authorized): a plain key, after
+	// Eligible found it; a certificate, before UserCerts looks at it (revoked itself, by
+	// serial or key id, or its key or its CA key).
+	RevokedKeys *krl.Set
 	// Eligible finds the user's key and decides whether the user may use this service with
 	// it, before the client has proved anything. The key is the one whose SHA-256 (of its
 	// wire form) is res.KeyHash: on a full handshake the key the signature names (res.Key

@@ -20,10 +20,17 @@ type Identity struct {
 	// User is the authenticated user name.
 	User string
 	// Key is the user's public key; KeyType and KeyFingerprint describe it
-	// ("ssh-ed25519", "SHA256:..."). Set them together with SetKey.
-	Key            ssh.PublicKey
-	KeyType        string
-	KeyFingerprint string
+	// ("ssh-ed25519", "SHA256:..."). Set them together with SetKey. Key may be an OpenSSH
+	// user certificate (KeyType "ssh-ed25519-cert-v01@openssh.com" and so on, and
+	// KeyFingerprint then the certificate's); CertKeyID, CertSerial and CertCAFingerprint
+	// then describe it: its key id, its serial and the SHA256 fingerprint of the CA key that
+	// signed it (empty and zero for a plain key).
+	Key               ssh.PublicKey
+	KeyType           string
+	KeyFingerprint    string
+	CertKeyID         string
+	CertSerial        uint64
+	CertCAFingerprint string
 	// HostKey is the server's Ed25519 host key and HostKeyFingerprint its fingerprint (set
 	// them together with SetHostKey).
 	HostKey            ssh.PublicKey
@@ -47,8 +54,15 @@ type Identity struct {
 // SetKey sets the user's key and the fields that describe it (nil clears them).
 func (id *Identity) SetKey(k ssh.PublicKey) {
 	id.Key, id.KeyType, id.KeyFingerprint = k, "", ""
+	id.CertKeyID, id.CertSerial, id.CertCAFingerprint = "", 0, ""
 	if k != nil {
 		id.KeyType, id.KeyFingerprint = k.Type(), ssh.FingerprintSHA256(k)
+	}
+	if c, ok := k.(*ssh.Certificate); ok {
+		id.CertKeyID, id.CertSerial = c.KeyId, c.Serial
+		if c.SignatureKey != nil {
+			id.CertCAFingerprint = ssh.FingerprintSHA256(c.SignatureKey)
+		}
 	}
 }
 

@@ -256,6 +256,16 @@ func (c Command) hashedKeys(ctx context.Context, user string) ([]hashedKey, erro
 
 // Keys runs the command for user and returns the keys it prints.
 func (c Command) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error) {
+	out, err := c.Output(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAuthorizedKeys(out, "output of "+c.Path)
+}
+
+// Output runs the command for user and returns its standard output, at most MaxKeyFileSize
+// bytes, with the errors Keys reports for a failed run.
+func (c Command) Output(ctx context.Context, user string) ([]byte, error) {
 	if err := ValidName(user); err != nil {
 		return nil, err
 	}
@@ -296,7 +306,7 @@ func (c Command) Keys(ctx context.Context, user string) ([]ssh.PublicKey, error)
 	case err != nil:
 		return nil, fmt.Errorf("keys: command %q failed: %w%s", name, err, stderr.suffix())
 	}
-	return ParseAuthorizedKeys(stdout.buf.Bytes(), "output of "+c.Path)
+	return stdout.buf.Bytes(), nil
 }
 
 // cappedWriter keeps at most max bytes. Past that it either discards the

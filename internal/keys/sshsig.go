@@ -56,19 +56,29 @@ func appendString(b, s []byte) []byte {
 // namespace with signer, hashing the message with SHA-512. RSA keys sign with
 // rsa-sha2-512, which needs a signer that implements ssh.AlgorithmSigner (as
 // signers from ssh.NewSignerFromKey and from golang.org/x/crypto/ssh/agent
-// clients do). Certificates are refused.
+// clients do). A signer whose public key is an OpenSSH user certificate (as an agent lists
+// a certificate next to its key) signs with the certificate's key, and the signature names
+// the certificate; host certificates are refused.
 func Sign(signer ssh.Signer, namespace string, message []byte) ([]byte, error) {
 	if namespace == "" {
 		return nil, errors.New("keys: sshsig: empty namespace")
 	}
 	pub := signer.PublicKey()
-	if _, ok := pub.(*ssh.Certificate); ok {
-		return nil, errors.New("keys: sshsig: certificates are not supported")
+	if _, ok := pub.(*ssh.Certificate); !ok && strings.HasSuffix(pub.Type(), "-cert-v01@openssh.com") {
+		// An agent's signer names its certificate as an opaque key (agent.Key).
+		cert, err := ssh.ParsePublicKey(pub.Marshal())
+		if err != nil {
+			return nil, fmt.Errorf("keys: sshsig: signer's certificate: %w", err)
+		}
+		pub = cert
+	}
+	if c, ok := pub.(*ssh.Certificate); ok && c.CertType != ssh.UserCert {
+		return nil, errors.New("keys: sshsig: only user certificates may sign")
 	}
 	data := SignedData(namespace, message)
 	var sig *ssh.Signature
 	var err error
-	if pub.Type() == ssh.KeyAlgoRSA {
+	if Underlying(pub).Type() == ssh.KeyAlgoRSA {
 		as, ok := signer.(ssh.AlgorithmSigner)
 		if !ok {
 			return nil, errors.New("keys: sshsig: signer for an RSA key cannot sign with rsa-sha2-512 (it does not implement ssh.AlgorithmSigner)")
@@ -124,7 +134,9 @@ type SSHSIG struct {
 // 1, that the namespace matches exactly, that the hash is sha256 or sha512,
 // that the signature format suits the key type (RSA must use rsa-sha2-256 or
 // rsa-sha2-512, never SHA-1 ssh-rsa), that RSA keys have at most MaxRSABits,
-// and that no bytes trail any field. Certificates are refused.
+// and that no bytes trail any field. The key may be an OpenSSH user certificate (not a host
+// certificate): then the signature is its key's, and these checks apply to that key; whether
+// the certificate itself is to be trusted is for the caller to decide (package usercert).
 func ParseSSHSIG(blob []byte, namespace string) (*SSHSIG, error) {
 	if len(blob) > MaxSignatureSize {
 		return nil, fmt.Errorf("keys: sshsig: signature is %d bytes, more than %d", len(blob), MaxSignatureSize)
@@ -160,10 +172,15 @@ func ParseSSHSIG(blob []byte, namespace string) (*SSHSIG, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: sshsig: public key: %w", err)
 	}
-	if _, ok := pub.(*ssh.Certificate); ok {
-		return nil, errors.New("keys: sshsig: certificates are not supported")
+	if c, ok := pub.(*ssh.Certificate); ok {
+		if c.CertType != ssh.UserCert {
+			return nil, errors.New("keys: sshsig: a host certificate cannot sign an authenticator")
+		}
+		if _, ok := c.Key.(*ssh.Certificate); ok {
+			return nil, errors.New("keys: sshsig: certificate of a certificate")
+		}
 	}
-	if err := checkRSASize(pub); err != nil {
+	if err := checkRSASize(Underlying(pub)); err != nil {
 		return nil, err
 	}
 	if string(ns) != namespace {
@@ -184,7 +201,16 @@ func ParseSSHSIG(blob []byte, namespace string) (*SSHSIG, error) {
 	return &SSHSIG{Key: pub, namespace: namespace, reserved: string(reserved), hashAlg: string(hashAlg), sig: sig}, nil
 }
 
-// Verify checks that the signature is the claimed key's over message.
+// Underlying returns a certificate's key, and any other key itself.
+func Underlying(k ssh.PublicKey) ssh.PublicKey {
+	if c, ok := k.(*ssh.Certificate); ok {
+		return c.Key
+	}
+	return k
+}
+
+// Verify checks that the signature is the claimed key's over message (for a certificate,
+// its key's).
 func (s *SSHSIG) Verify(message []byte) error {
 	var digest []byte
 	if s.hashAlg == "sha256" {
@@ -262,7 +288,7 @@ func parseSignature(b []byte) (*ssh.Signature, error) {
 // that nothing follows the signature except, for sk- keys, the flags byte and
 // counter.
 func checkSigFormat(pub ssh.PublicKey, sig *ssh.Signature) error {
-	kt := pub.Type()
+	kt := Underlying(pub).Type()
 	switch kt {
 	case ssh.KeyAlgoRSA:
 		if sig.Format != ssh.KeyAlgoRSASHA256 && sig.Format != ssh.KeyAlgoRSASHA512 {
