@@ -5,7 +5,6 @@ package netauth
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"ubns.dev/netauth/agent"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // TestNetauthAgentChainedToSSHAgent: a netauth agent chained to a stock OpenSSH ssh-agent
@@ -25,12 +25,7 @@ func TestNetauthAgentChainedToSSHAgent(t *testing.T) {
 	for _, typ := range []string{"ed25519", "rsa"} {
 		t.Run(typ, func(t *testing.T) {
 			dir := t.TempDir()
-			upSock := filepath.Join(t.TempDir(), "ssh-agent.sock")
-			up := exec.Command("ssh-agent", "-D", "-a", upSock)
-			if err := up.Start(); err != nil {
-				t.Fatalf("ssh-agent: %v", err)
-			}
-			t.Cleanup(func() { up.Process.Kill(); up.Wait() })
+			upSock, up := testutil.StartSSHAgent(t)
 			keyPath, upPub := sshKeygen(t, dir, typ)
 			for deadline := time.Now().Add(10 * time.Second); ; {
 				cmd := exec.Command("ssh-add", keyPath)

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/agent"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // checkAgentHint checks that a Dial error names the agent socket and says what to do: start
@@ -69,15 +70,7 @@ func TestAgentKilledBetweenDials(t *testing.T) {
 		}
 		dir := t.TempDir()
 		keyPath, pub := sshKeygen(t, dir, "ed25519")
-		sock := filepath.Join(dir, "agent.sock")
-		cmd := exec.Command("ssh-agent", "-D", "-a", sock)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		for i := 0; i < 200 && !fileExists(sock); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
+		sock, cmd := testutil.StartSSHAgent(t)
 		sshAdd(t, sock, keyPath)
 		ts := newTestServer(t, nil)
 		ts.keys["alice"] = []ssh.PublicKey{pub}

@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/agent"
 	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // sshKeygen makes an OpenSSH key pair with the real ssh-keygen and returns the private key
@@ -44,21 +44,8 @@ func sshKeygen(t *testing.T, dir, typ string) (string, ssh.PublicKey) {
 // startOpenSSHAgent runs a real ssh-agent on a socket in a temporary directory.
 func startOpenSSHAgent(t *testing.T) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("ssh-agent: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("ssh-agent did not create its socket")
-	return ""
+	sock, _ := testutil.StartSSHAgent(t)
+	return sock
 }
 
 func sshAdd(t *testing.T, sock, keyPath string) {

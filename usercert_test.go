@@ -6,14 +6,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/audit"
@@ -49,23 +47,6 @@ func readAuthorizedKey(t *testing.T, path string) ssh.PublicKey {
 	return k
 }
 
-// startReadyAgent starts a stock ssh-agent and waits until it accepts connections: its socket
-// file appears when it binds, a moment before it listens.
-func startReadyAgent(t *testing.T) string {
-	t.Helper()
-	sock := startOpenSSHAgent(t)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			c.Close()
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh-agent does not accept connections: %v", err)
-		}
-	}
-}
-
 // newCertUser makes a CA and a key, certifies the key with certOpts (ssh-keygen -s options)
 // and loads it into a new ssh-agent.
 func newCertUser(t *testing.T, certOpts ...string) *certUser {
@@ -78,7 +59,7 @@ func newCertUser(t *testing.T, certOpts ...string) *certUser {
 	u.caPub = readAuthorizedKey(t, u.ca+".pub")
 	u.pub = readAuthorizedKey(t, u.id+".pub")
 	u.cert = readAuthorizedKey(t, u.id+"-cert.pub").(*ssh.Certificate)
-	u.sock = startReadyAgent(t)
+	u.sock = startOpenSSHAgent(t)
 	sshAdd(t, u.sock, u.id)
 	return u
 }
@@ -274,7 +255,7 @@ func TestUserCertificateRefusals(t *testing.T) {
 // trusted CA.
 func TestCAKeyIsNoUserKey(t *testing.T) {
 	u := newCertUser(t, "-I", "x", "-n", "alice")
-	sock := startReadyAgent(t)
+	sock := startOpenSSHAgent(t)
 	sshAdd(t, sock, u.ca)
 	ts := newTestServer(t, func(c *ServerConfig) { c.TrustedUserCAKeys = []ssh.PublicKey{u.caPub} })
 	ts.serveEcho()

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
 	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
@@ -210,29 +211,12 @@ func TestOpenSSHTools(t *testing.T) {
 // signatures.
 func TestStockSSHAgent(t *testing.T) {
 	needTools(t, "ssh-agent")
-	sock := filepath.Join(t.TempDir(), "ssh-agent.sock")
-	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
-	if err := cmd.Start(); err != nil {
+	sock, _ := testutil.StartSSHAgent(t)
+	c, closer, err := Dial(sock)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	// ssh-agent binds the socket before it listens: retry until it answers.
-	var c sshagent.ExtendedAgent
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		client, closer, err := Dial(sock)
-		if err == nil {
-			t.Cleanup(func() { closer.Close() })
-			c = client
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh-agent does not answer: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	t.Cleanup(func() { closer.Close() })
 
 	edKey, _ := newEd25519(t)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)

@@ -19,6 +19,7 @@ import (
 	sshagent "golang.org/x/crypto/ssh/agent"
 
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // startSSHAgent runs a stock OpenSSH ssh-agent in the foreground with extra
@@ -27,26 +28,7 @@ import (
 func startSSHAgent(t *testing.T, env ...string) (string, *exec.Cmd) {
 	t.Helper()
 	needTools(t, "ssh-agent", "ssh-add", "ssh-keygen")
-	sock := filepath.Join(t.TempDir(), "ssh-agent.sock")
-	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := openSSH(sock, nil, nil, "ssh-add", "-l"); err == nil || strings.Contains(err.Error(), "exit status 1") {
-			break // exit status 1: the agent answered "no identities"
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ssh-agent does not answer")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return sock, cmd
+	return testutil.StartSSHAgent(t, env...)
 }
 
 // userCert makes a CA with ssh-keygen and signs a user certificate for the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // stockAgent runs OpenSSH's ssh-agent holding a new Ed25519 key, and
@@ -27,15 +28,7 @@ func stockAgent(t *testing.T) (string, string) {
 		}
 	}
 	dir := privateDir(t)
-	sock := filepath.Join(dir, "ssh-agent.sock")
-	cmd := exec.Command("ssh-agent", "-D", "-a", sock)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	sock, _ := testutil.StartSSHAgent(t)
 	key := filepath.Join(dir, "id")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -38,28 +37,11 @@ func certKey(t *testing.T, dir, typ string, extra ...string) (string, ssh.Public
 	return id, caPub
 }
 
-// startReadyAgent starts a real ssh-agent and waits until it accepts connections: its socket
-// file appears when it binds, a moment before it listens.
-func startReadyAgent(t *testing.T) string {
-	t.Helper()
-	sock := startAgent(t)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			c.Close()
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh-agent does not accept connections: %v", err)
-		}
-	}
-}
-
 // keygenSignWithCert has ssh-keygen -Y sign sign message with the certificate id-cert.pub,
 // whose key an ssh-agent holds: what a user with a certificate gets from ssh-keygen.
 func keygenSignWithCert(t *testing.T, id string, message []byte) []byte {
 	t.Helper()
-	sock := startReadyAgent(t)
+	sock := startAgent(t)
 	env := []string{"SSH_AUTH_SOCK=" + sock}
 	if _, err := runErr(nil, env, openssh(t, "ssh-add"), "-q", id); err != nil {
 		t.Fatalf("ssh-add: %v", err)
@@ -126,7 +108,7 @@ func TestSignWithCertificate(t *testing.T) {
 		t.Run(typ, func(t *testing.T) {
 			dir := t.TempDir()
 			id, caPub := certKey(t, dir, typ)
-			sock := startReadyAgent(t)
+			sock := startAgent(t)
 			if _, err := runErr(nil, []string{"SSH_AUTH_SOCK=" + sock}, openssh(t, "ssh-add"), "-q", id); err != nil {
 				t.Fatalf("ssh-add: %v", err)
 			}

@@ -10,14 +10,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 const testNamespace = "netauth-test@ubns.dev"
@@ -258,25 +257,8 @@ func loadSigner(t *testing.T, path string) ssh.Signer {
 // startAgent starts a real ssh-agent and returns its socket path.
 func startAgent(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "agent.sock")
-	cmd := exec.Command(openssh(t, "ssh-agent"), "-D", "-a", sock)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ssh-agent did not create its socket")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	sock, _ := testutil.StartSSHAgent(t)
+	return sock
 }
 
 func TestAgentSign(t *testing.T) {

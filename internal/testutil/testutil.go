@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package testutil holds the helpers netauth's tests share: loopback TCP connection pairs, a
-// buffer safe for concurrent use, in-memory SSH keys, and a bounded flood of connections from
-// one source address. It is imported by tests only, and imports no other netauth package, so
+// buffer safe for concurrent use, in-memory SSH keys, a bounded flood of connections from one
+// source address, and a real OpenSSH ssh-agent that accepts connections before it is used. It is imported by tests only, and imports no other netauth package, so
 // any package's own tests can use it.
 package testutil
 
