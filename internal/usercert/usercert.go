@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -425,6 +426,9 @@ func (c *Checker) checkSignature(cert *ssh.Certificate, wire []byte) error {
 			return refuse("certificate %q is signed with %q by a %s key", cert.KeyId, sig.Format, ca.Type())
 		}
 	}
+	if err := canonicalSignature(cert); err != nil {
+		return err
+	}
 	// The signed part is the certificate's wire form without its final signature field.
 	c2 := *cert
 	c2.Signature = nil
@@ -442,5 +446,27 @@ func (c *Checker) checkSignature(cert *ssh.Certificate, wire []byte) error {
 	}
 	c.verified[h] = cert
 	c.mu.Unlock()
+	return nil
+}
+
+// canonicalSignature refuses an ECDSA CA signature whose r or s is not in its shortest
+// encoding. Such a signature verifies (OpenSSH and x/crypto skip leading zero bytes), so
+// without this check anyone who saw one certificate of an ECDSA CA (certificates are public)
+// could make any number of distinct certificates that verify, each taking a place in the
+// cache of verified certificates and evicting those other users' tickets name. What remains
+// (s or n-s) makes at most two forms of each certificate the CA issued.
+func canonicalSignature(cert *ssh.Certificate) error {
+	switch cert.SignatureKey.Type() {
+	case ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256:
+	default:
+		return nil
+	}
+	var rs struct{ R, S *big.Int }
+	if err := ssh.Unmarshal(cert.Signature.Blob, &rs); err != nil {
+		return &Error{Reason: fmt.Sprintf("certificate %q: malformed CA signature", cert.KeyId), Err: err}
+	}
+	if !bytes.Equal(ssh.Marshal(&rs), cert.Signature.Blob) {
+		return refuse("certificate %q: the CA signature is not in its canonical encoding", cert.KeyId)
+	}
 	return nil
 }
