@@ -122,7 +122,8 @@ type Options struct {
 	// without an entry is unrestricted. A restricted key is also refused for
 	// netauth SSHSIG signatures made through the plain ssh-agent sign
 	// request, so the restriction cannot be bypassed; other signatures
-	// (SSH logins) are still made.
+	// (SSH logins) are still made. A restriction on a key applies to its
+	// certificates as well, which sign with it.
 	Restrictions map[string][]string
 	// MaxTickets is the number of tickets the agent caches; when it is full
 	// the ticket that expires soonest is evicted. Zero or negative means
