@@ -250,12 +250,13 @@ func (c HostChecker) Check(hostport string, key ssh.PublicKey) error {
 			if e.marker != "revoked" {
 				continue
 			}
-			w := e.key.Marshal()
+			// As OpenSSH's sshkey_equal_public: a line holding a certificate revokes its key.
+			w := Underlying(e.key).Marshal()
 			if bytes.Equal(w, plainWire) || (caWire != nil && bytes.Equal(w, caWire)) {
 				herr.Revoked = true
 				herr.RevokedAt = e.where()
 				if !bytes.Equal(w, plainWire) {
-					herr.RevokedWhat = "the certificate authority " + Fingerprint(e.key) + " that signed it"
+					herr.RevokedWhat = "the certificate authority " + Fingerprint(Underlying(e.key)) + " that signed it"
 				}
 				return herr
 			}

@@ -86,3 +86,23 @@ func TestRedteamHostCertSHA1Signature(t *testing.T) {
 		t.Error("host certificate signed with ssh-rsa (SHA-1) accepted")
 	}
 }
+
+// A @revoked line revokes the key it holds whatever form the line gives it in: OpenSSH
+// compares public keys with sshkey_equal_public, so a line that holds a host certificate
+// (pasted from the server, say) revokes the certificate's key, plain or certified.
+func TestRedteamRevokedCertificateLine(t *testing.T) {
+	ca := newSigner(t, "ed25519")
+	cert := redteamHostCert(t, ca, "db7.example.com")
+	certLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))
+	hc := redteamKnownHosts(t,
+		"@cert-authority * "+authLine(ca.PublicKey()),
+		"[db7.example.com]:7000 "+authLine(cert.Key),
+		"@revoked * "+certLine)
+	for _, k := range []ssh.PublicKey{cert.Key, cert} {
+		err := hc.Check("db7.example.com:7000", k)
+		var herr *HostKeyError
+		if !errors.As(err, &herr) || !herr.Revoked {
+			t.Errorf("%s whose certificate a @revoked line holds: err = %v, want revoked", k.Type(), err)
+		}
+	}
+}
