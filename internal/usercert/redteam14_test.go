@@ -124,3 +124,58 @@ func TestRedteamECDSACAFromSSHKeygen(t *testing.T) {
 		}
 	}
 }
+
+// redteamList is a principals source that lists fixed principals.
+type redteamList []string
+
+func (l redteamList) Principals(context.Context, string) ([]string, error) { return l, nil }
+
+// A certificate a client makes up, naming a trusted CA, reaches the principals step before
+// its signature is checked (PROTOCOL §3.7: it should then cost about one signature
+// verification). It may carry over a thousand principals; matched one by one against an
+// authorized principals list of a thousand entries, that is over a million string
+// comparisons (tens of milliseconds) per handshake, for a client that holds nothing.
+func TestRedteamPrincipalsMatchCost(t *testing.T) {
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := ssh.NewSignerFromKey(caPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed []string
+	for i := range 1000 {
+		allowed = append(allowed, fmt.Sprintf("team-%04d", i))
+	}
+	forged := redteamCert(t, ca, "x")
+	forged.ValidPrincipals = make([]string, 1150)
+	for i := range forged.ValidPrincipals {
+		forged.ValidPrincipals[i] = "team-000y" // as long as each allowed one, matching none
+	}
+	forged.Signature = &ssh.Signature{Format: ssh.KeyAlgoED25519, Blob: make([]byte, ed25519.SignatureSize)}
+	if n := len(forged.Marshal()); n > MaxCertSize-256 {
+		t.Fatalf("fixture: certificate of %d bytes would not fit an authenticator", n)
+	}
+	// The cost of refusing it against a list of one principal is the baseline: what the
+	// certificate costs to take in whatever the list (its wire form, its fields).
+	cost := func(list []string) time.Duration {
+		c := &Checker{CAs: []ssh.PublicKey{ca.PublicKey()}, Principals: []PrincipalSource{redteamList(list)}}
+		best := time.Hour
+		for range 7 {
+			start := time.Now()
+			err := c.Check(context.Background(), forged, "alice", "192.0.2.1:1", time.Now(), time.Minute)
+			best = min(best, time.Since(start))
+			if err == nil {
+				t.Fatal("forged certificate accepted")
+			}
+		}
+		return best
+	}
+	base, long := cost(allowed[:1]), cost(allowed)
+	t.Logf("one authorized principal: %v; %d: %v", base, len(allowed), long)
+	if long > 4*base+200*time.Microsecond {
+		t.Errorf("a forged certificate with %d principals costs %v to refuse against %d authorized principals, %v against one: "+
+			"the match is not linear", len(forged.ValidPrincipals), long, len(allowed), base)
+	}
+}

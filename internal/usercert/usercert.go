@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,11 @@ const MaxCertSize = keys.MaxSignatureSize
 
 // maxVerified bounds the certificates whose CA signature verified that a Checker remembers.
 const maxVerified = 4096
+
+// smallMatch is the largest product of the lengths of a certificate's principals and a
+// user's authorized principals that checkPrincipals compares pair by pair; beyond it, it
+// matches through a set.
+const smallMatch = 256
 
 // maxPrincipalsPerUser bounds the principals a file or command may list for one user.
 const maxPrincipalsPerUser = 1000
@@ -382,17 +388,32 @@ func (c *Checker) checkPrincipals(ctx context.Context, cert *ssh.Certificate, us
 		return refuse("certificate %q has no principal %q", cert.KeyId, user)
 	}
 	var lookupErr error
+	var certSet map[string]struct{}
 	for _, src := range c.Principals {
 		allowed, err := src.Principals(ctx, user)
 		if err != nil {
 			lookupErr = err
 			continue
 		}
-		for _, a := range allowed {
-			for _, p := range cert.ValidPrincipals {
-				if p == a {
+		if len(allowed)*len(cert.ValidPrincipals) <= smallMatch {
+			for _, a := range allowed {
+				if slices.Contains(cert.ValidPrincipals, a) {
 					return nil
 				}
+			}
+			continue
+		}
+		// Both lists may be long (a certificate a client made up may carry a thousand
+		// principals): match through a set, in time linear in their lengths.
+		if certSet == nil {
+			certSet = make(map[string]struct{}, len(cert.ValidPrincipals))
+			for _, p := range cert.ValidPrincipals {
+				certSet[p] = struct{}{}
+			}
+		}
+		for _, a := range allowed {
+			if _, ok := certSet[a]; ok {
+				return nil
 			}
 		}
 	}
