@@ -70,6 +70,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,7 +122,8 @@ type Options struct {
 	// without an entry is unrestricted. A restricted key is also refused for
 	// netauth SSHSIG signatures made through the plain ssh-agent sign
 	// request, so the restriction cannot be bypassed; other signatures
-	// (SSH logins) are still made.
+	// (SSH logins) are still made. A restriction on a key applies to its
+	// certificates as well, which sign with it.
 	Restrictions map[string][]string
 	// MaxTickets is the number of tickets the agent caches; when it is full
 	// the ticket that expires soonest is evicted. Zero or negative means
@@ -345,7 +347,7 @@ func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // SignWithFlags signs data with the key, like Sign, honouring the RSA
 // signature algorithm flags.
 func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlags) (*ssh.Signature, error) {
-	if fp := keys.Fingerprint(key); a.restrictions[fp] != nil && isNetauthSignedData(data) {
+	if fp := keys.Fingerprint(key); a.restricted(key) && isNetauthSignedData(data) {
 		a.log.Warn("refused raw netauth signature with a host-restricted key", "key", fp)
 		return nil, fmt.Errorf("agent: key %s is host-restricted; netauth signatures must use %s", fp, ExtSign)
 	}
@@ -353,6 +355,43 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sig
 		return a.keyring.SignWithFlags(key, data, flags)
 	}
 	return a.upstreamSign(key, data, flags)
+}
+
+// restrictionsOf returns the host restrictions that apply to key: those naming it and, for a
+// certificate, those naming its key (the fingerprint ssh-keygen -l prints for the key file),
+// since a certificate signs with its key.
+func (a *Agent) restrictionsOf(key ssh.PublicKey) []map[string]bool {
+	var out []map[string]bool
+	if r := a.restrictions[keys.Fingerprint(key)]; r != nil {
+		out = append(out, r)
+	}
+	cert, ok := key.(*ssh.Certificate)
+	if !ok && strings.HasSuffix(key.Type(), "-cert-v01@openssh.com") {
+		// A sign request names its key as an opaque blob (an sshagent.Key).
+		if k, err := ssh.ParsePublicKey(key.Marshal()); err == nil {
+			cert, ok = k.(*ssh.Certificate)
+		}
+	}
+	if ok {
+		if r := a.restrictions[keys.Fingerprint(cert.Key)]; r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// restricted reports whether a host restriction applies to key.
+func (a *Agent) restricted(key ssh.PublicKey) bool { return len(a.restrictionsOf(key)) > 0 }
+
+// hostAllowed reports whether key may sign a netauth statement for the host key whose
+// fingerprint is hostFP: every restriction that applies to it must list the host.
+func (a *Agent) hostAllowed(key ssh.PublicKey, hostFP string) bool {
+	for _, r := range a.restrictionsOf(key) {
+		if !r[hostFP] {
+			return false
+		}
+	}
+	return true
 }
 
 // isNetauthSignedData reports whether data is (or claims to be) an SSHSIG
@@ -590,7 +629,7 @@ func (a *Agent) sign(contents []byte) ([]byte, error) {
 	}
 	keyFP := keys.Fingerprint(pub)
 	hostFP := keys.Fingerprint(st.HostKey)
-	if allowed := a.restrictions[keyFP]; allowed != nil && !allowed[hostFP] {
+	if !a.hostAllowed(pub, hostFP) {
 		a.log.Warn("refused netauth signature for a host the key is not allowed for",
 			"key", keyFP, "host", hostFP, "service", st.Service, "user", st.User)
 		return nil, fmt.Errorf("agent: netauth sign: key %s may not be used for host %s", keyFP, hostFP)

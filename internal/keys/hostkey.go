@@ -275,7 +275,7 @@ func CheckHostCertificate(cert *ssh.Certificate, key ed25519.PrivateKey, now tim
 	if len(cert.ValidPrincipals) == 0 {
 		return errors.New("no principals: clients check the host name against them (ssh-keygen -n)")
 	}
-	if problem := checkHostCert(cert, "", now); problem != "" {
+	if problem := checkHostCert(cert, "", true, now); problem != "" {
 		return errors.New(problem)
 	}
 	return nil

@@ -250,12 +250,13 @@ func (c HostChecker) Check(hostport string, key ssh.PublicKey) error {
 			if e.marker != "revoked" {
 				continue
 			}
-			w := e.key.Marshal()
+			// As OpenSSH's sshkey_equal_public: a line holding a certificate revokes its key.
+			w := Underlying(e.key).Marshal()
 			if bytes.Equal(w, plainWire) || (caWire != nil && bytes.Equal(w, caWire)) {
 				herr.Revoked = true
 				herr.RevokedAt = e.where()
 				if !bytes.Equal(w, plainWire) {
-					herr.RevokedWhat = "the certificate authority " + Fingerprint(e.key) + " that signed it"
+					herr.RevokedWhat = "the certificate authority " + Fingerprint(Underlying(e.key)) + " that signed it"
 				}
 				return herr
 			}
@@ -268,7 +269,7 @@ func (c HostChecker) Check(hostport string, key ssh.PublicKey) error {
 		for i, entries := range files {
 			for _, e := range entries {
 				if e.marker == "cert-authority" && e.matches(host, exact, c.Files[i].SSH) && bytes.Equal(e.key.Marshal(), caWire) {
-					if problem = checkHostCert(cert, host, c.now()); problem == "" {
+					if problem = checkHostCert(cert, host, false, c.now()); problem == "" {
 						return nil
 					}
 					problem = fmt.Sprintf("certificate by CA %s (%s): %s", Fingerprint(cert.SignatureKey), e.where(), problem)
@@ -324,8 +325,11 @@ func (c HostChecker) now() time.Time {
 // checkHostCert returns why cert is not a valid host certificate for host at now ("" if
 // it is), as OpenSSH's sshkey_cert_check_host does: a host certificate, within its
 // validity, with principals (patterns) of which one matches host, no critical options,
-// and a valid signature by its CA. An empty host skips the principal match.
-func checkHostCert(cert *ssh.Certificate, host string, now time.Time) string {
+// and a valid signature by its CA (an RSA CA's with rsa-sha2-256 or rsa-sha2-512, never
+// SHA-1 ssh-rsa, as OpenSSH 8.8 and later require). anyHost skips the principal match (a
+// server checking its own certificate); a client's empty host name is matched like any
+// other, so that only a principal pattern that matches the empty name accepts it.
+func checkHostCert(cert *ssh.Certificate, host string, anyHost bool, now time.Time) string {
 	switch {
 	case cert.CertType != ssh.HostCert:
 		return "not a host certificate"
@@ -340,8 +344,12 @@ func checkHostCert(cert *ssh.Certificate, host string, now time.Time) string {
 	case len(cert.CriticalOptions) != 0:
 		return "it contains unsupported critical options"
 	}
+	if cert.SignatureKey != nil && cert.SignatureKey.Type() == ssh.KeyAlgoRSA && cert.Signature != nil &&
+		cert.Signature.Format != ssh.KeyAlgoRSASHA256 && cert.Signature.Format != ssh.KeyAlgoRSASHA512 {
+		return fmt.Sprintf("its RSA CA signed it with %q, not rsa-sha2-256 or rsa-sha2-512", cert.Signature.Format)
+	}
 	matched := ""
-	if host == "" {
+	if anyHost {
 		matched = cert.ValidPrincipals[0]
 	}
 	for _, p := range cert.ValidPrincipals {

@@ -15,10 +15,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +46,11 @@ const MaxCertSize = keys.MaxSignatureSize
 
 // maxVerified bounds the certificates whose CA signature verified that a Checker remembers.
 const maxVerified = 4096
+
+// smallMatch is the largest product of the lengths of a certificate's principals and a
+// user's authorized principals that checkPrincipals compares pair by pair; beyond it, it
+// matches through a set.
+const smallMatch = 256
 
 // maxPrincipalsPerUser bounds the principals a file or command may list for one user.
 const maxPrincipalsPerUser = 1000
@@ -381,17 +388,32 @@ func (c *Checker) checkPrincipals(ctx context.Context, cert *ssh.Certificate, us
 		return refuse("certificate %q has no principal %q", cert.KeyId, user)
 	}
 	var lookupErr error
+	var certSet map[string]struct{}
 	for _, src := range c.Principals {
 		allowed, err := src.Principals(ctx, user)
 		if err != nil {
 			lookupErr = err
 			continue
 		}
-		for _, a := range allowed {
-			for _, p := range cert.ValidPrincipals {
-				if p == a {
+		if len(allowed)*len(cert.ValidPrincipals) <= smallMatch {
+			for _, a := range allowed {
+				if slices.Contains(cert.ValidPrincipals, a) {
 					return nil
 				}
+			}
+			continue
+		}
+		// Both lists may be long (a certificate a client made up may carry a thousand
+		// principals): match through a set, in time linear in their lengths.
+		if certSet == nil {
+			certSet = make(map[string]struct{}, len(cert.ValidPrincipals))
+			for _, p := range cert.ValidPrincipals {
+				certSet[p] = struct{}{}
+			}
+		}
+		for _, a := range allowed {
+			if _, ok := certSet[a]; ok {
+				return nil
 			}
 		}
 	}
@@ -425,6 +447,9 @@ func (c *Checker) checkSignature(cert *ssh.Certificate, wire []byte) error {
 			return refuse("certificate %q is signed with %q by a %s key", cert.KeyId, sig.Format, ca.Type())
 		}
 	}
+	if err := canonicalSignature(cert); err != nil {
+		return err
+	}
 	// The signed part is the certificate's wire form without its final signature field.
 	c2 := *cert
 	c2.Signature = nil
@@ -442,5 +467,27 @@ func (c *Checker) checkSignature(cert *ssh.Certificate, wire []byte) error {
 	}
 	c.verified[h] = cert
 	c.mu.Unlock()
+	return nil
+}
+
+// canonicalSignature refuses an ECDSA CA signature whose r or s is not in its shortest
+// encoding. Such a signature verifies (OpenSSH and x/crypto skip leading zero bytes), so
+// without this check anyone who saw one certificate of an ECDSA CA (certificates are public)
+// could make any number of distinct certificates that verify, each taking a place in the
+// cache of verified certificates and evicting those other users' tickets name. What remains
+// (s or n-s) makes at most two forms of each certificate the CA issued.
+func canonicalSignature(cert *ssh.Certificate) error {
+	switch cert.SignatureKey.Type() {
+	case ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256:
+	default:
+		return nil
+	}
+	var rs struct{ R, S *big.Int }
+	if err := ssh.Unmarshal(cert.Signature.Blob, &rs); err != nil {
+		return &Error{Reason: fmt.Sprintf("certificate %q: malformed CA signature", cert.KeyId), Err: err}
+	}
+	if !bytes.Equal(ssh.Marshal(&rs), cert.Signature.Blob) {
+		return refuse("certificate %q: the CA signature is not in its canonical encoding", cert.KeyId)
+	}
 	return nil
 }
