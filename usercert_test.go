@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/agent"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
 )
@@ -288,5 +290,49 @@ func TestRevokedPlainKey(t *testing.T) {
 	var re *RefusedError
 	if !errors.As(err, &re) || re.Code != CodeNotAuthorized {
 		t.Fatalf("got %v, want not_authorized", err)
+	}
+}
+
+// TestLargeCertificateResumes: a user certificate far larger than a plain key (here 255
+// principals, ssh-keygen's most, some 10 KiB) is kept in the client's cached session, so its next connection
+// resumes, whether the session is cached in process memory or in a netauth agent chained to
+// the stock ssh-agent that holds the certificate.
+func TestLargeCertificateResumes(t *testing.T) {
+	principals := []string{"alice"}
+	for i := range 254 {
+		principals = append(principals, fmt.Sprintf("a-rather-long-group-name-%04d", i))
+	}
+	u := newCertUser(t, "-I", "alice@laptop", "-n", strings.Join(principals, ","))
+	if n := len(u.cert.Marshal()); n < 8000 {
+		t.Fatalf("the certificate is %d bytes; this test needs one over 8000", n)
+	}
+	ts := newTestServer(t, func(c *ServerConfig) { c.TrustedUserCAKeys = []ssh.PublicKey{u.caPub} })
+	ts.serveEcho()
+
+	ag := agent.New(agent.Options{Upstream: u.sock})
+	ln, netauthSock, err := agent.Listen(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+	}{
+		{"memory cache", &Config{User: "alice", AgentSocket: u.sock, KnownHostsFile: ts.knownHosts, TicketCache: NewMemoryTicketCache(4)}},
+		{"netauth agent", &Config{User: "alice", AgentSocket: netauthSock, KnownHostsFile: ts.knownHosts}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if first := dialEcho(t, ts.addr, tc.cfg); first.Resumed || first.KeyType != u.cert.Type() {
+				t.Fatalf("first connection: resumed %v, key type %s", first.Resumed, first.KeyType)
+			}
+			if second := dialEcho(t, ts.addr, tc.cfg); !second.Resumed {
+				t.Fatal("the second connection was not resumed: the session with the large certificate was not kept")
+			}
+		})
 	}
 }

@@ -95,8 +95,13 @@ const (
 const (
 	// MaxTicketIDSize is the longest ticket id the agent stores, in bytes.
 	MaxTicketIDSize = 512
-	// MaxTicketSize is the longest ticket the agent stores, in bytes.
-	MaxTicketSize = 4096
+	// MaxTicketSize is the longest ticket the agent stores, in bytes: a client's
+	// cached session, which holds the user's key or certificate (up to 16 KiB) and
+	// the host's key or certificate.
+	MaxTicketSize = 24 << 10
+	// MaxTicketBytes bounds the bytes of all the tickets an agent stores together;
+	// when a new one would pass it, the tickets expiring first are evicted.
+	MaxTicketBytes = 16 << 20
 	// DefaultMaxTickets is the number of tickets an agent caches when
 	// Options.MaxTickets is not set.
 	DefaultMaxTickets = 4096
@@ -180,6 +185,8 @@ type Agent struct {
 	mu      sync.Mutex // guards locked and tickets; held across Lock/Unlock
 	locked  bool
 	tickets map[string]*ticket
+	// ticketBytes is the size of every ticket in tickets together.
+	ticketBytes int
 }
 
 // New returns an empty agent configured by opts.
@@ -518,16 +525,19 @@ func (a *Agent) ticketPut(contents []byte) ([]byte, error) {
 		return nil, errors.New("agent: ticket put: ticket already expired")
 	}
 	if old, ok := a.tickets[req.ID]; ok {
-		old.wipe()
-		delete(a.tickets, req.ID)
+		a.dropLocked(req.ID, old)
 	}
-	if len(a.tickets) >= a.maxTickets {
+	full := func() bool {
+		return len(a.tickets) >= a.maxTickets || a.ticketBytes+len(req.Ticket) > MaxTicketBytes
+	}
+	if full() {
 		a.expireLocked(now)
 	}
-	for len(a.tickets) >= a.maxTickets {
+	for full() && len(a.tickets) > 0 {
 		a.evictSoonestLocked()
 	}
 	a.tickets[req.ID] = &ticket{data: bytes.Clone(req.Ticket), expiry: expiry}
+	a.ticketBytes += len(req.Ticket)
 	return []byte{msgSuccess}, nil
 }
 
@@ -535,10 +545,16 @@ func (a *Agent) ticketPut(contents []byte) ([]byte, error) {
 func (a *Agent) expireLocked(now time.Time) {
 	for id, t := range a.tickets {
 		if !now.Before(t.expiry) {
-			t.wipe()
-			delete(a.tickets, id)
+			a.dropLocked(id, t)
 		}
 	}
+}
+
+// dropLocked wipes and deletes the ticket t stored under id.
+func (a *Agent) dropLocked(id string, t *ticket) {
+	a.ticketBytes -= len(t.data)
+	t.wipe()
+	delete(a.tickets, id)
 }
 
 // evictSoonestLocked deletes the ticket that expires first.
@@ -553,16 +569,14 @@ func (a *Agent) evictSoonestLocked() {
 	if soonest == nil {
 		return
 	}
-	soonest.wipe()
-	delete(a.tickets, victim)
+	a.dropLocked(victim, soonest)
 	a.log.Debug("ticket cache full; evicted the ticket expiring first", "expiry", soonest.expiry)
 }
 
 // wipeTicketsLocked zeroes and deletes every ticket.
 func (a *Agent) wipeTicketsLocked() {
 	for id, t := range a.tickets {
-		t.wipe()
-		delete(a.tickets, id)
+		a.dropLocked(id, t)
 	}
 }
 
@@ -581,8 +595,7 @@ func (a *Agent) ticketGet(contents []byte) ([]byte, error) {
 	}
 	t, ok := a.tickets[req.ID]
 	if ok && !a.now().Before(t.expiry) {
-		t.wipe()
-		delete(a.tickets, req.ID)
+		a.dropLocked(req.ID, t)
 		ok = false
 	}
 	if !ok {
@@ -605,8 +618,7 @@ func (a *Agent) ticketDelete(contents []byte) ([]byte, error) {
 		return nil, errLocked
 	}
 	if t, ok := a.tickets[req.ID]; ok {
-		t.wipe()
-		delete(a.tickets, req.ID)
+		a.dropLocked(req.ID, t)
 	}
 	return []byte{msgSuccess}, nil
 }

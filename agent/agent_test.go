@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+
 	"ubns.dev/netauth/internal/testutil"
 
 	"golang.org/x/crypto/ssh"
@@ -749,4 +751,43 @@ func FuzzExtension(f *testing.F) {
 			t.Errorf("%d tickets cached, more than MaxTickets", n)
 		}
 	})
+}
+
+// TestTicketByteBudget: tickets may be up to MaxTicketSize each, but together at most
+// MaxTicketBytes: storing more evicts the tickets expiring first, and the count of bytes the
+// agent keeps follows every put, eviction, expiry and deletion.
+func TestTicketByteBudget(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	a := New(Options{Now: clock.Now})
+	now := clock.Now()
+	n := MaxTicketBytes/MaxTicketSize + 8
+	for i := range n {
+		if err := PutTicket(a, fmt.Sprintf("t%04d", i), make([]byte, MaxTicketSize), now.Add(time.Duration(i+1)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.mu.Lock()
+	kept, total := len(a.tickets), 0
+	for _, tk := range a.tickets {
+		total += len(tk.data)
+	}
+	counted := a.ticketBytes
+	a.mu.Unlock()
+	if total > MaxTicketBytes || counted != total || kept != MaxTicketBytes/MaxTicketSize {
+		t.Fatalf("after %d tickets of %d bytes: %d kept, %d bytes (counted %d); want %d kept, at most %d bytes", n, MaxTicketSize, kept, total, counted, MaxTicketBytes/MaxTicketSize, MaxTicketBytes)
+	}
+	if _, _, err := GetTicket(a, "t0000"); !errors.Is(err, ErrNoTicket) {
+		t.Errorf("the ticket expiring first was not the one evicted: %v", err)
+	}
+	if _, _, err := GetTicket(a, fmt.Sprintf("t%04d", n-1)); err != nil {
+		t.Errorf("the newest ticket is missing: %v", err)
+	}
+	if err := a.RemoveAll(); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.tickets) != 0 || a.ticketBytes != 0 {
+		t.Errorf("after RemoveAll: %d tickets, %d bytes counted; want none", len(a.tickets), a.ticketBytes)
+	}
 }

@@ -7,12 +7,18 @@ import (
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"ubns.dev/netauth/internal/keys"
 )
 
 const sessionVersion = 1
 
-// MaxSessionSize bounds a marshaled Session.
-const MaxSessionSize = 4096
+// MaxSessionUserKey bounds a Session's user key: a plain key or a user certificate, as large
+// as the SSHSIG authenticator that carried it.
+const MaxSessionUserKey = keys.MaxSignatureSize
+
+// MaxSessionSize bounds a marshaled Session: every field at its limit.
+const MaxSessionSize = 1 + 2 + MaxTicketSize + 2 + PSKLen + 8 + 8 + 2 + MaxHostKeyLen + 2 + MaxSessionUserKey + 2 + MaxNameLen + 2 + MaxNameLen
 
 // Session is what a client keeps to resume: the server's ticket, the resumption secret, and
 // the identity established by the full handshake that issued it. It is secret (it holds the
@@ -55,7 +61,7 @@ func ParseSession(p []byte) (*Session, error) {
 	var svc, user []byte
 	if !s.ReadUint8(&v) || v != sessionVersion || !readBytes16(&s, &out.Ticket, MaxTicketSize) ||
 		!readBytes16(&s, &out.Secret, PSKLen) || !s.ReadUint64(&exp) || !s.ReadUint64(&iss) ||
-		!readBytes16(&s, &out.HostKey, MaxHostKeyLen) || !readBytes16(&s, &out.UserKey, MaxTicketSize) ||
+		!readBytes16(&s, &out.HostKey, MaxHostKeyLen) || !readBytes16(&s, &out.UserKey, MaxSessionUserKey) ||
 		!readBytes16(&s, &svc, MaxNameLen) || !readBytes16(&s, &user, MaxNameLen) || !s.Empty() ||
 		len(out.Secret) != PSKLen || len(out.Ticket) == 0 || exp > 1<<62 || iss > 1<<62 {
 		return nil, errors.New("netauth: malformed cached session")
