@@ -162,8 +162,8 @@ func (b *httpBackendWorker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.proxy.ServeHTTP(w, r)
 }
 
-// badGateway answers a request the backend did not answer, and logs why (a warning, unless the
-// client went away first).
+// badGateway answers a request the backend did not answer with 502, and logs why (a warning,
+// unless the client went away first).
 func (b *httpBackendWorker) badGateway(w http.ResponseWriter, r *http.Request, err error) {
 	user, client := "", r.RemoteAddr
 	if c, ok := r.Context().Value(connKey{}).(*netauth.Conn); ok {
@@ -172,9 +172,9 @@ func (b *httpBackendWorker) badGateway(w http.ResponseWriter, r *http.Request, e
 	backend := b.network + ":" + b.address
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		b.log.Debug("http-backend: the client left before the backend answered", "backend", backend, "user", user, "client", client, "err", err)
-		return
+	} else {
+		b.log.Warn("http-backend: the backend did not answer", "backend", backend, "user", user, "client", client, "method", r.Method, "err", err)
 	}
-	b.log.Warn("http-backend: the backend did not answer", "backend", backend, "user", user, "client", client, "method", r.Method, "err", err)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusBadGateway)
