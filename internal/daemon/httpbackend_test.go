@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth"
 )
@@ -49,17 +51,28 @@ func startHTTPApp(t *testing.T, path string) {
 	if err := os.Chmod(path, 0o666); err != nil { // the worker runs as the service account
 		t.Fatal(err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			cred, _ := r.Context().Value(credKey{}).(*unix.Ucred)
-			seen := appSeen{Webauth: r.Header.Get("X-Webauth-User"), RemoteUser: r.Header.Get("Remote-User"),
-				NetauthUser: r.Header.Get("X-Netauth-User"), Fingerprint: r.Header.Get("X-Netauth-Key-Fingerprint"),
-				Resumed: r.Header.Get("X-Netauth-Resumed"), XFF: r.Header.Get("X-Forwarded-For")}
-			if cred != nil {
-				seen.UID, seen.PID = int32(cred.Uid), cred.Pid
+	mux := http.NewServeMux()
+	mux.Handle("/ws", websocket.Server{Handler: func(ws *websocket.Conn) {
+		user := ws.Request().Header.Get("X-Webauth-User")
+		for {
+			var msg string
+			if websocket.Message.Receive(ws, &msg) != nil || websocket.Message.Send(ws, user+": "+msg) != nil {
+				return
 			}
-			_ = json.NewEncoder(w).Encode(seen)
-		}),
+		}
+	}})
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, _ := r.Context().Value(credKey{}).(*unix.Ucred)
+		seen := appSeen{Webauth: r.Header.Get("X-Webauth-User"), RemoteUser: r.Header.Get("Remote-User"),
+			NetauthUser: r.Header.Get("X-Netauth-User"), Fingerprint: r.Header.Get("X-Netauth-Key-Fingerprint"),
+			Resumed: r.Header.Get("X-Netauth-Resumed"), XFF: r.Header.Get("X-Forwarded-For")}
+		if cred != nil {
+			seen.UID, seen.PID = int32(cred.Uid), cred.Pid
+		}
+		_ = json.NewEncoder(w).Encode(seen)
+	}))
+	srv := &http.Server{
+		Handler: mux,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			raw, err := c.(*net.UnixConn).SyscallConn()
 			if err != nil {
@@ -79,7 +92,8 @@ type credKey struct{}
 // TestHTTPBackendMode: netauthd runs one http-backend worker, as the service account, for
 // every user; curl through alice's netauth proxy, claiming to be root in the identity headers,
 // reaches the application as alice; bob's requests (raw HTTP on a netauth connection) reach
-// it as bob through the same worker.
+// it as bob through the same worker; each has a WebSocket through it, and revoking bob closes
+// his and leaves alice's working.
 func TestHTTPBackendMode(t *testing.T) {
 	requireRoot(t)
 	if _, err := exec.LookPath("curl"); err != nil {
@@ -134,6 +148,49 @@ func TestHTTPBackendMode(t *testing.T) {
 			t.Fatalf("bob's request %d reached the application as %+v; want netauth-bob, from alice's worker (pid %d)", i+1, bob, alice.PID)
 		}
 	}
+
+	// A WebSocket each; revoking bob closes his and leaves alice's.
+	openWS := func(user string) *websocket.Conn {
+		t.Helper()
+		c, err := netauth.Dial("tcp", tb.addr("app"), tb.config(user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		cfg, err := websocket.NewConfig("ws://app/ws", "http://app/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := websocket.NewClient(cfg, c)
+		if err != nil {
+			t.Fatalf("%s's WebSocket: %v", user, err)
+		}
+		return ws
+	}
+	echo := func(ws *websocket.Conn, msg string) (string, error) {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			return "", err
+		}
+		var got string
+		err := websocket.Message.Receive(ws, &got)
+		return got, err
+	}
+	wsAlice, wsBob := openWS("netauth-alice"), openWS("netauth-bob")
+	for ws, want := range map[*websocket.Conn]string{wsAlice: "netauth-alice: hi", wsBob: "netauth-bob: hi"} {
+		if got, err := echo(ws, "hi"); err != nil || got != want {
+			t.Fatalf("WebSocket echo: %q, %v; want %q", got, err, want)
+		}
+	}
+	tb.setKey("netauth-bob", nil)
+	var got string
+	if err := websocket.Message.Receive(wsBob, &got); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("bob's WebSocket after his key was removed: %q, %v; want it closed", got, err)
+	}
+	if got, err := echo(wsAlice, "still"); err != nil || got != "netauth-alice: still" {
+		t.Fatalf("alice's WebSocket after bob's revocation: %q, %v", got, err)
+	}
+
 	tb.d.mu.Lock()
 	w := tb.d.workers[workerKey{service: "app"}]
 	n := len(tb.d.workers)
