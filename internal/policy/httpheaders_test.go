@@ -5,6 +5,7 @@ package policy
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -132,5 +133,21 @@ func TestHTTPBackendExample(t *testing.T) {
 	}
 	if n != services {
 		t.Errorf("the example shows %d services, %d of them in http-backend mode; want all", services, n)
+	}
+}
+
+// TestCheckHTTPBackend: -check looks at an http-backend service's backend as at a backend
+// service's: a remote address and a missing socket are warnings.
+func TestCheckHTTPBackend(t *testing.T) {
+	prog := program(t, 0o755)
+	account := nonRootAccount(t)
+	warnings, errs := checkSrc(t, "service app {\n listen 127.0.0.1:0\n mode http-backend\n backend tcp:10.1.2.3:8080\n run-as account "+account+"\n users *\n}\n", prog)
+	if errs != nil || !hasMsg(warnings, `netauthd.conf:4: service "app": backend tcp:10.1.2.3:8080 is not a loopback address`) {
+		t.Errorf("Check = %q, %v; want a warning about the remote backend", warnings, errs)
+	}
+	sock := filepath.Join(t.TempDir(), "sock")
+	warnings, errs = checkSrc(t, "service app {\n listen 127.0.0.1:0\n mode http-backend\n backend unix:"+sock+"\n run-as account "+account+"\n users *\n}\n", prog)
+	if errs != nil || !hasMsg(warnings, "backend socket "+sock+" does not exist (yet)") {
+		t.Errorf("Check = %q, %v; want a warning about the missing socket", warnings, errs)
 	}
 }
