@@ -3,6 +3,8 @@
 package netauth
 
 import (
+	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -40,11 +42,37 @@ func newFileConn(f *os.File, local, remote string) (*fileConn, bool) {
 	return &fileConn{f: f, local: net.TCPAddrFromAddrPort(l), remote: net.TCPAddrFromAddrPort(r)}, true
 }
 
-func (c *fileConn) Read(p []byte) (int, error)  { return c.f.Read(p) }
-func (c *fileConn) Write(p []byte) (int, error) { return c.f.Write(p) }
-func (c *fileConn) Close() error                { return c.f.Close() }
-func (c *fileConn) LocalAddr() net.Addr         { return c.local }
-func (c *fileConn) RemoteAddr() net.Addr        { return c.remote }
+func (c *fileConn) Read(p []byte) (int, error) {
+	n, err := c.f.Read(p)
+	return n, c.opError("read", err)
+}
+
+func (c *fileConn) Write(p []byte) (int, error) {
+	n, err := c.f.Write(p)
+	return n, c.opError("write", err)
+}
+
+// opError reports an error of the descriptor's File as net's own connections do: io.EOF as it
+// is, anything else in a *net.OpError (a closed descriptor as net.ErrClosed), so that a caller
+// that asks whether a read error is a net.Error timeout (net/http's server does, after it
+// interrupts its own background read with a past deadline) gets the answer it would from a
+// *net.TCPConn.
+func (c *fileConn) opError(op string, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if errors.Is(err, os.ErrClosed) {
+		err = net.ErrClosed
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.local, Addr: c.remote, Err: err}
+}
+func (c *fileConn) Close() error         { return c.f.Close() }
+func (c *fileConn) LocalAddr() net.Addr  { return c.local }
+func (c *fileConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *fileConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
 func (c *fileConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }

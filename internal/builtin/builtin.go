@@ -2,8 +2,10 @@
 
 // Package builtin holds the workers netauthd can run without any program installed: the small
 // services whoami (the embedded default) and echo (for tests and benchmarks), and the workers
-// of the exec and backend modes, which start an unmodified program for each connection (exec)
-// or forward each connection to a local service with a PROXY protocol header (backend). Each
+// of the exec, backend and http-backend modes, which start an unmodified program for each
+// connection (exec), forward each connection to a local service with a PROXY protocol header
+// (backend), or forward each HTTP request to a local HTTP service with identity headers
+// (http-backend). Each
 // runs as a netauthd worker, receiving its connections through netauth.Listen like any other
 // service.
 package builtin
@@ -22,7 +24,7 @@ import (
 )
 
 // Names lists the built-in services.
-func Names() []string { return []string{"backend", "echo", "exec", "whoami"} }
+func Names() []string { return []string{"backend", "echo", "exec", "http-backend", "whoami"} }
 
 // Usage describes the arguments of each built-in service.
 const Usage = `built-in services:
@@ -32,7 +34,11 @@ const Usage = `built-in services:
                               its standard input and output
   backend tcp:HOST:PORT|unix:/PATH
                               forward each connection to a local service, after a PROXY
-                              protocol version 2 header carrying the client's identity`
+                              protocol version 2 header carrying the client's identity
+  http-backend tcp:HOST:PORT|unix:/PATH [HEADER...]
+                              serve each connection as HTTP/1.1, forwarding each request to a
+                              local HTTP service with the client's identity headers (HEADER,
+                              default Remote-User X-Forwarded-User, set to the user's name)`
 
 // handler returns the built-in service called name.
 func handler(name string) func(*netauth.Conn) {
@@ -67,6 +73,7 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 // worker of the built-in service netauthd assigns it.
 func Run(name string, args []string, stderr io.Writer) int {
 	var h func(*netauth.Conn)
+	var hb *httpBackendWorker
 	var err error
 	switch name {
 	case SpareArg:
@@ -79,6 +86,8 @@ func Run(name string, args []string, stderr io.Writer) int {
 		h, err = execHandler(args, NewLogger(stderr))
 	case "backend":
 		h, err = backendHandler(args, NewLogger(stderr))
+	case "http-backend":
+		hb, err = httpBackendHandler(args, NewLogger(stderr))
 	default:
 		if h = handler(name); h == nil {
 			err = fmt.Errorf("unknown built-in service %q (have: %s)", name, strings.Join(Names(), ", "))
@@ -100,7 +109,11 @@ func Run(name string, args []string, stderr io.Writer) int {
 		log.Error("the worker cannot take connections", "service", name, "err", err)
 		return 1
 	}
-	if err := ln.Serve(h); err != nil {
+	serve := func() error { return ln.Serve(h) }
+	if hb != nil {
+		serve = func() error { return hb.serve(ln) }
+	}
+	if err := serve(); err != nil {
 		log.Error("the worker stopped serving", "service", name, "err", err)
 		return 1
 	}

@@ -124,6 +124,12 @@ type server struct {
 // newServer serves handler (made by make from the given stderr) for user "alice".
 func newServer(t *testing.T, handler func(*netauth.Conn)) *server {
 	t.Helper()
+	return newListenerServer(t, func(ln *netauth.Listener) error { return ln.Serve(handler) })
+}
+
+// newListenerServer runs serve on a listener of user "alice"'s connections.
+func newListenerServer(t *testing.T, serve func(*netauth.Listener) error) *server {
+	t.Helper()
 	_, hostKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +153,7 @@ func newServer(t *testing.T, handler func(*netauth.Conn)) *server {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = ln.Serve(handler)
+		_ = serve(ln)
 	}()
 	t.Cleanup(func() {
 		ln.Close()

@@ -21,10 +21,11 @@ import (
 
 // The test binary is also netauthd's built-in worker for exec and backend services: the
 // testbed's Options.Self is the binary itself, so netauthd starts it as
-// "WORKER exec -- PROGRAM ARG..." or "WORKER backend ADDRESS". This runs before TestMain,
+// "WORKER exec -- PROGRAM ARG...", "WORKER backend ADDRESS" or "WORKER http-backend ADDRESS
+// HEADER...". This runs before TestMain,
 // which handles the one-argument workers of the other tests.
 func init() {
-	if netauth.IsWorker() && len(os.Args) > 2 && (os.Args[1] == "exec" || os.Args[1] == "backend") {
+	if netauth.IsWorker() && len(os.Args) > 2 && (os.Args[1] == "exec" || os.Args[1] == "backend" || os.Args[1] == "http-backend") {
 		os.Exit(builtin.Run(os.Args[1], os.Args[2:], os.Stderr))
 	}
 }

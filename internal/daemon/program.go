@@ -17,13 +17,16 @@ import (
 // workerCommand returns the program and arguments that start a worker of sc. Per-user and
 // per-connection services run their own program. Exec and backend services run netauthd's
 // built-in worker (Options.Self): "exec -- PROGRAM ARG..." starts the service's program for
-// each connection, "backend ADDRESS" forwards each connection to the backend.
+// each connection, "backend ADDRESS" forwards each connection to the backend, and
+// "http-backend ADDRESS HEADER..." each HTTP request, with HEADER... set to the user's name.
 func (d *Daemon) workerCommand(sc *policy.Service) (string, []string, error) {
 	switch sc.Mode {
 	case policy.Exec:
 		return d.builtinWorker(sc, append([]string{"exec", "--", sc.Program}, sc.Args...))
 	case policy.Backend:
 		return d.builtinWorker(sc, []string{"backend", sc.Backend})
+	case policy.HTTPBackend:
+		return d.builtinWorker(sc, append([]string{"http-backend", sc.Backend}, sc.UserHeaders()...))
 	}
 	return sc.Program, sc.Args, nil
 }

@@ -162,7 +162,7 @@ func (k *checker) service(s *Service) {
 			k.warn(s.entryLine(s.groupLines, i), "service %s: looking up group %s: %v", q(s.Name), q(g), err)
 		}
 	}
-	if s.Mode == Backend && backendProblem(s.Backend) == "" {
+	if (s.Mode == Backend || s.Mode == HTTPBackend) && backendProblem(s.Backend) == "" {
 		k.backend(s)
 	}
 }

@@ -71,6 +71,12 @@ const (
 	// worker per service does the forwarding, as the service's run-as
 	// account.
 	Backend
+	// HTTPBackend serves each connection as HTTP/1.1 with a reverse proxy
+	// to a local HTTP service (Backend), in one built-in worker per
+	// service as the service's run-as account like Backend. Instead of a
+	// PROXY header it removes the identity headers the client sent and
+	// sets its own on every request (IdentityHeaders).
+	HTTPBackend
 )
 
 // String returns the mode as it is written in the configuration file.
@@ -84,6 +90,8 @@ func (m Mode) String() string {
 		return "exec"
 	case Backend:
 		return "backend"
+	case HTTPBackend:
+		return "http-backend"
 	}
 	return "mode(" + itoa(int(m)) + ")"
 }
@@ -150,10 +158,14 @@ type Service struct {
 	// over the built-in workers that start the program: PerUser (the
 	// default) or PerConnection. Other modes leave it PerUser.
 	ExecWorker Mode
-	// Backend is the local service a Backend service forwards to,
-	// "tcp:HOST:PORT" or "unix:/absolute/path" (see ParseBackend); empty
-	// in the other modes.
+	// Backend is the local service a Backend or HTTPBackend service
+	// forwards to, "tcp:HOST:PORT" or "unix:/absolute/path" (see
+	// ParseBackend); empty in the other modes.
 	Backend string
+	// IdentityHeaders are the request headers an HTTPBackend service sets
+	// to the user's name ("identity-headers"); empty means
+	// DefaultIdentityHeaders (see UserHeaders).
+	IdentityHeaders []string
 	// Users are the user names allowed to use the service; "*" allows
 	// every user with a key.
 	Users []string
@@ -189,9 +201,10 @@ func (s *Service) WorkerPerConnection() bool {
 }
 
 // WorkerShared reports whether one worker serves the connections of every
-// user of the service (mode backend, whose worker runs as the service's
-// account), rather than one worker per user or per connection.
-func (s *Service) WorkerShared() bool { return s.Mode == Backend }
+// user of the service (mode backend or http-backend, whose worker runs as
+// the service's account), rather than one worker per user or per
+// connection.
+func (s *Service) WorkerShared() bool { return s.Mode == Backend || s.Mode == HTTPBackend }
 
 // Lookup returns the service called name, or nil if there is none.
 func (c *Config) Lookup(name string) *Service {

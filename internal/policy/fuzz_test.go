@@ -61,7 +61,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted listen address %q has no binding", s.Listen[0])
 			}
 			s.Allowed("alice", []string{"staff"})
-			if s.Mode == Backend {
+			if s.Mode == Backend || s.Mode == HTTPBackend {
 				if _, _, err := ParseBackend(s.Backend); err != nil || s.RunAsUser || s.Program != "" {
 					t.Fatalf("accepted backend service %+v: %v", s, err)
 				}

@@ -80,6 +80,7 @@ var serviceDirectives = []serviceDirective{
 	{name: "exec-worker", modal: true, set: func(s *Service) bool { return s.ExecWorker != PerUser },
 		note: " (mode %s already says how workers are started)"},
 	{name: "backend", modal: true, set: func(s *Service) bool { return s.Backend != "" }},
+	{name: "identity-headers", modal: true, set: func(s *Service) bool { return len(s.IdentityHeaders) > 0 }},
 	{name: "run-as", set: func(s *Service) bool { return !s.RunAsUser || s.Account != "" }},
 	{name: "idle-timeout", set: func(s *Service) bool { return s.IdleTimeout != DefaultIdleTimeout }},
 }
@@ -116,6 +117,33 @@ var modeTable = []modeRule{
 			"args":    "netauthd's own worker forwards each connection to the backend",
 		},
 	},
+	httpBackendRule,
+}
+
+// httpBackendRule is the row of mode http-backend: backend mode's needs
+// (an address and a service account), speaking HTTP to the backend.
+var httpBackendRule = modeRule{
+	mode: HTTPBackend,
+	requires: []requirement{
+		{directive: "backend", what: "`backend`", met: func(s *Service) bool { return s.Backend != "" },
+			msg: `service %[1]s has no backend: add "backend tcp:127.0.0.1:PORT" or "backend unix:/path/of/socket", the local HTTP service its requests are forwarded to`},
+		{directive: "run-as", what: "`run-as account NAME`", met: func(s *Service) bool { return !s.RunAsUser },
+			msg: `service %[1]s in http-backend mode needs "run-as account NAME": its one worker forwards the requests of every user, so it cannot run as any one of them; create an unprivileged account for it (for example "useradd --system --no-create-home netauth-%[2]s")`},
+	},
+	allows: []string{"identity-headers"},
+	forbids: map[string]string{
+		"program": "netauthd's own worker forwards each request to the backend",
+		"args":    "netauthd's own worker forwards each request to the backend",
+	},
+}
+
+// modeNames lists the modes as the configuration writes them: "a, b or c".
+func modeNames() string {
+	names := make([]string, len(modeTable))
+	for i := range modeTable {
+		names[i] = modeTable[i].mode.String()
+	}
+	return orList(names)
 }
 
 // ruleOf returns the row of mode m, or nil for a mode that does not exist.

@@ -399,18 +399,13 @@ func directiveTable() []directive {
 			}
 		}},
 		{name: "mode", min: 1, max: 1, usage: "mode per-user", set: func(p *parser, n int, v []string) {
-			switch v[0] {
-			case "per-user":
-				p.svc.Mode = PerUser
-			case "per-connection":
-				p.svc.Mode = PerConnection
-			case "exec":
-				p.svc.Mode = Exec
-			case "backend":
-				p.svc.Mode = Backend
-			default:
-				p.errorf(n, "mode %s: want per-user, per-connection, exec or backend", q(v[0]))
+			for i := range modeTable {
+				if modeTable[i].mode.String() == v[0] {
+					p.svc.Mode = modeTable[i].mode
+					return
+				}
 			}
+			p.errorf(n, "mode %s: want %s", q(v[0]), modeNames())
 		}},
 		{name: "program", min: 1, max: 1, usage: "program /absolute/path", hint: "; put the program's arguments in \"args\"", set: func(p *parser, n int, v []string) {
 			p.svc.Program = v[0]
@@ -420,6 +415,9 @@ func directiveTable() []directive {
 		}},
 		{name: "backend", min: 1, max: 1, usage: "backend tcp:HOST:PORT\" or \"backend unix:/path", set: func(p *parser, n int, v []string) {
 			p.svc.Backend = v[0]
+		}},
+		{name: "identity-headers", min: 1, max: -1, usage: "identity-headers NAME...", set: func(p *parser, n int, v []string) {
+			p.svc.IdentityHeaders = v
 		}},
 		{name: "exec-worker", min: 1, max: 1, usage: "exec-worker per-user\" or \"exec-worker per-connection", set: func(p *parser, n int, v []string) {
 			switch v[0] {

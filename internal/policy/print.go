@@ -72,6 +72,9 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 		if s.Backend != "" {
 			in("backend", s.Backend)
 		}
+		if len(s.IdentityHeaders) > 0 {
+			in("identity-headers", s.IdentityHeaders...)
+		}
 		if len(s.Users) > 0 {
 			in("users", s.Users...)
 		}

@@ -139,7 +139,7 @@ func (v *validator) service(s *Service, first map[string]*Service) {
 	v.listen(s)
 	r := ruleOf(s.Mode)
 	if r == nil {
-		v.errorf(s.line("mode"), "service %s: unknown %s: want per-user, per-connection, exec or backend", q(s.Name), s.Mode)
+		v.errorf(s.line("mode"), "service %s: unknown %s: want %s", q(s.Name), s.Mode, modeNames())
 	} else {
 		v.checkMode(s, r)
 	}
@@ -150,6 +150,11 @@ func (v *validator) service(s *Service, first map[string]*Service) {
 	if s.Backend != "" && takes("backend") {
 		if msg := backendProblem(s.Backend); msg != "" {
 			v.errs.add(s.line("backend"), msg)
+		}
+	}
+	if len(s.IdentityHeaders) > 0 && takes("identity-headers") {
+		for _, msg := range identityHeadersProblems(s.IdentityHeaders) {
+			v.errs.add(s.line("identity-headers"), msg)
 		}
 	}
 	if s.ExecWorker != PerUser && s.ExecWorker != PerConnection {
