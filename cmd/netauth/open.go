@@ -434,7 +434,8 @@ func openBrowser(url string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("opening the browser (%s): %w; open %s yourself", argv[0], err, url)
 	}
-	return cmd.Process.Release()
+	go func() { _ = cmd.Wait() }() // reaped if this process lives on; left to run if not
+	return nil
 }
 
 // lastLine returns the last line of s.

@@ -131,7 +131,7 @@ func waitExit(t *testing.T, pid int) {
 // TestOpen: netauth open starts a proxy on loopback TCP and prints its URL with the path;
 // curl through it reaches the web app as alice, which sees the Host header the client sent
 // (127.0.0.1:PORT, unchanged); a second netauth open reuses the proxy and prints the same
-// URL; -stop stops it; a new proxy takes the same port again, also after the previous one
+// URL, and with -b starts $BROWSER on it; -stop stops it; a new proxy takes the same port again, also after the previous one
 // was killed without a chance to clean up.
 func TestOpen(t *testing.T) {
 	addr, knownHosts := openTestServer(t)
@@ -157,6 +157,29 @@ func TestOpen(t *testing.T) {
 	}
 	if !alive(pid) {
 		t.Errorf("the first proxy (pid %d) is gone", pid)
+	}
+
+	// -b starts the first program of $BROWSER that exists, with the URL.
+	dir := t.TempDir()
+	script := filepath.Join(dir, "browser")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" > "+dir+"/opened.tmp && mv "+dir+"/opened.tmp "+dir+"/opened\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BROWSER", "netauth-no-such-browser:"+script)
+	if url, _ := openURL(t, "-b", target+"/b"); url != "http://"+hostport+"/b" {
+		t.Errorf("netauth open -b printed %q", url)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(filepath.Join(dir, "opened"))
+		if err == nil {
+			if got, want := string(b), "http://"+hostport+"/b\n"; got != want {
+				t.Errorf("-b started $BROWSER with %q, want %q", got, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("-b did not start $BROWSER")
+		}
 	}
 
 	// -stop stops it; the port then refuses connections.
