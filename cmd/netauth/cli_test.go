@@ -24,10 +24,11 @@ import (
 	"ubns.dev/netauth/internal/policy"
 )
 
-// TestMain lets the test binary serve as the demo's worker and acceptor programs: the demo
-// runs a copy of its own executable as "netauth worker whoami" and "netauth acceptor ...".
+// TestMain lets the test binary serve as the demo's worker and acceptor programs, and as the
+// proxy netauth open starts: the demo runs a copy of its own executable as "netauth worker
+// whoami" and "netauth acceptor ...", netauth open runs its own as "netauth proxy ...".
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == "worker" || os.Args[1] == "acceptor") {
+	if len(os.Args) > 1 && (os.Args[1] == "worker" || os.Args[1] == "acceptor" || os.Args[1] == "proxy") {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())

@@ -25,6 +25,7 @@ Commands:
   dial     connect to a netauth server, copying stdin/stdout ([user@]host:port)
   trust    show a server's host key and add it to netauth's known_hosts
   proxy    let programs that do not speak netauth use a netauth service through a local socket
+  open     start or find your proxy for a web service and print (or open) its local URL
   audit    verify netauthd's audit log, or export a record for ssh-keygen -Y verify
   status   print what the running netauthd is doing: services, workers, counters (as root)
   bench    measure netauth against TCP, a fork-setuid server, TLS and OpenSSH on this machine
@@ -38,7 +39,7 @@ netauth audit verify also returns 3 (see its help).
 `
 
 // commands are the names run dispatches, for the error that names them.
-const commands = "demo, agent, dial, trust, proxy, audit, status, bench, version or help"
+const commands = "demo, agent, dial, trust, proxy, open, audit, status, bench, version or help"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -60,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return trustMain(args[1:], stdin, stdout, stderr)
 	case "proxy":
 		return proxyMain(args[1:], stdout, stderr)
+	case "open":
+		return openMain(args[1:], stdout, stderr)
 	case "status":
 		return statusMain(args[1:], stdout, stderr)
 	case "bench":
@@ -120,7 +123,7 @@ func isHelp(arg string) bool {
 // isCommand reports whether name is one of the commands netauth help describes.
 func isCommand(name string) bool {
 	switch name {
-	case "demo", "agent", "dial", "trust", "proxy", "audit", "status", "bench", "version", "help":
+	case "demo", "agent", "dial", "trust", "proxy", "open", "audit", "status", "bench", "version", "help":
 		return true
 	}
 	return false

@@ -48,7 +48,8 @@ Examples:
     curl --unix-socket PATH http://web.example/
 
 The proxy runs until interrupted (Ctrl-C, SIGINT or SIGTERM), then removes its
-socket. Log messages go to standard error.
+socket. Log messages go to standard error. For a web browser, netauth open starts
+such a proxy on loopback TCP in the background, or finds it, and prints its URL.
 
 Flags:
 `

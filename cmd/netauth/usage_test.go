@@ -30,7 +30,7 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 // -h, -help, --help and netauth help CMD.
 func TestHelp(t *testing.T) {
 	for _, cmd := range [][]string{
-		{}, {"demo"}, {"agent"}, {"dial"}, {"trust"}, {"proxy"}, {"audit"}, {"audit", "verify"},
+		{}, {"demo"}, {"agent"}, {"dial"}, {"trust"}, {"proxy"}, {"open"}, {"audit"}, {"audit", "verify"},
 		{"audit", "export"}, {"status"}, {"bench"}, {"version"}, {"help"},
 	} {
 		name := strings.Join(append([]string{"netauth"}, cmd...), " ")
@@ -84,6 +84,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"trust"}, "netauth trust: missing the server address"},
 		{[]string{"trust", "-bogus", "a:1"}, "netauth trust: flag provided but not defined: -bogus"},
 		{[]string{"proxy"}, "netauth proxy: missing the server address"},
+		{[]string{"open"}, "netauth open: missing the server address"},
+		{[]string{"open", "a:1", "b:2"}, `netauth open: unexpected argument "b:2"`},
+		{[]string{"open", "http://a:1/"}, `netauth open: server address "http://a:1/": want [user@]host:port[/path], without a scheme`},
+		{[]string{"open", "a:0"}, `netauth open: server address "a:0": port "0" is not a port number`},
+		{[]string{"open", "@a:1"}, `netauth open: server address "@a:1": empty user name before @`},
+		{[]string{"open", "-port", "70000", "a:1"}, "netauth open: -port 70000: want a port number"},
+		{[]string{"open", "-stop", "a:1/x"}, "netauth open: -stop takes only the server address"},
 		{[]string{"audit"}, "netauth audit: missing a command: verify or export"},
 		{[]string{"audit", "nosuch"}, `netauth audit: unknown command "nosuch"`},
 		{[]string{"audit", "verify", log}, "netauth audit verify: -host-key is missing"},

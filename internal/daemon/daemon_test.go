@@ -77,6 +77,8 @@ func runTestWorker(name string) int {
 	switch name {
 	case "echo", "whoami":
 		return builtin.Run(name, nil, os.Stderr)
+	case "httpwhoami":
+		return runHTTPWhoami()
 	case "lingerer":
 		return runLingerer()
 	case "dropper":

@@ -191,18 +191,29 @@ func resolveUser(configured, fromAddr string) (string, error) {
 // user's own and not writable by others. private is set when the directory is the proxy's
 // own to remove; a stable directory never is.
 func defaultSocketPath(host, port string) (path, private string, err error) {
-	name := "proxy-" + sanitize(host) + "-" + sanitize(port) + ".sock"
+	dir, err := RuntimeDir()
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(dir, "proxy-"+SafeName(host)+"-"+SafeName(port)+".sock"), "", nil
+}
+
+// RuntimeDir returns the user's private directory for proxy sockets and state, creating it
+// if need be: $XDG_RUNTIME_DIR/netauth when XDG_RUNTIME_DIR is set, else
+// os.TempDir()/netauth-proxy-UID. It refuses a directory that another user owns or could
+// write to. netauth open keeps the state of the proxies it starts there too.
+func RuntimeDir() (string, error) {
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("netauth-proxy-%d", os.Getuid()))
 	if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" {
 		dir = filepath.Join(rt, "netauth")
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return "", "", fmt.Errorf("netauth proxy: creating the socket directory: %w", err)
+		return "", fmt.Errorf("netauth proxy: creating the socket directory: %w", err)
 	}
 	if err := checkPrivateDir(dir); err != nil {
-		return "", "", err
+		return "", err
 	}
-	return filepath.Join(dir, name), "", nil
+	return dir, nil
 }
 
 // checkPrivateDir refuses a socket directory that another user owns or could write to:
@@ -228,8 +239,9 @@ func checkPrivateDir(dir string) error {
 	return nil
 }
 
-// sanitize keeps a host name or port usable as part of a file name.
-func sanitize(s string) string {
+// SafeName keeps a host name, port or user name usable as part of a file name: characters
+// other than letters, digits, '.', '-' and '_' become '_'.
+func SafeName(s string) string {
 	return strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':

@@ -286,7 +286,7 @@ func TestStableTempDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := filepath.Join(tmp, fmt.Sprintf("netauth-proxy-%d", os.Getuid()), "proxy-"+sanitize(host)+"-"+sanitize(port)+".sock")
+	want := filepath.Join(tmp, fmt.Sprintf("netauth-proxy-%d", os.Getuid()), "proxy-"+SafeName(host)+"-"+SafeName(port)+".sock")
 	for run := 1; run <= 2; run++ {
 		p, _ := listenProxy(t, Options{Remote: ts.addr, Config: withUser(ts.config())})
 		path := strings.TrimPrefix(p.Addr(), "unix:")

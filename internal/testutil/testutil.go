@@ -2,8 +2,9 @@
 
 // Package testutil holds the helpers netauth's tests share: loopback TCP connection pairs, a
 // buffer safe for concurrent use, in-memory SSH keys, a bounded flood of connections from one
-// source address, and a real OpenSSH ssh-agent that accepts connections before it is used. It is imported by tests only, and imports no other netauth package, so
-// any package's own tests can use it.
+// source address, a real OpenSSH ssh-agent that accepts connections before it is used, and
+// headless Chromium run as a given user (Browser). It is imported by tests only, and imports
+// no other netauth package, so any package's own tests can use it.
 package testutil
 
 import (
