@@ -139,6 +139,11 @@ func TestCheckCertificateFiles(t *testing.T) {
 	if errs != nil || hasMsg(warnings, "certificate") || hasMsg(warnings, "principals") {
 		t.Fatalf("good files: %v %q", errs, warnings)
 	}
+	// A fleet host authenticates users by their certificates alone: that is a key source.
+	warnings, errs = checkSrc(t, "authorized-keys-dir none\nhome-authorized-keys no\n"+good, prog)
+	if errs != nil || hasMsg(warnings, "no key source") {
+		t.Fatalf("certificates as the only key source: %v %q", errs, warnings)
+	}
 	// The principals command is checked as key-command is.
 	cmdConf := strings.Replace(good, "authorized-principals-dir "+principals, "authorized-principals-command "+prog+" %u", 1)
 	if _, errs := checkSrc(t, cmdConf, prog); errs != nil {

@@ -93,8 +93,8 @@ func (k *checker) warn(line int, format string, args ...any) {
 // keySources checks the global key sources.
 func (k *checker) keySources() {
 	c := k.cfg
-	if c.AuthorizedKeysDir == "" && !c.HomeAuthorizedKeys && len(c.KeyCommand) == 0 {
-		k.warn(0, "no key source: authorized-keys-dir is none, home-authorized-keys is no and there is no key-command, so nobody can authenticate")
+	if c.AuthorizedKeysDir == "" && !c.HomeAuthorizedKeys && len(c.KeyCommand) == 0 && c.TrustedUserCAKeys == "" {
+		k.warn(0, "no key source: authorized-keys-dir is none, home-authorized-keys is no and there is no key-command or trusted-user-ca-keys, so nobody can authenticate")
 	}
 	if dir := c.AuthorizedKeysDir; dir != "" {
 		line := c.line("authorized-keys-dir")
