@@ -345,3 +345,36 @@ func buildNetauth(t testing.TB) string {
 	}
 	return netauthBin
 }
+
+// TestUserCertificatePrincipals: with authorized-principals-dir (sshd's
+// AuthorizedPrincipalsFile DIR/%u) or authorized-principals-command, a certificate
+// authenticates as a user when it carries a principal the user's list names, and no longer by
+// carrying the user name; a user without a list gets no certificate access.
+func TestUserCertificatePrincipals(t *testing.T) {
+	ca := newUserCA(t)
+	principals := filepath.Join(ca.dir, "principals")
+	if err := os.Mkdir(principals, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(principals, "netauth-alice"), []byte("# alice's roles\nstaff\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	command := filepath.Join(ca.dir, "principals.sh")
+	if err := os.WriteFile(command, []byte("#!/bin/sh\n[ \"$1\" = netauth-alice ] && echo staff\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	staff := ca.issue(t, "-I", "staff", "-n", "staff")
+	named := ca.issue(t, "-I", "named", "-n", "netauth-alice,netauth-bob")
+	for _, source := range []string{"authorized-principals-dir " + principals, "authorized-principals-command " + command + " %u"} {
+		t.Run(strings.Fields(source)[0], func(t *testing.T) {
+			tb := newTestbed(t, certGlobals(ca)+source+"\n"+whoamiService)
+			if got, err := tb.whoami("whoami", "netauth-alice", staff.config("netauth-alice", tb.known)); err != nil || got["user"] != "netauth-alice" {
+				t.Fatalf("alice with principal staff: %v %v", got, err)
+			}
+			_, err := tb.whoami("whoami", "netauth-alice", named.config("netauth-alice", tb.known))
+			wantRefused(t, "alice with her name as principal, not in her list", err, netauth.CodeNotAuthorized)
+			_, err = tb.whoami("whoami", "netauth-bob", named.config("netauth-bob", tb.known))
+			wantRefused(t, "bob, who has no list", err, netauth.CodeNotAuthorized)
+		})
+	}
+}
