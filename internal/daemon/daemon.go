@@ -61,11 +61,6 @@ type Options struct {
 	// Self is the command line prefix that runs one of netauthd's built-in workers (netauthd
 	// passes {its own program, "-worker"}); the exec and backend modes need it.
 	Self []string
-	// HostCertificate, if not empty, is the file of an OpenSSH host certificate of the host
-	// key (ssh-keygen -s CA -h), presented to clients instead of the bare key. New refuses
-	// one that is not a valid host certificate of the host key, and warns when it expires
-	// within a week. It is read once: a renewed certificate takes a restart.
-	HostCertificate string
 	// Trace, if not empty, is a file to append trace lines to: when each step of every
 	// connection happened, in the acceptor, the monitor and the worker (package trace).
 	// Off (empty) by default.
@@ -77,27 +72,29 @@ type Daemon struct {
 	log     *slog.Logger
 	opts    Options
 	hostKey ed25519.PrivateKey
-	// hostCert is the host certificate presented instead of hostPub (nil: none).
-	hostCert *ssh.Certificate
-	hostPub  ssh.PublicKey
-	hostFP   string
-	tickets  *handshake.TicketKeys
-	replay   *handshake.ReplayCache
-	pool     *x25519.Pool
-	audit    *audit.Writer
-	caches   caches
-	tracer   *tracer // nil unless Options.Trace
-	spares   spares  // spare built-in workers (spare.go)
-	counts   counts  // connections accepted and refused (control.go)
-	since    time.Time
+	hostPub ssh.PublicKey
+	hostFP  string
+	tickets *handshake.TicketKeys
+	replay  *handshake.ReplayCache
+	pool    *x25519.Pool
+	audit   *audit.Writer
+	caches  caches
+	tracer  *tracer // nil unless Options.Trace
+	spares  spares  // spare built-in workers (spare.go)
+	counts  counts  // connections accepted and refused (control.go)
+	since   time.Time
 	// metrics are the Prometheus metrics, served on metricsLn; both nil unless the
 	// configuration has metrics-listen (a nil *metrics.Metrics records nothing).
 	metrics   *metrics.Metrics
 	metricsLn net.Listener
 
-	mu   sync.Mutex
-	cfg  *policy.Config
-	keys keys.Source // the configuration's key sources, through the caches
+	mu  sync.Mutex
+	cfg *policy.Config
+	// certs are the host certificate, user certificate checks and revoked keys in force
+	// (certs.go); revokedErr is the last error reading revoked-keys again, said once.
+	certs      *certState
+	revokedErr string
+	keys       keys.Source // the configuration's key sources, through the caches
 	// keysDirect are the same sources without the caches (used while caches.off is set).
 	keysDirect keys.Source
 	services   map[string]*service
@@ -171,16 +168,14 @@ func New(opts Options) (*Daemon, error) {
 	if created {
 		d.log.Info("generated a new host key", "path", hostKeyFile, "fingerprint", d.hostFP)
 	}
-	if opts.HostCertificate != "" {
-		cert, warning, err := keys.LoadHostCertificate(opts.HostCertificate, key, time.Now())
-		if err != nil {
-			return nil, fmt.Errorf("netauthd: %w", err)
-		}
-		if warning != "" {
-			d.log.Warn(warning)
-		}
-		d.hostCert = cert
+	cs, warnings, err := loadCerts(cfg, key)
+	if err != nil {
+		return nil, fmt.Errorf("netauthd: %w", err)
 	}
+	for _, w := range warnings {
+		d.log.Warn(w)
+	}
+	d.certs = cs
 	if cfg.TicketLifetime >= 0 {
 		d.tickets = handshake.NewTicketKeys(cfg.TicketLifetime, rand.Reader)
 	}
@@ -371,6 +366,14 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err == nil && len(d.named) > 0 {
 		err = checkNamed(cfg, d.named)
 	}
+	var cs *certState
+	if err == nil {
+		var warnings []string
+		cs, warnings, err = loadCerts(cfg, d.hostKey)
+		for _, w := range warnings {
+			d.log.Warn(w)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("netauthd: reload refused, keeping the running configuration:\n%w", err)
 	}
@@ -415,6 +418,10 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		}
 	}
 	d.cfg = cfg
+	// The certificate files, read again, for every service (those it kept, too).
+	if err := d.setCertsLocked(cs); err != nil {
+		d.log.Error("reload: certificates not applied", "err", err)
+	}
 	if changed && !d.closed {
 		d.restartAcceptorLocked()
 	}

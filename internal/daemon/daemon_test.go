@@ -170,7 +170,7 @@ type testbedOpts struct {
 	logJSON  bool              // the daemon logs slog JSON records
 	trace    string            // Options.Trace
 	// hostCert, if set, makes the host key at the path it is given (before the daemon
-	// starts) and returns the file of a host certificate for Options.HostCertificate.
+	// starts) and returns the file of a host certificate for host-certificate.
 	hostCert func(hostKey string) string
 }
 
@@ -202,8 +202,12 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if tb.auditLog == "" {
 		tb.auditLog = filepath.Join(tb.dir, "audit.log")
 	}
-	text := fmt.Sprintf("host-key %s\naudit-log %s\nauthorized-keys-dir %s\nrevocation-check 200ms\n\n%s",
-		filepath.Join(tb.dir, "host_key"), tb.auditLog, tb.keysDir, strings.ReplaceAll(strings.ReplaceAll(services, "WORKER", tb.workerBin), "DIR/", tb.dir+"/"))
+	globals := ""
+	if opts.hostCert != nil {
+		globals = "host-certificate " + opts.hostCert(filepath.Join(tb.dir, "host_key")) + "\n"
+	}
+	text := fmt.Sprintf("host-key %s\naudit-log %s\nauthorized-keys-dir %s\nrevocation-check 200ms\n%s\n%s",
+		filepath.Join(tb.dir, "host_key"), tb.auditLog, tb.keysDir, globals, strings.ReplaceAll(strings.ReplaceAll(services, "WORKER", tb.workerBin), "DIR/", tb.dir+"/"))
 	path := filepath.Join(tb.dir, "netauthd.conf")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -228,11 +232,7 @@ func newTestbedOpts(t testing.TB, services string, opts testbedOpts) *testbed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hostCert string
-	if opts.hostCert != nil {
-		hostCert = opts.hostCert(filepath.Join(tb.dir, "host_key"))
-	}
-	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace, HostCertificate: hostCert})
+	tb.d, err = New(Options{Config: tb.cfg, Logger: log, Acceptor: []string{buildAcceptor(t)}, AcceptorAccount: acct, Trace: opts.trace})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/policy"
@@ -84,19 +83,19 @@ func (w *worker) connUserLocked(id uint64) string {
 	return user
 }
 
-// noteUserKeyLocked records that user authenticated with key on a connection handed to w.
-// Callers hold d.mu.
-func (w *worker) noteUserKeyLocked(user string, key ssh.PublicKey) {
+// noteUserKeyLocked records that user authenticated with key (fingerprint fp) on a connection
+// handed to w. Callers hold d.mu.
+func (w *worker) noteUserKeyLocked(user, fp string, key usedKey) {
 	if !w.svc.WorkerShared() {
 		return // w.keysUsed covers a worker of one user
 	}
 	if w.userKeys == nil {
-		w.userKeys = make(map[string]map[string]ssh.PublicKey)
+		w.userKeys = make(map[string]map[string]usedKey)
 	}
 	if w.userKeys[user] == nil {
-		w.userKeys[user] = make(map[string]ssh.PublicKey)
+		w.userKeys[user] = make(map[string]usedKey)
 	}
-	w.userKeys[user][keys.Fingerprint(key)] = key
+	w.userKeys[user][fp] = key
 }
 
 // releaseConnsLocked takes the connections still registered with a worker that has exited
@@ -112,11 +111,11 @@ func (d *Daemon) releaseConnsLocked(w *worker) {
 // lost their key or their grant has their connections closed, and the worker carries on for
 // the others; a worker whose service was removed is stopped. A key that two users share is
 // revoked for both: the worker closes connections by key fingerprint.
-func (d *Daemon) checkSharedRevocations(ctx context.Context, cfg *policy.Config, src keys.Source) {
+func (d *Daemon) checkSharedRevocations(ctx context.Context, cfg *policy.Config, cs *certState, src keys.Source) {
 	type item struct {
 		w    *worker
 		user string
-		keys []ssh.PublicKey
+		keys []usedKey
 	}
 	d.mu.Lock()
 	var items []item
@@ -144,7 +143,7 @@ func (d *Daemon) checkSharedRevocations(ctx context.Context, cfg *policy.Config,
 		w.kill("service removed")
 	}
 	for _, it := range items {
-		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.user, it.keys)
+		reason := d.revoked(ctx, cfg, cs, src, it.w.svc.Name, it.user, it.keys)
 		if reason == "" {
 			continue
 		}
@@ -153,7 +152,7 @@ func (d *Daemon) checkSharedRevocations(ctx context.Context, cfg *policy.Config,
 		delete(it.w.userKeys, it.user)
 		d.mu.Unlock()
 		for _, k := range it.keys {
-			if err := it.w.ch.Send(&handoff.Message{Type: handoff.TypeRevoke, Payload: []byte(keys.Fingerprint(k))}, nil); err != nil {
+			if err := it.w.ch.Send(&handoff.Message{Type: handoff.TypeRevoke, Payload: []byte(keys.Fingerprint(k.key))}, nil); err != nil {
 				d.log.Warn("revocation: telling the worker", "service", it.w.svc.Name, "pid", it.w.pid, "err", err)
 			}
 		}

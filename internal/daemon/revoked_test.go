@@ -118,7 +118,7 @@ service asuser {
 		for uname, ks := range used {
 			for _, svc := range services {
 				for _, user := range users {
-					got := d.revoked(context.Background(), cfg, src, svc, user, ks)
+					got := d.revoked(context.Background(), cfg, &certState{}, src, svc, user, usedKeys(ks))
 					want := revokedBefore(d, cfg, src, svc, user, ks)
 					what := fmt.Sprintf("%s on %s with %s used, keys %s", user, svc, uname, sname)
 					if (got == "") != (want == "") {
@@ -152,9 +152,18 @@ service asuser {
 		{"own keys", "gone", "revka", []ssh.PublicKey{k1}, "service removed from the configuration"},
 		{"failing", "shared", "revka", []ssh.PublicKey{k1}, ""},
 	} {
-		got := d.revoked(context.Background(), cfg, sources[tc.src], tc.svc, tc.user, tc.used)
+		got := d.revoked(context.Background(), cfg, &certState{}, sources[tc.src], tc.svc, tc.user, usedKeys(tc.used))
 		if got != tc.reason {
 			t.Errorf("%s on %s, keys %s: revoked %q, want %q", tc.user, tc.svc, tc.src, got, tc.reason)
 		}
 	}
+}
+
+// usedKeys are keys as a worker's connections used them.
+func usedKeys(ks []ssh.PublicKey) []usedKey {
+	var out []usedKey
+	for _, k := range ks {
+		out = append(out, usedKey{key: k, client: "127.0.0.1:1"})
+	}
+	return out
 }

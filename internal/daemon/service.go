@@ -131,12 +131,16 @@ func (a *admission) release(d *Daemon) {
 }
 
 // newCore returns the handshake core of the service: the decisions, made here with the
-// daemon's keys and policy, for handshakes whose bytes are parsed elsewhere.
+// daemon's keys and policy, for handshakes whose bytes are parsed elsewhere. The certificate
+// checks (check 6) are the monitor's: the acceptor only carries the signature's bytes.
+// Callers hold d.mu.
 func (s *service) newCore() (*handshake.ServerCore, error) {
 	d := s.d
 	hcfg := &handshake.ServerConfig{
 		HostKey:      d.hostKey,
-		HostCert:     d.hostCert,
+		HostCert:     d.certs.hostCert,
+		UserCerts:    d.certs.userCerts,
+		RevokedKeys:  d.certs.revoked,
 		Service:      s.name,
 		Tickets:      d.tickets,
 		MaxClockSkew: d.cfg.MaxClockSkew,

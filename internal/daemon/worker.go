@@ -73,11 +73,11 @@ type worker struct {
 	// pending are the connections registered with it (workerFor) and not yet adopted: nil
 	// until sent, then the connection in custody, until the worker acknowledges it.
 	pending  map[uint64]*custody
-	keysUsed map[string]ssh.PublicKey
-	users    map[uint64]string                   // the user of each connection registered with it
-	userKeys map[string]map[string]ssh.PublicKey // a shared worker's keys used, per user (program.go)
-	retired  bool                                // takes no new connections
-	logLimit lineLimit                           // bounds its output in the log (logLine)
+	keysUsed map[string]usedKey
+	users    map[uint64]string             // the user of each connection registered with it
+	userKeys map[string]map[string]usedKey // a shared worker's keys used, per user (program.go)
+	retired  bool                          // takes no new connections
+	logLimit lineLimit                     // bounds its output in the log (logLine)
 	dead     bool
 	killedBy string // why the daemon killed it, if it did ("access revoked"), for the log
 	idle     *time.Timer
@@ -168,6 +168,7 @@ type custody struct {
 	user    string
 	keyFP   string
 	key     ssh.PublicKey
+	client  string        // the client's address, as the monitor read it from the descriptor
 	attempt int           // workers it was sent to
 	timer   *time.Timer   // the current worker's time to adopt it; guarded by Daemon.mu
 	slot    chan struct{} // the custody slot it holds
@@ -180,7 +181,7 @@ type custody struct {
 // (pending) and the application keys.
 func newCustody(adm *admission, slot chan struct{}, f *os.File, remote, local string, st *record.State, res *handshake.Result, pending []byte) *custody {
 	hc := &handoff.Conn{Pending: pending, State: st, Identity: res.Identity, RemoteAddr: remote, LocalAddr: local}
-	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, slot: slot, sent: time.Now()}
+	c := &custody{adm: adm, f: f, payload: hc.Marshal(), user: res.User, keyFP: res.KeyFingerprint, key: res.Key, client: remote, slot: slot, sent: time.Now()}
 	hc.Zero()
 	if adm.trace != nil {
 		c.ack = &trace.Record{}
@@ -280,7 +281,7 @@ func (d *Daemon) workerFor(adm *admission) (w *worker, id uint64, started bool, 
 		w = &worker{
 			d: d, key: key, user: key.user, account: adm.runAs.Name, svc: adm.svc, perConn: perConn, users: make(map[uint64]string),
 			ready: make(chan struct{}), exited: make(chan struct{}),
-			pending: make(map[uint64]*custody), keysUsed: make(map[string]ssh.PublicKey),
+			pending: make(map[uint64]*custody), keysUsed: make(map[string]usedKey),
 		}
 		d.workers[key] = w
 		go w.start(adm.runAs)
@@ -704,8 +705,8 @@ func (w *worker) adopted(id uint64) {
 	}
 	delete(w.pending, id)
 	c.timer.Stop()
-	w.keysUsed[c.keyFP] = c.key
-	w.noteUserKeyLocked(c.user, c.key)
+	w.keysUsed[c.keyFP] = usedKey{key: c.key, client: c.client}
+	w.noteUserKeyLocked(c.user, c.keyFP, usedKey{key: c.key, client: c.client})
 	c.adm.reserve.done = true // now counted as the worker's connection
 	d.mu.Unlock()
 	c.ack.Mark(trace.WorkerAck)
@@ -859,8 +860,9 @@ func (d *Daemon) revocationLoop(ctx context.Context) {
 func (d *Daemon) checkRevocations(ctx context.Context) {
 	type item struct {
 		w    *worker
-		keys []ssh.PublicKey
+		keys []usedKey
 	}
+	d.refreshRevoked()
 	d.mu.Lock()
 	var items []item
 	for _, w := range d.workers {
@@ -875,11 +877,12 @@ func (d *Daemon) checkRevocations(ctx context.Context) {
 	}
 	src := d.keys
 	cfg := d.cfg
+	cs := d.certs
 	d.mu.Unlock()
-	d.checkSharedRevocations(ctx, cfg, src)
+	d.checkSharedRevocations(ctx, cfg, cs, src)
 	var stopping sync.WaitGroup
 	for _, it := range items {
-		reason := d.revoked(ctx, cfg, src, it.w.svc.Name, it.w.user, it.keys)
+		reason := d.revoked(ctx, cfg, cs, src, it.w.svc.Name, it.w.user, it.keys)
 		if reason == "" {
 			continue
 		}
@@ -916,9 +919,20 @@ func (w *worker) revokeAll() {
 	}
 }
 
+// usedKey is a key a worker's connections were authenticated with, and the address of a
+// client that used it: a certificate's source-address is checked against it again (every
+// client that used the certificate passed that check, and the address of a connection does
+// not change).
+type usedKey struct {
+	key    ssh.PublicKey
+	client string
+}
+
 // revoked says why user may no longer use service (empty: still allowed), by the
-// authorization every handshake passes (allowed) for each key the user's connections used.
-func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Source, service, user string, used []ssh.PublicKey) string {
+// authorization every handshake passes for each key the user's connections used: a
+// certificate's checks (handshake.CheckCertificate with the certificate state cs: trusted CA,
+// validity, principals, critical options, revocation), then allowed, then the revoked keys.
+func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, cs *certState, src keys.Source, service, user string, used []usedKey) string {
 	sc := cfg.Lookup(service)
 	if sc == nil {
 		return "service removed from the configuration"
@@ -926,10 +940,25 @@ func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, src keys.Sourc
 	if _, err := d.granted(sc, user); err != nil {
 		return refusalReason(err)
 	}
-	for _, k := range used {
-		r := &handshake.Result{KeyHash: identity.KeyHash(k)}
+	hcfg := cs.serverConfig()
+	for _, u := range used {
+		r := &handshake.Result{KeyHash: identity.KeyHash(u.key), Client: u.client}
 		r.User = user
-		if _, err := d.allowed(ctx, sc, src, r); err != nil {
+		if _, ok := u.key.(*ssh.Certificate); ok {
+			r.SetKey(u.key)
+		}
+		err := handshake.CheckCertificate(ctx, hcfg, r)
+		if err != nil {
+			if ref := asRefusal(err); ref.Code != handshake.CodeInternalError && ref.Err != nil {
+				return ref.Reason + ": " + ref.Err.Error()
+			}
+		} else {
+			_, err = d.allowed(ctx, sc, src, r)
+		}
+		if err == nil && cs.revoked.Revoked(u.key) {
+			return fmt.Sprintf("key %s is revoked", keys.Fingerprint(u.key))
+		}
+		if err != nil {
 			if r := asRefusal(err); r.Code == handshake.CodeInternalError {
 				d.log.Warn("revocation check: key lookup failed", "user", user, "err", err)
 				continue

@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/identity"
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/krl"
 	"ubns.dev/netauth/internal/noise"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/usercert"
@@ -161,9 +163,10 @@ type ServerCore struct {
 	// computed once.
 	hostHash [32]byte
 	hostFP   string
-	// presentWire is what ServerAuth presents: hostWire, or the host certificate's wire form.
-	presentWire []byte
-	timeout     time.Duration
+	// certs are the host certificate and the user certificate checks in force: the
+	// configuration's, until SetCertificates replaces them.
+	certs   atomic.Pointer[coreCerts]
+	timeout time.Duration
 
 	mu       sync.Mutex
 	next     uint64
@@ -187,18 +190,41 @@ func NewServerCore(cfg *ServerConfig, timeout time.Duration) (*ServerCore, error
 		timeout = time.Minute
 	}
 	wire := hostPub.Marshal()
-	present := wire
-	if cfg.HostCert != nil {
-		if !bytes.Equal(cfg.HostCert.Key.Marshal(), wire) || cfg.HostCert.CertType != ssh.HostCert {
-			return nil, errors.New("netauth: the host certificate is not a host certificate of the host key")
+	c := &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: wire, hostHash: hostKeyHash(wire),
+		hostFP: ssh.FingerprintSHA256(hostPub), timeout: timeout,
+		sessions: make(map[uint64]*coreSession)}
+	if err := c.SetCertificates(cfg.HostCert, cfg.UserCerts, cfg.RevokedKeys); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// coreCerts are a core's host certificate and user certificate checks.
+type coreCerts struct {
+	// present is what ServerAuth presents: the host key's wire form, or the host
+	// certificate's.
+	present   []byte
+	userCerts *usercert.Checker
+	revoked   *krl.Set
+}
+
+// SetCertificates replaces the host certificate, the user certificate checks and the revoked
+// keys the core was made with (ServerConfig.HostCert, UserCerts and RevokedKeys), for the
+// handshakes that begin or decide from now on, as a server does when it reads its
+// configuration again; handshakes under way are not disturbed. hostCert must be a host
+// certificate of the host key (nil: present the bare key).
+func (c *ServerCore) SetCertificates(hostCert *ssh.Certificate, userCerts *usercert.Checker, revoked *krl.Set) error {
+	present := c.hostWire
+	if hostCert != nil {
+		if !bytes.Equal(hostCert.Key.Marshal(), c.hostWire) || hostCert.CertType != ssh.HostCert {
+			return errors.New("netauth: the host certificate is not a host certificate of the host key")
 		}
-		if present = cfg.HostCert.Marshal(); len(present) > MaxHostKeyLen {
-			return nil, fmt.Errorf("netauth: the host certificate is larger than %d bytes", MaxHostKeyLen)
+		if present = hostCert.Marshal(); len(present) > MaxHostKeyLen {
+			return fmt.Errorf("netauth: the host certificate is larger than %d bytes", MaxHostKeyLen)
 		}
 	}
-	return &ServerCore{cfg: cfg, hostPub: hostPub, hostWire: wire, presentWire: present, hostHash: hostKeyHash(wire),
-		hostFP: ssh.FingerprintSHA256(hostPub), timeout: timeout,
-		sessions: make(map[uint64]*coreSession)}, nil
+	c.certs.Store(&coreCerts{present: present, userCerts: userCerts, revoked: revoked})
+	return nil
 }
 
 // HostKey returns the host's public key.
@@ -408,7 +434,7 @@ func (c *ServerCore) eligible(res *Result) error {
 
 // revoked refuses a key ServerConfig.RevokedKeys lists.
 func (c *ServerCore) revoked(res *Result) error {
-	if c.cfg.RevokedKeys.Revoked(res.Key) {
+	if c.certs.Load().revoked.Revoked(res.Key) {
 		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("key %s is revoked", res.KeyFingerprint)}
 	}
 	return nil
@@ -419,7 +445,8 @@ func (c *ServerCore) revoked(res *Result) error {
 func (c *ServerCore) certificate(res *Result) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	return CheckCertificate(ctx, c.cfg, res)
+	cc := c.certs.Load()
+	return checkCertificate(ctx, cc.userCerts, cc.revoked, c.cfg.now(), c.cfg.skew(), res)
 }
 
 // CheckCertificate applies the user certificate checks (cfg.UserCerts and cfg.RevokedKeys, at
@@ -431,9 +458,14 @@ func (c *ServerCore) certificate(res *Result) error {
 // checks a live connection's identity again outside a handshake (netauthd's revocation check)
 // calls it before FindKey, so that the same checks decide.
 func CheckCertificate(ctx context.Context, cfg *ServerConfig, res *Result) error {
+	return checkCertificate(ctx, cfg.UserCerts, cfg.RevokedKeys, cfg.now(), cfg.skew(), res)
+}
+
+// checkCertificate is CheckCertificate with the checks, revoked keys, time and skew given.
+func checkCertificate(ctx context.Context, userCerts *usercert.Checker, revoked *krl.Set, now time.Time, skew time.Duration, res *Result) error {
 	res.certified = false
-	if res.Key == nil && cfg.UserCerts != nil {
-		if cert := cfg.UserCerts.Known(res.KeyHash); cert != nil {
+	if res.Key == nil && userCerts != nil {
+		if cert := userCerts.Known(res.KeyHash); cert != nil {
 			res.SetKey(cert)
 		}
 	}
@@ -441,14 +473,14 @@ func CheckCertificate(ctx context.Context, cfg *ServerConfig, res *Result) error
 	if !ok {
 		return nil
 	}
-	if cfg.UserCerts == nil {
+	if userCerts == nil {
 		return &Refusal{Code: CodeNotAuthorized, Reason: "certificates are not accepted here (no trusted user CA keys)"}
 	}
 	// Revocation first: it is cheaper than the CA signature Check ends with.
-	if cfg.RevokedKeys.Revoked(cert) {
+	if revoked.Revoked(cert) {
 		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("certificate %q (serial %d, CA %s) is revoked", cert.KeyId, cert.Serial, res.CertCAFingerprint)}
 	}
-	if err := cfg.UserCerts.Check(ctx, cert, res.User, res.Client, cfg.now(), cfg.skew()); err != nil {
+	if err := userCerts.Check(ctx, cert, res.User, res.Client, now, skew); err != nil {
 		var ue *usercert.Error
 		if errors.As(err, &ue) && ue.Lookup {
 			return &Refusal{Code: CodeInternalError, Reason: "looking up the user's authorized principals", Err: err}
@@ -541,7 +573,7 @@ func (c *ServerCore) full(req *BeginRequest, pro []byte, eph *x25519.KeyPair) (*
 	if err != nil {
 		return nil, c.refuse(&Refusal{Code: CodeInternalError, Reason: "key schedule", Err: err, Client: req.Client})
 	}
-	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.presentWire,
+	resp := &BeginResponse{Noise: msg2, HandshakeHash: h, HostKey: c.certs.Load().present,
 		HostSig: hostSignature(c.cfg.HostKey, h), Service: c.cfg.Service, Recv: keys.K1, Send: keys.K2}
 	if resp.Session, err = c.addSession(&coreSession{hash: h, client: req.Client, sec: sec}); err != nil {
 		sec.zero()

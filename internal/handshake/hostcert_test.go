@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/usercert"
 )
 
 // hostCertFor signs a host certificate of key with a fresh CA; pad adds an extension of
@@ -134,5 +135,43 @@ func TestHostCertificateChecks(t *testing.T) {
 	}
 	if _, _, err := parseHostKey(epub.Marshal()); err == nil || !strings.Contains(err.Error(), "not an Ed25519 key") {
 		t.Errorf("parseHostKey(ECDSA key) = %v", err)
+	}
+}
+
+// TestSetCertificates: SetCertificates replaces what a core presents and decides with (as
+// netauthd's reload does), and refuses a certificate of another key or of the wrong type,
+// keeping what was in force.
+func TestSetCertificates(t *testing.T) {
+	e := newEnv(t)
+	core, err := NewServerCore(e.srv, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPub, _ := ssh.NewPublicKey(e.srv.HostKey.Public())
+	if got := core.certs.Load().present; !bytes.Equal(got, hostPub.Marshal()) {
+		t.Fatal("a core without a certificate does not present the bare key")
+	}
+	cert := hostCertFor(t, e.srv.HostKey, ssh.HostCert, 0)
+	uc := &usercert.Checker{}
+	if err := core.SetCertificates(cert, uc, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cc := core.certs.Load(); !bytes.Equal(cc.present, cert.Marshal()) || cc.userCerts != uc {
+		t.Fatal("SetCertificates did not take effect")
+	}
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	for name, c := range map[string]*ssh.Certificate{
+		"another key's":      hostCertFor(t, other, ssh.HostCert, 0),
+		"a user certificate": hostCertFor(t, e.srv.HostKey, ssh.UserCert, 0),
+	} {
+		if err := core.SetCertificates(c, nil, nil); err == nil {
+			t.Errorf("SetCertificates accepted %s certificate", name)
+		}
+		if cc := core.certs.Load(); !bytes.Equal(cc.present, cert.Marshal()) || cc.userCerts != uc {
+			t.Errorf("a refused SetCertificates (%s) changed what is in force", name)
+		}
+	}
+	if err := core.SetCertificates(nil, nil, nil); err != nil || !bytes.Equal(core.certs.Load().present, hostPub.Marshal()) {
+		t.Fatalf("back to the bare key: %v", err)
 	}
 }

@@ -13,8 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/krl"
+	"ubns.dev/netauth/internal/usercert"
 )
 
 // Check validates what parsing cannot, against the running system:
@@ -27,7 +30,12 @@ import (
 //   - run-as accounts exist and are not root (uid 0);
 //   - listen addresses do not overlap, within a service or across
 //     services;
-//   - a backend service's Unix socket, if it exists, is a socket.
+//   - a backend service's Unix socket, if it exists, is a socket;
+//   - trusted-user-ca-keys, revoked-keys and host-certificate exist, are
+//     trusted files as above and parse (the host certificate is a valid host
+//     certificate of the host key), and authorized-principals-dir and the
+//     authorized-principals-command program are trusted as the key sources
+//     are.
 //
 // First it runs the value rules Parse runs (validate), with the same
 // messages, so that a Config not made by Parse (such as Default's, or one
@@ -50,6 +58,7 @@ func (c *Config) Check() (warnings []string, err error) {
 		k.trustedFile(0, "configuration file", c.Path)
 	}
 	k.keySources()
+	k.certificates()
 	if len(c.Services) == 0 {
 		k.warn(0, "no services are defined, so netauthd accepts no connections: add a \"service NAME { ... }\" block")
 	}
@@ -84,8 +93,8 @@ func (k *checker) warn(line int, format string, args ...any) {
 // keySources checks the global key sources.
 func (k *checker) keySources() {
 	c := k.cfg
-	if c.AuthorizedKeysDir == "" && !c.HomeAuthorizedKeys && len(c.KeyCommand) == 0 {
-		k.warn(0, "no key source: authorized-keys-dir is none, home-authorized-keys is no and there is no key-command, so nobody can authenticate")
+	if c.AuthorizedKeysDir == "" && !c.HomeAuthorizedKeys && len(c.KeyCommand) == 0 && c.TrustedUserCAKeys == "" {
+		k.warn(0, "no key source: authorized-keys-dir is none, home-authorized-keys is no and there is no key-command or trusted-user-ca-keys, so nobody can authenticate")
 	}
 	if dir := c.AuthorizedKeysDir; dir != "" {
 		line := c.line("authorized-keys-dir")
@@ -112,6 +121,111 @@ func (k *checker) keySources() {
 		if !hasUser {
 			k.warn(line, "key-command has no %%u argument, so it is not told which user's keys to print: add %%u where the user name goes")
 		}
+	}
+}
+
+// certificates checks the certificate directives against the system: the
+// files exist, only root can change them, and they parse.
+func (k *checker) certificates() {
+	c := k.cfg
+	if p := c.TrustedUserCAKeys; p != "" {
+		line := c.line("trusted-user-ca-keys")
+		if k.existingFile(line, "trusted-user-ca-keys", p) {
+			switch cas, err := usercert.LoadCAKeys(p); {
+			case err != nil:
+				k.errorf(line, "trusted-user-ca-keys: %v", err)
+			case len(cas) == 0:
+				k.warn(line, "trusted-user-ca-keys %s lists no key, so no certificate is accepted", p)
+			}
+		}
+	} else if c.AuthorizedPrincipalsDir != "" || c.AuthorizedPrincipalsCommand != nil {
+		k.warn(0, "authorized principals are configured but trusted-user-ca-keys is not, so no certificate is accepted and they have no effect")
+	}
+	if dir := c.AuthorizedPrincipalsDir; dir != "" {
+		line := c.line("authorized-principals-dir")
+		fi, err := os.Stat(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			k.warn(line, "authorized-principals-dir %s does not exist, so no certificate is accepted: create it (owned by root, mode 755) with one principals file per user, named after the user", dir)
+		case err != nil:
+			k.errorf(line, "authorized-principals-dir: %v", err)
+		case !fi.IsDir():
+			k.errorf(line, "authorized-principals-dir %s is not a directory", dir)
+		default:
+			k.trustedFile(line, "authorized-principals-dir", dir)
+		}
+	}
+	if cmd := c.AuthorizedPrincipalsCommand; len(cmd) > 0 && filepath.IsAbs(cmd[0]) {
+		line := c.line("authorized-principals-command")
+		k.program(line, "authorized-principals-command program", cmd[0], false)
+		hasUser := false
+		for _, a := range cmd[1:] {
+			hasUser = hasUser || strings.Contains(a, "%u")
+		}
+		if !hasUser {
+			k.warn(line, "authorized-principals-command has no %%u argument, so it is not told which user's principals to print: add %%u where the user name goes")
+		}
+	}
+	if p := c.RevokedKeys; p != "" {
+		line := c.line("revoked-keys")
+		if k.existingFile(line, "revoked-keys", p) {
+			if _, err := krl.Load(p); err != nil {
+				k.errorf(line, "revoked-keys: %v", err)
+			}
+		}
+	}
+	if p := c.HostCertificate; p != "" {
+		line := c.line("host-certificate")
+		if k.existingFile(line, "host-certificate", p) {
+			k.hostCertificate(line, p)
+		}
+	}
+}
+
+// existingFile checks that path is a regular file only root can change, and
+// reports whether it is worth reading.
+func (k *checker) existingFile(line int, what, path string) bool {
+	if !filepath.IsAbs(path) {
+		return false // validate reported it
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		k.errorf(line, "%s %s does not exist", what, path)
+		return false
+	case err != nil:
+		k.errorf(line, "%s: %v", what, err)
+		return false
+	case !fi.Mode().IsRegular():
+		k.errorf(line, "%s %s is not a regular file", what, path)
+		return false
+	}
+	n := len(k.errs.errs)
+	k.trustedFile(line, what, path)
+	return len(k.errs.errs) == n
+}
+
+// hostCertificate checks that the host certificate at path is a valid host
+// certificate of the host key, and warns when it expires soon.
+func (k *checker) hostCertificate(line int, path string) {
+	hostKey, _ := k.cfg.HostKeyFile()
+	key, err := keys.LoadHostKey(hostKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		k.errorf(line, "host-certificate %s: the host key %s does not exist yet, so the certificate cannot be of it: start netauthd once without host-certificate (it creates the key), then sign %s.pub", path, hostKey, hostKey)
+		return
+	}
+	if err != nil {
+		k.errorf(line, "host-certificate: reading the host key: %v", err)
+		return
+	}
+	_, warning, err := keys.LoadHostCertificate(path, key, time.Now())
+	clear(key)
+	if err != nil {
+		k.errorf(line, "host-certificate: %v", err)
+		return
+	}
+	if warning != "" {
+		k.warn(line, "%s: renew it (ssh-keygen -s CA -h) and reload", warning)
 	}
 }
 

@@ -131,6 +131,25 @@ type Config struct {
 	// MetricsListen is where Prometheus metrics are served: an absolute Unix socket path or
 	// a loopback HOST:PORT; empty (the default) serves none.
 	MetricsListen string
+	// TrustedUserCAKeys is a file of user CA keys (sshd's TrustedUserCAKeys), one per line
+	// in authorized_keys format: a user certificate one of them signed may authenticate as a
+	// user its principals allow. Empty (the default): certificates are refused.
+	TrustedUserCAKeys string
+	// AuthorizedPrincipalsDir holds one principals file per user, named after the user
+	// (sshd's AuthorizedPrincipalsFile /DIR/%u): a certificate must carry one of the
+	// principals the user's file lists. Empty: the certificate must carry the user's name
+	// (unless AuthorizedPrincipalsCommand is set).
+	AuthorizedPrincipalsDir string
+	// AuthorizedPrincipalsCommand is the program and arguments that print a user's
+	// principals (sshd's AuthorizedPrincipalsCommand), with "%u" standing for the user
+	// name; nil if not set. Not with AuthorizedPrincipalsDir.
+	AuthorizedPrincipalsCommand []string
+	// RevokedKeys is a file of revoked keys and certificates (sshd's RevokedKeys): an
+	// OpenSSH KRL (ssh-keygen -k) or a list of public keys. Empty: none.
+	RevokedKeys string
+	// HostCertificate is an OpenSSH host certificate of the host key (ssh-keygen -s CA -h),
+	// presented to clients instead of the bare key. Empty: none.
+	HostCertificate string
 	// Services are the services, in file order.
 	Services []*Service
 

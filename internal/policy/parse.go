@@ -331,6 +331,18 @@ type directive struct {
 	set         func(p *parser, line int, vals []string)
 }
 
+// optionalPath is a global directive whose value is an absolute path or
+// "none" (the default: empty).
+func optionalPath(name string, field func(c *Config) *string) directive {
+	return directive{name: name, global: true, min: 1, max: 1, usage: name + " /absolute/path\" or \"" + name + " none", hint: pathHint, set: func(p *parser, n int, v []string) {
+		if v[0] == "none" {
+			*field(p.cfg) = ""
+			return
+		}
+		*field(p.cfg) = v[0]
+	}}
+}
+
 // directiveTable returns every directive but "service". Its set functions
 // are syntax only: they turn the values into the Config's types where the
 // type is the syntax (a number, a duration, yes/no, a keyword) and store
@@ -390,6 +402,13 @@ func directiveTable() []directive {
 		{name: "metrics-listen", global: true, min: 1, max: 1, usage: "metrics-listen /run/netauth/metrics.sock", set: func(p *parser, n int, v []string) {
 			p.cfg.MetricsListen = v[0]
 		}},
+		optionalPath("trusted-user-ca-keys", func(c *Config) *string { return &c.TrustedUserCAKeys }),
+		optionalPath("authorized-principals-dir", func(c *Config) *string { return &c.AuthorizedPrincipalsDir }),
+		{name: "authorized-principals-command", global: true, min: 1, max: -1, usage: "authorized-principals-command /absolute/path/of/program [ARG...]", set: func(p *parser, n int, v []string) {
+			p.cfg.AuthorizedPrincipalsCommand = v
+		}},
+		optionalPath("revoked-keys", func(c *Config) *string { return &c.RevokedKeys }),
+		optionalPath("host-certificate", func(c *Config) *string { return &c.HostCertificate }),
 
 		{name: "listen", repeat: true, min: 1, max: -1, usage: "listen HOST:PORT", set: func(p *parser, n int, v []string) {
 			s := p.svc

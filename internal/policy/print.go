@@ -10,8 +10,11 @@ import (
 // WriteTo writes the configuration in netauthd.conf syntax with every
 // directive that has a value spelled out, defaults included (as
 // "netauthd -T" prints it): read back by Parse, the output gives the same
-// configuration. key-command, program, args, backend, users and groups are
-// left out when they have no value, as they have no way of saying "none".
+// configuration. key-command, authorized-principals-command, program, args,
+// backend, users and groups are left out when they have no value, as they
+// have no way of saying "none"; so are the certificate files
+// (trusted-user-ca-keys, authorized-principals-dir, revoked-keys,
+// host-certificate) when not set.
 func (c *Config) WriteTo(w io.Writer) (int64, error) {
 	b := &strings.Builder{}
 	line := func(name string, vals ...string) {
@@ -49,6 +52,19 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 	line("spare-workers", itoa(c.SpareWorkers))
 	if c.MetricsListen != "" {
 		line("metrics-listen", c.MetricsListen)
+	}
+	for _, d := range []struct{ name, value string }{
+		{"trusted-user-ca-keys", c.TrustedUserCAKeys},
+		{"authorized-principals-dir", c.AuthorizedPrincipalsDir},
+		{"revoked-keys", c.RevokedKeys},
+		{"host-certificate", c.HostCertificate},
+	} {
+		if d.value != "" {
+			line(d.name, d.value)
+		}
+	}
+	if len(c.AuthorizedPrincipalsCommand) > 0 {
+		line("authorized-principals-command", c.AuthorizedPrincipalsCommand...)
 	}
 	for _, s := range c.Services {
 		b.WriteString("\nservice " + quoteValue(s.Name) + " {\n")

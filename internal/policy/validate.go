@@ -68,6 +68,10 @@ var globalPaths = []struct {
 	{"host-key", func(c *Config) string { return c.HostKey }, false},
 	{"audit-log", func(c *Config) string { return c.AuditLog }, false},
 	{"authorized-keys-dir", func(c *Config) string { return c.AuthorizedKeysDir }, true},
+	{"trusted-user-ca-keys", func(c *Config) string { return c.TrustedUserCAKeys }, true},
+	{"authorized-principals-dir", func(c *Config) string { return c.AuthorizedPrincipalsDir }, true},
+	{"revoked-keys", func(c *Config) string { return c.RevokedKeys }, true},
+	{"host-certificate", func(c *Config) string { return c.HostCertificate }, true},
 }
 
 // globalDurations are the global duration directives and their bounds (max
@@ -92,12 +96,10 @@ func (v *validator) globals(c *Config) {
 			v.path(c.line(g.name), g.name, p)
 		}
 	}
-	switch {
-	case c.KeyCommand == nil:
-	case len(c.KeyCommand) == 0:
-		v.errorf(c.line("key-command"), "key-command is empty: give a program or leave it out")
-	default:
-		v.path(c.line("key-command"), "key-command program", c.KeyCommand[0])
+	v.command(c, "key-command", c.KeyCommand)
+	v.command(c, "authorized-principals-command", c.AuthorizedPrincipalsCommand)
+	if c.AuthorizedPrincipalsDir != "" && c.AuthorizedPrincipalsCommand != nil {
+		v.errorf(c.line("authorized-principals-command"), "authorized-principals-command and authorized-principals-dir are both set: a user's principals come from one of them; remove the other")
 	}
 	for _, g := range globalDurations {
 		if d := g.get(c); d >= 0 || !g.off {
@@ -114,6 +116,18 @@ func (v *validator) globals(c *Config) {
 		if msg := metricsListenProblem(c.MetricsListen); msg != "" {
 			v.errs.add(c.line("metrics-listen"), msg)
 		}
+	}
+}
+
+// command checks a global program directive: nil (not set) or an absolute
+// program followed by its arguments.
+func (v *validator) command(c *Config, name string, cmd []string) {
+	switch {
+	case cmd == nil:
+	case len(cmd) == 0:
+		v.errorf(c.line(name), "%s is empty: give a program or leave it out", name)
+	default:
+		v.path(c.line(name), name+" program", cmd[0])
 	}
 }
 

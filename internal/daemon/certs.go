@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/keys"
+	"ubns.dev/netauth/internal/krl"
+	"ubns.dev/netauth/internal/policy"
+	"ubns.dev/netauth/internal/usercert"
+)
+
+// certState is what the certificate directives of a configuration say, read from their files:
+// the host certificate presented, the user certificate checks and the revoked keys. The
+// monitor alone reads those files and decides with them; the acceptor never needs them. It is
+// read at start and again on every reload, and the revoked keys also whenever the file
+// changes (refreshRevoked). A certState does not change once made: a new one replaces it.
+type certState struct {
+	hostCert  *ssh.Certificate
+	userCerts *usercert.Checker // nil: certificates are refused
+	revoked   *krl.Set          // nil: none revoked
+	skew      time.Duration     // max-clock-skew, the certificates' validity skew
+	// revokedPath and revokedStamp are the revoked-keys file and what its stat said when it
+	// was read, so that the revocation check reads it again only when it changed.
+	revokedPath  string
+	revokedStamp fileStamp
+}
+
+// fileStamp is what tells that a file changed: its identity, size and times.
+type fileStamp struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64 // nanoseconds
+}
+
+// stampOf returns the stamp of the file at path.
+func stampOf(path string) (fileStamp, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileStamp{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
+}
+
+// loadCerts reads the certificate files cfg names for host key key. warnings are said in
+// the log (a host certificate about to expire).
+func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warnings []string, err error) {
+	cs = &certState{skew: cfg.MaxClockSkew}
+	if cfg.HostCertificate != "" {
+		cert, warning, err := keys.LoadHostCertificate(cfg.HostCertificate, key, time.Now())
+		if err != nil {
+			return nil, nil, fmt.Errorf("host-certificate: %w", err)
+		}
+		if warning != "" {
+			warnings = append(warnings, warning)
+		}
+		cs.hostCert = cert
+	}
+	if cfg.RevokedKeys != "" {
+		cs.revokedPath = cfg.RevokedKeys
+		if cs.revoked, cs.revokedStamp, err = loadRevoked(cfg.RevokedKeys); err != nil {
+			return nil, nil, fmt.Errorf("revoked-keys: %w", err)
+		}
+	}
+	if cfg.TrustedUserCAKeys != "" {
+		cas, err := usercert.LoadCAKeys(cfg.TrustedUserCAKeys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("trusted-user-ca-keys: %w", err)
+		}
+		uc := &usercert.Checker{CAs: cas, Revoked: cs.revoked}
+		if cfg.AuthorizedPrincipalsDir != "" {
+			uc.Principals = append(uc.Principals, usercert.PrincipalsDir{Dir: cfg.AuthorizedPrincipalsDir})
+		}
+		if cmd := cfg.AuthorizedPrincipalsCommand; len(cmd) > 0 {
+			uc.Principals = append(uc.Principals, usercert.PrincipalsCommand{Path: cmd[0], Args: cmd[1:]})
+		}
+		cs.userCerts = uc
+	}
+	return cs, warnings, nil
+}
+
+// loadRevoked reads a revoked-keys file, refusing one that group or others may write, and
+// returns the stamp the file had before it was read: a change made while it was read shows at
+// the next look.
+func loadRevoked(path string) (*krl.Set, fileStamp, error) {
+	stamp, err := stampOf(path)
+	if err != nil {
+		return nil, fileStamp{}, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fileStamp{}, err
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fileStamp{}, fmt.Errorf("%s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())
+	}
+	set, err := krl.Load(path)
+	if err != nil {
+		return nil, fileStamp{}, err
+	}
+	return set, stamp, nil
+}
+
+// withRevoked returns a copy of cs with revoked keys set: the user certificate checks are
+// made anew around them (a Checker does not change once in use).
+func (cs *certState) withRevoked(set *krl.Set, stamp fileStamp) *certState {
+	n := *cs
+	n.revoked, n.revokedStamp = set, stamp
+	if cs.userCerts != nil {
+		n.userCerts = &usercert.Checker{CAs: cs.userCerts.CAs, Principals: cs.userCerts.Principals, Revoked: set}
+	}
+	return &n
+}
+
+// serverConfig is the part of a handshake configuration that decides certificates, for
+// handshake.CheckCertificate outside a handshake (the revocation check).
+func (cs *certState) serverConfig() *handshake.ServerConfig {
+	return &handshake.ServerConfig{UserCerts: cs.userCerts, RevokedKeys: cs.revoked, MaxClockSkew: cs.skew}
+}
+
+// currentCerts returns the certificate state in force.
+func (d *Daemon) currentCerts() *certState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.certs
+}
+
+// setCertsLocked puts cs in force for every service's handshakes. Callers hold d.mu.
+func (d *Daemon) setCertsLocked(cs *certState) error {
+	for name, s := range d.services {
+		if err := s.core.SetCertificates(cs.hostCert, cs.userCerts, cs.revoked); err != nil {
+			return fmt.Errorf("service %q: %w", name, err)
+		}
+	}
+	d.certs = cs
+	return nil
+}
+
+// refreshRevoked reads the revoked-keys file again if it changed since it was read, so that a
+// key or certificate revoked with ssh-keygen -k -u is refused, and its live sessions closed,
+// at the next revocation check without a reload. A file that cannot be read or does not parse
+// (it may be half written) keeps the list in force and is tried again at the next check; the
+// log says so once per distinct error.
+func (d *Daemon) refreshRevoked() {
+	cs := d.currentCerts()
+	if cs == nil || cs.revokedPath == "" {
+		return
+	}
+	if stamp, err := stampOf(cs.revokedPath); err == nil && stamp == cs.revokedStamp {
+		return
+	}
+	set, stamp, err := loadRevoked(cs.revokedPath)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.certs != cs {
+		return // a reload replaced them meanwhile
+	}
+	if err != nil {
+		if msg := err.Error(); msg != d.revokedErr {
+			d.revokedErr = msg
+			d.log.Error("revoked-keys changed but cannot be read; keeping the revoked keys read before", "path", cs.revokedPath, "err", err)
+		}
+		return
+	}
+	d.revokedErr = ""
+	if err := d.setCertsLocked(cs.withRevoked(set, stamp)); err != nil {
+		d.log.Error("revoked-keys: not applied", "err", err)
+		return
+	}
+	d.log.Info("revoked-keys read again", "path", cs.revokedPath, "entries", set.Len())
+}
