@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -330,29 +329,6 @@ func mustRead(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-var (
-	netauthOnce sync.Once
-	netauthBin  string
-	netauthErr  error
-)
-
-// buildNetauth builds the netauth command (in the acceptor's build directory, removed by
-// TestMain).
-func buildNetauth(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Dir(buildAcceptor(t))
-	netauthOnce.Do(func() {
-		netauthBin = filepath.Join(dir, "netauth")
-		if out, err := exec.Command("go", "build", "-o", netauthBin, "ubns.dev/netauth/cmd/netauth").CombinedOutput(); err != nil {
-			netauthErr = errors.New("building netauth: " + err.Error() + ": " + string(out))
-		}
-	})
-	if netauthErr != nil {
-		t.Fatal(netauthErr)
-	}
-	return netauthBin
 }
 
 // TestUserCertificatePrincipals: with authorized-principals-dir (sshd's

@@ -90,6 +90,14 @@ service b {
     run-as account web
     users bob
 }
+service h {
+    listen 127.0.0.1:4
+    mode http-backend
+    backend tcp:127.0.0.1:5
+    identity-headers X-WEBAUTH-USER
+    run-as account web
+    users bob
+}
 `
 	out := roundTrip(t, mustParse(t, conf))
 	// authorized-principals-dir and -command exclude each other: the dir in a second file.
