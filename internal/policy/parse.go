@@ -408,8 +408,10 @@ func directiveTable() []directive {
 				p.svc.Mode = Exec
 			case "backend":
 				p.svc.Mode = Backend
+			case "instance":
+				p.svc.Mode = Instance
 			default:
-				p.errorf(n, "mode %s: want per-user, per-connection, exec or backend", q(v[0]))
+				p.errorf(n, "mode %s: want per-user, per-connection, exec, backend or instance", q(v[0]))
 			}
 		}},
 		{name: "program", min: 1, max: 1, usage: "program /absolute/path", hint: "; put the program's arguments in \"args\"", set: func(p *parser, n int, v []string) {
@@ -420,6 +422,12 @@ func directiveTable() []directive {
 		}},
 		{name: "backend", min: 1, max: 1, usage: "backend tcp:HOST:PORT\" or \"backend unix:/path", set: func(p *parser, n int, v []string) {
 			p.svc.Backend = v[0]
+		}},
+		{name: "instance-listen", min: 1, max: 1, usage: "instance-listen socket-activation|unix|tcp", set: func(p *parser, n int, v []string) {
+			p.svc.InstanceListen = v[0] // checked by validate
+		}},
+		{name: "instance-start-timeout", min: 1, max: 1, usage: "instance-start-timeout 5s", set: func(p *parser, n int, v []string) {
+			p.duration(n, "instance-start-timeout", v[0], &p.svc.InstanceStartTimeout)
 		}},
 		{name: "exec-worker", min: 1, max: 1, usage: "exec-worker per-user\" or \"exec-worker per-connection", set: func(p *parser, n int, v []string) {
 			switch v[0] {

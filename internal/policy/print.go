@@ -72,6 +72,12 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 		if s.Backend != "" {
 			in("backend", s.Backend)
 		}
+		if s.Mode == Instance {
+			if s.InstanceListen != "" {
+				in("instance-listen", s.InstanceListen)
+			}
+			in("instance-start-timeout", formatDuration(s.StartTimeout()))
+		}
 		if len(s.Users) > 0 {
 			in("users", s.Users...)
 		}

@@ -139,7 +139,7 @@ func (v *validator) service(s *Service, first map[string]*Service) {
 	v.listen(s)
 	r := ruleOf(s.Mode)
 	if r == nil {
-		v.errorf(s.line("mode"), "service %s: unknown %s: want per-user, per-connection, exec or backend", q(s.Name), s.Mode)
+		v.errorf(s.line("mode"), "service %s: unknown %s: want per-user, per-connection, exec, backend or instance", q(s.Name), s.Mode)
 	} else {
 		v.checkMode(s, r)
 	}
@@ -152,6 +152,7 @@ func (v *validator) service(s *Service, first map[string]*Service) {
 			v.errs.add(s.line("backend"), msg)
 		}
 	}
+	v.instance(s, takes)
 	if s.ExecWorker != PerUser && s.ExecWorker != PerConnection {
 		v.errorf(s.line("exec-worker"), "service %s: unknown exec-worker %s: want per-user or per-connection", q(s.Name), s.ExecWorker)
 	}

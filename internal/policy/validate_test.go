@@ -109,6 +109,10 @@ func TestValidateModeTable(t *testing.T) {
 		"backend":      func(s *Service) { s.Backend = "tcp:127.0.0.1:8080" },
 		"run-as":       func(s *Service) { s.RunAsUser, s.Account = false, "netauth-svc" },
 		"idle-timeout": func(s *Service) { s.IdleTimeout = time.Minute },
+		"instance-listen": func(s *Service) {
+			s.InstanceListen = InstanceSocketActivation
+		},
+		"instance-start-timeout": func(s *Service) { s.InstanceStartTimeout = time.Minute },
 	}
 	for _, d := range serviceDirectives {
 		if setters[d.name] == nil {
@@ -137,7 +141,7 @@ func TestValidateModeTable(t *testing.T) {
 		c.validate(&errs, func(_ int, msg string) { warnings = append(warnings, msg) })
 		return errs.errs, warnings
 	}
-	if len(modeTable) != int(Backend)+1 {
+	if len(modeTable) != int(Instance)+1 {
 		t.Errorf("the mode table has %d rows, want one per mode (%d)", len(modeTable), int(Backend)+1)
 	}
 	for i := range modeTable {
