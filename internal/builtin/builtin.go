@@ -22,7 +22,7 @@ import (
 )
 
 // Names lists the built-in services.
-func Names() []string { return []string{"backend", "echo", "exec", "whoami"} }
+func Names() []string { return []string{"backend", "echo", "exec", "instance", "whoami"} }
 
 // Usage describes the arguments of each built-in service.
 const Usage = `built-in services:
@@ -32,7 +32,10 @@ const Usage = `built-in services:
                               its standard input and output
   backend tcp:HOST:PORT|unix:/PATH
                               forward each connection to a local service, after a PROXY
-                              protocol version 2 header carrying the client's identity`
+                              protocol version 2 header carrying the client's identity
+  instance -listen socket-activation|unix|tcp [-start-timeout D] [-host-netns INODE] -- PROGRAM [ARG...]
+                              run the user's own instance of PROGRAM (an absolute path) and
+                              relay each connection to it`
 
 // handler returns the built-in service called name.
 func handler(name string) func(*netauth.Conn) {
@@ -79,6 +82,8 @@ func Run(name string, args []string, stderr io.Writer) int {
 		h, err = execHandler(args, NewLogger(stderr))
 	case "backend":
 		h, err = backendHandler(args, NewLogger(stderr))
+	case "instance":
+		return runInstance(args, stderr)
 	default:
 		if h = handler(name); h == nil {
 			err = fmt.Errorf("unknown built-in service %q (have: %s)", name, strings.Join(Names(), ", "))
