@@ -2,8 +2,10 @@
 
 // Package builtin holds the workers netauthd can run without any program installed: the small
 // services whoami (the embedded default) and echo (for tests and benchmarks), and the workers
-// of the exec and backend modes, which start an unmodified program for each connection (exec)
-// or forward each connection to a local service with a PROXY protocol header (backend). Each
+// of the exec, backend and instance modes, which start an unmodified program for each
+// connection (exec), forward each connection to a local service with a PROXY protocol header
+// (backend), or start the user's own instance of an unmodified server and relay each
+// connection to it (instance). Each
 // runs as a netauthd worker, receiving its connections through netauth.Listen like any other
 // service.
 package builtin

@@ -76,7 +76,9 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 			if s.InstanceListen != "" {
 				in("instance-listen", s.InstanceListen)
 			}
-			in("instance-start-timeout", formatDuration(s.StartTimeout()))
+			if s.InstanceStartTimeout != 0 { // else the default, DefaultInstanceStartTimeout
+				in("instance-start-timeout", formatDuration(s.InstanceStartTimeout))
+			}
 		}
 		if len(s.Users) > 0 {
 			in("users", s.Users...)
