@@ -426,3 +426,35 @@ func TestInstanceStartTimeout(t *testing.T) {
 		t.Errorf("a worker is left for the instance that did not start")
 	}
 }
+
+// TestInstanceLimits: max-connections-per-user and max-workers bound an instance service as
+// any other: a user's connection past their limit, and a user whose instance would be one too
+// many, are refused as overloaded.
+func TestInstanceLimits(t *testing.T) {
+	tb := newTestbedOpts(t, `service act {
+    listen 127.0.0.1:0
+    mode instance
+    instance-listen socket-activation
+    program /usr/bin/python3
+    args DIR/activation.py
+    users netauth-alice netauth-bob
+    max-connections-per-user 1
+    max-workers 1
+}
+`, testbedOpts{files: map[string][]byte{"activation.py": []byte(activationScript)}})
+	tb.useBuiltinWorker()
+	held, err := netauth.Dial("tcp", tb.addr("act"), tb.config("netauth-alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := bufio.NewReader(held).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialRead(tb.addr("act"), tb.config("netauth-alice")); !refusedCode(err, netauth.CodeOverloaded) {
+		t.Errorf("alice's second connection: %v, want refused as overloaded (max-connections-per-user 1)", err)
+	}
+	if err := dialRead(tb.addr("act"), tb.config("netauth-bob")); !refusedCode(err, netauth.CodeOverloaded) {
+		t.Errorf("bob's first connection: %v, want refused as overloaded (max-workers 1)", err)
+	}
+}
