@@ -285,7 +285,7 @@ func serve(cfg *policy.Config, note, tracePath, control string, log *slog.Logger
 	}
 	self, err := os.Executable()
 	if err != nil {
-		fmt.Fprintln(stderr, "netauthd: finding its own program for the built-in exec and backend workers:", err)
+		fmt.Fprintln(stderr, "netauthd: finding its own program for the built-in exec, backend and instance workers:", err)
 		return 1
 	}
 	worker, err := builtinWorker()

@@ -2,10 +2,11 @@
 
 // Package builtin holds the workers netauthd can run without any program installed: the small
 // services whoami (the embedded default) and echo (for tests and benchmarks), and the workers
-// of the exec, backend and http-backend modes, which start an unmodified program for each
-// connection (exec), forward each connection to a local service with a PROXY protocol header
-// (backend), or forward each HTTP request to a local HTTP service with identity headers
-// (http-backend). Each
+// of the exec, backend, http-backend and instance modes, which start an unmodified program
+// for each connection (exec), forward each connection to a local service with a PROXY protocol
+// header (backend), forward each HTTP request to a local HTTP service with identity headers
+// (http-backend), or start the user's own instance of an unmodified server and relay each
+// connection to it (instance). Each
 // runs as a netauthd worker, receiving its connections through netauth.Listen like any other
 // service.
 package builtin
@@ -24,7 +25,9 @@ import (
 )
 
 // Names lists the built-in services.
-func Names() []string { return []string{"backend", "echo", "exec", "http-backend", "whoami"} }
+func Names() []string {
+	return []string{"backend", "echo", "exec", "http-backend", "instance", "whoami"}
+}
 
 // Usage describes the arguments of each built-in service.
 const Usage = `built-in services:
@@ -38,7 +41,10 @@ const Usage = `built-in services:
   http-backend tcp:HOST:PORT|unix:/PATH [HEADER...]
                               serve each connection as HTTP/1.1, forwarding each request to a
                               local HTTP service with the client's identity headers (HEADER,
-                              default Remote-User X-Forwarded-User, set to the user's name)`
+                              default Remote-User X-Forwarded-User, set to the user's name)
+  instance -listen socket-activation|unix|tcp [-start-timeout D] [-host-netns INODE] -- PROGRAM [ARG...]
+                              run the user's own instance of PROGRAM (an absolute path) and
+                              relay each connection to it`
 
 // handler returns the built-in service called name.
 func handler(name string) func(*netauth.Conn) {
@@ -88,6 +94,8 @@ func Run(name string, args []string, stderr io.Writer) int {
 		h, err = backendHandler(args, NewLogger(stderr))
 	case "http-backend":
 		hb, err = httpBackendHandler(args, NewLogger(stderr))
+	case "instance":
+		return runInstance(args, stderr)
 	default:
 		if h = handler(name); h == nil {
 			err = fmt.Errorf("unknown built-in service %q (have: %s)", name, strings.Join(Names(), ", "))

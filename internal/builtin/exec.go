@@ -258,12 +258,17 @@ func copyToClient(c *netauth.Conn, stdout *os.File) error {
 	}
 }
 
-// logLines logs the program's standard error, a record "exec: program output" for each
-// line, the line (its bytes, as text: the program's, not records of the worker's) in the
-// attribute "line", cut into pieces of at most maxLogLine bytes. Past maxLoggedLines, lines are
-// counted, and their number logged at the end.
+// logLines logs the program's standard error (logProgramOutput).
 func (e *execWorker) logLines(pid int, r *os.File) {
 	defer r.Close()
+	logProgramOutput(e.log, "exec: program output", pid, r)
+}
+
+// logProgramOutput logs what a program writes on r, a record msg for each line, the line
+// (its bytes, as text: the program's, not records of the worker's) in the attribute "line",
+// cut into pieces of at most maxLogLine bytes. Past maxLoggedLines, lines are counted, and
+// their number logged at the end.
+func logProgramOutput(log *slog.Logger, msg string, pid int, r io.Reader) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	n := 0
 	cut := false // the last piece was cut at maxLogLine
@@ -271,7 +276,7 @@ func (e *execWorker) logLines(pid int, r *os.File) {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 && !(cut && len(line) == 1 && line[0] == '\n') { // not the end of a cut line
 			if n++; n <= maxLoggedLines {
-				e.log.Info("exec: program output", "program_pid", pid, "line", strings.TrimSuffix(string(line), "\n"))
+				log.Info(msg, "program_pid", pid, "line", strings.TrimSuffix(string(line), "\n"))
 			}
 		}
 		cut = errors.Is(err, bufio.ErrBufferFull)
@@ -280,7 +285,7 @@ func (e *execWorker) logLines(pid int, r *os.File) {
 		}
 	}
 	if n > maxLoggedLines {
-		e.log.Warn("exec: program output not logged: too many lines", "program_pid", pid, "lines", n-maxLoggedLines)
+		log.Warn(msg+" not logged: too many lines", "program_pid", pid, "lines", n-maxLoggedLines)
 	}
 }
 

@@ -25,7 +25,7 @@ import (
 // HEADER...". This runs before TestMain,
 // which handles the one-argument workers of the other tests.
 func init() {
-	if netauth.IsWorker() && len(os.Args) > 2 && (os.Args[1] == "exec" || os.Args[1] == "backend" || os.Args[1] == "http-backend") {
+	if netauth.IsWorker() && len(os.Args) > 2 && (os.Args[1] == "exec" || os.Args[1] == "backend" || os.Args[1] == "http-backend" || os.Args[1] == "instance") {
 		os.Exit(builtin.Run(os.Args[1], os.Args[2:], os.Stderr))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/keys"
@@ -14,10 +15,12 @@ import (
 )
 
 // workerCommand returns the program and arguments that start a worker of sc. Per-user and
-// per-connection services run their own program. Exec and backend services run netauthd's
-// built-in worker (Options.Self): "exec -- PROGRAM ARG..." starts the service's program for
-// each connection, "backend ADDRESS" forwards each connection to the backend, and
-// "http-backend ADDRESS HEADER..." each HTTP request, with HEADER... set to the user's name.
+// per-connection services run their own program. Exec, backend, http-backend and instance
+// services run netauthd's built-in worker (Options.Self): "exec -- PROGRAM ARG..." starts the
+// service's program for each connection, "backend ADDRESS" forwards each connection to the
+// backend, "http-backend ADDRESS HEADER..." each HTTP request, with HEADER... set to the user's
+// name, and "instance -listen METHOD ... -- PROGRAM ARG..." starts the user's instance of the
+// program and relays each connection to it.
 func (d *Daemon) workerCommand(sc *policy.Service) (string, []string, error) {
 	switch sc.Mode {
 	case policy.Exec:
@@ -26,6 +29,16 @@ func (d *Daemon) workerCommand(sc *policy.Service) (string, []string, error) {
 		return d.builtinWorker(sc, []string{"backend", sc.Backend})
 	case policy.HTTPBackend:
 		return d.builtinWorker(sc, append([]string{"http-backend", sc.Backend}, sc.UserHeaders()...))
+	case policy.Instance:
+		args := []string{"instance", "-listen", sc.InstanceListen, "-start-timeout", sc.StartTimeout().String()}
+		if sc.InstanceListen == policy.InstanceTCP {
+			ino, err := hostNetns()
+			if err != nil {
+				return "", nil, err
+			}
+			args = append(args, "-host-netns", strconv.FormatUint(ino, 10))
+		}
+		return d.builtinWorker(sc, append(append(args, "--", sc.Program), sc.Args...))
 	}
 	return sc.Program, sc.Args, nil
 }
@@ -39,7 +52,7 @@ func (d *Daemon) builtinWorker(sc *policy.Service, args []string) (string, []str
 	if !filepath.IsAbs(self[0]) {
 		return "", nil, fmt.Errorf("the built-in worker program %q (Options.Self) is not an absolute path", self[0])
 	}
-	if sc.Mode == policy.Exec && !filepath.IsAbs(sc.Program) {
+	if (sc.Mode == policy.Exec || sc.Mode == policy.Instance) && !filepath.IsAbs(sc.Program) {
 		return "", nil, fmt.Errorf("service %q: program %q is not an absolute path", sc.Name, sc.Program)
 	}
 	out := make([]string, 0, len(self)-1+len(args))

@@ -57,7 +57,7 @@ func runAssignedTestWorker(args []string) int {
 		return identityWorker()
 	case len(args) == 1:
 		return runTestWorker(args[0])
-	case args[0] == "exec" || args[0] == "backend" || args[0] == "http-backend":
+	case args[0] == "exec" || args[0] == "backend" || args[0] == "http-backend" || args[0] == "instance":
 		return builtin.Run(args[0], args[1:], os.Stderr)
 	}
 	return 2

@@ -362,13 +362,19 @@ func (w *worker) start(runAs *policy.Account) {
 	d.mu.Lock()
 	builtin, isBuiltin := builtinArgs(d.opts.Self, path, args)
 	d.mu.Unlock()
-	if isBuiltin {
+	// A worker in a network namespace of its own is started in it: a spare is in netauthd's.
+	if isBuiltin && !privateNetns(w.svc) {
 		if sp := d.takeSpare(); sp != nil {
 			err := w.assign(sp, runAs, builtin, env, dir)
 			if err == nil {
 				w.cmd, w.pid, w.ch, w.started = sp.cmd, sp.pid, sp.ch, time.Now()
 				d.log.Info("worker started", append(w.startTags(runAs), "spare", true)...)
 				d.metrics.WorkerStarted()
+				if err := w.awaitInstance(); err != nil {
+					w.instanceFailed(err, func() { sp.reap() })
+					fail(err)
+					return
+				}
 				go w.control()
 				return
 			}
@@ -393,7 +399,11 @@ func (w *worker) start(runAs *policy.Account) {
 	}
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	startCmd := cmd.Start
+	if privateNetns(w.svc) {
+		startCmd = func() error { return startInNetns(cmd) }
+	}
+	if err := startCmd(); err != nil {
 		wf.Close()
 		ch.Close()
 		fail(fmt.Errorf("starting %s: %w", path, err))
@@ -403,8 +413,23 @@ func (w *worker) start(runAs *policy.Account) {
 	w.cmd, w.pid, w.ch, w.started = cmd, cmd.Process.Pid, ch, time.Now()
 	d.log.Info("worker started", w.startTags(runAs)...)
 	d.metrics.WorkerStarted()
+	var output sync.WaitGroup
 	for _, r := range []io.Reader{stdout, stderr} {
-		go w.logOutput(r)
+		output.Add(1)
+		go func() { defer output.Done(); w.logOutput(r) }()
+	}
+	if err := w.awaitInstance(); err != nil {
+		w.instanceFailed(err, func() {
+			logged := make(chan struct{})
+			go func() { output.Wait(); close(logged) }()
+			select {
+			case <-logged:
+			case <-time.After(time.Second):
+			}
+			_ = cmd.Wait()
+		})
+		fail(err)
+		return
 	}
 	go w.control()
 }

@@ -209,14 +209,26 @@ func ReceiveAssignment(fd int) (*Assignment, error) {
 // SendAssigned tells netauthd, on the control descriptor fd of a spare worker, that the spare
 // took its assignment.
 func SendAssigned(fd int) error {
-	b := (&Message{Type: TypeAssigned}).marshal()
+	return sendBare(fd, TypeAssigned)
+}
+
+// SendReady tells netauthd, on the control descriptor fd, that the instance an instance
+// worker started accepts connections (TypeReady). The worker sends it before it takes any
+// connection (before netauth.Listen takes the descriptor).
+func SendReady(fd int) error {
+	return sendBare(fd, TypeReady)
+}
+
+// sendBare sends a message of type t with no ID, payload or descriptor on fd.
+func sendBare(fd int, t Type) error {
+	b := (&Message{Type: t}).marshal()
 	for {
 		err := unix.Sendmsg(fd, b, nil, nil, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("handoff: sending assigned: %w", os.NewSyscallError("sendmsg", err))
+			return fmt.Errorf("handoff: sending %v: %w", t, os.NewSyscallError("sendmsg", err))
 		}
 		return nil
 	}

@@ -165,3 +165,20 @@ func TestAssignMessages(t *testing.T) {
 		t.Fatalf("%+v %v", m, err)
 	}
 }
+
+// TestSendReady: an instance worker's TypeReady, sent on the raw control descriptor before
+// netauth.Listen takes it, arrives as a message with neither payload nor descriptor, and one
+// with a payload is refused.
+func TestSendReady(t *testing.T) {
+	d, w := pair(t)
+	if err := d.Send(&Message{Type: TypeReady, Payload: []byte{1}}, nil); err == nil {
+		t.Error("sent a ready message with a payload")
+	}
+	var serr error
+	if err := w.sc.Control(func(fd uintptr) { serr = SendReady(int(fd)) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if m, f, err := d.Recv(); err != nil || f != nil || m.Type != TypeReady || m.Type.String() != "ready" {
+		t.Fatalf("%+v %v %v", m, f, err)
+	}
+}

@@ -82,6 +82,10 @@ const (
 	// user's credentials, directory, environment and arguments, and says so.
 	TypeAssign   Type = 13 // daemon -> spare worker: an Assignment
 	TypeAssigned Type = 14 // spare worker -> daemon: assignment taken; it is now that user's worker
+
+	// An instance worker (netauthd's built-in worker of mode instance) says, before it takes
+	// any connection, that the user's instance of the service's program accepts connections.
+	TypeReady Type = 15 // instance worker -> daemon: the instance accepts connections
 )
 
 // String returns the type's name.
@@ -109,6 +113,8 @@ func (t Type) String() string {
 		return "assign"
 	case TypeAssigned:
 		return "assigned"
+	case TypeReady:
+		return "ready"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -182,7 +188,7 @@ func (m *Message) check(nfds int) error {
 			return fmt.Errorf("handoff: %v payload of %d bytes", m.Type, len(m.Payload))
 		}
 		return nil
-	case TypeAck, TypeDone, TypeExit, TypeRevoke, TypeAssigned:
+	case TypeAck, TypeDone, TypeExit, TypeRevoke, TypeAssigned, TypeReady:
 		if nfds != 0 {
 			return fmt.Errorf("handoff: %v message with %d descriptor(s), want none", m.Type, nfds)
 		}

@@ -98,6 +98,15 @@ service h {
     run-as account web
     users bob
 }
+service i {
+    listen 127.0.0.1:6
+    mode instance
+    program /usr/bin/python3
+    args -m http.server %p --bind 127.0.0.1
+    instance-listen tcp
+    instance-start-timeout 10s
+    users bob
+}
 `
 	out := roundTrip(t, mustParse(t, conf))
 	// authorized-principals-dir and -command exclude each other: the dir in a second file.

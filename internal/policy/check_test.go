@@ -335,7 +335,7 @@ func TestCheckValidatesHandBuilt(t *testing.T) {
 	want := []string{
 		"built-in configuration: revocation-check 0s is too short: the minimum is 100ms",
 		`built-in configuration: listen "nowhere": want HOST:PORT, such as 127.0.0.1:4000, [::1]:4000 or :4000`,
-		`built-in configuration: service "whoami": unknown mode(9): want per-user, per-connection, exec, backend or http-backend`,
+		`built-in configuration: service "whoami": unknown mode(9): want per-user, per-connection, exec, backend, http-backend or instance`,
 		`built-in configuration: program "bin/whoami" is not an absolute path: write it starting with "/"`,
 		`built-in configuration: max-workers 0: must be at least 1`,
 		`built-in configuration: service "whoami" is defined twice: rename or remove one`,

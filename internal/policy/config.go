@@ -77,6 +77,11 @@ const (
 	// PROXY header it removes the identity headers the client sent and
 	// sets its own on every request (IdentityHeaders).
 	HTTPBackend
+	// Instance runs, for each user, that user's own instance of an unmodified server
+	// (Program and Args), started as the user on their first connection and kept while they
+	// have connections (up to IdleTimeout after the last), and relays each of the user's
+	// connections to it. How the program listens is InstanceListen.
+	Instance
 )
 
 // String returns the mode as it is written in the configuration file.
@@ -92,6 +97,8 @@ func (m Mode) String() string {
 		return "backend"
 	case HTTPBackend:
 		return "http-backend"
+	case Instance:
+		return "instance"
 	}
 	return "mode(" + itoa(int(m)) + ")"
 }
@@ -185,6 +192,12 @@ type Service struct {
 	// to the user's name ("identity-headers"); empty means
 	// DefaultIdentityHeaders (see UserHeaders).
 	IdentityHeaders []string
+	// InstanceListen says how an Instance service's program listens: InstanceSocketActivation,
+	// InstanceUnix or InstanceTCP; empty in the other modes.
+	InstanceListen string
+	// InstanceStartTimeout bounds how long an Instance service's program has, once started,
+	// to accept connections; 0 means DefaultInstanceStartTimeout (see StartTimeout).
+	InstanceStartTimeout time.Duration
 	// Users are the user names allowed to use the service; "*" allows
 	// every user with a key.
 	Users []string
@@ -201,8 +214,9 @@ type Service struct {
 	// MaxConnsPerUser bounds each user's live connections to the service.
 	MaxConnsPerUser int
 	// IdleTimeout is how long a worker with no connection lives on (a
-	// per-user worker, an Exec service's per-user worker, or a Backend
-	// service's worker); per-connection workers ignore it.
+	// per-user worker, an Exec service's per-user worker, a Backend
+	// service's worker, or an Instance service's worker and its program);
+	// per-connection workers ignore it.
 	IdleTimeout time.Duration
 
 	// lines maps each directive to the first line it was given on.
@@ -210,6 +224,15 @@ type Service struct {
 	// listenLines, userLines and groupLines give the line of each entry
 	// of Listen, Users and Groups.
 	listenLines, userLines, groupLines []int
+}
+
+// StartTimeout returns how long an Instance service's program has, once started, to accept
+// connections: InstanceStartTimeout, or DefaultInstanceStartTimeout when that is 0.
+func (s *Service) StartTimeout() time.Duration {
+	if s.InstanceStartTimeout == 0 {
+		return DefaultInstanceStartTimeout
+	}
+	return s.InstanceStartTimeout
 }
 
 // WorkerPerConnection reports whether every connection to the service gets

@@ -80,7 +80,7 @@ func TestParseHTTPBackendErrors(t *testing.T) {
 		{"twice", svc(base + " identity-headers Remote-User remote-user\n"), 6,
 			`identity-headers "remote-user" is given twice (header names ignore case): keep one`},
 		{"too many", svc(base + " identity-headers A B C D E F G H I\n"), 6, `identity-headers gives 9 names; at most 8 are allowed`},
-		{"unknown mode", svc(" listen :1\n mode http\n"), 3, `mode "http": want per-user, per-connection, exec, backend or http-backend`},
+		{"unknown mode", svc(" listen :1\n mode http\n"), 3, `mode "http": want per-user, per-connection, exec, backend, http-backend or instance`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

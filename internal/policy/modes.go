@@ -81,6 +81,8 @@ var serviceDirectives = []serviceDirective{
 		note: " (mode %s already says how workers are started)"},
 	{name: "backend", modal: true, set: func(s *Service) bool { return s.Backend != "" }},
 	{name: "identity-headers", modal: true, set: func(s *Service) bool { return len(s.IdentityHeaders) > 0 }},
+	{name: "instance-listen", modal: true, set: func(s *Service) bool { return s.InstanceListen != "" }},
+	{name: "instance-start-timeout", modal: true, set: func(s *Service) bool { return s.InstanceStartTimeout != 0 }},
 	{name: "run-as", set: func(s *Service) bool { return !s.RunAsUser || s.Account != "" }},
 	{name: "idle-timeout", set: func(s *Service) bool { return s.IdleTimeout != DefaultIdleTimeout }},
 }
@@ -118,6 +120,19 @@ var modeTable = []modeRule{
 		},
 	},
 	httpBackendRule,
+	{
+		mode: Instance,
+		requires: []requirement{
+			{directive: "program", what: "`program`", met: func(s *Service) bool { return s.Program != "" },
+				msg: `service %[1]s has no program: add "program /absolute/path/of/the/server" (in instance mode, the unmodified server each user gets an instance of, such as /usr/bin/python3)`},
+			{directive: "instance-listen", what: "`instance-listen`", met: func(s *Service) bool { return s.InstanceListen != "" },
+				msg: `service %[1]s has no instance-listen: add "instance-listen socket-activation", "instance-listen unix" or "instance-listen tcp", how each user's instance of the program listens (docs/CONFIG.md, mode instance)`},
+		},
+		allows: []string{"args", "instance-start-timeout"},
+		forbids: map[string]string{
+			"exec-worker": "each user has one instance, and one worker relaying to it",
+		},
+	},
 }
 
 // httpBackendRule is the row of mode http-backend: backend mode's needs

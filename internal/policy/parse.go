@@ -438,6 +438,12 @@ func directiveTable() []directive {
 		{name: "identity-headers", min: 1, max: -1, usage: "identity-headers NAME...", set: func(p *parser, n int, v []string) {
 			p.svc.IdentityHeaders = v
 		}},
+		{name: "instance-listen", min: 1, max: 1, usage: "instance-listen socket-activation|unix|tcp", set: func(p *parser, n int, v []string) {
+			p.svc.InstanceListen = v[0] // checked by validate
+		}},
+		{name: "instance-start-timeout", min: 1, max: 1, usage: "instance-start-timeout 5s", set: func(p *parser, n int, v []string) {
+			p.duration(n, "instance-start-timeout", v[0], &p.svc.InstanceStartTimeout)
+		}},
 		{name: "exec-worker", min: 1, max: 1, usage: "exec-worker per-user\" or \"exec-worker per-connection", set: func(p *parser, n int, v []string) {
 			switch v[0] {
 			case "per-user":

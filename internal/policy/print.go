@@ -91,6 +91,14 @@ func (c *Config) WriteTo(w io.Writer) (int64, error) {
 		if len(s.IdentityHeaders) > 0 {
 			in("identity-headers", s.IdentityHeaders...)
 		}
+		if s.Mode == Instance {
+			if s.InstanceListen != "" {
+				in("instance-listen", s.InstanceListen)
+			}
+			if s.InstanceStartTimeout != 0 { // else the default, DefaultInstanceStartTimeout
+				in("instance-start-timeout", formatDuration(s.InstanceStartTimeout))
+			}
+		}
 		if len(s.Users) > 0 {
 			in("users", s.Users...)
 		}

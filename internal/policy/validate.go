@@ -171,6 +171,7 @@ func (v *validator) service(s *Service, first map[string]*Service) {
 			v.errs.add(s.line("identity-headers"), msg)
 		}
 	}
+	v.instance(s, takes)
 	if s.ExecWorker != PerUser && s.ExecWorker != PerConnection {
 		v.errorf(s.line("exec-worker"), "service %s: unknown exec-worker %s: want per-user or per-connection", q(s.Name), s.ExecWorker)
 	}

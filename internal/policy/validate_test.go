@@ -110,6 +110,10 @@ func TestValidateModeTable(t *testing.T) {
 		"identity-headers": func(s *Service) { s.IdentityHeaders = []string{"X-Grafana-User"} },
 		"run-as":           func(s *Service) { s.RunAsUser, s.Account = false, "netauth-svc" },
 		"idle-timeout":     func(s *Service) { s.IdleTimeout = time.Minute },
+		"instance-listen": func(s *Service) {
+			s.InstanceListen = InstanceSocketActivation
+		},
+		"instance-start-timeout": func(s *Service) { s.InstanceStartTimeout = time.Minute },
 	}
 	for _, d := range serviceDirectives {
 		if setters[d.name] == nil {
