@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,7 +91,7 @@ func httpBackendHandler(args []string, log *slog.Logger) (*httpBackendWorker, er
 		}
 	}
 	b := &httpBackendWorker{network: network, address: address, userHeaders: headers, log: log, removed: map[string]bool{}}
-	for _, h := range append(append([]string{}, headers...), policy.DefaultIdentityHeaders...) {
+	for _, h := range append(append(append([]string{}, headers...), policy.DefaultIdentityHeaders...), clientAddressHeaders...) {
 		b.removed[policy.HeaderKey(h)] = true
 	}
 	target := &url.URL{Scheme: "http", Host: address}
@@ -101,6 +102,7 @@ func httpBackendHandler(args []string, log *slog.Logger) (*httpBackendWorker, er
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // the name the client asked for, as the application's links need
+			onlyWebSocket(pr.Out.Header)
 			pr.SetXForwarded()
 			b.setIdentity(pr.Out, pr.In.Context().Value(connKey{}).(*netauth.Conn).Identity())
 		},
@@ -122,6 +124,26 @@ func httpBackendHandler(args []string, log *slog.Logger) (*httpBackendWorker, er
 		ErrorHandler:  b.badGateway,
 	}
 	return b, nil
+}
+
+// clientAddressHeaders are headers besides X-Forwarded-For (which the reverse proxy sets) in
+// which applications, and the "real IP" middleware of their frameworks, trust a proxy to name
+// the client's address: the worker removes the client's.
+var clientAddressHeaders = []string{"X-Real-IP", "True-Client-IP"}
+
+// onlyWebSocket removes from h, a request on its way to the backend, an Upgrade to any
+// protocol but WebSocket (and the Connection: Upgrade that asks for it): once the backend
+// switched protocols, the worker relays bytes it does not read, and a client that switched its
+// backend connection to HTTP/2 (h2c), or to anything else the backend speaks, could send the
+// backend requests with identity headers of its choosing. A WebSocket carries messages, not
+// requests. The backend then gets an ordinary request; a 101 it answers anyway is refused (502).
+func onlyWebSocket(h http.Header) {
+	up := h.Get("Upgrade")
+	if up == "" || strings.EqualFold(up, "websocket") {
+		return
+	}
+	h.Del("Upgrade")
+	h.Del("Connection")
 }
 
 // setIdentity removes from h every identity header the client sent and sets the user's.
