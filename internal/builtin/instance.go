@@ -36,12 +36,17 @@ import (
 // program's children). When the program exits by itself, the worker stops taking connections
 // and exits once those it has end.
 
-// shimEnv, set to "1" in the environment of the worker's own program, makes it the
-// socket-activation shim (runShim) instead of whatever it is.
-const shimEnv = "NETAUTH_INSTANCE_SHIM"
+// shimEnv, set to "1" in the environment of the worker's own program started under the name
+// (argv[0]) shimName, makes it the socket-activation shim (runShim) instead of whatever it is.
+// Both are needed: an environment variable alone can be carried into someone else's run of
+// netauthd or netauth (a sudo rule that keeps the environment), the name its caller chooses.
+const (
+	shimEnv  = "NETAUTH_INSTANCE_SHIM"
+	shimName = "netauth-instance-shim"
+)
 
 func init() {
-	if os.Getenv(shimEnv) == "1" {
+	if os.Getenv(shimEnv) == "1" && len(os.Args) > 1 && os.Args[0] == shimName && filepath.IsAbs(os.Args[1]) {
 		runShim()
 	}
 }
@@ -236,6 +241,9 @@ func (iw *instanceWorker) start() error {
 		}
 	}
 	cmd := exec.Command(path, args...)
+	if iw.method == policy.InstanceSocketActivation {
+		cmd.Args[0] = shimName
+	}
 	cmd.Env = env
 	cmd.ExtraFiles = extra
 	// The program stays in the worker's process group (and session), so that netauthd's kill
