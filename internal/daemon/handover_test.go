@@ -134,6 +134,10 @@ func TestCommitNotHeldByWorker(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, func() string { return fmt.Sprintf("%d connections still in custody", tb.inCustody()) },
 		func() bool { return tb.inCustody() == 0 })
+	// The three connections count against alice's max-connections-per-user until her worker
+	// reports them closed, a moment after their clients saw them end.
+	waitUntil(t, 5*time.Second, func() string { return fmt.Sprintf("alice's connections still counted: %v", tb.conns()) },
+		func() bool { return tb.conns()[userService{user: "netauth-alice", service: "whoami"}] == 0 })
 	e.legit(t)
 }
 
