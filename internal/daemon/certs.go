@@ -146,16 +146,26 @@ func (d *Daemon) setCertsLocked(cs *certState) error {
 
 // refreshRevoked reads the revoked-keys file again if it changed since it was read, so that a
 // key or certificate revoked with ssh-keygen -k -u is refused, and its live sessions closed,
-// at the next revocation check without a reload. A file that cannot be read or does not parse
-// (it may be half written) keeps the list in force and is tried again at the next check; the
-// log says so once per distinct error.
+// at the next revocation checks without a reload. A changed file is applied only once a look
+// finds it as the look before found it: ssh-keygen -k -u, an editor or a shell redirection
+// rewrite the file in place (truncate, then write), and a file read in between, empty or half
+// written, would parse and un-revoke what it no longer lists. A file that cannot be read or
+// does not parse keeps the list in force and is tried again at the next check; the log says
+// so once per distinct error.
 func (d *Daemon) refreshRevoked() {
 	cs := d.currentCerts()
 	if cs == nil || cs.revokedPath == "" {
 		return
 	}
-	if stamp, err := stampOf(cs.revokedPath); err == nil && stamp == cs.revokedStamp {
-		return
+	seen, err := stampOf(cs.revokedPath)
+	if err == nil {
+		d.mu.Lock()
+		settled := seen == d.revokedSeen
+		d.revokedSeen = seen
+		d.mu.Unlock()
+		if seen == cs.revokedStamp || !settled {
+			return // unchanged, or changed since the last look: maybe still being written
+		}
 	}
 	set, stamp, err := loadRevoked(cs.revokedPath)
 	d.mu.Lock()
@@ -171,6 +181,10 @@ func (d *Daemon) refreshRevoked() {
 		return
 	}
 	d.revokedErr = ""
+	if stamp != seen {
+		d.revokedSeen = stamp // it changed again: apply it once it stays so
+		return
+	}
 	if err := d.setCertsLocked(cs.withRevoked(set, stamp)); err != nil {
 		d.log.Error("revoked-keys: not applied", "err", err)
 		return

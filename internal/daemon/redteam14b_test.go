@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package daemon
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/policy"
+)
+
+// TestRedteamRevokedKeysHalfWritten: ssh-keygen -k -u rewrites a KRL in place (it opens it
+// with O_TRUNC, then writes), as does any editor or "cat > revoked". A revocation check that
+// looks at the file between the truncation and the write sees an empty file, which parses as
+// an empty list: applying it would un-revoke every key until the next look. A changed
+// revoked-keys file is applied only once it has stayed unchanged from one look to the next, so
+// a half-written file is never put in force, and a finished one is, one look later.
+func TestRedteamRevokedKeysHalfWritten(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	revokedPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	revokedKey, _ := ssh.NewPublicKey(revokedPub)
+	otherKey, _ := ssh.NewPublicKey(otherPub)
+	path := filepath.Join(dir, "revoked")
+	if err := os.WriteFile(path, ssh.MarshalAuthorizedKey(revokedKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &policy.Config{RevokedKeys: path}
+	cs, _, err := loadCerts(cfg, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), certs: cs}
+	revoked := func(k ssh.PublicKey) bool { return d.currentCerts().revoked.Revoked(k) }
+	if !revoked(revokedKey) {
+		t.Fatal("the listed key is not revoked")
+	}
+
+	// The writer truncated the file and has not written yet: every look from now until the
+	// write must keep the key revoked.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	d.refreshRevoked()
+	if !revoked(revokedKey) {
+		t.Fatal("a revoked-keys file seen truncated, half way through its rewrite, un-revoked the key")
+	}
+	// The write lands: the key and one more.
+	if err := os.WriteFile(path, append(ssh.MarshalAuthorizedKey(revokedKey), ssh.MarshalAuthorizedKey(otherKey)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.refreshRevoked()
+	d.refreshRevoked()
+	if !revoked(revokedKey) || !revoked(otherKey) {
+		t.Fatal("the finished revoked-keys file was not applied two looks after it was written")
+	}
+	// An administrator who empties the file on purpose still un-revokes, one look later.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	d.refreshRevoked()
+	d.refreshRevoked()
+	if revoked(revokedKey) || revoked(otherKey) {
+		t.Fatal("an emptied revoked-keys file that stayed empty was not applied")
+	}
+}
