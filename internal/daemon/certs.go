@@ -87,9 +87,11 @@ func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warni
 	return cs, warnings, nil
 }
 
-// loadRevoked reads a revoked-keys file, refusing one that group or others may write, and
-// returns the stamp the file had before it was read: a change made while it was read shows at
-// the next look.
+// loadRevoked reads a revoked-keys file, refusing one that group or others may write or, when
+// netauthd runs as root, that another user owns (as policy's check does at start and reload:
+// the file is read again at run time, when a symlink or a new file may have taken its place),
+// and returns the stamp the file had before it was read: a change made while it was read
+// shows at the next look.
 func loadRevoked(path string) (*krl.Set, fileStamp, error) {
 	stamp, err := stampOf(path)
 	if err != nil {
@@ -101,6 +103,9 @@ func loadRevoked(path string) (*krl.Set, fileStamp, error) {
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
 		return nil, fileStamp{}, fmt.Errorf("%s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 && st.Uid != 0 {
+		return nil, fileStamp{}, fmt.Errorf("%s is owned by uid %d, not root; refusing it", path, st.Uid)
 	}
 	set, err := krl.Load(path)
 	if err != nil {

@@ -71,3 +71,49 @@ func TestRedteamRevokedKeysHalfWritten(t *testing.T) {
 		t.Fatal("an emptied revoked-keys file that stayed empty was not applied")
 	}
 }
+
+// TestRedteamRevokedKeysOwner: netauthd starts (and reloads) only with a revoked-keys file
+// owned by root (policy's check), and must not take one owned by another user when it reads
+// the file again at run time: a symlink put in its place pointing to a user's file, or a file a
+// user recreated in a sticky directory, would let that user un-revoke every key.
+func TestRedteamRevokedKeysOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the file another owner")
+	}
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	revokedPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	revokedKey, _ := ssh.NewPublicKey(revokedPub)
+	path := filepath.Join(dir, "revoked")
+	if err := os.WriteFile(path, ssh.MarshalAuthorizedKey(revokedKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cs, _, err := loadCerts(&policy.Config{RevokedKeys: path}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), certs: cs}
+	// A user's own file, empty, takes the place of the root-owned one (through a symlink).
+	mine := filepath.Join(dir, "mine")
+	if err := os.WriteFile(mine, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mine, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(mine, path); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		d.refreshRevoked()
+	}
+	if !d.currentCerts().revoked.Revoked(revokedKey) {
+		t.Fatal("a revoked-keys file owned by uid 65534 replaced the root-owned list at run time")
+	}
+	if d.revokedErr == "" {
+		t.Fatal("the refused revoked-keys file was not logged")
+	}
+}
