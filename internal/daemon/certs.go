@@ -138,8 +138,13 @@ func (d *Daemon) currentCerts() *certState {
 	return d.certs
 }
 
-// setCertsLocked puts cs in force for every service's handshakes. Callers hold d.mu.
+// setCertsLocked puts cs in force for every service's handshakes. Its user certificate checks
+// remember the certificates verified under the state it replaces whose CA they still trust, so
+// that the tickets naming them resume. Callers hold d.mu.
 func (d *Daemon) setCertsLocked(cs *certState) error {
+	if d.certs != nil && cs.userCerts != nil {
+		cs.userCerts.Adopt(d.certs.userCerts)
+	}
 	for name, s := range d.services {
 		if err := s.core.SetCertificates(cs.hostCert, cs.userCerts, cs.revoked); err != nil {
 			return fmt.Errorf("service %q: %w", name, err)

@@ -3,13 +3,16 @@
 package daemon
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/policy"
@@ -115,5 +118,86 @@ func TestRedteamRevokedKeysOwner(t *testing.T) {
 	}
 	if d.revokedErr == "" {
 		t.Fatal("the refused revoked-keys file was not logged")
+	}
+}
+
+// TestRedteamCertTicketsSurviveRevokedKeys: a ticket names a user certificate by its hash, and
+// resumes only while the user certificate checks remember it. Reading revoked-keys again, or a
+// reload, makes those checks anew; they must still know the certificates verified before under
+// a CA they still trust (each is checked again in full before use), or every certificate
+// user's next connection, on every host, is a full handshake after each revocation of anyone.
+// A certificate of a CA no longer trusted is forgotten.
+func TestRedteamCertTicketsSurviveRevokedKeys(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, caPriv, _ := ed25519.GenerateKey(rand.Reader)
+	ca, _ := ssh.NewSignerFromKey(caPriv)
+	_, otherCAPriv, _ := ed25519.GenerateKey(rand.Reader)
+	otherCA, _ := ssh.NewSignerFromKey(otherCAPriv)
+	userPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	userKey, _ := ssh.NewPublicKey(userPub)
+	cert := &ssh.Certificate{Key: userKey, CertType: ssh.UserCert, KeyId: "alice", Serial: 7,
+		ValidPrincipals: []string{"alice"}, ValidBefore: ssh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	caFile, revokedFile := filepath.Join(dir, "ca"), filepath.Join(dir, "revoked")
+	write := func(path string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(caFile, ssh.MarshalAuthorizedKey(ca.PublicKey()))
+	write(revokedFile, nil)
+	cfg := &policy.Config{TrustedUserCAKeys: caFile, RevokedKeys: revokedFile}
+	cs, _, err := loadCerts(cfg, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), certs: cs}
+	if err := cs.userCerts.Check(context.Background(), cert, "alice", "192.0.2.1:5000", time.Now(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	hash := sha256.Sum256(cert.Marshal())
+	known := func() bool { return d.currentCerts().userCerts.Known(hash) != nil }
+	if !known() {
+		t.Fatal("the verified certificate is not remembered")
+	}
+	// Someone else's key is revoked: the file is read again.
+	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	otherKey, _ := ssh.NewPublicKey(otherPub)
+	write(revokedFile, ssh.MarshalAuthorizedKey(otherKey))
+	for range 2 {
+		d.refreshRevoked()
+	}
+	if !d.currentCerts().revoked.Revoked(otherKey) {
+		t.Fatal("the changed revoked-keys file was not applied")
+	}
+	if !known() {
+		t.Fatal("reading revoked-keys again forgot every verified certificate: their tickets no longer resume")
+	}
+	// A reload with the same CA.
+	reload := func() {
+		t.Helper()
+		cs, _, err := loadCerts(cfg, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err := d.setCertsLocked(cs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload()
+	if !known() {
+		t.Fatal("a reload that kept the CA forgot every verified certificate")
+	}
+	// A reload that trusts another CA only.
+	write(caFile, ssh.MarshalAuthorizedKey(otherCA.PublicKey()))
+	reload()
+	if known() {
+		t.Fatal("a certificate of a CA no longer trusted is still remembered")
 	}
 }

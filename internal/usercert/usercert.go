@@ -261,6 +261,34 @@ func (c *Checker) Known(h [sha256.Size]byte) *ssh.Certificate {
 	return c.verified[h]
 }
 
+// Adopt makes c remember the certificates old remembers whose CA c trusts too (their CA
+// signature verified, which depends on nothing else), so that checks made anew, when a server
+// reads its configuration or revoked keys again, still know the certificates its tickets name;
+// each is checked again in full before use (Known). Call it before c is in use.
+func (c *Checker) Adopt(old *Checker) {
+	if c == nil || old == nil || c == old {
+		return
+	}
+	c.init()
+	old.init()
+	old.mu.Lock()
+	certs := make(map[[sha256.Size]byte]*ssh.Certificate, len(old.verified))
+	for h, cert := range old.verified {
+		if _, ok := c.caSet[string(cert.SignatureKey.Marshal())]; ok {
+			certs[h] = cert
+		}
+	}
+	old.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h, cert := range certs {
+		if len(c.verified) >= maxVerified {
+			break
+		}
+		c.verified[h] = cert
+	}
+}
+
 // Check decides whether cert authenticates user, for a client at address client (host:port,
 // as net.Conn.RemoteAddr gives it), at time now with clock skew skew. The checks that cost no
 // public-key operation come first; then the CA's signature is verified, only once per
