@@ -5,6 +5,7 @@ package daemon
 import (
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 	"time"
@@ -87,29 +88,45 @@ func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warni
 	return cs, warnings, nil
 }
 
-// loadRevoked reads a revoked-keys file, refusing one that group or others may write or, when
-// netauthd runs as root, that another user owns (as policy's check does at start and reload:
-// the file is read again at run time, when a symlink or a new file may have taken its place),
-// and returns the stamp the file had before it was read: a change made while it was read
-// shows at the next look.
+// loadRevoked reads a revoked-keys file, refusing one that is not a regular file (a named
+// pipe would block the read), that group or others may write or, when netauthd runs as root,
+// that another user owns (as policy's check does at start and reload: the file is read again
+// at run time, when a symlink or a new file may have taken its place). The checks and the read
+// are of the one file opened, and the stamp returned is what it was before the read: a change
+// made while it was read shows at the next look.
 func loadRevoked(path string) (*krl.Set, fileStamp, error) {
-	stamp, err := stampOf(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fileStamp{}, err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fileStamp{}, err
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fileStamp{}, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return nil, fileStamp{}, fmt.Errorf("%s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 && st.Uid != 0 {
+	stamp := fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+	perm := os.FileMode(st.Mode).Perm()
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		return nil, fileStamp{}, fmt.Errorf("%s is not a regular file; refusing it", path)
+	case perm&0o022 != 0:
+		return nil, fileStamp{}, fmt.Errorf("%s is writable by group or others (mode %#o); refusing it", path, perm)
+	case os.Geteuid() == 0 && st.Uid != 0:
 		return nil, fileStamp{}, fmt.Errorf("%s is owned by uid %d, not root; refusing it", path, st.Uid)
+	case st.Size > krl.MaxSize:
+		return nil, fileStamp{}, fmt.Errorf("%s is %d bytes, more than %d", path, st.Size, krl.MaxSize)
 	}
-	set, err := krl.Load(path)
+	data, err := io.ReadAll(io.LimitReader(f, krl.MaxSize+1))
 	if err != nil {
-		return nil, fileStamp{}, err
+		return nil, fileStamp{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(data) > krl.MaxSize {
+		return nil, fileStamp{}, fmt.Errorf("%s is more than %d bytes", path, krl.MaxSize)
+	}
+	set, err := krl.Parse(data)
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return set, stamp, nil
 }

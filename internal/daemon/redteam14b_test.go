@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,5 +201,53 @@ func TestRedteamCertTicketsSurviveRevokedKeys(t *testing.T) {
 	reload()
 	if known() {
 		t.Fatal("a certificate of a CA no longer trusted is still remembered")
+	}
+}
+
+// TestRedteamRevokedKeysNotRegular: a revoked-keys path that became a named pipe must not
+// hang the revocation check (opening a pipe to read waits for a writer, and with it every
+// later check of live sessions); it is refused as not a regular file and the list in force
+// is kept.
+func TestRedteamRevokedKeysNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	revokedPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	revokedKey, _ := ssh.NewPublicKey(revokedPub)
+	path := filepath.Join(dir, "revoked")
+	if err := os.WriteFile(path, ssh.MarshalAuthorizedKey(revokedKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cs, _, err := loadCerts(&policy.Config{RevokedKeys: path}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), certs: cs}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 3 {
+			d.refreshRevoked()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		// Let the blocked open return, so the test ends.
+		if w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("reading a revoked-keys path that is a named pipe blocked the revocation check")
+	}
+	if !d.currentCerts().revoked.Revoked(revokedKey) {
+		t.Fatal("a named pipe in place of revoked-keys replaced the list")
+	}
+	if !strings.Contains(d.revokedErr, "regular") {
+		t.Fatalf("logged %q, want a file that is not regular", d.revokedErr)
 	}
 }
