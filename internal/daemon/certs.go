@@ -5,6 +5,7 @@ package daemon
 import (
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 	"time"
@@ -87,24 +88,45 @@ func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warni
 	return cs, warnings, nil
 }
 
-// loadRevoked reads a revoked-keys file, refusing one that group or others may write, and
-// returns the stamp the file had before it was read: a change made while it was read shows at
-// the next look.
+// loadRevoked reads a revoked-keys file, refusing one that is not a regular file (a named
+// pipe would block the read), that group or others may write or, when netauthd runs as root,
+// that another user owns (as policy's check does at start and reload: the file is read again
+// at run time, when a symlink or a new file may have taken its place). The checks and the read
+// are of the one file opened, and the stamp returned is what it was before the read: a change
+// made while it was read shows at the next look.
 func loadRevoked(path string) (*krl.Set, fileStamp, error) {
-	stamp, err := stampOf(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fileStamp{}, err
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fileStamp{}, err
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fileStamp{}, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return nil, fileStamp{}, fmt.Errorf("%s is writable by group or others (mode %#o); refusing it", path, fi.Mode().Perm())
+	stamp := fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+	perm := os.FileMode(st.Mode).Perm()
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		return nil, fileStamp{}, fmt.Errorf("%s is not a regular file; refusing it", path)
+	case perm&0o022 != 0:
+		return nil, fileStamp{}, fmt.Errorf("%s is writable by group or others (mode %#o); refusing it", path, perm)
+	case os.Geteuid() == 0 && st.Uid != 0:
+		return nil, fileStamp{}, fmt.Errorf("%s is owned by uid %d, not root; refusing it", path, st.Uid)
+	case st.Size > krl.MaxSize:
+		return nil, fileStamp{}, fmt.Errorf("%s is %d bytes, more than %d", path, st.Size, krl.MaxSize)
 	}
-	set, err := krl.Load(path)
+	data, err := io.ReadAll(io.LimitReader(f, krl.MaxSize+1))
 	if err != nil {
-		return nil, fileStamp{}, err
+		return nil, fileStamp{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(data) > krl.MaxSize {
+		return nil, fileStamp{}, fmt.Errorf("%s is more than %d bytes", path, krl.MaxSize)
+	}
+	set, err := krl.Parse(data)
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return set, stamp, nil
 }
@@ -133,8 +155,13 @@ func (d *Daemon) currentCerts() *certState {
 	return d.certs
 }
 
-// setCertsLocked puts cs in force for every service's handshakes. Callers hold d.mu.
+// setCertsLocked puts cs in force for every service's handshakes. Its user certificate checks
+// remember the certificates verified under the state it replaces whose CA they still trust, so
+// that the tickets naming them resume. Callers hold d.mu.
 func (d *Daemon) setCertsLocked(cs *certState) error {
+	if d.certs != nil && cs.userCerts != nil {
+		cs.userCerts.Adopt(d.certs.userCerts)
+	}
 	for name, s := range d.services {
 		if err := s.core.SetCertificates(cs.hostCert, cs.userCerts, cs.revoked); err != nil {
 			return fmt.Errorf("service %q: %w", name, err)
@@ -146,16 +173,26 @@ func (d *Daemon) setCertsLocked(cs *certState) error {
 
 // refreshRevoked reads the revoked-keys file again if it changed since it was read, so that a
 // key or certificate revoked with ssh-keygen -k -u is refused, and its live sessions closed,
-// at the next revocation check without a reload. A file that cannot be read or does not parse
-// (it may be half written) keeps the list in force and is tried again at the next check; the
-// log says so once per distinct error.
+// at the next revocation checks without a reload. A changed file is applied only once a look
+// finds it as the look before found it: ssh-keygen -k -u, an editor or a shell redirection
+// rewrite the file in place (truncate, then write), and a file read in between, empty or half
+// written, would parse and un-revoke what it no longer lists. A file that cannot be read or
+// does not parse keeps the list in force and is tried again at the next check; the log says
+// so once per distinct error.
 func (d *Daemon) refreshRevoked() {
 	cs := d.currentCerts()
 	if cs == nil || cs.revokedPath == "" {
 		return
 	}
-	if stamp, err := stampOf(cs.revokedPath); err == nil && stamp == cs.revokedStamp {
-		return
+	seen, err := stampOf(cs.revokedPath)
+	if err == nil {
+		d.mu.Lock()
+		settled := seen == d.revokedSeen
+		d.revokedSeen = seen
+		d.mu.Unlock()
+		if seen == cs.revokedStamp || !settled {
+			return // unchanged, or changed since the last look: maybe still being written
+		}
 	}
 	set, stamp, err := loadRevoked(cs.revokedPath)
 	d.mu.Lock()
@@ -171,6 +208,10 @@ func (d *Daemon) refreshRevoked() {
 		return
 	}
 	d.revokedErr = ""
+	if stamp != seen {
+		d.revokedSeen = stamp // it changed again: apply it once it stays so
+		return
+	}
 	if err := d.setCertsLocked(cs.withRevoked(set, stamp)); err != nil {
 		d.log.Error("revoked-keys: not applied", "err", err)
 		return

@@ -91,10 +91,12 @@ type Daemon struct {
 	mu  sync.Mutex
 	cfg *policy.Config
 	// certs are the host certificate, user certificate checks and revoked keys in force
-	// (certs.go); revokedErr is the last error reading revoked-keys again, said once.
-	certs      *certState
-	revokedErr string
-	keys       keys.Source // the configuration's key sources, through the caches
+	// (certs.go); revokedErr is the last error reading revoked-keys again, said once, and
+	// revokedSeen what the last look at the file found (refreshRevoked).
+	certs       *certState
+	revokedErr  string
+	revokedSeen fileStamp
+	keys        keys.Source // the configuration's key sources, through the caches
 	// keysDirect are the same sources without the caches (used while caches.off is set).
 	keysDirect keys.Source
 	services   map[string]*service
