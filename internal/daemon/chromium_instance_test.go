@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,11 @@ func httpServers(dir string) []int {
 		out = append(out, pid)
 	}
 	return out
+}
+
+// pageText returns the text of an HTML page, without its tags, on one line.
+func pageText(dom string) string {
+	return strings.Join(strings.Fields(regexp.MustCompile(`<[^>]*>`).ReplaceAllString(dom, " ")), " ")
 }
 
 // TestChromiumInstance: two users, each with their own ssh-agent, `netauth open` and headless
@@ -177,8 +183,10 @@ func TestChromiumInstance(t *testing.T) {
 		if le.Net != "net::ERR_CONNECTION_RESET" {
 			t.Errorf("alice's page load after revocation failed with %s, want net::ERR_CONNECTION_RESET (the proxy's reset)", le.Net)
 		}
+		t.Logf("alice's page load after revocation: %v", err)
 	case err == nil && strings.Contains(dom, "refused the netauth connection"):
 		// An HTTP-aware proxy answers the refusal with a page saying so.
+		t.Logf("alice's page after revocation: %s", pageText(dom))
 	default:
 		t.Errorf("alice's page load after revocation: %v; DOM:\n%s\nwant the load to fail, or a page saying the server refused the connection", err, dom)
 	}
