@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -20,7 +21,7 @@ import (
 	"ubns.dev/netauth/internal/proxy"
 )
 
-const openUsage = `usage: netauth open [-b] [-port port] [-service name] [-key fingerprint] [-known-hosts file] [-no-resume] [user@]host:port[/path]
+const openUsage = `usage: netauth open [-b] [-port port] [-idle duration] [-service name] [-key fingerprint] [-known-hosts file] [-no-resume] [user@]host:port[/path]
        netauth open -stop [user@]host:port
 
 Give your web browser a netauth web service. netauth open starts a netauth proxy
@@ -34,15 +35,20 @@ xdg-open).
 Only processes running as your own uid may use the proxy (it looks up the owner
 of every connection in the kernel's socket table), so your browser can and other
 users of this machine cannot. Any page your browser shows can still make it send
-requests to that URL, as to any local address: the server must not trust a
-request more because it came through netauth (see PORTING.md, "web apps").
+requests to that URL, as to any local address, so the proxy serves HTTP (netauth
+proxy -http) and refuses what other sites' pages could make your browser send: a
+request whose Host is not 127.0.0.1:PORT, localhost:PORT or [::1]:PORT (DNS
+rebinding), a cross-origin request other than GET, HEAD and OPTIONS, and a
+cross-origin WebSocket. Cross-site GET requests (links, images) still pass: they
+must not change anything (see PORTING.md, "web apps").
 
-The proxy relays bytes unchanged: the web app sees the Host header the browser
-sends, 127.0.0.1:PORT, so the links and redirects it builds from it lead back
-through the proxy. The proxy keeps its port across restarts when it is free
-(the browser's origin, and with it the site's storage, stays the same).
+The web app sees the Host header the browser sends, 127.0.0.1:PORT, so the links
+and redirects it builds from it lead back through the proxy. The proxy keeps its
+port across restarts when it is free (the browser's origin, and with it the
+site's storage, stays the same).
 
-The proxy runs until netauth open -stop, or until it is killed; it logs refusals
+The proxy runs until netauth open -stop, until no browser connection has been
+open for the -idle time (default 1h), or until it is killed; it logs refusals
 and errors to open-HOST-PORT.log next to its state file, open-HOST-PORT.state,
 in $XDG_RUNTIME_DIR/netauth (or $TMPDIR/netauth-proxy-UID). A proxy already
 running is reused as it is: stop it to change its flags.
@@ -63,6 +69,7 @@ func openMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("netauth open")
 	browser := fs.Bool("b", false, "also open the URL in the browser ($BROWSER, else xdg-open)")
 	port := fs.Int("port", 0, "local port of a new proxy (default: the one it had last time if free, else any)")
+	idle := fs.Duration("idle", time.Hour, "a new proxy stops once no connection has been open for this long (0: never)")
 	stop := fs.Bool("stop", false, "stop the proxy netauth open started for the server")
 	service := fs.String("service", "", "refuse the server unless it offers this service")
 	key := fs.String("key", "", "use the agent key with this fingerprint (SHA256:...); default: try each")
@@ -74,6 +81,9 @@ func openMain(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() != 1 {
 		return argsError(stderr, fs, "the server address ([user@]host:port[/path])")
 	}
+	if *idle < 0 {
+		return usageError(stderr, fs.Name(), "-idle %v: want a positive duration, or 0 for never", *idle)
+	}
 	if *port < 0 || *port > 65535 {
 		return usageError(stderr, fs.Name(), "-port %d: want a port number", *port)
 	}
@@ -82,12 +92,17 @@ func openMain(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, fs.Name(), "%v", err)
 	}
 	if *stop {
-		if t.path != "/" || *browser || *port != 0 {
+		idleSet := false
+		fs.Visit(func(f *flag.Flag) { idleSet = idleSet || f.Name == "idle" })
+		if t.path != "/" || *browser || *port != 0 || idleSet {
 			return usageError(stderr, fs.Name(), "-stop takes only the server address ([user@]host:port)")
 		}
 		return stopOpen(t, stdout, stderr)
 	}
-	var proxyArgs []string
+	proxyArgs := []string{"-http"}
+	if *idle > 0 {
+		proxyArgs = append(proxyArgs, "-idle", idle.String())
+	}
 	for _, f := range []struct{ name, value string }{{"service", *service}, {"key", *key}, {"known-hosts", *knownHosts}} {
 		if f.value != "" {
 			proxyArgs = append(proxyArgs, "-"+f.name, f.value)

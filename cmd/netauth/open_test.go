@@ -214,3 +214,62 @@ func TestOpen(t *testing.T) {
 		pid = pid3
 	}
 }
+
+// curlStatus runs curl on url with extra arguments and returns the HTTP status and body.
+func curlStatus(t *testing.T, url string, args ...string) (int, string) {
+	t.Helper()
+	bin, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl is not installed (CI installs it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	args = append([]string{"-sS", "--max-time", "15", "-w", "\n%{http_code}"}, append(args, url)...)
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	if err != nil {
+		t.Fatalf("curl %q: %v (%s)", args, err, out)
+	}
+	i := strings.LastIndex(string(out), "\n")
+	n, _ := strconv.Atoi(string(out[i+1:]))
+	return n, string(out[:i])
+}
+
+// TestOpenGuardsBrowser: the proxy netauth open starts serves HTTP and refuses what another
+// site's page could make the browser send: a request for another Host (DNS rebinding) and a
+// cross-origin POST; its own origin's POST is forwarded. With -idle it stops once no
+// connection has been open that long, releasing its state, and the next netauth open starts
+// another.
+func TestOpenGuardsBrowser(t *testing.T) {
+	addr, knownHosts := openTestServer(t)
+	t.Setenv("XDG_RUNTIME_DIR", privateDir(t))
+	target := proxyTestUser + "@" + addr
+	url, pid := openURL(t, "-known-hosts", knownHosts, "-idle", "1s", target)
+	hostport := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/")
+	_, port, _ := net.SplitHostPort(hostport)
+
+	if code, body := curlStatus(t, url, "-H", "Host: rebound.example:"+port); code != 421 {
+		t.Errorf("request for Host rebound.example:%s: %d %q; want 421", port, code, body)
+	}
+	if code, body := curlStatus(t, url, "-d", "x=1", "-H", "Origin: http://evil.example"); code != 403 {
+		t.Errorf("cross-origin POST: %d %q; want 403", code, body)
+	}
+	want := fmt.Sprintf("user=%s host=%s path=/\n", proxyTestUser, hostport)
+	if code, body := curlStatus(t, url, "-d", "x=1", "-H", "Origin: http://"+hostport); code != 200 || body != want {
+		t.Errorf("same-origin POST: %d %q; want 200 %q", code, body, want)
+	}
+	logPath := filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "netauth", "open-127.0.0.1-"+strings.Split(addr, ":")[1]+"-as-"+proxyTestUser+".log")
+	log, _ := os.ReadFile(logPath)
+	for _, w := range []string{"refused a request for another host name", "refused a cross-origin request that may change something"} {
+		if !strings.Contains(string(log), w) {
+			t.Errorf("the proxy's log does not say %q:\n%s", w, log)
+		}
+	}
+
+	waitExit(t, pid)
+	if log, _ := os.ReadFile(logPath); !strings.Contains(string(log), "no local connection for 1s; stopping") {
+		t.Errorf("the idle proxy did not log why it stopped:\n%s", log)
+	}
+	if again, pid2 := openURL(t, "-known-hosts", knownHosts, target); pid2 == 0 || again != url {
+		t.Errorf("netauth open after the idle proxy stopped: %q, pid %d; want a new proxy on %s", again, pid2, url)
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"ubns.dev/netauth/internal/proxy"
 )
 
-const proxyUsage = `usage: netauth proxy [-listen unix:PATH | -listen tcp:127.0.0.1:PORT] [-service name] [-key fingerprint] [-known-hosts file] [-no-resume] [-v] [user@]host:port
+const proxyUsage = `usage: netauth proxy [-listen unix:PATH | -listen tcp:127.0.0.1:PORT] [-service name] [-key fingerprint] [-known-hosts file] [-no-resume] [-http] [-idle duration] [-v] [user@]host:port
 
 Let programs that do not speak netauth (mail clients, curl, scripts) use a
 netauth service. The proxy listens on a local address that only you can use and
@@ -47,9 +47,20 @@ Examples:
   prints "netauth proxy: listening on unix:PATH; ...", and then, for HTTP:
     curl --unix-socket PATH http://web.example/
 
-The proxy runs until interrupted (Ctrl-C, SIGINT or SIGTERM), then removes its
-socket. Log messages go to standard error. For a web browser, netauth open starts
-such a proxy on loopback TCP in the background, or finds it, and prints its URL.
+With -http (which needs -listen tcp:127.0.0.1:PORT) the proxy serves HTTP, for
+web browsers, instead of relaying bytes: it forwards each request to host:port
+over netauth connections it keeps alive, with the Host header unchanged, streaming
+responses and relaying WebSocket upgrades. Because any page your browser shows can
+make it send requests to the proxy, it refuses (and logs) a request whose Host is
+not its own address (127.0.0.1:PORT, localhost:PORT, [::1]:PORT: this stops DNS
+rebinding), a cross-origin request other than GET, HEAD and OPTIONS, and a
+cross-origin WebSocket or other upgrade request.
+
+The proxy runs until interrupted (Ctrl-C, SIGINT or SIGTERM), or with -idle
+until no local connection has been open for that long, then removes its socket.
+Log messages go to standard error. For a web browser, netauth open starts such a
+proxy, with -http, on loopback TCP in the background, or finds it, and prints its
+URL.
 
 Flags:
 `
@@ -62,12 +73,17 @@ func proxyMain(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "use the agent key with this fingerprint (SHA256:...); default: try each")
 	knownHosts := fs.String("known-hosts", "", "known_hosts file (default: $NETAUTH_KNOWN_HOSTS or ~/.config/netauth/known_hosts)")
 	noResume := fs.Bool("no-resume", false, "make a full handshake for every connection (no tickets)")
+	httpMode := fs.Bool("http", false, "serve HTTP for web browsers: refuse other Host names and cross-origin requests (needs -listen tcp:...)")
+	idle := fs.Duration("idle", 0, "stop once no local connection has been open for this long (default: never)")
 	verbose := fs.Bool("v", false, "log every forwarded connection, not only refusals and errors")
 	if code, ok := parseFlags(fs, proxyUsage, args, stdout, stderr); !ok {
 		return code
 	}
 	if fs.NArg() != 1 {
 		return argsError(stderr, fs, "the server address ([user@]host:port)")
+	}
+	if *idle < 0 {
+		return usageError(stderr, fs.Name(), "-idle %v: want a positive duration", *idle)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -87,7 +103,8 @@ func proxyMain(args []string, stdout, stderr io.Writer) int {
 	// Catch the signals before anything is printed, so whoever reads the address may stop us.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	p, err := proxy.Listen(proxy.Options{Listen: *listen, Remote: fs.Arg(0), Config: cfg, Logger: logger})
+	p, err := proxy.Listen(proxy.Options{Listen: *listen, Remote: fs.Arg(0), Config: cfg, Logger: logger,
+		HTTP: *httpMode, IdleTimeout: *idle})
 	if err != nil {
 		return fail(stderr, fs.Name(), err)
 	}

@@ -41,6 +41,31 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
+	ts, ln := listenTestServer(t)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.AcceptNetauth()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ts.serve(c)
+			}()
+		}
+	}()
+	return ts
+}
+
+// listenTestServer makes the keys of a test server, listens on loopback and trusts it; the
+// caller serves the listener and closes it.
+func listenTestServer(t *testing.T) (*testServer, *netauth.Listener) {
+	t.Helper()
 	_, hostKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -76,24 +101,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err := netauth.Trust(ts.knownHosts, ts.addr, hostPub); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.AcceptNetauth()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ts.serve(c)
-			}()
-		}
-	}()
-	return ts
+	return ts, ln
 }
 
 func (ts *testServer) serve(c *netauth.Conn) {

@@ -57,6 +57,17 @@ type Options struct {
 	// Logger receives refusals, connection errors and (at debug level) each connection;
 	// nil discards them.
 	Logger *slog.Logger
+
+	// HTTP serves the local connections as HTTP, for web browsers, instead of relaying their
+	// bytes: requests for another Host than the proxy's own address and cross-origin requests
+	// that a page of another site could make the browser send are refused (see http.go), and
+	// the rest are forwarded to Remote over netauth connections that are kept alive. It needs
+	// a loopback TCP Listen address.
+	HTTP bool
+
+	// IdleTimeout, if positive, closes the proxy (Serve returns nil) once no local connection
+	// has been open for that long.
+	IdleTimeout time.Duration
 }
 
 // Proxy accepts local connections and forwards each to a netauth server. Create one with
@@ -71,6 +82,8 @@ type Proxy struct {
 	log      *slog.Logger    // never nil
 	uid      int             // the only uid served
 	private  string          // a directory Listen created, removed by Close
+	front    *httpFront      // set in HTTP mode
+	idle     time.Duration   // Options.IdleTimeout
 
 	// tcpOwner finds the uid owning the client end of a loopback TCP connection; tests
 	// replace it to check that a failed lookup refuses the connection.
@@ -82,6 +95,10 @@ type Proxy struct {
 	conns    map[io.Closer]struct{}
 	wg       sync.WaitGroup // connection goroutines
 	closeErr error
+
+	active    int         // local connections being served
+	idleTimer *time.Timer // runs while active is 0 and idle is set
+	idleGen   int         // invalidates a timer that fired after it was stopped
 }
 
 // Listen checks the options and starts listening on the local address. It does not contact
@@ -92,6 +109,7 @@ func Listen(opts Options) (*Proxy, error) {
 		cfg:   opts.Config,
 		log:   opts.Logger,
 		uid:   os.Getuid(),
+		idle:  opts.IdleTimeout,
 		done:  make(chan struct{}),
 		conns: make(map[io.Closer]struct{}),
 	}
@@ -138,6 +156,14 @@ func Listen(opts Options) (*Proxy, error) {
 		}
 	default:
 		return nil, fmt.Errorf("netauth proxy: listen address %q: want unix:PATH or tcp:127.0.0.1:PORT", opts.Listen)
+	}
+	if opts.HTTP {
+		ta, ok := p.ln.Addr().(*net.TCPAddr)
+		if !ok {
+			p.Close()
+			return nil, fmt.Errorf("netauth proxy: HTTP mode serves web browsers, which need a loopback TCP address: use -listen tcp:127.0.0.1:PORT, not %s", p.addr)
+		}
+		p.front = newHTTPFront(p, ta.Port)
 	}
 	return p, nil
 }
@@ -349,6 +375,15 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		}
 	}()
 	defer p.wg.Wait()
+	if p.front != nil {
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			p.front.serve()
+		}()
+		defer func() { <-served }()
+	}
+	p.busy(0) // the idle timeout runs from the start
 
 	var backoff time.Duration
 	for {
@@ -395,8 +430,16 @@ func (p *Proxy) Close() error {
 	if err := p.ln.Close(); err != nil {
 		p.closeErr = fmt.Errorf("netauth proxy: closing %s: %w", p.addr, err)
 	}
+	if p.idleTimer != nil {
+		p.idleTimer.Stop()
+		p.idleGen++
+	}
 	for c := range p.conns {
 		switch c := c.(type) {
+		case *localConn:
+			abort(c.Conn) // not c.Close, which untracks: the lock is held
+		case *remoteConn:
+			c.NetConn().Close()
 		case *netauth.Conn:
 			c.NetConn().Close() // the connection's goroutine then releases the rest
 		case net.Conn:
@@ -440,9 +483,43 @@ func (p *Proxy) untrack(c io.Closer) {
 	delete(p.conns, c)
 }
 
-// handle checks who connected and forwards the connection to the server.
+// busy adds delta to the count of local connections being served, and runs the idle timer
+// while it is zero.
+func (p *Proxy) busy(delta int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.active += delta
+	if p.idle <= 0 || p.closed {
+		return
+	}
+	if p.idleTimer != nil {
+		p.idleTimer.Stop()
+	}
+	p.idleGen++
+	if p.active > 0 {
+		return
+	}
+	gen := p.idleGen
+	p.idleTimer = time.AfterFunc(p.idle, func() {
+		p.mu.Lock()
+		fire := gen == p.idleGen && p.active == 0 && !p.closed
+		p.mu.Unlock()
+		if fire {
+			p.log.Info(fmt.Sprintf("no local connection for %v; stopping", p.idle), "addr", p.addr)
+			p.Close()
+		}
+	})
+}
+
+// handle checks who connected and forwards the connection to the server (in HTTP mode, hands
+// it to the HTTP server).
 func (p *Proxy) handle(ctx context.Context, local net.Conn) {
-	defer local.Close()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			local.Close()
+		}
+	}()
 	who, err := p.peerOf(local)
 	if err != nil {
 		abort(local)
@@ -456,6 +533,13 @@ func (p *Proxy) handle(ctx context.Context, local net.Conn) {
 			"uid", who.uid, "client", who.desc)
 		return
 	}
+	if p.front != nil {
+		handedOff = true
+		p.front.serveConn(local, who.desc)
+		return
+	}
+	p.busy(1)
+	defer p.busy(-1)
 	start := time.Now()
 	remote, err := p.dial(ctx)
 	if err != nil {
