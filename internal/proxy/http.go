@@ -170,8 +170,9 @@ func sameOrigin(r *http.Request) bool {
 // refuse answers a request the proxy does not forward with status and a short page, and logs
 // it. Nothing the request carried is put in the page.
 func (f *httpFront) refuse(w http.ResponseWriter, r *http.Request, status int, what, explain string) {
-	f.p.log.Warn(fmt.Sprintf("refused %s: %s %s, Host %q, Origin %q, Sec-Fetch-Site %q", what, r.Method, r.URL.Path,
-		r.Host, r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")),
+	// The request is any web page's: what it carried is logged quoted and cut short.
+	f.p.log.Warn(fmt.Sprintf("refused %s: %s %s, Host %q, Origin %q, Sec-Fetch-Site %q", what, clip(r.Method), clip(r.URL.Path),
+		clip(r.Host), clip(r.Header.Get("Origin")), clip(r.Header.Get("Sec-Fetch-Site"))),
 		"client", clientOf(r), "status", status)
 	writePage(w, status, explain)
 }
@@ -185,7 +186,8 @@ func (f *httpFront) badGateway(w http.ResponseWriter, r *http.Request, err error
 	if errors.As(err, &refused) {
 		f.p.log.Error(fmt.Sprintf("the server %s refused the connection: %v", f.p.hostport, err),
 			"client", clientOf(r), "remote", f.p.hostport, "err", err)
-		writePage(w, http.StatusBadGateway, "The server "+html.EscapeString(f.p.hostport)+" refused the netauth connection; the proxy's log says why.")
+		writePage(w, http.StatusBadGateway, "The server "+html.EscapeString(f.p.hostport)+" refused the netauth connection: "+
+			html.EscapeString(refused.Code.String())+". The proxy's log says more.")
 		return
 	}
 	f.p.log.Error(fmt.Sprintf("forwarding %s %s to %s failed: %v", r.Method, r.URL.Path, f.p.hostport, err),
@@ -296,3 +298,14 @@ func (l *chanListener) Accept() (net.Conn, error) {
 
 func (l *chanListener) Close() error   { return nil } // the proxy closes the real listener
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// maxLogged bounds each request field the proxy logs about a request it refuses.
+const maxLogged = 128
+
+// clip cuts s to maxLogged bytes, saying so.
+func clip(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	return s[:maxLogged] + "...(cut)"
+}

@@ -378,3 +378,22 @@ func TestIdleTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPRefusalLogBounded: what a refused request carried (any web page chooses it) is
+// logged cut short, so a page cannot write long lines into the user's proxy log.
+func TestHTTPRefusalLogBounded(t *testing.T) {
+	app := newHTTPApp(t)
+	_, hp, logs := startHTTPProxy(t, app, Options{})
+	long := "/" + strings.Repeat("a", 8000)
+	if status, _ := do(t, hp, "GET", "evil.example", long, nil, ""); status != http.StatusMisdirectedRequest {
+		t.Fatalf("status %d, want 421", status)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if len(line) > 2000 {
+			t.Fatalf("a log line of %d bytes about a refused request: %.200s...", len(line), line)
+		}
+	}
+	if !strings.Contains(logs.String(), "...(cut)") {
+		t.Errorf("the refusal's path is not logged cut short:\n%.500s", logs)
+	}
+}
