@@ -108,6 +108,12 @@ func (b *backendWorker) serve(c *netauth.Conn) {
 		return
 	}
 	b.log.Debug("backend: forwarding a connection", "backend", backend, "user", user, "client", client)
+	relay(c, bc)
+}
+
+// relay copies both ways between c and bc, passing on each side's close of its sending half;
+// if either fails, both are closed.
+func relay(c *netauth.Conn, bc net.Conn) {
 	var abortOnce sync.Once
 	abort := func() {
 		abortOnce.Do(func() {

@@ -351,36 +351,3 @@ func freePort() (string, error) {
 	_, port, err := net.SplitHostPort(ln.Addr().String())
 	return port, err
 }
-
-// relay copies both ways between c and bc, passing on each side's close of its sending half;
-// if either fails, both are closed.
-func relay(c *netauth.Conn, bc net.Conn) {
-	var abortOnce sync.Once
-	abort := func() {
-		abortOnce.Do(func() {
-			bc.Close()
-			c.Close()
-		})
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := pump(bc, c); err != nil {
-			abort()
-			return
-		}
-		if cw, ok := bc.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := pump(c, bc); err != nil {
-			abort()
-			return
-		}
-		_ = c.CloseWrite()
-	}()
-	wg.Wait()
-}
