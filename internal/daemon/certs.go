@@ -51,6 +51,12 @@ func stampOf(path string) (fileStamp, error) {
 		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
 }
 
+// principalsTTL is how long the revocation check decides a live certificate session with the
+// principals the authorized principals dir or command gave for its user (usercert's
+// Checker.PrincipalsTTL; zero: usercert.DefaultPrincipalsTTL). Handshakes always ask. Tests
+// shorten it.
+var principalsTTL time.Duration
+
 // loadCerts reads the certificate files cfg names for host key key. warnings are said in
 // the log (a host certificate about to expire).
 func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warnings []string, err error) {
@@ -76,7 +82,7 @@ func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warni
 		if err != nil {
 			return nil, nil, fmt.Errorf("trusted-user-ca-keys: %w", err)
 		}
-		uc := &usercert.Checker{CAs: cas, Revoked: cs.revoked}
+		uc := &usercert.Checker{CAs: cas, Revoked: cs.revoked, PrincipalsTTL: principalsTTL}
 		if cfg.AuthorizedPrincipalsDir != "" {
 			uc.Principals = append(uc.Principals, usercert.PrincipalsDir{Dir: cfg.AuthorizedPrincipalsDir})
 		}
@@ -137,7 +143,8 @@ func (cs *certState) withRevoked(set *krl.Set, stamp fileStamp) *certState {
 	n := *cs
 	n.revoked, n.revokedStamp = set, stamp
 	if cs.userCerts != nil {
-		n.userCerts = &usercert.Checker{CAs: cs.userCerts.CAs, Principals: cs.userCerts.Principals, Revoked: set}
+		n.userCerts = &usercert.Checker{CAs: cs.userCerts.CAs, Principals: cs.userCerts.Principals,
+			PrincipalsTTL: cs.userCerts.PrincipalsTTL, Revoked: set}
 	}
 	return &n
 }

@@ -27,6 +27,7 @@ import (
 	"ubns.dev/netauth/internal/policy"
 	"ubns.dev/netauth/internal/record"
 	"ubns.dev/netauth/internal/trace"
+	"ubns.dev/netauth/internal/usercert"
 )
 
 // Handoff bounds.
@@ -966,6 +967,9 @@ func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, cs *certState,
 		return refusalReason(err)
 	}
 	hcfg := cs.serverConfig()
+	// Live sessions are re-checked every revocation-check: their principals are asked again
+	// only once the answer given before is older than the principals TTL.
+	ctx = usercert.WithCachedPrincipals(ctx)
 	for _, u := range used {
 		r := &handshake.Result{KeyHash: identity.KeyHash(u.key), Client: u.client}
 		r.User = user

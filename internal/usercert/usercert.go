@@ -55,6 +55,25 @@ const smallMatch = 256
 // maxPrincipalsPerUser bounds the principals a file or command may list for one user.
 const maxPrincipalsPerUser = 1000
 
+// DefaultPrincipalsTTL is how long a Checker decides re-checks of live sessions
+// (WithCachedPrincipals) with the answer its principals sources gave for a user, when
+// Checker.PrincipalsTTL is zero. A principal removed from a user's list therefore ends that
+// user's live certificate sessions within this time plus the interval of the re-checks.
+const DefaultPrincipalsTTL = 30 * time.Second
+
+// principalsErrorTTL is the longest a re-check uses an answer in which a principals source
+// failed: a failing source (a command that times out) is not run at every re-check of every
+// session, and a source that recovers is asked again soon.
+const principalsErrorTTL = 5 * time.Second
+
+// maxCachedPrincipals bounds the users whose principals answers a Checker remembers;
+// maxCachedAnswer is the most bytes of principals one remembered answer may hold (a longer
+// one is used once and not remembered).
+const (
+	maxCachedPrincipals = 1024
+	maxCachedAnswer     = 64 << 10
+)
+
 // PrincipalSource lists the principals a user's certificate may carry to authenticate as
 // that user (sshd's AuthorizedPrincipalsFile and AuthorizedPrincipalsCommand).
 type PrincipalSource interface {
@@ -200,11 +219,46 @@ type Checker struct {
 	// AuthorizedPrincipalsFile and/or AuthorizedPrincipalsCommand): the certificate must
 	// carry one that any of them lists. If empty, it must carry the user name.
 	Principals []PrincipalSource
+	// PrincipalsTTL is how long a re-check of a live session (a Check whose context
+	// WithCachedPrincipals marked) may decide with an answer the Principals gave before
+	// instead of asking them again: zero means DefaultPrincipalsTTL, a negative value that
+	// every check asks. A handshake's check always asks.
+	PrincipalsTTL time.Duration
 
-	once     sync.Once
-	caSet    map[string]struct{}
-	mu       sync.Mutex
-	verified map[[sha256.Size]byte]*ssh.Certificate
+	once       sync.Once
+	caSet      map[string]struct{}
+	mu         sync.Mutex
+	verified   map[[sha256.Size]byte]*ssh.Certificate
+	principals map[string]*principalsAnswer // by user name; guarded by mu
+}
+
+// principalsAnswer is what the Principals said for a user at a time: for each source, its
+// list or its error.
+type principalsAnswer struct {
+	at     time.Time
+	lists  [][]string
+	errs   []error
+	failed bool // a source failed
+	size   int  // bytes of principals
+}
+
+type cachedPrincipalsKey struct{}
+
+// WithCachedPrincipals returns ctx marked so that a Check made with it may decide the
+// principals with an answer the Principals gave for the user within PrincipalsTTL (or, when
+// a source failed, within a few seconds), instead of asking them again. It is for re-checks
+// of live sessions, which a server makes for every session at a short interval (netauthd:
+// revocation-check), where asking each time would run an authorized principals command as
+// often as that for every user. A handshake asks every time, as sshd does, so that a change
+// to a user's principals decides the next connection at once.
+func WithCachedPrincipals(ctx context.Context) context.Context {
+	return context.WithValue(ctx, cachedPrincipalsKey{}, true)
+}
+
+// usesCachedPrincipals reports whether ctx was marked by WithCachedPrincipals.
+func usesCachedPrincipals(ctx context.Context) bool {
+	v, _ := ctx.Value(cachedPrincipalsKey{}).(bool)
+	return v
 }
 
 // Error is why a certificate is refused. Lookup is true when the refusal comes from a failed
@@ -235,6 +289,7 @@ func (c *Checker) init() {
 			c.caSet[string(k.Marshal())] = struct{}{}
 		}
 		c.verified = make(map[[sha256.Size]byte]*ssh.Certificate)
+		c.principals = make(map[string]*principalsAnswer)
 	})
 }
 
@@ -264,7 +319,9 @@ func (c *Checker) Known(h [sha256.Size]byte) *ssh.Certificate {
 // Adopt makes c remember the certificates old remembers whose CA c trusts too (their CA
 // signature verified, which depends on nothing else), so that checks made anew, when a server
 // reads its configuration or revoked keys again, still know the certificates its tickets name;
-// each is checked again in full before use (Known). Call it before c is in use.
+// each is checked again in full before use (Known). The principals answers old remembers
+// are not adopted: c asks its own Principals afresh, so that a changed principals
+// configuration decides live sessions from the first re-check. Call it before c is in use.
 func (c *Checker) Adopt(old *Checker) {
 	if c == nil || old == nil || c == old {
 		return
@@ -294,7 +351,9 @@ func (c *Checker) Adopt(old *Checker) {
 // public-key operation come first; then the CA's signature is verified, only once per
 // certificate (a certificate that verified is remembered, up to a bound); and last, when
 // Principals are configured, they are asked: a principals file is read, or a command run, only
-// for a certificate the CA signed, never for one a client made up. The error is an *Error.
+// for a certificate the CA signed, never for one a client made up. A re-check of a live
+// session whose ctx WithCachedPrincipals marked may instead use an answer they gave within
+// PrincipalsTTL before now (now dates the answers too). The error is an *Error.
 func (c *Checker) Check(ctx context.Context, cert *ssh.Certificate, user, client string, now time.Time, skew time.Duration) error {
 	if c == nil {
 		return refuse("no trusted user CA keys are configured")
@@ -330,7 +389,7 @@ func (c *Checker) Check(ctx context.Context, cert *ssh.Certificate, user, client
 		return refuse("certificate %q (serial %d, CA %s) is revoked", cert.KeyId, cert.Serial, ssh.FingerprintSHA256(ca))
 	}
 	if len(c.Principals) == 0 {
-		if err := c.checkPrincipals(ctx, cert, user); err != nil {
+		if err := c.checkPrincipals(ctx, cert, user, now); err != nil {
 			return err
 		}
 	}
@@ -338,7 +397,7 @@ func (c *Checker) Check(ctx context.Context, cert *ssh.Certificate, user, client
 		return err
 	}
 	if len(c.Principals) > 0 {
-		return c.checkPrincipals(ctx, cert, user)
+		return c.checkPrincipals(ctx, cert, user, now)
 	}
 	return nil
 }
@@ -414,8 +473,8 @@ func checkSourceAddress(list, client string) error {
 	return fmt.Errorf("client address %s is not in source-address", addr)
 }
 
-// checkPrincipals checks that the certificate carries a principal allowed for user.
-func (c *Checker) checkPrincipals(ctx context.Context, cert *ssh.Certificate, user string) error {
+// checkPrincipals checks that the certificate carries a principal allowed for user, at now.
+func (c *Checker) checkPrincipals(ctx context.Context, cert *ssh.Certificate, user string, now time.Time) error {
 	if len(c.Principals) == 0 {
 		for _, p := range cert.ValidPrincipals {
 			if p == user {
@@ -424,11 +483,106 @@ func (c *Checker) checkPrincipals(ctx context.Context, cert *ssh.Certificate, us
 		}
 		return refuse("certificate %q has no principal %q", cert.KeyId, user)
 	}
+	recheck := usesCachedPrincipals(ctx)
+	var ans *principalsAnswer
+	if recheck {
+		ans = c.cachedPrincipals(user, now)
+	}
+	if ans != nil {
+		return matchPrincipals(ans, cert, user)
+	}
+	ans = c.askPrincipals(ctx, user, now)
+	err := matchPrincipals(ans, cert, user)
+	// A re-check remembers what it was told (the user has a live session). A handshake
+	// replaces an answer remembered for the user, and adds one only when it accepted: a client
+	// holding one genuine certificate cannot fill the cache by asking for any user name.
+	c.rememberPrincipals(user, ans, recheck || err == nil)
+	return err
+}
+
+// askPrincipals asks every principals source about user (all of them, so that the answer can
+// be remembered whole; netauthd configures one).
+func (c *Checker) askPrincipals(ctx context.Context, user string, now time.Time) *principalsAnswer {
+	ans := &principalsAnswer{at: now, lists: make([][]string, len(c.Principals)), errs: make([]error, len(c.Principals))}
+	for i, src := range c.Principals {
+		ans.lists[i], ans.errs[i] = src.Principals(ctx, user)
+		if ans.errs[i] != nil {
+			ans.failed = true
+		}
+		for _, p := range ans.lists[i] {
+			ans.size += len(p)
+		}
+	}
+	return ans
+}
+
+// cachedPrincipals returns the answer remembered for user if it is still to be used at now.
+func (c *Checker) cachedPrincipals(user string, now time.Time) *principalsAnswer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ans := c.principals[user]
+	if ans == nil || !c.fresh(ans, now) {
+		return nil
+	}
+	return ans
+}
+
+// fresh reports whether ans may still be used at now. An answer dated after now (the clock
+// went back) is not.
+func (c *Checker) fresh(ans *principalsAnswer, now time.Time) bool {
+	ttl := c.PrincipalsTTL
+	if ttl == 0 {
+		ttl = DefaultPrincipalsTTL
+	}
+	if ans.failed {
+		ttl = min(ttl, principalsErrorTTL)
+	}
+	age := now.Sub(ans.at)
+	return age >= 0 && age < ttl
+}
+
+// rememberPrincipals remembers ans for user in place of an older answer remembered before,
+// or, if there is none, when add is set: then, at the bound, answers no longer fresh are forgotten
+// first, and if none is, one at random.
+func (c *Checker) rememberPrincipals(user string, ans *principalsAnswer, add bool) {
+	if c.PrincipalsTTL < 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev, had := c.principals[user]
+	if had && prev.at.After(ans.at) {
+		return // a check that asked later already answered
+	}
+	if ans.size > maxCachedAnswer {
+		delete(c.principals, user)
+		return
+	}
+	if !had && !add {
+		return
+	}
+	if !had && len(c.principals) >= maxCachedPrincipals {
+		for u, a := range c.principals {
+			if !c.fresh(a, ans.at) {
+				delete(c.principals, u)
+			}
+		}
+		for u := range c.principals {
+			if len(c.principals) < maxCachedPrincipals {
+				break
+			}
+			delete(c.principals, u)
+		}
+	}
+	c.principals[user] = ans
+}
+
+// matchPrincipals checks that the certificate carries a principal ans allows for user.
+func matchPrincipals(ans *principalsAnswer, cert *ssh.Certificate, user string) error {
 	var lookupErr error
 	var certSet map[string]struct{}
-	for _, src := range c.Principals {
-		allowed, err := src.Principals(ctx, user)
-		if err != nil {
+	for i, allowed := range ans.lists {
+		if err := ans.errs[i]; err != nil {
 			lookupErr = err
 			continue
 		}
