@@ -249,29 +249,38 @@ func (iw *instanceWorker) start() error {
 	// The program stays in the worker's process group (and session), so that netauthd's kill
 	// of the worker's group reaches it and its children; it dies with the worker.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
+	// The program writes its output into pipes of its own (not exec's, whose Wait waits
+	// until they are read to their end): a child that keeps them open, after the program
+	// exited or was killed, must not keep Wait, and with it stop, from returning.
+	var pipes [4]*os.File // stdout r/w, stderr r/w
+	for i := 0; i < len(pipes); i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(pipes[:])
+			return fmt.Errorf("creating a pipe for the program's output: %w", err)
+		}
+		pipes[i], pipes[i+1] = r, w
 	}
-	stderr, err := cmd.StderrPipe()
+	cmd.Stdout, cmd.Stderr = pipes[1], pipes[3]
+	err = cmd.Start()
+	pipes[1].Close() // the program has its own copies of the write ends, or failed to start
+	pipes[3].Close()
 	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
+		closeAll([]*os.File{pipes[0], pipes[2]})
 		return err
 	}
 	iw.cmd = cmd
 	pid := cmd.Process.Pid
 	iw.log.Debug("instance: program started", "program", iw.path, "program_pid", pid)
-	for _, r := range []io.Reader{stdout, stderr} {
+	for _, r := range []*os.File{pipes[0], pipes[2]} {
 		iw.logged.Add(1)
 		go func() {
 			defer iw.logged.Done()
+			defer r.Close()
 			logProgramOutput(iw.log, "instance: program output", pid, r)
 		}()
 	}
 	go func() {
-		iw.logged.Wait() // Wait closes the pipes: read them to their end first
 		err := cmd.Wait()
 		iw.status = exitStatus(err)
 		close(iw.exited)
@@ -330,6 +339,14 @@ func (iw *instanceWorker) stop() {
 		}
 	}
 	killGroupButSelf()
+	// What the program and its children wrote last is logged, once they are gone; a
+	// descendant outside the process group that still holds the pipes is not waited for.
+	logged := make(chan struct{})
+	go func() { iw.logged.Wait(); close(logged) }()
+	select {
+	case <-logged:
+	case <-time.After(time.Second):
+	}
 	iw.log.Info("instance: program stopped", "program", iw.path, "program_pid", iw.cmd.Process.Pid, "status", iw.status)
 }
 

@@ -343,6 +343,27 @@ func (tb *testbed) instanceLine(t *testing.T, service string, cfg *netauth.Confi
 	return m
 }
 
+// TestInstanceIdleStopsChildren: at its idle timeout a worker stops its instance and the
+// instance's children, and exits, even though a child (the shell's sleep) still holds the
+// program's standard output and error, which the worker reads to log.
+func TestInstanceIdleStopsChildren(t *testing.T) {
+	// kids, the service whose instance has a child, with an idle timeout of 1s.
+	tb := newTestbed(t, strings.Replace(instanceServices, "users netauth-alice\n}", "users netauth-alice\n    idle-timeout 1s\n}", 1))
+	tb.useBuiltinWorker()
+	alice := tb.config("netauth-alice")
+	if resp, err := tb.httpGet("kids", "/", alice); err != nil || !strings.HasPrefix(resp, "HTTP/1.0 200") {
+		t.Fatalf("alice GET /: %v\n%s", err, resp)
+	}
+	worker := tb.workerPid("kids", "netauth-alice")
+	py := tb.instancePid(t, "kids", "netauth-alice")
+	kids := children(py)
+	if len(kids) != 1 {
+		t.Fatalf("alice's instance %d has children %v, want its sleep", py, kids)
+	}
+	// Idle after 1s; SIGTERM stops Python at once (its sleep would wait killGrace for SIGKILL).
+	waitExited(t, 10*time.Second, "after the idle timeout", worker, py, kids[0])
+}
+
 // TestInstanceSocketActivation: the program gets a listening socket as descriptor 3, with
 // LISTEN_FDS=1, LISTEN_FDNAMES the service's name and LISTEN_PID its own pid; with
 // "instance-listen unix" it listens on a socket path in a directory only the user reaches.
