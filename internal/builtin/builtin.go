@@ -78,8 +78,12 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 // stderr (NewLogger). The name SpareArg runs a spare worker (Spare), which becomes the
 // worker of the built-in service netauthd assigns it.
 func Run(name string, args []string, stderr io.Writer) int {
-	var h func(*netauth.Conn)
-	var hb *httpBackendWorker
+	// serve serves the connections netauthd hands over until it stops; handlers of one
+	// connection at a time are served by ln.Serve.
+	var serve func(ln *netauth.Listener) error
+	byHandler := func(h func(*netauth.Conn), err error) (func(*netauth.Listener) error, error) {
+		return func(ln *netauth.Listener) error { return ln.Serve(h) }, err
+	}
 	var err error
 	switch name {
 	case SpareArg:
@@ -89,19 +93,25 @@ func Run(name string, args []string, stderr io.Writer) int {
 		}
 		return Spare(Runner(stderr), stderr)
 	case "exec":
-		h, err = execHandler(args, NewLogger(stderr))
+		serve, err = byHandler(execHandler(args, NewLogger(stderr)))
 	case "backend":
-		h, err = backendHandler(args, NewLogger(stderr))
+		serve, err = byHandler(backendHandler(args, NewLogger(stderr)))
 	case "http-backend":
-		hb, err = httpBackendHandler(args, NewLogger(stderr))
+		var hb *httpBackendWorker
+		if hb, err = httpBackendHandler(args, NewLogger(stderr)); err == nil {
+			serve = func(ln *netauth.Listener) error { return hb.serve(ln) }
+		}
 	case "instance":
 		return runInstance(args, stderr)
 	default:
-		if h = handler(name); h == nil {
+		h := handler(name)
+		switch {
+		case h == nil:
 			err = fmt.Errorf("unknown built-in service %q (have: %s)", name, strings.Join(Names(), ", "))
-		} else if len(args) > 0 {
+		case len(args) > 0:
 			err = fmt.Errorf("the built-in service %q takes no arguments, got %q", name, args)
 		}
+		serve, _ = byHandler(h, nil)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n%s\n", err, Usage)
@@ -117,11 +127,7 @@ func Run(name string, args []string, stderr io.Writer) int {
 		log.Error("the worker cannot take connections", "service", name, "err", err)
 		return 1
 	}
-	serve := func() error { return ln.Serve(h) }
-	if hb != nil {
-		serve = func() error { return hb.serve(ln) }
-	}
-	if err := serve(); err != nil {
+	if err := serve(ln); err != nil {
 		log.Error("the worker stopped serving", "service", name, "err", err)
 		return 1
 	}
