@@ -594,8 +594,9 @@ func matchPrincipals(ans *principalsAnswer, cert *ssh.Certificate, user string) 
 			}
 			continue
 		}
-		// Both lists may be long (a certificate a client made up may carry a thousand
-		// principals): match through a set, in time linear in their lengths.
+		// Both lists may be long (a certificate the CA issued may carry a thousand principals,
+		// and anyone who saw it can send it): match through a set, in time linear in their
+		// lengths.
 		if certSet == nil {
 			certSet = make(map[string]struct{}, len(cert.ValidPrincipals))
 			for _, p := range cert.ValidPrincipals {
