@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"ubns.dev/netauth/internal/handshake"
 )
 
 // TicketCache stores a client's resumption sessions (ticket, secret and identity, as opaque
@@ -102,10 +104,11 @@ const (
 	// maxFileCacheEntries is how many sessions a ticket cache file holds; beyond it the ones
 	// expiring soonest are dropped.
 	maxFileCacheEntries = 256
-	// maxFileCacheEntry bounds one stored id or session, in bytes.
-	maxFileCacheEntry = 8 << 10
-	// maxFileCacheSize bounds the file; a larger one is not read (and is replaced on the
-	// next Put).
+	// maxFileCacheEntry bounds one stored id or session, in bytes: a session of a user
+	// certificate may be as large as the handshake allows one to be.
+	maxFileCacheEntry = handshake.MaxSessionSize
+	// maxFileCacheSize bounds the file: Put drops the sessions expiring soonest until the
+	// rest fit, and a larger file is not read (and is replaced on the next Put).
 	maxFileCacheSize = 1 << 20
 )
 
@@ -362,7 +365,19 @@ func (c *FileTicketCache) update(id string, e *fileEntry) {
 	if e != nil {
 		defer clear(e.Session)
 		slices.SortFunc(kept, func(a, b fileEntry) int { return cmp.Compare(b.Expiry, a.Expiry) })
-		kept = append(kept[:min(len(kept), maxFileCacheEntries-1)], *e)
+		kept = kept[:min(len(kept), maxFileCacheEntries-1)]
+		size := e.size()
+		for i, old := range kept {
+			if size+old.size() > maxFileCacheSize {
+				kept = kept[:i]
+				break
+			}
+			size += old.size()
+		}
+		kept = append(kept, *e)
 	}
 	c.report(c.store(kept))
 }
+
+// size is the length of e in the file (its SSH wire form).
+func (e *fileEntry) size() int { return 4 + len(e.ID) + 4 + len(e.Session) + 8 }

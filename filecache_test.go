@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"ubns.dev/netauth/internal/handshake"
 )
 
 func newFileCache(t *testing.T) (*FileTicketCache, string) {
@@ -68,6 +70,51 @@ func TestFileTicketCache(t *testing.T) {
 	names, _ := filepath.Glob(filepath.Join(dir, "*"))
 	if len(names) != 2 {
 		t.Errorf("cache directory holds %v, want the file and its lock only", names)
+	}
+}
+
+// TestFileTicketCacheLargeSession: a session as large as a handshake allows (a user
+// certificate's) is stored and read back.
+func TestFileTicketCacheLargeSession(t *testing.T) {
+	c, _ := newFileCache(t)
+	var errs []error
+	c.OnError = func(err error) { errs = append(errs, err) }
+	session := bytes.Repeat([]byte{7}, handshake.MaxSessionSize)
+	c.Put("netauth-v1 alice@host:1 svc", session, time.Now().Add(time.Hour))
+	if s, ok := c.Get("netauth-v1 alice@host:1 svc"); !ok || !bytes.Equal(s, session) {
+		t.Errorf("a session of %d bytes was not read back (%v, errors %v)", len(session), ok, errs)
+	}
+}
+
+// TestFileTicketCacheSizeBound: Puts keep the file within maxFileCacheSize (a larger one is
+// not read), dropping the sessions expiring soonest, so the newest ones stay readable.
+func TestFileTicketCacheSizeBound(t *testing.T) {
+	c, dir := newFileCache(t)
+	var errs []error
+	c.OnError = func(err error) { errs = append(errs, err) }
+	exp := time.Now().Add(time.Hour)
+	const n, size = 300, 5 << 10
+	for i := range n {
+		c.Put(fmt.Sprint("id", i), bytes.Repeat([]byte{byte(i)}, size), exp.Add(time.Duration(i)*time.Second))
+		fi, err := os.Stat(filepath.Join(dir, fileCacheName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > maxFileCacheSize {
+			t.Fatalf("after %d Puts of %d-byte sessions the file is %d bytes, more than %d", i+1, size, fi.Size(), maxFileCacheSize)
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("Put reported %v", errs)
+	}
+	// As many of the newest as fit are kept: at least 190 of about 5 KiB in 1 MiB.
+	for i := n - 190; i < n; i++ {
+		if s, ok := c.Get(fmt.Sprint("id", i)); !ok || len(s) != size || s[0] != byte(i) {
+			t.Fatalf("session id%d, among the newest, is not readable (%v)", i, ok)
+		}
+	}
+	if _, ok := c.Get("id0"); ok {
+		t.Error("the session expiring soonest was kept beyond the size bound")
 	}
 }
 

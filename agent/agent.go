@@ -70,7 +70,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -354,9 +353,13 @@ func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // SignWithFlags signs data with the key, like Sign, honouring the RSA
 // signature algorithm flags.
 func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlags) (*ssh.Signature, error) {
-	if fp := keys.Fingerprint(key); a.restricted(key) && isNetauthSignedData(data) {
-		a.log.Warn("refused raw netauth signature with a host-restricted key", "key", fp)
-		return nil, fmt.Errorf("agent: key %s is host-restricted; netauth signatures must use %s", fp, ExtSign)
+	// Only netauth's signed data concerns host restrictions: other signatures (SSH's own) do
+	// not pay for looking them up.
+	if isNetauthSignedData(data) && len(a.restrictions) > 0 {
+		if fp := keys.Fingerprint(key); len(a.restrictionsOf(key, fp)) > 0 {
+			a.log.Warn("refused raw netauth signature with a host-restricted key", "key", fp)
+			return nil, fmt.Errorf("agent: key %s is host-restricted; netauth signatures must use %s", fp, ExtSign)
+		}
 	}
 	if a.upstream == "" || a.isLocked() || a.ownKey(key) {
 		return a.keyring.SignWithFlags(key, data, flags)
@@ -366,20 +369,18 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sig
 
 // restrictionsOf returns the host restrictions that apply to key: those naming it and, for a
 // certificate, those naming its key (the fingerprint ssh-keygen -l prints for the key file),
-// since a certificate signs with its key.
-func (a *Agent) restrictionsOf(key ssh.PublicKey) []map[string]bool {
+// since a certificate signs with its key. fp is key's fingerprint.
+func (a *Agent) restrictionsOf(key ssh.PublicKey, fp string) []map[string]bool {
+	if len(a.restrictions) == 0 {
+		return nil
+	}
 	var out []map[string]bool
-	if r := a.restrictions[keys.Fingerprint(key)]; r != nil {
+	if r := a.restrictions[fp]; r != nil {
 		out = append(out, r)
 	}
-	cert, ok := key.(*ssh.Certificate)
-	if !ok && strings.HasSuffix(key.Type(), "-cert-v01@openssh.com") {
-		// A sign request names its key as an opaque blob (an sshagent.Key).
-		if k, err := ssh.ParsePublicKey(key.Marshal()); err == nil {
-			cert, ok = k.(*ssh.Certificate)
-		}
-	}
-	if ok {
+	// A sign request names its key as an opaque blob (an sshagent.Key). A certificate that
+	// does not parse has no key to name.
+	if cert, _ := keys.AsCertificate(key); cert != nil {
 		if r := a.restrictions[keys.Fingerprint(cert.Key)]; r != nil {
 			out = append(out, r)
 		}
@@ -387,13 +388,11 @@ func (a *Agent) restrictionsOf(key ssh.PublicKey) []map[string]bool {
 	return out
 }
 
-// restricted reports whether a host restriction applies to key.
-func (a *Agent) restricted(key ssh.PublicKey) bool { return len(a.restrictionsOf(key)) > 0 }
-
-// hostAllowed reports whether key may sign a netauth statement for the host key whose
-// fingerprint is hostFP: every restriction that applies to it must list the host.
-func (a *Agent) hostAllowed(key ssh.PublicKey, hostFP string) bool {
-	for _, r := range a.restrictionsOf(key) {
+// hostAllowed reports whether key, whose fingerprint is keyFP, may sign a netauth statement
+// for the host key whose fingerprint is hostFP: every restriction that applies to it must list
+// the host.
+func (a *Agent) hostAllowed(key ssh.PublicKey, keyFP, hostFP string) bool {
+	for _, r := range a.restrictionsOf(key, keyFP) {
 		if !r[hostFP] {
 			return false
 		}
@@ -641,7 +640,7 @@ func (a *Agent) sign(contents []byte) ([]byte, error) {
 	}
 	keyFP := keys.Fingerprint(pub)
 	hostFP := keys.Fingerprint(st.HostKey)
-	if !a.hostAllowed(pub, hostFP) {
+	if !a.hostAllowed(pub, keyFP, hostFP) {
 		a.log.Warn("refused netauth signature for a host the key is not allowed for",
 			"key", keyFP, "host", hostFP, "service", st.Service, "user", st.User)
 		return nil, fmt.Errorf("agent: netauth sign: key %s may not be used for host %s", keyFP, hostFP)

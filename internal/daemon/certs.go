@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"ubns.dev/netauth/internal/handshake"
 	"ubns.dev/netauth/internal/keys"
 	"ubns.dev/netauth/internal/krl"
 	"ubns.dev/netauth/internal/policy"
@@ -47,8 +46,13 @@ func stampOf(path string) (fileStamp, error) {
 	if err := syscall.Stat(path, &st); err != nil {
 		return fileStamp{}, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
+	return stampFromStat(&st), nil
+}
+
+// stampFromStat returns the stamp of the file st describes.
+func stampFromStat(st *syscall.Stat_t) fileStamp {
 	return fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
 }
 
 // principalsTTL is how long the revocation check decides a live certificate session with the
@@ -110,8 +114,7 @@ func loadRevoked(path string) (*krl.Set, fileStamp, error) {
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, fileStamp{}, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	stamp := fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+	stamp := stampFromStat(&st)
 	perm := os.FileMode(st.Mode).Perm()
 	switch {
 	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
@@ -142,17 +145,8 @@ func loadRevoked(path string) (*krl.Set, fileStamp, error) {
 func (cs *certState) withRevoked(set *krl.Set, stamp fileStamp) *certState {
 	n := *cs
 	n.revoked, n.revokedStamp = set, stamp
-	if cs.userCerts != nil {
-		n.userCerts = &usercert.Checker{CAs: cs.userCerts.CAs, Principals: cs.userCerts.Principals,
-			PrincipalsTTL: cs.userCerts.PrincipalsTTL, Revoked: set}
-	}
+	n.userCerts = cs.userCerts.WithRevoked(set)
 	return &n
-}
-
-// serverConfig is the part of a handshake configuration that decides certificates, for
-// handshake.CheckCertificate outside a handshake (the revocation check).
-func (cs *certState) serverConfig() *handshake.ServerConfig {
-	return &handshake.ServerConfig{UserCerts: cs.userCerts, RevokedKeys: cs.revoked, MaxClockSkew: cs.skew}
 }
 
 // currentCerts returns the certificate state in force.

@@ -461,6 +461,17 @@ func CheckCertificate(ctx context.Context, cfg *ServerConfig, res *Result) error
 	return checkCertificate(ctx, cfg.UserCerts, cfg.RevokedKeys, cfg.now(), cfg.skew(), res)
 }
 
+// CheckCertificateWith is CheckCertificate with the parts of a ServerConfig it uses given
+// apart: the certificate checks userCerts (nil: certificates are refused), the revoked keys
+// (nil: none), the time now and the clock skew (zero or less: DefaultMaxClockSkew, as in a
+// ServerConfig). It is for a server that keeps those parts and no ServerConfig.
+func CheckCertificateWith(ctx context.Context, userCerts *usercert.Checker, revoked *krl.Set, now time.Time, skew time.Duration, res *Result) error {
+	if skew <= 0 {
+		skew = DefaultMaxClockSkew
+	}
+	return checkCertificate(ctx, userCerts, revoked, now, skew, res)
+}
+
 // checkCertificate is CheckCertificate with the checks, revoked keys, time and skew given.
 func checkCertificate(ctx context.Context, userCerts *usercert.Checker, revoked *krl.Set, now time.Time, skew time.Duration, res *Result) error {
 	res.certified = false

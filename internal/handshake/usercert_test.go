@@ -147,3 +147,31 @@ func TestCertificateSizeCap(t *testing.T) {
 		t.Fatalf("oversized certificate: %v", err)
 	}
 }
+
+// TestCheckCertificateWith: the checks given apart decide as CheckCertificate does with a
+// ServerConfig holding them, a skew of zero meaning the default.
+func TestCheckCertificateWith(t *testing.T) {
+	// Expired a minute ago: within the default skew, not within a second's.
+	e, cert := certEnv(t, func(c *ssh.Certificate) { c.ValidBefore = uint64(time.Now().Add(-time.Minute).Unix()) })
+	res := func() *Result {
+		r := &Result{Client: "192.0.2.1:1", KeyHash: identity.KeyHash(cert)}
+		r.User = "alice"
+		r.SetKey(cert)
+		return r
+	}
+	ctx, now := context.Background(), time.Now()
+	if err := CheckCertificate(ctx, e.srv, res()); err != nil {
+		t.Fatalf("CheckCertificate: %v", err)
+	}
+	r := res()
+	if err := CheckCertificateWith(ctx, e.srv.UserCerts, nil, now, 0, r); err != nil || !r.certified {
+		t.Fatalf("skew 0 (the default): %v, certified %v", err, r.certified)
+	}
+	var ref *Refusal
+	if err := CheckCertificateWith(ctx, e.srv.UserCerts, nil, now, time.Second, res()); !errors.As(err, &ref) || ref.Code != CodeNotAuthorized {
+		t.Fatalf("skew 1s: %v, want not_authorized", err)
+	}
+	if err := CheckCertificateWith(ctx, nil, nil, now, 0, res()); !errors.As(err, &ref) || ref.Code != CodeNotAuthorized {
+		t.Fatalf("no user CA: %v, want not_authorized", err)
+	}
+}

@@ -64,20 +64,18 @@ func Sign(signer ssh.Signer, namespace string, message []byte) ([]byte, error) {
 		return nil, errors.New("keys: sshsig: empty namespace")
 	}
 	pub := signer.PublicKey()
-	if _, ok := pub.(*ssh.Certificate); !ok && strings.HasSuffix(pub.Type(), "-cert-v01@openssh.com") {
-		// An agent's signer names its certificate as an opaque key (agent.Key).
-		cert, err := ssh.ParsePublicKey(pub.Marshal())
-		if err != nil {
-			return nil, fmt.Errorf("keys: sshsig: signer's certificate: %w", err)
-		}
-		pub = cert
+	c, err := AsCertificate(pub)
+	if err != nil {
+		return nil, fmt.Errorf("keys: sshsig: signer: %w", err)
 	}
-	if c, ok := pub.(*ssh.Certificate); ok && c.CertType != ssh.UserCert {
-		return nil, errors.New("keys: sshsig: only user certificates may sign")
+	if c != nil {
+		if c.CertType != ssh.UserCert {
+			return nil, errors.New("keys: sshsig: only user certificates may sign")
+		}
+		pub = c
 	}
 	data := SignedData(namespace, message)
 	var sig *ssh.Signature
-	var err error
 	if Underlying(pub).Type() == ssh.KeyAlgoRSA {
 		as, ok := signer.(ssh.AlgorithmSigner)
 		if !ok {
@@ -199,6 +197,27 @@ func ParseSSHSIG(blob []byte, namespace string) (*SSHSIG, error) {
 		return nil, err
 	}
 	return &SSHSIG{Key: pub, namespace: namespace, reserved: string(reserved), hashAlg: string(hashAlg), sig: sig}, nil
+}
+
+// AsCertificate returns k as an OpenSSH certificate, or nil if it is none. An agent names its
+// keys as opaque keys (an agent.Key: a type and a blob), so a certificate it lists is no
+// *ssh.Certificate: that is parsed (an error if its blob does not parse).
+func AsCertificate(k ssh.PublicKey) (*ssh.Certificate, error) {
+	if c, ok := k.(*ssh.Certificate); ok {
+		return c, nil
+	}
+	if !strings.HasSuffix(k.Type(), "-cert-v01@openssh.com") {
+		return nil, nil
+	}
+	p, err := ssh.ParsePublicKey(k.Marshal())
+	if err != nil {
+		return nil, fmt.Errorf("keys: parsing a %s key: %w", k.Type(), err)
+	}
+	c, ok := p.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("keys: key of type %s is no certificate", k.Type())
+	}
+	return c, nil
 }
 
 // Underlying returns a certificate's key, and any other key itself.

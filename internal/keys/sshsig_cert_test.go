@@ -160,3 +160,40 @@ func TestSignWithCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestAsCertificate: a certificate, parsed or named as an agent names it (an opaque key),
+// is a certificate; a plain key, parsed or opaque, is none; an opaque key of a certificate
+// type whose blob does not parse is an error.
+func TestAsCertificate(t *testing.T) {
+	dir := t.TempDir()
+	id, _ := certKey(t, dir, "ed25519")
+	text, err := os.ReadFile(id + "-cert.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := k.(*ssh.Certificate)
+	for name, k := range map[string]ssh.PublicKey{
+		"parsed": cert,
+		"opaque": &agent.Key{Format: cert.Type(), Blob: cert.Marshal()},
+	} {
+		c, err := AsCertificate(k)
+		if err != nil || c == nil || !bytes.Equal(c.Marshal(), cert.Marshal()) {
+			t.Errorf("%s certificate: %v, %v", name, c, err)
+		}
+	}
+	for name, k := range map[string]ssh.PublicKey{
+		"parsed": cert.Key,
+		"opaque": &agent.Key{Format: cert.Key.Type(), Blob: cert.Key.Marshal()},
+	} {
+		if c, err := AsCertificate(k); c != nil || err != nil {
+			t.Errorf("%s plain key: %v, %v", name, c, err)
+		}
+	}
+	if c, err := AsCertificate(&agent.Key{Format: cert.Type(), Blob: cert.Marshal()[:40]}); c != nil || err == nil {
+		t.Errorf("truncated certificate: %v, %v; want an error", c, err)
+	}
+}

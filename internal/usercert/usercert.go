@@ -316,6 +316,17 @@ func (c *Checker) Known(h [sha256.Size]byte) *ssh.Certificate {
 	return c.verified[h]
 }
 
+// WithRevoked returns a Checker with c's configuration (its CAs, Principals and
+// PrincipalsTTL) and the revoked keys set, remembering nothing yet (no verified certificate,
+// no principals answer): a Checker does not change once in use, so a server whose revoked keys
+// changed makes a new one (and may Adopt the old one's certificates). A nil c gives nil.
+func (c *Checker) WithRevoked(set *krl.Set) *Checker {
+	if c == nil {
+		return nil
+	}
+	return &Checker{CAs: c.CAs, Revoked: set, Principals: c.Principals, PrincipalsTTL: c.PrincipalsTTL}
+}
+
 // Adopt makes c remember the certificates old remembers whose CA c trusts too (their CA
 // signature verified, which depends on nothing else), so that checks made anew, when a server
 // reads its configuration or revoked keys again, still know the certificates its tickets name;
@@ -594,8 +605,9 @@ func matchPrincipals(ans *principalsAnswer, cert *ssh.Certificate, user string) 
 			}
 			continue
 		}
-		// Both lists may be long (a certificate a client made up may carry a thousand
-		// principals): match through a set, in time linear in their lengths.
+		// Both lists may be long (a certificate the CA issued may carry a thousand principals,
+		// and anyone who saw it can send it): match through a set, in time linear in their
+		// lengths.
 		if certSet == nil {
 			certSet = make(map[string]struct{}, len(cert.ValidPrincipals))
 			for _, p := range cert.ValidPrincipals {
