@@ -161,7 +161,7 @@ var netauthPrefix = policy.HeaderKey(policy.NetauthHeaderPrefix)
 func (b *httpBackendWorker) strip(h http.Header) {
 	for name := range h {
 		k := policy.HeaderKey(name)
-		if b.removed[k] || (len(k) >= len(netauthPrefix) && k[:len(netauthPrefix)] == netauthPrefix) {
+		if b.removed[k] || strings.HasPrefix(k, netauthPrefix) {
 			delete(h, name)
 		}
 	}
