@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/logging"
 )
 
 // Names lists the built-in services.
@@ -61,15 +62,7 @@ func handler(name string) func(*netauth.Conn) {
 // error), one a line, at every level, without times. netauthd reads them from the worker's
 // output and logs each at its level, with its own time, hiding those below its log level.
 func NewLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: dropTime}))
-}
-
-// dropTime leaves out a record's time: netauthd stamps each record it logs.
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: logging.DropTime}))
 }
 
 // Run serves the built-in service name, with its arguments args, as a netauthd worker and

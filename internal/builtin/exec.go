@@ -20,6 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"ubns.dev/netauth"
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // Bounds of an exec worker's connections.
@@ -78,15 +80,23 @@ func execHandler(args []string, log *slog.Logger) (func(*netauth.Conn), error) {
 	if err := closeOnExecAll(); err != nil {
 		return nil, fmt.Errorf("exec: %w", err)
 	}
-	e := &execWorker{path: args[0], args: args[1:], log: log}
+	e := &execWorker{path: args[0], args: args[1:], env: inheritedEnv(connVar), log: log}
+	return e.serve, nil
+}
+
+// inheritedEnv returns the worker's own environment for a program it starts, without the
+// variables naming the worker's control and trace descriptors (handoff.Env, trace.Env), which
+// are no program's business, and without those whose names skip reports.
+func inheritedEnv(skip func(k string) bool) []string {
+	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "NETAUTH_CONTROL_FD" || k == "NETAUTH_TRACE_FD" || connVar(k) {
+		if k == handoff.Env || k == trace.Env || skip(k) {
 			continue
 		}
-		e.env = append(e.env, kv)
+		env = append(env, kv)
 	}
-	return e.serve, nil
+	return env
 }
 
 // environ returns the environment of the program serving c: the worker's, plus the

@@ -82,13 +82,8 @@ func httpBackendHandler(args []string, log *slog.Logger) (*httpBackendWorker, er
 	if len(headers) == 0 {
 		headers = policy.DefaultIdentityHeaders
 	}
-	if len(headers) > policy.MaxIdentityHeaders {
-		return nil, fmt.Errorf("http-backend: %d identity headers; at most %d", len(headers), policy.MaxIdentityHeaders)
-	}
-	for _, h := range headers {
-		if msg := policy.IdentityHeaderProblem(h); msg != "" {
-			return nil, fmt.Errorf("http-backend: %s", msg)
-		}
+	if msgs := policy.IdentityHeadersProblems(headers); len(msgs) > 0 {
+		return nil, fmt.Errorf("http-backend: %s", strings.Join(msgs, "; "))
 	}
 	b := &httpBackendWorker{network: network, address: address, userHeaders: headers, log: log, removed: map[string]bool{}}
 	for _, h := range append(append(append([]string{}, headers...), policy.DefaultIdentityHeaders...), clientAddressHeaders...) {
@@ -166,7 +161,7 @@ var netauthPrefix = policy.HeaderKey(policy.NetauthHeaderPrefix)
 func (b *httpBackendWorker) strip(h http.Header) {
 	for name := range h {
 		k := policy.HeaderKey(name)
-		if b.removed[k] || (len(k) >= len(netauthPrefix) && k[:len(netauthPrefix)] == netauthPrefix) {
+		if b.removed[k] || strings.HasPrefix(k, netauthPrefix) {
 			delete(h, name)
 		}
 	}

@@ -339,6 +339,7 @@ func TestHTTPBackendArgs(t *testing.T) {
 		{"tcp:127.0.0.1:80", "X-Netauth-User"},
 		{"tcp:127.0.0.1:80", "Host"},
 		{"tcp:127.0.0.1:80", "A", "B", "C", "D", "E", "F", "G", "H", "I"},
+		{"tcp:127.0.0.1:80", "Remote-User", "remote-user"},
 	} {
 		if _, err := httpBackendHandler(args, NewLogger(io.Discard)); err == nil {
 			t.Errorf("http-backend %q: accepted", args)

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,7 +20,6 @@ import (
 	"ubns.dev/netauth"
 	"ubns.dev/netauth/internal/handoff"
 	"ubns.dev/netauth/internal/policy"
-	"ubns.dev/netauth/internal/trace"
 )
 
 // The instance worker (mode instance) runs, as the user, the user's own instance of an
@@ -172,19 +170,16 @@ func runInstance(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// environ returns the program's environment: the worker's, without its control and trace
-// descriptors.
+// environ returns the program's environment: the worker's (inheritedEnv), without the
+// socket-activation variables, which the worker sets itself when the program gets a socket.
 func (iw *instanceWorker) environ() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
+	return inheritedEnv(func(k string) bool {
 		switch k {
-		case handoff.Env, trace.Env, "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv:
-			continue
+		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv:
+			return true
 		}
-		env = append(env, kv)
-	}
-	return env
+		return false
+	})
 }
 
 // start prepares where the program listens and starts it.

@@ -4,9 +4,13 @@ package builtin
 
 import (
 	"log/slog"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"ubns.dev/netauth/internal/handoff"
+	"ubns.dev/netauth/internal/trace"
 )
 
 // TestInstanceRefusesHostNetns: with instance-listen tcp the worker refuses to start the
@@ -40,5 +44,25 @@ func TestInstanceRefusesHostNetns(t *testing.T) {
 	}
 	if iw, err := parseInstance([]string{"-listen", "tcp", "-host-netns", "7", "--", "/usr/bin/python3", "-m", "http.server", "%p"}, log); err != nil || iw.hostNetns != 7 || iw.path != "/usr/bin/python3" {
 		t.Errorf("parseInstance: %+v, %v", iw, err)
+	}
+}
+
+// TestInstanceEnviron: the instance's program gets the worker's environment without the
+// worker's control and trace descriptors, socket-activation variables of its own or the
+// shim's marker, and with everything else.
+func TestInstanceEnviron(t *testing.T) {
+	for _, k := range []string{handoff.Env, trace.Env, "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv} {
+		t.Setenv(k, "3")
+	}
+	t.Setenv("NETAUTH_SERVICE", "notes")
+	env := (&instanceWorker{}).environ()
+	if !slices.Contains(env, "NETAUTH_SERVICE=notes") {
+		t.Errorf("NETAUTH_SERVICE is not kept: %q", env)
+	}
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case handoff.Env, trace.Env, "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv:
+			t.Errorf("the program gets %s", kv)
+		}
 	}
 }

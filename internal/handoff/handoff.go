@@ -395,6 +395,7 @@ func newChannel(f *os.File) (*Channel, error) {
 // means the message was not delivered (for example because the worker has exited).
 func (c *Channel) Send(m *Message, fd *os.File) error {
 	if fd == nil {
+		// Not SendConn(m, fd): a nil *os.File would be a non-nil syscall.Conn.
 		return c.SendConn(m, nil)
 	}
 	return c.SendConn(m, fd)

@@ -92,16 +92,12 @@ func object(dec *json.Decoder, depth int, top bool) ([]slog.Attr, map[string]str
 // value reads one JSON value as a slog value: objects as groups (up to maxDepth), arrays as
 // their JSON text, numbers as int64 or float64 when they fit, else as text.
 func value(dec *json.Decoder, depth int) (slog.Value, error) {
-	if depth >= maxDepth {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return slog.Value{}, err
-		}
-		return slog.StringValue(string(raw)), nil
-	}
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
 		return slog.Value{}, err
+	}
+	if depth >= maxDepth {
+		return slog.StringValue(string(raw)), nil
 	}
 	switch raw[0] {
 	case '{':

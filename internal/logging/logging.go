@@ -41,7 +41,7 @@ func NewHandler(w io.Writer, format string, level slog.Leveler) (slog.Handler, e
 		return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}), nil
 	case FormatText, "":
 		if Journal(w) {
-			return slog.NewTextHandler(&journalWriter{w: w}, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}), nil
+			return slog.NewTextHandler(&journalWriter{w: w}, &slog.HandlerOptions{Level: level, ReplaceAttr: DropTime}), nil
 		}
 		return slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}), nil
 	}
@@ -72,8 +72,9 @@ func Journal(w io.Writer) bool {
 	return uint64(st.Dev) == wantDev && uint64(st.Ino) == wantIno
 }
 
-// dropTime leaves out the record's time: the journal stamps each line.
-func dropTime(groups []string, a slog.Attr) slog.Attr {
+// DropTime, as a slog.HandlerOptions ReplaceAttr, leaves out each record's time, for a
+// reader that stamps each record itself: the journal, or netauthd reading a worker's records.
+func DropTime(groups []string, a slog.Attr) slog.Attr {
 	if len(groups) == 0 && a.Key == slog.TimeKey {
 		return slog.Attr{}
 	}

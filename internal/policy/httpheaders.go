@@ -62,9 +62,9 @@ func HeaderKey(name string) string {
 	return strings.ToLower(strings.ReplaceAll(name, "_", "-"))
 }
 
-// IdentityHeaderProblem returns what is wrong with name as one of the
+// identityHeaderProblem returns what is wrong with name as one of the
 // headers identity-headers names, or "".
-func IdentityHeaderProblem(name string) string {
+func identityHeaderProblem(name string) string {
 	what := "identity-headers " + q(name)
 	if len(name) == 0 || len(name) > maxHeaderName {
 		return fmt.Sprintf("%s: a header name has 1 to %d characters", what, maxHeaderName)
@@ -88,17 +88,18 @@ func IdentityHeaderProblem(name string) string {
 	return ""
 }
 
-// identityHeadersProblems returns what is wrong with the names of an
+// IdentityHeadersProblems returns what is wrong with the names of an
 // identity-headers directive: too many, one not valid, or one given twice
-// (as header names compare).
-func identityHeadersProblems(names []string) []string {
+// (as header names compare). The http-backend worker holds the names it is
+// given to the same rules.
+func IdentityHeadersProblems(names []string) []string {
 	var out []string
 	if len(names) > MaxIdentityHeaders {
 		out = append(out, fmt.Sprintf("identity-headers gives %d names; at most %d are allowed", len(names), MaxIdentityHeaders))
 	}
 	seen := make(map[string]bool, len(names))
 	for _, n := range names {
-		if msg := IdentityHeaderProblem(n); msg != "" {
+		if msg := identityHeaderProblem(n); msg != "" {
 			out = append(out, msg)
 			continue
 		}

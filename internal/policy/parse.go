@@ -332,7 +332,7 @@ type directive struct {
 }
 
 // optionalPath is a global directive whose value is an absolute path or
-// "none" (the default: empty).
+// "none" (empty).
 func optionalPath(name string, field func(c *Config) *string) directive {
 	return directive{name: name, global: true, min: 1, max: 1, usage: name + " /absolute/path\" or \"" + name + " none", hint: pathHint, set: func(p *parser, n int, v []string) {
 		if v[0] == "none" {
@@ -355,13 +355,7 @@ func directiveTable() []directive {
 		{name: "audit-log", global: true, min: 1, max: 1, usage: "audit-log /absolute/path", hint: pathHint, set: func(p *parser, n int, v []string) {
 			p.cfg.AuditLog = v[0]
 		}},
-		{name: "authorized-keys-dir", global: true, min: 1, max: 1, usage: "authorized-keys-dir /absolute/path", hint: pathHint, set: func(p *parser, n int, v []string) {
-			if v[0] == "none" {
-				p.cfg.AuthorizedKeysDir = ""
-				return
-			}
-			p.cfg.AuthorizedKeysDir = v[0]
-		}},
+		optionalPath("authorized-keys-dir", func(c *Config) *string { return &c.AuthorizedKeysDir }),
 		{name: "home-authorized-keys", global: true, min: 1, max: 1, usage: "home-authorized-keys yes", set: func(p *parser, n int, v []string) {
 			switch v[0] {
 			case "yes":

@@ -390,6 +390,8 @@ func TestParseErrors(t *testing.T) {
 			`service name "-x" is not valid: use 1 to 64 characters from A-Z a-z 0-9 . _ @ -, not starting with "-" or "."`},
 		{"stray brace", "{\n", 1, `unexpected "{": a block starts with "service NAME {" on one line`},
 		{"missing value", svc(minimal + " users\n"), 4, `"users" needs a value: write "users NAME..."`},
+		{"missing path", "authorized-keys-dir\n", 1,
+			`"authorized-keys-dir" needs a value: write "authorized-keys-dir /absolute/path" or "authorized-keys-dir none"`},
 		{"bad user", svc(minimal + " users al/ice\n"), 4,
 			`user name "al/ice" is not valid: use 1 to 64 characters from A-Z a-z 0-9 . _ @ -, not starting with "-" or "." (or "*" for every user with a key)`},
 		{"star group", svc(minimal + " groups *\n"), 4,

@@ -167,7 +167,7 @@ func (v *validator) service(s *Service, first map[string]*Service) {
 		}
 	}
 	if len(s.IdentityHeaders) > 0 && takes("identity-headers") {
-		for _, msg := range identityHeadersProblems(s.IdentityHeaders) {
+		for _, msg := range IdentityHeadersProblems(s.IdentityHeaders) {
 			v.errs.add(s.line("identity-headers"), msg)
 		}
 	}
