@@ -18,6 +18,7 @@ import (
 	"ubns.dev/netauth/agent"
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // certUser is a user key with an OpenSSH user certificate made by ssh-keygen -s, held by a
@@ -29,38 +30,18 @@ type certUser struct {
 	sock        string
 }
 
-func runKeygen(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
-func readAuthorizedKey(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // newCertUser makes a CA and a key, certifies the key with certOpts (ssh-keygen -s options)
 // and loads it into a new ssh-agent.
 func newCertUser(t *testing.T, certOpts ...string) *certUser {
 	t.Helper()
 	u := &certUser{dir: t.TempDir()}
 	u.ca, u.id = filepath.Join(u.dir, "ca"), filepath.Join(u.dir, "id")
-	runKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f", u.ca)
-	runKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", "id", "-f", u.id)
-	runKeygen(t, append(append([]string{"-q", "-s", u.ca}, certOpts...), u.id+".pub")...)
-	u.caPub = readAuthorizedKey(t, u.ca+".pub")
-	u.pub = readAuthorizedKey(t, u.id+".pub")
-	u.cert = readAuthorizedKey(t, u.id+"-cert.pub").(*ssh.Certificate)
+	testutil.SSHKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f", u.ca)
+	testutil.SSHKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", "id", "-f", u.id)
+	testutil.SSHKeygen(t, append(append([]string{"-q", "-s", u.ca}, certOpts...), u.id+".pub")...)
+	u.caPub = testutil.ReadPublicKey(t, u.ca+".pub")
+	u.pub = testutil.ReadPublicKey(t, u.id+".pub")
+	u.cert = testutil.ReadPublicKey(t, u.id+"-cert.pub").(*ssh.Certificate)
 	u.sock = startOpenSSHAgent(t)
 	sshAdd(t, u.sock, u.id)
 	return u
@@ -73,7 +54,7 @@ func (u *certUser) krl(t *testing.T, spec string) *RevokedKeys {
 	if err := os.WriteFile(specFile, []byte(spec), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runKeygen(t, "-q", "-k", "-f", krlFile, "-s", u.ca+".pub", specFile)
+	testutil.SSHKeygen(t, "-q", "-k", "-f", krlFile, "-s", u.ca+".pub", specFile)
 	r, err := LoadRevokedKeys(krlFile)
 	if err != nil {
 		t.Fatal(err)

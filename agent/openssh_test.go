@@ -40,19 +40,8 @@ func needTools(t *testing.T, names ...string) {
 // returns its public key.
 func sshKeygen(t *testing.T, path string) ssh.PublicKey {
 	t.Helper()
-	out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@netauth", "-f", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(path + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub
+	testutil.SSHKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", "test@netauth", "-f", path)
+	return testutil.ReadPublicKey(t, path+".pub")
 }
 
 // openSSH runs an OpenSSH program against the agent at sock, with extra

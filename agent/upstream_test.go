@@ -37,18 +37,8 @@ func userCert(t *testing.T, dir, keyPath string) *ssh.Certificate {
 	t.Helper()
 	ca := filepath.Join(dir, "user_ca")
 	sshKeygen(t, ca)
-	out, err := exec.Command("ssh-keygen", "-q", "-s", ca, "-I", "alice-cert", "-n", "alice", "-V", "-5m:+1h", keyPath+".pub").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ssh-keygen -s: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(keyPath + "-cert.pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	testutil.SSHKeygen(t, "-q", "-s", ca, "-I", "alice-cert", "-n", "alice", "-V", "-5m:+1h", keyPath+".pub")
+	pub := testutil.ReadPublicKey(t, keyPath+"-cert.pub")
 	cert, ok := pub.(*ssh.Certificate)
 	if !ok {
 		t.Fatalf("%s-cert.pub is a %T", keyPath, pub)

@@ -189,15 +189,12 @@ func (c *agentCommand) runForeground(ctx context.Context, f agentFlags) int {
 		return fail(c.stderr, "netauth agent", err)
 	}
 	defer inst.cleanup()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := inst.serve(ctx)
-	if err := inst.agent.CheckUpstream(); errors.Is(err, agent.ErrUpstreamLoop) {
-		cancel()
-		<-served
+	served, warn, err := inst.serve(ctx)
+	if err != nil {
 		return fail(c.stderr, "netauth agent", err)
-	} else if err != nil {
-		log.Warn("upstream agent not usable now; its keys are missing until it is", "err", err)
+	}
+	if warn != nil {
+		log.Warn("upstream agent not usable now; its keys are missing until it is", "err", warn)
 	}
 	if up := inst.agent.Upstream(); up != "" {
 		log.Info("agent chained", "upstream", up)
@@ -211,10 +208,24 @@ func (c *agentCommand) runForeground(ctx context.Context, f agentFlags) int {
 }
 
 // serve serves the agent until ctx is done; the channel gets Serve's result.
-func (inst *agentInstance) serve(ctx context.Context) <-chan error {
+// Serving, it checks the upstream agent (which may reach this one): an upstream
+// that chains back to this agent stops it and is the error; an upstream not
+// usable now is only the warning.
+func (inst *agentInstance) serve(ctx context.Context) (served <-chan error, warn, err error) {
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- inst.agent.Serve(ctx, inst.ln) }()
-	return done
+	go func() {
+		defer cancel()
+		done <- inst.agent.Serve(ctx, inst.ln)
+	}()
+	if err := inst.agent.CheckUpstream(); errors.Is(err, agent.ErrUpstreamLoop) {
+		cancel()
+		<-done
+		return nil, nil, err
+	} else if err != nil {
+		warn = err
+	}
+	return done, warn, nil
 }
 
 // daemonize starts the background agent, waits until its socket is ready
@@ -308,17 +319,14 @@ func (c *agentCommand) runChild(ctx context.Context, f agentFlags) int {
 		return 1
 	}
 	defer inst.cleanup()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := inst.serve(ctx)
-	if err := inst.agent.CheckUpstream(); errors.Is(err, agent.ErrUpstreamLoop) {
-		cancel()
-		<-served
+	served, warn, err := inst.serve(ctx)
+	if err != nil {
 		fmt.Fprintf(status, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		status.Close()
 		return 1
-	} else if err != nil {
-		fmt.Fprintf(status, "warning upstream agent not usable now (its keys are missing until it is): %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	if warn != nil {
+		fmt.Fprintf(status, "warning upstream agent not usable now (its keys are missing until it is): %s\n", strings.ReplaceAll(warn.Error(), "\n", " "))
 	}
 	fmt.Fprintf(status, "ok %s\n", inst.path)
 	status.Close()

@@ -30,27 +30,11 @@ func stockAgent(t *testing.T) (string, string) {
 	dir := privateDir(t)
 	sock, _ := testutil.StartSSHAgent(t)
 	key := filepath.Join(dir, "id")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	testutil.SSHKeygen(t, "-q", "-t", "ed25519", "-N", "", "-f", key)
+	if out, err := sshAdd(sock, key); err != nil {
+		t.Fatalf("ssh-add to ssh-agent: %v\n%s", err, out)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		out, err := sshAdd(sock, key)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh-add to ssh-agent: %v\n%s", err, out)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	b, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := testutil.ReadPublicKey(t, key+".pub")
 	return sock, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
 }
 

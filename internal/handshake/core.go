@@ -422,31 +422,39 @@ func (c *ServerCore) newResult(client string, h []byte) *Result {
 
 // eligible applies the configuration's Eligible, which finds the user's key by res.KeyHash,
 // and checks that it did.
-func (c *ServerCore) eligible(res *Result) error {
-	if err := c.certificate(res); err != nil {
-		return err
+func (c *ServerCore) eligible(res *Result) error { return c.check(res, c.cfg.Eligible) }
+
+// resumable is the check before a ticket is resumed: the configuration's Resumable if it has
+// one, else Eligible, and the same check of the key found.
+func (c *ServerCore) resumable(res *Result) error {
+	find := c.cfg.Resumable
+	if find == nil {
+		find = c.cfg.Eligible
 	}
-	if err := foundKey(res, c.cfg.Eligible(res)); err != nil {
-		return err
-	}
-	return c.revoked(res)
+	return c.check(res, find)
 }
 
-// revoked refuses a key ServerConfig.RevokedKeys lists.
-func (c *ServerCore) revoked(res *Result) error {
-	if c.certs.Load().revoked.Revoked(res.Key) {
+// check applies the user certificate checks to res (CheckCertificate) with the core's
+// UserCerts and RevokedKeys, the configuration's clock and skew; then find (Eligible or
+// Resumable), which finds the user's key by res.KeyHash, checking that it did; and last the
+// revoked keys to the key found. One state of the core's certificates decides it all, and a
+// certificate the checks accepted is not looked up in the revoked keys again (they refused it
+// if it was revoked).
+func (c *ServerCore) check(res *Result, find func(*Result) error) error {
+	cc := c.certs.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	err := checkCertificate(ctx, cc.userCerts, cc.revoked, c.cfg.now(), c.cfg.skew(), res)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if err := foundKey(res, find(res)); err != nil {
+		return err
+	}
+	if !res.certified && cc.revoked.Revoked(res.Key) {
 		return &Refusal{Code: CodeNotAuthorized, Reason: fmt.Sprintf("key %s is revoked", res.KeyFingerprint)}
 	}
 	return nil
-}
-
-// certificate applies the user certificate checks to res (CheckCertificate) with the
-// configuration's UserCerts and RevokedKeys, its clock and its skew.
-func (c *ServerCore) certificate(res *Result) error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	cc := c.certs.Load()
-	return checkCertificate(ctx, cc.userCerts, cc.revoked, c.cfg.now(), c.cfg.skew(), res)
 }
 
 // CheckCertificate applies the user certificate checks (cfg.UserCerts and cfg.RevokedKeys, at
@@ -500,21 +508,6 @@ func checkCertificate(ctx context.Context, userCerts *usercert.Checker, revoked 
 	}
 	res.certified = true
 	return nil
-}
-
-// resumable is the check before a ticket is resumed: the configuration's Resumable if it has
-// one, else Eligible, and the same check of the key found.
-func (c *ServerCore) resumable(res *Result) error {
-	if c.cfg.Resumable == nil {
-		return c.eligible(res)
-	}
-	if err := c.certificate(res); err != nil {
-		return err
-	}
-	if err := foundKey(res, c.cfg.Resumable(res)); err != nil {
-		return err
-	}
-	return c.revoked(res)
 }
 
 // foundKey returns err, or an error if a key lookup that succeeded left res without the key

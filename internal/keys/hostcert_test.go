@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // certFixture is a host CA and a host key made by ssh-keygen, with helpers to sign host
@@ -28,22 +29,9 @@ func newCertFixture(t *testing.T) *certFixture {
 	f := &certFixture{t: t, dir: dir}
 	f.ca = sshKeygen(t, dir, "host_ca", "ed25519", "")
 	f.host = sshKeygen(t, dir, "ssh_host_ed25519_key", "ed25519", "")
-	f.caPub = readPub(t, f.ca+".pub")
-	f.hostPub = readPub(t, f.host+".pub")
+	f.caPub = testutil.ReadPublicKey(t, f.ca+".pub")
+	f.hostPub = testutil.ReadPublicKey(t, f.host+".pub")
 	return f
-}
-
-func readPub(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // sign runs ssh-keygen -s CA [-h] -I id -n principals [-V validity] on the host key's .pub
@@ -68,7 +56,7 @@ func (f *certFixture) sign(name string, host bool, principals, validity string, 
 	args = append(append(args, extra...), pub)
 	run(f.t, nil, openssh(f.t, "ssh-keygen"), args...)
 	path := filepath.Join(f.dir, name+"-cert.pub")
-	cert, ok := readPub(f.t, path).(*ssh.Certificate)
+	cert, ok := testutil.ReadPublicKey(f.t, path).(*ssh.Certificate)
 	if !ok {
 		f.t.Fatal("ssh-keygen did not write a certificate")
 	}

@@ -178,48 +178,45 @@ func (r *reader) fail(what string) {
 	r.b = nil
 }
 
-func (r *reader) u8(what string) byte {
-	if len(r.b) < 1 {
-		r.fail(what)
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *reader) u32(what string) uint32 {
-	if len(r.b) < 4 {
-		r.fail(what)
-		return 0
-	}
-	v := binary.BigEndian.Uint32(r.b)
-	r.b = r.b[4:]
-	return v
-}
-
-func (r *reader) u64(what string) uint64 {
-	if len(r.b) < 8 {
-		r.fail(what)
-		return 0
-	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *reader) str(what string) []byte {
-	n := r.u32(what)
-	if r.err != nil {
-		return nil
-	}
-	if uint64(n) > uint64(len(r.b)) {
+// take returns the next n bytes, or nil if fewer are left.
+func (r *reader) take(n int, what string) []byte {
+	if len(r.b) < n {
 		r.fail(what)
 		return nil
 	}
 	v := r.b[:n]
 	r.b = r.b[n:]
 	return v
+}
+
+func (r *reader) u8(what string) byte {
+	if v := r.take(1, what); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (r *reader) u32(what string) uint32 {
+	if v := r.take(4, what); v != nil {
+		return binary.BigEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (r *reader) u64(what string) uint64 {
+	if v := r.take(8, what); v != nil {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (r *reader) str(what string) []byte {
+	n := r.u32(what)
+	if r.err != nil || uint64(n) > uint64(len(r.b)) {
+		r.fail(what)
+		return nil
+	}
+	return r.take(int(n), what)
 }
 
 func (s *Set) parseKRL(data []byte) error {

@@ -12,33 +12,14 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/testutil"
 )
-
-func keygen(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
 
 func newKey(t *testing.T, dir, name string) (string, ssh.PublicKey) {
 	t.Helper()
 	path := filepath.Join(dir, name)
-	keygen(t, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path)
-	return path, readPub(t, path+".pub")
-}
-
-func readPub(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+	testutil.SSHKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path)
+	return path, testutil.ReadPublicKey(t, path+".pub")
 }
 
 type fixture struct {
@@ -54,8 +35,8 @@ func newFixture(t *testing.T) *fixture {
 	f.ca, f.caPub = newKey(t, f.dir, "ca")
 	f.id, f.idPub = newKey(t, f.dir, "id")
 	f.other, f.otherPub = newKey(t, f.dir, "other")
-	keygen(t, "-q", "-s", f.ca, "-I", "alice@laptop", "-n", "alice", "-z", "42", f.id+".pub")
-	f.cert = readPub(t, f.id+"-cert.pub").(*ssh.Certificate)
+	testutil.SSHKeygen(t, "-q", "-s", f.ca, "-I", "alice@laptop", "-n", "alice", "-z", "42", f.id+".pub")
+	f.cert = testutil.ReadPublicKey(t, f.id+"-cert.pub").(*ssh.Certificate)
 	return f
 }
 
@@ -75,7 +56,7 @@ func (f *fixture) makeKRL(t *testing.T, spec string, withCA bool) *Set {
 	if withCA {
 		args = append(args, "-s", f.ca+".pub")
 	}
-	keygen(t, append(args, arg)...)
+	testutil.SSHKeygen(t, append(args, arg)...)
 	s, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +115,7 @@ func TestKRLCheckedBySSHKeygen(t *testing.T) {
 	if err := os.WriteFile(spec, []byte("serial: 40-44\nid: bob\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	keygen(t, "-q", "-k", "-f", krlFile, "-s", f.ca+".pub", spec)
+	testutil.SSHKeygen(t, "-q", "-k", "-f", krlFile, "-s", f.ca+".pub", spec)
 	s, err := Load(krlFile)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +123,7 @@ func TestKRLCheckedBySSHKeygen(t *testing.T) {
 	for _, key := range []string{f.id + "-cert.pub", f.other + ".pub"} {
 		err := exec.Command("ssh-keygen", "-Q", "-f", krlFile, key).Run()
 		want := err != nil // ssh-keygen -Q exits non-zero for a revoked key
-		if got := s.Revoked(readPub(t, key)); got != want {
+		if got := s.Revoked(testutil.ReadPublicKey(t, key)); got != want {
 			t.Errorf("%s: Revoked = %v, ssh-keygen -Q says revoked=%v", filepath.Base(key), got, want)
 		}
 	}

@@ -7,9 +7,36 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
+
+// SSHKeygen runs OpenSSH's ssh-keygen with args; the test fails, with ssh-keygen's output, if
+// it does.
+func SSHKeygen(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// ReadPublicKey reads the public key (or certificate) in the authorized_keys format file at
+// path, as ssh-keygen writes it.
+func ReadPublicKey(t testing.TB, path string) ssh.PublicKey {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return k
+}
 
 // StartSSHAgent runs OpenSSH's ssh-agent in the foreground on a socket in a new temporary
 // directory, with env added to its environment, and returns the socket once the agent accepts

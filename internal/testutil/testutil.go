@@ -2,9 +2,10 @@
 
 // Package testutil holds the helpers netauth's tests share: loopback TCP connection pairs, a
 // buffer safe for concurrent use, in-memory SSH keys, a bounded flood of connections from one
-// source address, a real OpenSSH ssh-agent that accepts connections before it is used, and
-// headless Chromium run as a given user (Browser). It is imported by tests only, and imports
-// no other netauth package, so any package's own tests can use it.
+// source address, a real OpenSSH ssh-agent that accepts connections before it is used,
+// ssh-keygen and the public keys it writes, and headless Chromium run as a given user
+// (Browser). It is imported by tests only, and imports no other netauth package, so any
+// package's own tests can use it.
 package testutil
 
 import (

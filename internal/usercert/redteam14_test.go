@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"ubns.dev/netauth/internal/testutil"
 )
 
 // redteamCert returns a user certificate for principal, signed by ca.
@@ -115,8 +116,8 @@ func TestRedteamECDSACAFromSSHKeygen(t *testing.T) {
 	dir := t.TempDir()
 	for _, bits := range []string{"256", "384", "521"} {
 		ca := filepath.Join(dir, "ca"+bits)
-		keygen(t, "-q", "-t", "ecdsa", "-b", bits, "-N", "", "-f", ca)
-		c := &Checker{CAs: []ssh.PublicKey{readPub(t, ca+".pub")}}
+		testutil.SSHKeygen(t, "-q", "-t", "ecdsa", "-b", bits, "-N", "", "-f", ca)
+		c := &Checker{CAs: []ssh.PublicKey{testutil.ReadPublicKey(t, ca+".pub")}}
 		for i := range 20 {
 			key := newKey(t, dir, fmt.Sprintf("user%s-%d", bits, i))
 			cert := certify(t, ca, key, "-I", "id", "-n", "alice")

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -17,34 +16,14 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/krl"
+	"ubns.dev/netauth/internal/testutil"
 )
-
-// keygen runs the real ssh-keygen.
-func keygen(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ssh-keygen", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
 
 func newKey(t *testing.T, dir, name string) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
-	keygen(t, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path)
+	testutil.SSHKeygen(t, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path)
 	return path
-}
-
-func readPub(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // certify signs key.pub with ca using ssh-keygen -s and the extra options, and returns the
@@ -53,8 +32,8 @@ func certify(t *testing.T, ca, key string, opts ...string) *ssh.Certificate {
 	t.Helper()
 	os.Remove(key + "-cert.pub")
 	args := append([]string{"-q", "-s", ca}, opts...)
-	keygen(t, append(args, key+".pub")...)
-	return readPub(t, key+"-cert.pub").(*ssh.Certificate)
+	testutil.SSHKeygen(t, append(args, key+".pub")...)
+	return testutil.ReadPublicKey(t, key+"-cert.pub").(*ssh.Certificate)
 }
 
 type fixture struct {
@@ -65,7 +44,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	dir := t.TempDir()
 	f := &fixture{dir: dir, ca: newKey(t, dir, "ca"), other: newKey(t, dir, "other"), id: newKey(t, dir, "id")}
-	f.caPub = readPub(t, f.ca+".pub")
+	f.caPub = testutil.ReadPublicKey(t, f.ca+".pub")
 	return f
 }
 
@@ -260,7 +239,7 @@ func TestRevokedCertificates(t *testing.T) {
 			t.Fatal(err)
 		}
 		os.Remove(krlPath)
-		keygen(t, "-q", "-k", "-f", krlPath, "-s", f.ca+".pub", spec)
+		testutil.SSHKeygen(t, "-q", "-k", "-f", krlPath, "-s", f.ca+".pub", spec)
 		set, err := krl.Load(krlPath)
 		if err != nil {
 			t.Fatal(err)
@@ -307,7 +286,7 @@ func TestWithRevoked(t *testing.T) {
 	if err := os.WriteFile(spec, []byte("serial: 42\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	keygen(t, "-q", "-k", "-f", krlPath, "-s", f.ca+".pub", spec)
+	testutil.SSHKeygen(t, "-q", "-k", "-f", krlPath, "-s", f.ca+".pub", spec)
 	set, err := krl.Load(krlPath)
 	if err != nil {
 		t.Fatal(err)
