@@ -288,14 +288,9 @@ func serve(cfg *policy.Config, note, tracePath, control string, log *slog.Logger
 		fmt.Fprintln(stderr, "netauthd: finding its own program for the built-in exec, backend and instance workers:", err)
 		return 1
 	}
-	worker, err := builtinWorker()
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
 	// Privilege separation: network bytes are parsed only by the acceptor, running as an
 	// account of its own when netauthd is root, as netauthd's user otherwise.
-	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, InheritedNames: names, Self: worker, Trace: tracePath}
+	opts := daemon.Options{Config: cfg, Logger: log, Inherited: inherited, InheritedNames: names, Trace: tracePath}
 	if os.Geteuid() == 0 {
 		if opts.AcceptorAccount, err = acceptorAccount(acceptorUser); err != nil {
 			fmt.Fprintln(stderr, err)
@@ -309,6 +304,7 @@ func serve(cfg *policy.Config, note, tracePath, control string, log *slog.Logger
 		return 1
 	}
 	opts.Acceptor = []string{acc}
+	opts.Self = []string{acc, workerFlag} // the built-in workers, as builtinWorker chooses them
 	d, err := daemon.New(opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -134,11 +134,9 @@ func (w *worker) awaitInstance() error {
 }
 
 // instanceFailed stops a worker whose instance did not start, with reap (which waits for the
-// process and its output), and logs it.
+// process and its output), and logs it, saying why (its control loop, which logs the exit of
+// a worker that ran, never starts).
 func (w *worker) instanceFailed(err error, reap func()) {
-	w.d.mu.Lock()
-	w.killedBy = "its instance did not start"
-	w.d.mu.Unlock()
 	_ = syscall.Kill(-w.pid, syscall.SIGKILL)
 	_ = w.cmd.Process.Kill()
 	reap()

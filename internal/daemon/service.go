@@ -3,8 +3,6 @@
 package daemon
 
 import (
-	"time"
-
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	"os/user"
 	"sync"
 	"syscall"
+	"time"
 
 	"ubns.dev/netauth/internal/audit"
 	"ubns.dev/netauth/internal/handshake"
@@ -157,8 +156,9 @@ func (s *service) newCore() (*handshake.ServerCore, error) {
 
 // authorize admits a client whose key was found eligible and who then proved it holds it
 // (signature or binder), before the client is told it is accepted: capacity must remain, a
-// worker must be ready, and the decision, naming that worker, must be in the audit log. eligible has already checked
-// the key and the grant; nothing before this point creates a process or writes a record.
+// worker must be ready, and the decision, naming that worker, must be in the audit log.
+// eligible has already checked the key and the grant; nothing before this point creates a
+// process or writes a record.
 func (s *service) authorize(r *handshake.Result) (any, error) {
 	d := s.d
 	tr := d.tracer.record()
