@@ -691,9 +691,13 @@ func TestWriteFailureRecovers(t *testing.T) {
 	if !strings.Contains(logged.String(), "audit log unwritable") {
 		t.Errorf("the failure was not logged:\n%s", logged.String())
 	}
-	// Space is back, but the file is not tried again before RetryInterval.
+	// Space is back, but the file is not tried again before RetryInterval; Failing says so
+	// without a Write.
 	spaceBack()
 	clock.Add(RetryInterval - time.Millisecond)
+	if err := w.Failing(); err == nil || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Failing right after a failure = %v, want the write's error", err)
+	}
 	err = w.Write(refusedRecord(host.pub, "third"))
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "tried again") || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Write right after a failure = %v, want the same error", err)
@@ -702,6 +706,9 @@ func TestWriteFailureRecovers(t *testing.T) {
 		t.Fatalf("recovery logged before the log was written:\n%s", logged.String())
 	}
 	clock.Add(time.Millisecond)
+	if err := w.Failing(); err != nil {
+		t.Fatalf("Failing once RetryInterval has passed = %v, want nil (the next Write tries)", err)
+	}
 	r := refusedRecord(host.pub, "fourth")
 	if err := w.Write(r); err != nil {
 		t.Fatalf("Write once the disk has space again: %v", err)

@@ -195,3 +195,32 @@ func TestReopenUnopenable(t *testing.T) {
 		t.Fatalf("log: %+v", rep)
 	}
 }
+
+// TestFailingEndsAtReopen: reopening a log whose write failed (SIGUSR1 or SIGHUP in netauthd,
+// once the administrator mended it) ends the wait: Failing is nil at once, and the next Write
+// writes, without waiting for RetryInterval.
+func TestFailingEndsAtReopen(t *testing.T) {
+	host := newHostKey(t)
+	_, w := openTestLog(t, host)
+	useFakeClock(w)
+	if err := w.Write(refusedRecord(host.pub, "first")); err != nil {
+		t.Fatal(err)
+	}
+	spaceBack := fillDisk(t, w)
+	if err := w.Write(refusedRecord(host.pub, "second")); err == nil {
+		t.Fatal("Write to a full disk succeeded")
+	}
+	if err := w.Failing(); err == nil {
+		t.Fatal("Failing after a failed write = nil, want the failure")
+	}
+	spaceBack()
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Failing(); err != nil {
+		t.Fatalf("Failing after Reopen = %v, want nil", err)
+	}
+	if err := w.Write(refusedRecord(host.pub, "third")); err != nil {
+		t.Fatalf("Write after Reopen: %v", err)
+	}
+}

@@ -509,15 +509,38 @@ func (w *Writer) failLocked(err error, partial bool, now time.Time) {
 	}
 }
 
+// Failing returns the error a Write now would return at once, without trying the file: the
+// log failed and RetryInterval has not passed since it was last tried (Reopen ends the wait).
+// It is nil when the next Write would write, or try, the file. A caller that must prepare
+// something costly before it writes (netauthd starts the connection's worker) asks first.
+func (w *Writer) Failing() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed == nil || !w.waitingLocked(w.now()) {
+		return nil
+	}
+	return w.failingErrLocked()
+}
+
+// waitingLocked reports whether a failed log is still waiting, at now, to be tried again.
+func (w *Writer) waitingLocked(now time.Time) bool {
+	return now.Sub(w.triedAt) < RetryInterval && !now.Before(w.triedAt)
+}
+
+// failingErrLocked is the error of a Write refused while a failed log waits.
+func (w *Writer) failingErrLocked() error {
+	return fmt.Errorf("%w (the log cannot be written; it is tried again every %v)", w.failed, RetryInterval)
+}
+
 // retryLocked decides whether a failed log is tried again now: it returns
 // the failure if RetryInterval has not passed since the last try, and
 // otherwise makes sure that the file ends where the last record written
 // ends, cutting off what a failed write left. A nil error means the write
 // may go ahead.
 func (w *Writer) retryLocked(now time.Time) error {
-	if now.Sub(w.triedAt) < RetryInterval && !now.Before(w.triedAt) {
+	if w.waitingLocked(now) {
 		w.failures++
-		return fmt.Errorf("%w (the log cannot be written; it is tried again every %v)", w.failed, RetryInterval)
+		return w.failingErrLocked()
 	}
 	w.triedAt = now
 	if err := w.cutLocked(); err != nil {

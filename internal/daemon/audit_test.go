@@ -307,28 +307,3 @@ func TestAuditRecordNamesWorker(t *testing.T) {
 		t.Fatalf("accepted records name workers %v, want the pids that served them, %v", workers, pids)
 	}
 }
-
-// TestAuditReopenRetriesAtOnce: reopening the audit log (SIGUSR1, and SIGHUP's reload) after a
-// write failed makes the next connection try the log again at once, as the audit writer
-// does, rather than be refused until audit.RetryInterval has passed since the failure.
-func TestAuditReopenRetriesAtOnce(t *testing.T) {
-	tb := newTestbed(t, whoamiService)
-	cfg := tb.config("netauth-alice")
-	cfg.DisableResumption = true
-	for _, reopen := range []struct {
-		name string
-		do   func() error
-	}{
-		{"ReopenAudit", tb.d.ReopenAudit},
-		{"Reload", func() error { return tb.d.Reload(context.Background()) }},
-	} {
-		// The state a failed write of an accepted connection's record leaves.
-		tb.d.auditWritten(errors.New("disk full"))
-		if err := reopen.do(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tb.whoami("whoami", "netauth-alice", cfg); err != nil {
-			t.Fatalf("a connection right after %s of a log that failed: %v, want accepted", reopen.name, err)
-		}
-	}
-}

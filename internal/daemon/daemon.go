@@ -113,10 +113,6 @@ type Daemon struct {
 	acceptorUID uint32
 	nextID      uint64
 	closed      bool
-	// auditFailedAt is when the last audit write failed (zero once one succeeds, or the log
-	// is reopened, which retries it at the next write): until audit.RetryInterval later,
-	// connections are refused without starting their workers.
-	auditFailedAt time.Time
 	// custodySlots bounds the connections in custody (worker.go), made on first use;
 	// ackTimeout, if set (tests), replaces the const ackTimeout.
 	custodySlots chan struct{}
@@ -343,7 +339,6 @@ func (d *Daemon) ReopenAudit() error {
 	if err := d.audit.Reopen(); err != nil {
 		return fmt.Errorf("reopening the audit log: %w", err)
 	}
-	d.auditWritten(nil) // a log that failed is tried again at the next connection
 	return nil
 }
 
@@ -354,8 +349,6 @@ func (d *Daemon) ReopenAudit() error {
 func (d *Daemon) Reload(ctx context.Context) error {
 	if err := d.audit.Reopen(); err != nil {
 		d.log.Error("reopening the audit log", "err", err)
-	} else {
-		d.auditWritten(nil) // a log that failed is tried again at the next connection
 	}
 	load := d.opts.Load
 	if load == nil {

@@ -198,7 +198,7 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	adm := &admission{svc: sc, user: acct, runAs: runAs, reserve: res, trace: tr}
 	// While the audit log is failing (it is tried again at most every audit.RetryInterval),
 	// the connection is refused at once: no worker is started for it.
-	if err := d.auditFailing(); err != nil {
+	if err := d.audit.Failing(); err != nil {
 		res.release()
 		return nil, &handshake.Refusal{Code: handshake.CodeInternalError, Reason: "audit log unwritable", Err: err}
 	}
@@ -221,7 +221,6 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	written := time.Now()
 	err = d.audit.Write(rec)
 	d.metrics.AuditWrite(written)
-	d.auditWritten(err)
 	if err != nil {
 		d.unregister(adm.worker, adm.id)
 		if started {
@@ -234,30 +233,6 @@ func (s *service) authorize(r *handshake.Result) (any, error) {
 	tr.Mark(trace.Audited)
 	d.counts.accepted.Add(1)
 	return adm, nil
-}
-
-// auditFailing returns an error while the audit log is known to be unwritable: within
-// audit.RetryInterval of a failed write, when the audit writer would refuse the record
-// without trying the file. Past that, the next record is tried (auditWritten).
-func (d *Daemon) auditFailing() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.auditFailedAt.IsZero() && time.Since(d.auditFailedAt) < audit.RetryInterval {
-		return errors.New("the audit log cannot be written; it is tried again every " + audit.RetryInterval.String())
-	}
-	return nil
-}
-
-// auditWritten notes the outcome of writing an accepted connection's record, for
-// auditFailing.
-func (d *Daemon) auditWritten(err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err != nil {
-		d.auditFailedAt = time.Now()
-	} else {
-		d.auditFailedAt = time.Time{}
-	}
 }
 
 // userAccountMemo returns the account of user name for service sc, from the system user
