@@ -86,7 +86,7 @@ func loadCerts(cfg *policy.Config, key ed25519.PrivateKey) (cs *certState, warni
 		if err != nil {
 			return nil, nil, fmt.Errorf("trusted-user-ca-keys: %w", err)
 		}
-		uc := &usercert.Checker{CAs: cas, Revoked: cs.revoked, PrincipalsTTL: principalsTTL}
+		uc := &usercert.Checker{CAs: cas, PrincipalsTTL: principalsTTL}
 		if cfg.AuthorizedPrincipalsDir != "" {
 			uc.Principals = append(uc.Principals, usercert.PrincipalsDir{Dir: cfg.AuthorizedPrincipalsDir})
 		}
@@ -140,12 +140,11 @@ func loadRevoked(path string) (*krl.Set, fileStamp, error) {
 	return set, stamp, nil
 }
 
-// withRevoked returns a copy of cs with revoked keys set: the user certificate checks are
-// made anew around them (a Checker does not change once in use).
+// withRevoked returns a copy of cs with revoked keys set. The user certificate checks stay the
+// same (with what they remember): the handshake, not the Checker, applies the revoked keys.
 func (cs *certState) withRevoked(set *krl.Set, stamp fileStamp) *certState {
 	n := *cs
 	n.revoked, n.revokedStamp = set, stamp
-	n.userCerts = cs.userCerts.WithRevoked(set)
 	return &n
 }
 

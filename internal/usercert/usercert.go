@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package usercert decides OpenSSH user certificates the way sshd does with TrustedUserCAKeys,
-// AuthorizedPrincipalsFile/AuthorizedPrincipalsCommand and RevokedKeys: a certificate
-// authenticates a user when a trusted CA signed it as a user certificate, it is valid now,
-// its principals allow the user, its critical options are understood and met, and neither it,
-// its key nor its CA is revoked.
+// Package usercert decides OpenSSH user certificates the way sshd does with TrustedUserCAKeys
+// and AuthorizedPrincipalsFile/AuthorizedPrincipalsCommand: a certificate authenticates a user
+// when a trusted CA signed it as a user certificate, it is valid now, its principals allow the
+// user, and its critical options are understood and met. Revocation (RevokedKeys, package
+// krl) is the caller's: the handshake checks the certificate, its key and its CA against the
+// revoked keys before it asks Check.
 package usercert
 
 import (
@@ -28,7 +29,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"ubns.dev/netauth/internal/keys"
-	"ubns.dev/netauth/internal/krl"
 )
 
 // MaxCAFileSize is the largest trusted CA keys file (and principals file or command output)
@@ -213,8 +213,6 @@ type Checker struct {
 	// CAs are the trusted user CA keys (TrustedUserCAKeys). A certificate signed by any other
 	// key is refused.
 	CAs []ssh.PublicKey
-	// Revoked, if set, lists revoked keys and certificates (RevokedKeys).
-	Revoked *krl.Set
 	// Principals, if not empty, are where the principals allowed for a user come from (an
 	// AuthorizedPrincipalsFile and/or AuthorizedPrincipalsCommand): the certificate must
 	// carry one that any of them lists. If empty, it must carry the user name.
@@ -316,20 +314,9 @@ func (c *Checker) Known(h [sha256.Size]byte) *ssh.Certificate {
 	return c.verified[h]
 }
 
-// WithRevoked returns a Checker with c's configuration (its CAs, Principals and
-// PrincipalsTTL) and the revoked keys set, remembering nothing yet (no verified certificate,
-// no principals answer): a Checker does not change once in use, so a server whose revoked keys
-// changed makes a new one (and may Adopt the old one's certificates). A nil c gives nil.
-func (c *Checker) WithRevoked(set *krl.Set) *Checker {
-	if c == nil {
-		return nil
-	}
-	return &Checker{CAs: c.CAs, Revoked: set, Principals: c.Principals, PrincipalsTTL: c.PrincipalsTTL}
-}
-
 // Adopt makes c remember the certificates old remembers whose CA c trusts too (their CA
 // signature verified, which depends on nothing else), so that checks made anew, when a server
-// reads its configuration or revoked keys again, still know the certificates its tickets name;
+// reads its configuration again, still know the certificates its tickets name;
 // each is checked again in full before use (Known). The principals answers old remembers
 // are not adopted: c asks its own Principals afresh, so that a changed principals
 // configuration decides live sessions from the first re-check. Call it before c is in use.
@@ -395,9 +382,6 @@ func (c *Checker) Check(ctx context.Context, cert *ssh.Certificate, user, client
 	}
 	if err := checkCriticalOptions(cert, client); err != nil {
 		return err
-	}
-	if c.Revoked.Revoked(cert) {
-		return refuse("certificate %q (serial %d, CA %s) is revoked", cert.KeyId, cert.Serial, ssh.FingerprintSHA256(ca))
 	}
 	if len(c.Principals) == 0 {
 		if err := c.checkPrincipals(ctx, cert, user, now); err != nil {
