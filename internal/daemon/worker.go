@@ -956,7 +956,7 @@ type usedKey struct {
 
 // revoked says why user may no longer use service (empty: still allowed), by the
 // authorization every handshake passes for each key the user's connections used: a
-// certificate's checks (handshake.CheckCertificateWith, with the certificate state cs: trusted CA,
+// certificate's checks (handshake.CheckCertificate, with the certificate state cs: trusted CA,
 // validity, principals, critical options, revocation), then allowed, then the revoked keys.
 func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, cs *certState, src keys.Source, service, user string, used []usedKey) string {
 	sc := cfg.Lookup(service)
@@ -976,7 +976,7 @@ func (d *Daemon) revoked(ctx context.Context, cfg *policy.Config, cs *certState,
 		if _, ok := u.key.(*ssh.Certificate); ok {
 			r.SetKey(u.key)
 		}
-		err := handshake.CheckCertificateWith(ctx, cs.userCerts, cs.revoked, now, cs.skew, r)
+		err := handshake.CheckCertificate(ctx, cs.userCerts, cs.revoked, now, cs.skew, r)
 		if err != nil {
 			if ref := asRefusal(err); ref.Code != handshake.CodeInternalError && ref.Err != nil {
 				return ref.Reason + ": " + ref.Err.Error()

@@ -457,23 +457,16 @@ func (c *ServerCore) check(res *Result, find func(*Result) error) error {
 	return nil
 }
 
-// CheckCertificate applies the user certificate checks (cfg.UserCerts and cfg.RevokedKeys, at
-// cfg's time with cfg's skew; docs/PROTOCOL.md §3.7, check 6) to res's key if it is a
-// certificate, or, when res.Key is nil (a resumption), to the certificate whose hash is
-// res.KeyHash, if UserCerts remembers it (then res.Key is set to it). A certificate it accepts
-// for res.User from res.Client is marked for FindKey, which accepts no other; any other key
-// is left to FindKey. The core calls it before every Eligible and Resumable; a server that
+// CheckCertificate applies the user certificate checks (userCerts, nil: certificates are
+// refused; the revoked keys, nil: none; at time now with clock skew skew, zero or less:
+// DefaultMaxClockSkew; docs/PROTOCOL.md §3.7, check 6) to res's key if it is a certificate,
+// or, when res.Key is nil (a resumption), to the certificate whose hash is res.KeyHash, if
+// userCerts remembers it (then res.Key is set to it). A certificate it accepts for res.User
+// from res.Client is marked for FindKey, which accepts no other; any other key is left to
+// FindKey. The core makes these checks before every Eligible and Resumable; a server that
 // checks a live connection's identity again outside a handshake (netauthd's revocation check)
 // calls it before FindKey, so that the same checks decide.
-func CheckCertificate(ctx context.Context, cfg *ServerConfig, res *Result) error {
-	return checkCertificate(ctx, cfg.UserCerts, cfg.RevokedKeys, cfg.now(), cfg.skew(), res)
-}
-
-// CheckCertificateWith is CheckCertificate with the parts of a ServerConfig it uses given
-// apart: the certificate checks userCerts (nil: certificates are refused), the revoked keys
-// (nil: none), the time now and the clock skew (zero or less: DefaultMaxClockSkew, as in a
-// ServerConfig). It is for a server that keeps those parts and no ServerConfig.
-func CheckCertificateWith(ctx context.Context, userCerts *usercert.Checker, revoked *krl.Set, now time.Time, skew time.Duration, res *Result) error {
+func CheckCertificate(ctx context.Context, userCerts *usercert.Checker, revoked *krl.Set, now time.Time, skew time.Duration, res *Result) error {
 	if skew <= 0 {
 		skew = DefaultMaxClockSkew
 	}

@@ -124,7 +124,7 @@ func TestCheckCertificateOutsideAHandshake(t *testing.T) {
 	o, _ := e.fullSession(t)
 	res := &Result{Identity: o.srv.Identity, KeyHash: identity.KeyHash(cert), Client: o.srv.Client}
 	check := func() error {
-		if err := CheckCertificate(context.Background(), e.srv, res); err != nil {
+		if err := CheckCertificate(context.Background(), e.srv.UserCerts, e.srv.RevokedKeys, e.srv.now(), e.srv.MaxClockSkew, res); err != nil {
 			return err
 		}
 		return FindKey(context.Background(), keys.Multi{}, res)
@@ -148,9 +148,9 @@ func TestCertificateSizeCap(t *testing.T) {
 	}
 }
 
-// TestCheckCertificateWith: the checks given apart decide as CheckCertificate does with a
+// TestCheckCertificateDefaults: the checks given apart decide as CheckCertificate does with a
 // ServerConfig holding them, a skew of zero meaning the default.
-func TestCheckCertificateWith(t *testing.T) {
+func TestCheckCertificate(t *testing.T) {
 	// Expired a minute ago: within the default skew, not within a second's.
 	e, cert := certEnv(t, func(c *ssh.Certificate) { c.ValidBefore = uint64(time.Now().Add(-time.Minute).Unix()) })
 	res := func() *Result {
@@ -160,18 +160,18 @@ func TestCheckCertificateWith(t *testing.T) {
 		return r
 	}
 	ctx, now := context.Background(), time.Now()
-	if err := CheckCertificate(ctx, e.srv, res()); err != nil {
+	if err := CheckCertificate(ctx, e.srv.UserCerts, e.srv.RevokedKeys, e.srv.now(), e.srv.MaxClockSkew, res()); err != nil {
 		t.Fatalf("CheckCertificate: %v", err)
 	}
 	r := res()
-	if err := CheckCertificateWith(ctx, e.srv.UserCerts, nil, now, 0, r); err != nil || !r.certified {
+	if err := CheckCertificate(ctx, e.srv.UserCerts, nil, now, 0, r); err != nil || !r.certified {
 		t.Fatalf("skew 0 (the default): %v, certified %v", err, r.certified)
 	}
 	var ref *Refusal
-	if err := CheckCertificateWith(ctx, e.srv.UserCerts, nil, now, time.Second, res()); !errors.As(err, &ref) || ref.Code != CodeNotAuthorized {
+	if err := CheckCertificate(ctx, e.srv.UserCerts, nil, now, time.Second, res()); !errors.As(err, &ref) || ref.Code != CodeNotAuthorized {
 		t.Fatalf("skew 1s: %v, want not_authorized", err)
 	}
-	if err := CheckCertificateWith(ctx, nil, nil, now, 0, res()); !errors.As(err, &ref) || ref.Code != CodeNotAuthorized {
+	if err := CheckCertificate(ctx, nil, nil, now, 0, res()); !errors.As(err, &ref) || ref.Code != CodeNotAuthorized {
 		t.Fatalf("no user CA: %v, want not_authorized", err)
 	}
 }
